@@ -1,0 +1,381 @@
+//! The engine: the provisioning state machine, refresh and revocation, over a durable store.
+
+mod config;
+mod keys;
+mod operations;
+mod pts;
+mod registrations;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use ring::rand::{SecureRandom, SystemRandom};
+
+pub use config::{EngineConfig, LeakPolicy, LeakResponse, MAX_CLOCK_SKEW_LEEWAY};
+pub use keys::KeyEpochInfo;
+pub use operations::{Approval, BeginOutcome, BeginRequest, OperationStatus, Provisioned};
+pub use pts::{PtBatch, MAX_BATCH};
+pub use registrations::{Introspection, Refreshed, ValidatedRt};
+
+use crate::error::Error;
+use crate::family::{FamilyState, FamilyTable};
+use crate::keys::{KeyKeeper, Keyring, SoftwareKeeper};
+use crate::model::{
+    Actor, AuditEvent, LeakSignal, OperationId, OperationState, PtId, RegistrationId,
+};
+use crate::ratelimit::RateLimiter;
+use crate::store::{
+    CommitStats, JobOutcome, NewAuditEvent, NewLeakSignal, SqliteOptions, SqliteStore, Store,
+    StoreCounts, StoreRead, StoreTxn,
+};
+use crate::time::Timestamp;
+
+/// Told about changes after they are durable, in commit order, on the store's writer thread.
+/// Implementations must be quick and must not call back into the engine's write methods.
+pub trait EngineObserver: Send + Sync {
+    /// An operation changed state (approved, completed, rejected, cancelled, expired).
+    fn operation_changed(&self, _id: OperationId, _state: OperationState) {}
+    /// A registration was revoked; connections using its RTs should be closed.
+    fn registration_revoked(&self, _id: RegistrationId) {}
+}
+
+/// The Tessera engine. Cheap to clone (an `Arc`); share one per data directory.
+///
+/// All time-dependent methods take `now`: the engine never reads a clock.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.inner.store)
+            .field("keeper", &self.inner.keeper)
+            .field("families", &self.inner.families)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) keeper: Box<dyn KeyKeeper>,
+    pub(crate) keys: ArcSwap<Keyring>,
+    pub(crate) families: FamilyTable,
+    pub(crate) config: EngineConfig,
+    pub(crate) pt_limits_single: RateLimiter<PtId>,
+    pub(crate) pt_limits_fleet: RateLimiter<PtId>,
+    pub(crate) source_limits: RateLimiter<String>,
+    pub(crate) observer: RwLock<Option<Arc<dyn EngineObserver>>>,
+    pub(crate) rng: SystemRandom,
+    /// Serialises key rotations (rare; never on a request path).
+    pub(crate) rotation: Mutex<()>,
+}
+
+/// A change to in-memory state, applied after the batch that made it is durable.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    SetFamily(RegistrationId, FamilyState),
+    RemoveFamily(RegistrationId),
+    OperationChanged(OperationId, OperationState),
+    SwapKeyring(Arc<Keyring>),
+}
+
+/// The context of a write job: the store transaction and the effects to apply on commit.
+pub(crate) struct Tx<'a> {
+    pub(crate) db: &'a mut dyn StoreTxn,
+    pub(crate) inner: &'a Inner,
+    pub(crate) now: Timestamp,
+    effects: Vec<Effect>,
+}
+
+impl Tx<'_> {
+    pub(crate) fn effect(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    pub(crate) fn audit(
+        &mut self,
+        actor: &Actor,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), Error> {
+        self.db.append_audit(&NewAuditEvent {
+            at: self.now,
+            actor: &actor.name,
+            source: actor.source.as_deref(),
+            action,
+            subject,
+            detail,
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn leak(&mut self, sig: NewLeakSignal) -> Result<(), Error> {
+        self.db.insert_leak(&sig)?;
+        Ok(())
+    }
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStatus {
+    /// Registration families live in memory.
+    pub live_families: usize,
+    /// Memory held by the family table.
+    pub family_table_bytes: usize,
+    /// Current key epoch.
+    pub current_key_epoch: u32,
+    /// Row counts.
+    pub counts: StoreCounts,
+    /// Group-commit counters.
+    pub commits: CommitStats,
+}
+
+/// What [`Engine::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    /// Families whose every RT has expired, dropped from memory.
+    pub families: usize,
+    /// Pending operations marked expired.
+    pub operations_expired: usize,
+    /// Key epochs whose RT key was dropped because all their RTs have expired.
+    pub rt_keys_dropped: usize,
+}
+
+impl Engine {
+    /// Open an engine over `store` with the root held by `keeper`.
+    ///
+    /// On first open this records a check value of the root and starts key epoch 1; later opens
+    /// refuse a keeper with a different root. The family table is rebuilt from the store before
+    /// this returns, so the engine is ready for validation at once.
+    pub fn open(
+        store: impl Store + 'static,
+        keeper: impl KeyKeeper + 'static,
+        config: EngineConfig,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
+        let keeper: Box<dyn KeyKeeper> = Box::new(keeper);
+        let check = keeper.derive(crate::keys::ROOT_CHECK_CONTEXT)?;
+        let check_hex = data_encoding::HEXLOWER.encode(&check.expose()[..16]);
+        let rng = SystemRandom::new();
+        let mut dummy = [0u8; 32];
+        rng.fill(&mut dummy)
+            .map_err(|_| Error::Keys("system random generator failed".into()))?;
+        let dummy_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &dummy);
+        zeroize::Zeroize::zeroize(&mut dummy);
+        let inner = Arc::new(Inner {
+            store: Box::new(store),
+            keeper,
+            // Replaced below, once the epochs are known.
+            keys: ArcSwap::from_pointee(Keyring::new(0, Vec::new(), dummy_key.clone())),
+            families: FamilyTable::new(),
+            pt_limits_single: RateLimiter::new(config.pt_rate_single),
+            pt_limits_fleet: RateLimiter::new(config.pt_rate_fleet),
+            source_limits: RateLimiter::new(config.source_rate),
+            config,
+            observer: RwLock::new(None),
+            rng,
+            rotation: Mutex::new(()),
+        });
+        let engine = Engine { inner };
+        let epochs = engine.write(now, move |tx| keys::init_epochs(tx, &check_hex))?;
+        let ring = keys::build_keyring(&*engine.inner.keeper, &epochs, dummy_key, now)?;
+        engine.inner.keys.store(Arc::new(ring));
+        engine.rebuild_families(now)?;
+        Ok(engine)
+    }
+
+    /// Open the default setup in `dir`: the SQLite store `dir/tessera.db` and the software
+    /// keeper `dir/root.key` (created on first use).
+    pub fn open_dir(dir: &Path, config: EngineConfig, now: Timestamp) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
+        let keeper = SoftwareKeeper::open_or_create(dir)?;
+        let store = SqliteStore::open(dir, &SqliteOptions::default())?;
+        Self::open(store, keeper, config, now)
+    }
+
+    fn rebuild_families(&self, now: Timestamp) -> Result<(), Error> {
+        let cutoff = now
+            .unix_secs()
+            .saturating_sub(self.inner.config.clock_skew_leeway.as_secs());
+        let fam = &self.inner.families;
+        let mut overflow = false;
+        self.inner.store.read(&mut |db: &dyn StoreRead| {
+            db.for_each_live_registration(cutoff, &mut |id, generation, exp| {
+                let st = FamilyState {
+                    generation,
+                    expires_at: u32::try_from(exp).unwrap_or(u32::MAX),
+                };
+                overflow |= !fam.set(id, st);
+            })
+        })?;
+        if overflow {
+            return Err(Error::Store(
+                "registration id beyond the family table's range".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Install the observer told about durable changes (replacing any earlier one).
+    pub fn set_observer(&self, observer: Arc<dyn EngineObserver>) {
+        if let Ok(mut o) = self.inner.observer.write() {
+            *o = Some(observer);
+        }
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Run a write job on the store's writer and wait until its batch is durable.
+    ///
+    /// `f` returning `Err` rolls back everything it wrote. To commit and still report an error
+    /// to the caller (for example a leak signal recorded on a refused request), return
+    /// `Ok(Err(e))` and flatten.
+    pub(crate) fn write<T: Send + 'static>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (reply, rx) = mpsc::sync_channel::<Result<T, Error>>(1);
+        let inner = self.inner.clone();
+        self.inner
+            .store
+            .submit(Box::new(move |db: &mut dyn StoreTxn| {
+                let mut tx = Tx {
+                    db,
+                    inner: &inner,
+                    now,
+                    effects: Vec::new(),
+                };
+                let result = f(&mut tx);
+                let effects = std::mem::take(&mut tx.effects);
+                match result {
+                    Ok(v) => {
+                        let inner = inner.clone();
+                        JobOutcome {
+                            keep: true,
+                            on_commit: Box::new(move |committed| {
+                                if committed.is_ok() {
+                                    inner.apply(effects);
+                                }
+                                let _ = reply.send(committed.map(|()| v));
+                            }),
+                        }
+                    }
+                    Err(e) => JobOutcome {
+                        keep: false,
+                        on_commit: Box::new(move |_| {
+                            let _ = reply.send(Err(e));
+                        }),
+                    },
+                }
+            }));
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Store("the store's writer failed".into())))
+    }
+
+    /// Run `f` against committed data.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&dyn StoreRead) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.inner.store.read(&mut |db| {
+            if let Some(f) = f.take() {
+                out = Some(f(db)?);
+            }
+            Ok(())
+        })?;
+        out.ok_or_else(|| Error::Store("read did not run".into()))
+    }
+
+    pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], Error> {
+        let mut b = [0u8; N];
+        self.inner
+            .rng
+            .fill(&mut b)
+            .map_err(|_| Error::Keys("system random generator failed".into()))?;
+        Ok(b)
+    }
+
+    /// Audit events with sequence number above `after`, oldest first (at most `limit`, 0 means
+    /// 100).
+    pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        self.read(|db| db.audit(after, limit))
+    }
+
+    /// Leak signals with id above `after`, oldest first.
+    pub fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error> {
+        self.read(|db| db.leak_signals(after, limit))
+    }
+
+    /// Record a leak signal raised outside the engine (for example by the server when one RT is
+    /// seen from many addresses).
+    pub fn raise_leak_signal(&self, signal: NewLeakSignal, now: Timestamp) -> Result<(), Error> {
+        self.write(now, move |tx| tx.leak(signal))
+    }
+
+    /// Counters for status pages and metrics.
+    pub fn status(&self) -> Result<EngineStatus, Error> {
+        let counts = self.read(|db| db.counts())?;
+        Ok(EngineStatus {
+            live_families: self.inner.families.len(),
+            family_table_bytes: self.inner.families.memory_bytes(),
+            current_key_epoch: self.inner.keys.load().current,
+            counts,
+            commits: self.inner.store.commit_stats(),
+        })
+    }
+
+    /// Housekeeping: expire pending operations past their expiry, drop families whose every RT
+    /// has expired, and drop RT keys of epochs all of whose RTs have expired. Call it
+    /// periodically (the server does, every few seconds).
+    pub fn prune(&self, now: Timestamp) -> Result<PruneReport, Error> {
+        let operations_expired = self.expire_operations(now)?;
+        let cutoff = now
+            .unix_secs()
+            .saturating_sub(self.inner.config.clock_skew_leeway.as_secs());
+        let families = self.inner.families.prune(cutoff);
+        let rt_keys_dropped = self.drop_expired_rt_keys(now)?;
+        Ok(PruneReport {
+            families,
+            operations_expired,
+            rt_keys_dropped,
+        })
+    }
+}
+
+impl Inner {
+    fn apply(&self, effects: Vec<Effect>) {
+        let observer = self.observer.read().ok().and_then(|o| o.clone());
+        for e in effects {
+            match e {
+                Effect::SetFamily(id, st) => {
+                    // Ids are range-checked before the registration is written.
+                    let _ = self.families.set(id, st);
+                }
+                Effect::RemoveFamily(id) => {
+                    self.families.remove(id);
+                    if let Some(o) = &observer {
+                        o.registration_revoked(id);
+                    }
+                }
+                Effect::OperationChanged(id, st) => {
+                    if let Some(o) = &observer {
+                        o.operation_changed(id, st);
+                    }
+                }
+                Effect::SwapKeyring(k) => self.keys.store(k),
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Provisioning tokens: creation (single and batch), verification, revocation, queries.
+
+use std::io::Write;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{Effect, Engine, Tx};
+use crate::error::{Error, InputError};
+use crate::model::Actor;
+use crate::model::{
+    check_label, ApprovalPolicy, DeviceIdPolicy, OperationState, PtId, PtKind, PtRecord, PtSpec,
+};
+use crate::time::Timestamp;
+use crate::token::pt::{self, ParsedPt};
+
+/// The result of a batch creation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PtBatch {
+    /// The batch id recorded on every PT of the batch.
+    pub batch_id: String,
+    /// How many PTs were created.
+    pub count: u64,
+}
+
+/// Most PTs in one batch.
+pub const MAX_BATCH: u64 = 10_000_000;
+
+impl Engine {
+    fn check_spec(&self, spec: &PtSpec) -> Result<(), Error> {
+        check_label("label", &spec.label)?;
+        if spec.rt_lifetime.as_secs() < 60 {
+            return Err(InputError::new("rt_lifetime", "must be at least 60 seconds").into());
+        }
+        if spec.rt_lifetime > self.inner.config.max_rt_lifetime {
+            return Err(
+                InputError::new("rt_lifetime", "exceeds the server's maximum RT lifetime").into(),
+            );
+        }
+        if let PtKind::Fleet {
+            max_registrations: 0,
+        } = spec.kind
+        {
+            return Err(InputError::new("max_registrations", "must be at least 1").into());
+        }
+        let approves_itself = matches!(
+            spec.approval,
+            ApprovalPolicy::Automatic | ApprovalPolicy::AttributeRule(_)
+        );
+        if approves_itself && spec.device_id_policy == DeviceIdPolicy::Technician {
+            return Err(InputError::new(
+                "device_id_policy",
+                "automatic approval needs device-chosen ids (device or either)",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn record_for(spec: &PtSpec, id: PtId, now: Timestamp, batch: Option<String>) -> PtRecord {
+        PtRecord {
+            id,
+            label: spec.label.clone(),
+            kind: spec.kind,
+            approval: spec.approval.clone(),
+            rt_lifetime_secs: spec.rt_lifetime.as_secs(),
+            device_id_policy: spec.device_id_policy,
+            expires_at: spec.expires_at,
+            created_at: now,
+            revoked_at: None,
+            registrations_created: 0,
+            batch,
+        }
+    }
+
+    /// Create one PT. The returned token text is the only time the secret exists outside the
+    /// device: the store keeps only its verifier.
+    pub fn create_pt(
+        &self,
+        spec: &PtSpec,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<(PtRecord, crate::ProvisioningToken), Error> {
+        self.check_spec(spec)?;
+        let ring = self.inner.keys.load_full();
+        let cur = ring.current();
+        let secret = Zeroizing::new(self.random::<32>()?);
+        let (text, id, verifier) = pt::mint(cur.epoch, &cur.pt, &secret);
+        let rec = Self::record_for(spec, id, now, None);
+        let out = rec.clone();
+        let actor = actor.clone();
+        self.write(now, move |tx| {
+            tx.db.insert_pt(&rec, &verifier)?;
+            tx.audit(&actor, "pt.create", &rec.id.to_string(), serde_json::json!({
+                "label": rec.label, "kind": rec.kind, "approval": rec.approval,
+                "rt_lifetime_secs": rec.rt_lifetime_secs, "device_id_policy": rec.device_id_policy,
+            }))
+        })?;
+        Ok((out, text))
+    }
+
+    /// Create `count` PTs with the same settings, for a factory run. Each PT is written to
+    /// `out` as one line `pt_id<TAB>token` while its verifier is inserted; all verifiers go in
+    /// one transaction. If anything fails (including writing to `out`) no PT is stored, and
+    /// whatever was written to `out` must be discarded.
+    pub fn create_pt_batch(
+        &self,
+        spec: &PtSpec,
+        count: u64,
+        out: Box<dyn Write + Send>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<PtBatch, Error> {
+        self.check_spec(spec)?;
+        if count == 0 || count > MAX_BATCH {
+            return Err(InputError::new("count", "must be between 1 and 10,000,000").into());
+        }
+        let batch_id = format!(
+            "batch-{}",
+            data_encoding::HEXLOWER.encode(&self.random::<8>()?)
+        );
+        let engine = self.clone();
+        let spec = spec.clone();
+        let actor = actor.clone();
+        let bid = batch_id.clone();
+        self.write(now, move |tx| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+            let ring = engine.inner.keys.load_full();
+            let cur = ring.current();
+            let mut secret = Zeroizing::new([0u8; 32]);
+            let mut line = Zeroizing::new(String::with_capacity(128));
+            for _ in 0..count {
+                engine.inner.rng.fill_secret(&mut secret)?;
+                let (text, id, verifier) = pt::mint(cur.epoch, &cur.pt, &secret);
+                let rec = Engine::record_for(&spec, id, tx.now, Some(bid.clone()));
+                tx.db.insert_pt(&rec, &verifier)?;
+                line.clear();
+                line.push_str(&id.to_string());
+                line.push('\t');
+                line.push_str(text.expose());
+                line.push('\n');
+                out.write_all(line.as_bytes())
+                    .map_err(|e| Error::InvalidInput(io_input_error(&e)))?;
+            }
+            out.flush()
+                .map_err(|e| Error::InvalidInput(io_input_error(&e)))?;
+            tx.audit(&actor, "pt.batch_create", &bid, serde_json::json!({
+                "count": count, "label": spec.label, "kind": spec.kind, "approval": spec.approval,
+            }))?;
+            Ok(())
+        })?;
+        Ok(PtBatch { batch_id, count })
+    }
+
+    /// Check a presented PT and return its record.
+    ///
+    /// # Security
+    /// The caller controls the token. Every format-valid token costs one HMAC and one 16-byte
+    /// constant-time comparison before anything is looked up, so an unknown PT id and a known
+    /// id with a wrong secret fail identically ([`Error::Unauthenticated`]). Only a holder of a
+    /// real secret reaches the lookup, the stored-verifier comparison, and the revoked/expired
+    /// checks.
+    pub fn verify_pt(&self, token: &str, now: Timestamp) -> Result<PtRecord, Error> {
+        let (parsed, verifier) = self.check_pt_tag(token)?;
+        let id = parsed.untrusted_id();
+        let row = self.read(|db| db.pt(&id))?;
+        check_pt_row(row, &verifier, now)
+    }
+
+    /// Stage one of PT verification: format, then the constant-time tag check.
+    pub(crate) fn check_pt_tag(
+        &self,
+        token: &str,
+    ) -> Result<(ParsedPt, Zeroizing<[u8; 32]>), Error> {
+        let parsed = ParsedPt::parse(token.as_bytes())?;
+        let ring = self.inner.keys.load();
+        let (key, known) = ring.pt_key_or_dummy(parsed.untrusted_id().epoch());
+        let (ok, verifier) = parsed.check_tag(key);
+        if !(ok && known) {
+            return Err(Error::Unauthenticated);
+        }
+        Ok((parsed, verifier))
+    }
+
+    /// Revoke a PT: no new operations, its pending operations are cancelled, and every
+    /// registration it produced is revoked. Irreversible; revoking again changes nothing.
+    /// Returns how many registrations were revoked.
+    pub fn revoke_pt(
+        &self,
+        id: &PtId,
+        reason: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<usize, Error> {
+        check_label("reason", reason)?;
+        let (id, reason, actor) = (*id, reason.to_owned(), actor.clone());
+        self.write(now, move |tx| revoke_pt_in_tx(tx, &id, &reason, &actor))
+    }
+
+    /// One PT.
+    pub fn pt(&self, id: &PtId) -> Result<PtRecord, Error> {
+        self.read(|db| db.pt(id))?
+            .map(|(p, _)| p)
+            .ok_or(Error::NotFound("provisioning token"))
+    }
+
+    /// PTs, newest first (at most `limit`, 0 means 100).
+    pub fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error> {
+        self.read(|db| db.list_pts(limit, include_revoked))
+    }
+}
+
+fn io_input_error(_e: &std::io::Error) -> InputError {
+    InputError::new("output", "could not write the batch output")
+}
+
+trait FillSecret {
+    fn fill_secret(&self, buf: &mut [u8; 32]) -> Result<(), Error>;
+}
+
+impl FillSecret for ring::rand::SystemRandom {
+    fn fill_secret(&self, buf: &mut [u8; 32]) -> Result<(), Error> {
+        ring::rand::SecureRandom::fill(self, buf)
+            .map_err(|_| Error::Keys("system random generator failed".into()))
+    }
+}
+
+/// Stage two: the stored verifier, then revoked and expired.
+pub(crate) fn check_pt_row(
+    row: Option<(PtRecord, [u8; 32])>,
+    verifier: &[u8; 32],
+    now: Timestamp,
+) -> Result<PtRecord, Error> {
+    let Some((rec, stored)) = row else {
+        return Err(Error::Unauthenticated);
+    };
+    if !bool::from(stored.ct_eq(verifier)) {
+        return Err(Error::Unauthenticated);
+    }
+    if rec.revoked_at.is_some() {
+        return Err(Error::Revoked);
+    }
+    if rec.expires_at.is_some_and(|t| now >= t) {
+        return Err(Error::Expired);
+    }
+    Ok(rec)
+}
+
+pub(crate) fn revoke_pt_in_tx(
+    tx: &mut Tx<'_>,
+    id: &PtId,
+    reason: &str,
+    actor: &Actor,
+) -> Result<usize, Error> {
+    let (mut rec, _) = tx.db.pt(id)?.ok_or(Error::NotFound("provisioning token"))?;
+    if rec.revoked_at.is_some() {
+        return Ok(0);
+    }
+    rec.revoked_at = Some(tx.now);
+    tx.db.update_pt(&rec)?;
+    let regs = tx.db.active_registrations_of_pt(id)?;
+    for r in &regs {
+        super::registrations::revoke_in_tx(tx, *r, &format!("pt revoked: {reason}"), actor)?;
+    }
+    for mut op in tx.db.pending_operations(id)? {
+        op.state = OperationState::Cancelled;
+        op.reason = Some("provisioning token revoked".into());
+        op.decided_by = Some(actor.name.clone());
+        op.decided_at = Some(tx.now);
+        tx.db.update_operation(&op)?;
+        tx.effect(Effect::OperationChanged(op.id, op.state));
+    }
+    tx.audit(
+        actor,
+        "pt.revoke",
+        &id.to_string(),
+        serde_json::json!({
+            "reason": reason, "registrations_revoked": regs.len(),
+        }),
+    )?;
+    Ok(regs.len())
+}

@@ -1,0 +1,383 @@
+//! Registrations: RT validation (the hot path), refresh with rotation, revocation, blocking.
+
+use super::{Effect, Engine, LeakResponse, Tx};
+use crate::error::Error;
+use crate::family::FamilyState;
+use crate::model::{
+    check_label, Actor, BlockRecord, DeviceId, LeakKind, PtId, RegistrationId, RegistrationRecord,
+    RegistrationStatus,
+};
+use crate::secret::RegistrationToken;
+use crate::store::{NewLeakSignal, RegistrationQuery};
+use crate::time::Timestamp;
+use crate::token::{RtClaims, UntrustedRt};
+
+/// An RT that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidatedRt {
+    /// Its claims, now authenticated.
+    pub claims: RtClaims,
+}
+
+/// The result of a refresh.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// The successor RT.
+    pub rt: RegistrationToken,
+    /// Its claims.
+    pub claims: RtClaims,
+    /// True when this was a retry inside the grace window that returned the same successor.
+    pub retried: bool,
+}
+
+/// What a service (an MQTT broker, say) learns from an RT.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Introspection {
+    /// The device's identity.
+    pub device_id: DeviceId,
+    /// The registration.
+    pub registration_id: RegistrationId,
+    /// The PT it was provisioned through.
+    #[serde(with = "crate::model::display_fromstr")]
+    pub pt_id: PtId,
+    /// Generation of the presented RT.
+    pub generation: u32,
+    /// Expiry of the presented RT, Unix seconds.
+    pub expires_at: u64,
+}
+
+impl Engine {
+    /// Validate an RT's text form. This is the hot path: parse (fixed layout, no allocation),
+    /// MAC check with `ring::hmac::verify`, expiry with the configured clock-skew leeway, and
+    /// one lock-free lookup of the family state. It takes no lock and never touches the store.
+    ///
+    /// # Security
+    /// The caller controls `text`. Format errors are precise ([`Error::TokenFormat`]); every
+    /// authenticity failure, including an unknown or retired key id, is
+    /// [`Error::Unauthenticated`]. Only after the MAC has verified may the result be
+    /// [`Error::Expired`], [`Error::Revoked`] or [`Error::Superseded`].
+    #[inline]
+    pub fn validate_rt(&self, text: &[u8], now: Timestamp) -> Result<ValidatedRt, Error> {
+        let rt = UntrustedRt::parse(text)?;
+        self.validate_parsed(&rt, now)
+    }
+
+    /// Validate the binary form of an RT (69 bytes). See [`Engine::validate_rt`].
+    pub fn validate_rt_bytes(&self, bytes: &[u8], now: Timestamp) -> Result<ValidatedRt, Error> {
+        let rt = UntrustedRt::from_bytes(bytes)?;
+        self.validate_parsed(&rt, now)
+    }
+
+    fn authenticate_rt(&self, rt: &UntrustedRt, now: Timestamp) -> Result<RtClaims, Error> {
+        let claims = rt.untrusted_claims();
+        let ring = self.inner.keys.load();
+        let (key, known) = match ring.rt_key(claims.key_id) {
+            Some(k) => (k, true),
+            None => (ring.dummy(), false),
+        };
+        if !(rt.verify_mac(key) && known) {
+            return Err(Error::Unauthenticated);
+        }
+        let leeway = self.inner.config.clock_skew_leeway.as_secs();
+        if now.unix_secs() >= claims.expires_at.saturating_add(leeway) {
+            return Err(Error::Expired);
+        }
+        Ok(claims)
+    }
+
+    fn validate_parsed(&self, rt: &UntrustedRt, now: Timestamp) -> Result<ValidatedRt, Error> {
+        let claims = self.authenticate_rt(rt, now)?;
+        match self.inner.families.get(claims.registration_id) {
+            None => Err(Error::Revoked),
+            Some(f) if claims.generation < f.generation => Err(Error::Superseded),
+            Some(_) => Ok(ValidatedRt { claims }),
+        }
+    }
+
+    /// Validate an RT and return the identity it carries, for services such as MQTT brokers.
+    pub fn introspect(&self, text: &[u8], now: Timestamp) -> Result<Introspection, Error> {
+        let v = self.validate_rt(text, now)?;
+        let reg = self
+            .read(|db| db.registration(v.claims.registration_id))?
+            .filter(|r| r.status == RegistrationStatus::Active)
+            .ok_or(Error::Revoked)?;
+        Ok(Introspection {
+            device_id: reg.device_id,
+            registration_id: reg.id,
+            pt_id: reg.pt_id,
+            generation: v.claims.generation,
+            expires_at: v.claims.expires_at,
+        })
+    }
+
+    /// Refresh an RT: the current generation gets generation + 1 with a fresh lifetime under
+    /// the current key epoch.
+    ///
+    /// - The immediately previous generation presented again within the grace window gets the
+    ///   *same* successor (a lost response can be retried).
+    /// - Any older generation, or the previous one after the grace window, is reuse: the
+    ///   registration is revoked, a `rotation_reuse` leak signal is raised, and the result is
+    ///   [`Error::RotationReuse`].
+    /// - An expired RT cannot be refreshed: the device must provision again.
+    pub fn refresh(&self, rt: &str, actor: &Actor, now: Timestamp) -> Result<Refreshed, Error> {
+        let parsed = UntrustedRt::parse(rt.as_bytes())?;
+        let presented = self.authenticate_rt(&parsed, now)?;
+        let actor = actor.clone();
+        self.write(now, move |tx| {
+            let mut reg = tx
+                .db
+                .registration(presented.registration_id)?
+                .ok_or(Error::Unauthenticated)?;
+            if reg.status != RegistrationStatus::Active {
+                tx.leak(NewLeakSignal {
+                    at: tx.now,
+                    kind: LeakKind::RevokedTokenUse,
+                    pt_id: Some(reg.pt_id),
+                    registration_id: Some(reg.id),
+                    operation_id: None,
+                    source: actor.source.clone(),
+                    action: "refused".into(),
+                    detail: format!(
+                        "refresh with revoked RT generation {}",
+                        presented.generation
+                    ),
+                })?;
+                return Ok(Err(Error::Revoked));
+            }
+            let ring = tx.inner.keys.load();
+            let now_secs = tx.now.unix_secs();
+            if presented.generation == reg.generation {
+                let Some(next) = reg.generation.checked_add(1).filter(|g| *g < 1 << 31) else {
+                    return Err(Error::GenerationExhausted);
+                };
+                let cur = ring.current();
+                let key = cur
+                    .rt
+                    .as_ref()
+                    .ok_or(Error::Keys("current RT key missing".into()))?;
+                reg.generation = next;
+                reg.key_epoch = cur.epoch;
+                reg.issued_at = now_secs;
+                reg.expires_at = now_secs.saturating_add(reg.lifetime_secs);
+                tx.db.update_registration(&reg)?;
+                tx.audit(
+                    &actor,
+                    "registration.refresh",
+                    &reg.id.to_string(),
+                    serde_json::json!({
+                        "generation": next, "expires_at": reg.expires_at,
+                    }),
+                )?;
+                tx.effect(Effect::SetFamily(reg.id, family_state(&reg)));
+                let claims = claims_of(&reg);
+                return Ok(Ok(Refreshed {
+                    rt: claims.mint(key),
+                    claims,
+                    retried: false,
+                }));
+            }
+            let grace = tx.inner.config.refresh_grace.as_secs();
+            if presented.generation.checked_add(1) == Some(reg.generation)
+                && now_secs < reg.issued_at.saturating_add(grace)
+            {
+                let key = ring.rt_key(reg.key_epoch).ok_or(Error::Revoked)?;
+                let claims = claims_of(&reg);
+                return Ok(Ok(Refreshed {
+                    rt: claims.mint(key),
+                    claims,
+                    retried: true,
+                }));
+            }
+            if presented.generation > reg.generation {
+                // Authentic but from the future: only possible if the store lost a refresh.
+                return Err(Error::Unauthenticated);
+            }
+            let revoke_pt = tx.inner.config.leak_policy.rotation_reuse == LeakResponse::RevokePt;
+            tx.leak(NewLeakSignal {
+                at: tx.now,
+                kind: LeakKind::RotationReuse,
+                pt_id: Some(reg.pt_id),
+                registration_id: Some(reg.id),
+                operation_id: None,
+                source: actor.source.clone(),
+                action: if revoke_pt {
+                    "revoked_pt"
+                } else {
+                    "revoked_registration"
+                }
+                .into(),
+                detail: format!(
+                    "generation {} presented while generation {} is current",
+                    presented.generation, reg.generation
+                ),
+            })?;
+            revoke_in_tx(tx, reg.id, "rotation reuse", &Actor::system())?;
+            if revoke_pt {
+                super::pts::revoke_pt_in_tx(tx, &reg.pt_id, "rotation reuse", &Actor::system())?;
+            }
+            Ok(Err(Error::RotationReuse))
+        })
+        .and_then(|r| r)
+    }
+
+    /// Revoke a registration: all its RTs stop validating at once. The revocation is durable
+    /// and effective in memory before this returns. Irreversible; revoking again changes
+    /// nothing.
+    pub fn revoke_registration(
+        &self,
+        id: RegistrationId,
+        reason: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        check_label("reason", reason)?;
+        let (reason, actor) = (reason.to_owned(), actor.clone());
+        self.write(now, move |tx| {
+            tx.db
+                .registration(id)?
+                .ok_or(Error::NotFound("registration"))?;
+            revoke_in_tx(tx, id, &reason, &actor)
+        })
+    }
+
+    /// Block a device id: no further provisioning for it, and its active registrations are
+    /// revoked. Returns how many registrations were revoked.
+    pub fn block_device(
+        &self,
+        device_id: &DeviceId,
+        reason: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<usize, Error> {
+        check_label("reason", reason)?;
+        let (d, reason, actor) = (device_id.clone(), reason.to_owned(), actor.clone());
+        self.write(now, move |tx| {
+            tx.db.block(&BlockRecord {
+                device_id: d.clone(),
+                at: tx.now,
+                by: actor.name.clone(),
+                reason: reason.clone(),
+            })?;
+            let regs = tx.db.active_registrations_of_device(&d)?;
+            for r in &regs {
+                revoke_in_tx(tx, *r, &format!("device blocked: {reason}"), &actor)?;
+            }
+            tx.audit(
+                &actor,
+                "device.block",
+                d.as_str(),
+                serde_json::json!({
+                    "reason": reason, "registrations_revoked": regs.len(),
+                }),
+            )?;
+            Ok(regs.len())
+        })
+    }
+
+    /// Lift a block. Returns false if the device id was not blocked.
+    pub fn unblock_device(
+        &self,
+        device_id: &DeviceId,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        let (d, actor) = (device_id.clone(), actor.clone());
+        self.write(now, move |tx| {
+            let was = tx.db.unblock(&d)?;
+            if was {
+                tx.audit(&actor, "device.unblock", d.as_str(), serde_json::json!({}))?;
+            }
+            Ok(was)
+        })
+    }
+
+    /// Record that a revoked RT was presented somewhere (the server calls this when validation
+    /// says [`Error::Revoked`]).
+    pub fn report_revoked_rt_use(
+        &self,
+        registration: RegistrationId,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        self.write(now, move |tx| {
+            let Some(reg) = tx.db.registration(registration)? else {
+                return Ok(());
+            };
+            tx.leak(NewLeakSignal {
+                at: tx.now,
+                kind: LeakKind::RevokedTokenUse,
+                pt_id: Some(reg.pt_id),
+                registration_id: Some(reg.id),
+                operation_id: None,
+                source,
+                action: "refused".into(),
+                detail: "revoked RT presented".into(),
+            })
+        })
+    }
+
+    /// One registration.
+    pub fn registration(&self, id: RegistrationId) -> Result<RegistrationRecord, Error> {
+        self.read(|db| db.registration(id))?
+            .ok_or(Error::NotFound("registration"))
+    }
+
+    /// Registrations matching a query, newest first.
+    pub fn list_registrations(
+        &self,
+        q: &RegistrationQuery,
+    ) -> Result<Vec<RegistrationRecord>, Error> {
+        self.read(|db| db.list_registrations(q))
+    }
+
+    /// Blocked device ids.
+    pub fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error> {
+        self.read(|db| db.list_blocked())
+    }
+}
+
+fn claims_of(reg: &RegistrationRecord) -> RtClaims {
+    RtClaims {
+        key_id: reg.key_epoch,
+        registration_id: reg.id,
+        generation: reg.generation,
+        issued_at: reg.issued_at,
+        expires_at: reg.expires_at,
+    }
+}
+
+fn family_state(reg: &RegistrationRecord) -> FamilyState {
+    FamilyState {
+        generation: reg.generation,
+        expires_at: u32::try_from(reg.expires_at).unwrap_or(u32::MAX),
+    }
+}
+
+/// Revoke a registration inside a write job (no-op if already revoked).
+pub(crate) fn revoke_in_tx(
+    tx: &mut Tx<'_>,
+    id: RegistrationId,
+    reason: &str,
+    actor: &Actor,
+) -> Result<(), Error> {
+    let Some(mut reg) = tx.db.registration(id)? else {
+        return Ok(());
+    };
+    if reg.status == RegistrationStatus::Revoked {
+        return Ok(());
+    }
+    reg.status = RegistrationStatus::Revoked;
+    reg.revoked_at = Some(tx.now);
+    reg.revoke_reason = Some(reason.to_owned());
+    tx.db.update_registration(&reg)?;
+    tx.audit(
+        actor,
+        "registration.revoke",
+        &id.to_string(),
+        serde_json::json!({
+            "reason": reason, "device_id": reg.device_id,
+        }),
+    )?;
+    tx.effect(Effect::RemoveFamily(id));
+    Ok(())
+}

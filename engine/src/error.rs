@@ -1,0 +1,127 @@
+//! The engine's error type.
+
+use std::time::Duration;
+
+/// Why a token's text or bytes could not be parsed.
+///
+/// These errors describe the *format* of what was presented (they are decided before any key is
+/// used), so they may be precise without revealing anything about secrets.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFormatError {
+    /// The text does not start with the prefix of the expected token kind.
+    #[error("wrong token prefix")]
+    WrongPrefix,
+    /// The text or byte string has the wrong length (truncated or trailing data).
+    #[error("wrong token length")]
+    WrongLength,
+    /// The body contains characters outside the token alphabet or non-canonical trailing bits.
+    #[error("invalid characters in token")]
+    BadEncoding,
+    /// The checksum does not match: the token was mistyped, truncated or altered.
+    #[error("token checksum mismatch")]
+    BadChecksum,
+    /// The token has a version this engine does not know.
+    #[error("unknown token version")]
+    UnknownVersion,
+}
+
+/// Which input was rejected by [`Error::InvalidInput`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InputError {
+    /// The name of the offending input (for example `device_id`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl InputError {
+    pub(crate) fn new(field: &'static str, reason: &'static str) -> Self {
+        Self { field, reason }
+    }
+}
+
+/// Every error the engine returns.
+///
+/// Authentication failures are deliberately opaque ([`Error::Unauthenticated`]); only once a
+/// token's MAC has verified may an error say [`Error::Expired`], [`Error::Revoked`] or
+/// [`Error::Superseded`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The token text or bytes are malformed.
+    #[error("malformed token: {0}")]
+    TokenFormat(#[from] TokenFormatError),
+    /// The credential (PT, RT, or operation id + secret) was not accepted. Carries no detail on
+    /// purpose: which part was wrong is a side channel.
+    #[error("credential not accepted")]
+    Unauthenticated,
+    /// The credential is authentic but has expired.
+    #[error("credential expired")]
+    Expired,
+    /// The credential is authentic but has been revoked (or its registration no longer exists).
+    #[error("credential revoked")]
+    Revoked,
+    /// The RT is authentic but a newer generation of its family has been issued.
+    #[error("registration token superseded by a newer generation")]
+    Superseded,
+    /// A refresh presented an old generation outside the retry grace: the whole registration has
+    /// been revoked and a leak signal raised.
+    #[error("registration token reuse detected; registration revoked")]
+    RotationReuse,
+    /// The device id is blocked from provisioning.
+    #[error("device is blocked")]
+    DeviceBlocked,
+    /// An argument was rejected; nothing was changed.
+    #[error(transparent)]
+    InvalidInput(#[from] InputError),
+    /// The named object does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The operation is no longer pending, so it cannot be approved, rejected or cancelled.
+    #[error("operation is {0}, not pending")]
+    OperationClosed(crate::model::OperationState),
+    /// The verification code did not match; the operation stays pending.
+    #[error("wrong verification code ({remaining} attempts left)")]
+    WrongVerificationCode {
+        /// How many more attempts are allowed before the operation is rejected.
+        remaining: u32,
+    },
+    /// Too many wrong verification codes: the operation has been rejected.
+    #[error("too many wrong verification codes; operation rejected")]
+    VerificationAttemptsExhausted,
+    /// A verification code is required by the PT's policy but none was given.
+    #[error("verification code required")]
+    VerificationCodeRequired,
+    /// A rate limit was hit; retry after the given delay. Nothing was changed.
+    #[error("rate limited; retry after {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// How long to wait before retrying.
+        retry_after: Duration,
+    },
+    /// The PT already has as many pending operations as its cap allows.
+    #[error("too many pending operations for this provisioning token")]
+    TooManyPendingOperations,
+    /// A fleet PT has created as many registrations as it may.
+    #[error("registration cap of this provisioning token reached")]
+    RegistrationCapReached,
+    /// The registration's generation counter is exhausted; the device must provision again.
+    #[error("registration generation exhausted")]
+    GenerationExhausted,
+    /// The key keeper failed (HSM unavailable, wrong root, unreadable key file).
+    #[error("key keeper: {0}")]
+    Keys(String),
+    /// The durable store failed; the change was not made.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        // rusqlite errors name SQL and column types, never bound parameter values, so they
+        // carry no secrets.
+        Error::Store(e.to_string())
+    }
+}

@@ -1,0 +1,858 @@
+//! The domain model: ids, policies, and the records the store keeps.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use data_encoding::BASE64URL_NOPAD;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+use crate::time::Timestamp;
+
+/// Limits on device-supplied and operator-supplied text. Documented in docs/tokens.md.
+pub mod limits {
+    /// Longest device id, in bytes.
+    pub const DEVICE_ID_MAX: usize = 64;
+    /// Most attributes on one operation.
+    pub const ATTRIBUTES_MAX: usize = 16;
+    /// Longest attribute key, in bytes.
+    pub const ATTRIBUTE_KEY_MAX: usize = 32;
+    /// Longest attribute value, in bytes.
+    pub const ATTRIBUTE_VALUE_MAX: usize = 128;
+    /// Longest label, actor name or reason, in bytes.
+    pub const LABEL_MAX: usize = 128;
+    /// Longest instance nonce, in bytes.
+    pub const NONCE_MAX: usize = 64;
+}
+
+/// The public id of a PT: its key epoch and the 16-byte selector tag. Shown as `pt_…`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PtId([u8; PtId::LEN]);
+
+impl PtId {
+    /// Length of the binary id.
+    pub const LEN: usize = 20;
+    const PREFIX: &'static str = "pt_";
+
+    pub(crate) fn new(epoch: u32, tag: [u8; 16]) -> Self {
+        let mut b = [0u8; Self::LEN];
+        b[..4].copy_from_slice(&epoch.to_be_bytes());
+        b[4..].copy_from_slice(&tag);
+        Self(b)
+    }
+
+    /// Build from the 20-byte binary form.
+    pub fn from_bytes(b: [u8; Self::LEN]) -> Self {
+        Self(b)
+    }
+
+    /// The 20-byte binary form.
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        self.0
+    }
+
+    /// The key epoch the PT's verifier was made under.
+    pub fn epoch(&self) -> u32 {
+        u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+
+    pub(crate) fn tag(&self) -> &[u8] {
+        &self.0[4..]
+    }
+}
+
+impl fmt::Display for PtId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, BASE64URL_NOPAD.encode(&self.0))
+    }
+}
+
+impl fmt::Debug for PtId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for PtId {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InputError::new("pt_id", "expected pt_ followed by 27 base64url characters");
+        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
+        let v = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| bad())?;
+        Ok(Self(v.try_into().map_err(|_| bad())?))
+    }
+}
+
+/// The id of a provisioning operation: 16 random bytes, shown as `op_…`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OperationId([u8; 16]);
+
+impl OperationId {
+    const PREFIX: &'static str = "op_";
+
+    /// Build from the 16-byte binary form.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        Self(b)
+    }
+
+    /// The 16-byte binary form.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+}
+
+impl fmt::Display for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, BASE64URL_NOPAD.encode(&self.0))
+    }
+}
+
+impl fmt::Debug for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for OperationId {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            InputError::new(
+                "operation_id",
+                "expected op_ followed by 22 base64url characters",
+            )
+        };
+        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
+        let v = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| bad())?;
+        Ok(Self(v.try_into().map_err(|_| bad())?))
+    }
+}
+
+/// The id of a registration (an RT family). Assigned densely from 1.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegistrationId(u64);
+
+impl RegistrationId {
+    /// Wrap a raw id.
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+    /// The raw id.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for RegistrationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for RegistrationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegistrationId({})", self.0)
+    }
+}
+
+/// A device id: 1–64 bytes of `A–Z a–z 0–9 . _ : -`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    /// Check and wrap a device id.
+    pub fn new(s: impl Into<String>) -> Result<Self, InputError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(InputError::new("device_id", "must not be empty"));
+        }
+        if s.len() > limits::DEVICE_ID_MAX {
+            return Err(InputError::new("device_id", "longer than 64 bytes"));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+        {
+            return Err(InputError::new(
+                "device_id",
+                "only A-Z a-z 0-9 . _ : - are allowed",
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, InputError> {
+        Self::new(s)
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(d: DeviceId) -> String {
+        d.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Attributes a device sends about itself (serial number, firmware version, MAC address…).
+///
+/// At most 16 entries; keys 1–32 bytes of `a–z 0–9 . _ -`; values at most 128 bytes of UTF-8
+/// without control characters.
+#[derive(Clone, PartialEq, Eq, Default, Debug, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
+pub struct Attributes(BTreeMap<String, String>);
+
+impl Attributes {
+    /// Check and wrap attributes.
+    pub fn new(map: BTreeMap<String, String>) -> Result<Self, InputError> {
+        if map.len() > limits::ATTRIBUTES_MAX {
+            return Err(InputError::new("attributes", "more than 16 entries"));
+        }
+        for (k, v) in &map {
+            check_attribute_key(k)?;
+            if v.len() > limits::ATTRIBUTE_VALUE_MAX {
+                return Err(InputError::new("attributes", "value longer than 128 bytes"));
+            }
+            if v.chars().any(char::is_control) {
+                return Err(InputError::new(
+                    "attributes",
+                    "value contains control characters",
+                ));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    /// Check attributes given as raw bytes (for example from the wire or from C), rejecting
+    /// non-UTF-8 keys or values.
+    pub fn from_raw(pairs: &[(&[u8], &[u8])]) -> Result<Self, InputError> {
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            let k = std::str::from_utf8(k)
+                .map_err(|_| InputError::new("attributes", "key is not UTF-8"))?;
+            let v = std::str::from_utf8(v)
+                .map_err(|_| InputError::new("attributes", "value is not UTF-8"))?;
+            if map.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(InputError::new("attributes", "duplicate key"));
+            }
+        }
+        Self::new(map)
+    }
+
+    /// Look up one attribute.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// All attributes, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+fn check_attribute_key(k: &str) -> Result<(), InputError> {
+    if k.is_empty() || k.len() > limits::ATTRIBUTE_KEY_MAX {
+        return Err(InputError::new("attributes", "key must be 1-32 bytes"));
+    }
+    if !k
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err(InputError::new(
+            "attributes",
+            "key may use only a-z 0-9 . _ -",
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<BTreeMap<String, String>> for Attributes {
+    type Error = InputError;
+    fn try_from(m: BTreeMap<String, String>) -> Result<Self, InputError> {
+        Self::new(m)
+    }
+}
+
+impl From<Attributes> for BTreeMap<String, String> {
+    fn from(a: Attributes) -> Self {
+        a.0
+    }
+}
+
+/// Check a label, actor name or reason: at most 128 bytes, no control characters.
+pub(crate) fn check_label(field: &'static str, s: &str) -> Result<(), InputError> {
+    if s.len() > limits::LABEL_MAX {
+        return Err(InputError::new(field, "longer than 128 bytes"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(InputError::new(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// How many registrations a PT may create.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PtKind {
+    /// One device. A new approval supersedes (revokes) the PT's previous registration.
+    SingleDevice,
+    /// A whole product line, capped at `max_registrations` registrations in total.
+    Fleet {
+        /// The cap on registrations this PT may ever create.
+        max_registrations: u64,
+    },
+}
+
+/// One condition of an [`AttributeRule`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributeCondition {
+    /// The attribute equals the value (`key=value`).
+    Equals {
+        /// Attribute key.
+        key: String,
+        /// Required value.
+        value: String,
+    },
+    /// The attribute starts with the value (`key^=prefix`).
+    Prefix {
+        /// Attribute key.
+        key: String,
+        /// Required prefix.
+        prefix: String,
+    },
+}
+
+/// A rule that approves an operation automatically when every condition holds; otherwise the
+/// operation waits for a technician as under [`ApprovalPolicy::Manual`].
+///
+/// Text form: conditions separated by `;`, each `key=value` or `key^=prefix`, for example
+/// `model=TX-7;serial^=SN26`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AttributeRule {
+    /// All must hold.
+    pub conditions: Vec<AttributeCondition>,
+}
+
+impl AttributeRule {
+    /// Does the rule approve these attributes?
+    pub fn matches(&self, attrs: &Attributes) -> bool {
+        self.conditions.iter().all(|c| match c {
+            AttributeCondition::Equals { key, value } => attrs.get(key) == Some(value.as_str()),
+            AttributeCondition::Prefix { key, prefix } => attrs
+                .get(key)
+                .is_some_and(|v| v.starts_with(prefix.as_str())),
+        })
+    }
+}
+
+impl FromStr for AttributeRule {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        let mut conditions = Vec::new();
+        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let c = if let Some((k, v)) = part.split_once("^=") {
+                AttributeCondition::Prefix {
+                    key: k.trim().into(),
+                    prefix: v.trim().into(),
+                }
+            } else if let Some((k, v)) = part.split_once('=') {
+                AttributeCondition::Equals {
+                    key: k.trim().into(),
+                    value: v.trim().into(),
+                }
+            } else {
+                return Err(InputError::new(
+                    "attribute_rule",
+                    "each condition is key=value or key^=prefix",
+                ));
+            };
+            let (AttributeCondition::Equals { key, .. } | AttributeCondition::Prefix { key, .. }) =
+                &c;
+            check_attribute_key(key)
+                .map_err(|_| InputError::new("attribute_rule", "bad attribute key"))?;
+            conditions.push(c);
+        }
+        if conditions.is_empty() || conditions.len() > limits::ATTRIBUTES_MAX {
+            return Err(InputError::new("attribute_rule", "needs 1-16 conditions"));
+        }
+        Ok(Self { conditions })
+    }
+}
+
+/// Who or what approves a PT's provisioning operations.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+pub enum ApprovalPolicy {
+    /// A technician approves.
+    Manual,
+    /// A technician approves after typing the verification code shown on the device.
+    ManualWithCode,
+    /// Approved at once. For development and for factory lines that are physically secured.
+    Automatic,
+    /// Approved at once when the device's attributes satisfy the rule, otherwise manual.
+    AttributeRule(AttributeRule),
+}
+
+impl ApprovalPolicy {
+    /// Does this policy show a verification code?
+    pub fn uses_code(&self) -> bool {
+        matches!(self, ApprovalPolicy::ManualWithCode)
+    }
+}
+
+/// Who chooses the device id of a new registration.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceIdPolicy {
+    /// The device must request one when it begins the operation.
+    Device,
+    /// The technician sets it when approving.
+    Technician,
+    /// The technician's choice if given, else the device's request, else one derived from the
+    /// operation id.
+    Either,
+}
+
+/// What to create a PT with.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PtSpec {
+    /// Free text for operators (at most 128 bytes).
+    pub label: String,
+    /// Single-device or fleet.
+    pub kind: PtKind,
+    /// Who approves.
+    pub approval: ApprovalPolicy,
+    /// Lifetime of RTs issued through this PT (bounded by the engine's maximum).
+    pub rt_lifetime: std::time::Duration,
+    /// Who chooses device ids.
+    pub device_id_policy: DeviceIdPolicy,
+    /// When the PT stops being accepted; `None` for never.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl PtSpec {
+    /// A single-device PT with manual approval, 30-day RTs, device-chosen ids, no expiry.
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            kind: PtKind::SingleDevice,
+            approval: ApprovalPolicy::Manual,
+            rt_lifetime: std::time::Duration::from_secs(30 * 86_400),
+            device_id_policy: DeviceIdPolicy::Either,
+            expires_at: None,
+        }
+    }
+}
+
+/// A PT as the store keeps it (without its secret, which is never stored).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PtRecord {
+    /// Public id.
+    #[serde(with = "display_fromstr")]
+    pub id: PtId,
+    /// Free text.
+    pub label: String,
+    /// Single-device or fleet.
+    pub kind: PtKind,
+    /// Who approves.
+    pub approval: ApprovalPolicy,
+    /// RT lifetime, seconds.
+    pub rt_lifetime_secs: u64,
+    /// Who chooses device ids.
+    pub device_id_policy: DeviceIdPolicy,
+    /// Optional expiry.
+    pub expires_at: Option<Timestamp>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Set once revoked; revocation is irreversible.
+    pub revoked_at: Option<Timestamp>,
+    /// How many registrations it has created.
+    pub registrations_created: u64,
+    /// The batch it was created in, if any.
+    pub batch: Option<String>,
+}
+
+/// The state of a provisioning operation. Terminal states are terminal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    /// Waiting for a decision.
+    Pending,
+    /// Approved; the RT is waiting to be collected.
+    Approved,
+    /// Approved and the RT collected by the device.
+    Completed,
+    /// Rejected by a technician, or by the engine after too many wrong codes.
+    Rejected,
+    /// Not decided before its expiry.
+    Expired,
+    /// Cancelled by the device, or because a sibling operation was approved.
+    Cancelled,
+}
+
+impl OperationState {
+    /// Stable name used in the store and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse the stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "completed" => Self::Completed,
+            "rejected" => Self::Rejected,
+            "expired" => Self::Expired,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// No further transitions are possible (approved may still become completed).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Pending | Self::Approved)
+    }
+}
+
+impl fmt::Display for OperationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A provisioning operation as the store keeps it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct OperationRecord {
+    /// Id.
+    #[serde(with = "display_fromstr")]
+    pub id: OperationId,
+    /// The PT that began it.
+    #[serde(with = "display_fromstr")]
+    pub pt_id: PtId,
+    /// Current state as stored (see [`OperationRecord::effective_state`]).
+    pub state: OperationState,
+    /// The device's instance nonce (public; identifies retries of one device instance).
+    pub instance_nonce: Vec<u8>,
+    /// Device id the device asked for.
+    pub requested_device_id: Option<DeviceId>,
+    /// Attributes the device sent.
+    pub attributes: Attributes,
+    /// Whether approval needs the verification code.
+    pub uses_code: bool,
+    /// Wrong codes entered so far.
+    pub code_failures: u32,
+    /// Flagged because sibling operations from other instances were pending at the same time.
+    pub conflict: bool,
+    /// Key epoch of the operation secret and code.
+    pub key_epoch: u32,
+    /// Where the device connected from, if known.
+    pub source: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Expiry of the pending state.
+    pub expires_at: Timestamp,
+    /// Who decided (approved, rejected, cancelled).
+    pub decided_by: Option<String>,
+    /// When it was decided.
+    pub decided_at: Option<Timestamp>,
+    /// Why it was rejected or cancelled.
+    pub reason: Option<String>,
+    /// The final device id, once approved.
+    pub device_id: Option<DeviceId>,
+    /// The registration created by approval.
+    pub registration_id: Option<RegistrationId>,
+}
+
+impl OperationRecord {
+    /// The state at `now`: a pending operation past its expiry is expired even before the
+    /// engine's sweep has written that down.
+    pub fn effective_state(&self, now: Timestamp) -> OperationState {
+        if self.state == OperationState::Pending && now >= self.expires_at {
+            OperationState::Expired
+        } else {
+            self.state
+        }
+    }
+}
+
+/// Whether a registration's RTs may be used.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationStatus {
+    /// RTs validate.
+    Active,
+    /// Revoked; irreversible.
+    Revoked,
+}
+
+/// A registration (RT family) as the store keeps it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RegistrationRecord {
+    /// Id (carried in every RT).
+    pub id: RegistrationId,
+    /// The device's identity.
+    pub device_id: DeviceId,
+    /// The PT through which it was provisioned.
+    #[serde(with = "display_fromstr")]
+    pub pt_id: PtId,
+    /// The approved operation that created it.
+    #[serde(with = "display_fromstr")]
+    pub operation_id: OperationId,
+    /// Active or revoked.
+    pub status: RegistrationStatus,
+    /// Current generation.
+    pub generation: u32,
+    /// Key epoch of the current generation's RT.
+    pub key_epoch: u32,
+    /// Issue time of the current generation, Unix seconds.
+    pub issued_at: u64,
+    /// Expiry of the current generation, Unix seconds.
+    pub expires_at: u64,
+    /// Lifetime of each RT, seconds.
+    pub lifetime_secs: u64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Set once revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+}
+
+/// Who asked for a change, for the audit log.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Actor {
+    /// `device`, `operator:<name>` or `system`.
+    pub name: String,
+    /// Network address, if known.
+    pub source: Option<String>,
+}
+
+impl Actor {
+    /// A device, optionally with its address.
+    pub fn device(source: Option<String>) -> Self {
+        Self {
+            name: "device".into(),
+            source,
+        }
+    }
+    /// A named operator (technician or admin).
+    pub fn operator(name: &str) -> Self {
+        Self {
+            name: format!("operator:{name}"),
+            source: None,
+        }
+    }
+    /// The engine itself (sweeps, automatic policies).
+    pub fn system() -> Self {
+        Self {
+            name: "system".into(),
+            source: None,
+        }
+    }
+}
+
+/// One audit event. Append-only; `seq` increases by one per event.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Sequence number.
+    pub seq: u64,
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub actor: String,
+    /// From where.
+    pub source: Option<String>,
+    /// What (`pt.create`, `operation.approve`, `registration.revoke`, …).
+    pub action: String,
+    /// On what (a PT, operation or registration id, a device id).
+    pub subject: String,
+    /// Details, as JSON. Never contains secrets.
+    pub detail: serde_json::Value,
+}
+
+/// The kinds of leak signal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// Several instances ran operations on one single-device PT (or for one device id) at once.
+    ParallelOperations,
+    /// An RT generation was refreshed twice (outside the retry grace).
+    RotationReuse,
+    /// A revoked PT or RT was presented.
+    RevokedTokenUse,
+    /// Too many wrong verification codes on one operation.
+    CodeGuessing,
+    /// One RT seen from many addresses (raised by the server).
+    ManySources,
+}
+
+impl LeakKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ParallelOperations => "parallel_operations",
+            Self::RotationReuse => "rotation_reuse",
+            Self::RevokedTokenUse => "revoked_token_use",
+            Self::CodeGuessing => "code_guessing",
+            Self::ManySources => "many_sources",
+        }
+    }
+
+    /// Parse the stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "parallel_operations" => Self::ParallelOperations,
+            "rotation_reuse" => Self::RotationReuse,
+            "revoked_token_use" => Self::RevokedTokenUse,
+            "code_guessing" => Self::CodeGuessing,
+            "many_sources" => Self::ManySources,
+            _ => return None,
+        })
+    }
+}
+
+/// A suspected leak, shown to operators.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LeakSignal {
+    /// Sequence number.
+    pub id: u64,
+    /// When it was raised.
+    pub at: Timestamp,
+    /// What kind.
+    pub kind: LeakKind,
+    /// The PT involved, if any.
+    pub pt_id: Option<String>,
+    /// The registration involved, if any.
+    pub registration_id: Option<RegistrationId>,
+    /// The operation involved, if any.
+    pub operation_id: Option<String>,
+    /// Where it came from.
+    pub source: Option<String>,
+    /// What the engine did about it (`flagged`, `revoked_registration`, `revoked_pt`, …).
+    pub action: String,
+    /// Human-readable detail; never contains secrets.
+    pub detail: String,
+}
+
+/// A blocked device id.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// The blocked id.
+    pub device_id: DeviceId,
+    /// When.
+    pub at: Timestamp,
+    /// By whom.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Serde adapter for ids that have `Display` + `FromStr`.
+pub(crate) mod display_fromstr {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub(crate) fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(crate) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        let p = PtId::new(7, [3u8; 16]);
+        assert_eq!(p.to_string().parse::<PtId>().unwrap(), p);
+        assert!("pt_xx".parse::<PtId>().is_err());
+        let o = OperationId::from_bytes([9u8; 16]);
+        assert_eq!(o.to_string().parse::<OperationId>().unwrap(), o);
+    }
+
+    #[test]
+    fn device_id_limits() {
+        assert!(DeviceId::new("sensor-01:a.b_c").is_ok());
+        assert!(DeviceId::new("").is_err());
+        assert!(DeviceId::new("a".repeat(64)).is_ok());
+        assert!(DeviceId::new("a".repeat(65)).is_err());
+        assert!(DeviceId::new("bad id").is_err());
+        assert!(DeviceId::new("ümlaut").is_err());
+    }
+
+    #[test]
+    fn attribute_limits() {
+        let ok = Attributes::from_raw(&[(b"serial", b"SN-1"), (b"fw", "1.2 \u{e9}".as_bytes())]);
+        assert!(ok.is_ok());
+        assert!(Attributes::from_raw(&[(b"serial", b"\xff\xfe")]).is_err());
+        assert!(Attributes::from_raw(&[(b"\xff", b"x")]).is_err());
+        assert!(Attributes::from_raw(&[(b"k", &[b'x'; 129])]).is_err());
+        assert!(Attributes::from_raw(&[(b"Upper", b"x")]).is_err());
+        assert!(Attributes::from_raw(&[(b"k", b"a\nb")]).is_err());
+        assert!(Attributes::from_raw(&[(b"k", b"1"), (b"k", b"2")]).is_err());
+        let many: Vec<(String, String)> = (0..17).map(|i| (format!("k{i}"), "v".into())).collect();
+        let pairs: Vec<(&[u8], &[u8])> = many
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        assert!(Attributes::from_raw(&pairs).is_err());
+    }
+
+    #[test]
+    fn attribute_rules() {
+        let rule: AttributeRule = "model=TX-7; serial^=SN26".parse().unwrap();
+        let mut m = BTreeMap::new();
+        m.insert("model".to_string(), "TX-7".to_string());
+        m.insert("serial".to_string(), "SN26-0001".to_string());
+        assert!(rule.matches(&Attributes::new(m.clone()).unwrap()));
+        m.insert("serial".to_string(), "SN25-0001".to_string());
+        assert!(!rule.matches(&Attributes::new(m).unwrap()));
+        assert!("".parse::<AttributeRule>().is_err());
+        assert!("novalue".parse::<AttributeRule>().is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! The durable store: a trait the engine's logic is written against, and the embedded SQLite
+//! implementation with a group-commit writer.
+//!
+//! Every change runs as a *write job* on the store's single writer: jobs see one consistent
+//! view, run one after another, and each batch of jobs is made durable by one commit before
+//! any of them is acknowledged. A job that fails is rolled back alone (a savepoint), so one bad
+//! request never spoils its batch. A PostgreSQL backend can implement the same traits with its
+//! own group commit.
+
+mod schema;
+mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore, DATABASE_FILE};
+
+use crate::error::Error;
+use crate::model::{
+    AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId, OperationRecord,
+    OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord,
+};
+use crate::time::Timestamp;
+
+/// A key epoch as the store keeps it (never key material).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyEpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: u32,
+    /// When it started.
+    pub created_at: Timestamp,
+    /// Once superseded: RTs under this epoch may validate until this time.
+    pub rt_keep_until: Option<Timestamp>,
+    /// Set when retired in an emergency: no RT under it validates any more.
+    pub retired_at: Option<Timestamp>,
+}
+
+/// An audit event before it has a sequence number.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent<'a> {
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub actor: &'a str,
+    /// From where.
+    pub source: Option<&'a str>,
+    /// What.
+    pub action: &'a str,
+    /// On what.
+    pub subject: &'a str,
+    /// Details.
+    pub detail: serde_json::Value,
+}
+
+/// A leak signal before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewLeakSignal {
+    /// When.
+    pub at: Timestamp,
+    /// What kind.
+    pub kind: LeakKind,
+    /// PT involved.
+    pub pt_id: Option<PtId>,
+    /// Registration involved.
+    pub registration_id: Option<RegistrationId>,
+    /// Operation involved.
+    pub operation_id: Option<OperationId>,
+    /// Where from.
+    pub source: Option<String>,
+    /// What was done.
+    pub action: String,
+    /// Detail.
+    pub detail: String,
+}
+
+/// Filters for listing operations.
+#[derive(Debug, Clone, Default)]
+pub struct OperationQuery {
+    /// Only this state (as stored).
+    pub state: Option<OperationState>,
+    /// Only this PT.
+    pub pt_id: Option<PtId>,
+    /// At most this many (newest first); 0 means 100.
+    pub limit: usize,
+}
+
+/// Filters for listing registrations.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationQuery {
+    /// Only this device id.
+    pub device_id: Option<DeviceId>,
+    /// Only this PT.
+    pub pt_id: Option<PtId>,
+    /// Only active ones.
+    pub active_only: bool,
+    /// At most this many (newest first); 0 means 100.
+    pub limit: usize,
+}
+
+/// Row counts, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreCounts {
+    /// PTs.
+    pub pts: u64,
+    /// Operations still pending (as stored).
+    pub pending_operations: u64,
+    /// Active registrations.
+    pub active_registrations: u64,
+    /// Audit events.
+    pub audit_events: u64,
+    /// Leak signals.
+    pub leak_signals: u64,
+}
+
+/// Reads, inside a write job or on a read connection.
+pub trait StoreRead {
+    /// A metadata value.
+    fn meta(&self, key: &str) -> Result<Option<String>, Error>;
+    /// Every key epoch, oldest first.
+    fn key_epochs(&self) -> Result<Vec<KeyEpochRecord>, Error>;
+    /// A PT and its verifier.
+    fn pt(&self, id: &PtId) -> Result<Option<(PtRecord, [u8; 32])>, Error>;
+    /// PTs, newest first.
+    fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error>;
+    /// An operation.
+    fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, Error>;
+    /// Operations of a PT stored as pending (possibly past their expiry).
+    fn pending_operations(&self, pt: &PtId) -> Result<Vec<OperationRecord>, Error>;
+    /// Operations matching a query, newest first.
+    fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error>;
+    /// A registration.
+    fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationRecord>, Error>;
+    /// Registrations matching a query, newest first.
+    fn list_registrations(&self, q: &RegistrationQuery) -> Result<Vec<RegistrationRecord>, Error>;
+    /// Ids of active registrations of a device.
+    fn active_registrations_of_device(&self, d: &DeviceId) -> Result<Vec<RegistrationId>, Error>;
+    /// Ids of active registrations created through a PT.
+    fn active_registrations_of_pt(&self, pt: &PtId) -> Result<Vec<RegistrationId>, Error>;
+    /// Call `f(id, generation, expires_at_secs)` for every active registration whose current RT
+    /// expires at or after `min_expires_at`.
+    fn for_each_live_registration(
+        &self,
+        min_expires_at: u64,
+        f: &mut dyn FnMut(RegistrationId, u32, u64),
+    ) -> Result<(), Error>;
+    /// The block on a device id, if any.
+    fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error>;
+    /// All blocked device ids.
+    fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error>;
+    /// Audit events with `seq > after`, oldest first.
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error>;
+    /// Leak signals with `id > after`, oldest first.
+    fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error>;
+    /// Row counts.
+    fn counts(&self) -> Result<StoreCounts, Error>;
+}
+
+/// Writes, only inside a write job.
+pub trait StoreTxn: StoreRead {
+    /// Set a metadata value.
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error>;
+    /// Insert or replace a key epoch.
+    fn put_key_epoch(&mut self, rec: &KeyEpochRecord) -> Result<(), Error>;
+    /// Insert a PT with its verifier.
+    fn insert_pt(&mut self, rec: &PtRecord, verifier: &[u8; 32]) -> Result<(), Error>;
+    /// Update a PT's mutable fields (revocation, registration count).
+    fn update_pt(&mut self, rec: &PtRecord) -> Result<(), Error>;
+    /// Insert an operation.
+    fn insert_operation(&mut self, rec: &OperationRecord) -> Result<(), Error>;
+    /// Replace an operation.
+    fn update_operation(&mut self, rec: &OperationRecord) -> Result<(), Error>;
+    /// Insert a registration; its `id` is assigned by the store and returned.
+    fn insert_registration(&mut self, rec: &RegistrationRecord) -> Result<RegistrationId, Error>;
+    /// Replace a registration.
+    fn update_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error>;
+    /// Block a device id (replacing an earlier block).
+    fn block(&mut self, rec: &BlockRecord) -> Result<(), Error>;
+    /// Unblock a device id; false if it was not blocked.
+    fn unblock(&mut self, d: &DeviceId) -> Result<bool, Error>;
+    /// Append an audit event; returns its sequence number.
+    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error>;
+    /// Record a leak signal; returns its id.
+    fn insert_leak(&mut self, sig: &NewLeakSignal) -> Result<u64, Error>;
+    /// Pending operations whose expiry is at or before `now`, at most `limit`.
+    fn expired_pending(
+        &mut self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<OperationRecord>, Error>;
+}
+
+/// What a write job tells the writer: keep or roll back its changes, and what to run once the
+/// batch's commit has finished (successfully or not).
+pub struct JobOutcome {
+    /// Keep the job's changes (release its savepoint) or roll them back.
+    pub keep: bool,
+    /// Called on the writer thread after the commit, in commit order, with the commit result.
+    pub on_commit: Box<dyn FnOnce(Result<(), Error>) + Send>,
+}
+
+impl std::fmt::Debug for JobOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobOutcome")
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A unit of work for the writer.
+pub type WriteJob = Box<dyn FnOnce(&mut dyn StoreTxn) -> JobOutcome + Send>;
+
+/// Counters of the group-commit writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CommitStats {
+    /// Committed batches (each one fsync).
+    pub batches: u64,
+    /// Jobs run.
+    pub jobs: u64,
+    /// Commits that failed.
+    pub failed_commits: u64,
+}
+
+/// A durable store.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Queue a write job. Its `on_commit` runs after the batch it joined is durable (or failed).
+    /// If the writer has stopped, the job is dropped without running.
+    fn submit(&self, job: WriteJob);
+    /// Run `f` against a consistent read snapshot of committed data.
+    fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error>;
+    /// Writer counters.
+    fn commit_stats(&self) -> CommitStats;
+}

@@ -1,0 +1,108 @@
+//! SQLite schema and migrations. `PRAGMA user_version` holds the schema version; each
+//! migration runs in its own transaction, in order, and is never edited once released.
+
+use rusqlite::Connection;
+
+use crate::error::Error;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE key_epochs (
+        epoch INTEGER PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        rt_keep_until INTEGER,
+        retired_at INTEGER
+    );
+    CREATE TABLE pts (
+        id BLOB PRIMARY KEY,
+        verifier BLOB NOT NULL,
+        label TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        approval TEXT NOT NULL,
+        rt_lifetime INTEGER NOT NULL,
+        device_id_policy TEXT NOT NULL,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        registrations_created INTEGER NOT NULL DEFAULT 0,
+        batch TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX pts_created ON pts(created_at);
+    CREATE TABLE operations (
+        id BLOB PRIMARY KEY,
+        pt_id BLOB NOT NULL,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX operations_pt_state ON operations(pt_id, state);
+    CREATE INDEX operations_state_expiry ON operations(state, expires_at);
+    CREATE INDEX operations_created ON operations(created_at);
+    CREATE TABLE registrations (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        pt_id BLOB NOT NULL,
+        operation_id BLOB NOT NULL,
+        active INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        key_epoch INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        lifetime INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        revoke_reason TEXT
+    );
+    CREATE INDEX registrations_device ON registrations(device_id) WHERE active = 1;
+    CREATE INDEX registrations_pt ON registrations(pt_id) WHERE active = 1;
+    CREATE TABLE blocked_devices (
+        device_id TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        by TEXT NOT NULL,
+        reason TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE leak_signals (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        pt_id TEXT,
+        registration_id INTEGER,
+        operation_id TEXT,
+        source TEXT,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Bring the database up to [`SCHEMA_VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::Store(format!(
+            "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,786 @@
+//! The embedded SQLite store: WAL mode, `synchronous=FULL`, one group-commit writer thread and
+//! a small pool of read connections.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use super::{
+    schema, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal, OperationQuery,
+    RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn, WriteJob,
+};
+use crate::error::Error;
+use crate::model::{
+    AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId, OperationRecord,
+    OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord, RegistrationStatus,
+};
+use crate::time::Timestamp;
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "tessera.db";
+
+/// How to open the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    max_batch: usize,
+    read_connections: usize,
+    synchronous_full: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            read_connections: 4,
+            synchronous_full: true,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Most jobs committed together by one fsync. 1 disables group commit (one transaction per
+    /// job; only useful to measure what group commit buys). Defaults to 1024.
+    pub fn max_batch(&mut self, n: usize) -> &mut Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Number of read connections. Defaults to 4.
+    pub fn read_connections(&mut self, n: usize) -> &mut Self {
+        self.read_connections = n.max(1);
+        self
+    }
+
+    /// `synchronous=FULL` (every commit fsynced, the default and the only setting under which
+    /// acknowledged changes survive power loss) or `NORMAL` (WAL appends not fsynced; survives a
+    /// process crash but not power loss). Defaults to `true`.
+    pub fn synchronous_full(&mut self, full: bool) -> &mut Self {
+        self.synchronous_full = full;
+        self
+    }
+}
+
+struct Writer {
+    tx: Mutex<Option<Sender<WriteJob>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The SQLite store. Dropping it finishes queued jobs and stops the writer.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct Stats {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection, full: bool) -> Result<(), Error> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Store(format!("cannot enable WAL mode (got {mode})")));
+    }
+    conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (or create) `dir/tessera.db`, migrating the schema, and start the writer.
+    pub fn open(dir: &Path, options: &SqliteOptions) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&path)?;
+        configure(&conn, options.synchronous_full)?;
+        schema::migrate(&mut conn)?;
+        let mut readers = Vec::with_capacity(options.read_connections);
+        for _ in 0..options.read_connections {
+            let r = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(10))?;
+            r.set_prepared_statement_cache_capacity(64);
+            readers.push(Mutex::new(r));
+        }
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let st = stats.clone();
+        let max_batch = options.max_batch;
+        let thread = std::thread::Builder::new()
+            .name("tessera-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch, &st))
+            .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            path,
+            writer: Writer {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            },
+            readers,
+            next_reader: AtomicUsize::new(0),
+            stats,
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.writer.tx.lock() {
+            tx.take();
+        }
+        if let Ok(mut t) = self.writer.thread.lock() {
+            if let Some(t) = t.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize, stats: &Stats) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
+    let mut done: Vec<Box<dyn FnOnce(Result<(), Error>) + Send>> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let result = run_batch(&conn, &mut batch, &mut done);
+        stats.jobs.fetch_add(n, Ordering::Relaxed);
+        if result.is_ok() {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        for cb in done.drain(..) {
+            cb(result.clone());
+        }
+    }
+}
+
+/// Run a batch in one transaction: each job inside its own savepoint, one commit at the end.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<WriteJob>,
+    done: &mut Vec<Box<dyn FnOnce(Result<(), Error>) + Send>>,
+) -> Result<(), Error> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Jobs that never ran are dropped; their callers see the writer's channel close.
+        batch.clear();
+        return Err(e.into());
+    }
+    let mut failure: Option<Error> = None;
+    for job in batch.drain(..) {
+        if failure.is_some() {
+            continue; // dropped: the caller gets "store writer stopped"-style error
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            failure = Some(e.into());
+            continue;
+        }
+        let mut txn = Db(conn);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut txn)));
+        let keep = matches!(&outcome, Ok(JobOutcome { keep: true, .. }));
+        let step = if keep {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = step {
+            failure = Some(e.into());
+        }
+        if let Ok(o) = outcome {
+            done.push(o.on_commit);
+        }
+    }
+    let result = match failure {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT").map_err(Error::from),
+    };
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+impl Store for SqliteStore {
+    fn submit(&self, job: WriteJob) {
+        if let Ok(guard) = self.writer.tx.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(job);
+            }
+        }
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        // Take the first free connection, else wait on the one round-robin picked.
+        let guard = (0..n)
+            .find_map(|i| self.readers[(start + i) % n].try_lock().ok())
+            .map_or_else(|| self.readers[start % n].lock(), Ok)
+            .map_err(|_| Error::Store("read connection poisoned".into()))?;
+        let conn: &Connection = &guard;
+        conn.execute_batch("BEGIN")?;
+        let r = f(&Db(conn));
+        conn.execute_batch("COMMIT")?;
+        r
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            jobs: self.stats.jobs.load(Ordering::Relaxed),
+            failed_commits: self.stats.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// SQL over one connection: inside a write job, or a read transaction.
+struct Db<'c>(&'c Connection);
+
+fn ts(v: i64) -> Timestamp {
+    Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
+}
+
+fn ts_opt(v: Option<i64>) -> Option<Timestamp> {
+    v.map(ts)
+}
+
+fn sql_ts(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_millis()).unwrap_or(i64::MAX)
+}
+
+fn sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+    serde_json::to_string(v).map_err(|e| Error::Store(format!("encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+const PT_COLUMNS: &str = "id, verifier, label, kind, approval, rt_lifetime, device_id_policy, \
+                          expires_at, created_at, revoked_at, registrations_created, batch";
+
+fn pt_row(r: &Row<'_>) -> rusqlite::Result<(PtRecord, [u8; 32])> {
+    let id: [u8; PtId::LEN] = r.get(0)?;
+    let verifier: [u8; 32] = r.get(1)?;
+    let rec = PtRecord {
+        id: PtId::from_bytes(id),
+        label: r.get(2)?,
+        kind: from_json(&r.get::<_, String>(3)?)?,
+        approval: from_json(&r.get::<_, String>(4)?)?,
+        rt_lifetime_secs: r.get::<_, i64>(5)? as u64,
+        device_id_policy: from_json(&r.get::<_, String>(6)?)?,
+        expires_at: ts_opt(r.get(7)?),
+        created_at: ts(r.get(8)?),
+        revoked_at: ts_opt(r.get(9)?),
+        registrations_created: r.get::<_, i64>(10)? as u64,
+        batch: r.get(11)?,
+    };
+    Ok((rec, verifier))
+}
+
+fn op_row(r: &Row<'_>) -> rusqlite::Result<OperationRecord> {
+    from_json(&r.get::<_, String>(0)?)
+}
+
+const REG_COLUMNS: &str = "id, device_id, pt_id, operation_id, active, generation, key_epoch, \
+                           issued_at, expires_at, lifetime, created_at, revoked_at, revoke_reason";
+
+fn reg_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
+    let pt: [u8; PtId::LEN] = r.get(2)?;
+    let op: [u8; 16] = r.get(3)?;
+    Ok(RegistrationRecord {
+        id: RegistrationId::new(r.get::<_, i64>(0)? as u64),
+        device_id: DeviceId::new(r.get::<_, String>(1)?).map_err(conversion)?,
+        pt_id: PtId::from_bytes(pt),
+        operation_id: OperationId::from_bytes(op),
+        status: if r.get::<_, i64>(4)? == 1 {
+            RegistrationStatus::Active
+        } else {
+            RegistrationStatus::Revoked
+        },
+        generation: r.get(5)?,
+        key_epoch: r.get(6)?,
+        issued_at: r.get::<_, i64>(7)? as u64,
+        expires_at: r.get::<_, i64>(8)? as u64,
+        lifetime_secs: r.get::<_, i64>(9)? as u64,
+        created_at: ts(r.get(10)?),
+        revoked_at: ts_opt(r.get(11)?),
+        revoke_reason: r.get(12)?,
+    })
+}
+
+fn limit_or_default(n: usize) -> i64 {
+    if n == 0 {
+        100
+    } else {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+}
+
+impl StoreRead for Db<'_> {
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn key_epochs(&self) -> Result<Vec<KeyEpochRecord>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT epoch, created_at, rt_keep_until, retired_at FROM key_epochs ORDER BY epoch",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(KeyEpochRecord {
+                epoch: r.get(0)?,
+                created_at: ts(r.get(1)?),
+                rt_keep_until: ts_opt(r.get(2)?),
+                retired_at: ts_opt(r.get(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn pt(&self, id: &PtId) -> Result<Option<(PtRecord, [u8; 32])>, Error> {
+        Ok(self
+            .0
+            .prepare_cached(&format!("SELECT {PT_COLUMNS} FROM pts WHERE id = ?1"))?
+            .query_row([&id.to_bytes()[..]], pt_row)
+            .optional()?)
+    }
+
+    fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error> {
+        let mut st = self.0.prepare_cached(&format!(
+            "SELECT {PT_COLUMNS} FROM pts WHERE (?1 OR revoked_at IS NULL) \
+             ORDER BY created_at DESC, id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![include_revoked, limit_or_default(limit)], pt_row)?;
+        Ok(rows.map(|r| r.map(|(p, _)| p)).collect::<Result<_, _>>()?)
+    }
+
+    fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, Error> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT body FROM operations WHERE id = ?1")?
+            .query_row([&id.to_bytes()[..]], op_row)
+            .optional()?)
+    }
+
+    fn pending_operations(&self, pt: &PtId) -> Result<Vec<OperationRecord>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT body FROM operations WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
+        )?;
+        let rows = st.query_map([&pt.to_bytes()[..]], op_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT body FROM operations WHERE (?1 IS NULL OR state = ?1) \
+             AND (?2 IS NULL OR pt_id = ?2) ORDER BY created_at DESC LIMIT ?3",
+        )?;
+        let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
+        let rows = st.query_map(
+            params![
+                q.state.map(OperationState::as_str),
+                pt,
+                limit_or_default(q.limit)
+            ],
+            op_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationRecord>, Error> {
+        Ok(self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {REG_COLUMNS} FROM registrations WHERE id = ?1"
+            ))?
+            .query_row([sql_u64(id.get())], reg_row)
+            .optional()?)
+    }
+
+    fn list_registrations(&self, q: &RegistrationQuery) -> Result<Vec<RegistrationRecord>, Error> {
+        let mut st = self.0.prepare_cached(&format!(
+            "SELECT {REG_COLUMNS} FROM registrations WHERE (?1 IS NULL OR device_id = ?1) \
+             AND (?2 IS NULL OR pt_id = ?2) AND (NOT ?3 OR active = 1) ORDER BY id DESC LIMIT ?4"
+        ))?;
+        let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
+        let rows = st.query_map(
+            params![
+                q.device_id.as_ref().map(DeviceId::as_str),
+                pt,
+                q.active_only,
+                limit_or_default(q.limit)
+            ],
+            reg_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn active_registrations_of_device(&self, d: &DeviceId) -> Result<Vec<RegistrationId>, Error> {
+        let mut st = self
+            .0
+            .prepare_cached("SELECT id FROM registrations WHERE device_id = ?1 AND active = 1")?;
+        let rows = st.query_map([d.as_str()], |r| {
+            Ok(RegistrationId::new(r.get::<_, i64>(0)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn active_registrations_of_pt(&self, pt: &PtId) -> Result<Vec<RegistrationId>, Error> {
+        let mut st = self
+            .0
+            .prepare_cached("SELECT id FROM registrations WHERE pt_id = ?1 AND active = 1")?;
+        let rows = st.query_map([&pt.to_bytes()[..]], |r| {
+            Ok(RegistrationId::new(r.get::<_, i64>(0)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn for_each_live_registration(
+        &self,
+        min_expires_at: u64,
+        f: &mut dyn FnMut(RegistrationId, u32, u64),
+    ) -> Result<(), Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT id, generation, expires_at FROM registrations \
+             WHERE active = 1 AND expires_at >= ?1",
+        )?;
+        let mut rows = st.query([sql_u64(min_expires_at)])?;
+        while let Some(r) = rows.next()? {
+            f(
+                RegistrationId::new(r.get::<_, i64>(0)? as u64),
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+            );
+        }
+        Ok(())
+    }
+
+    fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT device_id, at, by, reason FROM blocked_devices WHERE device_id = ?1",
+            )?
+            .query_row([d.as_str()], block_row)
+            .optional()?)
+    }
+
+    fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error> {
+        let mut st = self
+            .0
+            .prepare_cached("SELECT device_id, at, by, reason FROM blocked_devices ORDER BY at")?;
+        let rows = st.query_map([], block_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT seq, at, actor, source, action, subject, detail FROM audit \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
+            Ok(AuditEvent {
+                seq: r.get::<_, i64>(0)? as u64,
+                at: ts(r.get(1)?),
+                actor: r.get(2)?,
+                source: r.get(3)?,
+                action: r.get(4)?,
+                subject: r.get(5)?,
+                detail: from_json(&r.get::<_, String>(6)?)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT id, at, kind, pt_id, registration_id, operation_id, source, action, detail \
+             FROM leak_signals WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
+            let kind: String = r.get(2)?;
+            Ok(LeakSignal {
+                id: r.get::<_, i64>(0)? as u64,
+                at: ts(r.get(1)?),
+                kind: LeakKind::parse(&kind).ok_or_else(|| {
+                    conversion(std::io::Error::other(format!("unknown leak kind {kind}")))
+                })?,
+                pt_id: r.get(3)?,
+                registration_id: r
+                    .get::<_, Option<i64>>(4)?
+                    .map(|v| RegistrationId::new(v as u64)),
+                operation_id: r.get(5)?,
+                source: r.get(6)?,
+                action: r.get(7)?,
+                detail: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn counts(&self) -> Result<StoreCounts, Error> {
+        let c = |sql: &str| -> Result<u64, Error> {
+            Ok(self
+                .0
+                .prepare_cached(sql)?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(StoreCounts {
+            pts: c("SELECT count(*) FROM pts")?,
+            pending_operations: c("SELECT count(*) FROM operations WHERE state = 'pending'")?,
+            active_registrations: c("SELECT count(*) FROM registrations WHERE active = 1")?,
+            audit_events: c("SELECT coalesce(max(seq), 0) FROM audit")?,
+            leak_signals: c("SELECT count(*) FROM leak_signals")?,
+        })
+    }
+}
+
+fn block_row(r: &Row<'_>) -> rusqlite::Result<BlockRecord> {
+    Ok(BlockRecord {
+        device_id: DeviceId::new(r.get::<_, String>(0)?).map_err(conversion)?,
+        at: ts(r.get(1)?),
+        by: r.get(2)?,
+        reason: r.get(3)?,
+    })
+}
+
+impl StoreTxn for Db<'_> {
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.0
+            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    fn put_key_epoch(&mut self, rec: &KeyEpochRecord) -> Result<(), Error> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO key_epochs (epoch, created_at, rt_keep_until, retired_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                rec.epoch,
+                sql_ts(rec.created_at),
+                rec.rt_keep_until.map(sql_ts),
+                rec.retired_at.map(sql_ts)
+            ])?;
+        Ok(())
+    }
+
+    fn insert_pt(&mut self, rec: &PtRecord, verifier: &[u8; 32]) -> Result<(), Error> {
+        self.0
+            .prepare_cached(&format!(
+                "INSERT INTO pts ({PT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?
+            .execute(params![
+                &rec.id.to_bytes()[..],
+                &verifier[..],
+                rec.label,
+                json(&rec.kind)?,
+                json(&rec.approval)?,
+                sql_u64(rec.rt_lifetime_secs),
+                json(&rec.device_id_policy)?,
+                rec.expires_at.map(sql_ts),
+                sql_ts(rec.created_at),
+                rec.revoked_at.map(sql_ts),
+                sql_u64(rec.registrations_created),
+                rec.batch,
+            ])?;
+        Ok(())
+    }
+
+    fn update_pt(&mut self, rec: &PtRecord) -> Result<(), Error> {
+        self.0
+            .prepare_cached(
+                "UPDATE pts SET revoked_at = ?2, registrations_created = ?3 WHERE id = ?1",
+            )?
+            .execute(params![
+                &rec.id.to_bytes()[..],
+                rec.revoked_at.map(sql_ts),
+                sql_u64(rec.registrations_created)
+            ])?;
+        Ok(())
+    }
+
+    fn insert_operation(&mut self, rec: &OperationRecord) -> Result<(), Error> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO operations (id, pt_id, state, created_at, expires_at, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                &rec.id.to_bytes()[..],
+                &rec.pt_id.to_bytes()[..],
+                rec.state.as_str(),
+                sql_ts(rec.created_at),
+                sql_ts(rec.expires_at),
+                json(rec)?
+            ])?;
+        Ok(())
+    }
+
+    fn update_operation(&mut self, rec: &OperationRecord) -> Result<(), Error> {
+        self.0
+            .prepare_cached("UPDATE operations SET state = ?2, body = ?3 WHERE id = ?1")?
+            .execute(params![
+                &rec.id.to_bytes()[..],
+                rec.state.as_str(),
+                json(rec)?
+            ])?;
+        Ok(())
+    }
+
+    fn insert_registration(&mut self, rec: &RegistrationRecord) -> Result<RegistrationId, Error> {
+        self.0
+            .prepare_cached(&format!(
+                "INSERT INTO registrations ({REG_COLUMNS}) \
+                 VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?
+            .execute(params![
+                rec.device_id.as_str(),
+                &rec.pt_id.to_bytes()[..],
+                &rec.operation_id.to_bytes()[..],
+                rec.status == RegistrationStatus::Active,
+                rec.generation,
+                rec.key_epoch,
+                sql_u64(rec.issued_at),
+                sql_u64(rec.expires_at),
+                sql_u64(rec.lifetime_secs),
+                sql_ts(rec.created_at),
+                rec.revoked_at.map(sql_ts),
+                rec.revoke_reason,
+            ])?;
+        Ok(RegistrationId::new(self.0.last_insert_rowid() as u64))
+    }
+
+    fn update_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error> {
+        self.0
+            .prepare_cached(
+                "UPDATE registrations SET active = ?2, generation = ?3, key_epoch = ?4, \
+                 issued_at = ?5, expires_at = ?6, revoked_at = ?7, revoke_reason = ?8 WHERE id = ?1",
+            )?
+            .execute(params![
+                sql_u64(rec.id.get()),
+                rec.status == RegistrationStatus::Active,
+                rec.generation,
+                rec.key_epoch,
+                sql_u64(rec.issued_at),
+                sql_u64(rec.expires_at),
+                rec.revoked_at.map(sql_ts),
+                rec.revoke_reason,
+            ])?;
+        Ok(())
+    }
+
+    fn block(&mut self, rec: &BlockRecord) -> Result<(), Error> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO blocked_devices (device_id, at, by, reason) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![rec.device_id.as_str(), sql_ts(rec.at), rec.by, rec.reason])?;
+        Ok(())
+    }
+
+    fn unblock(&mut self, d: &DeviceId) -> Result<bool, Error> {
+        Ok(self
+            .0
+            .prepare_cached("DELETE FROM blocked_devices WHERE device_id = ?1")?
+            .execute([d.as_str()])?
+            > 0)
+    }
+
+    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO audit (at, actor, source, action, subject, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                sql_ts(ev.at),
+                ev.actor,
+                ev.source,
+                ev.action,
+                ev.subject,
+                json(&ev.detail)?
+            ])?;
+        Ok(self.0.last_insert_rowid() as u64)
+    }
+
+    fn insert_leak(&mut self, s: &NewLeakSignal) -> Result<u64, Error> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO leak_signals (at, kind, pt_id, registration_id, operation_id, source, action, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                sql_ts(s.at),
+                s.kind.as_str(),
+                s.pt_id.map(|p| p.to_string()),
+                s.registration_id.map(|r| sql_u64(r.get())),
+                s.operation_id.map(|o| o.to_string()),
+                s.source,
+                s.action,
+                s.detail
+            ])?;
+        Ok(self.0.last_insert_rowid() as u64)
+    }
+
+    fn expired_pending(
+        &mut self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<OperationRecord>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT body FROM operations WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![sql_ts(now), limit_or_default(limit)], op_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
