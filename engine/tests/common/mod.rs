@@ -1,0 +1,143 @@
+//! Shared test helpers: an engine in a temporary directory, an injected clock, and shortcuts
+//! for the usual flows.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use tessera_engine::{
+    Actor, Approval, ApprovalPolicy, Attributes, BeginOutcome, BeginRequest, DeviceId,
+    DeviceIdPolicy, Engine, EngineConfig, OperationStatus, Provisioned, ProvisioningToken, PtKind,
+    PtSpec, Timestamp,
+};
+
+/// A test clock: starts at a fixed instant and only moves when told to.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(pub Timestamp);
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock(Timestamp::from_unix_secs(1_800_000_000))
+    }
+    pub fn now(&self) -> Timestamp {
+        self.0
+    }
+    pub fn advance(&mut self, d: Duration) -> Timestamp {
+        self.0 = self.0.saturating_add(d);
+        self.0
+    }
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub engine: Engine,
+    pub clock: Clock,
+    pub config: EngineConfig,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_config(EngineConfig::default())
+    }
+
+    pub fn with_config(config: EngineConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Clock::new();
+        let engine =
+            Engine::open_dir(dir.path(), config.clone(), clock.now()).expect("open engine");
+        Self {
+            dir,
+            engine,
+            clock,
+            config,
+        }
+    }
+
+    /// Drop the engine and open the same data directory again.
+    pub fn reopen(&mut self) {
+        let placeholder = {
+            // Open a throwaway engine so the old one can be dropped (closing its store) first.
+            let d = tempfile::tempdir().expect("tempdir");
+            let e = Engine::open_dir(d.path(), EngineConfig::default(), self.clock.now())
+                .expect("open");
+            (d, e)
+        };
+        let old = std::mem::replace(&mut self.engine, placeholder.1);
+        drop(old);
+        self.engine = Engine::open_dir(self.dir.path(), self.config.clone(), self.clock.now())
+            .expect("reopen");
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn tech() -> Actor {
+        Actor::operator("tech")
+    }
+
+    pub fn device() -> Actor {
+        Actor::device(Some("192.0.2.10:5000".into()))
+    }
+
+    pub fn pt(&self, spec: PtSpec) -> ProvisioningToken {
+        self.engine
+            .create_pt(&spec, &Self::tech(), self.now())
+            .expect("create pt")
+            .1
+    }
+
+    pub fn begin(
+        &self,
+        pt: &ProvisioningToken,
+        device: Option<&str>,
+        nonce: &[u8],
+    ) -> Result<BeginOutcome, tessera_engine::Error> {
+        self.engine.begin_operation(
+            BeginRequest {
+                pt: pt.clone(),
+                requested_device_id: device.map(|d| DeviceId::new(d).expect("device id")),
+                attributes: Attributes::default(),
+                instance_nonce: nonce.to_vec(),
+            },
+            &Self::device(),
+            self.now(),
+        )
+    }
+
+    pub fn collect(&self, op: &BeginOutcome) -> Provisioned {
+        match self
+            .engine
+            .poll_operation(&op.operation_id, op.secret.expose(), self.now())
+            .expect("poll")
+        {
+            OperationStatus::Provisioned(p) => p,
+            other => panic!("expected provisioned, got {other:?}"),
+        }
+    }
+
+    /// Create a PT with manual approval, begin, approve, collect.
+    pub fn provision(&self, device: &str) -> Provisioned {
+        let pt = self.pt(PtSpec::new("test"));
+        let op = self.begin(&pt, Some(device), b"nonce").expect("begin");
+        self.engine
+            .approve_operation(
+                &op.operation_id,
+                Approval::default(),
+                &Self::tech(),
+                self.now(),
+            )
+            .expect("approve");
+        self.collect(&op)
+    }
+}
+
+pub fn spec(kind: PtKind, approval: ApprovalPolicy) -> PtSpec {
+    PtSpec {
+        label: "spec".into(),
+        kind,
+        approval,
+        rt_lifetime: Duration::from_secs(3600),
+        device_id_policy: DeviceIdPolicy::Either,
+        expires_at: None,
+    }
+}
