@@ -263,6 +263,9 @@ pub(crate) fn revoke_pt_in_tx(
         super::registrations::revoke_in_tx(tx, *r, &format!("pt revoked: {reason}"), actor)?;
     }
     for mut op in tx.db.pending_operations(id)? {
+        if op.effective_state(tx.now) != OperationState::Pending {
+            continue; // already expired; the sweep records that
+        }
         op.state = OperationState::Cancelled;
         op.reason = Some("provisioning token revoked".into());
         op.decided_by = Some(actor.name.clone());
