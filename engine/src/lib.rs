@@ -61,6 +61,7 @@ mod secret;
 pub mod store;
 mod time;
 pub mod token;
+pub mod vectors;
 
 pub use engine::{
     Approval, BeginOutcome, BeginRequest, Engine, EngineConfig, EngineObserver, EngineStatus,

@@ -157,7 +157,11 @@ impl Drop for SqliteStore {
         }
         if let Ok(mut t) = self.writer.thread.lock() {
             if let Some(t) = t.take() {
-                let _ = t.join();
+                // The last handle to the engine may be released by a commit callback running on
+                // the writer itself; it then exits on its own once the channel is closed.
+                if t.thread().id() != std::thread::current().id() {
+                    let _ = t.join();
+                }
             }
         }
     }
