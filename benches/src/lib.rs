@@ -1,1 +1,112 @@
-//! placeholder
+//! Shared fixtures for Tessera's benchmarks and scale measurements.
+//!
+//! The criterion benches live in `benches/benches/`; `engine_scale` (in `src/bin/`) measures
+//! engine open time and memory with a million registrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tessera_engine::{
+    Actor, ApprovalPolicy, BeginRequest, DeviceIdPolicy, Engine, EngineConfig, OperationStatus,
+    Provisioned, PtKind, PtSpec, Rate, Timestamp,
+};
+
+/// The fixed instant benchmarks run at.
+pub fn bench_now() -> Timestamp {
+    Timestamp::from_unix_secs(1_800_000_000)
+}
+
+/// An engine config without rate limits in the way.
+pub fn lenient_config() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.source_rate(Rate::new(u32::MAX, u32::MAX))
+        .pt_rates(Rate::new(u32::MAX, u32::MAX), Rate::new(u32::MAX, u32::MAX))
+        .max_pending(1000, 1_000_000);
+    c
+}
+
+/// A fleet PT spec with automatic approval.
+pub fn auto_fleet() -> PtSpec {
+    PtSpec {
+        label: "bench".into(),
+        kind: PtKind::Fleet { max_registrations: u64::MAX },
+        approval: ApprovalPolicy::Automatic,
+        rt_lifetime: Duration::from_secs(30 * 86_400),
+        device_id_policy: DeviceIdPolicy::Either,
+        expires_at: None,
+    }
+}
+
+/// Provision `n` devices through the real flow (automatic policy) and return them.
+pub fn provision(engine: &Engine, n: usize, now: Timestamp) -> Vec<Provisioned> {
+    let (_, pt) = engine.create_pt(&auto_fleet(), &Actor::operator("bench"), now).expect("create pt");
+    (0..n)
+        .map(|i| {
+            let op = engine
+                .begin_operation(
+                    BeginRequest {
+                        pt: pt.clone(),
+                        requested_device_id: Some(format!("bench-{i}").parse().expect("device id")),
+                        attributes: Default::default(),
+                        instance_nonce: (i as u64).to_le_bytes().to_vec(),
+                    },
+                    &Actor::device(None),
+                    now,
+                )
+                .expect("begin");
+            match engine.poll_operation(&op.operation_id, op.secret.expose(), now).expect("poll") {
+                OperationStatus::Provisioned(p) => p,
+                other => panic!("not provisioned: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Write `n` active registrations straight into a fresh data directory's SQLite file, as
+/// a fixture for scale measurements (creating them one by one through approvals would measure
+/// the approval path instead). The engine must have been opened on `dir` once to create the
+/// schema; rows follow the schema in `engine/src/store/schema.rs`.
+pub fn seed_registrations(dir: &Path, n: u64, now: Timestamp) -> rusqlite::Result<()> {
+    let mut conn = rusqlite::Connection::open(dir.join(tessera_engine::store::DATABASE_FILE))?;
+    let tx = conn.transaction()?;
+    {
+        let mut st = tx.prepare(
+            "INSERT INTO registrations (device_id, pt_id, operation_id, active, generation, key_epoch, \
+             issued_at, expires_at, lifetime, created_at) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, ?5, ?6, ?7)",
+        )?;
+        let secs = now.unix_secs() as i64;
+        let life = 30 * 86_400i64;
+        for i in 0..n {
+            let mut op = [0u8; 16];
+            op[..8].copy_from_slice(&i.to_be_bytes());
+            st.execute(rusqlite::params![
+                format!("seed-{i:08}"),
+                &[0u8; 20][..],
+                &op[..],
+                secs,
+                secs + life,
+                life,
+                now.unix_millis() as i64
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Resident set size of this process, in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Open an engine on `dir` with the lenient benchmark config.
+pub fn open(dir: &Path) -> Engine {
+    Engine::open_dir(dir, lenient_config(), bench_now()).expect("open engine")
+}

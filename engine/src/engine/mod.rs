@@ -21,7 +21,7 @@ pub use registrations::{Introspection, Refreshed, ValidatedRt};
 
 use crate::error::Error;
 use crate::family::{FamilyState, FamilyTable};
-use crate::keys::{KeyKeeper, Keyring, SoftwareKeeper};
+use crate::keys::{KeyKeeper, Keyring, RtKeyTable, SoftwareKeeper};
 use crate::model::{
     Actor, AuditEvent, LeakSignal, OperationId, OperationState, PtId, RegistrationId,
 };
@@ -63,6 +63,10 @@ pub(crate) struct Inner {
     pub(crate) store: Box<dyn Store>,
     pub(crate) keeper: Box<dyn KeyKeeper>,
     pub(crate) keys: ArcSwap<Keyring>,
+    pub(crate) rt_keys: RtKeyTable,
+    /// Checked against when an RT names an unknown or retired epoch, so that costs the same as a
+    /// forged MAC.
+    pub(crate) dummy_rt_key: ring::hmac::Key,
     pub(crate) families: FamilyTable,
     pub(crate) config: EngineConfig,
     pub(crate) pt_limits_single: RateLimiter<PtId>,
@@ -75,12 +79,13 @@ pub(crate) struct Inner {
 }
 
 /// A change to in-memory state, applied after the batch that made it is durable.
-#[derive(Debug)]
 pub(crate) enum Effect {
     SetFamily(RegistrationId, FamilyState),
     RemoveFamily(RegistrationId),
     OperationChanged(OperationId, OperationState),
     SwapKeyring(Arc<Keyring>),
+    InstallRtKey(u32, ring::hmac::Key),
+    RetireRtKey(u32),
 }
 
 /// The context of a write job: the store transaction and the effects to apply on commit.
@@ -172,6 +177,8 @@ impl Engine {
             keeper,
             // Replaced below, once the epochs are known.
             keys: ArcSwap::from_pointee(Keyring::new(0, Vec::new(), dummy_key.clone())),
+            rt_keys: RtKeyTable::new(),
+            dummy_rt_key: dummy_key.clone(),
             families: FamilyTable::new(),
             pt_limits_single: RateLimiter::new(config.pt_rate_single),
             pt_limits_fleet: RateLimiter::new(config.pt_rate_fleet),
@@ -183,7 +190,7 @@ impl Engine {
         });
         let engine = Engine { inner };
         let epochs = engine.write(now, move |tx| keys::init_epochs(tx, &check_hex))?;
-        let ring = keys::build_keyring(&*engine.inner.keeper, &epochs, dummy_key, now)?;
+        let ring = keys::load_keys(&engine.inner, &epochs, dummy_key, now)?;
         engine.inner.keys.store(Arc::new(ring));
         engine.rebuild_families(now)?;
         Ok(engine)
@@ -375,6 +382,8 @@ impl Inner {
                     }
                 }
                 Effect::SwapKeyring(k) => self.keys.store(k),
+                Effect::InstallRtKey(epoch, key) => self.rt_keys.install(epoch, key),
+                Effect::RetireRtKey(epoch) => self.rt_keys.retire(epoch),
             }
         }
     }

@@ -402,8 +402,7 @@ impl Engine {
             issued_at: reg.issued_at,
             expires_at: reg.expires_at,
         };
-        let ring = self.inner.keys.load();
-        let key = ring.rt_key(reg.key_epoch).ok_or(Error::Revoked)?;
+        let key = self.inner.rt_keys.get(reg.key_epoch).ok_or(Error::Revoked)?;
         Ok(OperationStatus::Provisioned(Provisioned {
             device_id: reg.device_id,
             registration_id: reg.id,

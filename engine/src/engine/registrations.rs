@@ -70,10 +70,9 @@ impl Engine {
 
     fn authenticate_rt(&self, rt: &UntrustedRt, now: Timestamp) -> Result<RtClaims, Error> {
         let claims = rt.untrusted_claims();
-        let ring = self.inner.keys.load();
-        let (key, known) = match ring.rt_key(claims.key_id) {
+        let (key, known) = match self.inner.rt_keys.get(claims.key_id) {
             Some(k) => (k, true),
-            None => (ring.dummy(), false),
+            None => (&self.inner.dummy_rt_key, false),
         };
         if !(rt.verify_mac(key) && known) {
             return Err(Error::Unauthenticated);
@@ -150,13 +149,14 @@ impl Engine {
                 let Some(next) = reg.generation.checked_add(1).filter(|g| *g < 1 << 31) else {
                     return Err(Error::GenerationExhausted);
                 };
-                let cur = ring.current();
-                let key = cur
-                    .rt
-                    .as_ref()
+                let epoch = ring.current;
+                let key = tx
+                    .inner
+                    .rt_keys
+                    .get(epoch)
                     .ok_or(Error::Keys("current RT key missing".into()))?;
                 reg.generation = next;
-                reg.key_epoch = cur.epoch;
+                reg.key_epoch = epoch;
                 reg.issued_at = now_secs;
                 reg.expires_at = now_secs.saturating_add(reg.lifetime_secs);
                 tx.db.update_registration(&reg)?;
@@ -180,7 +180,7 @@ impl Engine {
             if presented.generation.checked_add(1) == Some(reg.generation)
                 && now_secs < reg.issued_at.saturating_add(grace)
             {
-                let key = ring.rt_key(reg.key_epoch).ok_or(Error::Revoked)?;
+                let key = tx.inner.rt_keys.get(reg.key_epoch).ok_or(Error::Revoked)?;
                 let claims = claims_of(&reg);
                 return Ok(Ok(Refreshed {
                     rt: claims.mint(key),

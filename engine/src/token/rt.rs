@@ -65,8 +65,9 @@ impl RtClaims {
     /// Mint the RT for these claims under `key` (the RT key of epoch `self.key_id`).
     ///
     /// Minting is deterministic: the same claims and key give the same token, which is what
-    /// makes a refresh retry inside the grace window idempotent.
-    pub(crate) fn mint(&self, key: &hmac::Key) -> RegistrationToken {
+    /// makes a refresh retry inside the grace window idempotent. The engine mints with keys
+    /// derived from its root; this is public for benchmarks and independent implementations.
+    pub fn mint(&self, key: &hmac::Key) -> RegistrationToken {
         let mut bin = [0u8; RT_MAC_INPUT_LEN + MAC_LEN];
         let header = self.header();
         bin[..RT_MAC_INPUT_LEN].copy_from_slice(&header);
@@ -141,8 +142,13 @@ impl UntrustedRt {
         }
     }
 
+    /// The 33 bytes the MAC covers.
+    pub fn mac_input(&self) -> &[u8] {
+        &self.bin[..RT_MAC_INPUT_LEN]
+    }
+
     /// Verify the MAC in constant time (`ring::hmac::verify`).
-    pub(crate) fn verify_mac(&self, key: &hmac::Key) -> bool {
+    pub fn verify_mac(&self, key: &hmac::Key) -> bool {
         hmac::verify(
             key,
             &self.bin[..RT_MAC_INPUT_LEN],

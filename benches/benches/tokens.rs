@@ -1,0 +1,81 @@
+//! Token benches: RT validation and minting against the bare HMAC floor and `jsonwebtoken`
+//! HS256, and PT verification.
+//!
+//! `cargo bench -p tessera-benches --bench tokens`
+
+use std::hint::black_box;
+use criterion::{criterion_group, criterion_main, Criterion};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use tessera_benches::{bench_now, open, provision};
+use tessera_engine::token::{RtClaims, UntrustedRt};
+use tessera_engine::{Actor, PtSpec, RegistrationId};
+
+/// The same claims an RT carries, as a JWT.
+#[derive(Serialize, Deserialize)]
+struct JwtClaims {
+    sub: String,
+    kid: u32,
+    generation: u32,
+    iat: u64,
+    exp: u64,
+}
+
+fn rt_benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open(dir.path());
+    let now = bench_now();
+    let p = provision(&engine, 1, now).pop().expect("one device");
+    let rt_text = p.rt.expose().as_bytes().to_vec();
+    engine.validate_rt(&rt_text, now).expect("valid");
+
+    // The floor: the same 33-byte MAC input and tag, verified with a prebuilt key.
+    let floor_key = hmac::Key::new(hmac::HMAC_SHA256, &[9u8; 32]);
+    let parsed = UntrustedRt::parse(&rt_text).expect("parse");
+    let mac_input = parsed.mac_input().to_vec();
+    let floor_tag = hmac::sign(&floor_key, &mac_input);
+
+    let jwt_secret = [9u8; 32];
+    let claims = p.claims;
+    let jwt = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &JwtClaims {
+            sub: claims.registration_id.to_string(),
+            kid: claims.key_id,
+            generation: claims.generation,
+            iat: claims.issued_at,
+            exp: claims.expires_at,
+        },
+        &EncodingKey::from_secret(&jwt_secret),
+    )
+    .expect("encode jwt");
+    let jwt_key = DecodingKey::from_secret(&jwt_secret);
+    let validation = Validation::new(Algorithm::HS256);
+    jsonwebtoken::decode::<JwtClaims>(&jwt, &jwt_key, &validation).expect("jwt validates");
+
+    let mut g = c.benchmark_group("rt_validate");
+    g.bench_function("tessera", |b| b.iter(|| engine.validate_rt(black_box(&rt_text), now).is_ok()));
+    g.bench_function("hmac_floor", |b| {
+        b.iter(|| hmac::verify(&floor_key, black_box(&mac_input), floor_tag.as_ref()).is_ok())
+    });
+    g.bench_function("jsonwebtoken_hs256", |b| {
+        b.iter(|| jsonwebtoken::decode::<JwtClaims>(black_box(&jwt), &jwt_key, &validation).is_ok())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("rt_mint");
+    let mint_claims = RtClaims { registration_id: RegistrationId::new(77), ..claims };
+    g.bench_function("tessera", |b| b.iter(|| black_box(&mint_claims).mint(&floor_key)));
+    g.bench_function("hmac_floor", |b| b.iter(|| hmac::sign(&floor_key, black_box(&mac_input))));
+    g.finish();
+
+    let (_, pt) = engine.create_pt(&PtSpec::new("bench"), &Actor::operator("bench"), now).expect("pt");
+    engine.verify_pt(pt.expose(), now).expect("pt verifies");
+    let mut g = c.benchmark_group("pt_verify");
+    g.bench_function("tessera", |b| b.iter(|| engine.verify_pt(black_box(pt.expose()), now).is_ok()));
+    g.finish();
+}
+
+criterion_group!(benches, rt_benches);
+criterion_main!(benches);
