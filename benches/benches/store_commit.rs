@@ -1,5 +1,5 @@
 //! Durable operations per second through the SQLite store: group commit (one fsync per batch)
-//! against one transaction per operation, with 32 concurrent writers. Each operation is what a
+//! against one transaction per operation, with 64 concurrent writers (a server's worth of in-flight requests). Each operation is what a
 //! refresh writes: one registration update and one audit event.
 //!
 //! `cargo bench -p tessera-benches --bench store_commit` (uses a directory on the real disk
@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tessera_engine::store::{JobOutcome, NewAuditEvent, SqliteOptions, SqliteStore, Store, StoreTxn};
 use tessera_engine::Timestamp;
 
-const WRITERS: usize = 32;
+const WRITERS: usize = 64;
 
 fn durable_op(store: &SqliteStore, i: u64) {
     let (tx, rx) = mpsc::sync_channel(1);

@@ -192,6 +192,12 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize, stats
     }
 }
 
+/// Run a statement through the prepared-statement cache (savepoints run once per job, so
+/// parsing them each time would be measurable).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Run a batch in one transaction: each job inside its own savepoint, one commit at the end.
 fn run_batch(
     conn: &Connection,
@@ -208,7 +214,7 @@ fn run_batch(
         if failure.is_some() {
             continue; // dropped: the caller gets "store writer stopped"-style error
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
             failure = Some(e.into());
             continue;
         }
@@ -216,9 +222,9 @@ fn run_batch(
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut txn)));
         let keep = matches!(&outcome, Ok(JobOutcome { keep: true, .. }));
         let step = if keep {
-            conn.execute_batch("RELEASE job")
+            exec_cached(conn, "RELEASE job")
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
         };
         if let Err(e) = step {
             failure = Some(e.into());
