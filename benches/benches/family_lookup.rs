@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dashmap::DashMap;
+use std::hint::black_box;
 use tessera_engine::family::{FamilyState, FamilyTable};
 use tessera_engine::RegistrationId;
 
@@ -30,10 +30,17 @@ trait Families: Send + Sync + 'static {
 impl Families for FamilyTable {
     #[inline]
     fn lookup(&self, id: u64) -> Option<u64> {
-        self.get(RegistrationId::new(id)).map(|s| u64::from(s.generation))
+        self.get(RegistrationId::new(id))
+            .map(|s| u64::from(s.generation))
     }
     fn update(&self, id: u64, v: u64) {
-        self.set(RegistrationId::new(id), FamilyState { generation: v as u32 | 1, expires_at: u32::MAX });
+        self.set(
+            RegistrationId::new(id),
+            FamilyState {
+                generation: v as u32 | 1,
+                expires_at: u32::MAX,
+            },
+        );
     }
     fn remove(&self, id: u64) {
         FamilyTable::remove(self, RegistrationId::new(id));
@@ -131,7 +138,11 @@ fn run<F: Families>(c: &mut Criterion, name: &str, fam: Arc<F>) {
 fn family_lookup(c: &mut Criterion) {
     run(c, "tessera", Arc::new(FamilyTable::new()));
     run(c, "dashset", Arc::new(DashMap::<u64, u64>::new()));
-    run(c, "rwlock_hashset", Arc::new(RwLock::new(HashMap::<u64, u64>::new())));
+    run(
+        c,
+        "rwlock_hashset",
+        Arc::new(RwLock::new(HashMap::<u64, u64>::new())),
+    );
 }
 
 criterion_group!(benches, family_lookup);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tessera_engine::store::{JobOutcome, NewAuditEvent, SqliteOptions, SqliteStore, Store, StoreTxn};
+use tessera_engine::store::{
+    JobOutcome, NewAuditEvent, SqliteOptions, SqliteStore, Store, StoreTxn,
+};
 use tessera_engine::Timestamp;
 
 const WRITERS: usize = 64;
@@ -48,7 +50,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for (name, batch) in [("group", 1024usize), ("per_op", 1)] {
         let dir = tempfile::tempdir_in(base).expect("tempdir");
-        let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default().max_batch(batch)).expect("open"));
+        let store = Arc::new(
+            SqliteStore::open(dir.path(), SqliteOptions::default().max_batch(batch)).expect("open"),
+        );
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let per = iters / WRITERS as u64 + 1;
@@ -70,7 +74,12 @@ fn bench(c: &mut Criterion) {
             })
         });
         let st = store.commit_stats();
-        eprintln!("store_commit/{name}: {} jobs in {} batches ({:.1} jobs per fsync)", st.jobs, st.batches, st.jobs as f64 / st.batches.max(1) as f64);
+        eprintln!(
+            "store_commit/{name}: {} jobs in {} batches ({:.1} jobs per fsync)",
+            st.jobs,
+            st.batches,
+            st.jobs as f64 / st.batches.max(1) as f64
+        );
     }
     g.finish();
 }

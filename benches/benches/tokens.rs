@@ -3,11 +3,11 @@
 //!
 //! `cargo bench -p tessera-benches --bench tokens`
 
-use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+use std::hint::black_box;
 use tessera_benches::{bench_now, open, provision};
 use tessera_engine::token::{RtClaims, UntrustedRt};
 use tessera_engine::{Actor, PtSpec, RegistrationId};
@@ -55,7 +55,9 @@ fn rt_benches(c: &mut Criterion) {
     jsonwebtoken::decode::<JwtClaims>(&jwt, &jwt_key, &validation).expect("jwt validates");
 
     let mut g = c.benchmark_group("rt_validate");
-    g.bench_function("tessera", |b| b.iter(|| engine.validate_rt(black_box(&rt_text), now).is_ok()));
+    g.bench_function("tessera", |b| {
+        b.iter(|| engine.validate_rt(black_box(&rt_text), now).is_ok())
+    });
     g.bench_function("hmac_floor", |b| {
         b.iter(|| hmac::verify(&floor_key, black_box(&mac_input), floor_tag.as_ref()).is_ok())
     });
@@ -65,15 +67,26 @@ fn rt_benches(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("rt_mint");
-    let mint_claims = RtClaims { registration_id: RegistrationId::new(77), ..claims };
-    g.bench_function("tessera", |b| b.iter(|| black_box(&mint_claims).mint(&floor_key)));
-    g.bench_function("hmac_floor", |b| b.iter(|| hmac::sign(&floor_key, black_box(&mac_input))));
+    let mint_claims = RtClaims {
+        registration_id: RegistrationId::new(77),
+        ..claims
+    };
+    g.bench_function("tessera", |b| {
+        b.iter(|| black_box(&mint_claims).mint(&floor_key))
+    });
+    g.bench_function("hmac_floor", |b| {
+        b.iter(|| hmac::sign(&floor_key, black_box(&mac_input)))
+    });
     g.finish();
 
-    let (_, pt) = engine.create_pt(&PtSpec::new("bench"), &Actor::operator("bench"), now).expect("pt");
+    let (_, pt) = engine
+        .create_pt(&PtSpec::new("bench"), &Actor::operator("bench"), now)
+        .expect("pt");
     engine.verify_pt(pt.expose(), now).expect("pt verifies");
     let mut g = c.benchmark_group("pt_verify");
-    g.bench_function("tessera", |b| b.iter(|| engine.verify_pt(black_box(pt.expose()), now).is_ok()));
+    g.bench_function("tessera", |b| {
+        b.iter(|| engine.verify_pt(black_box(pt.expose()), now).is_ok())
+    });
     g.finish();
 }
 

@@ -29,7 +29,9 @@ pub fn lenient_config() -> EngineConfig {
 pub fn auto_fleet() -> PtSpec {
     PtSpec {
         label: "bench".into(),
-        kind: PtKind::Fleet { max_registrations: u64::MAX },
+        kind: PtKind::Fleet {
+            max_registrations: u64::MAX,
+        },
         approval: ApprovalPolicy::Automatic,
         rt_lifetime: Duration::from_secs(30 * 86_400),
         device_id_policy: DeviceIdPolicy::Either,
@@ -39,7 +41,9 @@ pub fn auto_fleet() -> PtSpec {
 
 /// Provision `n` devices through the real flow (automatic policy) and return them.
 pub fn provision(engine: &Engine, n: usize, now: Timestamp) -> Vec<Provisioned> {
-    let (_, pt) = engine.create_pt(&auto_fleet(), &Actor::operator("bench"), now).expect("create pt");
+    let (_, pt) = engine
+        .create_pt(&auto_fleet(), &Actor::operator("bench"), now)
+        .expect("create pt");
     (0..n)
         .map(|i| {
             let op = engine
@@ -54,7 +58,10 @@ pub fn provision(engine: &Engine, n: usize, now: Timestamp) -> Vec<Provisioned> 
                     now,
                 )
                 .expect("begin");
-            match engine.poll_operation(&op.operation_id, op.secret.expose(), now).expect("poll") {
+            match engine
+                .poll_operation(&op.operation_id, op.secret.expose(), now)
+                .expect("poll")
+            {
                 OperationStatus::Provisioned(p) => p,
                 other => panic!("not provisioned: {other:?}"),
             }

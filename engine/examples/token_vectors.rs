@@ -2,5 +2,8 @@
 
 fn main() {
     let v = tessera_engine::vectors::generate();
-    println!("{}", serde_json::to_string_pretty(&v).expect("serialize vectors"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).expect("serialize vectors")
+    );
 }

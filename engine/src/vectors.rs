@@ -21,8 +21,13 @@ pub fn generate() -> Value {
     let root = [0x42u8; 32];
     let keeper = SoftwareKeeper::from_bytes(root);
     let derive = |p: Purpose, epoch: u32| {
-        let k = keeper.derive(&context(p, epoch)).unwrap_or_else(|_| unreachable!("software keeper"));
-        (hex(k.expose()), hmac::Key::new(hmac::HMAC_SHA256, k.expose()))
+        let k = keeper
+            .derive(&context(p, epoch))
+            .unwrap_or_else(|_| unreachable!("software keeper"));
+        (
+            hex(k.expose()),
+            hmac::Key::new(hmac::HMAC_SHA256, k.expose()),
+        )
     };
     let (rt_hex, rt_key) = derive(Purpose::RtMac, 1);
     let (pt_hex, pt_key) = derive(Purpose::PtVerifier, 1);

@@ -10,19 +10,29 @@ use std::time::Duration;
 use common::{spec, Harness};
 use tessera_engine::store::{OperationQuery, RegistrationQuery};
 use tessera_engine::{
-    Actor, Approval, ApprovalPolicy, DeviceId, Engine, EngineConfig, Error, OperationState,
-    PtKind, PtSpec, RegistrationId, Timestamp,
+    Actor, Approval, ApprovalPolicy, DeviceId, Engine, EngineConfig, Error, OperationState, PtKind,
+    PtSpec, RegistrationId, Timestamp,
 };
 
 /// Everything observable through the engine's query API, as text.
 fn snapshot(e: &Engine, tokens: &[String], now: Timestamp) -> String {
-    let validations: Vec<String> =
-        tokens.iter().map(|t| format!("{:?}", e.validate_rt(t.as_bytes(), now).map(|v| v.claims))).collect();
+    let validations: Vec<String> = tokens
+        .iter()
+        .map(|t| format!("{:?}", e.validate_rt(t.as_bytes(), now).map(|v| v.claims)))
+        .collect();
     format!(
         "{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}",
         e.list_pts(1_000_000, true).unwrap(),
-        e.list_operations(&OperationQuery { limit: 1_000_000, ..Default::default() }).unwrap(),
-        e.list_registrations(&RegistrationQuery { limit: 1_000_000, ..Default::default() }).unwrap(),
+        e.list_operations(&OperationQuery {
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .unwrap(),
+        e.list_registrations(&RegistrationQuery {
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .unwrap(),
         e.list_blocked().unwrap(),
         e.audit(0, 1_000_000).unwrap(),
         e.leak_signals(0, 1_000_000).unwrap(),
@@ -47,44 +57,83 @@ fn reopen_after_each_kind_of_write_restores_what_was_acknowledged() {
     check(&mut h, &tokens, "create pt");
     let out = tempfile::NamedTempFile::new().unwrap();
     h.engine
-        .create_pt_batch(&PtSpec::new("batch"), 50, Box::new(out.reopen().unwrap()), &tech, h.now())
+        .create_pt_batch(
+            &PtSpec::new("batch"),
+            50,
+            Box::new(out.reopen().unwrap()),
+            &tech,
+            h.now(),
+        )
         .unwrap();
     check(&mut h, &tokens, "batch create");
     let op = h.begin(&pt, Some("dur-1"), b"n1").unwrap();
     check(&mut h, &tokens, "begin");
-    let wrong = if op.verification_code.as_ref().unwrap().expose() == "0000-0000" { "1111-1111" } else { "0000-0000" };
+    let wrong = if op.verification_code.as_ref().unwrap().expose() == "0000-0000" {
+        "1111-1111"
+    } else {
+        "0000-0000"
+    };
     let _ = h.engine.approve_operation(
         &op.operation_id,
-        Approval { verification_code: Some(wrong.into()), ..Approval::default() },
+        Approval {
+            verification_code: Some(wrong.into()),
+            ..Approval::default()
+        },
         &tech,
         h.now(),
     );
     check(&mut h, &tokens, "wrong code");
     let code = op.verification_code.clone().unwrap();
     h.engine
-        .approve_operation(&op.operation_id, Approval { verification_code: Some(code.expose().into()), ..Approval::default() }, &tech, h.now())
+        .approve_operation(
+            &op.operation_id,
+            Approval {
+                verification_code: Some(code.expose().into()),
+                ..Approval::default()
+            },
+            &tech,
+            h.now(),
+        )
         .unwrap();
     check(&mut h, &tokens, "approve");
     let p = h.collect(&op);
     tokens.push(p.rt.expose().into());
     check(&mut h, &tokens, "collect");
     h.clock.advance(Duration::from_secs(30));
-    let r = h.engine.refresh(p.rt.expose(), &Harness::device(), h.now()).unwrap();
+    let r = h
+        .engine
+        .refresh(p.rt.expose(), &Harness::device(), h.now())
+        .unwrap();
     tokens.push(r.rt.expose().into());
     check(&mut h, &tokens, "refresh");
-    let other = h.begin(&h.pt(spec(PtKind::SingleDevice, ApprovalPolicy::Manual)), None, b"x").unwrap();
-    h.engine.reject_operation(&other.operation_id, "not ours", &tech, h.now()).unwrap();
+    let other = h
+        .begin(
+            &h.pt(spec(PtKind::SingleDevice, ApprovalPolicy::Manual)),
+            None,
+            b"x",
+        )
+        .unwrap();
+    h.engine
+        .reject_operation(&other.operation_id, "not ours", &tech, h.now())
+        .unwrap();
     check(&mut h, &tokens, "reject");
     let q = h.provision("dur-2");
     tokens.push(q.rt.expose().into());
-    h.engine.revoke_registration(q.registration_id, "lost", &tech, h.now()).unwrap();
+    h.engine
+        .revoke_registration(q.registration_id, "lost", &tech, h.now())
+        .unwrap();
     check(&mut h, &tokens, "revoke registration");
     let d = DeviceId::new("dur-1").unwrap();
     h.engine.block_device(&d, "stolen", &tech, h.now()).unwrap();
     check(&mut h, &tokens, "block");
     h.engine.unblock_device(&d, &tech, h.now()).unwrap();
     check(&mut h, &tokens, "unblock");
-    let fleet = h.pt(spec(PtKind::Fleet { max_registrations: 9 }, ApprovalPolicy::Automatic));
+    let fleet = h.pt(spec(
+        PtKind::Fleet {
+            max_registrations: 9,
+        },
+        ApprovalPolicy::Automatic,
+    ));
     let f = h.collect(&h.begin(&fleet, Some("dur-3"), b"f").unwrap());
     tokens.push(f.rt.expose().into());
     let fid = h.engine.verify_pt(fleet.expose(), h.now()).unwrap().id;
@@ -97,10 +146,19 @@ fn reopen_after_each_kind_of_write_restores_what_was_acknowledged() {
     h.engine.rotate_keys(&tech, h.now()).unwrap();
     h.engine.retire_key_epoch(2, &tech, h.now()).unwrap();
     check(&mut h, &tokens, "retire epoch");
-    let late = h.begin(&h.pt(spec(PtKind::SingleDevice, ApprovalPolicy::Manual)), None, b"late").unwrap();
+    let late = h
+        .begin(
+            &h.pt(spec(PtKind::SingleDevice, ApprovalPolicy::Manual)),
+            None,
+            b"late",
+        )
+        .unwrap();
     h.clock.advance(Duration::from_secs(3600));
     assert_eq!(h.engine.expire_operations(h.now()).unwrap(), 1);
-    assert_eq!(h.engine.operation(&late.operation_id).unwrap().state, OperationState::Expired);
+    assert_eq!(
+        h.engine.operation(&late.operation_id).unwrap().state,
+        OperationState::Expired
+    );
     check(&mut h, &tokens, "expire");
 }
 
@@ -111,16 +169,26 @@ const CHILD_ENV: &str = "TESSERA_CRASH_CHILD_DIR";
 #[test]
 #[ignore = "the child process of sigkill_loses_nothing_acknowledged; that test runs it with --ignored"]
 fn crash_child_workload() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let dir = std::path::PathBuf::from(dir);
-    let start: u64 = std::env::var("TESSERA_CRASH_CHILD_T0").unwrap().parse().unwrap();
+    let start: u64 = std::env::var("TESSERA_CRASH_CHILD_T0")
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut now = Timestamp::from_unix_secs(start);
     let mut cfg = EngineConfig::default();
     cfg.source_rate(tessera_engine::Rate::new(1_000_000, 1_000_000));
     let e = Engine::open_dir(&dir, cfg, now).unwrap();
     let tech = Actor::operator("crash");
     let dev = Actor::device(None);
-    let pt_spec = spec(PtKind::Fleet { max_registrations: 1_000_000 }, ApprovalPolicy::Manual);
+    let pt_spec = spec(
+        PtKind::Fleet {
+            max_registrations: 1_000_000,
+        },
+        ApprovalPolicy::Manual,
+    );
     let (_, pt) = e.create_pt(&pt_spec, &tech, now).unwrap();
     let mut out = std::io::stdout().lock();
     let mut live: Vec<(RegistrationId, String)> = Vec::new();
@@ -134,7 +202,9 @@ fn crash_child_workload() {
                     .begin_operation(
                         tessera_engine::BeginRequest {
                             pt: pt.clone(),
-                            requested_device_id: Some(DeviceId::new(format!("c{start}-{i}")).unwrap()),
+                            requested_device_id: Some(
+                                DeviceId::new(format!("c{start}-{i}")).unwrap(),
+                            ),
                             attributes: Default::default(),
                             instance_nonce: i.to_le_bytes().to_vec(),
                         },
@@ -142,10 +212,13 @@ fn crash_child_workload() {
                         now,
                     )
                     .unwrap();
-                let reg = e.approve_operation(&op.operation_id, Approval::default(), &tech, now).unwrap();
+                let reg = e
+                    .approve_operation(&op.operation_id, Approval::default(), &tech, now)
+                    .unwrap();
                 writeln!(out, "approved {} {}", op.operation_id, reg.id).unwrap();
-                let tessera_engine::OperationStatus::Provisioned(p) =
-                    e.poll_operation(&op.operation_id, op.secret.expose(), now).unwrap()
+                let tessera_engine::OperationStatus::Provisioned(p) = e
+                    .poll_operation(&op.operation_id, op.secret.expose(), now)
+                    .unwrap()
                 else {
                     panic!("not provisioned")
                 };
@@ -154,7 +227,14 @@ fn crash_child_workload() {
             2 | 3 if !live.is_empty() => {
                 let k = (i as usize * 7) % live.len();
                 let r = e.refresh(&live[k].1, &dev, now).unwrap();
-                writeln!(out, "refreshed {} {} {}", live[k].0, r.claims.generation, r.rt.expose()).unwrap();
+                writeln!(
+                    out,
+                    "refreshed {} {} {}",
+                    live[k].0,
+                    r.claims.generation,
+                    r.rt.expose()
+                )
+                .unwrap();
                 live[k].1 = r.rt.expose().to_owned();
             }
             _ if !live.is_empty() => {
@@ -169,7 +249,10 @@ fn crash_child_workload() {
 }
 
 fn cycles() -> usize {
-    std::env::var("TESSERA_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+    std::env::var("TESSERA_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
 }
 
 #[test]
@@ -185,7 +268,13 @@ fn sigkill_loses_nothing_acknowledged() {
         seed ^= seed << 17;
         let kill_after = 5 + (seed % 120) as usize;
         let mut child = Command::new(&exe)
-            .args(["crash_child_workload", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child_workload",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env("TESSERA_CRASH_CHILD_T0", t0.to_string())
             .stdout(Stdio::piped())
@@ -196,7 +285,10 @@ fn sigkill_loses_nothing_acknowledged() {
         let mut acks: Vec<String> = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
-            if line.starts_with("approved ") || line.starts_with("refreshed ") || line.starts_with("revoked ") {
+            if line.starts_with("approved ")
+                || line.starts_with("refreshed ")
+                || line.starts_with("revoked ")
+            {
                 acks.push(line);
             }
             if acks.len() >= kill_after {
@@ -205,8 +297,15 @@ fn sigkill_loses_nothing_acknowledged() {
             }
         }
         let status = child.wait().unwrap();
-        assert!(!status.success(), "cycle {cycle}: child exited on its own: {status:?}");
-        assert!(acks.len() >= kill_after, "cycle {cycle}: child produced only {} acks", acks.len());
+        assert!(
+            !status.success(),
+            "cycle {cycle}: child exited on its own: {status:?}"
+        );
+        assert!(
+            acks.len() >= kill_after,
+            "cycle {cycle}: child produced only {} acks",
+            acks.len()
+        );
         total_acks += acks.len();
 
         // Reopen and check every acknowledged change.
@@ -218,21 +317,39 @@ fn sigkill_loses_nothing_acknowledged() {
                 "approved" => {
                     let op: tessera_engine::OperationId = parts[1].parse().unwrap();
                     let reg = RegistrationId::new(parts[2].parse().unwrap());
-                    assert!(matches!(e.operation(&op).unwrap().state, OperationState::Approved | OperationState::Completed));
+                    assert!(matches!(
+                        e.operation(&op).unwrap().state,
+                        OperationState::Approved | OperationState::Completed
+                    ));
                     assert_eq!(e.registration(reg).unwrap().operation_id, op);
                 }
                 "refreshed" => {
-                    let reg = e.registration(RegistrationId::new(parts[1].parse().unwrap())).unwrap();
+                    let reg = e
+                        .registration(RegistrationId::new(parts[1].parse().unwrap()))
+                        .unwrap();
                     let generation: u32 = parts[2].parse().unwrap();
-                    assert!(reg.generation >= generation, "refresh to {generation} lost: {reg:?}");
-                    if reg.status == tessera_engine::model::RegistrationStatus::Active && reg.generation == generation {
+                    assert!(
+                        reg.generation >= generation,
+                        "refresh to {generation} lost: {reg:?}"
+                    );
+                    if reg.status == tessera_engine::model::RegistrationStatus::Active
+                        && reg.generation == generation
+                    {
                         e.validate_rt(parts[3].as_bytes(), now).unwrap();
                     }
                 }
                 "revoked" => {
-                    let reg = e.registration(RegistrationId::new(parts[1].parse().unwrap())).unwrap();
-                    assert_eq!(reg.status, tessera_engine::model::RegistrationStatus::Revoked);
-                    assert_eq!(e.validate_rt(parts[2].as_bytes(), now).unwrap_err(), Error::Revoked);
+                    let reg = e
+                        .registration(RegistrationId::new(parts[1].parse().unwrap()))
+                        .unwrap();
+                    assert_eq!(
+                        reg.status,
+                        tessera_engine::model::RegistrationStatus::Revoked
+                    );
+                    assert_eq!(
+                        e.validate_rt(parts[2].as_bytes(), now).unwrap_err(),
+                        Error::Revoked
+                    );
                 }
                 _ => unreachable!(),
             }

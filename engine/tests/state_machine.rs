@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 use tessera_engine::{
     Approval, ApprovalPolicy, EngineConfig, Error, OperationId, OperationSecret, OperationStatus,
-    PtKind, ProvisioningToken, Rate, RegistrationId, RegistrationToken,
+    ProvisioningToken, PtKind, Rate, RegistrationId, RegistrationToken,
 };
 
 const LIFETIME: u64 = 3600;
@@ -140,7 +140,11 @@ impl Model {
         self.ops[op_idx].reg = Some(reg);
         for i in 0..self.ops.len() {
             let o = &self.ops[i];
-            if i != op_idx && o.pt == op.pt && self.effective(o) == St::Pending && (single || o.device == op.device) {
+            if i != op_idx
+                && o.pt == op.pt
+                && self.effective(o) == St::Pending
+                && (single || o.device == op.device)
+            {
                 self.ops[i].state = St::Cancelled;
             }
         }
@@ -169,7 +173,14 @@ impl ReferenceStateMachine for Reference {
     type Transition = T;
 
     fn init_state() -> BoxedStrategy<Model> {
-        Just(Model { now_ms: 1_800_000_000_000, pts: vec![], ops: vec![], regs: vec![], last: String::new() }).boxed()
+        Just(Model {
+            now_ms: 1_800_000_000_000,
+            pts: vec![],
+            ops: vec![],
+            regs: vec![],
+            last: String::new(),
+        })
+        .boxed()
     }
 
     fn transitions(s: &Model) -> BoxedStrategy<T> {
@@ -198,7 +209,9 @@ impl ReferenceStateMachine for Reference {
             T::Begin { pt, .. } | T::RevokePt { pt } => *pt < s.pts.len(),
             T::Approve { op } | T::Reject { op } | T::Poll { op } => *op < s.ops.len(),
             T::RevokeReg { reg } => *reg < s.regs.len(),
-            T::Refresh { reg, .. } | T::Validate { reg, .. } => *reg < s.regs.len() && !s.regs[*reg].tokens.is_empty(),
+            T::Refresh { reg, .. } | T::Validate { reg, .. } => {
+                *reg < s.regs.len() && !s.regs[*reg].tokens.is_empty()
+            }
             _ => true,
         }
     }
@@ -207,7 +220,11 @@ impl ReferenceStateMachine for Reference {
         let now = s.now_secs();
         s.last = match *t {
             T::CreatePt { single, auto } => {
-                s.pts.push(RefPt { single, auto, revoked: false });
+                s.pts.push(RefPt {
+                    single,
+                    auto,
+                    revoked: false,
+                });
                 "ok".into()
             }
             T::Begin { pt, nonce } => {
@@ -223,7 +240,14 @@ impl ReferenceStateMachine for Reference {
                     } else if pending.len() >= if s.pts[pt].single { 4 } else { 1000 } {
                         "too_many_pending".into()
                     } else {
-                        s.ops.push(RefOp { pt, nonce, device, state: St::Pending, expires_at_ms: s.now_ms + TTL_MS, reg: None });
+                        s.ops.push(RefOp {
+                            pt,
+                            nonce,
+                            device,
+                            state: St::Pending,
+                            expires_at_ms: s.now_ms + TTL_MS,
+                            reg: None,
+                        });
                         let idx = s.ops.len() - 1;
                         if s.pts[pt].auto {
                             let reg = s.approve(idx);
@@ -362,7 +386,12 @@ impl StateMachineTest for Sut {
         cfg.pt_rates(Rate::new(100_000, 100_000), Rate::new(100_000, 100_000))
             .source_rate(Rate::new(100_000, 100_000))
             .max_pending(4, 1000);
-        Sut { h: Harness::with_config(cfg), pts: vec![], ops: vec![], regs: vec![] }
+        Sut {
+            h: Harness::with_config(cfg),
+            pts: vec![],
+            ops: vec![],
+            regs: vec![],
+        }
     }
 
     fn apply(mut sut: Sut, m: &Model, t: T) -> Sut {
@@ -371,8 +400,18 @@ impl StateMachineTest for Sut {
         let tech = Harness::tech();
         let got: String = match t {
             T::CreatePt { single, auto } => {
-                let kind = if single { PtKind::SingleDevice } else { PtKind::Fleet { max_registrations: 1_000_000 } };
-                let policy = if auto { ApprovalPolicy::Automatic } else { ApprovalPolicy::Manual };
+                let kind = if single {
+                    PtKind::SingleDevice
+                } else {
+                    PtKind::Fleet {
+                        max_registrations: 1_000_000,
+                    }
+                };
+                let policy = if auto {
+                    ApprovalPolicy::Automatic
+                } else {
+                    ApprovalPolicy::Manual
+                };
                 sut.pts.push(h.pt(spec(kind, policy)));
                 "ok".into()
             }
@@ -380,8 +419,15 @@ impl StateMachineTest for Sut {
                 let device = format!("d{pt}-{}", nonce % 2);
                 match h.begin(&sut.pts[pt], Some(&device), &[nonce]) {
                     Ok(o) if o.resumed => {
-                        let i = sut.ops.iter().position(|(id, _)| *id == o.operation_id).expect("resumed a known op");
-                        assert_eq!(sut.ops[i].1, o.secret, "resumed operation has the same secret");
+                        let i = sut
+                            .ops
+                            .iter()
+                            .position(|(id, _)| *id == o.operation_id)
+                            .expect("resumed a known op");
+                        assert_eq!(
+                            sut.ops[i].1, o.secret,
+                            "resumed operation has the same secret"
+                        );
                         format!("resumed:{i}")
                     }
                     Ok(o) => {
@@ -399,13 +445,18 @@ impl StateMachineTest for Sut {
                     Err(e) => class(&e),
                 }
             }
-            T::Approve { op } => match h.engine.approve_operation(&sut.ops[op].0, Approval::default(), &tech, now) {
-                Ok(reg) => {
-                    sut.regs.push((reg.id, vec![]));
-                    format!("approved:{}", sut.regs.len() - 1)
+            T::Approve { op } => {
+                match h
+                    .engine
+                    .approve_operation(&sut.ops[op].0, Approval::default(), &tech, now)
+                {
+                    Ok(reg) => {
+                        sut.regs.push((reg.id, vec![]));
+                        format!("approved:{}", sut.regs.len() - 1)
+                    }
+                    Err(e) => class(&e),
                 }
-                Err(e) => class(&e),
-            },
+            }
             T::Reject { op } => match h.engine.reject_operation(&sut.ops[op].0, "no", &tech, now) {
                 Ok(()) => "ok".into(),
                 Err(e) => class(&e),
@@ -414,7 +465,11 @@ impl StateMachineTest for Sut {
                 let (id, secret) = &sut.ops[op];
                 match h.engine.poll_operation(id, secret.expose(), now) {
                     Ok(OperationStatus::Provisioned(p)) => {
-                        let i = sut.regs.iter().position(|(r, _)| *r == p.registration_id).expect("known registration");
+                        let i = sut
+                            .regs
+                            .iter()
+                            .position(|(r, _)| *r == p.registration_id)
+                            .expect("known registration");
                         let toks = &mut sut.regs[i].1;
                         if toks.is_empty() {
                             toks.push((1, p.rt));
@@ -435,7 +490,11 @@ impl StateMachineTest for Sut {
                 let (_, tok) = &toks[pick(toks.len(), which)];
                 match h.engine.refresh(tok.expose(), &Harness::device(), now) {
                     Ok(r) if r.retried => {
-                        let held = sut.regs[reg].1.iter().find(|(g, _)| *g == r.claims.generation).expect("held");
+                        let held = sut.regs[reg]
+                            .1
+                            .iter()
+                            .find(|(g, _)| *g == r.claims.generation)
+                            .expect("held");
                         assert_eq!(held.1, r.rt, "retry returns the same successor");
                         format!("retried:{}", r.claims.generation)
                     }
@@ -455,11 +514,15 @@ impl StateMachineTest for Sut {
                 }
             }
             T::RevokeReg { reg } => {
-                h.engine.revoke_registration(sut.regs[reg].0, "test", &tech, now).unwrap();
+                h.engine
+                    .revoke_registration(sut.regs[reg].0, "test", &tech, now)
+                    .unwrap();
                 "ok".into()
             }
             T::RevokePt { pt } => {
-                let id = tessera_engine::token::ParsedPt::parse(sut.pts[pt].expose().as_bytes()).unwrap().untrusted_id();
+                let id = tessera_engine::token::ParsedPt::parse(sut.pts[pt].expose().as_bytes())
+                    .unwrap()
+                    .untrusted_id();
                 h.engine.revoke_pt(&id, "test", &tech, now).unwrap();
                 "ok".into()
             }
@@ -485,7 +548,11 @@ impl StateMachineTest for Sut {
         assert_eq!(sut.regs.len(), m.regs.len());
         for (i, (id, _)) in sut.regs.iter().enumerate() {
             let rec = sut.h.engine.registration(*id).unwrap();
-            assert_eq!(rec.status == tessera_engine::model::RegistrationStatus::Revoked, m.regs[i].revoked, "registration {i}");
+            assert_eq!(
+                rec.status == tessera_engine::model::RegistrationStatus::Revoked,
+                m.regs[i].revoked,
+                "registration {i}"
+            );
             assert_eq!(rec.generation, m.regs[i].generation);
         }
     }

@@ -38,9 +38,22 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open(dir.path());
-    let rt = provision(&engine, 1, bench_now()).pop().expect("device").rt.expose().as_bytes().to_vec();
-    let (_, pt) = engine.create_pt(&PtSpec::new("ct"), &Actor::operator("ct"), bench_now()).expect("pt");
-    Fixture { _dir: dir, engine, rt, pt: pt.expose().to_owned() }
+    let rt = provision(&engine, 1, bench_now())
+        .pop()
+        .expect("device")
+        .rt
+        .expose()
+        .as_bytes()
+        .to_vec();
+    let (_, pt) = engine
+        .create_pt(&PtSpec::new("ct"), &Actor::operator("ct"), bench_now())
+        .expect("pt");
+    Fixture {
+        _dir: dir,
+        engine,
+        rt,
+        pt: pt.expose().to_owned(),
+    }
 }
 
 fn rt_mac_valid_vs_invalid(runner: &mut CtRunner, rng: &mut BenchRng) {
@@ -54,11 +67,17 @@ fn rt_mac_valid_vs_invalid(runner: &mut CtRunner, rng: &mut BenchRng) {
     let mut inputs = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         if rng.next_u32() & 1 == 0 {
-            inputs.push((Class::Left, UntrustedRt::parse(good.as_bytes()).expect("parse")));
+            inputs.push((
+                Class::Left,
+                UntrustedRt::parse(good.as_bytes()).expect("parse"),
+            ));
         } else {
             let mut b = bin;
             rng.fill_bytes(&mut b[33..65]);
-            inputs.push((Class::Right, UntrustedRt::parse(with_crc("tsrt_", &b[..65]).as_bytes()).expect("parse")));
+            inputs.push((
+                Class::Right,
+                UntrustedRt::parse(with_crc("tsrt_", &b[..65]).as_bytes()).expect("parse"),
+            ));
         }
     }
     for (class, rt) in inputs {
@@ -93,7 +112,7 @@ fn pt_verify_unknown_vs_wrong_secret(runner: &mut CtRunner, rng: &mut BenchRng) 
     let now = bench_now();
     let mut bin = vec![0u8; 57];
     data_encoding::BASE64URL_NOPAD
-        .decode_mut(f.pt["tspt_".len()..].as_bytes(), &mut bin)
+        .decode_mut(&f.pt.as_bytes()["tspt_".len()..], &mut bin)
         .expect("decode pt");
     let mut inputs = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
@@ -112,4 +131,8 @@ fn pt_verify_unknown_vs_wrong_secret(runner: &mut CtRunner, rng: &mut BenchRng) 
     }
 }
 
-ctbench_main!(rt_mac_valid_vs_invalid, rt_validate_first_vs_last_byte, pt_verify_unknown_vs_wrong_secret);
+ctbench_main!(
+    rt_mac_valid_vs_invalid,
+    rt_validate_first_vs_last_byte,
+    pt_verify_unknown_vs_wrong_secret
+);

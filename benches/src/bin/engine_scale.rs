@@ -8,7 +8,10 @@ use std::time::Instant;
 use tessera_benches::{bench_now, open, rss_bytes, seed_registrations};
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let base = std::env::var_os("TESSERA_SCALE_DIR").map(std::path::PathBuf::from);
     let dir = match &base {
         Some(b) => tempfile::tempdir_in(b),
@@ -26,7 +29,10 @@ fn main() {
     let open_secs = t.elapsed().as_secs_f64();
     let rss_after = rss_bytes();
     let status = engine.status().expect("status");
-    assert_eq!(status.live_families as u64, n, "every seeded registration is live");
+    assert_eq!(
+        status.live_families as u64, n,
+        "every seeded registration is live"
+    );
     let per_reg = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
     println!(
         "{}",

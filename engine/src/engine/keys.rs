@@ -38,9 +38,19 @@ pub(super) fn init_epochs(tx: &mut Tx<'_>, check_hex: &str) -> Result<Vec<KeyEpo
     }
     let mut epochs = tx.db.key_epochs()?;
     if epochs.is_empty() {
-        let first = KeyEpochRecord { epoch: 1, created_at: tx.now, rt_keep_until: None, retired_at: None };
+        let first = KeyEpochRecord {
+            epoch: 1,
+            created_at: tx.now,
+            rt_keep_until: None,
+            retired_at: None,
+        };
         tx.db.put_key_epoch(&first)?;
-        tx.audit(&Actor::system(), "keys.init", "epoch:1", serde_json::json!({}))?;
+        tx.audit(
+            &Actor::system(),
+            "keys.init",
+            "epoch:1",
+            serde_json::json!({}),
+        )?;
         epochs.push(first);
     }
     Ok(epochs)
@@ -61,14 +71,22 @@ pub(super) fn load_keys(
     let mut out = Vec::with_capacity(epochs.len());
     for (i, rec) in epochs.iter().enumerate() {
         if rec.epoch as usize != i + 1 {
-            return Err(Error::Store(format!("key epochs are not contiguous at {}", rec.epoch)));
+            return Err(Error::Store(format!(
+                "key epochs are not contiguous at {}",
+                rec.epoch
+            )));
         }
         out.push(Arc::new(EpochKeys::derive(&*inner.keeper, rec.epoch)?));
         if rt_live(rec, now) {
-            inner.rt_keys.install(rec.epoch, RtKeyTable::derive(&*inner.keeper, rec.epoch)?);
+            inner
+                .rt_keys
+                .install(rec.epoch, RtKeyTable::derive(&*inner.keeper, rec.epoch)?);
         }
     }
-    let current = epochs.last().map(|e| e.epoch).ok_or_else(|| Error::Store("no key epoch".into()))?;
+    let current = epochs
+        .last()
+        .map(|e| e.epoch)
+        .ok_or_else(|| Error::Store("no key epoch".into()))?;
     Ok(Keyring::new(current, out, dummy))
 }
 
@@ -77,7 +95,11 @@ impl Engine {
     /// earlier epochs keep validating until the longest of them has expired (now + the maximum
     /// RT lifetime + the clock-skew leeway). Returns the new epoch.
     pub fn rotate_keys(&self, actor: &Actor, now: Timestamp) -> Result<u32, Error> {
-        let _serial = self.inner.rotation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = self
+            .inner
+            .rotation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.inner.keys.load_full();
         let epoch = old.current + 1;
         let rt_key = RtKeyTable::derive(&*self.inner.keeper, epoch)?;
@@ -89,21 +111,37 @@ impl Engine {
         self.write(now, move |tx| {
             let mut epochs = tx.db.key_epochs()?;
             if epochs.last().map(|e| e.epoch) != Some(old.current) {
-                return Err(Error::Store("key epochs changed underneath the rotation".into()));
+                return Err(Error::Store(
+                    "key epochs changed underneath the rotation".into(),
+                ));
             }
             if let Some(prev) = epochs.last_mut() {
                 prev.rt_keep_until = Some(keep_until);
                 tx.db.put_key_epoch(prev)?;
             }
-            tx.db.put_key_epoch(&KeyEpochRecord { epoch, created_at: tx.now, rt_keep_until: None, retired_at: None })?;
-            tx.audit(&actor, "keys.rotate", &format!("epoch:{epoch}"), serde_json::json!({
-                "previous": old.current, "previous_rt_keep_until": keep_until,
-            }))?;
+            tx.db.put_key_epoch(&KeyEpochRecord {
+                epoch,
+                created_at: tx.now,
+                rt_keep_until: None,
+                retired_at: None,
+            })?;
+            tx.audit(
+                &actor,
+                "keys.rotate",
+                &format!("epoch:{epoch}"),
+                serde_json::json!({
+                    "previous": old.current, "previous_rt_keep_until": keep_until,
+                }),
+            )?;
             let mut list: Vec<Arc<EpochKeys>> = old.epochs().to_vec();
             list.push(new_keys);
             // The RT key goes in first, so the new current epoch can mint as soon as it is seen.
             tx.effect(Effect::InstallRtKey(epoch, rt_key));
-            tx.effect(Effect::SwapKeyring(Arc::new(Keyring::new(epoch, list, old.dummy().clone()))));
+            tx.effect(Effect::SwapKeyring(Arc::new(Keyring::new(
+                epoch,
+                list,
+                old.dummy().clone(),
+            ))));
             Ok(epoch)
         })
     }
@@ -112,19 +150,35 @@ impl Engine {
     /// at once, and devices holding one must provision again. PTs made under the epoch keep
     /// working (their verifier key is kept). The current epoch cannot be retired: rotate first.
     pub fn retire_key_epoch(&self, epoch: u32, actor: &Actor, now: Timestamp) -> Result<(), Error> {
-        let _serial = self.inner.rotation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = self
+            .inner
+            .rotation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if epoch == self.inner.keys.load().current {
-            return Err(InputError::new("epoch", "the current epoch cannot be retired; rotate first").into());
+            return Err(InputError::new(
+                "epoch",
+                "the current epoch cannot be retired; rotate first",
+            )
+            .into());
         }
         let actor = actor.clone();
         self.write(now, move |tx| {
             let mut epochs = tx.db.key_epochs()?;
-            let rec = epochs.iter_mut().find(|e| e.epoch == epoch).ok_or(Error::NotFound("key epoch"))?;
+            let rec = epochs
+                .iter_mut()
+                .find(|e| e.epoch == epoch)
+                .ok_or(Error::NotFound("key epoch"))?;
             if rec.retired_at.is_none() {
                 rec.retired_at = Some(tx.now);
                 tx.db.put_key_epoch(rec)?;
             }
-            tx.audit(&actor, "keys.retire", &format!("epoch:{epoch}"), serde_json::json!({}))?;
+            tx.audit(
+                &actor,
+                "keys.retire",
+                &format!("epoch:{epoch}"),
+                serde_json::json!({}),
+            )?;
             tx.effect(Effect::RetireRtKey(epoch));
             Ok(())
         })
@@ -146,7 +200,11 @@ impl Engine {
 
     pub(super) fn drop_expired_rt_keys(&self, now: Timestamp) -> Result<usize, Error> {
         let recs = self.read(|db| db.key_epochs())?;
-        let _serial = self.inner.rotation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = self
+            .inner
+            .rotation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut n = 0;
         for r in recs {
             if !rt_live(&r, now) && self.inner.rt_keys.get(r.epoch).is_some() {

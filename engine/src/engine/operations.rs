@@ -402,7 +402,11 @@ impl Engine {
             issued_at: reg.issued_at,
             expires_at: reg.expires_at,
         };
-        let key = self.inner.rt_keys.get(reg.key_epoch).ok_or(Error::Revoked)?;
+        let key = self
+            .inner
+            .rt_keys
+            .get(reg.key_epoch)
+            .ok_or(Error::Revoked)?;
         Ok(OperationStatus::Provisioned(Provisioned {
             device_id: reg.device_id,
             registration_id: reg.id,

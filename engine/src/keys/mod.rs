@@ -182,8 +182,12 @@ pub(crate) struct RtKeyTable {
 impl RtKeyTable {
     pub(crate) fn new() -> Self {
         Self {
-            keys: (0..MAX_EPOCHS).map(|_| std::sync::OnceLock::new()).collect(),
-            live: (0..MAX_EPOCHS).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+            keys: (0..MAX_EPOCHS)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            live: (0..MAX_EPOCHS)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
         }
     }
 

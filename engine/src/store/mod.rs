@@ -186,13 +186,16 @@ pub trait StoreTxn: StoreRead {
     ) -> Result<Vec<OperationRecord>, Error>;
 }
 
+/// Run on the writer thread once a job's batch has committed (or failed to).
+pub type CommitCallback = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
 /// What a write job tells the writer: keep or roll back its changes, and what to run once the
 /// batch's commit has finished (successfully or not).
 pub struct JobOutcome {
     /// Keep the job's changes (release its savepoint) or roll them back.
     pub keep: bool,
     /// Called on the writer thread after the commit, in commit order, with the commit result.
-    pub on_commit: Box<dyn FnOnce(Result<(), Error>) + Send>,
+    pub on_commit: CommitCallback,
 }
 
 impl std::fmt::Debug for JobOutcome {

@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::{
-    schema, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal, OperationQuery,
-    RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn, WriteJob,
+    schema, CommitCallback, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal,
+    OperationQuery, RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn, WriteJob,
 };
 use crate::error::Error;
 use crate::model::{
@@ -169,7 +169,7 @@ impl Drop for SqliteStore {
 
 fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize, stats: &Stats) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
-    let mut done: Vec<Box<dyn FnOnce(Result<(), Error>) + Send>> = Vec::with_capacity(max_batch);
+    let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -202,7 +202,7 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<WriteJob>,
-    done: &mut Vec<Box<dyn FnOnce(Result<(), Error>) + Send>>,
+    done: &mut Vec<CommitCallback>,
 ) -> Result<(), Error> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Jobs that never ran are dropped; their callers see the writer's channel close.
