@@ -66,13 +66,14 @@ pub mod vectors;
 pub use engine::{
     Approval, BeginOutcome, BeginRequest, Engine, EngineConfig, EngineObserver, EngineStatus,
     Introspection, KeyEpochInfo, LeakPolicy, LeakResponse, OperationStatus, Provisioned,
-    PruneReport, PtBatch, Refreshed, ValidatedRt, MAX_BATCH, MAX_CLOCK_SKEW_LEEWAY,
+    PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX, MAX_BATCH,
+    MAX_CLOCK_SKEW_LEEWAY,
 };
 pub use error::{Error, InputError, TokenFormatError};
 pub use keys::{KeyKeeper, SoftwareKeeper};
 pub use model::{
-    Actor, ApprovalPolicy, Attributes, DeviceId, DeviceIdPolicy, OperationId, OperationState, PtId,
-    PtKind, PtSpec, RegistrationId,
+    Actor, AdminRole, AdminTokenRecord, ApprovalPolicy, Attributes, DeviceId, DeviceIdPolicy,
+    OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId,
 };
 pub use ratelimit::Rate;
 pub use secret::{

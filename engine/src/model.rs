@@ -768,6 +768,53 @@ pub struct LeakSignal {
     pub detail: String,
 }
 
+/// What an admin token may do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// List, show, approve and reject operations; list and show devices.
+    Technician,
+    /// Everything.
+    Admin,
+}
+
+impl AdminRole {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Technician => "technician",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for AdminRole {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        match s {
+            "technician" => Ok(Self::Technician),
+            "admin" => Ok(Self::Admin),
+            _ => Err(InputError::new("role", "expected technician or admin")),
+        }
+    }
+}
+
+/// An admin token as the store keeps it (the secret is never stored).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AdminTokenRecord {
+    /// Public id (same form as a PT id, `pt_…` replaced by `at_…` when shown).
+    #[serde(with = "display_fromstr")]
+    pub id: PtId,
+    /// Who holds it; recorded as the actor of every change made with it.
+    pub name: String,
+    /// What it may do.
+    pub role: AdminRole,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Set once revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// A blocked device id.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct BlockRecord {

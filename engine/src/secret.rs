@@ -50,6 +50,10 @@ secret_text!(
     OperationSecret
 );
 secret_text!(
+    /// The text of an admin token (`tsat_…`), shown once when created.
+    AdminToken
+);
+secret_text!(
     /// A verification code as shown on a device display (`ABCD-EFGH`).
     VerificationCode
 );

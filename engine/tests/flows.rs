@@ -1128,3 +1128,67 @@ fn every_truncation_and_bit_flip_of_live_tokens_is_rejected() {
         }
     }
 }
+
+#[test]
+fn admin_tokens_verify_revoke_and_stay_secret() {
+    let h = Harness::new();
+    let (rec, tok) = h
+        .engine
+        .create_admin_token(
+            "alice",
+            tessera_engine::AdminRole::Technician,
+            &Actor::system(),
+            h.now(),
+        )
+        .unwrap();
+    assert!(tok.expose().starts_with("tsat_"));
+    let got = h.engine.verify_admin_token(tok.expose(), h.now()).unwrap();
+    assert_eq!(got, rec);
+    let other = Harness::new();
+    let (_, foreign) = other
+        .engine
+        .create_admin_token(
+            "mallory",
+            tessera_engine::AdminRole::Admin,
+            &Actor::system(),
+            other.now(),
+        )
+        .unwrap();
+    assert_eq!(
+        h.engine
+            .verify_admin_token(foreign.expose(), h.now())
+            .unwrap_err(),
+        Error::Unauthenticated
+    );
+    // A PT is not an admin token, even with a valid checksum.
+    let pt = h.pt(manual());
+    assert!(matches!(
+        h.engine.verify_admin_token(pt.expose(), h.now()),
+        Err(Error::TokenFormat(_))
+    ));
+    assert!(h
+        .engine
+        .revoke_admin_token(&rec.id, &Actor::system(), h.now())
+        .unwrap());
+    assert_eq!(
+        h.engine
+            .verify_admin_token(tok.expose(), h.now())
+            .unwrap_err(),
+        Error::Revoked
+    );
+    assert!(matches!(
+        h.engine.create_admin_token(
+            "",
+            tessera_engine::AdminRole::Admin,
+            &Actor::system(),
+            h.now()
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+    let dump = format!(
+        "{:?}{:?}",
+        h.engine.audit(0, 0).unwrap(),
+        h.engine.list_admin_tokens().unwrap()
+    );
+    assert!(!dump.contains(tok.expose()));
+}

@@ -1,5 +1,6 @@
 //! The engine: the provisioning state machine, refresh and revocation, over a durable store.
 
+mod admin;
 mod config;
 mod keys;
 mod operations;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwap;
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub use admin::ADMIN_TOKEN_PREFIX;
 pub use config::{EngineConfig, LeakPolicy, LeakResponse, MAX_CLOCK_SKEW_LEEWAY};
 pub use keys::KeyEpochInfo;
 pub use operations::{Approval, BeginOutcome, BeginRequest, OperationStatus, Provisioned};

@@ -46,6 +46,8 @@ pub(crate) enum Purpose {
     OperationSecret,
     /// Derivation of verification codes.
     VerificationCode,
+    /// Verifier of admin-token secrets.
+    AdminVerifier,
 }
 
 impl Purpose {
@@ -55,6 +57,7 @@ impl Purpose {
             Purpose::PtVerifier => b"pt-verifier",
             Purpose::OperationSecret => b"op-secret",
             Purpose::VerificationCode => b"code",
+            Purpose::AdminVerifier => b"admin-verifier",
         }
     }
 }
@@ -84,6 +87,7 @@ pub(crate) struct EpochKeys {
     pub(crate) pt: hmac::Key,
     pub(crate) op: hmac::Key,
     pub(crate) code: hmac::Key,
+    pub(crate) admin: hmac::Key,
 }
 
 impl EpochKeys {
@@ -93,6 +97,7 @@ impl EpochKeys {
             pt: hmac_key(keeper, Purpose::PtVerifier, epoch)?,
             op: hmac_key(keeper, Purpose::OperationSecret, epoch)?,
             code: hmac_key(keeper, Purpose::VerificationCode, epoch)?,
+            admin: hmac_key(keeper, Purpose::AdminVerifier, epoch)?,
         })
     }
 }
@@ -135,6 +140,13 @@ impl Keyring {
     pub(crate) fn pt_key_or_dummy(&self, epoch: u32) -> (&hmac::Key, bool) {
         match self.get(epoch) {
             Some(e) => (&e.pt, true),
+            None => (&self.dummy, false),
+        }
+    }
+
+    pub(crate) fn admin_key_or_dummy(&self, epoch: u32) -> (&hmac::Key, bool) {
+        match self.get(epoch) {
+            Some(e) => (&e.admin, true),
             None => (&self.dummy, false),
         }
     }

@@ -14,8 +14,8 @@ pub use sqlite::{SqliteOptions, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;
 use crate::model::{
-    AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId, OperationRecord,
-    OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord,
+    AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId,
+    OperationRecord, OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord,
 };
 use crate::time::Timestamp;
 
@@ -150,6 +150,10 @@ pub trait StoreRead {
     fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error>;
     /// Row counts.
     fn counts(&self) -> Result<StoreCounts, Error>;
+    /// An admin token and its verifier.
+    fn admin_token(&self, id: &PtId) -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error>;
+    /// All admin tokens, oldest first.
+    fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, Error>;
 }
 
 /// Writes, only inside a write job.
@@ -178,6 +182,14 @@ pub trait StoreTxn: StoreRead {
     fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error>;
     /// Record a leak signal; returns its id.
     fn insert_leak(&mut self, sig: &NewLeakSignal) -> Result<u64, Error>;
+    /// Insert an admin token with its verifier.
+    fn insert_admin_token(
+        &mut self,
+        rec: &AdminTokenRecord,
+        verifier: &[u8; 32],
+    ) -> Result<(), Error>;
+    /// Mark an admin token revoked.
+    fn revoke_admin_token(&mut self, id: &PtId, at: Timestamp) -> Result<bool, Error>;
     /// Pending operations whose expiry is at or before `now`, at most `limit`.
     fn expired_pending(
         &mut self,

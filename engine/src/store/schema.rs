@@ -85,6 +85,17 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     "#,
+    // 2: admin tokens.
+    r#"
+    CREATE TABLE admin_tokens (
+        id BLOB PRIMARY KEY,
+        verifier BLOB NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

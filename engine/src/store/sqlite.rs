@@ -16,8 +16,9 @@ use super::{
 };
 use crate::error::Error;
 use crate::model::{
-    AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId, OperationRecord,
-    OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord, RegistrationStatus,
+    AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId,
+    OperationRecord, OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord,
+    RegistrationStatus,
 };
 use crate::time::Timestamp;
 
@@ -590,6 +591,39 @@ impl StoreRead for Db<'_> {
             leak_signals: c("SELECT count(*) FROM leak_signals")?,
         })
     }
+
+    fn admin_token(&self, id: &PtId) -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, verifier, name, role, created_at, revoked_at FROM admin_tokens WHERE id = ?1",
+            )?
+            .query_row([&id.to_bytes()[..]], admin_row)
+            .optional()?)
+    }
+
+    fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, Error> {
+        let mut st = self.0.prepare_cached(
+            "SELECT id, verifier, name, role, created_at, revoked_at FROM admin_tokens ORDER BY created_at",
+        )?;
+        let rows = st.query_map([], admin_row)?;
+        Ok(rows.map(|r| r.map(|(a, _)| a)).collect::<Result<_, _>>()?)
+    }
+}
+
+fn admin_row(r: &Row<'_>) -> rusqlite::Result<(AdminTokenRecord, [u8; 32])> {
+    let id: [u8; PtId::LEN] = r.get(0)?;
+    let role: String = r.get(3)?;
+    Ok((
+        AdminTokenRecord {
+            id: PtId::from_bytes(id),
+            name: r.get(2)?,
+            role: role.parse().map_err(conversion)?,
+            created_at: ts(r.get(4)?),
+            revoked_at: ts_opt(r.get(5)?),
+        },
+        r.get(1)?,
+    ))
 }
 
 fn block_row(r: &Row<'_>) -> rusqlite::Result<BlockRecord> {
@@ -780,6 +814,37 @@ impl StoreTxn for Db<'_> {
                 s.detail
             ])?;
         Ok(self.0.last_insert_rowid() as u64)
+    }
+
+    fn insert_admin_token(
+        &mut self,
+        rec: &AdminTokenRecord,
+        verifier: &[u8; 32],
+    ) -> Result<(), Error> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO admin_tokens (id, verifier, name, role, created_at, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                &rec.id.to_bytes()[..],
+                &verifier[..],
+                rec.name,
+                rec.role.as_str(),
+                sql_ts(rec.created_at),
+                rec.revoked_at.map(sql_ts)
+            ])?;
+        Ok(())
+    }
+
+    fn revoke_admin_token(&mut self, id: &PtId, at: Timestamp) -> Result<bool, Error> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![&id.to_bytes()[..], sql_ts(at)])?
+            > 0)
     }
 
     fn expired_pending(

@@ -54,8 +54,13 @@ impl std::fmt::Debug for ParsedPt {
 impl ParsedPt {
     /// Parse the text form; checks prefix, length, alphabet, checksum and version.
     pub fn parse(text: &[u8]) -> Result<Self, TokenFormatError> {
+        Self::parse_with_prefix(PT_PREFIX, text)
+    }
+
+    /// Parse a token of the same layout under another prefix (admin tokens use `tsat_`).
+    pub(crate) fn parse_with_prefix(prefix: &str, text: &[u8]) -> Result<Self, TokenFormatError> {
         let mut bin = Zeroizing::new([0u8; PT_BINARY_LEN]);
-        codec::decode_into(PT_PREFIX, text, &mut bin[..])?;
+        codec::decode_into(prefix, text, &mut bin[..])?;
         if bin[0] != PT_VERSION {
             return Err(TokenFormatError::UnknownVersion);
         }
@@ -101,6 +106,17 @@ pub(crate) fn mint(
     key: &hmac::Key,
     secret: &[u8; SECRET_LEN],
 ) -> (ProvisioningToken, PtId, [u8; 32]) {
+    let (text, id, v) = mint_with_prefix(PT_PREFIX, epoch, key, secret);
+    (ProvisioningToken::new(text), id, v)
+}
+
+/// Make a token of the PT layout under `prefix`.
+pub(crate) fn mint_with_prefix(
+    prefix: &str,
+    epoch: u32,
+    key: &hmac::Key,
+    secret: &[u8; SECRET_LEN],
+) -> (String, PtId, [u8; 32]) {
     let verifier = compute_verifier(key, secret);
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&verifier[..16]);
@@ -109,7 +125,7 @@ pub(crate) fn mint(
     payload[0] = PT_VERSION;
     payload[1..21].copy_from_slice(&id.to_bytes());
     payload[21..].copy_from_slice(secret);
-    let text = ProvisioningToken::new(codec::encode(PT_PREFIX, &payload[..]));
+    let text = codec::encode(prefix, &payload[..]);
     (text, id, *verifier)
 }
 
