@@ -38,7 +38,8 @@ pub struct InputError {
 }
 
 impl InputError {
-    pub(crate) fn new(field: &'static str, reason: &'static str) -> Self {
+    /// An input error for `field`.
+    pub fn new(field: &'static str, reason: &'static str) -> Self {
         Self { field, reason }
     }
 }

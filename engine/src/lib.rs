@@ -77,6 +77,6 @@ pub use model::{
 };
 pub use ratelimit::Rate;
 pub use secret::{
-    KeyBytes, OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode,
+    AdminToken, KeyBytes, OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode,
 };
 pub use time::Timestamp;

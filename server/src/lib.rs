@@ -1,6 +1,16 @@
-//! `tessera-server`: the QUIC layer and the `tessera` operator binary.
+//! # tessera-server
 //!
-//! Not built yet: this crate will hold the device and admin endpoints, the wire codec and the
-//! `tessera` binary. Until then it exports nothing; it exists so the workspace layout is
-//! already the final one.
+//! Tessera's QUIC layer over [`tessera_engine`]: the wire protocol ([`wire`], pure and fuzzed),
+//! the server with its device and admin endpoints ([`server`]), the Rust clients ([`client`]),
+//! and the `tessera` operator binary (serve + CLI). docs/protocol.md specifies the protocol.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod server;
+pub mod wire;
+
+pub use client::{
+    AdminClient, BlockingDeviceClient, ClientError, DeviceClient, DeviceConfig, Trust,
+};
+pub use server::{Server, ServerConfig};

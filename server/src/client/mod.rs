@@ -1,0 +1,11 @@
+//! Rust clients: the admin client and the device client.
+
+pub mod admin;
+pub mod device;
+pub mod transport;
+
+pub use admin::AdminClient;
+pub use device::{
+    BlockingDeviceClient, DeviceClient, DeviceConfig, DeviceError, DeviceHooks, NoHooks,
+};
+pub use transport::{ClientError, Transport, Trust};

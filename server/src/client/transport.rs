@@ -1,0 +1,339 @@
+//! The client side of the wire protocol: a QUIC connection to one endpoint, one stream per
+//! request, reconnecting when the connection is gone.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::sync::Mutex;
+
+use crate::server::tls;
+use crate::wire::{self, kind, ErrorBody};
+
+/// How a client decides to trust the server.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Trust certificates issued by these CA certificates (PEM).
+    CaPem(Vec<u8>),
+    /// Trust the chain that contains a certificate with this SHA-256 fingerprint (hex; the
+    /// CA fingerprint `tessera serve` prints).
+    Pin(String),
+}
+
+impl Trust {
+    /// Read a CA PEM file.
+    pub fn ca_file(path: &Path) -> Result<Self, ClientError> {
+        std::fs::read(path)
+            .map(Trust::CaPem)
+            .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Client errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Bad client configuration (certificates, names).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Could not connect, or the connection broke.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// No answer in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The server's answer was not valid protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The server refused the request.
+    #[error("server error {}: {}", .0.code, .0.message)]
+    Server(ErrorBody),
+}
+
+impl ClientError {
+    /// The server's error code, if this is a server error.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Server(b) => Some(b.code),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying later (connection trouble, timeouts, rate limits, server unavailable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connection(_) | ClientError::Timeout => true,
+            ClientError::Server(b) => matches!(
+                b.code,
+                wire::code::RATE_LIMITED
+                    | wire::code::UNAVAILABLE
+                    | wire::code::INTERNAL
+                    | wire::code::TIMEOUT
+            ),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PinVerifier {
+    pin: Vec<u8>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest = |c: &CertificateDer<'_>| {
+            ring::digest::digest(&ring::digest::SHA256, c)
+                .as_ref()
+                .to_vec()
+        };
+        let anchor = intermediates.iter().find(|c| digest(c) == self.pin).ok_or(
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        )?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(anchor.clone().into_owned())?;
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Build the client TLS configuration.
+pub fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = tls::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut cfg = match trust {
+        Trust::CaPem(pem) => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(c.map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?)
+                    .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(ClientError::Config("no CA certificate given".into()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Pin(hex) => {
+            let pin = data_encoding::HEXLOWER_PERMISSIVE
+                .decode(hex.trim().as_bytes())
+                .ok()
+                .filter(|p| p.len() == 32)
+                .ok_or_else(|| {
+                    ClientError::Config("pin must be 64 hex characters (SHA-256)".into())
+                })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
+                .with_no_client_auth()
+        }
+    };
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg.enable_early_data = false;
+    Ok(cfg)
+}
+
+/// One endpoint's connection.
+#[derive(Debug)]
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    server: SocketAddr,
+    server_name: String,
+    conn: Mutex<Option<quinn::Connection>>,
+    timeout: Duration,
+}
+
+/// The frames of one response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The final frame's body (OK).
+    pub body: Vec<u8>,
+}
+
+impl Transport {
+    /// A client for `server` (whose certificate names `server_name`), speaking `alpn`.
+    pub fn new(
+        server: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+        alpn: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let tls = client_tls(trust, alpn)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(quic));
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(Duration::from_secs(15)))
+            .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(60)).ok())
+            .mtu_discovery_config(None);
+        cc.transport_config(Arc::new(t));
+        let bind: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| ClientError::Config("bind".into()))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ClientError::Connection(e.to_string()))?;
+        endpoint.set_default_client_config(cc);
+        Ok(Self {
+            endpoint,
+            server,
+            server_name: server_name.to_owned(),
+            conn: Mutex::new(None),
+            timeout,
+        })
+    }
+
+    /// The current connection, connecting if there is none.
+    pub async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut g = self.conn.lock().await;
+        if let Some(c) = g.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect(self.server, &self.server_name)
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let c = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drop the connection (the next request reconnects).
+    pub async fn disconnect(&self) {
+        if let Some(c) = self.conn.lock().await.take() {
+            c.close(quinn::VarInt::from_u32(0), b"bye");
+        }
+    }
+
+    /// Send one request and read its response; `on_chunk` sees streamed chunks.
+    pub async fn request_streaming(
+        &self,
+        kind_code: u8,
+        body: &[u8],
+        extra_wait: Duration,
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<Response, ClientError> {
+        let conn = self.connection().await?;
+        let run = async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
+            send.write_all(&wire::encode(kind_code, body))
+                .await
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
+            let _ = send.finish();
+            loop {
+                let mut hdr = [0u8; wire::frame::HEADER_LEN];
+                recv.read_exact(&mut hdr)
+                    .await
+                    .map_err(|e| ClientError::Connection(e.to_string()))?;
+                let (k, len) = wire::frame::decode_header(&hdr, wire::frame::RESPONSE_MAX)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let mut buf = vec![0u8; len];
+                recv.read_exact(&mut buf)
+                    .await
+                    .map_err(|e| ClientError::Connection(e.to_string()))?;
+                match k {
+                    kind::CHUNK => {
+                        on_chunk(&buf);
+                        zeroize::Zeroize::zeroize(&mut buf);
+                    }
+                    kind::OK => return Ok(Response { body: buf }),
+                    kind::ERROR => {
+                        let e: ErrorBody = serde_json::from_slice(&buf)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                        return Err(ClientError::Server(e));
+                    }
+                    other => {
+                        return Err(ClientError::Protocol(format!(
+                            "unexpected frame kind {other}"
+                        )))
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout + extra_wait, run)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// Send one request with a JSON body and parse the JSON response.
+    pub async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        kind_code: u8,
+        req: &Req,
+        extra_wait: Duration,
+    ) -> Result<Resp, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let r = self
+            .request_streaming(kind_code, &body, extra_wait, |_| {})
+            .await?;
+        serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Close the endpoint.
+    pub async fn close(&self) {
+        self.disconnect().await;
+        self.endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,437 @@
+//! Admin requests. Every request carries an admin token; technician tokens may only handle
+//! operations and look at devices.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tessera_engine::model::AttributeRule;
+use tessera_engine::store::{OperationQuery, RegistrationQuery};
+use tessera_engine::{
+    Actor, AdminRole, Approval, ApprovalPolicy, DeviceId, DeviceIdPolicy, Error, OperationId,
+    OperationState, PtId, PtKind, PtSpec, RegistrationId, Timestamp,
+};
+
+use super::device::{blocking, parse};
+use super::{engine_err, err, now, Handled, Shared};
+use crate::wire::messages::{AdminReq, PtArgs};
+use crate::wire::{self, code, kind, ErrorBody, Frame};
+
+fn args<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, ErrorBody> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v).map_err(|e| {
+        err(
+            code::MALFORMED,
+            &format!(
+                "bad arguments: {}",
+                e.to_string().split(" at line").next().unwrap_or("")
+            ),
+        )
+    })
+}
+
+fn input(field: &'static str, reason: &'static str) -> ErrorBody {
+    engine_err(&Error::InvalidInput(tessera_engine::InputError::new(
+        field, reason,
+    )))
+}
+
+fn bad<E: Into<Error>>(e: E) -> ErrorBody {
+    engine_err(&e.into())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ListArgs {
+    limit: usize,
+    include_revoked: bool,
+    state: Option<String>,
+    pt_id: Option<String>,
+    device_id: Option<String>,
+    active_only: bool,
+    after: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdArgs {
+    id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveArgs {
+    id: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    rt_lifetime_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceArgs {
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    registration_id: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenArgs {
+    name: String,
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpochArgs {
+    epoch: u32,
+}
+
+pub(crate) fn pt_spec(a: &PtArgs) -> Result<PtSpec, ErrorBody> {
+    let kind = match a.kind.as_deref().unwrap_or("single") {
+        "single" => PtKind::SingleDevice,
+        "fleet" => PtKind::Fleet {
+            max_registrations: a
+                .max_registrations
+                .ok_or_else(|| input("max_registrations", "required for fleet PTs"))?,
+        },
+        _ => return Err(input("kind", "expected single or fleet")),
+    };
+    let approval = match a.approval.as_deref().unwrap_or("manual") {
+        "manual" => ApprovalPolicy::Manual,
+        "manual_with_code" | "code" => ApprovalPolicy::ManualWithCode,
+        "automatic" => ApprovalPolicy::Automatic,
+        "rule" => ApprovalPolicy::AttributeRule(
+            a.rule
+                .as_deref()
+                .ok_or_else(|| input("rule", "required for the rule policy"))?
+                .parse::<AttributeRule>()
+                .map_err(bad)?,
+        ),
+        _ => {
+            return Err(input(
+                "approval",
+                "expected manual, manual_with_code, automatic or rule",
+            ))
+        }
+    };
+    let device_id_policy = match a.device_id_policy.as_deref().unwrap_or("either") {
+        "device" => DeviceIdPolicy::Device,
+        "technician" => DeviceIdPolicy::Technician,
+        "either" => DeviceIdPolicy::Either,
+        _ => {
+            return Err(input(
+                "device_id_policy",
+                "expected device, technician or either",
+            ))
+        }
+    };
+    Ok(PtSpec {
+        label: a.label.clone(),
+        kind,
+        approval,
+        rt_lifetime: Duration::from_secs(a.rt_lifetime_secs.unwrap_or(30 * 86_400)),
+        device_id_policy,
+        expires_at: a.expires_at_ms.map(Timestamp::from_unix_millis),
+    })
+}
+
+fn pt_id(s: &str) -> Result<PtId, ErrorBody> {
+    s.parse().map_err(bad)
+}
+
+fn op_id(s: &str) -> Result<OperationId, ErrorBody> {
+    s.parse().map_err(bad)
+}
+
+fn device_id(s: &str) -> Result<DeviceId, ErrorBody> {
+    DeviceId::new(s).map_err(bad)
+}
+
+fn reason(r: Option<String>) -> String {
+    r.unwrap_or_else(|| "no reason given".into())
+}
+
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    frame: Frame<'_>,
+    send: &mut quinn::SendStream,
+) -> Result<Handled, ErrorBody> {
+    let req: AdminReq = parse(frame.body)?;
+    let token = req.token.clone();
+    let who = blocking(&shared.engine, move |e| e.verify_admin_token(&token, now())).await?;
+    if who.role == AdminRole::Technician && !kind::TECHNICIAN.contains(&frame.kind) {
+        return Err(err(code::FORBIDDEN, "this request needs an admin token"));
+    }
+    let actor = Actor::operator(&who.name);
+    let e = &shared.engine;
+    let v: Value = match frame.kind {
+        kind::STATUS => {
+            let st = blocking(e, |e| e.status()).await?;
+            json!({
+                "engine": st,
+                "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+                "long_polls": shared.waiters.len(),
+                "server_time_ms": now().unix_millis(),
+            })
+        }
+        kind::PT_CREATE => {
+            let spec = pt_spec(&args::<PtArgs>(req.args)?)?;
+            let (rec, tok) = blocking(e, move |e| e.create_pt(&spec, &actor, now())).await?;
+            json!({ "pt": rec, "token": tok.expose() })
+        }
+        kind::PT_BATCH => return batch(shared, args::<PtArgs>(req.args)?, actor, send).await,
+        kind::PT_LIST => {
+            let a: ListArgs = args(req.args)?;
+            json!({ "pts": blocking(e, move |e| e.list_pts(a.limit, a.include_revoked)).await? })
+        }
+        kind::PT_SHOW => {
+            let id = pt_id(&args::<IdArgs>(req.args)?.id)?;
+            json!({ "pt": blocking(e, move |e| e.pt(&id)).await? })
+        }
+        kind::PT_REVOKE => {
+            let a: IdArgs = args(req.args)?;
+            let id = pt_id(&a.id)?;
+            let r = reason(a.reason);
+            json!({ "registrations_revoked": blocking(e, move |e| e.revoke_pt(&id, &r, &actor, now())).await? })
+        }
+        kind::OP_LIST => {
+            let a: ListArgs = args(req.args)?;
+            let q = OperationQuery {
+                state: a
+                    .state
+                    .as_deref()
+                    .map(|s| {
+                        OperationState::parse(s).ok_or_else(|| input("state", "unknown state"))
+                    })
+                    .transpose()?,
+                pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
+                limit: a.limit,
+            };
+            json!({ "operations": blocking(e, move |e| e.list_operations(&q)).await? })
+        }
+        kind::OP_SHOW => {
+            let id = op_id(&args::<IdArgs>(req.args)?.id)?;
+            json!({ "operation": blocking(e, move |e| e.operation(&id)).await? })
+        }
+        kind::OP_APPROVE => {
+            let a: ApproveArgs = args(req.args)?;
+            let id = op_id(&a.id)?;
+            let approval = Approval {
+                verification_code: a.code,
+                device_id: a.device_id.as_deref().map(device_id).transpose()?,
+                rt_lifetime: a.rt_lifetime_secs.map(Duration::from_secs),
+            };
+            json!({ "registration": blocking(e, move |e| e.approve_operation(&id, approval, &actor, now())).await? })
+        }
+        kind::OP_REJECT => {
+            let a: IdArgs = args(req.args)?;
+            let id = op_id(&a.id)?;
+            let r = reason(a.reason);
+            blocking(e, move |e| e.reject_operation(&id, &r, &actor, now())).await?;
+            json!({})
+        }
+        kind::DEVICE_LIST => {
+            let a: ListArgs = args(req.args)?;
+            let q = RegistrationQuery {
+                device_id: a.device_id.as_deref().map(device_id).transpose()?,
+                pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
+                active_only: a.active_only,
+                limit: a.limit,
+            };
+            json!({ "registrations": blocking(e, move |e| e.list_registrations(&q)).await? })
+        }
+        kind::DEVICE_SHOW => {
+            let a: DeviceArgs = args(req.args)?;
+            let d = device_id(
+                a.device_id
+                    .as_deref()
+                    .ok_or_else(|| input("device_id", "required"))?,
+            )?;
+            let d2 = d.clone();
+            let regs = blocking(e, move |e| {
+                e.list_registrations(&RegistrationQuery {
+                    device_id: Some(d2),
+                    ..Default::default()
+                })
+            })
+            .await?;
+            let blocked = blocking(e, move |e| e.list_blocked())
+                .await?
+                .into_iter()
+                .find(|b| b.device_id == d);
+            json!({ "registrations": regs, "blocked": blocked })
+        }
+        kind::DEVICE_REVOKE => {
+            let a: DeviceArgs = args(req.args)?;
+            let r = reason(a.reason);
+            let ids: Vec<RegistrationId> = match (a.registration_id, a.device_id) {
+                (Some(id), _) => vec![RegistrationId::new(id)],
+                (None, Some(d)) => {
+                    let d = device_id(&d)?;
+                    blocking(e, move |e| {
+                        e.list_registrations(&RegistrationQuery {
+                            device_id: Some(d),
+                            active_only: true,
+                            limit: 10_000,
+                            ..Default::default()
+                        })
+                    })
+                    .await?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect()
+                }
+                (None, None) => {
+                    return Err(input(
+                        "registration_id",
+                        "give registration_id or device_id",
+                    ))
+                }
+            };
+            let n = ids.len();
+            blocking(e, move |e| {
+                ids.iter()
+                    .try_for_each(|id| e.revoke_registration(*id, &r, &actor, now()))
+            })
+            .await?;
+            json!({ "registrations_revoked": n })
+        }
+        kind::DEVICE_BLOCK => {
+            let a: DeviceArgs = args(req.args)?;
+            let d = device_id(
+                a.device_id
+                    .as_deref()
+                    .ok_or_else(|| input("device_id", "required"))?,
+            )?;
+            let r = reason(a.reason);
+            json!({ "registrations_revoked": blocking(e, move |e| e.block_device(&d, &r, &actor, now())).await? })
+        }
+        kind::DEVICE_UNBLOCK => {
+            let a: DeviceArgs = args(req.args)?;
+            let d = device_id(
+                a.device_id
+                    .as_deref()
+                    .ok_or_else(|| input("device_id", "required"))?,
+            )?;
+            json!({ "was_blocked": blocking(e, move |e| e.unblock_device(&d, &actor, now())).await? })
+        }
+        kind::AUDIT => {
+            let a: ListArgs = args(req.args)?;
+            json!({ "events": blocking(e, move |e| e.audit(a.after, a.limit)).await? })
+        }
+        kind::LEAKS => {
+            let a: ListArgs = args(req.args)?;
+            json!({ "signals": blocking(e, move |e| e.leak_signals(a.after, a.limit)).await? })
+        }
+        kind::KEYS_ROTATE => {
+            json!({ "epoch": blocking(e, move |e| e.rotate_keys(&actor, now())).await? })
+        }
+        kind::KEYS_LIST => json!({ "epochs": blocking(e, |e| e.key_epochs()).await? }),
+        kind::KEYS_RETIRE => {
+            let a: EpochArgs = args(req.args)?;
+            blocking(e, move |e| e.retire_key_epoch(a.epoch, &actor, now())).await?;
+            json!({})
+        }
+        kind::TOKEN_CREATE => {
+            let a: TokenArgs = args(req.args)?;
+            let role: AdminRole = a.role.parse().map_err(bad)?;
+            let (rec, tok) = blocking(e, move |e| {
+                e.create_admin_token(&a.name, role, &actor, now())
+            })
+            .await?;
+            json!({ "admin_token": rec, "token": tok.expose() })
+        }
+        kind::TOKEN_LIST => {
+            json!({ "admin_tokens": blocking(e, |e| e.list_admin_tokens()).await? })
+        }
+        kind::TOKEN_REVOKE => {
+            let id = pt_id(&args::<IdArgs>(req.args)?.id)?;
+            json!({ "revoked": blocking(e, move |e| e.revoke_admin_token(&id, &actor, now())).await? })
+        }
+        _ => {
+            return Err(err(
+                code::UNKNOWN_REQUEST,
+                "unknown request on the admin endpoint",
+            ))
+        }
+    };
+    Ok(Handled::ok(&v))
+}
+
+/// `PT_BATCH`: stream `pt_id<TAB>token` lines as CHUNK frames while the engine inserts the
+/// verifiers, then a final OK (committed) or ERROR (nothing stored; discard the lines).
+async fn batch(
+    shared: &Arc<Shared>,
+    a: PtArgs,
+    actor: Actor,
+    send: &mut quinn::SendStream,
+) -> Result<Handled, ErrorBody> {
+    let spec = pt_spec(&a)?;
+    let count = a.count.ok_or_else(|| input("count", "required"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    struct ChunkWriter {
+        buf: Vec<u8>,
+        tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    }
+    impl std::io::Write for ChunkWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.buf.extend_from_slice(b);
+            if self.buf.len() >= 256 * 1024 {
+                self.flush()?;
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if !self.buf.is_empty() {
+                let chunk = std::mem::take(&mut self.buf);
+                self.tx
+                    .blocking_send(chunk)
+                    .map_err(|_| std::io::Error::other("client went away"))?;
+            }
+            Ok(())
+        }
+    }
+    impl Drop for ChunkWriter {
+        fn drop(&mut self) {
+            zeroize::Zeroize::zeroize(&mut self.buf);
+        }
+    }
+    let engine = shared.engine.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        engine.create_pt_batch(
+            &spec,
+            count,
+            Box::new(ChunkWriter {
+                buf: Vec::new(),
+                tx,
+            }),
+            &actor,
+            now(),
+        )
+    });
+    while let Some(mut chunk) = rx.recv().await {
+        let mut frame = wire::encode(kind::CHUNK, &chunk);
+        zeroize::Zeroize::zeroize(&mut chunk);
+        let sent = send.write_all(&frame).await;
+        zeroize::Zeroize::zeroize(&mut frame);
+        if sent.is_err() {
+            break;
+        }
+    }
+    match job.await {
+        Ok(Ok(b)) => Ok(Handled::ok(&b)),
+        Ok(Err(e)) => Err(engine_err(&e)),
+        Err(_) => Err(err(code::INTERNAL, "internal error; nothing was changed")),
+    }
+}

@@ -1,0 +1,137 @@
+//! Server configuration: defaults, TOML file, and overrides from flags and environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `tessera serve` can be told. Every field has a default, so an empty TOML file (or
+/// none) works.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Data directory (store, root key, TLS material, first admin token). Default
+    /// `./tessera-data`.
+    pub data_dir: PathBuf,
+    /// Device endpoint (UDP). Default `0.0.0.0:4433`.
+    pub device_addr: SocketAddr,
+    /// Admin endpoint (UDP). Default `127.0.0.1:4434`.
+    pub admin_addr: SocketAddr,
+    /// Prometheus metrics (HTTP), or none. Default `127.0.0.1:9464`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Names and addresses in the server certificate. Default `localhost`, `127.0.0.1`, `::1`.
+    pub server_names: Vec<String>,
+    /// Connections one source IP may hold open. Default 64.
+    pub max_connections_per_source: usize,
+    /// Total open device connections. Default 100,000.
+    pub max_connections: usize,
+    /// Handshakes in progress above which unvalidated clients get a Retry. Default 64.
+    pub retry_above_handshakes: usize,
+    /// Concurrent requests (streams) per device connection. Default 8.
+    pub max_streams_per_connection: u32,
+    /// Time to receive a whole request. Default 5 s.
+    pub request_deadline_ms: u64,
+    /// Longest a WAIT request is held. Default 30 s.
+    pub max_wait_ms: u64,
+    /// Idle connections are closed after this. Default 120 s.
+    pub idle_timeout_ms: u64,
+    /// UDP socket send and receive buffer sizes. Default 4 MiB.
+    pub socket_buffer_bytes: usize,
+    /// Housekeeping (expire operations, prune families) interval. Default 10 s.
+    pub prune_interval_ms: u64,
+    /// Engine settings.
+    pub engine: EngineSettings,
+}
+
+/// Engine settings exposed in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Longest RT lifetime a PT may ask for, days. Default 365.
+    pub max_rt_lifetime_days: u64,
+    /// Refresh retry grace, seconds. Default 300.
+    pub refresh_grace_secs: u64,
+    /// Clock-skew leeway, seconds (at most 300). Default 60.
+    pub clock_skew_leeway_secs: u64,
+    /// Pending operation expiry, seconds. Default 900.
+    pub operation_ttl_secs: u64,
+    /// Suggested poll interval, seconds. Default 5.
+    pub poll_interval_secs: u64,
+    /// New operations per source address: burst. Default 30.
+    pub source_burst: u32,
+    /// New operations per source address: per minute. Default 120.
+    pub source_per_minute: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            max_rt_lifetime_days: 365,
+            refresh_grace_secs: 300,
+            clock_skew_leeway_secs: 60,
+            operation_ttl_secs: 900,
+            poll_interval_secs: 5,
+            source_burst: 30,
+            source_per_minute: 120,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The engine configuration these settings describe.
+    pub fn engine_config(&self) -> tessera_engine::EngineConfig {
+        let mut c = tessera_engine::EngineConfig::default();
+        c.max_rt_lifetime(Duration::from_secs(self.max_rt_lifetime_days * 86_400))
+            .refresh_grace(Duration::from_secs(self.refresh_grace_secs))
+            .clock_skew_leeway(Duration::from_secs(self.clock_skew_leeway_secs))
+            .operation_ttl(Duration::from_secs(self.operation_ttl_secs))
+            .poll_interval(Duration::from_secs(self.poll_interval_secs))
+            .source_rate(tessera_engine::Rate::new(
+                self.source_burst,
+                self.source_per_minute,
+            ));
+        c
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tessera-data"),
+            device_addr: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            max_connections_per_source: 64,
+            max_connections: 100_000,
+            retry_above_handshakes: 64,
+            max_streams_per_connection: 8,
+            request_deadline_ms: 5_000,
+            max_wait_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            socket_buffer_bytes: 4 << 20,
+            prune_interval_ms: 10_000,
+            engine: EngineSettings::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Read a TOML file; missing fields take their defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// A configuration for tests: everything on loopback with ephemeral ports, no metrics.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            device_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Device requests: BEGIN, WAIT, REFRESH, INTROSPECT, CANCEL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tessera_engine::{
+    Actor, Attributes, BeginRequest, DeviceId, Engine, Error, OperationId, OperationStatus,
+    Provisioned, ProvisioningToken, RegistrationId,
+};
+
+use super::{engine_err, err, now, Handled, Shared};
+use crate::wire::messages::{
+    BeginReq, BeginResp, CancelReq, IntrospectResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
+};
+use crate::wire::{code, kind, ErrorBody, Frame};
+
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde_json's messages name fields and positions, not values.
+        err(
+            code::MALFORMED,
+            &format!("malformed request body: {}", e.classify_message()),
+        )
+    })
+}
+
+trait ClassifyMessage {
+    fn classify_message(&self) -> String;
+}
+
+impl ClassifyMessage for serde_json::Error {
+    fn classify_message(&self) -> String {
+        match self.classify() {
+            serde_json::error::Category::Data => {
+                // "unknown field `x`", "missing field `y`", "invalid type": no input values.
+                let s = self.to_string();
+                s.split(" at line")
+                    .next()
+                    .unwrap_or("invalid data")
+                    .to_owned()
+            }
+            serde_json::error::Category::Syntax => "invalid JSON".into(),
+            serde_json::error::Category::Eof => "truncated JSON".into(),
+            serde_json::error::Category::Io => "I/O".into(),
+        }
+    }
+}
+
+/// Run a blocking engine call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    engine: &Engine,
+    f: impl FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+) -> Result<T, ErrorBody> {
+    let e = engine.clone();
+    match tokio::task::spawn_blocking(move || f(&e)).await {
+        Ok(r) => r.map_err(|e| engine_err(&e)),
+        Err(_) => Err(err(code::INTERNAL, "internal error; nothing was changed")),
+    }
+}
+
+pub(crate) fn rt_body(p: &Provisioned) -> RtBody {
+    RtBody {
+        rt: p.rt.expose().to_owned(),
+        device_id: p.device_id.to_string(),
+        registration_id: p.registration_id.get(),
+        generation: p.claims.generation,
+        issued_at: p.claims.issued_at,
+        expires_at: p.claims.expires_at,
+    }
+}
+
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    frame: Frame<'_>,
+) -> Result<Handled, ErrorBody> {
+    let source = Some(conn.remote_address().ip().to_string());
+    match frame.kind {
+        kind::BEGIN => begin(shared, parse(frame.body)?, source).await,
+        kind::WAIT => wait(shared, parse(frame.body)?).await,
+        kind::REFRESH => refresh(shared, parse(frame.body)?, source).await,
+        kind::INTROSPECT => introspect(shared, parse(frame.body)?, source).await,
+        kind::CANCEL => cancel(shared, parse(frame.body)?, source).await,
+        _ => Err(err(
+            code::UNKNOWN_REQUEST,
+            "unknown request on the device endpoint",
+        )),
+    }
+}
+
+fn input(e: tessera_engine::InputError) -> ErrorBody {
+    engine_err(&Error::InvalidInput(e))
+}
+
+async fn begin(
+    shared: &Arc<Shared>,
+    req: BeginReq,
+    source: Option<String>,
+) -> Result<Handled, ErrorBody> {
+    let device_id = req
+        .device_id
+        .map(DeviceId::new)
+        .transpose()
+        .map_err(input)?;
+    let attributes = Attributes::new(req.attributes).map_err(input)?;
+    let request = BeginRequest {
+        pt: ProvisioningToken::new(req.pt),
+        requested_device_id: device_id,
+        attributes,
+        instance_nonce: req.instance_nonce.into_bytes(),
+    };
+    let out = blocking(&shared.engine, move |e| {
+        e.begin_operation(request, &Actor::device(source), now())
+    })
+    .await?;
+    Ok(Handled::ok(&BeginResp {
+        operation_id: out.operation_id.to_string(),
+        secret: out.secret.expose().to_owned(),
+        verification_code: out.verification_code.map(|c| c.expose().to_owned()),
+        state: out.state.to_string(),
+        poll_interval_ms: out.poll_interval.as_millis() as u64,
+        expires_at_ms: out.expires_at.unix_millis(),
+        resumed: out.resumed,
+        server_time_ms: now().unix_millis(),
+    }))
+}
+
+fn parse_op(id: &str) -> Result<OperationId, ErrorBody> {
+    id.parse().map_err(input)
+}
+
+async fn wait(shared: &Arc<Shared>, req: WaitReq) -> Result<Handled, ErrorBody> {
+    let id = parse_op(&req.operation_id)?;
+    let hold = Duration::from_millis(req.timeout_ms.min(shared.config.max_wait_ms));
+    let deadline = tokio::time::Instant::now() + hold;
+    let notify = shared.waiters.get(id);
+    let result = loop {
+        // Register interest before looking, so an approval between the two is not missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let secret = req.secret.clone();
+        let status = blocking(&shared.engine, move |e| {
+            e.poll_operation(&id, &secret, now())
+        })
+        .await;
+        match status {
+            Ok(OperationStatus::Pending { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::select! {
+                    () = &mut notified => continue,
+                    () = tokio::time::sleep_until(deadline) => continue,
+                }
+            }
+            other => break other,
+        }
+    };
+    shared.waiters.release(id, notify);
+    let server_time_ms = now().unix_millis();
+    let (resp, attach) = match result? {
+        OperationStatus::Pending {
+            poll_interval,
+            expires_at,
+        } => (
+            WaitResp {
+                state: "pending".into(),
+                poll_interval_ms: Some(poll_interval.as_millis() as u64),
+                expires_at_ms: Some(expires_at.unix_millis()),
+                server_time_ms,
+                ..WaitResp::default()
+            },
+            None,
+        ),
+        OperationStatus::Provisioned(p) => (
+            WaitResp {
+                state: "provisioned".into(),
+                registration: Some(rt_body(&p)),
+                server_time_ms,
+                ..WaitResp::default()
+            },
+            Some(p.registration_id),
+        ),
+        OperationStatus::Rejected { reason } => (
+            WaitResp {
+                state: "rejected".into(),
+                reason,
+                server_time_ms,
+                ..WaitResp::default()
+            },
+            None,
+        ),
+        OperationStatus::Expired => (
+            WaitResp {
+                state: "expired".into(),
+                server_time_ms,
+                ..WaitResp::default()
+            },
+            None,
+        ),
+        OperationStatus::Cancelled { reason } => (
+            WaitResp {
+                state: "cancelled".into(),
+                reason,
+                server_time_ms,
+                ..WaitResp::default()
+            },
+            None,
+        ),
+    };
+    Ok(Handled {
+        frames: crate::wire::ok_frame(&resp),
+        attach,
+    })
+}
+
+async fn refresh(
+    shared: &Arc<Shared>,
+    req: RtReq,
+    source: Option<String>,
+) -> Result<Handled, ErrorBody> {
+    let r = blocking(&shared.engine, move |e| {
+        e.refresh(&req.rt, &Actor::device(source), now())
+    })
+    .await?;
+    let device_id = {
+        let id = r.claims.registration_id;
+        blocking(&shared.engine, move |e| e.registration(id))
+            .await?
+            .device_id
+    };
+    let body = RtBody {
+        rt: r.rt.expose().to_owned(),
+        device_id: device_id.to_string(),
+        registration_id: r.claims.registration_id.get(),
+        generation: r.claims.generation,
+        issued_at: r.claims.issued_at,
+        expires_at: r.claims.expires_at,
+    };
+    Ok(Handled {
+        frames: crate::wire::ok_frame(&RefreshResp {
+            registration: body,
+            retried: r.retried,
+            server_time_ms: now().unix_millis(),
+        }),
+        attach: Some(r.claims.registration_id),
+    })
+}
+
+async fn introspect(
+    shared: &Arc<Shared>,
+    req: RtReq,
+    source: Option<String>,
+) -> Result<Handled, ErrorBody> {
+    let rt = req.rt;
+    let out = blocking(&shared.engine, {
+        let rt = rt.clone();
+        move |e| e.introspect(rt.as_bytes(), now())
+    })
+    .await;
+    match out {
+        Ok(i) => Ok(Handled::ok(&IntrospectResp {
+            active: true,
+            device_id: i.device_id.to_string(),
+            registration_id: i.registration_id.get(),
+            pt_id: i.pt_id.to_string(),
+            generation: i.generation,
+            expires_at: i.expires_at,
+            server_time_ms: now().unix_millis(),
+        })),
+        Err(e) => {
+            if e.code == code::REVOKED {
+                report_revoked(shared, &rt, source);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A revoked RT was presented: record a leak signal, at most once a minute per registration.
+fn report_revoked(shared: &Arc<Shared>, rt: &str, source: Option<String>) {
+    // The error said "revoked", so the MAC verified and the registration id is authentic.
+    let Ok(parsed) = tessera_engine::token::UntrustedRt::parse(rt.as_bytes()) else {
+        return;
+    };
+    let reg: RegistrationId = parsed.untrusted_claims().registration_id;
+    let t = now();
+    {
+        let mut m = shared
+            .revoked_reports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.get(&reg.get())
+            .is_some_and(|last| t.saturating_duration_since(*last) < Duration::from_secs(60))
+        {
+            return;
+        }
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        m.insert(reg.get(), t);
+    }
+    let engine = shared.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = engine.report_revoked_rt_use(reg, source, t);
+    });
+}
+
+async fn cancel(
+    shared: &Arc<Shared>,
+    req: CancelReq,
+    source: Option<String>,
+) -> Result<Handled, ErrorBody> {
+    let id = parse_op(&req.operation_id)?;
+    blocking(&shared.engine, move |e| {
+        e.cancel_operation(&id, &req.secret, &Actor::device(source), now())
+    })
+    .await?;
+    Ok(Handled::ok(
+        &serde_json::json!({ "server_time_ms": now().unix_millis() }),
+    ))
+}

@@ -1,0 +1,503 @@
+//! The QUIC server: a device endpoint and an admin endpoint over one engine.
+
+mod admin;
+pub mod config;
+mod device;
+pub mod registry;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
+use tessera_engine::{Actor, AdminRole, AdminToken, Engine, Timestamp};
+use tokio::task::JoinSet;
+
+pub use config::ServerConfig;
+use registry::{Connections, Observer, Waiters};
+
+use crate::wire::{self, code, ErrorBody};
+
+/// QUIC application close code: the registration whose RT this connection used was revoked.
+pub const CLOSE_REVOKED: u32 = 0x10;
+/// QUIC application close code: the server is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 0x11;
+/// QUIC application close code: wrong ALPN.
+pub const CLOSE_PROTOCOL: u32 = 0x12;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The engine could not open.
+    #[error("engine: {0}")]
+    Engine(#[from] tessera_engine::Error),
+    /// TLS setup failed.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// A socket could not be bound or configured.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Which endpoint a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Device,
+    Admin,
+}
+
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) config: ServerConfig,
+    pub(crate) waiters: Arc<Waiters>,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) open_connections: AtomicUsize,
+    pub(crate) handshakes: AtomicUsize,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
+}
+
+pub(crate) fn now() -> Timestamp {
+    Timestamp::now_from_system_clock()
+}
+
+/// A running server. Drop it or call [`Server::shutdown`] to stop.
+pub struct Server {
+    shared: Arc<Shared>,
+    device: Endpoint,
+    admin: Endpoint,
+    tasks: JoinSet<()>,
+    files: tls::TlsFiles,
+    ca_fingerprint: String,
+    first_admin_token: Option<AdminToken>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("device_addr", &self.device_addr())
+            .field("admin_addr", &self.admin_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+fn transport(config: &ServerConfig, role: Role) -> TransportConfig {
+    let mut t = TransportConfig::default();
+    let streams = match role {
+        Role::Device => config.max_streams_per_connection,
+        Role::Admin => 64,
+    };
+    t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(match role {
+            Role::Device => 64 * 1024,
+            Role::Admin => 2 * 1024 * 1024,
+        }))
+        .receive_window(VarInt::from_u32(match role {
+            Role::Device => 256 * 1024,
+            Role::Admin => 8 * 1024 * 1024,
+        }))
+        .send_window(8 * 1024 * 1024)
+        .max_idle_timeout(IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok())
+        .mtu_discovery_config(None);
+    t
+}
+
+fn bind(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, ServerError> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(|e| ServerError::Io(format!("socket: {e}")))?;
+    // The kernel may cap these (net.core.rmem_max); what it grants is logged.
+    let _ = s.set_recv_buffer_size(buffer);
+    let _ = s.set_send_buffer_size(buffer);
+    s.bind(&addr.into())
+        .map_err(|e| ServerError::Io(format!("bind {addr}: {e}")))?;
+    tracing::debug!(%addr, recv_buffer = s.recv_buffer_size().unwrap_or(0), "bound UDP socket");
+    Ok(s.into())
+}
+
+fn endpoint(
+    config: &ServerConfig,
+    files: &tls::TlsFiles,
+    role: Role,
+) -> Result<Endpoint, ServerError> {
+    let (addr, alpn) = match role {
+        Role::Device => (config.device_addr, wire::DEVICE_ALPN),
+        Role::Admin => (config.admin_addr, wire::ADMIN_ALPN),
+    };
+    let crypto = tls::server_config(files, alpn)?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| ServerError::Io(format!("quic tls config: {e}")))?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    sc.transport_config(Arc::new(transport(config, role)));
+    sc.migration(false);
+    sc.max_incoming(config.max_connections.min(65_536));
+    let socket = bind(addr, config.socket_buffer_bytes)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(sc),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| ServerError::Io(format!("endpoint {addr}: {e}")))
+}
+
+impl Server {
+    /// Open the engine in the configured data directory, create TLS material and the first
+    /// admin token if needed, and start both endpoints. Must be called inside a Tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let dir = config.data_dir.clone();
+        let engine_cfg = config.engine.engine_config();
+        let (engine, first_admin_token) =
+            tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+                let engine = Engine::open_dir(&dir, engine_cfg, now())?;
+                let first = if engine.list_admin_tokens()?.is_empty() {
+                    let (_, tok) = engine.create_admin_token(
+                        "admin",
+                        AdminRole::Admin,
+                        &Actor::system(),
+                        now(),
+                    )?;
+                    write_admin_token_file(&dir, &tok)?;
+                    Some(tok)
+                } else {
+                    None
+                };
+                Ok((engine, first))
+            })
+            .await
+            .map_err(|e| ServerError::Io(format!("start: {e}")))??;
+        let files = tls::ensure_certificates(&config.data_dir, &config.server_names)?;
+        let ca = tls::load_chain(&files.ca_cert)?;
+        let ca_fingerprint = tls::fingerprint(&ca[0]);
+        let waiters = Arc::new(Waiters::default());
+        let connections = Arc::new(Connections::default());
+        engine.set_observer(Arc::new(Observer {
+            waiters: waiters.clone(),
+            connections: connections.clone(),
+        }));
+        let device = endpoint(&config, &files, Role::Device)?;
+        let admin = endpoint(&config, &files, Role::Admin)?;
+        let shared = Arc::new(Shared {
+            engine,
+            config,
+            waiters,
+            connections,
+            open_connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            revoked_reports: Default::default(),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(device.clone(), shared.clone(), Role::Device));
+        tasks.spawn(accept_loop(admin.clone(), shared.clone(), Role::Admin));
+        tasks.spawn(housekeeping(shared.clone()));
+        tracing::info!(device = %device.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                       admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                       "tessera server started");
+        Ok(Server {
+            shared,
+            device,
+            admin,
+            tasks,
+            files,
+            ca_fingerprint,
+            first_admin_token,
+        })
+    }
+
+    /// Where devices connect.
+    pub fn device_addr(&self) -> SocketAddr {
+        self.device
+            .local_addr()
+            .unwrap_or(self.shared.config.device_addr)
+    }
+
+    /// Where operators connect.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.shared.config.admin_addr)
+    }
+
+    /// The CA certificate devices trust.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.files.ca_cert.clone()
+    }
+
+    /// SHA-256 fingerprint of the CA certificate (for pinning).
+    pub fn ca_fingerprint(&self) -> &str {
+        &self.ca_fingerprint
+    }
+
+    /// The first admin token, on the start that created it (also in `admin.token`).
+    pub fn first_admin_token(&self) -> Option<&AdminToken> {
+        self.first_admin_token.as_ref()
+    }
+
+    /// The engine (for in-process tests and tools).
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// Open device connections.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Stop accepting, let requests in flight finish (up to `grace`), close every connection,
+    /// and stop.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.device.set_server_config(None);
+        self.admin.set_server_config(None);
+        let drain = async {
+            while self.shared.open_connections.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, drain).await;
+        for ep in [&self.device, &self.admin] {
+            ep.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"server shutting down");
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        for ep in [&self.device, &self.admin] {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+        }
+        tracing::info!("tessera server stopped");
+    }
+}
+
+fn write_admin_token_file(dir: &std::path::Path, tok: &AdminToken) -> Result<(), ServerError> {
+    use std::io::Write;
+    let path = dir.join("admin.token");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&path)
+        .map_err(|e| ServerError::Io(format!("{}: {e}", path.display())))?;
+    f.write_all(tok.expose().as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| ServerError::Io(format!("{}: {e}", path.display())))
+}
+
+async fn housekeeping(shared: Arc<Shared>) {
+    let period = Duration::from_millis(shared.config.prune_interval_ms.max(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let engine = shared.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.prune(now())).await {
+            Ok(Ok(r)) if r != Default::default() => tracing::info!(?r, "housekeeping"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
+            _ => {}
+        }
+    }
+}
+
+async fn accept_loop(ep: Endpoint, shared: Arc<Shared>, role: Role) {
+    while let Some(incoming) = ep.accept().await {
+        if shared.shutting_down.load(Ordering::Relaxed) {
+            incoming.refuse();
+            continue;
+        }
+        let ip = incoming.remote_address().ip();
+        if role == Role::Device {
+            if shared.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections {
+                metrics::counter!("tessera_connections_refused_total", "reason" => "capacity")
+                    .increment(1);
+                incoming.refuse();
+                continue;
+            }
+            if shared.handshakes.load(Ordering::Relaxed) >= shared.config.retry_above_handshakes
+                && !incoming.remote_address_validated()
+            {
+                metrics::counter!("tessera_retry_sent_total").increment(1);
+                let _ = incoming.retry();
+                continue;
+            }
+            if !shared
+                .connections
+                .admit_source(ip, shared.config.max_connections_per_source)
+            {
+                metrics::counter!("tessera_connections_refused_total", "reason" => "per_source")
+                    .increment(1);
+                incoming.refuse();
+                continue;
+            }
+        }
+        match incoming.accept() {
+            Ok(connecting) => {
+                tokio::spawn(connection(connecting, shared.clone(), role, ip));
+            }
+            Err(e) => {
+                if role == Role::Device {
+                    shared.connections.release_source(ip);
+                }
+                tracing::debug!(error = %e, "incoming connection failed");
+            }
+        }
+    }
+}
+
+async fn connection(
+    connecting: quinn::Connecting,
+    shared: Arc<Shared>,
+    role: Role,
+    ip: std::net::IpAddr,
+) {
+    shared.handshakes.fetch_add(1, Ordering::Relaxed);
+    let conn = tokio::time::timeout(Duration::from_secs(10), connecting).await;
+    shared.handshakes.fetch_sub(1, Ordering::Relaxed);
+    let conn = match conn {
+        Ok(Ok(c)) => c,
+        _ => {
+            if role == Role::Device {
+                shared.connections.release_source(ip);
+            }
+            return;
+        }
+    };
+    let expected = if role == Role::Device {
+        wire::DEVICE_ALPN
+    } else {
+        wire::ADMIN_ALPN
+    };
+    let alpn_ok = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .is_some_and(|p| p == expected);
+    shared.open_connections.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("tessera_open_connections").increment(1.0);
+    let mut attached: Vec<tessera_engine::RegistrationId> = Vec::new();
+    if !alpn_ok {
+        conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"wrong ALPN");
+    } else {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        loop {
+            tokio::select! {
+                s = conn.accept_bi() => match s {
+                    Ok((send, recv)) => {
+                        let (shared, conn, tx) = (shared.clone(), conn.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            if let Some(reg) = stream(send, recv, &shared, role, &conn).await {
+                                let _ = tx.send(reg);
+                            }
+                        });
+                    }
+                    Err(_) => break,
+                },
+                Some(reg) = rx.recv() => attached.push(reg),
+            }
+        }
+        while let Ok(reg) = rx.try_recv() {
+            attached.push(reg);
+        }
+    }
+    shared.connections.detach_all(&conn, &attached);
+    shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+    metrics::gauge!("tessera_open_connections").decrement(1.0);
+    if role == Role::Device {
+        shared.connections.release_source(ip);
+    }
+}
+
+pub(crate) fn err(code: u16, message: &str) -> ErrorBody {
+    ErrorBody {
+        code,
+        message: message.into(),
+        retry_after_ms: None,
+        remaining_attempts: None,
+        server_time_ms: now().unix_millis(),
+    }
+}
+
+pub(crate) fn engine_err(e: &tessera_engine::Error) -> ErrorBody {
+    wire::error_body(e, now().unix_millis())
+}
+
+/// What a request handler produced.
+pub(crate) struct Handled {
+    /// Frames to send.
+    pub(crate) frames: Vec<u8>,
+    /// A registration this connection now uses (for closing on revocation).
+    pub(crate) attach: Option<tessera_engine::RegistrationId>,
+}
+
+impl Handled {
+    pub(crate) fn ok<T: serde::Serialize>(body: &T) -> Self {
+        Self {
+            frames: wire::ok_frame(body),
+            attach: None,
+        }
+    }
+}
+
+/// One request: read it within the deadline, dispatch, answer, finish.
+async fn stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: &Arc<Shared>,
+    role: Role,
+    conn: &quinn::Connection,
+) -> Option<tessera_engine::RegistrationId> {
+    let max_body = match role {
+        Role::Device => wire::frame::DEVICE_REQUEST_MAX,
+        Role::Admin => wire::frame::ADMIN_REQUEST_MAX,
+    };
+    let deadline = Duration::from_millis(shared.config.request_deadline_ms);
+    let started = std::time::Instant::now();
+    let result: Result<Handled, ErrorBody> = match tokio::time::timeout(
+        deadline,
+        recv.read_to_end(max_body + wire::frame::HEADER_LEN),
+    )
+    .await
+    {
+        Err(_) => Err(err(
+            code::TIMEOUT,
+            "request not received within the deadline",
+        )),
+        Ok(Err(quinn::ReadToEndError::TooLong)) => Err(err(code::TOO_LARGE, "request too large")),
+        Ok(Err(_)) => return None,
+        Ok(Ok(buf)) => match wire::decode(&buf, max_body) {
+            Err(wire::FrameError::UnsupportedVersion) => Err(err(
+                code::UNSUPPORTED_VERSION,
+                "unsupported protocol version",
+            )),
+            Err(wire::FrameError::TooLarge) => Err(err(code::TOO_LARGE, "request too large")),
+            Err(e) => Err(err(code::MALFORMED, &e.to_string())),
+            Ok(frame) => match role {
+                Role::Device => device::handle(shared, conn, frame).await,
+                Role::Admin => admin::handle(shared, frame, &mut send).await,
+            },
+        },
+    };
+    let (frames, attach, outcome) = match result {
+        Ok(h) => (h.frames, h.attach, "ok"),
+        Err(e) => (
+            wire::error_frame(&e),
+            None,
+            if e.code == code::INTERNAL {
+                "internal"
+            } else {
+                "error"
+            },
+        ),
+    };
+    metrics::counter!("tessera_requests_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("tessera_request_seconds").record(started.elapsed().as_secs_f64());
+    let _ = send.write_all(&frames).await;
+    let _ = send.finish();
+    attach
+}

@@ -1,0 +1,136 @@
+//! Runtime registries: long-poll waiters per operation, and open device connections per
+//! registration (so a revoked registration's connections can be closed).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tessera_engine::{EngineObserver, OperationId, OperationState, RegistrationId};
+use tokio::sync::Notify;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Wakes long-polling WAIT requests when their operation changes.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    map: Mutex<HashMap<OperationId, Arc<Notify>>>,
+}
+
+impl Waiters {
+    /// The notifier of an operation; register interest (`notified()`) before checking state.
+    pub fn get(&self, id: OperationId) -> Arc<Notify> {
+        lock(&self.map).entry(id).or_default().clone()
+    }
+
+    /// Drop the entry if nobody else holds it.
+    pub fn release(&self, id: OperationId, n: Arc<Notify>) {
+        let mut m = lock(&self.map);
+        drop(n);
+        if m.get(&id).is_some_and(|e| Arc::strong_count(e) == 1) {
+            m.remove(&id);
+        }
+    }
+
+    fn wake(&self, id: OperationId) {
+        if let Some(n) = lock(&self.map).get(&id) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Entries held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Open device connections, by registration and by source address.
+#[derive(Debug, Default)]
+pub struct Connections {
+    by_registration: Mutex<HashMap<RegistrationId, Vec<quinn::Connection>>>,
+    by_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Connections {
+    /// Remember that `conn` uses `reg`'s RTs.
+    pub fn attach(&self, reg: RegistrationId, conn: &quinn::Connection) {
+        let mut m = lock(&self.by_registration);
+        let v = m.entry(reg).or_default();
+        v.retain(|c| c.close_reason().is_none());
+        if !v.iter().any(|c| c.stable_id() == conn.stable_id()) {
+            v.push(conn.clone());
+        }
+    }
+
+    /// Forget a closed connection.
+    pub fn detach_all(&self, conn: &quinn::Connection, regs: &[RegistrationId]) {
+        let mut m = lock(&self.by_registration);
+        for r in regs {
+            if let Some(v) = m.get_mut(r) {
+                v.retain(|c| c.stable_id() != conn.stable_id());
+                if v.is_empty() {
+                    m.remove(r);
+                }
+            }
+        }
+    }
+
+    fn close_registration(&self, reg: RegistrationId) {
+        if let Some(conns) = lock(&self.by_registration).remove(&reg) {
+            for c in conns {
+                c.close(
+                    quinn::VarInt::from_u32(crate::server::CLOSE_REVOKED),
+                    b"registration revoked",
+                );
+            }
+        }
+    }
+
+    /// Count a new connection from `ip`; false if it is over `max`.
+    pub fn admit_source(&self, ip: IpAddr, max: usize) -> bool {
+        let mut m = lock(&self.by_source);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A connection from `ip` ended.
+    pub fn release_source(&self, ip: IpAddr) {
+        let mut m = lock(&self.by_source);
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Connects engine events to the runtime registries.
+#[derive(Debug)]
+pub struct Observer {
+    /// Long-poll waiters.
+    pub waiters: Arc<Waiters>,
+    /// Open connections.
+    pub connections: Arc<Connections>,
+}
+
+impl EngineObserver for Observer {
+    fn operation_changed(&self, id: OperationId, _state: OperationState) {
+        self.waiters.wake(id);
+    }
+
+    fn registration_revoked(&self, id: RegistrationId) {
+        self.connections.close_registration(id);
+        metrics::counter!("tessera_connections_closed_on_revocation_total").increment(1);
+    }
+}

@@ -1,0 +1,162 @@
+//! TLS material: a local CA and a server certificate, made with `rcgen` on first start and kept
+//! in the data directory; and the rustls configurations for the endpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::wire;
+
+/// Errors setting up TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Generating or parsing a certificate or key.
+    #[error("certificate: {0}")]
+    Cert(String),
+}
+
+/// Certificate files in the data directory.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate devices trust (`tls/ca.pem`).
+    pub ca_cert: PathBuf,
+    /// The server certificate chain (`tls/server.pem`: leaf then CA).
+    pub server_chain: PathBuf,
+    /// The server key (`tls/server.key`, mode 0600).
+    pub server_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Where the files live under `data_dir`.
+    pub fn in_dir(data_dir: &Path) -> Self {
+        let d = data_dir.join("tls");
+        Self {
+            ca_cert: d.join("ca.pem"),
+            server_chain: d.join("server.pem"),
+            server_key: d.join("server.key"),
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(data.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Create the CA and server certificate if they do not exist. `names` are the DNS names and IP
+/// addresses the server certificate is valid for.
+pub fn ensure_certificates(data_dir: &Path, names: &[String]) -> Result<TlsFiles, TlsError> {
+    let files = TlsFiles::in_dir(data_dir);
+    if files.ca_cert.exists() && files.server_chain.exists() && files.server_key.exists() {
+        return Ok(files);
+    }
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let cert_err = |e: rcgen::Error| TlsError::Cert(e.to_string());
+    let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Tessera local CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    ca_params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+
+    let leaf_key = rcgen::KeyPair::generate().map_err(cert_err)?;
+    let mut leaf = rcgen::CertificateParams::new(names.to_vec()).map_err(cert_err)?;
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "Tessera server");
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(cert_err)?;
+
+    std::fs::write(&files.ca_cert, ca_cert.pem()).map_err(io(&files.ca_cert))?;
+    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+    std::fs::write(
+        &files.server_chain,
+        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+    )
+    .map_err(io(&files.server_chain))?;
+    write_private(&files.server_key, &leaf_key.serialize_pem())?;
+    Ok(files)
+}
+
+/// Load a PEM certificate chain.
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Cert(format!("{}: {e}", path.display())))?
+        .collect();
+    let chain = chain.map_err(|e| TlsError::Cert(format!("{}: {e}", path.display())))?;
+    if chain.is_empty() {
+        return Err(TlsError::Cert(format!(
+            "{}: no certificate",
+            path.display()
+        )));
+    }
+    Ok(chain)
+}
+
+/// SHA-256 fingerprint of a certificate, lowercase hex.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    data_encoding::HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, cert).as_ref())
+}
+
+/// The rustls provider every endpoint and client uses (ring, TLS 1.3 only).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server TLS config for an endpoint speaking `alpn`. TLS 1.3 only; no 0-RTT early data.
+pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
+    let chain = load_chain(&files.server_chain)?;
+    let key = PrivateKeyDer::from_pem_file(&files.server_key)
+        .map_err(|e| TlsError::Cert(format!("{}: {e}", files.server_key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    // 0-RTT is off: no request, state-changing or not, is accepted as early data.
+    cfg.max_early_data_size = 0;
+    Ok(cfg)
+}
+
+/// ALPN names, for logs.
+pub fn alpn_name(alpn: &[u8]) -> &'static str {
+    if alpn == wire::ADMIN_ALPN {
+        "tessera-admin/1"
+    } else {
+        "tessera/1"
+    }
+}

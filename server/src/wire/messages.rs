@@ -1,0 +1,335 @@
+//! Message bodies and codes. Every body is a JSON object; see docs/protocol.md for each field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Frame kinds.
+pub mod kind {
+    /// Success response.
+    pub const OK: u8 = 0x00;
+    /// Error response (body: [`super::ErrorBody`]).
+    pub const ERROR: u8 = 0x01;
+    /// One chunk of a streamed response; more frames follow.
+    pub const CHUNK: u8 = 0x02;
+
+    /// Device: begin (or resume) a provisioning operation.
+    pub const BEGIN: u8 = 0x10;
+    /// Device: wait for an operation's outcome (long poll); collects the RT once approved.
+    pub const WAIT: u8 = 0x11;
+    /// Device: refresh an RT.
+    pub const REFRESH: u8 = 0x12;
+    /// Service: validate an RT and learn the device identity it carries.
+    pub const INTROSPECT: u8 = 0x13;
+    /// Device: cancel its pending operation.
+    pub const CANCEL: u8 = 0x14;
+
+    /// Admin: server and engine status.
+    pub const STATUS: u8 = 0x40;
+    /// Admin: create one PT.
+    pub const PT_CREATE: u8 = 0x41;
+    /// Admin: create a batch of PTs (streamed response).
+    pub const PT_BATCH: u8 = 0x42;
+    /// Admin: list PTs.
+    pub const PT_LIST: u8 = 0x43;
+    /// Admin: show one PT.
+    pub const PT_SHOW: u8 = 0x44;
+    /// Admin: revoke a PT (cascades).
+    pub const PT_REVOKE: u8 = 0x45;
+    /// Technician: list operations.
+    pub const OP_LIST: u8 = 0x50;
+    /// Technician: show one operation.
+    pub const OP_SHOW: u8 = 0x51;
+    /// Technician: approve an operation.
+    pub const OP_APPROVE: u8 = 0x52;
+    /// Technician: reject an operation.
+    pub const OP_REJECT: u8 = 0x53;
+    /// Technician: list registrations.
+    pub const DEVICE_LIST: u8 = 0x60;
+    /// Technician: show a device.
+    pub const DEVICE_SHOW: u8 = 0x61;
+    /// Admin: revoke a registration (or all of a device's).
+    pub const DEVICE_REVOKE: u8 = 0x62;
+    /// Admin: block a device id.
+    pub const DEVICE_BLOCK: u8 = 0x63;
+    /// Admin: unblock a device id.
+    pub const DEVICE_UNBLOCK: u8 = 0x64;
+    /// Admin: audit events.
+    pub const AUDIT: u8 = 0x70;
+    /// Admin: leak signals.
+    pub const LEAKS: u8 = 0x71;
+    /// Admin: rotate keys.
+    pub const KEYS_ROTATE: u8 = 0x80;
+    /// Admin: list key epochs.
+    pub const KEYS_LIST: u8 = 0x81;
+    /// Admin: retire a key epoch.
+    pub const KEYS_RETIRE: u8 = 0x82;
+    /// Admin: create an admin token.
+    pub const TOKEN_CREATE: u8 = 0x90;
+    /// Admin: list admin tokens.
+    pub const TOKEN_LIST: u8 = 0x91;
+    /// Admin: revoke an admin token.
+    pub const TOKEN_REVOKE: u8 = 0x92;
+
+    /// Requests a technician token may make.
+    pub const TECHNICIAN: &[u8] = &[
+        STATUS,
+        OP_LIST,
+        OP_SHOW,
+        OP_APPROVE,
+        OP_REJECT,
+        DEVICE_LIST,
+        DEVICE_SHOW,
+    ];
+}
+
+/// Stable numeric error codes. Numbers are never reused.
+pub mod code {
+    /// The frame or its JSON body is malformed.
+    pub const MALFORMED: u16 = 1;
+    /// Unsupported protocol version.
+    pub const UNSUPPORTED_VERSION: u16 = 2;
+    /// Unknown request kind on this endpoint.
+    pub const UNKNOWN_REQUEST: u16 = 3;
+    /// Request larger than the endpoint's cap.
+    pub const TOO_LARGE: u16 = 4;
+    /// An argument was rejected.
+    pub const INVALID_INPUT: u16 = 5;
+    /// A token is malformed (prefix, length, characters, checksum, version).
+    pub const TOKEN_FORMAT: u16 = 6;
+    /// Credential not accepted (opaque on purpose).
+    pub const UNAUTHENTICATED: u16 = 10;
+    /// Credential expired.
+    pub const EXPIRED: u16 = 11;
+    /// Credential revoked.
+    pub const REVOKED: u16 = 12;
+    /// RT superseded by a newer generation.
+    pub const SUPERSEDED: u16 = 13;
+    /// RT reuse detected; the registration was revoked.
+    pub const ROTATION_REUSE: u16 = 14;
+    /// Device id blocked.
+    pub const DEVICE_BLOCKED: u16 = 15;
+    /// Object not found.
+    pub const NOT_FOUND: u16 = 20;
+    /// Operation not pending.
+    pub const OPERATION_CLOSED: u16 = 21;
+    /// Wrong verification code.
+    pub const WRONG_CODE: u16 = 22;
+    /// Too many wrong codes; operation rejected.
+    pub const CODE_ATTEMPTS_EXHAUSTED: u16 = 23;
+    /// Verification code required.
+    pub const CODE_REQUIRED: u16 = 24;
+    /// Rate limited; see `retry_after_ms`.
+    pub const RATE_LIMITED: u16 = 30;
+    /// Too many pending operations on the PT.
+    pub const TOO_MANY_PENDING: u16 = 31;
+    /// Fleet PT registration cap reached.
+    pub const REGISTRATION_CAP: u16 = 32;
+    /// Generation counter exhausted; provision again.
+    pub const GENERATION_EXHAUSTED: u16 = 33;
+    /// The admin token's role may not make this request.
+    pub const FORBIDDEN: u16 = 40;
+    /// The request was not received within the per-request deadline.
+    pub const TIMEOUT: u16 = 41;
+    /// Internal failure (store, keys); nothing was changed.
+    pub const INTERNAL: u16 = 50;
+    /// The server is shutting down or overloaded; retry later.
+    pub const UNAVAILABLE: u16 = 51;
+}
+
+/// The body of an error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A code from [`code`].
+    pub code: u16,
+    /// Short human-readable message (never contains secrets).
+    pub message: String,
+    /// For rate limits and unavailability: when to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// For wrong codes: attempts left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_attempts: Option<u32>,
+    /// Server time, Unix milliseconds.
+    pub server_time_ms: u64,
+}
+
+/// `BEGIN` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginReq {
+    /// The provisioning token.
+    pub pt: String,
+    /// Requested device id.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Attributes (at most 16).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Instance nonce, 1–64 bytes, kept by the device across retries.
+    pub instance_nonce: String,
+}
+
+/// `BEGIN` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginResp {
+    /// Operation id (`op_…`).
+    pub operation_id: String,
+    /// Operation secret (`tsos_…`).
+    pub secret: String,
+    /// Code to show on the device, if the policy uses one.
+    #[serde(default)]
+    pub verification_code: Option<String>,
+    /// `pending` or `approved`.
+    pub state: String,
+    /// Suggested poll interval.
+    pub poll_interval_ms: u64,
+    /// Operation expiry, Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// True when an existing pending operation was resumed.
+    pub resumed: bool,
+    /// Server time, Unix milliseconds.
+    pub server_time_ms: u64,
+}
+
+/// `WAIT` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitReq {
+    /// Operation id.
+    pub operation_id: String,
+    /// Operation secret.
+    pub secret: String,
+    /// How long to hold the request while pending (capped by the server, 0 = answer at once).
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+/// `WAIT` response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WaitResp {
+    /// `pending`, `provisioned`, `rejected`, `expired` or `cancelled`.
+    pub state: String,
+    /// Why it was rejected or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// While pending: suggested poll interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    /// While pending: operation expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// Once provisioned: the registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RtBody>,
+    /// Server time, Unix milliseconds.
+    pub server_time_ms: u64,
+}
+
+/// An RT with its public fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtBody {
+    /// The RT text (`tsrt_…`).
+    pub rt: String,
+    /// The device id.
+    pub device_id: String,
+    /// The registration id.
+    pub registration_id: u64,
+    /// Generation.
+    pub generation: u32,
+    /// Issue time, Unix seconds.
+    pub issued_at: u64,
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// `REFRESH` / `INTROSPECT` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtReq {
+    /// The RT text.
+    pub rt: String,
+}
+
+/// `REFRESH` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshResp {
+    /// The successor RT.
+    pub registration: RtBody,
+    /// True when this was a retry that returned the same successor.
+    pub retried: bool,
+    /// Server time, Unix milliseconds.
+    pub server_time_ms: u64,
+}
+
+/// `INTROSPECT` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntrospectResp {
+    /// Always true (inactive RTs get an error response).
+    pub active: bool,
+    /// The device id.
+    pub device_id: String,
+    /// The registration id.
+    pub registration_id: u64,
+    /// The PT the device was provisioned through.
+    pub pt_id: String,
+    /// Generation of the presented RT.
+    pub generation: u32,
+    /// Expiry of the presented RT, Unix seconds.
+    pub expires_at: u64,
+    /// Server time, Unix milliseconds.
+    pub server_time_ms: u64,
+}
+
+/// `CANCEL` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelReq {
+    /// Operation id.
+    pub operation_id: String,
+    /// Operation secret.
+    pub secret: String,
+}
+
+/// Every admin request: the admin token and the request's arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminReq {
+    /// The admin token (`tsat_…`).
+    pub token: String,
+    /// Arguments (an object; its fields depend on the request kind).
+    #[serde(default)]
+    pub args: serde_json::Value,
+}
+
+/// Arguments of `PT_CREATE` and `PT_BATCH`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtArgs {
+    /// Label.
+    pub label: String,
+    /// `single` (default) or `fleet`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Cap for fleet PTs.
+    #[serde(default)]
+    pub max_registrations: Option<u64>,
+    /// `manual` (default), `manual_with_code`, `automatic`, or `rule`.
+    #[serde(default)]
+    pub approval: Option<String>,
+    /// The attribute rule when `approval` is `rule`.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// RT lifetime in seconds (default 30 days).
+    #[serde(default)]
+    pub rt_lifetime_secs: Option<u64>,
+    /// `device`, `technician` or `either` (default).
+    #[serde(default)]
+    pub device_id_policy: Option<String>,
+    /// Expiry, Unix milliseconds.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    /// For `PT_BATCH`: how many.
+    #[serde(default)]
+    pub count: Option<u64>,
+}
