@@ -265,7 +265,36 @@ impl Transport {
     }
 
     /// Send one request and read its response; `on_chunk` sees streamed chunks.
+    ///
+    /// If the connection turns out to be gone before any answer arrived (the server closed it,
+    /// or it timed out while idle), the request is sent once more on a new connection. Every
+    /// device request is idempotent (operations resume by instance nonce, a refresh retry gets
+    /// the same successor), so this is safe.
     pub async fn request_streaming(
+        &self,
+        kind_code: u8,
+        body: &[u8],
+        extra_wait: Duration,
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<Response, ClientError> {
+        let mut got_chunk = false;
+        let first = self
+            .request_once(kind_code, body, extra_wait, |c| {
+                got_chunk = true;
+                on_chunk(c)
+            })
+            .await;
+        match first {
+            Err(ClientError::Connection(_)) if !got_chunk => {
+                self.disconnect().await;
+                self.request_once(kind_code, body, extra_wait, on_chunk)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn request_once(
         &self,
         kind_code: u8,
         body: &[u8],

@@ -14,7 +14,7 @@ use tessera_engine::{
 };
 
 use super::device::{blocking, parse};
-use super::{engine_err, err, now, Handled, Shared};
+use super::{engine_err, err, Handled, Shared};
 use crate::wire::messages::{AdminReq, PtArgs};
 use crate::wire::{self, code, kind, ErrorBody, Frame};
 
@@ -169,41 +169,40 @@ pub(crate) async fn handle(
 ) -> Result<Handled, ErrorBody> {
     let req: AdminReq = parse(frame.body)?;
     let token = req.token.clone();
-    let who = blocking(&shared.engine, move |e| e.verify_admin_token(&token, now())).await?;
+    let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
     if who.role == AdminRole::Technician && !kind::TECHNICIAN.contains(&frame.kind) {
         return Err(err(code::FORBIDDEN, "this request needs an admin token"));
     }
     let actor = Actor::operator(&who.name);
-    let e = &shared.engine;
     let v: Value = match frame.kind {
         kind::STATUS => {
-            let st = blocking(e, |e| e.status()).await?;
+            let st = blocking(shared, |e, _| e.status()).await?;
             json!({
                 "engine": st,
                 "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
                 "long_polls": shared.waiters.len(),
-                "server_time_ms": now().unix_millis(),
+                "server_time_ms": shared.now().unix_millis(),
             })
         }
         kind::PT_CREATE => {
             let spec = pt_spec(&args::<PtArgs>(req.args)?)?;
-            let (rec, tok) = blocking(e, move |e| e.create_pt(&spec, &actor, now())).await?;
+            let (rec, tok) = blocking(shared, move |e, t| e.create_pt(&spec, &actor, t)).await?;
             json!({ "pt": rec, "token": tok.expose() })
         }
         kind::PT_BATCH => return batch(shared, args::<PtArgs>(req.args)?, actor, send).await,
         kind::PT_LIST => {
             let a: ListArgs = args(req.args)?;
-            json!({ "pts": blocking(e, move |e| e.list_pts(a.limit, a.include_revoked)).await? })
+            json!({ "pts": blocking(shared, move |e, _| e.list_pts(a.limit, a.include_revoked)).await? })
         }
         kind::PT_SHOW => {
             let id = pt_id(&args::<IdArgs>(req.args)?.id)?;
-            json!({ "pt": blocking(e, move |e| e.pt(&id)).await? })
+            json!({ "pt": blocking(shared, move |e, _| e.pt(&id)).await? })
         }
         kind::PT_REVOKE => {
             let a: IdArgs = args(req.args)?;
             let id = pt_id(&a.id)?;
             let r = reason(a.reason);
-            json!({ "registrations_revoked": blocking(e, move |e| e.revoke_pt(&id, &r, &actor, now())).await? })
+            json!({ "registrations_revoked": blocking(shared, move |e, t| e.revoke_pt(&id, &r, &actor, t)).await? })
         }
         kind::OP_LIST => {
             let a: ListArgs = args(req.args)?;
@@ -218,11 +217,11 @@ pub(crate) async fn handle(
                 pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
                 limit: a.limit,
             };
-            json!({ "operations": blocking(e, move |e| e.list_operations(&q)).await? })
+            json!({ "operations": blocking(shared, move |e, _| e.list_operations(&q)).await? })
         }
         kind::OP_SHOW => {
             let id = op_id(&args::<IdArgs>(req.args)?.id)?;
-            json!({ "operation": blocking(e, move |e| e.operation(&id)).await? })
+            json!({ "operation": blocking(shared, move |e, _| e.operation(&id)).await? })
         }
         kind::OP_APPROVE => {
             let a: ApproveArgs = args(req.args)?;
@@ -232,13 +231,13 @@ pub(crate) async fn handle(
                 device_id: a.device_id.as_deref().map(device_id).transpose()?,
                 rt_lifetime: a.rt_lifetime_secs.map(Duration::from_secs),
             };
-            json!({ "registration": blocking(e, move |e| e.approve_operation(&id, approval, &actor, now())).await? })
+            json!({ "registration": blocking(shared, move |e, t| e.approve_operation(&id, approval, &actor, t)).await? })
         }
         kind::OP_REJECT => {
             let a: IdArgs = args(req.args)?;
             let id = op_id(&a.id)?;
             let r = reason(a.reason);
-            blocking(e, move |e| e.reject_operation(&id, &r, &actor, now())).await?;
+            blocking(shared, move |e, t| e.reject_operation(&id, &r, &actor, t)).await?;
             json!({})
         }
         kind::DEVICE_LIST => {
@@ -249,7 +248,7 @@ pub(crate) async fn handle(
                 active_only: a.active_only,
                 limit: a.limit,
             };
-            json!({ "registrations": blocking(e, move |e| e.list_registrations(&q)).await? })
+            json!({ "registrations": blocking(shared, move |e, _| e.list_registrations(&q)).await? })
         }
         kind::DEVICE_SHOW => {
             let a: DeviceArgs = args(req.args)?;
@@ -259,14 +258,14 @@ pub(crate) async fn handle(
                     .ok_or_else(|| input("device_id", "required"))?,
             )?;
             let d2 = d.clone();
-            let regs = blocking(e, move |e| {
+            let regs = blocking(shared, move |e, _| {
                 e.list_registrations(&RegistrationQuery {
                     device_id: Some(d2),
                     ..Default::default()
                 })
             })
             .await?;
-            let blocked = blocking(e, move |e| e.list_blocked())
+            let blocked = blocking(shared, move |e, _| e.list_blocked())
                 .await?
                 .into_iter()
                 .find(|b| b.device_id == d);
@@ -279,7 +278,7 @@ pub(crate) async fn handle(
                 (Some(id), _) => vec![RegistrationId::new(id)],
                 (None, Some(d)) => {
                     let d = device_id(&d)?;
-                    blocking(e, move |e| {
+                    blocking(shared, move |e, _| {
                         e.list_registrations(&RegistrationQuery {
                             device_id: Some(d),
                             active_only: true,
@@ -300,9 +299,9 @@ pub(crate) async fn handle(
                 }
             };
             let n = ids.len();
-            blocking(e, move |e| {
+            blocking(shared, move |e, t| {
                 ids.iter()
-                    .try_for_each(|id| e.revoke_registration(*id, &r, &actor, now()))
+                    .try_for_each(|id| e.revoke_registration(*id, &r, &actor, t))
             })
             .await?;
             json!({ "registrations_revoked": n })
@@ -315,7 +314,7 @@ pub(crate) async fn handle(
                     .ok_or_else(|| input("device_id", "required"))?,
             )?;
             let r = reason(a.reason);
-            json!({ "registrations_revoked": blocking(e, move |e| e.block_device(&d, &r, &actor, now())).await? })
+            json!({ "registrations_revoked": blocking(shared, move |e, t| e.block_device(&d, &r, &actor, t)).await? })
         }
         kind::DEVICE_UNBLOCK => {
             let a: DeviceArgs = args(req.args)?;
@@ -324,40 +323,40 @@ pub(crate) async fn handle(
                     .as_deref()
                     .ok_or_else(|| input("device_id", "required"))?,
             )?;
-            json!({ "was_blocked": blocking(e, move |e| e.unblock_device(&d, &actor, now())).await? })
+            json!({ "was_blocked": blocking(shared, move |e, t| e.unblock_device(&d, &actor, t)).await? })
         }
         kind::AUDIT => {
             let a: ListArgs = args(req.args)?;
-            json!({ "events": blocking(e, move |e| e.audit(a.after, a.limit)).await? })
+            json!({ "events": blocking(shared, move |e, _| e.audit(a.after, a.limit)).await? })
         }
         kind::LEAKS => {
             let a: ListArgs = args(req.args)?;
-            json!({ "signals": blocking(e, move |e| e.leak_signals(a.after, a.limit)).await? })
+            json!({ "signals": blocking(shared, move |e, _| e.leak_signals(a.after, a.limit)).await? })
         }
         kind::KEYS_ROTATE => {
-            json!({ "epoch": blocking(e, move |e| e.rotate_keys(&actor, now())).await? })
+            json!({ "epoch": blocking(shared, move |e, t| e.rotate_keys(&actor, t)).await? })
         }
-        kind::KEYS_LIST => json!({ "epochs": blocking(e, |e| e.key_epochs()).await? }),
+        kind::KEYS_LIST => json!({ "epochs": blocking(shared, |e, _| e.key_epochs()).await? }),
         kind::KEYS_RETIRE => {
             let a: EpochArgs = args(req.args)?;
-            blocking(e, move |e| e.retire_key_epoch(a.epoch, &actor, now())).await?;
+            blocking(shared, move |e, t| e.retire_key_epoch(a.epoch, &actor, t)).await?;
             json!({})
         }
         kind::TOKEN_CREATE => {
             let a: TokenArgs = args(req.args)?;
             let role: AdminRole = a.role.parse().map_err(bad)?;
-            let (rec, tok) = blocking(e, move |e| {
-                e.create_admin_token(&a.name, role, &actor, now())
+            let (rec, tok) = blocking(shared, move |e, t| {
+                e.create_admin_token(&a.name, role, &actor, t)
             })
             .await?;
             json!({ "admin_token": rec, "token": tok.expose() })
         }
         kind::TOKEN_LIST => {
-            json!({ "admin_tokens": blocking(e, |e| e.list_admin_tokens()).await? })
+            json!({ "admin_tokens": blocking(shared, |e, _| e.list_admin_tokens()).await? })
         }
         kind::TOKEN_REVOKE => {
             let id = pt_id(&args::<IdArgs>(req.args)?.id)?;
-            json!({ "revoked": blocking(e, move |e| e.revoke_admin_token(&id, &actor, now())).await? })
+            json!({ "revoked": blocking(shared, move |e, t| e.revoke_admin_token(&id, &actor, t)).await? })
         }
         _ => {
             return Err(err(
@@ -408,6 +407,7 @@ async fn batch(
         }
     }
     let engine = shared.engine.clone();
+    let t = shared.now();
     let job = tokio::task::spawn_blocking(move || {
         engine.create_pt_batch(
             &spec,
@@ -417,7 +417,7 @@ async fn batch(
                 tx,
             }),
             &actor,
-            now(),
+            t,
         )
     });
     while let Some(mut chunk) = rx.recv().await {

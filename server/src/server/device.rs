@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tessera_engine::{
     Actor, Attributes, BeginRequest, DeviceId, Engine, Error, OperationId, OperationStatus,
-    Provisioned, ProvisioningToken, RegistrationId,
+    Provisioned, ProvisioningToken, RegistrationId, Timestamp,
 };
 
-use super::{engine_err, err, now, Handled, Shared};
+use super::{engine_err, err, Handled, Shared};
 use crate::wire::messages::{
     BeginReq, BeginResp, CancelReq, IntrospectResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
 };
@@ -49,11 +49,12 @@ impl ClassifyMessage for serde_json::Error {
 
 /// Run a blocking engine call off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
-    engine: &Engine,
-    f: impl FnOnce(&Engine) -> Result<T, Error> + Send + 'static,
+    shared: &Shared,
+    f: impl FnOnce(&Engine, Timestamp) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ErrorBody> {
-    let e = engine.clone();
-    match tokio::task::spawn_blocking(move || f(&e)).await {
+    let e = shared.engine.clone();
+    let t = shared.now();
+    match tokio::task::spawn_blocking(move || f(&e, t)).await {
         Ok(r) => r.map_err(|e| engine_err(&e)),
         Err(_) => Err(err(code::INTERNAL, "internal error; nothing was changed")),
     }
@@ -110,8 +111,8 @@ async fn begin(
         attributes,
         instance_nonce: req.instance_nonce.into_bytes(),
     };
-    let out = blocking(&shared.engine, move |e| {
-        e.begin_operation(request, &Actor::device(source), now())
+    let out = blocking(shared, move |e, t| {
+        e.begin_operation(request, &Actor::device(source), t)
     })
     .await?;
     Ok(Handled::ok(&BeginResp {
@@ -122,7 +123,7 @@ async fn begin(
         poll_interval_ms: out.poll_interval.as_millis() as u64,
         expires_at_ms: out.expires_at.unix_millis(),
         resumed: out.resumed,
-        server_time_ms: now().unix_millis(),
+        server_time_ms: shared.now().unix_millis(),
     }))
 }
 
@@ -141,10 +142,7 @@ async fn wait(shared: &Arc<Shared>, req: WaitReq) -> Result<Handled, ErrorBody> 
         tokio::pin!(notified);
         notified.as_mut().enable();
         let secret = req.secret.clone();
-        let status = blocking(&shared.engine, move |e| {
-            e.poll_operation(&id, &secret, now())
-        })
-        .await;
+        let status = blocking(shared, move |e, t| e.poll_operation(&id, &secret, t)).await;
         match status {
             Ok(OperationStatus::Pending { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::select! {
@@ -156,7 +154,7 @@ async fn wait(shared: &Arc<Shared>, req: WaitReq) -> Result<Handled, ErrorBody> 
         }
     };
     shared.waiters.release(id, notify);
-    let server_time_ms = now().unix_millis();
+    let server_time_ms = shared.now().unix_millis();
     let (resp, attach) = match result? {
         OperationStatus::Pending {
             poll_interval,
@@ -218,13 +216,13 @@ async fn refresh(
     req: RtReq,
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
-    let r = blocking(&shared.engine, move |e| {
-        e.refresh(&req.rt, &Actor::device(source), now())
+    let r = blocking(shared, move |e, t| {
+        e.refresh(&req.rt, &Actor::device(source), t)
     })
     .await?;
     let device_id = {
         let id = r.claims.registration_id;
-        blocking(&shared.engine, move |e| e.registration(id))
+        blocking(shared, move |e, _| e.registration(id))
             .await?
             .device_id
     };
@@ -240,7 +238,7 @@ async fn refresh(
         frames: crate::wire::ok_frame(&RefreshResp {
             registration: body,
             retried: r.retried,
-            server_time_ms: now().unix_millis(),
+            server_time_ms: shared.now().unix_millis(),
         }),
         attach: Some(r.claims.registration_id),
     })
@@ -252,9 +250,9 @@ async fn introspect(
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
     let rt = req.rt;
-    let out = blocking(&shared.engine, {
+    let out = blocking(shared, {
         let rt = rt.clone();
-        move |e| e.introspect(rt.as_bytes(), now())
+        move |e, t| e.introspect(rt.as_bytes(), t)
     })
     .await;
     match out {
@@ -265,7 +263,7 @@ async fn introspect(
             pt_id: i.pt_id.to_string(),
             generation: i.generation,
             expires_at: i.expires_at,
-            server_time_ms: now().unix_millis(),
+            server_time_ms: shared.now().unix_millis(),
         })),
         Err(e) => {
             if e.code == code::REVOKED {
@@ -283,7 +281,7 @@ fn report_revoked(shared: &Arc<Shared>, rt: &str, source: Option<String>) {
         return;
     };
     let reg: RegistrationId = parsed.untrusted_claims().registration_id;
-    let t = now();
+    let t = shared.now();
     {
         let mut m = shared
             .revoked_reports
@@ -311,11 +309,11 @@ async fn cancel(
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
     let id = parse_op(&req.operation_id)?;
-    blocking(&shared.engine, move |e| {
-        e.cancel_operation(&id, &req.secret, &Actor::device(source), now())
+    blocking(shared, move |e, t| {
+        e.cancel_operation(&id, &req.secret, &Actor::device(source), t)
     })
     .await?;
     Ok(Handled::ok(
-        &serde_json::json!({ "server_time_ms": now().unix_millis() }),
+        &serde_json::json!({ "server_time_ms": shared.now().unix_millis() }),
     ))
 }

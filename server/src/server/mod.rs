@@ -56,12 +56,62 @@ pub(crate) struct Shared {
     pub(crate) connections: Arc<Connections>,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) handshakes: AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
     pub(crate) shutting_down: AtomicBool,
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
 }
 
+/// Where the server gets the time. The engine never reads a clock; the server asks this one,
+/// so end-to-end tests can move time forward instead of waiting.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now_from_system_clock()
+    }
+}
+
+/// A clock that starts at the system time and moves only when told to (for tests).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    /// Starts at the current system time.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(std::sync::atomic::AtomicU64::new(
+            Timestamp::now_from_system_clock().unix_millis(),
+        )))
+    }
+
+    /// Move forward.
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// System time, for error bodies and logs (request handling uses the server's [`Clock`]).
 pub(crate) fn now() -> Timestamp {
     Timestamp::now_from_system_clock()
+}
+
+impl Shared {
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
 }
 
 /// A running server. Drop it or call [`Server::shutdown`] to stop.
@@ -153,6 +203,14 @@ impl Server {
     /// Open the engine in the configured data directory, create TLS material and the first
     /// admin token if needed, and start both endpoints. Must be called inside a Tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::start`] with an injected clock (tests move time with a [`ManualClock`]).
+    pub async fn start_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
         let engine_cfg = config.engine.engine_config();
         let (engine, first_admin_token) =
@@ -192,7 +250,9 @@ impl Server {
             connections,
             open_connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            clock,
             revoked_reports: Default::default(),
         });
         let mut tasks = JoinSet::new();
@@ -253,13 +313,13 @@ impl Server {
     }
 
     /// Stop accepting, let requests in flight finish (up to `grace`), close every connection,
-    /// and stop.
+    /// and stop. Long polls in flight are answered when they end or cut off after `grace`.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.device.set_server_config(None);
         self.admin.set_server_config(None);
         let drain = async {
-            while self.shared.open_connections.load(Ordering::Relaxed) > 0 {
+            while self.shared.in_flight.load(Ordering::Relaxed) > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -297,7 +357,8 @@ async fn housekeeping(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(period).await;
         let engine = shared.engine.clone();
-        match tokio::task::spawn_blocking(move || engine.prune(now())).await {
+        let t = shared.clock.now();
+        match tokio::task::spawn_blocking(move || engine.prune(t)).await {
             Ok(Ok(r)) if r != Default::default() => tracing::info!(?r, "housekeeping"),
             Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
             _ => {}
@@ -385,15 +446,19 @@ async fn connection(
         conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"wrong ALPN");
     } else {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = registry::ConnState::new(conn.clone());
         loop {
             tokio::select! {
                 s = conn.accept_bi() => match s {
                     Ok((send, recv)) => {
-                        let (shared, conn, tx) = (shared.clone(), conn.clone(), tx.clone());
+                        let (shared, state, tx) = (shared.clone(), state.clone(), tx.clone());
+                        state.request_started();
                         tokio::spawn(async move {
-                            if let Some(reg) = stream(send, recv, &shared, role, &conn).await {
+                            if let Some(reg) = stream(send, recv, &shared, role, &state.conn).await {
+                                shared.connections.attach(reg, &state);
                                 let _ = tx.send(reg);
                             }
+                            state.request_done();
                         });
                     }
                     Err(_) => break,
@@ -458,6 +523,14 @@ async fn stream(
     };
     let deadline = Duration::from_millis(shared.config.request_deadline_ms);
     let started = std::time::Instant::now();
+    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    struct InFlight<'a>(&'a AtomicUsize);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _in_flight = InFlight(&shared.in_flight);
     let result: Result<Handled, ErrorBody> = match tokio::time::timeout(
         deadline,
         recv.read_to_end(max_body + wire::frame::HEADER_LEN),
@@ -499,5 +572,8 @@ async fn stream(
     metrics::histogram!("tessera_request_seconds").record(started.elapsed().as_secs_f64());
     let _ = send.write_all(&frames).await;
     let _ = send.finish();
+    // Wait until the peer has the whole response (bounded), so a revocation that closes this
+    // connection right after does not cut the answer off.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
     attach
 }

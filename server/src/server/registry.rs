@@ -50,20 +50,77 @@ impl Waiters {
     }
 }
 
+/// One open connection, with what is needed to close it without cutting off a response.
+#[derive(Debug)]
+pub struct ConnState {
+    /// The connection.
+    pub conn: quinn::Connection,
+    in_flight: std::sync::atomic::AtomicUsize,
+    close_pending: std::sync::atomic::AtomicBool,
+}
+
+impl ConnState {
+    /// Track a new connection.
+    pub fn new(conn: quinn::Connection) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            in_flight: Default::default(),
+            close_pending: Default::default(),
+        })
+    }
+
+    /// A request started on this connection.
+    pub fn request_started(&self) {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A request's response has been delivered; close now if a revocation asked to.
+    pub fn request_done(&self) {
+        if self
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+            && self.close_pending.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.close_revoked();
+        }
+    }
+
+    fn close_revoked(&self) {
+        self.conn.close(
+            quinn::VarInt::from_u32(crate::server::CLOSE_REVOKED),
+            b"registration revoked",
+        );
+    }
+
+    /// Close once the requests in flight have been answered (at once if there are none).
+    fn close_when_idle(&self) {
+        self.close_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.close_revoked();
+        }
+    }
+}
+
 /// Open device connections, by registration and by source address.
 #[derive(Debug, Default)]
 pub struct Connections {
-    by_registration: Mutex<HashMap<RegistrationId, Vec<quinn::Connection>>>,
+    by_registration: Mutex<HashMap<RegistrationId, Vec<Arc<ConnState>>>>,
     by_source: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Connections {
     /// Remember that `conn` uses `reg`'s RTs.
-    pub fn attach(&self, reg: RegistrationId, conn: &quinn::Connection) {
+    pub fn attach(&self, reg: RegistrationId, conn: &Arc<ConnState>) {
         let mut m = lock(&self.by_registration);
         let v = m.entry(reg).or_default();
-        v.retain(|c| c.close_reason().is_none());
-        if !v.iter().any(|c| c.stable_id() == conn.stable_id()) {
+        v.retain(|c| c.conn.close_reason().is_none());
+        if !v
+            .iter()
+            .any(|c| c.conn.stable_id() == conn.conn.stable_id())
+        {
             v.push(conn.clone());
         }
     }
@@ -73,7 +130,7 @@ impl Connections {
         let mut m = lock(&self.by_registration);
         for r in regs {
             if let Some(v) = m.get_mut(r) {
-                v.retain(|c| c.stable_id() != conn.stable_id());
+                v.retain(|c| c.conn.stable_id() != conn.stable_id());
                 if v.is_empty() {
                     m.remove(r);
                 }
@@ -84,10 +141,7 @@ impl Connections {
     fn close_registration(&self, reg: RegistrationId) {
         if let Some(conns) = lock(&self.by_registration).remove(&reg) {
             for c in conns {
-                c.close(
-                    quinn::VarInt::from_u32(crate::server::CLOSE_REVOKED),
-                    b"registration revoked",
-                );
+                c.close_when_idle();
             }
         }
     }

@@ -1,0 +1,131 @@
+//! A real server on ephemeral loopback ports with a temporary data directory and a manual clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tessera_engine::AdminToken;
+use tessera_server::client::transport::Transport;
+use tessera_server::server::ManualClock;
+use tessera_server::wire::messages::{BeginReq, BeginResp, RefreshResp, RtReq, WaitReq, WaitResp};
+use tessera_server::wire::{kind, DEVICE_ALPN};
+use tessera_server::{AdminClient, ClientError, Server, ServerConfig, Trust};
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub trust: Trust,
+    pub admin: AdminClient,
+    pub device_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_token: AdminToken,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = ServerConfig::ephemeral(dir.path().to_owned());
+        cfg.engine.source_burst = 100_000;
+        cfg.engine.source_per_minute = 100_000;
+        f(&mut cfg);
+        let clock = ManualClock::new();
+        let server = Server::start_with_clock(cfg, clock.clone())
+            .await
+            .expect("server starts");
+        let trust = Trust::ca_file(&server.ca_cert_path()).expect("ca");
+        let admin_token = server
+            .first_admin_token()
+            .expect("first admin token")
+            .clone();
+        let admin = AdminClient::new(
+            server.admin_addr(),
+            "localhost",
+            &trust,
+            admin_token.clone(),
+        )
+        .expect("admin client");
+        Self {
+            device_addr: server.device_addr(),
+            admin_addr: server.admin_addr(),
+            server: Some(server),
+            dir,
+            clock,
+            trust,
+            admin,
+            admin_token,
+        }
+    }
+
+    pub fn device_transport(&self) -> Transport {
+        Transport::new(
+            self.device_addr,
+            "localhost",
+            &self.trust,
+            DEVICE_ALPN,
+            Duration::from_secs(10),
+        )
+        .expect("transport")
+    }
+
+    /// Create a PT with the given JSON arguments; returns (id, token).
+    pub async fn pt(&self, args: Value) -> (String, String) {
+        self.admin.create_pt(args).await.expect("create pt")
+    }
+
+    pub async fn shutdown(mut self) {
+        self.admin.close().await;
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+pub async fn begin(
+    t: &Transport,
+    pt: &str,
+    device_id: Option<&str>,
+    nonce: &str,
+) -> Result<BeginResp, ClientError> {
+    let req = BeginReq {
+        pt: pt.into(),
+        device_id: device_id.map(str::to_owned),
+        attributes: Default::default(),
+        instance_nonce: nonce.into(),
+    };
+    t.call(kind::BEGIN, &req, Duration::ZERO).await
+}
+
+pub async fn wait(t: &Transport, op: &BeginResp, timeout_ms: u64) -> Result<WaitResp, ClientError> {
+    let req = WaitReq {
+        operation_id: op.operation_id.clone(),
+        secret: op.secret.clone(),
+        timeout_ms,
+    };
+    t.call(kind::WAIT, &req, Duration::from_millis(timeout_ms))
+        .await
+}
+
+pub async fn refresh(t: &Transport, rt: &str) -> Result<RefreshResp, ClientError> {
+    t.call(kind::REFRESH, &RtReq { rt: rt.into() }, Duration::ZERO)
+        .await
+}
+
+pub async fn introspect(t: &Transport, rt: &str) -> Result<Value, ClientError> {
+    t.call(kind::INTROSPECT, &RtReq { rt: rt.into() }, Duration::ZERO)
+        .await
+}
+
+pub fn manual() -> Value {
+    json!({ "label": "e2e", "approval": "manual" })
+}
+
+pub fn code_of(e: &ClientError) -> u16 {
+    e.code()
+        .unwrap_or_else(|| panic!("expected a server error, got {e:?}"))
+}

@@ -1,0 +1,7 @@
+#![allow(unreachable_pub, dead_code)]
+//! End-to-end tests over real QUIC on loopback: one binary, one module per area.
+
+mod common;
+mod crash;
+mod flows;
+mod security;

@@ -1,0 +1,300 @@
+//! Security properties of the endpoints.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tessera_engine::AdminToken;
+use tessera_server::client::transport::Transport;
+use tessera_server::wire::{self, code, kind, ErrorBody, ADMIN_ALPN, DEVICE_ALPN};
+use tessera_server::AdminClient;
+
+use crate::common::{begin, code_of, manual, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_cannot_reach_the_admin_endpoint() {
+    let ts = TestServer::start().await;
+    // Device ALPN against the admin port: the handshake fails.
+    let t = Transport::new(
+        ts.admin_addr,
+        "localhost",
+        &ts.trust,
+        DEVICE_ALPN,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.connection().await,
+        Err(tessera_server::ClientError::Connection(_))
+    ));
+    // Admin requests on the device endpoint are unknown there, even with a valid admin token.
+    let d = ts.device_transport();
+    let req = wire::messages::AdminReq {
+        token: ts.admin_token.expose().into(),
+        args: json!({ "label": "x" }),
+    };
+    let e = d
+        .call::<_, serde_json::Value>(kind::PT_CREATE, &req, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), code::UNKNOWN_REQUEST);
+    // A PT is not an admin credential.
+    let (_, pt) = ts.pt(manual()).await;
+    let as_admin =
+        AdminClient::new(ts.admin_addr, "localhost", &ts.trust, AdminToken::new(pt)).unwrap();
+    assert_eq!(
+        code_of(&as_admin.call(kind::STATUS, json!({})).await.unwrap_err()),
+        code::TOKEN_FORMAT
+    );
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn technicians_handle_operations_but_cannot_create_pts() {
+    let ts = TestServer::start().await;
+    let v = ts
+        .admin
+        .call(
+            kind::TOKEN_CREATE,
+            json!({ "name": "tom", "role": "technician" }),
+        )
+        .await
+        .unwrap();
+    let tech = AdminClient::new(
+        ts.admin_addr,
+        "localhost",
+        &ts.trust,
+        AdminToken::new(v["token"].as_str().unwrap().into()),
+    )
+    .unwrap();
+    assert_eq!(
+        code_of(
+            &tech
+                .call(kind::PT_CREATE, json!({ "label": "x" }))
+                .await
+                .unwrap_err()
+        ),
+        code::FORBIDDEN
+    );
+    assert_eq!(
+        code_of(&tech.call(kind::KEYS_ROTATE, json!({})).await.unwrap_err()),
+        code::FORBIDDEN
+    );
+    assert_eq!(
+        code_of(
+            &tech
+                .call(kind::DEVICE_BLOCK, json!({ "device_id": "d" }))
+                .await
+                .unwrap_err()
+        ),
+        code::FORBIDDEN
+    );
+    let (_, pt) = ts.pt(manual()).await;
+    let op = begin(&ts.device_transport(), &pt, None, "n").await.unwrap();
+    tech.approve(&op.operation_id, None, None).await.unwrap();
+    let audit = ts
+        .admin
+        .call(kind::AUDIT, json!({ "limit": 1000 }))
+        .await
+        .unwrap();
+    assert!(audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "operation.approve" && e["actor"] == "operator:tom"));
+    // A revoked admin token stops working.
+    let id = v["admin_token"]["id"].as_str().unwrap();
+    ts.admin
+        .call(kind::TOKEN_REVOKE, json!({ "id": id }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&tech.call(kind::OP_LIST, json!({})).await.unwrap_err()),
+        code::REVOKED
+    );
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_alpn_is_refused() {
+    let ts = TestServer::start().await;
+    for alpn in [&b"h3"[..], ADMIN_ALPN] {
+        let t = Transport::new(
+            ts.device_addr,
+            "localhost",
+            &ts.trust,
+            alpn,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(
+            t.connection().await.is_err(),
+            "ALPN {alpn:?} accepted on the device endpoint"
+        );
+    }
+    ts.shutdown().await;
+}
+
+/// Send raw bytes on one stream and read everything back.
+async fn raw(conn: &quinn::Connection, bytes: &[u8], finish: bool) -> Vec<u8> {
+    let (mut s, mut r) = conn.open_bi().await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if finish {
+        s.finish().unwrap();
+    }
+    r.read_to_end(1 << 20).await.unwrap_or_default()
+}
+
+fn error_code(resp: &[u8]) -> u16 {
+    let f = wire::decode(resp, 1 << 20).expect("an error frame");
+    assert_eq!(f.kind, kind::ERROR);
+    serde_json::from_slice::<ErrorBody>(f.body).unwrap().code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_truncated_and_oversized_frames_get_errors_not_crashes() {
+    let ts = TestServer::start().await;
+    let t = ts.device_transport();
+    let conn = t.connection().await.unwrap();
+    let good = wire::encode(kind::BEGIN, br#"{"pt":"tspt_x","instance_nonce":"n"}"#);
+    let mut bad_version = good.clone();
+    bad_version[0] = 9;
+    let mut bad_flags = good.clone();
+    bad_flags[2] = 1;
+    let mut huge = wire::encode(kind::BEGIN, b"{}");
+    huge[4..8].copy_from_slice(&(64u32 << 20).to_be_bytes());
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"garbage".to_vec(), code::MALFORMED),
+        (good[..5].to_vec(), code::MALFORMED),
+        (good[..good.len() - 3].to_vec(), code::MALFORMED),
+        ([good.clone(), b"xx".to_vec()].concat(), code::MALFORMED),
+        (bad_version, code::UNSUPPORTED_VERSION),
+        (bad_flags, code::MALFORMED),
+        (huge, code::TOO_LARGE),
+        (
+            wire::encode(kind::BEGIN, &vec![b' '; 20_000]),
+            code::TOO_LARGE,
+        ),
+        (wire::encode(kind::BEGIN, b"{not json"), code::MALFORMED),
+        (wire::encode(kind::BEGIN, b"{\"pt\": 5}"), code::MALFORMED),
+        (
+            wire::encode(kind::BEGIN, &[0xff, 0xfe, 0x80]),
+            code::MALFORMED,
+        ),
+        (
+            wire::encode(kind::BEGIN, br#"{"pt":"x","instance_nonce":"n","extra":1}"#),
+            code::MALFORMED,
+        ),
+        (wire::encode(0x7f, b"{}"), code::UNKNOWN_REQUEST),
+        (good.clone(), code::TOKEN_FORMAT),
+        (
+            wire::encode(
+                kind::BEGIN,
+                br#"{"pt":"x","instance_nonce":"n","device_id":"bad id"}"#,
+            ),
+            code::INVALID_INPUT,
+        ),
+    ];
+    for (bytes, want) in cases {
+        let resp = raw(&conn, &bytes, true).await;
+        assert_eq!(
+            error_code(&resp),
+            want,
+            "for input {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    // Still serving.
+    let (_, pt) = ts.pt(manual()).await;
+    begin(&t, &pt, None, "after").await.unwrap();
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_bytes_is_cut_off_by_the_deadline() {
+    let ts = TestServer::start_with(|c| c.request_deadline_ms = 300).await;
+    let conn = ts.device_transport().connection().await.unwrap();
+    let (mut s, mut r) = conn.open_bi().await.unwrap();
+    s.write_all(&wire::encode(kind::BEGIN, b"{}")[..3])
+        .await
+        .unwrap();
+    // Never finish: the server answers with a timeout error once its deadline passes.
+    let resp = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(1 << 16))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(error_code(&resp), code::TIMEOUT);
+    ts.shutdown().await;
+}
+
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_under_many_idle_connections() {
+    const N: usize = 400;
+    let ts = TestServer::start_with(|c| {
+        c.max_connections_per_source = N + 20;
+        c.retry_above_handshakes = 10_000;
+    })
+    .await;
+    let tls = tessera_server::client::transport::client_tls(&ts.trust, DEVICE_ALPN).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    // Warm up allocator and TLS state with a few connections first.
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        conns.push(
+            ep.connect(ts.device_addr, "localhost")
+                .unwrap()
+                .await
+                .unwrap(),
+        );
+    }
+    let before = rss();
+    for _ in 0..N {
+        conns.push(
+            ep.connect(ts.device_addr, "localhost")
+                .unwrap()
+                .await
+                .unwrap(),
+        );
+    }
+    let after = rss();
+    let per_pair = after.saturating_sub(before) / N as u64;
+    eprintln!("idle connections: {N}, RSS growth {} KiB, {} KiB per connection (client and server side together)", (after - before) / 1024, per_pair / 1024);
+    // Both ends live in this process; the server's share is the figure the load generator reports.
+    assert!(
+        per_pair < 128 * 1024,
+        "{per_pair} bytes per idle connection pair"
+    );
+    assert!(ts.server.as_ref().unwrap().open_connections() >= N);
+    // The per-source cap refuses more.
+    let extra = ep.connect(ts.device_addr, "localhost").unwrap();
+    let mut refused = 0;
+    for _ in 0..20 {
+        if ep
+            .connect(ts.device_addr, "localhost")
+            .unwrap()
+            .await
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    let _ = extra.await;
+    assert!(refused > 0, "per-source connection cap never refused");
+    for c in &conns {
+        c.close(0u32.into(), b"done");
+    }
+    ts.shutdown().await;
+}
