@@ -1,0 +1,206 @@
+//! A scripted operator walkthrough of the real `tessera` binary: serve, create a PT, a
+//! simulated device provisions and shows its code, approve through the CLI, revoke through the
+//! CLI, stop with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn cli(dir: &Path, admin: SocketAddr, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--admin-addr")
+        .arg(admin.to_string())
+        .env_remove("TESSERA_ADMIN_TOKEN")
+        .output()
+        .expect("run tessera");
+    assert!(
+        out.status.success(),
+        "tessera {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[test]
+fn operator_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--device-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let (mut device, mut admin, mut token_line) = (None, None, None);
+    while device.is_none() || admin.is_none() || token_line.is_none() {
+        let line = lines.next().expect("serve output").unwrap();
+        let addr = || {
+            line.split_whitespace()
+                .find_map(|w| w.parse::<SocketAddr>().ok())
+        };
+        if line.starts_with("tessera serving devices on") {
+            device = addr();
+        } else if line.starts_with("admin endpoint on") {
+            admin = addr();
+        } else if line.starts_with("first admin token") {
+            token_line = Some(line.clone());
+        }
+        assert!(!line.contains("tspt_"), "serve printed a PT");
+    }
+    let (device, admin) = (device.unwrap(), admin.unwrap());
+    // The first admin token is printed once and stored in a 0600 file.
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert!(token_line.unwrap().contains(token.trim()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let pt = json(&cli(
+        dir.path(),
+        admin,
+        &[
+            "pt",
+            "create",
+            "--label",
+            "line 3",
+            "--approval",
+            "code",
+            "--json",
+        ],
+    ));
+    let pt_text = pt["token"].as_str().unwrap().to_owned();
+    let pt_id = pt["pt"]["id"].as_str().unwrap().to_owned();
+    let table = String::from_utf8(cli(dir.path(), admin, &["pt", "list"]).stdout).unwrap();
+    assert!(
+        table.contains(&pt_id) && table.contains("line 3"),
+        "{table}"
+    );
+    assert!(!table.contains("tspt_"), "pt list shows no secrets");
+
+    // A simulated device provisions and shows its code.
+    let mut sim = Command::new(BIN)
+        .args(["simulate", "--device-id", "pump-17", "--timeout-secs", "60"])
+        .arg("--server")
+        .arg(device.to_string())
+        .arg("--ca")
+        .arg(dir.path().join("tls/ca.pem"))
+        .env("TESSERA_PT", &pt_text)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sim_out = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let code_line = sim_out.next().expect("code shown").unwrap();
+    let code = code_line
+        .strip_prefix("verification code: ")
+        .expect("a code line")
+        .to_owned();
+
+    let ops = json(&cli(dir.path(), admin, &["op", "list", "--json"]));
+    let op_id = ops[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ops[0]["requested_device_id"], "pump-17");
+    let approved = String::from_utf8(
+        cli(
+            dir.path(),
+            admin,
+            &["op", "approve", &op_id, "--code", &code],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(approved.contains("approved: device pump-17"), "{approved}");
+    let registered = sim_out.next().expect("registered line").unwrap();
+    assert!(
+        registered.starts_with("registered: device pump-17"),
+        "{registered}"
+    );
+    assert!(sim.wait().unwrap().success());
+
+    let devices = json(&cli(dir.path(), admin, &["device", "list", "--json"]));
+    assert_eq!(devices[0]["device_id"], "pump-17");
+    assert_eq!(devices[0]["status"], "active");
+    let revoked = json(&cli(
+        dir.path(),
+        admin,
+        &[
+            "device",
+            "revoke",
+            "pump-17",
+            "--reason",
+            "walkthrough",
+            "--json",
+        ],
+    ));
+    assert_eq!(revoked["registrations_revoked"], 1);
+    let devices = json(&cli(dir.path(), admin, &["device", "list", "--json"]));
+    assert_eq!(devices[0]["status"], "revoked");
+    let audit =
+        String::from_utf8(cli(dir.path(), admin, &["audit", "--limit", "1000"]).stdout).unwrap();
+    for action in [
+        "pt.create",
+        "operation.begin",
+        "operation.approve",
+        "registration.revoke",
+    ] {
+        assert!(audit.contains(action), "audit lacks {action}:\n{audit}");
+    }
+    let status = json(&cli(dir.path(), admin, &["status", "--json"]));
+    assert_eq!(status["engine"]["counts"]["active_registrations"], 0);
+
+    // Bad input: a clear error, non-zero exit.
+    let bad = Command::new(BIN)
+        .args(["op", "approve", "op_nonsense"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--admin-addr")
+        .arg(admin.to_string())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("operation_id"));
+
+    // SIGTERM drains and exits cleanly.
+    let pid = serve.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(serve.wait());
+    });
+    let st = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("serve stopped after SIGTERM")
+        .unwrap();
+    assert!(st.success(), "serve exited with {st}");
+}
