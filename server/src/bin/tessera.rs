@@ -42,10 +42,10 @@ struct Conn {
         global = true
     )]
     admin_addr: SocketAddr,
-    /// CA certificate to trust (default: <data-dir>/tls/ca.pem).
+    /// CA certificate to trust (default: DATA_DIR/tls/ca.pem).
     #[arg(long, env = "TESSERA_CA", global = true)]
     ca: Option<PathBuf>,
-    /// Admin token file (default: <data-dir>/admin.token). The token itself can be given in
+    /// Admin token file (default: DATA_DIR/admin.token). The token itself can be given in
     /// TESSERA_ADMIN_TOKEN instead; there is deliberately no flag for it (flags show in `ps`).
     #[arg(long, env = "TESSERA_ADMIN_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
