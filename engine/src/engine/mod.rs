@@ -254,6 +254,22 @@ impl Engine {
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let (reply, rx) = mpsc::sync_channel::<Result<T, Error>>(1);
+        self.write_then(now, f, move |r| {
+            let _ = reply.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Store("the store's writer failed".into())))
+    }
+
+    /// Like [`Engine::write`], but instead of blocking, `done` is called on the writer thread
+    /// once the batch is durable (after the in-memory effects are applied). If the writer has
+    /// stopped, `done` is dropped without being called.
+    pub(crate) fn write_then<T: Send + 'static>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
+        done: impl FnOnce(Result<T, Error>) + Send + 'static,
+    ) {
         let inner = self.inner.clone();
         self.inner
             .store
@@ -275,20 +291,16 @@ impl Engine {
                                 if committed.is_ok() {
                                     inner.apply(effects);
                                 }
-                                let _ = reply.send(committed.map(|()| v));
+                                done(committed.map(|()| v));
                             }),
                         }
                     }
                     Err(e) => JobOutcome {
                         keep: false,
-                        on_commit: Box::new(move |_| {
-                            let _ = reply.send(Err(e));
-                        }),
+                        on_commit: Box::new(move |_| done(Err(e))),
                     },
                 }
             }));
-        rx.recv()
-            .unwrap_or_else(|_| Err(Error::Store("the store's writer failed".into())))
     }
 
     /// Run `f` against committed data.

@@ -28,6 +28,8 @@ pub struct Refreshed {
     pub claims: RtClaims,
     /// True when this was a retry inside the grace window that returned the same successor.
     pub retried: bool,
+    /// The device the registration belongs to.
+    pub device_id: DeviceId,
 }
 
 /// What a service (an MQTT broker, say) learns from an RT.
@@ -119,105 +121,140 @@ impl Engine {
     ///   [`Error::RotationReuse`].
     /// - An expired RT cannot be refreshed: the device must provision again.
     pub fn refresh(&self, rt: &str, actor: &Actor, now: Timestamp) -> Result<Refreshed, Error> {
-        let parsed = UntrustedRt::parse(rt.as_bytes())?;
-        let presented = self.authenticate_rt(&parsed, now)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.refresh_then(rt, actor, now, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::Store("the store's writer failed".into())))
+    }
+
+    /// [`Engine::refresh`] without blocking: the RT is checked on the calling thread (parse,
+    /// MAC, expiry; cheap), then the rotation runs on the store's writer and `done` is called
+    /// there once it is durable. For async servers, which would otherwise park a thread per
+    /// refresh. If the writer has stopped, `done` is dropped without being called.
+    pub fn refresh_then(
+        &self,
+        rt: &str,
+        actor: &Actor,
+        now: Timestamp,
+        done: impl FnOnce(Result<Refreshed, Error>) + Send + 'static,
+    ) {
+        let presented = match UntrustedRt::parse(rt.as_bytes())
+            .map_err(Error::from)
+            .and_then(|parsed| self.authenticate_rt(&parsed, now))
+        {
+            Ok(c) => c,
+            Err(e) => return done(Err(e)),
+        };
         let actor = actor.clone();
-        self.write(now, move |tx| {
-            let mut reg = tx
-                .db
-                .registration(presented.registration_id)?
-                .ok_or(Error::Unauthenticated)?;
-            if reg.status != RegistrationStatus::Active {
+        self.write_then(
+            now,
+            move |tx| {
+                let mut reg = tx
+                    .db
+                    .registration(presented.registration_id)?
+                    .ok_or(Error::Unauthenticated)?;
+                if reg.status != RegistrationStatus::Active {
+                    tx.leak(NewLeakSignal {
+                        at: tx.now,
+                        kind: LeakKind::RevokedTokenUse,
+                        pt_id: Some(reg.pt_id),
+                        registration_id: Some(reg.id),
+                        operation_id: None,
+                        source: actor.source.clone(),
+                        action: "refused".into(),
+                        detail: format!(
+                            "refresh with revoked RT generation {}",
+                            presented.generation
+                        ),
+                    })?;
+                    return Ok(Err(Error::Revoked));
+                }
+                let ring = tx.inner.keys.load();
+                let now_secs = tx.now.unix_secs();
+                if presented.generation == reg.generation {
+                    let Some(next) = reg.generation.checked_add(1).filter(|g| *g < 1 << 31) else {
+                        return Err(Error::GenerationExhausted);
+                    };
+                    let epoch = ring.current;
+                    let key = tx
+                        .inner
+                        .rt_keys
+                        .get(epoch)
+                        .ok_or(Error::Keys("current RT key missing".into()))?;
+                    reg.generation = next;
+                    reg.key_epoch = epoch;
+                    reg.issued_at = now_secs;
+                    reg.expires_at = now_secs.saturating_add(reg.lifetime_secs);
+                    tx.db.update_registration(&reg)?;
+                    tx.audit(
+                        &actor,
+                        "registration.refresh",
+                        &reg.id.to_string(),
+                        serde_json::json!({
+                            "generation": next, "expires_at": reg.expires_at,
+                        }),
+                    )?;
+                    tx.effect(Effect::SetFamily(reg.id, family_state(&reg)));
+                    let claims = claims_of(&reg);
+                    return Ok(Ok(Refreshed {
+                        rt: claims.mint(key),
+                        claims,
+                        retried: false,
+                        device_id: reg.device_id,
+                    }));
+                }
+                let grace = tx.inner.config.refresh_grace.as_secs();
+                if presented.generation.checked_add(1) == Some(reg.generation)
+                    && now_secs < reg.issued_at.saturating_add(grace)
+                {
+                    let key = tx.inner.rt_keys.get(reg.key_epoch).ok_or(Error::Revoked)?;
+                    let claims = claims_of(&reg);
+                    return Ok(Ok(Refreshed {
+                        rt: claims.mint(key),
+                        claims,
+                        retried: true,
+                        device_id: reg.device_id,
+                    }));
+                }
+                if presented.generation > reg.generation {
+                    // Authentic but from the future: only possible if the store lost a refresh.
+                    return Err(Error::Unauthenticated);
+                }
+                let revoke_pt =
+                    tx.inner.config.leak_policy.rotation_reuse == LeakResponse::RevokePt;
                 tx.leak(NewLeakSignal {
                     at: tx.now,
-                    kind: LeakKind::RevokedTokenUse,
+                    kind: LeakKind::RotationReuse,
                     pt_id: Some(reg.pt_id),
                     registration_id: Some(reg.id),
                     operation_id: None,
                     source: actor.source.clone(),
-                    action: "refused".into(),
+                    action: if revoke_pt {
+                        "revoked_pt"
+                    } else {
+                        "revoked_registration"
+                    }
+                    .into(),
                     detail: format!(
-                        "refresh with revoked RT generation {}",
-                        presented.generation
+                        "generation {} presented while generation {} is current",
+                        presented.generation, reg.generation
                     ),
                 })?;
-                return Ok(Err(Error::Revoked));
-            }
-            let ring = tx.inner.keys.load();
-            let now_secs = tx.now.unix_secs();
-            if presented.generation == reg.generation {
-                let Some(next) = reg.generation.checked_add(1).filter(|g| *g < 1 << 31) else {
-                    return Err(Error::GenerationExhausted);
-                };
-                let epoch = ring.current;
-                let key = tx
-                    .inner
-                    .rt_keys
-                    .get(epoch)
-                    .ok_or(Error::Keys("current RT key missing".into()))?;
-                reg.generation = next;
-                reg.key_epoch = epoch;
-                reg.issued_at = now_secs;
-                reg.expires_at = now_secs.saturating_add(reg.lifetime_secs);
-                tx.db.update_registration(&reg)?;
-                tx.audit(
-                    &actor,
-                    "registration.refresh",
-                    &reg.id.to_string(),
-                    serde_json::json!({
-                        "generation": next, "expires_at": reg.expires_at,
-                    }),
-                )?;
-                tx.effect(Effect::SetFamily(reg.id, family_state(&reg)));
-                let claims = claims_of(&reg);
-                return Ok(Ok(Refreshed {
-                    rt: claims.mint(key),
-                    claims,
-                    retried: false,
-                }));
-            }
-            let grace = tx.inner.config.refresh_grace.as_secs();
-            if presented.generation.checked_add(1) == Some(reg.generation)
-                && now_secs < reg.issued_at.saturating_add(grace)
-            {
-                let key = tx.inner.rt_keys.get(reg.key_epoch).ok_or(Error::Revoked)?;
-                let claims = claims_of(&reg);
-                return Ok(Ok(Refreshed {
-                    rt: claims.mint(key),
-                    claims,
-                    retried: true,
-                }));
-            }
-            if presented.generation > reg.generation {
-                // Authentic but from the future: only possible if the store lost a refresh.
-                return Err(Error::Unauthenticated);
-            }
-            let revoke_pt = tx.inner.config.leak_policy.rotation_reuse == LeakResponse::RevokePt;
-            tx.leak(NewLeakSignal {
-                at: tx.now,
-                kind: LeakKind::RotationReuse,
-                pt_id: Some(reg.pt_id),
-                registration_id: Some(reg.id),
-                operation_id: None,
-                source: actor.source.clone(),
-                action: if revoke_pt {
-                    "revoked_pt"
-                } else {
-                    "revoked_registration"
+                revoke_in_tx(tx, reg.id, "rotation reuse", &Actor::system())?;
+                if revoke_pt {
+                    super::pts::revoke_pt_in_tx(
+                        tx,
+                        &reg.pt_id,
+                        "rotation reuse",
+                        &Actor::system(),
+                    )?;
                 }
-                .into(),
-                detail: format!(
-                    "generation {} presented while generation {} is current",
-                    presented.generation, reg.generation
-                ),
-            })?;
-            revoke_in_tx(tx, reg.id, "rotation reuse", &Actor::system())?;
-            if revoke_pt {
-                super::pts::revoke_pt_in_tx(tx, &reg.pt_id, "rotation reuse", &Actor::system())?;
-            }
-            Ok(Err(Error::RotationReuse))
-        })
-        .and_then(|r| r)
+                Ok(Err(Error::RotationReuse))
+            },
+            move |r| done(r.and_then(|r| r)),
+        );
     }
 
     /// Revoke a registration: all its RTs stop validating at once. The revocation is durable

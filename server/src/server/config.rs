@@ -62,6 +62,18 @@ pub struct EngineSettings {
     pub source_burst: u32,
     /// New operations per source address: per minute. Default 120.
     pub source_per_minute: u32,
+    /// New operations per single-device PT: burst. Default 10.
+    pub single_pt_burst: u32,
+    /// New operations per single-device PT: per minute. Default 10.
+    pub single_pt_per_minute: u32,
+    /// New operations per fleet PT: burst. Default 2000.
+    pub fleet_pt_burst: u32,
+    /// New operations per fleet PT: per minute. Default 6000.
+    pub fleet_pt_per_minute: u32,
+    /// Pending operations per single-device PT. Default 4.
+    pub max_pending_single: usize,
+    /// Pending operations per fleet PT. Default 1000.
+    pub max_pending_fleet: usize,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +86,12 @@ impl Default for EngineSettings {
             poll_interval_secs: 5,
             source_burst: 30,
             source_per_minute: 120,
+            single_pt_burst: 10,
+            single_pt_per_minute: 10,
+            fleet_pt_burst: 2000,
+            fleet_pt_per_minute: 6000,
+            max_pending_single: 4,
+            max_pending_fleet: 1000,
         }
     }
 }
@@ -90,7 +108,12 @@ impl EngineSettings {
             .source_rate(tessera_engine::Rate::new(
                 self.source_burst,
                 self.source_per_minute,
-            ));
+            ))
+            .pt_rates(
+                tessera_engine::Rate::new(self.single_pt_burst, self.single_pt_per_minute),
+                tessera_engine::Rate::new(self.fleet_pt_burst, self.fleet_pt_per_minute),
+            )
+            .max_pending(self.max_pending_single, self.max_pending_fleet);
         c
     }
 }
@@ -133,5 +156,27 @@ impl ServerConfig {
             metrics_addr: None,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, "max_connections_per_source = 7\n[engine]\nfleet_pt_burst = 1000000000\nsource_per_minute = 5\n").unwrap();
+        let c = ServerConfig::from_toml_file(&p).unwrap();
+        assert_eq!(c.max_connections_per_source, 7);
+        assert_eq!(c.engine.fleet_pt_burst, 1_000_000_000);
+        assert_eq!(c.engine.source_per_minute, 5);
+        assert_eq!(c.engine.source_burst, 30);
+        assert_eq!(c.device_addr, ServerConfig::default().device_addr);
+        std::fs::write(&p, "no_such_setting = 1\n").unwrap();
+        assert!(ServerConfig::from_toml_file(&p)
+            .unwrap_err()
+            .contains("no_such_setting"));
     }
 }

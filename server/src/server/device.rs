@@ -216,19 +216,22 @@ async fn refresh(
     req: RtReq,
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
-    let r = blocking(shared, move |e, t| {
-        e.refresh(&req.rt, &Actor::device(source), t)
-    })
-    .await?;
-    let device_id = {
-        let id = r.claims.registration_id;
-        blocking(shared, move |e, _| e.registration(id))
-            .await?
-            .device_id
+    // The RT is checked here (parse, MAC, expiry: well under a microsecond) and the rotation
+    // runs on the store's writer, which answers through a oneshot once it is durable: no
+    // thread is parked per refresh.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared
+        .engine
+        .refresh_then(&req.rt, &Actor::device(source), shared.now(), move |r| {
+            let _ = tx.send(r);
+        });
+    let r = match rx.await {
+        Ok(r) => r.map_err(|e| engine_err(&e))?,
+        Err(_) => return Err(err(code::INTERNAL, "internal error; nothing was changed")),
     };
     let body = RtBody {
         rt: r.rt.expose().to_owned(),
-        device_id: device_id.to_string(),
+        device_id: r.device_id.to_string(),
         registration_id: r.claims.registration_id.get(),
         generation: r.claims.generation,
         issued_at: r.claims.issued_at,

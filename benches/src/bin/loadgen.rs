@@ -1,0 +1,533 @@
+//! Load generator: drives a real `tessera serve` (release build, pre-seeded store) and a bare
+//! quinn echo server (the framework floor) with the same client code in the same run, and
+//! prints a JSON summary.
+//!
+//! ```sh
+//! cargo build --release -p tessera-server -p tessera-benches
+//! target/release/loadgen --devices 10000 --seconds 10
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tessera_server::wire::{self, kind, messages};
+
+struct Opts {
+    devices: usize,
+    connections: usize,
+    seconds: u64,
+    seed: u64,
+    handshake_concurrency: usize,
+    idle: usize,
+    endpoints: usize,
+    inflight: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        devices: 10_000,
+        connections: 64,
+        seconds: 10,
+        seed: 1_000_000,
+        handshake_concurrency: 32,
+        idle: 2000,
+        endpoints: 4,
+        inflight: 4,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for w in args.chunks(2) {
+        let v = |x: &str| x.parse::<u64>().unwrap_or_else(|_| panic!("bad value {x}"));
+        match (w[0].as_str(), w.get(1).map(String::as_str)) {
+            ("--devices", Some(x)) => o.devices = v(x) as usize,
+            ("--connections", Some(x)) => o.connections = v(x) as usize,
+            ("--seconds", Some(x)) => o.seconds = v(x),
+            ("--seed", Some(x)) => o.seed = v(x),
+            ("--handshake-concurrency", Some(x)) => o.handshake_concurrency = v(x) as usize,
+            ("--idle", Some(x)) => o.idle = v(x) as usize,
+            ("--endpoints", Some(x)) => o.endpoints = v(x) as usize,
+            ("--inflight", Some(x)) => o.inflight = v(x) as usize,
+            (flag, _) => panic!("unknown option {flag}"),
+        }
+    }
+    o
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let p = exe.parent().expect("dir").join(name);
+    assert!(
+        p.exists(),
+        "{} missing; build with `cargo build --release -p tessera-server -p tessera-benches`",
+        p.display()
+    );
+    p
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Spawn a process and wait for the line that starts with `marker`; returns the address on it.
+#[allow(clippy::zombie_processes)] // the caller kills and waits for the child
+fn spawn_until(mut cmd: Command, marker: &str) -> (Child, SocketAddr, Vec<String>, Duration) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.next().expect("output").expect("line");
+        seen.push(line.clone());
+        if line.starts_with(marker) {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.parse().ok())
+                .expect("address");
+            let took = start.elapsed();
+            // Collect a few more lines (admin address, CA path), without blocking for long.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for l in lines.map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+                seen.push(l);
+            }
+            return (child, addr, seen, took);
+        }
+    }
+}
+
+fn client_endpoints(n: usize, ca: &Path, alpn: &[u8], resumption: bool) -> Vec<quinn::Endpoint> {
+    let trust = tessera_server::Trust::ca_file(ca).expect("ca");
+    (0..n)
+        .map(|_| {
+            let mut tls = tessera_server::client::transport::client_tls(&trust, alpn).expect("tls");
+            if !resumption {
+                tls.resumption = rustls::client::Resumption::disabled();
+            }
+            let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic");
+            let mut cc = quinn::ClientConfig::new(Arc::new(quic));
+            let mut t = quinn::TransportConfig::default();
+            t.mtu_discovery_config(None)
+                .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(120)).ok());
+            cc.transport_config(Arc::new(t));
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .expect("socket");
+            let _ = sock.set_recv_buffer_size(4 << 20);
+            let _ = sock.set_send_buffer_size(4 << 20);
+            sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                .expect("bind");
+            let mut ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                sock.into(),
+                Arc::new(quinn::TokioRuntime),
+            )
+            .expect("endpoint");
+            ep.set_default_client_config(cc);
+            ep
+        })
+        .collect()
+}
+
+async fn rpc(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    s.write_all(bytes).await.map_err(|e| e.to_string())?;
+    let _ = s.finish();
+    r.read_to_end(1 << 20).await.map_err(|e| e.to_string())
+}
+
+async fn tessera_call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    conn: &quinn::Connection,
+    k: u8,
+    req: &Req,
+) -> Result<Resp, String> {
+    let resp = rpc(
+        conn,
+        &wire::encode(k, &serde_json::to_vec(req).map_err(|e| e.to_string())?),
+    )
+    .await?;
+    let f = wire::decode(&resp, wire::frame::RESPONSE_MAX).map_err(|e| e.to_string())?;
+    if f.kind != kind::OK {
+        return Err(String::from_utf8_lossy(f.body).into_owned());
+    }
+    serde_json::from_slice(f.body).map_err(|e| e.to_string())
+}
+
+#[derive(Default)]
+struct Lat(Vec<u32>);
+
+impl Lat {
+    fn summary(mut self, n: u64, secs: f64) -> Value {
+        self.0.sort_unstable();
+        let p = |q: f64| {
+            self.0
+                .get(((self.0.len() as f64 * q) as usize).min(self.0.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        json!({ "count": n, "per_second": (n as f64 / secs).round(), "p50_us": p(0.5), "p99_us": p(0.99) })
+    }
+}
+
+/// Run `work` on `conns` connections, `inflight` requests at a time on each, for `secs`
+/// seconds; returns (count, latencies, elapsed). Task `i` uses connection `i / inflight`.
+async fn timed<F, Fut>(
+    conns: &[quinn::Connection],
+    inflight: usize,
+    secs: u64,
+    work: F,
+) -> (u64, Lat, f64)
+where
+    F: Fn(usize, quinn::Connection, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..conns.len() * inflight {
+        let c = &conns[i / inflight];
+        let (stop, count, c, work) = (stop.clone(), count.clone(), c.clone(), work.clone());
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Err(e) = work(i, c.clone(), k).await {
+                    eprintln!("request failed: {e}");
+                    break;
+                }
+                lat.push(t.elapsed().as_micros() as u32);
+                count.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+            lat
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Lat::default();
+    while let Some(Ok(l)) = tasks.join_next().await {
+        all.0.extend(l);
+    }
+    (
+        count.load(Ordering::Relaxed),
+        all,
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+async fn connect_all(
+    eps: &[quinn::Endpoint],
+    addr: SocketAddr,
+    n: usize,
+) -> Vec<quinn::Connection> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(
+            eps[i % eps.len()]
+                .connect(addr, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake"),
+        );
+    }
+    out
+}
+
+/// New connections per second: `conc` tasks each connect, make one request, close.
+async fn handshakes<F, Fut>(
+    eps: Vec<quinn::Endpoint>,
+    addr: SocketAddr,
+    conc: usize,
+    secs: u64,
+    one: F,
+) -> Value
+where
+    F: Fn(quinn::Connection, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let fails = Arc::new(AtomicU64::new(0));
+    let eps = Arc::new(eps);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..conc {
+        let (stop, count, fails, eps, one) = (
+            stop.clone(),
+            count.clone(),
+            fails.clone(),
+            eps.clone(),
+            one.clone(),
+        );
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut k = i as u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ep = &eps[(k as usize) % eps.len()];
+                let ok = match ep.connect(addr, "localhost") {
+                    Ok(c) => match c.await {
+                        Ok(conn) => {
+                            let r = one(conn.clone(), k).await;
+                            conn.close(0u32.into(), b"");
+                            r.is_ok()
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                };
+                if ok {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    lat.push(t.elapsed().as_micros() as u32);
+                } else {
+                    fails.fetch_add(1, Ordering::Relaxed);
+                }
+                k += conc as u64;
+            }
+            lat
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Lat::default();
+    while let Some(Ok(l)) = tasks.join_next().await {
+        all.0.extend(l);
+    }
+    let mut v = all.summary(count.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
+    v["failed"] = json!(fails.load(Ordering::Relaxed));
+    v
+}
+
+async fn idle_rss(eps: &[quinn::Endpoint], addr: SocketAddr, pid: u32, n: usize) -> Value {
+    let before = rss_of(pid);
+    let conns = connect_all(eps, addr, n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_of(pid);
+    for c in &conns {
+        c.close(0u32.into(), b"");
+    }
+    json!({ "connections": n, "server_rss_before": before, "server_rss_after": after,
+            "bytes_per_idle_connection": after.saturating_sub(before) / n as u64 })
+}
+
+fn main() {
+    let o = opts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let base = std::env::var_os("TESSERA_LOADGEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/loadgen"));
+    std::fs::create_dir_all(&base).expect("base dir");
+    let work = tempfile::tempdir_in(&base).expect("tempdir");
+    let data = work.path().join("data");
+
+    // Seed the store with registrations, then time the server's start-up.
+    drop(tessera_benches::open(&data));
+    let t = Instant::now();
+    tessera_benches::seed_registrations(&data, o.seed, tessera_benches::bench_now()).expect("seed");
+    let seed_secs = t.elapsed().as_secs_f64();
+    let config = work.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        "max_connections_per_source = 1000000\nretry_above_handshakes = 1024\n[engine]\nsource_burst = 1000000000\nsource_per_minute = 1000000000\nfleet_pt_burst = 1000000000\nfleet_pt_per_minute = 1000000000\n",
+    )
+    .expect("config");
+    let mut cmd = Command::new(sibling("tessera"));
+    cmd.args([
+        "serve",
+        "--device-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ])
+    .arg("--data-dir")
+    .arg(&data)
+    .arg("--config")
+    .arg(&config);
+    let (mut server, device_addr, lines, startup) = spawn_until(cmd, "tessera serving devices on");
+    let admin_addr: SocketAddr = lines
+        .iter()
+        .find(|l| l.starts_with("admin endpoint on"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.parse().ok()))
+        .expect("admin address");
+    let server_pid = server.id();
+    let rss_seeded = rss_of(server_pid);
+    let ca = data.join("tls/ca.pem");
+
+    let mut echo_cmd = Command::new(sibling("echo_server"));
+    echo_cmd.arg(work.path().join("echo"));
+    let (mut echo, echo_addr, echo_lines, _) = spawn_until(echo_cmd, "echo listening on");
+    let echo_ca = PathBuf::from(
+        echo_lines
+            .iter()
+            .find_map(|l| l.strip_prefix("ca "))
+            .expect("echo ca"),
+    );
+
+    let summary = rt.block_on(async {
+        let token = std::fs::read_to_string(data.join("admin.token")).expect("token").trim().to_owned();
+        let admin = tessera_server::AdminClient::new(admin_addr, "localhost", &tessera_server::Trust::ca_file(&ca).expect("ca"), tessera_engine::AdminToken::new(token)).expect("admin");
+        let (_, pt) = admin
+            .create_pt(json!({ "label": "loadgen", "kind": "fleet", "max_registrations": 100_000_000u64, "approval": "automatic" }))
+            .await
+            .expect("pt");
+        let eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, true);
+        let conns = connect_all(&eps, device_addr, o.connections).await;
+
+        // Provisioning: every device begins and collects its RT.
+        let per = o.devices.div_ceil(o.connections);
+        let t = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (w, c) in conns.iter().enumerate() {
+            let (c, pt) = (c.clone(), pt.clone());
+            tasks.spawn(async move {
+                let mut rts = Vec::new();
+                let mut lat = Vec::new();
+                for i in 0..per {
+                    let d = w * per + i;
+                    let s = Instant::now();
+                    let b: messages::BeginResp = tessera_call(&c, kind::BEGIN, &messages::BeginReq {
+                        pt: pt.clone(), device_id: Some(format!("lg-{d}")), attributes: Default::default(), instance_nonce: format!("lg-{d}"),
+                    }).await.expect("begin");
+                    let wr: messages::WaitResp = tessera_call(&c, kind::WAIT, &messages::WaitReq {
+                        operation_id: b.operation_id, secret: b.secret, timeout_ms: 0,
+                    }).await.expect("wait");
+                    lat.push(s.elapsed().as_micros() as u32);
+                    rts.push(wr.registration.expect("provisioned").rt);
+                }
+                (w, rts, lat)
+            });
+        }
+        let mut rts: Vec<Vec<String>> = vec![Vec::new(); o.connections];
+        let mut plat = Lat::default();
+        while let Some(Ok((w, r, l))) = tasks.join_next().await {
+            rts[w] = r;
+            plat.0.extend(l);
+        }
+        let provision = plat.summary((per * o.connections) as u64, t.elapsed().as_secs_f64());
+
+        // Refreshes over the established connections; each worker rotates its devices' RTs.
+        // Split each connection's devices among its in-flight slots, so no two requests in
+        // flight share a device.
+        let inflight = o.inflight.max(1);
+        let mut slots: Vec<Vec<String>> = vec![Vec::new(); o.connections * inflight];
+        for (w, list) in rts.into_iter().enumerate() {
+            for (i, rt) in list.into_iter().enumerate() {
+                slots[w * inflight + i % inflight].push(rt);
+            }
+        }
+        let store: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> = Arc::new(slots.into_iter().map(tokio::sync::Mutex::new).collect());
+        let st = store.clone();
+        let (n, lat, secs) = timed(&conns, inflight, o.seconds, move |w, c, k| {
+            let st = st.clone();
+            async move {
+                let mut mine = st[w].lock().await;
+                let i = (k as usize) % mine.len();
+                let r: messages::RefreshResp = tessera_call(&c, kind::REFRESH, &messages::RtReq { rt: mine[i].clone() }).await?;
+                mine[i] = r.registration.rt;
+                Ok(())
+            }
+        })
+        .await;
+        let refresh = lat.summary(n, secs);
+
+        // The floor: the same connections' worth of echo requests of about the same size.
+        let eeps = client_endpoints(o.endpoints, &echo_ca, b"echo", true);
+        let econns = connect_all(&eeps, echo_addr, o.connections).await;
+        let msg = Arc::new(vec![b'x'; 120]);
+        let m = msg.clone();
+        let (n, lat, secs) = timed(&econns, inflight, o.seconds, move |_, c, _| {
+            let m = m.clone();
+            async move { rpc(&c, &m).await.map(|_| ()) }
+        })
+        .await;
+        let echo_rr = lat.summary(n, secs);
+        for c in econns.iter().chain(conns.iter()) {
+            c.close(0u32.into(), b"");
+        }
+
+        // Reconnect storm: full handshakes (no resumption), one refresh each.
+        let hs_eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, false);
+        let st = store.clone();
+        let conns_n = o.connections * inflight;
+        let tessera_hs = handshakes(hs_eps, device_addr, o.handshake_concurrency, o.seconds, move |c, k| {
+            let st = st.clone();
+            async move {
+                let mut mine = st[(k as usize) % conns_n].lock().await;
+                let i = (k as usize / conns_n) % mine.len();
+                let r: messages::RefreshResp = tessera_call(&c, kind::REFRESH, &messages::RtReq { rt: mine[i].clone() }).await?;
+                mine[i] = r.registration.rt;
+                Ok(())
+            }
+        })
+        .await;
+        let ehs_eps = client_endpoints(o.endpoints, &echo_ca, b"echo", false);
+        let m = msg.clone();
+        let echo_hs = handshakes(ehs_eps, echo_addr, o.handshake_concurrency, o.seconds, move |c, _| {
+            let m = m.clone();
+            async move { rpc(&c, &m).await.map(|_| ()) }
+        })
+        .await;
+
+        // Idle connections and what they cost the server.
+        let idle_eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, true);
+        let tessera_idle = idle_rss(&idle_eps, device_addr, server_pid, o.idle).await;
+        let eidle_eps = client_endpoints(o.endpoints, &echo_ca, b"echo", true);
+        let echo_idle = idle_rss(&eidle_eps, echo_addr, echo.id(), o.idle).await;
+
+        let ratio = refresh["per_second"].as_f64().unwrap_or(0.0) / echo_rr["per_second"].as_f64().unwrap_or(1.0).max(1.0);
+        json!({
+            "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+            "seeded_registrations": o.seed,
+            "seed_secs": seed_secs,
+            "server_startup_secs": startup.as_secs_f64(),
+            "server_rss_after_start": rss_seeded,
+            "devices": per * o.connections,
+            "connections": o.connections,
+            "inflight_per_connection": inflight,
+            "provision": provision,
+            "refresh": refresh,
+            "echo_floor": echo_rr,
+            "refresh_vs_echo": (ratio * 1000.0).round() / 1000.0,
+            "new_connections_tessera": tessera_hs,
+            "new_connections_echo": echo_hs,
+            "idle_tessera": tessera_idle,
+            "idle_echo": echo_idle,
+            "server_rss_end": rss_of(server_pid),
+        })
+    });
+    let _ = server.kill();
+    let _ = echo.kill();
+    let _ = server.wait();
+    let _ = echo.wait();
+    println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+}
