@@ -454,7 +454,7 @@ async fn connection(
                         let (shared, state, tx) = (shared.clone(), state.clone(), tx.clone());
                         state.request_started();
                         tokio::spawn(async move {
-                            if let Some(reg) = stream(send, recv, &shared, role, &state.conn).await {
+                            if let Some(reg) = stream(send, recv, &shared, role, &state).await {
                                 shared.connections.attach(reg, &state);
                                 let _ = tx.send(reg);
                             }
@@ -515,8 +515,9 @@ async fn stream(
     mut recv: quinn::RecvStream,
     shared: &Arc<Shared>,
     role: Role,
-    conn: &quinn::Connection,
+    state: &registry::ConnState,
 ) -> Option<tessera_engine::RegistrationId> {
+    let conn = &state.conn;
     let max_body = match role {
         Role::Device => wire::frame::DEVICE_REQUEST_MAX,
         Role::Admin => wire::frame::ADMIN_REQUEST_MAX,
@@ -572,8 +573,10 @@ async fn stream(
     metrics::histogram!("tessera_request_seconds").record(started.elapsed().as_secs_f64());
     let _ = send.write_all(&frames).await;
     let _ = send.finish();
-    // Wait until the peer has the whole response (bounded), so a revocation that closes this
-    // connection right after does not cut the answer off.
-    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    if state.close_pending() {
+        // A revocation is about to close this connection: let the peer receive the whole
+        // answer first (bounded), so closing does not cut it off.
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    }
     attach
 }

@@ -87,6 +87,11 @@ impl ConnState {
         }
     }
 
+    /// A revocation asked for this connection to be closed.
+    pub fn close_pending(&self) -> bool {
+        self.close_pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn close_revoked(&self) {
         self.conn.close(
             quinn::VarInt::from_u32(crate::server::CLOSE_REVOKED),

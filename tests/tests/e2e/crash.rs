@@ -40,6 +40,13 @@ pub struct Proc {
 
 /// Start `tessera serve` on ephemeral loopback ports and wait until it says where it listens.
 pub fn spawn_server(dir: &Path) -> Proc {
+    spawn_server_with(dir, "")
+}
+
+/// [`spawn_server`] with extra configuration (TOML).
+pub fn spawn_server_with(dir: &Path, toml: &str) -> Proc {
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, toml).expect("write config");
     let mut child = Command::new(tessera_bin())
         .args([
             "serve",
@@ -54,7 +61,8 @@ pub fn spawn_server(dir: &Path) -> Proc {
         ])
         .arg("--data-dir")
         .arg(dir)
-        .env_remove("TESSERA_CONFIG")
+        .arg("--config")
+        .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
