@@ -14,7 +14,7 @@ fn cli(dir: &Path, admin: SocketAddr, args: &[&str]) -> Output {
     let out = Command::new(BIN)
         .args(args)
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir.join("data"))
         .arg("--admin-addr")
         .arg(admin.to_string())
         .env_remove("TESSERA_ADMIN_TOKEN")
@@ -35,6 +35,8 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn operator_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut serve = Command::new(BIN)
         .args([
             "serve",
@@ -45,11 +47,12 @@ fn operator_walkthrough() {
             "--metrics-addr",
             "off",
         ])
+        .args(["--log", "debug"])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
         .env_remove("TESSERA_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
@@ -71,12 +74,12 @@ fn operator_walkthrough() {
     }
     let (device, admin) = (device.unwrap(), admin.unwrap());
     // The first admin token is printed once and stored in a 0600 file.
-    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     assert!(token_line.unwrap().contains(token.trim()));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("admin.token"))
+        let mode = std::fs::metadata(dir.path().join("data/admin.token"))
             .unwrap()
             .permissions()
             .mode();
@@ -111,7 +114,7 @@ fn operator_walkthrough() {
         .arg("--server")
         .arg(device.to_string())
         .arg("--ca")
-        .arg(dir.path().join("tls/ca.pem"))
+        .arg(dir.path().join("data/tls/ca.pem"))
         .env("TESSERA_PT", &pt_text)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -179,7 +182,7 @@ fn operator_walkthrough() {
     let bad = Command::new(BIN)
         .args(["op", "approve", "op_nonsense"])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
         .arg("--admin-addr")
         .arg(admin.to_string())
         .output()

@@ -181,6 +181,7 @@ pub(crate) async fn handle(
                 "engine": st,
                 "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
                 "long_polls": shared.waiters.len(),
+                "retries_sent": shared.retries_sent.load(std::sync::atomic::Ordering::Relaxed),
                 "server_time_ms": shared.now().unix_millis(),
             })
         }

@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) open_connections: AtomicUsize,
     pub(crate) handshakes: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
+    pub(crate) retries_sent: AtomicUsize,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
@@ -251,6 +252,7 @@ impl Server {
             open_connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            retries_sent: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             clock,
             revoked_reports: Default::default(),
@@ -305,6 +307,11 @@ impl Server {
     /// The engine (for in-process tests and tools).
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+
+    /// QUIC Retry packets sent (address validation under load).
+    pub fn retries_sent(&self) -> usize {
+        self.shared.retries_sent.load(Ordering::Relaxed)
     }
 
     /// Open device connections.
@@ -384,6 +391,7 @@ async fn accept_loop(ep: Endpoint, shared: Arc<Shared>, role: Role) {
                 && !incoming.remote_address_validated()
             {
                 metrics::counter!("tessera_retry_sent_total").increment(1);
+                shared.retries_sent.fetch_add(1, Ordering::Relaxed);
                 let _ = incoming.retry();
                 continue;
             }

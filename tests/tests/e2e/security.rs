@@ -293,3 +293,15 @@ async fn connections_per_source_are_capped() {
     }
     ts.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unvalidated_clients_get_a_retry_under_load() {
+    // A threshold of 0 handshakes means "under load" all the time: every new client must prove
+    // its address with a Retry round trip first, and then gets served as usual.
+    let ts = TestServer::start_with(|c| c.retry_above_handshakes = 0).await;
+    let (_, pt) = ts.pt(manual()).await;
+    let t = ts.device_transport();
+    begin(&t, &pt, None, "n").await.unwrap();
+    assert!(ts.server.as_ref().unwrap().retries_sent() >= 1);
+    ts.shutdown().await;
+}
