@@ -86,7 +86,9 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 
 fn checkpointer_loop(conn: Connection, stop: &(Mutex<bool>, std::sync::Condvar)) {
     let (lock, cv) = stop;
-    let mut stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut stopped = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
         let (g, _) = cv
             .wait_timeout(stopped, CHECKPOINT_INTERVAL)
@@ -179,7 +181,10 @@ impl SqliteStore {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
             },
-            checkpointer: Checkpointer { stop, thread: Mutex::new(Some(ckpt_thread)) },
+            checkpointer: Checkpointer {
+                stop,
+                thread: Mutex::new(Some(ckpt_thread)),
+            },
             readers,
             next_reader: AtomicUsize::new(0),
             stats,

@@ -57,6 +57,9 @@ pub struct ConnState {
     pub conn: quinn::Connection,
     in_flight: std::sync::atomic::AtomicUsize,
     close_pending: std::sync::atomic::AtomicBool,
+    /// The registration most recently attached (devices use one), to skip re-attaching it on
+    /// every refresh.
+    last_attached: std::sync::atomic::AtomicU64,
 }
 
 impl ConnState {
@@ -66,6 +69,7 @@ impl ConnState {
             conn,
             in_flight: Default::default(),
             close_pending: Default::default(),
+            last_attached: Default::default(),
         })
     }
 
@@ -119,6 +123,13 @@ pub struct Connections {
 impl Connections {
     /// Remember that `conn` uses `reg`'s RTs.
     pub fn attach(&self, reg: RegistrationId, conn: &Arc<ConnState>) {
+        if conn
+            .last_attached
+            .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
+            == reg.get()
+        {
+            return;
+        }
         let mut m = lock(&self.by_registration);
         let v = m.entry(reg).or_default();
         v.retain(|c| c.conn.close_reason().is_none());
