@@ -151,32 +151,12 @@ fn verification_code_is_checked_counted_and_limited() {
             b"n",
         )
         .unwrap();
-    let wrong2 = if op2.verification_code.as_ref().unwrap().expose() == "0000-0000" {
-        "1111-1111"
-    } else {
-        "0000-0000"
-    };
+    let wrong2 = Harness::wrong_code(&op2);
     for remaining in (1..5).rev() {
-        let e = h.engine.approve_operation(
-            &op2.operation_id,
-            Approval {
-                verification_code: Some(wrong2.into()),
-                ..Approval::default()
-            },
-            &Harness::tech(),
-            h.now(),
-        );
+        let e = h.approve_with_code(&op2.operation_id, Some(wrong2));
         assert_eq!(e.unwrap_err(), Error::WrongVerificationCode { remaining });
     }
-    let e = h.engine.approve_operation(
-        &op2.operation_id,
-        Approval {
-            verification_code: Some(wrong2.into()),
-            ..Approval::default()
-        },
-        &Harness::tech(),
-        h.now(),
-    );
+    let e = h.approve_with_code(&op2.operation_id, Some(wrong2));
     assert_eq!(e.unwrap_err(), Error::VerificationAttemptsExhausted);
     assert_eq!(
         h.engine.operation(&op2.operation_id).unwrap().state,
@@ -187,16 +167,7 @@ fn verification_code_is_checked_counted_and_limited() {
     // Even the right code no longer works.
     let right = op2.verification_code.unwrap().expose().to_owned();
     assert_eq!(
-        h.engine
-            .approve_operation(
-                &op2.operation_id,
-                Approval {
-                    verification_code: Some(right),
-                    ..Approval::default()
-                },
-                &Harness::tech(),
-                h.now()
-            )
+        h.approve_with_code(&op2.operation_id, Some(&right))
             .unwrap_err(),
         Error::OperationClosed(OperationState::Rejected)
     );
@@ -212,20 +183,8 @@ fn code_guessing_can_revoke_the_pt() {
     let h = Harness::with_config(cfg);
     let pt = h.pt(spec(PtKind::SingleDevice, ApprovalPolicy::ManualWithCode));
     let op = h.begin(&pt, None, b"n").unwrap();
-    let wrong = if op.verification_code.as_ref().unwrap().expose() == "0000-0000" {
-        "1111-1111"
-    } else {
-        "0000-0000"
-    };
-    let e = h.engine.approve_operation(
-        &op.operation_id,
-        Approval {
-            verification_code: Some(wrong.into()),
-            ..Approval::default()
-        },
-        &Harness::tech(),
-        h.now(),
-    );
+    let wrong = Harness::wrong_code(&op);
+    let e = h.approve_with_code(&op.operation_id, Some(wrong));
     assert_eq!(e.unwrap_err(), Error::VerificationAttemptsExhausted);
     assert_eq!(h.begin(&pt, None, b"n2").unwrap_err(), Error::Revoked);
 }
@@ -910,16 +869,7 @@ fn every_state_change_is_audited_without_secrets() {
     let pt = h.pt(spec(PtKind::SingleDevice, ApprovalPolicy::ManualWithCode));
     let op = h.begin(&pt, Some("aud-1"), b"n").unwrap();
     let code = op.verification_code.clone().unwrap();
-    h.engine
-        .approve_operation(
-            &op.operation_id,
-            Approval {
-                verification_code: Some(code.expose().into()),
-                ..Approval::default()
-            },
-            &Harness::tech(),
-            h.now(),
-        )
+    h.approve_with_code(&op.operation_id, Some(code.expose()))
         .unwrap();
     let p = h.collect(&op);
     let r = h

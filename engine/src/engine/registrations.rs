@@ -156,19 +156,15 @@ impl Engine {
                     .registration(presented.registration_id)?
                     .ok_or(Error::Unauthenticated)?;
                 if reg.status != RegistrationStatus::Active {
-                    tx.leak(NewLeakSignal {
-                        at: tx.now,
-                        kind: LeakKind::RevokedTokenUse,
-                        pt_id: Some(reg.pt_id),
-                        registration_id: Some(reg.id),
-                        operation_id: None,
-                        source: actor.source.clone(),
-                        action: "refused".into(),
-                        detail: format!(
+                    tx.leak(revoked_rt_use(
+                        tx.now,
+                        &reg,
+                        actor.source.clone(),
+                        format!(
                             "refresh with revoked RT generation {}",
                             presented.generation
                         ),
-                    })?;
+                    ))?;
                     return Ok(Err(Error::Revoked));
                 }
                 let ring = tx.inner.keys.load();
@@ -340,16 +336,12 @@ impl Engine {
             let Some(reg) = tx.db.registration(registration)? else {
                 return Ok(());
             };
-            tx.leak(NewLeakSignal {
-                at: tx.now,
-                kind: LeakKind::RevokedTokenUse,
-                pt_id: Some(reg.pt_id),
-                registration_id: Some(reg.id),
-                operation_id: None,
+            tx.leak(revoked_rt_use(
+                tx.now,
+                &reg,
                 source,
-                action: "refused".into(),
-                detail: "revoked RT presented".into(),
-            })
+                "revoked RT presented".into(),
+            ))
         })
     }
 
@@ -370,6 +362,25 @@ impl Engine {
     /// Blocked device ids.
     pub fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error> {
         self.read(|db| db.list_blocked())
+    }
+}
+
+/// The leak signal for a revoked RT presented by a device.
+fn revoked_rt_use(
+    at: Timestamp,
+    reg: &RegistrationRecord,
+    source: Option<String>,
+    detail: String,
+) -> NewLeakSignal {
+    NewLeakSignal {
+        at,
+        kind: LeakKind::RevokedTokenUse,
+        pt_id: Some(reg.pt_id),
+        registration_id: Some(reg.id),
+        operation_id: None,
+        source,
+        action: "refused".into(),
+        detail,
     }
 }
 

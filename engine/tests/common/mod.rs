@@ -115,6 +115,28 @@ impl Harness {
         }
     }
 
+    /// Approve as a technician, typing `code` (if any).
+    pub fn approve_with_code(
+        &self,
+        op: &tessera_engine::OperationId,
+        code: Option<&str>,
+    ) -> Result<tessera_engine::model::RegistrationRecord, tessera_engine::Error> {
+        let approval = Approval {
+            verification_code: code.map(str::to_owned),
+            ..Approval::default()
+        };
+        self.engine
+            .approve_operation(op, approval, &Self::tech(), self.now())
+    }
+
+    /// A well-formed code that is not the operation's.
+    pub fn wrong_code(op: &BeginOutcome) -> &'static str {
+        match op.verification_code.as_ref().map(|c| c.expose()) {
+            Some("0000-0000") => "1111-1111",
+            _ => "0000-0000",
+        }
+    }
+
     /// Create a PT with manual approval, begin, approve, collect.
     pub fn provision(&self, device: &str) -> Provisioned {
         let pt = self.pt(PtSpec::new("test"));
