@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # Run every check and test of the project on a fresh machine of the project's kind.
 # Usage: bash scripts/test-all.sh
-# Installs what it needs (Debian packages when run as root, Python tools in ./.venv), runs
-# fmt, clippy, the Rust tests, the docs build, and ends with the runners' summary lines.
+# Installs what it needs (Debian packages when run as root), runs fmt, clippy, the docs build,
+# the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
+# keeper against throw-away SoftHSM2 tokens), and ends with the runners' summary lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL=0
-LOG_DIR="${TMPDIR:-/tmp}/tessera-test-logs.$$"
-mkdir -p "$LOG_DIR"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tessera-test.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
 failures=()
 
 step() { printf '\n==> %s\n' "$*"; }
+
+need_packages=()
+command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
+if [ "${#need_packages[@]}" -ne 0 ]; then
+    step "installing ${need_packages[*]}"
+    if [ "$(id -u)" -eq 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need_packages[@]}" >/dev/null
+    else
+        echo "missing Debian packages: ${need_packages[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check || failures+=("fmt")
@@ -22,16 +37,28 @@ cargo clippy --workspace --all-targets --locked -- -D warnings || failures+=("cl
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked -q || failures+=("doc")
 
-step "cargo test --workspace"
-set +e
-cargo test --workspace --locked 2>&1 | tee "$LOG_DIR/cargo-test.log"
-rust_status=${PIPESTATUS[0]}
-set -e
-[ "$rust_status" -eq 0 ] || failures+=("rust tests")
+run_tests() { # name, then the command
+    local name="$1"
+    shift
+    step "$name: $*"
+    set +e
+    "$@" 2>&1 | tee -a "$WORK/tests.log"
+    local status=${PIPESTATUS[0]}
+    set -e
+    [ "$status" -eq 0 ] || failures+=("$name")
+}
+
+run_tests "rust tests" cargo test --workspace --locked
+
+step "SoftHSM2 tokens for the PKCS#11 keeper"
+eval "$(bash scripts/softhsm-env.sh "$WORK/softhsm")"
+run_tests "engine suite with the PKCS#11 keeper" env TESSERA_TEST_KEEPER=pkcs11 cargo test -p tessera-engine --tests --locked
+run_tests "PKCS#11 keeper tests" cargo test -p tessera-engine --test pkcs11 --locked -- --ignored
+run_tests "serve with an HSM root" cargo test -p tessera-server --test cli --locked -- --ignored
 
 read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
-} END { print p + 0, f + 0 }' "$LOG_DIR/cargo-test.log")
+} END { print p + 0, f + 0 }' "$WORK/tests.log")
 
 echo
 echo "rust: ${passed:-0} passed, ${failed:-0} failed"

@@ -180,7 +180,7 @@ fn crash_child_workload() {
     let mut now = Timestamp::from_unix_secs(start);
     let mut cfg = EngineConfig::default();
     cfg.source_rate(tessera_engine::Rate::new(1_000_000, 1_000_000));
-    let e = Engine::open_dir(&dir, cfg, now).unwrap();
+    let e = common::open_engine(&dir, cfg, now).unwrap();
     let tech = Actor::operator("crash");
     let dev = Actor::device(None);
     let pt_spec = spec(
@@ -310,7 +310,7 @@ fn sigkill_loses_nothing_acknowledged() {
 
         // Reopen and check every acknowledged change.
         let now = Timestamp::from_unix_secs(t0 + 3600);
-        let e = Engine::open_dir(dir.path(), EngineConfig::default(), now).unwrap();
+        let e = common::open_engine(dir.path(), EngineConfig::default(), now).unwrap();
         for ack in &acks {
             let parts: Vec<&str> = ack.split(' ').collect();
             match parts[0] {

@@ -207,3 +207,84 @@ fn operator_walkthrough() {
         .unwrap();
     assert!(st.success(), "serve exited with {st}");
 }
+
+/// `tessera keys init-hsm`, then a server whose root lives in the HSM; a wrong PIN stops the
+/// server from starting (no software fallback).
+#[test]
+#[ignore = "needs a SoftHSM2 token (TESSERA_TEST_PKCS11_*); scripts/test-all.sh runs it with --ignored"]
+fn serve_with_the_root_in_an_hsm() {
+    let module = std::env::var("TESSERA_TEST_PKCS11_MODULE").expect("TESSERA_TEST_PKCS11_MODULE");
+    let token =
+        std::env::var("TESSERA_TEST_PKCS11_CLI_TOKEN").expect("TESSERA_TEST_PKCS11_CLI_TOKEN");
+    let pin = std::env::var("TESSERA_TEST_PKCS11_PIN").expect("TESSERA_TEST_PKCS11_PIN");
+    let init = Command::new(BIN)
+        .args([
+            "keys",
+            "init-hsm",
+            "--module",
+            &module,
+            "--token-label",
+            &token,
+            "--key-label",
+            "cli-root",
+        ])
+        .env("TESSERA_HSM_PIN", &pin)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let out = String::from_utf8_lossy(&init.stdout).into_owned();
+    assert!(
+        out.contains("extractable=false sensitive=true value readable=false"),
+        "{out}"
+    );
+    assert!(!out.contains(&pin));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!("metrics_addr = \"127.0.0.1:0\"\n[keys]\nkeeper = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {token:?}\nkey_label = \"cli-root\"\n"),
+    )
+    .unwrap();
+    let serve = |pin: &str| {
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--device-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "off",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("TESSERA_HSM_PIN", pin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Wrong PIN: a clear error, exit status non-zero, and no software key made instead.
+    let bad = serve("0000").wait_with_output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HSM: wrong PIN"));
+    assert!(!dir.path().join("data/root.key").exists());
+    // The right PIN: the server starts with the HSM root.
+    let mut ok = serve(&pin);
+    let mut lines = BufReader::new(ok.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("tessera serving devices on"), "{first}");
+    ok.kill().unwrap();
+    let _ = ok.wait();
+    assert!(
+        !dir.path().join("data/root.key").exists(),
+        "the HSM root is used, not a key file"
+    );
+}

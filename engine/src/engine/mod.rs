@@ -204,6 +204,17 @@ impl Engine {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
         let keeper = SoftwareKeeper::open_or_create(dir)?;
+        Self::open_dir_with(dir, keeper, config, now)
+    }
+
+    /// Open the SQLite store in `dir` with the root held by `keeper` (for example a
+    /// [`Pkcs11Keeper`](crate::keys::Pkcs11Keeper)).
+    pub fn open_dir_with(
+        dir: &Path,
+        keeper: impl KeyKeeper + 'static,
+        config: EngineConfig,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
         let store = SqliteStore::open(dir, &SqliteOptions::default())?;
         Self::open(store, keeper, config, now)
     }

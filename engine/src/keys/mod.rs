@@ -8,12 +8,14 @@
 //! derives the working keys of every live epoch when it opens and when it rotates: the keeper
 //! is touched a handful of times per epoch, never per token.
 
+mod pkcs11;
 mod software;
 
 use std::sync::Arc;
 
 use ring::hmac;
 
+pub use pkcs11::{Pkcs11Config, Pkcs11Keeper, RootKeyAttributes};
 pub use software::{SoftwareKeeper, ROOT_KEY_FILE};
 
 use crate::error::Error;

@@ -27,6 +27,62 @@ impl Clock {
     }
 }
 
+/// Which key keeper the suite runs against: the software keeper by default, or the PKCS#11
+/// keeper when `TESSERA_TEST_KEEPER=pkcs11` (scripts/test-all.sh runs the suite both ways,
+/// against a throw-away SoftHSM2 token).
+pub fn open_engine(
+    dir: &std::path::Path,
+    config: EngineConfig,
+    now: Timestamp,
+) -> Result<Engine, tessera_engine::Error> {
+    match std::env::var("TESSERA_TEST_KEEPER").as_deref() {
+        Ok("pkcs11") => {
+            Engine::open_dir_with(dir, pkcs11_keeper("tessera-test-root")?, config, now)
+        }
+        _ => Engine::open_dir(dir, config, now),
+    }
+}
+
+/// The PKCS#11 test configuration from the environment (set by scripts/test-all.sh).
+pub fn pkcs11_config(
+    token_env: &str,
+    key_label: &str,
+) -> Option<tessera_engine::keys::Pkcs11Config> {
+    let module = std::env::var("TESSERA_TEST_PKCS11_MODULE").ok()?;
+    let token = std::env::var(token_env).ok()?;
+    let pin = std::env::var("TESSERA_TEST_PKCS11_PIN").ok()?;
+    Some(tessera_engine::keys::Pkcs11Config {
+        module: module.into(),
+        token_label: Some(token),
+        slot: None,
+        pin: pin.into(),
+        key_label: key_label.into(),
+    })
+}
+
+/// A PKCS#11 keeper on the shared test token, creating the key on first use.
+pub fn pkcs11_keeper(
+    key_label: &str,
+) -> Result<tessera_engine::keys::Pkcs11Keeper, tessera_engine::Error> {
+    use tessera_engine::keys::Pkcs11Keeper;
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let cfg = pkcs11_config("TESSERA_TEST_PKCS11_TOKEN", key_label)
+        .expect("TESSERA_TEST_PKCS11_* not set");
+    // Tests run in parallel threads: create the key once, under a lock. (Test binaries run one
+    // after another, and each finds the key the first one made.)
+    let _g = CREATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match Pkcs11Keeper::open(&cfg) {
+        Ok(k) => Ok(k),
+        Err(tessera_engine::Error::Keys(m)) if m.contains("no key labelled") => {
+            Pkcs11Keeper::init_root_key(&cfg)?;
+            Pkcs11Keeper::open(&cfg)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub engine: Engine,
@@ -42,8 +98,7 @@ impl Harness {
     pub fn with_config(config: EngineConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Clock::new();
-        let engine =
-            Engine::open_dir(dir.path(), config.clone(), clock.now()).expect("open engine");
+        let engine = open_engine(dir.path(), config.clone(), clock.now()).expect("open engine");
         Self {
             dir,
             engine,
@@ -57,14 +112,13 @@ impl Harness {
         let placeholder = {
             // Open a throwaway engine so the old one can be dropped (closing its store) first.
             let d = tempfile::tempdir().expect("tempdir");
-            let e = Engine::open_dir(d.path(), EngineConfig::default(), self.clock.now())
-                .expect("open");
+            let e = open_engine(d.path(), EngineConfig::default(), self.clock.now()).expect("open");
             (d, e)
         };
         let old = std::mem::replace(&mut self.engine, placeholder.1);
         drop(old);
-        self.engine = Engine::open_dir(self.dir.path(), self.config.clone(), self.clock.now())
-            .expect("reopen");
+        self.engine =
+            open_engine(self.dir.path(), self.config.clone(), self.clock.now()).expect("reopen");
     }
 
     pub fn now(&self) -> Timestamp {

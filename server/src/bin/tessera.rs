@@ -301,6 +301,29 @@ enum DeviceCmd {
 
 #[derive(Subcommand)]
 enum KeysCmd {
+    /// Create the root key in an HSM or TPM (PKCS#11): a non-extractable, sensitive 256-bit
+    /// secret usable only for HMAC. The PIN comes from TESSERA_HSM_PIN (or --pin-env) or
+    /// --pin-file, never from a flag value.
+    InitHsm {
+        /// PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long)]
+        module: PathBuf,
+        /// Token label.
+        #[arg(long)]
+        token_label: Option<String>,
+        /// Slot id (instead of a token label).
+        #[arg(long)]
+        slot: Option<u64>,
+        /// Label of the key object to create.
+        #[arg(long, default_value = "tessera-root")]
+        key_label: String,
+        /// Environment variable holding the user PIN.
+        #[arg(long, default_value = "TESSERA_HSM_PIN")]
+        pin_env: String,
+        /// File holding the user PIN.
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+    },
     /// Start a new key epoch.
     Rotate {
         #[command(flatten)]
@@ -642,6 +665,27 @@ async fn run(cmd: Cmd) -> Result<(), String> {
         ),
         Cmd::Device(DeviceCmd::Block { conn, device_id, reason }) => print_one(&conn, admin_client(&conn)?.call(kind::DEVICE_BLOCK, json!({ "device_id": device_id, "reason": reason })).await.map_err(e)?),
         Cmd::Device(DeviceCmd::Unblock { conn, device_id }) => print_one(&conn, admin_client(&conn)?.call(kind::DEVICE_UNBLOCK, json!({ "device_id": device_id })).await.map_err(e)?),
+        Cmd::Keys(KeysCmd::InitHsm { module, token_label, slot, key_label, pin_env, pin_file }) => {
+            let settings = tessera_server::server::config::KeySettings {
+                keeper: "pkcs11".into(),
+                module: Some(module),
+                token_label,
+                slot,
+                key_label,
+                pin_env,
+                pin_file,
+            };
+            let cfg = settings.pkcs11().map_err(|x| x.to_string())?.ok_or("pkcs11 settings")?;
+            tessera_engine::keys::Pkcs11Keeper::init_root_key(&cfg).map_err(|x| x.to_string())?;
+            let keeper = tessera_engine::keys::Pkcs11Keeper::open(&cfg).map_err(|x| x.to_string())?;
+            let a = keeper.root_key_attributes().map_err(|x| x.to_string())?;
+            println!("created root key {:?}: extractable={} sensitive={} value readable={}", cfg.key_label, a.extractable, a.sensitive, a.value_readable);
+            println!("configure the server with:\n[keys]\nkeeper = \"pkcs11\"\nmodule = {:?}\n{}key_label = {:?}", settings.module.as_deref().unwrap_or(std::path::Path::new("")), match (&settings.token_label, settings.slot) {
+                (Some(t), _) => format!("token_label = {t:?}\n"),
+                (None, Some(s)) => format!("slot = {s}\n"),
+                _ => String::new(),
+            }, cfg.key_label);
+        }
         Cmd::Keys(KeysCmd::Rotate { conn }) => print_one(&conn, admin_client(&conn)?.call(kind::KEYS_ROTATE, json!({})).await.map_err(e)?),
         Cmd::Keys(KeysCmd::List { conn }) => {
             let v = admin_client(&conn)?.call(kind::KEYS_LIST, json!({})).await.map_err(e)?;

@@ -42,6 +42,75 @@ pub struct ServerConfig {
     pub prune_interval_ms: u64,
     /// Engine settings.
     pub engine: EngineSettings,
+    /// Where the root key lives.
+    pub keys: KeySettings,
+}
+
+/// Where the root key lives: `software` (a key file in the data directory, the default) or
+/// `pkcs11` (an HSM or TPM through its PKCS#11 module).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeySettings {
+    /// `software` or `pkcs11`.
+    pub keeper: String,
+    /// PKCS#11 module path.
+    pub module: Option<PathBuf>,
+    /// Token label (or give `slot`).
+    pub token_label: Option<String>,
+    /// Slot id.
+    pub slot: Option<u64>,
+    /// Label of the root key object. Default `tessera-root`.
+    pub key_label: String,
+    /// Environment variable holding the user PIN. Default `TESSERA_HSM_PIN`.
+    pub pin_env: String,
+    /// File holding the user PIN (used instead of `pin_env` when set).
+    pub pin_file: Option<PathBuf>,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            keeper: "software".into(),
+            module: None,
+            token_label: None,
+            slot: None,
+            key_label: "tessera-root".into(),
+            pin_env: "TESSERA_HSM_PIN".into(),
+            pin_file: None,
+        }
+    }
+}
+
+impl KeySettings {
+    /// The PKCS#11 configuration, when `keeper = "pkcs11"`.
+    pub fn pkcs11(
+        &self,
+    ) -> Result<Option<tessera_engine::keys::Pkcs11Config>, tessera_engine::Error> {
+        match self.keeper.as_str() {
+            "software" => Ok(None),
+            "pkcs11" => {
+                let module = self.module.clone().ok_or_else(|| {
+                    tessera_engine::Error::Keys(
+                        "keys.module is required for the pkcs11 keeper".into(),
+                    )
+                })?;
+                let pin = match &self.pin_file {
+                    Some(f) => tessera_engine::keys::Pkcs11Config::pin_from_file(f)?,
+                    None => tessera_engine::keys::Pkcs11Config::pin_from_env(&self.pin_env)?,
+                };
+                Ok(Some(tessera_engine::keys::Pkcs11Config {
+                    module,
+                    token_label: self.token_label.clone(),
+                    slot: self.slot,
+                    pin,
+                    key_label: self.key_label.clone(),
+                }))
+            }
+            other => Err(tessera_engine::Error::Keys(format!(
+                "unknown key keeper {other:?} (software or pkcs11)"
+            ))),
+        }
+    }
 }
 
 /// Engine settings exposed in the config file.
@@ -136,6 +205,7 @@ impl Default for ServerConfig {
             socket_buffer_bytes: 4 << 20,
             prune_interval_ms: 10_000,
             engine: EngineSettings::default(),
+            keys: KeySettings::default(),
         }
     }
 }

@@ -214,15 +214,26 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
         let engine_cfg = config.engine.engine_config();
+        let c = clock.clone();
+        let hsm = config.keys.pkcs11()?;
         let (engine, first_admin_token) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
-                let engine = Engine::open_dir(&dir, engine_cfg, now())?;
+                let engine = match hsm {
+                    // No fallback: if the HSM cannot be opened, the server does not start.
+                    Some(cfg) => Engine::open_dir_with(
+                        &dir,
+                        tessera_engine::keys::Pkcs11Keeper::open(&cfg)?,
+                        engine_cfg,
+                        c.now(),
+                    )?,
+                    None => Engine::open_dir(&dir, engine_cfg, c.now())?,
+                };
                 let first = if engine.list_admin_tokens()?.is_empty() {
                     let (_, tok) = engine.create_admin_token(
                         "admin",
                         AdminRole::Admin,
                         &Actor::system(),
-                        now(),
+                        c.now(),
                     )?;
                     write_admin_token_file(&dir, &tok)?;
                     Some(tok)
