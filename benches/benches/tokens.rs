@@ -54,10 +54,32 @@ fn rt_benches(c: &mut Criterion) {
     let validation = Validation::new(Algorithm::HS256);
     jsonwebtoken::decode::<JwtClaims>(&jwt, &jwt_key, &validation).expect("jwt validates");
 
+    // The same engine with its root in an HSM (SoftHSM2), when the PKCS#11 test token is set
+    // up (scripts/softhsm-env.sh): validation must cost the same, since the HSM is only used
+    // to derive working keys when the engine opens.
+    let hsm = tessera_benches::pkcs11_from_env().map(|keeper| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = tessera_engine::Engine::open_dir_with(
+            dir.path(),
+            keeper,
+            tessera_benches::lenient_config(),
+            now,
+        )
+        .expect("open with HSM");
+        let p = provision(&e, 1, now).pop().expect("one device");
+        (dir, e, p.rt.expose().as_bytes().to_vec())
+    });
+
     let mut g = c.benchmark_group("rt_validate");
     g.bench_function("tessera", |b| {
         b.iter(|| engine.validate_rt(black_box(&rt_text), now).is_ok())
     });
+    if let Some((_, e, rt)) = &hsm {
+        e.validate_rt(rt, now).expect("valid under the HSM root");
+        g.bench_function("tessera_pkcs11", |b| {
+            b.iter(|| e.validate_rt(black_box(rt), now).is_ok())
+        });
+    }
     g.bench_function("hmac_floor", |b| {
         b.iter(|| hmac::verify(&floor_key, black_box(&mac_input), floor_tag.as_ref()).is_ok())
     });
@@ -90,5 +112,34 @@ fn rt_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, rt_benches);
+/// Opening an engine (deriving the working keys through the keeper, rebuilding the family
+/// table) with each keeper, on a data directory holding 1,000 registrations.
+fn open_benches(c: &mut Criterion) {
+    let now = bench_now();
+    let mut g = c.benchmark_group("engine_open");
+    g.sample_size(20);
+    let soft = tempfile::tempdir().expect("tempdir");
+    drop(open(soft.path()));
+    tessera_benches::seed_registrations(soft.path(), 1000, now).expect("seed");
+    g.bench_function("software", |b| b.iter(|| open(soft.path())));
+    if tessera_benches::pkcs11_from_env().is_some() {
+        let hsm = tempfile::tempdir().expect("tempdir");
+        let mk = || {
+            let k = tessera_benches::pkcs11_from_env().expect("keeper");
+            tessera_engine::Engine::open_dir_with(
+                hsm.path(),
+                k,
+                tessera_benches::lenient_config(),
+                now,
+            )
+            .expect("open")
+        };
+        drop(mk());
+        tessera_benches::seed_registrations(hsm.path(), 1000, now).expect("seed");
+        g.bench_function("pkcs11", |b| b.iter(mk));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, rt_benches, open_benches);
 criterion_main!(benches);

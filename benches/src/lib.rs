@@ -117,3 +117,22 @@ pub fn rss_bytes() -> u64 {
 pub fn open(dir: &Path) -> Engine {
     Engine::open_dir(dir, lenient_config(), bench_now()).expect("open engine")
 }
+
+/// A PKCS#11 keeper from the test-token environment (scripts/softhsm-env.sh), creating the key
+/// `tessera-bench-root` on first use; `None` when that environment is not set.
+pub fn pkcs11_from_env() -> Option<tessera_engine::keys::Pkcs11Keeper> {
+    use tessera_engine::keys::{Pkcs11Config, Pkcs11Keeper};
+    let cfg = Pkcs11Config {
+        module: std::env::var("TESSERA_TEST_PKCS11_MODULE").ok()?.into(),
+        token_label: Some(std::env::var("TESSERA_TEST_PKCS11_TOKEN").ok()?),
+        slot: None,
+        pin: std::env::var("TESSERA_TEST_PKCS11_PIN").ok()?.into(),
+        key_label: "tessera-bench-root".into(),
+    };
+    let k = Pkcs11Keeper::open(&cfg)
+        .or_else(|_| Pkcs11Keeper::init_root_key(&cfg).and_then(|()| Pkcs11Keeper::open(&cfg)));
+    if let Err(e) = &k {
+        eprintln!("PKCS#11 keeper unavailable: {e}");
+    }
+    k.ok()
+}
