@@ -24,7 +24,10 @@ fn forms(secret: &[u8]) -> Vec<String> {
 fn assert_redacted(what: &str, debug: &str, secret: &[u8]) {
     for f in forms(secret) {
         if f.len() >= 8 {
-            assert!(!debug.contains(&f), "{what}: Debug output contains the secret ({f})");
+            assert!(
+                !debug.contains(&f),
+                "{what}: Debug output contains the secret ({f})"
+            );
         }
     }
 }
@@ -32,19 +35,47 @@ fn assert_redacted(what: &str, debug: &str, secret: &[u8]) {
 #[test]
 fn secret_types_redact_themselves() {
     let text = "tspt_AQAAAAGYrTXUtiUQZ8nIfVpMLagDWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlqUSl1J";
-    assert_redacted("ProvisioningToken", &format!("{:?}", ProvisioningToken::new(text.into())), text.as_bytes());
-    assert_redacted("RegistrationToken", &format!("{:?}", RegistrationToken::new(text.into())), text.as_bytes());
-    assert_redacted("OperationSecret", &format!("{:?}", OperationSecret::new(text.into())), text.as_bytes());
-    assert_redacted("AdminToken", &format!("{:?}", AdminToken::new(text.into())), text.as_bytes());
-    assert_redacted("VerificationCode", &format!("{:?}", VerificationCode::new("ABCD-EFGH".into())), b"ABCD-EFGH");
-    assert_redacted("ParsedPt", &format!("{:?}", ParsedPt::parse(text.as_bytes()).unwrap()), &[0x5a; 32]);
+    assert_redacted(
+        "ProvisioningToken",
+        &format!("{:?}", ProvisioningToken::new(text.into())),
+        text.as_bytes(),
+    );
+    assert_redacted(
+        "RegistrationToken",
+        &format!("{:?}", RegistrationToken::new(text.into())),
+        text.as_bytes(),
+    );
+    assert_redacted(
+        "OperationSecret",
+        &format!("{:?}", OperationSecret::new(text.into())),
+        text.as_bytes(),
+    );
+    assert_redacted(
+        "AdminToken",
+        &format!("{:?}", AdminToken::new(text.into())),
+        text.as_bytes(),
+    );
+    assert_redacted(
+        "VerificationCode",
+        &format!("{:?}", VerificationCode::new("ABCD-EFGH".into())),
+        b"ABCD-EFGH",
+    );
+    assert_redacted(
+        "ParsedPt",
+        &format!("{:?}", ParsedPt::parse(text.as_bytes()).unwrap()),
+        &[0x5a; 32],
+    );
 
     let key = [0x42u8; 32];
     assert_redacted("KeyBytes", &format!("{:?}", KeyBytes::new(key)), &key);
     let keeper = SoftwareKeeper::from_bytes(key);
     assert_redacted("SoftwareKeeper", &format!("{keeper:?}"), &key);
     let derived = keeper.derive(b"ctx").unwrap();
-    assert_redacted("derived KeyBytes", &format!("{derived:?}"), derived.expose());
+    assert_redacted(
+        "derived KeyBytes",
+        &format!("{derived:?}"),
+        derived.expose(),
+    );
 
     let cfg = Pkcs11Config {
         module: "/x.so".into(),

@@ -359,3 +359,49 @@ async fn a_revoked_devices_connection_is_closed_and_its_next_request_refused() {
     );
     ts.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_and_emergency_retirement_over_the_admin_endpoint() {
+    let ts = TestServer::start().await;
+    let t = ts.device_transport();
+    let old = provisioned_rt(&ts, &t, "rot-1").await;
+    let v = ts.admin.call(kind::KEYS_ROTATE, json!({})).await.unwrap();
+    assert_eq!(v["epoch"], 2);
+    // RTs minted before keep validating; new ones use the new key id.
+    introspect(&t, &old.rt).await.unwrap();
+    let new = provisioned_rt(&ts, &t, "rot-2").await;
+    let parsed = tessera_engine::token::UntrustedRt::parse(new.rt.as_bytes()).unwrap();
+    assert_eq!(parsed.untrusted_claims().key_id, 2);
+    let epochs = ts.admin.call(kind::KEYS_LIST, json!({})).await.unwrap();
+    let epochs = epochs["epochs"].as_array().unwrap();
+    assert!(epochs[0]["rt_keep_until"].is_u64() && epochs[1]["current"] == true);
+    // Emergency retirement of epoch 1: its RTs stop at once; the current epoch cannot go.
+    ts.admin
+        .call(kind::KEYS_RETIRE, json!({ "epoch": 1 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(&introspect(&t, &old.rt).await.unwrap_err()),
+        code::UNAUTHENTICATED
+    );
+    introspect(&t, &new.rt).await.unwrap();
+    let e = ts
+        .admin
+        .call(kind::KEYS_RETIRE, json!({ "epoch": 2 }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), code::INVALID_INPUT);
+    let audit = ts
+        .admin
+        .call(kind::AUDIT, json!({ "limit": 1000 }))
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"keys.rotate") && actions.contains(&"keys.retire"));
+    ts.shutdown().await;
+}
