@@ -37,6 +37,11 @@ fn operator_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    // A free loopback port for the metrics endpoint.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut serve = Command::new(BIN)
         .args([
             "serve",
@@ -44,9 +49,9 @@ fn operator_walkthrough() {
             "127.0.0.1:0",
             "--admin-addr",
             "127.0.0.1:0",
-            "--metrics-addr",
-            "off",
         ])
+        .arg("--metrics-addr")
+        .arg(metrics_addr.to_string())
         .args(["--log", "debug"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -177,6 +182,19 @@ fn operator_walkthrough() {
     }
     let status = json(&cli(dir.path(), admin, &["status", "--json"]));
     assert_eq!(status["engine"]["counts"]["active_registrations"], 0);
+
+    // Prometheus metrics on the loopback HTTP port.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(metrics_addr).expect("metrics endpoint");
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(metrics.contains("tessera_requests_total"), "{metrics}");
+    assert!(metrics.contains("tessera_request_seconds"), "{metrics}");
 
     // Bad input: a clear error, non-zero exit.
     let bad = Command::new(BIN)
