@@ -104,29 +104,10 @@ fn an_hsm_that_goes_away_fails_clearly_and_never_falls_back() {
     let cfg = pkcs11_config("TESSERA_TEST_PKCS11_GONE_TOKEN", "gone-root").expect(NEEDS);
     Pkcs11Keeper::init_root_key(&cfg).unwrap();
     let keeper = std::sync::Arc::new(Pkcs11Keeper::open(&cfg).unwrap());
-    struct Shared(std::sync::Arc<Pkcs11Keeper>);
-    impl std::fmt::Debug for Shared {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            self.0.fmt(f)
-        }
-    }
-    impl KeyKeeper for Shared {
-        fn derive(&self, c: &[u8]) -> Result<tessera_engine::KeyBytes, Error> {
-            self.0.derive(c)
-        }
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let now = Clock::new().now();
-    let engine = Engine::open_dir_with(
-        dir.path(),
-        Shared(keeper.clone()),
-        EngineConfig::default(),
-        now,
-    )
-    .unwrap();
+    let engine =
+        Engine::open_dir_with(dir.path(), keeper.clone(), EngineConfig::default(), now).unwrap();
     let p = provision(&engine, now);
     keeper.log_out().unwrap();
     // Working keys were derived at open: validation goes on at memory speed…
@@ -141,7 +122,7 @@ fn an_hsm_that_goes_away_fails_clearly_and_never_falls_back() {
         "the failed rotation changed nothing"
     );
     drop(engine);
-    let again = Engine::open_dir_with(dir.path(), Shared(keeper), EngineConfig::default(), now);
+    let again = Engine::open_dir_with(dir.path(), keeper, EngineConfig::default(), now);
     assert!(matches!(again, Err(Error::Keys(_))));
 }
 
@@ -191,30 +172,11 @@ fn tokens_stay_with_their_root_and_survive_a_restart() {
 #[ignore = "needs a SoftHSM2 token (TESSERA_TEST_PKCS11_*); scripts/test-all.sh runs it with --ignored"]
 fn the_hsm_is_touched_per_epoch_never_per_token() {
     let keeper = std::sync::Arc::new(pkcs11_keeper("tessera-test-root").expect(NEEDS));
-    struct Shared(std::sync::Arc<Pkcs11Keeper>);
-    impl std::fmt::Debug for Shared {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            self.0.fmt(f)
-        }
-    }
-    impl KeyKeeper for Shared {
-        fn derive(&self, c: &[u8]) -> Result<tessera_engine::KeyBytes, Error> {
-            self.0.derive(c)
-        }
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let now = Clock::new().now();
     let before = keeper.hsm_calls();
-    let engine = Engine::open_dir_with(
-        dir.path(),
-        Shared(keeper.clone()),
-        EngineConfig::default(),
-        now,
-    )
-    .unwrap();
+    let engine =
+        Engine::open_dir_with(dir.path(), keeper.clone(), EngineConfig::default(), now).unwrap();
     let at_open = keeper.hsm_calls() - before;
     let p = provision(&engine, now);
     let before = keeper.hsm_calls();

@@ -37,6 +37,18 @@ pub trait KeyKeeper: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
+/// A shared keeper is a keeper (for example to keep a handle on a PKCS#11 keeper the engine
+/// uses, to read its call counter).
+impl<K: KeyKeeper + ?Sized> KeyKeeper for Arc<K> {
+    fn derive(&self, context: &[u8]) -> Result<KeyBytes, Error> {
+        (**self).derive(context)
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
 /// What a working key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Purpose {
