@@ -81,6 +81,19 @@ fn rss_of(pid: u32) -> u64 {
         * 1024
 }
 
+/// CPU time (user + system) a process has used, in seconds (Linux, 100 ticks per second).
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which is in parentheses and may hold spaces).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Spawn a process and wait for the line that starts with `marker`; returns the address on it.
 #[allow(clippy::zombie_processes)] // the caller kills and waits for the child
 fn spawn_until(mut cmd: Command, marker: &str) -> (Child, SocketAddr, Vec<String>, Duration) {
@@ -447,6 +460,7 @@ fn main() {
         }
         let store: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> = Arc::new(slots.into_iter().map(tokio::sync::Mutex::new).collect());
         let st = store.clone();
+        let cpu0 = cpu_secs(server_pid);
         let (n, lat, secs) = timed(&conns, inflight, o.seconds, move |w, c, k| {
             let st = st.clone();
             async move {
@@ -458,19 +472,23 @@ fn main() {
             }
         })
         .await;
-        let refresh = lat.summary(n, secs);
+        let mut refresh = lat.summary(n, secs);
+        refresh["server_cpu_us_per_request"] = json!(((cpu_secs(server_pid) - cpu0) * 1e6 / n.max(1) as f64).round());
 
         // The floor: the same connections' worth of echo requests of about the same size.
         let eeps = client_endpoints(o.endpoints, &echo_ca, b"echo", true);
         let econns = connect_all(&eeps, echo_addr, o.connections).await;
         let msg = Arc::new(vec![b'x'; 120]);
         let m = msg.clone();
+        let echo_pid = echo.id();
+        let ecpu0 = cpu_secs(echo_pid);
         let (n, lat, secs) = timed(&econns, inflight, o.seconds, move |_, c, _| {
             let m = m.clone();
             async move { rpc(&c, &m).await.map(|_| ()) }
         })
         .await;
-        let echo_rr = lat.summary(n, secs);
+        let mut echo_rr = lat.summary(n, secs);
+        echo_rr["server_cpu_us_per_request"] = json!(((cpu_secs(echo_pid) - ecpu0) * 1e6 / n.max(1) as f64).round());
         for c in econns.iter().chain(conns.iter()) {
             c.close(0u32.into(), b"");
         }
