@@ -464,30 +464,18 @@ async fn connection(
     if !alpn_ok {
         conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"wrong ALPN");
     } else {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let state = registry::ConnState::new(conn.clone());
-        loop {
-            tokio::select! {
-                s = conn.accept_bi() => match s {
-                    Ok((send, recv)) => {
-                        let (shared, state, tx) = (shared.clone(), state.clone(), tx.clone());
-                        state.request_started();
-                        tokio::spawn(async move {
-                            if let Some(reg) = stream(send, recv, &shared, role, &state).await {
-                                shared.connections.attach(reg, &state);
-                                let _ = tx.send(reg);
-                            }
-                            state.request_done();
-                        });
-                    }
-                    Err(_) => break,
-                },
-                Some(reg) = rx.recv() => attached.push(reg),
-            }
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let (shared, state) = (shared.clone(), state.clone());
+            state.request_started();
+            tokio::spawn(async move {
+                if let Some(reg) = stream(send, recv, &shared, role, &state).await {
+                    shared.connections.attach(reg, &state);
+                }
+                state.request_done();
+            });
         }
-        while let Ok(reg) = rx.try_recv() {
-            attached.push(reg);
-        }
+        attached = state.attached();
     }
     shared.connections.detach_all(&conn, &attached);
     shared.open_connections.fetch_sub(1, Ordering::Relaxed);

@@ -60,6 +60,8 @@ pub struct ConnState {
     /// The registration most recently attached (devices use one), to skip re-attaching it on
     /// every refresh.
     last_attached: std::sync::atomic::AtomicU64,
+    /// Every registration attached, to detach them when the connection ends.
+    attached: Mutex<Vec<RegistrationId>>,
 }
 
 impl ConnState {
@@ -70,7 +72,13 @@ impl ConnState {
             in_flight: Default::default(),
             close_pending: Default::default(),
             last_attached: Default::default(),
+            attached: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The registrations this connection has used.
+    pub fn attached(&self) -> Vec<RegistrationId> {
+        lock(&self.attached).clone()
     }
 
     /// A request started on this connection.

@@ -61,5 +61,13 @@ pub fn error_frame(body: &ErrorBody) -> Vec<u8> {
 
 /// A success response frame.
 pub fn ok_frame<T: serde::Serialize>(body: &T) -> Vec<u8> {
-    encode(kind::OK, &serde_json::to_vec(body).unwrap_or_default())
+    // Serialise straight after a header placeholder: one buffer, no copy.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[frame::VERSION, kind::OK, 0, 0, 0, 0, 0, 0]);
+    if serde_json::to_writer(&mut out, body).is_err() {
+        out.truncate(frame::HEADER_LEN);
+    }
+    let len = u32::try_from(out.len() - frame::HEADER_LEN).unwrap_or(u32::MAX);
+    out[4..8].copy_from_slice(&len.to_be_bytes());
+    out
 }
