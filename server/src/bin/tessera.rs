@@ -749,8 +749,16 @@ impl DeviceHooks for SimHooks {
             .and_then(|p| std::fs::read_to_string(p).ok())
     }
     fn save(&self, stored: &str) {
+        // The stored registration holds the RT: a secret, so the file is private (0600).
+        use std::io::Write;
         if let Some(p) = &self.state_file {
-            let _ = std::fs::write(p, stored);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            if let Ok(mut f) = opts.open(p) {
+                let _ = f.write_all(stored.as_bytes());
+            }
         }
     }
     fn log(&self, line: &str) {

@@ -155,7 +155,7 @@ pub struct ErrorBody {
 }
 
 /// `BEGIN` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BeginReq {
     /// The provisioning token.
@@ -170,8 +170,19 @@ pub struct BeginReq {
     pub instance_nonce: String,
 }
 
+impl std::fmt::Debug for BeginReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeginReq")
+            .field("pt", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .field("attributes", &self.attributes)
+            .field("instance_nonce", &self.instance_nonce)
+            .finish()
+    }
+}
+
 /// `BEGIN` response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct BeginResp {
     /// Operation id (`op_…`).
     pub operation_id: String,
@@ -192,8 +203,23 @@ pub struct BeginResp {
     pub server_time_ms: u64,
 }
 
+impl std::fmt::Debug for BeginResp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeginResp")
+            .field("operation_id", &self.operation_id)
+            .field("secret", &"<redacted>")
+            .field("verification_code", &"<redacted>")
+            .field("state", &self.state)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("resumed", &self.resumed)
+            .field("server_time_ms", &self.server_time_ms)
+            .finish()
+    }
+}
+
 /// `WAIT` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitReq {
     /// Operation id.
@@ -203,6 +229,16 @@ pub struct WaitReq {
     /// How long to hold the request while pending (capped by the server, 0 = answer at once).
     #[serde(default)]
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for WaitReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitReq")
+            .field("operation_id", &self.operation_id)
+            .field("secret", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 /// `WAIT` response.
@@ -227,7 +263,7 @@ pub struct WaitResp {
 }
 
 /// An RT with its public fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RtBody {
     /// The RT text (`tsrt_…`).
     pub rt: String,
@@ -243,12 +279,31 @@ pub struct RtBody {
     pub expires_at: u64,
 }
 
+impl std::fmt::Debug for RtBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtBody")
+            .field("rt", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .field("registration_id", &self.registration_id)
+            .field("generation", &self.generation)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// `REFRESH` / `INTROSPECT` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtReq {
     /// The RT text.
     pub rt: String,
+}
+
+impl std::fmt::Debug for RtReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtReq").field("rt", &"<redacted>").finish()
+    }
 }
 
 /// `REFRESH` response.
@@ -282,7 +337,7 @@ pub struct IntrospectResp {
 }
 
 /// `CANCEL` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelReq {
     /// Operation id.
@@ -291,8 +346,17 @@ pub struct CancelReq {
     pub secret: String,
 }
 
+impl std::fmt::Debug for CancelReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelReq")
+            .field("operation_id", &self.operation_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Every admin request: the admin token and the request's arguments.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminReq {
     /// The admin token (`tsat_…`).
@@ -300,6 +364,15 @@ pub struct AdminReq {
     /// Arguments (an object; its fields depend on the request kind).
     #[serde(default)]
     pub args: serde_json::Value,
+}
+
+impl std::fmt::Debug for AdminReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminReq")
+            .field("token", &"<redacted>")
+            .field("args", &self.args)
+            .finish()
+    }
 }
 
 /// Arguments of `PT_CREATE` and `PT_BATCH`.
@@ -332,4 +405,68 @@ pub struct PtArgs {
     /// For `PT_BATCH`: how many.
     #[serde(default)]
     pub count: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_every_secret_field() {
+        let s = "tsxx_SECRET-VALUE-0123456789".to_string();
+        let rt = RtBody {
+            rt: s.clone(),
+            device_id: "d".into(),
+            registration_id: 1,
+            generation: 1,
+            issued_at: 1,
+            expires_at: 2,
+        };
+        let all = format!(
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            BeginReq {
+                pt: s.clone(),
+                device_id: None,
+                attributes: Default::default(),
+                instance_nonce: "n".into()
+            },
+            BeginResp {
+                operation_id: "op".into(),
+                secret: s.clone(),
+                verification_code: Some(s.clone()),
+                state: "pending".into(),
+                poll_interval_ms: 1,
+                expires_at_ms: 1,
+                resumed: false,
+                server_time_ms: 1,
+            },
+            WaitReq {
+                operation_id: "op".into(),
+                secret: s.clone(),
+                timeout_ms: 0
+            },
+            WaitResp {
+                state: "provisioned".into(),
+                registration: Some(rt.clone()),
+                ..WaitResp::default()
+            },
+            RefreshResp {
+                registration: rt.clone(),
+                retried: false,
+                server_time_ms: 1
+            },
+            rt,
+            RtReq { rt: s.clone() },
+            CancelReq {
+                operation_id: "op".into(),
+                secret: s.clone()
+            },
+            AdminReq {
+                token: s.clone(),
+                args: serde_json::Value::Null
+            },
+        );
+        assert!(!all.contains("SECRET-VALUE"), "{all}");
+        assert!(all.contains("<redacted>"));
+    }
 }
