@@ -16,6 +16,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 need_packages=()
 command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
+command -v clang >/dev/null 2>&1 || need_packages+=(clang)
+command -v valgrind >/dev/null 2>&1 || need_packages+=(valgrind)
+command -v gcc >/dev/null 2>&1 || need_packages+=(gcc)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -34,6 +37,19 @@ cargo fmt --all --check || failures+=("fmt")
 step "cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings || failures+=("clippy")
 
+step "C header drift check (cbindgen 0.29.2)"
+CBINDGEN_VERSION=0.29.2
+if ! cbindgen --version 2>/dev/null | grep -q "$CBINDGEN_VERSION"; then
+    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --quiet
+fi
+(cd ffi && cbindgen --config cbindgen.toml --crate tessera-ffi --output "$WORK/tessera.h" . 2>/dev/null)
+if diff -u include/tessera.h "$WORK/tessera.h"; then
+    echo "include/tessera.h is up to date"
+else
+    echo "include/tessera.h differs from what cbindgen generates; regenerate it" >&2
+    failures+=("header drift")
+fi
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked -q || failures+=("doc")
 
@@ -48,7 +64,9 @@ run_tests() { # name, then the command
     [ "$status" -eq 0 ] || failures+=("$name")
 }
 
-run_tests "rust tests" cargo test --workspace --locked
+step "building libtessera.a for the C tests"
+cargo build -p tessera-ffi --locked || failures+=("ffi build")
+run_tests "rust and C tests" cargo test --workspace --locked
 
 step "SoftHSM2 tokens for the PKCS#11 keeper"
 eval "$(bash scripts/softhsm-env.sh "$WORK/softhsm")"

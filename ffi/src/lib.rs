@@ -1,6 +1,22 @@
-//! `tessera-ffi`: the C ABI (`libtessera.a`, `include/tessera.h`) over the engine and the
-//! device client.
+//! `libtessera`: the C ABI over the Tessera engine's token helpers and the device client.
 //!
-//! Not built yet: the C ABI follows the QUIC server and device client it wraps. Until then this
-//! crate exports nothing; it exists so the workspace layout is already the final one.
-#![forbid(unsafe_code)]
+//! Conventions (DESIGN.md §11, after rustls-ffi): opaque handles, `tessera_<type>_<verb>`
+//! names, every fallible function returns a [`tessera_result`] with an explicit, never reused
+//! number; outputs go through trailing pointers and are written only on success; buffers are
+//! pointer + length; `_free(NULL)` is a no-op; every pointer is checked for NULL; every body runs
+//! inside a panic boundary, so a panic becomes `TESSERA_PANIC` instead of aborting the firmware.
+//! Secrets handed to C are copied into caller buffers; Tessera zeroizes its own copies.
+#![allow(unsafe_code)] // this crate is the C boundary; every unsafe block has a SAFETY comment
+#![allow(non_camel_case_types)]
+// Exported functions take raw pointers from C by design: each documents its pointer contract,
+// and every dereference goes through the checked helpers in util.rs.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod device;
+mod result;
+mod tokens;
+mod util;
+
+pub use device::*;
+pub use result::*;
+pub use tokens::*;

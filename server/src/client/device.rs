@@ -393,8 +393,10 @@ impl DeviceClient {
 /// Tokio runtime.
 #[derive(Debug)]
 pub struct BlockingDeviceClient {
-    rt: tokio::runtime::Runtime,
+    // Field order matters: the client (its QUIC endpoint and connection) is dropped before the
+    // runtime that drives them.
     inner: DeviceClient,
+    rt: tokio::runtime::Runtime,
 }
 
 impl BlockingDeviceClient {
@@ -408,7 +410,7 @@ impl BlockingDeviceClient {
             let _g = rt.enter();
             DeviceClient::new(cfg, hooks)?
         };
-        Ok(Self { rt, inner })
+        Ok(Self { inner, rt })
     }
 
     /// See [`DeviceClient::ensure_registered`].
@@ -434,6 +436,13 @@ impl BlockingDeviceClient {
 
 impl Drop for BlockingDeviceClient {
     fn drop(&mut self) {
-        self.rt.block_on(self.inner.transport.disconnect());
+        // Close the connection and let the endpoint finish, so no task is left behind in the
+        // runtime (firmware links this through the C ABI and checks for leaks).
+        self.rt.block_on(async {
+            self.inner.transport.disconnect().await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), self.inner.transport.wait_idle())
+                    .await;
+        });
     }
 }

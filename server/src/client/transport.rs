@@ -360,6 +360,11 @@ impl Transport {
         serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Wait until the endpoint has no connections left.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+
     /// Close the endpoint.
     pub async fn close(&self) {
         self.disconnect().await;

@@ -1,0 +1,503 @@
+//! The device client for firmware: configuration, callbacks, and blocking calls.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_void, CString};
+use std::time::Duration;
+
+use tessera_server::client::device::{DeviceConfig, DeviceError, DeviceHooks};
+use tessera_server::{BlockingDeviceClient, Trust};
+
+use crate::result::tessera_result;
+use crate::util::{boundary, bytes, copy_out, str, write};
+
+/// Shows the verification code on the device's display. `code` is valid for the call only.
+pub type tessera_show_code_cb = Option<extern "C" fn(userdata: *mut c_void, code: *const c_char)>;
+/// Loads the stored registration: copy at most `cap` bytes into `buf`, set `*written`, return
+/// 0 on success and non-zero if nothing is stored.
+pub type tessera_load_cb = Option<
+    extern "C" fn(userdata: *mut c_void, buf: *mut u8, cap: usize, written: *mut usize) -> i32,
+>;
+/// Saves the registration (`len` bytes, a secret: store it protected). Valid for the call only.
+pub type tessera_save_cb =
+    Option<extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
+/// A log line (never contains secrets). Valid for the call only.
+pub type tessera_log_cb = Option<extern "C" fn(userdata: *mut c_void, line: *const c_char)>;
+
+/// Device client configuration (opaque). Create with `tessera_device_config_new`, give to
+/// `tessera_device_client_new` (which consumes it) or free with `tessera_device_config_free`.
+pub struct tessera_device_config {
+    server: std::net::SocketAddr,
+    server_name: String,
+    trust: Option<Trust>,
+    pt: Option<tessera_engine::ProvisioningToken>,
+    device_id: Option<String>,
+    attributes: BTreeMap<String, String>,
+    request_timeout: Duration,
+    wait_timeout: Duration,
+    hooks: Callbacks,
+}
+
+#[derive(Clone, Copy)]
+struct Callbacks {
+    userdata: *mut c_void,
+    show_code: tessera_show_code_cb,
+    load: tessera_load_cb,
+    save: tessera_save_cb,
+    log: tessera_log_cb,
+}
+
+// SAFETY: the callbacks and `userdata` are only ever invoked on the thread that calls the
+// blocking client functions (the client runs its runtime on the calling thread), which is the
+// contract documented on `tessera_device_config_set_callbacks`.
+unsafe impl Send for Callbacks {}
+// SAFETY: as above; the client never calls them from two threads at once.
+unsafe impl Sync for Callbacks {}
+
+impl DeviceHooks for Callbacks {
+    fn show_code(&self, code: &str) {
+        if let (Some(f), Ok(c)) = (self.show_code, CString::new(code)) {
+            f(self.userdata, c.as_ptr());
+        }
+    }
+    fn load(&self) -> Option<String> {
+        let f = self.load?;
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0usize;
+        if f(self.userdata, buf.as_mut_ptr(), buf.len(), &mut n) != 0 || n > buf.len() {
+            return None;
+        }
+        buf.truncate(n);
+        String::from_utf8(buf).ok()
+    }
+    fn save(&self, stored: &str) {
+        if let Some(f) = self.save {
+            f(self.userdata, stored.as_ptr(), stored.len());
+        }
+    }
+    fn log(&self, line: &str) {
+        if let (Some(f), Ok(c)) = (self.log, CString::new(line)) {
+            f(self.userdata, c.as_ptr());
+        }
+    }
+}
+
+impl std::fmt::Debug for tessera_device_config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tessera_device_config")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device client (opaque). Blocking; not for use from two threads at once.
+#[derive(Debug)]
+pub struct tessera_device_client {
+    inner: BlockingDeviceClient,
+}
+
+/// Create a configuration for the server at `server_addr` (e.g. "192.0.2.7:4433") whose
+/// certificate names `server_name`. On success `*out` owns the new configuration.
+///
+/// NULL rules: no argument may be NULL. Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn tessera_device_config_new(
+    server_addr: *const c_char,
+    server_name: *const c_char,
+    out: *mut *mut tessera_device_config,
+) -> tessera_result {
+    boundary(|| {
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        // SAFETY: NUL-terminated strings per the caller's promise.
+        let (addr, name) = match unsafe { (str(server_addr), str(server_name)) } {
+            (Ok(a), Ok(n)) => (a, n),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        let Ok(server) = addr.parse() else {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        };
+        let cfg = Box::new(tessera_device_config {
+            server,
+            server_name: name.to_owned(),
+            trust: None,
+            pt: None,
+            device_id: None,
+            attributes: BTreeMap::new(),
+            request_timeout: Duration::from_secs(10),
+            wait_timeout: Duration::from_secs(25),
+            hooks: Callbacks {
+                userdata: std::ptr::null_mut(),
+                show_code: None,
+                load: None,
+                save: None,
+                log: None,
+            },
+        });
+        // SAFETY: `out` is caller-owned storage for one pointer.
+        unsafe { write(out, Box::into_raw(cfg)) }
+    })
+}
+
+/// Borrow a configuration mutably.
+///
+/// # Safety
+/// `cfg` must be NULL or a live pointer from `tessera_device_config_new`.
+unsafe fn cfg_mut<'a>(
+    cfg: *mut tessera_device_config,
+) -> Result<&'a mut tessera_device_config, tessera_result> {
+    // SAFETY: NULL or a live, uniquely used configuration per the caller's promise.
+    unsafe { cfg.as_mut() }.ok_or(tessera_result::TESSERA_NULL_PARAMETER)
+}
+
+macro_rules! with_cfg {
+    ($cfg:expr, |$c:ident| $body:expr) => {
+        boundary(|| {
+            // SAFETY: a live configuration per the function's contract.
+            let $c = match unsafe { cfg_mut($cfg) } {
+                Ok(c) => c,
+                Err(e) => return e,
+            };
+            $body
+        })
+    };
+}
+
+/// Trust the CA certificate(s) in `pem` (`len` bytes). NULL rules: none may be NULL.
+#[no_mangle]
+pub extern "C" fn tessera_device_config_set_ca_pem(
+    cfg: *mut tessera_device_config,
+    pem: *const u8,
+    len: usize,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        // SAFETY: `pem` points to `len` readable bytes per the caller's promise.
+        match unsafe { bytes(pem, len) } {
+            Ok(b) => {
+                c.trust = Some(Trust::CaPem(b.to_vec()));
+                tessera_result::TESSERA_OK
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// Trust the server chain containing a certificate with this SHA-256 fingerprint (64 hex
+/// characters, NUL-terminated), instead of a CA file.
+#[no_mangle]
+pub extern "C" fn tessera_device_config_set_pin(
+    cfg: *mut tessera_device_config,
+    sha256_hex: *const c_char,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        // SAFETY: NUL-terminated per the caller's promise.
+        match unsafe { str(sha256_hex) } {
+            Ok(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                c.trust = Some(Trust::Pin(h.to_owned()));
+                tessera_result::TESSERA_OK
+            }
+            Ok(_) => tessera_result::TESSERA_INVALID_ARGUMENT,
+            Err(e) => e,
+        }
+    })
+}
+
+/// Set the provisioning token (`len` bytes, copied; checked for format).
+#[no_mangle]
+pub extern "C" fn tessera_device_config_set_pt(
+    cfg: *mut tessera_device_config,
+    pt: *const u8,
+    len: usize,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        // SAFETY: `pt` points to `len` readable bytes per the caller's promise.
+        let b = match unsafe { bytes(pt, len) } {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if let Err(e) = tessera_engine::token::ParsedPt::parse(b) {
+            return e.into();
+        }
+        match std::str::from_utf8(b) {
+            Ok(s) => {
+                c.pt = Some(tessera_engine::ProvisioningToken::new(s.to_owned()));
+                tessera_result::TESSERA_OK
+            }
+            Err(_) => tessera_result::TESSERA_INVALID_UTF8,
+        }
+    })
+}
+
+/// Request this device id (NUL-terminated; 1–64 bytes of `A–Z a–z 0–9 . _ : -`).
+#[no_mangle]
+pub extern "C" fn tessera_device_config_set_device_id(
+    cfg: *mut tessera_device_config,
+    device_id: *const c_char,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        // SAFETY: NUL-terminated per the caller's promise.
+        match unsafe { str(device_id) } {
+            Ok(d) => match tessera_engine::DeviceId::new(d) {
+                Ok(_) => {
+                    c.device_id = Some(d.to_owned());
+                    tessera_result::TESSERA_OK
+                }
+                Err(_) => tessera_result::TESSERA_INVALID_ARGUMENT,
+            },
+            Err(e) => e,
+        }
+    })
+}
+
+/// Add an attribute sent with provisioning (both NUL-terminated; limits in docs/tokens.md).
+#[no_mangle]
+pub extern "C" fn tessera_device_config_add_attribute(
+    cfg: *mut tessera_device_config,
+    key: *const c_char,
+    value: *const c_char,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        // SAFETY: NUL-terminated per the caller's promise.
+        let (k, v) = match unsafe { (str(key), str(value)) } {
+            (Ok(k), Ok(v)) => (k, v),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        let mut next = c.attributes.clone();
+        next.insert(k.to_owned(), v.to_owned());
+        match tessera_engine::Attributes::new(next.clone()) {
+            Ok(_) => {
+                c.attributes = next;
+                tessera_result::TESSERA_OK
+            }
+            Err(_) => tessera_result::TESSERA_INVALID_ARGUMENT,
+        }
+    })
+}
+
+/// Set the per-request timeout and the long-poll hold, in milliseconds (each 1..=600000).
+#[no_mangle]
+pub extern "C" fn tessera_device_config_set_timeouts(
+    cfg: *mut tessera_device_config,
+    request_ms: u32,
+    wait_ms: u32,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        if request_ms == 0 || wait_ms == 0 || request_ms > 600_000 || wait_ms > 600_000 {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        }
+        c.request_timeout = Duration::from_millis(request_ms.into());
+        c.wait_timeout = Duration::from_millis(wait_ms.into());
+        tessera_result::TESSERA_OK
+    })
+}
+
+/// Set the callbacks (any may be NULL) and the `userdata` passed to each. Callbacks are called
+/// only on the thread that is inside a `tessera_device_client_*` call, never concurrently.
+#[no_mangle]
+pub extern "C" fn tessera_device_config_set_callbacks(
+    cfg: *mut tessera_device_config,
+    userdata: *mut c_void,
+    show_code: tessera_show_code_cb,
+    load: tessera_load_cb,
+    save: tessera_save_cb,
+    log: tessera_log_cb,
+) -> tessera_result {
+    with_cfg!(cfg, |c| {
+        c.hooks = Callbacks {
+            userdata,
+            show_code,
+            load,
+            save,
+            log,
+        };
+        tessera_result::TESSERA_OK
+    })
+}
+
+/// Free a configuration that was not given to `tessera_device_client_new`. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn tessera_device_config_free(cfg: *mut tessera_device_config) {
+    let _ = boundary(|| {
+        if !cfg.is_null() {
+            // SAFETY: a pointer from `tessera_device_config_new`, freed once (caller's promise).
+            drop(unsafe { Box::from_raw(cfg) });
+        }
+        tessera_result::TESSERA_OK
+    });
+}
+
+/// Create a client from `cfg`, which is consumed (freed) whether or not this succeeds. Needs a
+/// trust setting (CA or pin) and a PT. On success `*out` owns the client.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_new(
+    cfg: *mut tessera_device_config,
+    out: *mut *mut tessera_device_client,
+) -> tessera_result {
+    boundary(|| {
+        if cfg.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        // SAFETY: a pointer from `tessera_device_config_new`, consumed here exactly once.
+        let c = unsafe { Box::from_raw(cfg) };
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        let (Some(trust), Some(pt)) = (c.trust.clone(), c.pt.clone()) else {
+            return tessera_result::TESSERA_CONFIG;
+        };
+        let mut dc = DeviceConfig::new(c.server, &c.server_name, trust, pt);
+        dc.device_id = c.device_id.clone();
+        dc.attributes = c.attributes.clone();
+        dc.request_timeout = c.request_timeout;
+        dc.wait_timeout = c.wait_timeout;
+        match BlockingDeviceClient::new(dc, Box::new(c.hooks)) {
+            // SAFETY: `out` is caller-owned storage for one pointer.
+            Ok(inner) => unsafe {
+                write(
+                    out,
+                    Box::into_raw(Box::new(tessera_device_client { inner })),
+                )
+            },
+            Err(e) => (&e).into(),
+        }
+    })
+}
+
+/// # Safety
+/// `client` must be NULL or a live pointer from `tessera_device_client_new`.
+unsafe fn client<'a>(
+    client: *mut tessera_device_client,
+) -> Result<&'a tessera_device_client, tessera_result> {
+    // SAFETY: NULL or live per the caller's promise.
+    unsafe { client.as_ref() }.ok_or(tessera_result::TESSERA_NULL_PARAMETER)
+}
+
+fn device_result(e: &DeviceError) -> tessera_result {
+    match e {
+        DeviceError::Rejected(_) => tessera_result::TESSERA_PROVISIONING_REJECTED,
+        DeviceError::Expired => tessera_result::TESSERA_PROVISIONING_EXPIRED,
+        DeviceError::Cancelled => tessera_result::TESSERA_PROVISIONING_CANCELLED,
+        DeviceError::Deadline => tessera_result::TESSERA_TIMEOUT,
+        DeviceError::Client(c) => c.into(),
+    }
+}
+
+/// Make sure the device holds a valid RT within `timeout_ms`: reuse the stored one, refresh it
+/// when due, or provision (showing the code through the callback and waiting for approval).
+/// Blocks. The client must not be used from another thread meanwhile.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_ensure_registered(
+    client_ptr: *mut tessera_device_client,
+    timeout_ms: u32,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: a live client per the contract.
+        let c = match unsafe { client(client_ptr) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match c
+            .inner
+            .ensure_registered(Duration::from_millis(timeout_ms.into()))
+        {
+            Ok(_) => tessera_result::TESSERA_OK,
+            Err(e) => device_result(&e),
+        }
+    })
+}
+
+/// Refresh the RT now. On `TESSERA_REVOKED`, `TESSERA_EXPIRED` or `TESSERA_ROTATION_REUSE` the
+/// registration is forgotten; the next `ensure_registered` provisions again.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_refresh(
+    client_ptr: *mut tessera_device_client,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: a live client per the contract.
+        let c = match unsafe { client(client_ptr) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match c.inner.refresh() {
+            Ok(_) => tessera_result::TESSERA_OK,
+            Err(e) => device_result(&e),
+        }
+    })
+}
+
+/// Copy the current RT (a secret; not NUL-terminated) into `buf` (`cap` bytes); its length goes
+/// to `*written`. `TESSERA_NOT_AVAILABLE` when not registered; nothing written on failure.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_copy_rt(
+    client_ptr: *mut tessera_device_client,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: a live client per the contract.
+        let c = match unsafe { client(client_ptr) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match c.inner.current() {
+            // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
+            Some(r) => unsafe { copy_out(r.rt.as_bytes(), buf, cap, written) },
+            None => tessera_result::TESSERA_NOT_AVAILABLE,
+        }
+    })
+}
+
+/// Copy the device id (not NUL-terminated) into `buf`; its length goes to `*written`.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_copy_device_id(
+    client_ptr: *mut tessera_device_client,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: a live client per the contract.
+        let c = match unsafe { client(client_ptr) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match c.inner.current() {
+            // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
+            Some(r) => unsafe { copy_out(r.device_id.as_bytes(), buf, cap, written) },
+            None => tessera_result::TESSERA_NOT_AVAILABLE,
+        }
+    })
+}
+
+/// When the next refresh is due, as local Unix seconds, into `*out`.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_next_refresh_at(
+    client_ptr: *mut tessera_device_client,
+    out: *mut i64,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: a live client per the contract.
+        let c = match unsafe { client(client_ptr) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match c.inner.next_refresh_at() {
+            // SAFETY: caller-owned output slot.
+            Some(t) => unsafe { write(out, t) },
+            None => tessera_result::TESSERA_NOT_AVAILABLE,
+        }
+    })
+}
+
+/// Free a client (closing its connection). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn tessera_device_client_free(client_ptr: *mut tessera_device_client) {
+    let _ = boundary(|| {
+        if !client_ptr.is_null() {
+            // SAFETY: a pointer from `tessera_device_client_new`, freed once (caller's promise).
+            drop(unsafe { Box::from_raw(client_ptr) });
+        }
+        tessera_result::TESSERA_OK
+    });
+}

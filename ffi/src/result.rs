@@ -1,0 +1,191 @@
+//! Result codes and their messages.
+
+use std::ffi::c_char;
+
+/// The result of every fallible function. Numbers are explicit and never reused.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum tessera_result {
+    /// Success.
+    TESSERA_OK = 0,
+    /// A required pointer argument was NULL.
+    TESSERA_NULL_PARAMETER = 1,
+    /// A length was zero or larger than allowed.
+    TESSERA_INVALID_LENGTH = 2,
+    /// Text was not valid UTF-8 (or contained a NUL).
+    TESSERA_INVALID_UTF8 = 3,
+    /// The output buffer is too small; nothing was written.
+    TESSERA_BUFFER_TOO_SMALL = 4,
+    /// A panic was caught at the boundary; the call had no effect.
+    TESSERA_PANIC = 5,
+    /// An argument was rejected (device id, attribute, address, …).
+    TESSERA_INVALID_ARGUMENT = 6,
+    /// The object has no such value yet (for example: not registered).
+    TESSERA_NOT_AVAILABLE = 7,
+
+    /// Token: wrong prefix.
+    TESSERA_TOKEN_WRONG_PREFIX = 100,
+    /// Token: wrong length.
+    TESSERA_TOKEN_WRONG_LENGTH = 101,
+    /// Token: characters outside the alphabet.
+    TESSERA_TOKEN_BAD_ENCODING = 102,
+    /// Token: checksum mismatch (mistyped, truncated or altered).
+    TESSERA_TOKEN_BAD_CHECKSUM = 103,
+    /// Token: unknown version.
+    TESSERA_TOKEN_UNKNOWN_VERSION = 104,
+
+    /// Server: credential not accepted.
+    TESSERA_UNAUTHENTICATED = 210,
+    /// Server: credential expired.
+    TESSERA_EXPIRED = 211,
+    /// Server: credential revoked.
+    TESSERA_REVOKED = 212,
+    /// Server: RT superseded by a newer generation.
+    TESSERA_SUPERSEDED = 213,
+    /// Server: RT reuse detected; the registration was revoked.
+    TESSERA_ROTATION_REUSE = 214,
+    /// Server: the device id is blocked.
+    TESSERA_DEVICE_BLOCKED = 215,
+    /// Server: rate limited; retry later.
+    TESSERA_RATE_LIMITED = 230,
+    /// Server: another error (see the log callback).
+    TESSERA_SERVER_ERROR = 299,
+
+    /// Could not connect, or the connection broke.
+    TESSERA_CONNECTION = 300,
+    /// No answer in time.
+    TESSERA_TIMEOUT = 301,
+    /// The server's answer was not valid protocol.
+    TESSERA_PROTOCOL = 302,
+    /// The configuration is incomplete or invalid (CA, pin, PT, address).
+    TESSERA_CONFIG = 303,
+    /// The technician rejected the provisioning operation.
+    TESSERA_PROVISIONING_REJECTED = 310,
+    /// The provisioning operation expired.
+    TESSERA_PROVISIONING_EXPIRED = 311,
+    /// The provisioning operation was cancelled.
+    TESSERA_PROVISIONING_CANCELLED = 312,
+}
+
+/// A static, NUL-terminated English message for a result code (never NULL; unknown codes give
+/// "unknown result code"). The string must not be freed.
+///
+/// Thread safety: may be called from any thread.
+#[no_mangle]
+pub extern "C" fn tessera_result_message(code: u32) -> *const c_char {
+    let msg: &'static str = match code {
+        c if c == tessera_result::TESSERA_OK as u32 => concat!("success", "\0"),
+        c if c == tessera_result::TESSERA_NULL_PARAMETER as u32 => {
+            concat!("a required pointer argument was NULL", "\0")
+        }
+        c if c == tessera_result::TESSERA_INVALID_LENGTH as u32 => {
+            concat!("a length was zero or too large", "\0")
+        }
+        c if c == tessera_result::TESSERA_INVALID_UTF8 as u32 => {
+            concat!("text was not valid UTF-8", "\0")
+        }
+        c if c == tessera_result::TESSERA_BUFFER_TOO_SMALL as u32 => {
+            concat!("the output buffer is too small", "\0")
+        }
+        c if c == tessera_result::TESSERA_PANIC as u32 => concat!(
+            "internal error (panic caught); the call had no effect",
+            "\0"
+        ),
+        c if c == tessera_result::TESSERA_INVALID_ARGUMENT as u32 => {
+            concat!("an argument was rejected", "\0")
+        }
+        c if c == tessera_result::TESSERA_NOT_AVAILABLE as u32 => {
+            concat!("no such value yet", "\0")
+        }
+        c if c == tessera_result::TESSERA_TOKEN_WRONG_PREFIX as u32 => {
+            concat!("token has the wrong prefix", "\0")
+        }
+        c if c == tessera_result::TESSERA_TOKEN_WRONG_LENGTH as u32 => {
+            concat!("token has the wrong length", "\0")
+        }
+        c if c == tessera_result::TESSERA_TOKEN_BAD_ENCODING as u32 => {
+            concat!("token contains invalid characters", "\0")
+        }
+        c if c == tessera_result::TESSERA_TOKEN_BAD_CHECKSUM as u32 => {
+            concat!("token checksum mismatch", "\0")
+        }
+        c if c == tessera_result::TESSERA_TOKEN_UNKNOWN_VERSION as u32 => {
+            concat!("unknown token version", "\0")
+        }
+        c if c == tessera_result::TESSERA_UNAUTHENTICATED as u32 => {
+            concat!("credential not accepted", "\0")
+        }
+        c if c == tessera_result::TESSERA_EXPIRED as u32 => concat!("credential expired", "\0"),
+        c if c == tessera_result::TESSERA_REVOKED as u32 => concat!("credential revoked", "\0"),
+        c if c == tessera_result::TESSERA_SUPERSEDED as u32 => {
+            concat!("registration token superseded", "\0")
+        }
+        c if c == tessera_result::TESSERA_ROTATION_REUSE as u32 => concat!(
+            "registration token reuse detected; registration revoked",
+            "\0"
+        ),
+        c if c == tessera_result::TESSERA_DEVICE_BLOCKED as u32 => {
+            concat!("device is blocked", "\0")
+        }
+        c if c == tessera_result::TESSERA_RATE_LIMITED as u32 => {
+            concat!("rate limited; retry later", "\0")
+        }
+        c if c == tessera_result::TESSERA_SERVER_ERROR as u32 => {
+            concat!("the server refused the request", "\0")
+        }
+        c if c == tessera_result::TESSERA_CONNECTION as u32 => concat!("connection failed", "\0"),
+        c if c == tessera_result::TESSERA_TIMEOUT as u32 => concat!("timed out", "\0"),
+        c if c == tessera_result::TESSERA_PROTOCOL as u32 => concat!("protocol error", "\0"),
+        c if c == tessera_result::TESSERA_CONFIG as u32 => {
+            concat!("invalid or incomplete configuration", "\0")
+        }
+        c if c == tessera_result::TESSERA_PROVISIONING_REJECTED as u32 => {
+            concat!("provisioning rejected by a technician", "\0")
+        }
+        c if c == tessera_result::TESSERA_PROVISIONING_EXPIRED as u32 => {
+            concat!("provisioning operation expired", "\0")
+        }
+        c if c == tessera_result::TESSERA_PROVISIONING_CANCELLED as u32 => {
+            concat!("provisioning operation cancelled", "\0")
+        }
+        _ => "unknown result code\0",
+    };
+    msg.as_ptr().cast()
+}
+
+impl From<tessera_engine::TokenFormatError> for tessera_result {
+    fn from(e: tessera_engine::TokenFormatError) -> Self {
+        use tessera_engine::TokenFormatError as T;
+        match e {
+            T::WrongPrefix => Self::TESSERA_TOKEN_WRONG_PREFIX,
+            T::WrongLength => Self::TESSERA_TOKEN_WRONG_LENGTH,
+            T::BadEncoding => Self::TESSERA_TOKEN_BAD_ENCODING,
+            T::BadChecksum => Self::TESSERA_TOKEN_BAD_CHECKSUM,
+            _ => Self::TESSERA_TOKEN_UNKNOWN_VERSION,
+        }
+    }
+}
+
+impl From<&tessera_server::ClientError> for tessera_result {
+    fn from(e: &tessera_server::ClientError) -> Self {
+        use tessera_server::wire::code;
+        use tessera_server::ClientError as C;
+        match e {
+            C::Config(_) => Self::TESSERA_CONFIG,
+            C::Connection(_) => Self::TESSERA_CONNECTION,
+            C::Timeout => Self::TESSERA_TIMEOUT,
+            C::Protocol(_) => Self::TESSERA_PROTOCOL,
+            C::Server(b) => match b.code {
+                code::UNAUTHENTICATED => Self::TESSERA_UNAUTHENTICATED,
+                code::EXPIRED => Self::TESSERA_EXPIRED,
+                code::REVOKED => Self::TESSERA_REVOKED,
+                code::SUPERSEDED => Self::TESSERA_SUPERSEDED,
+                code::ROTATION_REUSE => Self::TESSERA_ROTATION_REUSE,
+                code::DEVICE_BLOCKED => Self::TESSERA_DEVICE_BLOCKED,
+                code::RATE_LIMITED => Self::TESSERA_RATE_LIMITED,
+                code::TOKEN_FORMAT => Self::TESSERA_TOKEN_BAD_CHECKSUM,
+                _ => Self::TESSERA_SERVER_ERROR,
+            },
+        }
+    }
+}
