@@ -70,6 +70,10 @@ fn vectors_args() -> Vec<String> {
 }
 
 fn compile(compiler: &str, extra: &[&str], out: &Path) {
+    compile_file("test_api.c", compiler, extra, out);
+}
+
+fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
     let status = Command::new(compiler)
         .args([
             "-std=c11",
@@ -82,7 +86,7 @@ fn compile(compiler: &str, extra: &[&str], out: &Path) {
         .args(extra)
         .arg("-I")
         .arg(root().join("include"))
-        .arg(root().join("ffi/tests/c/test_api.c"))
+        .arg(root().join("ffi/tests/c").join(file))
         .arg(static_lib())
         .args(NATIVE_LIBS)
         .arg("-o")
@@ -146,4 +150,93 @@ fn c_api_under_valgrind() {
         .arg(&exe)
         .args(vectors_args()));
     assert!(out.contains(" 0 failed"));
+}
+
+/// The full device flow from C against a real server started here: provision with the
+/// verification-code callback (approved through the admin client with the code the C program
+/// printed), refresh, then revocation gives TESSERA_REVOKED. Under ASan + UBSan.
+#[test]
+fn c_device_flow_against_a_real_server() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use tessera_server::wire::kind;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, pt) = rt.block_on(async {
+        let cfg = tessera_server::ServerConfig::ephemeral(dir.path().join("data"));
+        let server = tessera_server::Server::start(cfg).await.unwrap();
+        let trust = tessera_server::Trust::ca_file(&server.ca_cert_path()).unwrap();
+        let token = server.first_admin_token().unwrap().clone();
+        let admin =
+            tessera_server::AdminClient::new(server.admin_addr(), "localhost", &trust, token)
+                .unwrap();
+        let (_, pt) = admin
+            .create_pt(serde_json::json!({ "label": "c", "approval": "manual_with_code" }))
+            .await
+            .unwrap();
+        (server, admin, pt)
+    });
+    let exe = dir.path().join("test_flow");
+    compile_file(
+        "test_flow.c",
+        "clang",
+        &[
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+        ],
+        &exe,
+    );
+    let mut child = Command::new(&exe)
+        .arg(server.device_addr().to_string())
+        .arg(server.ca_cert_path())
+        .arg(&pt)
+        .env("ASAN_OPTIONS", "detect_leaks=1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("a line from the C program").unwrap();
+    let code_line = next();
+    let code = code_line
+        .strip_prefix("code ")
+        .expect("code line")
+        .to_owned();
+    rt.block_on(async {
+        let ops = admin.pending_operations().await.unwrap();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0]["requested_device_id"], "c-device-1");
+        assert_eq!(ops[0]["attributes"]["fw"], "1.0.0");
+        admin
+            .approve(ops[0]["id"].as_str().unwrap(), Some(&code), None)
+            .await
+            .unwrap();
+    });
+    assert_eq!(next(), "registered c-device-1 1");
+    assert_eq!(next(), "refreshed 2");
+    rt.block_on(async {
+        let v = admin
+            .call(
+                kind::DEVICE_REVOKE,
+                serde_json::json!({ "device_id": "c-device-1", "reason": "test" }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(v["registrations_revoked"], 1);
+    });
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let last = next();
+    assert!(last.starts_with("after revocation 212 "), "{last}");
+    assert!(child.wait().unwrap().success());
+    rt.block_on(async {
+        admin.close().await;
+        server.shutdown(std::time::Duration::from_secs(1)).await;
+    });
 }

@@ -1,0 +1,97 @@
+/* A full device flow from C against a real Tessera server, driven by ffi/tests/c_api.rs:
+ *   test_flow SERVER_ADDR CA_PEM_PATH PT
+ * It provisions (printing "code XXXX-XXXX" from the show-code callback, which the driver reads
+ * and approves through the admin client), prints "registered DEVICE_ID GENERATION", refreshes,
+ * prints "refreshed GENERATION", then waits for a line on stdin (the driver revokes the
+ * registration first) and refreshes again, expecting TESSERA_REVOKED. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tessera.h"
+
+struct store { uint8_t data[4096]; size_t len; int saves; };
+
+static void show_code(void *userdata, const char *code) {
+    (void)userdata;
+    printf("code %s\n", code);
+    fflush(stdout);
+}
+
+static int32_t load(void *userdata, uint8_t *buf, size_t cap, size_t *written) {
+    struct store *s = userdata;
+    if (s->len == 0 || s->len > cap) return 1;
+    memcpy(buf, s->data, s->len);
+    *written = s->len;
+    return 0;
+}
+
+static void save(void *userdata, const uint8_t *data, size_t len) {
+    struct store *s = userdata;
+    if (len <= sizeof s->data) { memcpy(s->data, data, len); s->len = len; s->saves++; }
+}
+
+static void log_line(void *userdata, const char *line) {
+    (void)userdata;
+    fprintf(stderr, "tessera: %s\n", line);
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = malloc(65536);
+    *len = fread(buf, 1, 65536, f);
+    fclose(f);
+    return buf;
+}
+
+#define TRY(call) do { tessera_result r_ = (call); if (r_ != TESSERA_OK) { \
+    fprintf(stderr, "%s failed: %u %s\n", #call, (unsigned)r_, tessera_result_message(r_)); return 1; } } while (0)
+
+int main(int argc, char **argv) {
+    if (argc != 4) { fprintf(stderr, "usage: test_flow ADDR CA_PEM PT\n"); return 2; }
+    static struct store store;
+    size_t ca_len = 0;
+    char *ca = read_file(argv[2], &ca_len);
+    if (!ca) { fprintf(stderr, "cannot read %s\n", argv[2]); return 2; }
+
+    tessera_device_config *cfg = NULL;
+    TRY(tessera_device_config_new(argv[1], "localhost", &cfg));
+    TRY(tessera_device_config_set_ca_pem(cfg, (const uint8_t *)ca, ca_len));
+    free(ca);
+    TRY(tessera_device_config_set_pt(cfg, (const uint8_t *)argv[3], strlen(argv[3])));
+    TRY(tessera_device_config_set_device_id(cfg, "c-device-1"));
+    TRY(tessera_device_config_add_attribute(cfg, "fw", "1.0.0"));
+    TRY(tessera_device_config_set_callbacks(cfg, &store, show_code, load, save, log_line));
+    tessera_device_client *client = NULL;
+    TRY(tessera_device_client_new(cfg, &client));
+
+    TRY(tessera_device_client_ensure_registered(client, 60000));
+    uint8_t rt[512], id[128];
+    size_t rt_len = 0, id_len = 0;
+    TRY(tessera_device_client_copy_rt(client, rt, sizeof rt, &rt_len));
+    TRY(tessera_device_client_copy_device_id(client, id, sizeof id, &id_len));
+    tessera_rt_info info;
+    TRY(tessera_rt_inspect(rt, rt_len, &info));
+    if (store.saves != 1) { fprintf(stderr, "expected one save, got %d\n", store.saves); return 1; }
+    uint8_t small[8];
+    size_t n = 0;
+    if (tessera_device_client_copy_rt(client, small, sizeof small, &n) != TESSERA_BUFFER_TOO_SMALL || n != 0) return 1;
+    printf("registered %.*s %u\n", (int)id_len, (const char *)id, (unsigned)info.generation);
+    fflush(stdout);
+
+    TRY(tessera_device_client_refresh(client));
+    TRY(tessera_device_client_copy_rt(client, rt, sizeof rt, &rt_len));
+    TRY(tessera_rt_inspect(rt, rt_len, &info));
+    int64_t due = 0;
+    TRY(tessera_device_client_next_refresh_at(client, &due));
+    printf("refreshed %u\n", (unsigned)info.generation);
+    fflush(stdout);
+
+    char line[64];
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    tessera_result r = tessera_device_client_refresh(client);
+    printf("after revocation %u %s\n", (unsigned)r, tessera_result_message(r));
+    fflush(stdout);
+    tessera_device_client_free(client);
+    return r == TESSERA_REVOKED ? 0 : 1;
+}
