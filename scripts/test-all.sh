@@ -64,9 +64,11 @@ run_tests() { # name, then the command
     [ "$status" -eq 0 ] || failures+=("$name")
 }
 
+# The test build of libtessera carries the test-only `panic-test` feature (a panic point that
+# fires only when TESSERA_FFI_PANIC is set), so one build serves every C test.
 step "building libtessera.a for the C tests"
-cargo build -p tessera-ffi --locked || failures+=("ffi build")
-run_tests "rust and C tests" cargo test --workspace --locked
+cargo build -p tessera-ffi --features panic-test --locked || failures+=("ffi build")
+run_tests "rust and C tests" cargo test --workspace --features tessera-ffi/panic-test --locked
 
 step "SoftHSM2 tokens for the PKCS#11 keeper"
 eval "$(bash scripts/softhsm-env.sh "$WORK/softhsm")"

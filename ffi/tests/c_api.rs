@@ -74,6 +74,7 @@ fn compile(compiler: &str, extra: &[&str], out: &Path) {
 }
 
 fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
+    let lib = static_lib();
     let status = Command::new(compiler)
         .args([
             "-std=c11",
@@ -87,7 +88,7 @@ fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
         .arg("-I")
         .arg(root().join("include"))
         .arg(root().join("ffi/tests/c").join(file))
-        .arg(static_lib())
+        .arg(&lib)
         .args(NATIVE_LIBS)
         .arg("-o")
         .arg(out)
@@ -239,4 +240,27 @@ fn c_device_flow_against_a_real_server() {
         admin.close().await;
         server.shutdown(std::time::Duration::from_secs(1)).await;
     });
+}
+
+/// Every function, made to panic inside its boundary by the test-only `panic-test` feature,
+/// returns TESSERA_PANIC and the process survives. scripts/test-all.sh builds and tests with
+/// `--features tessera-ffi/panic-test` (the panic point fires only when TESSERA_FFI_PANIC is set).
+#[test]
+#[cfg_attr(
+    not(feature = "panic-test"),
+    ignore = "needs --features tessera-ffi/panic-test; scripts/test-all.sh runs it"
+)]
+fn panics_become_the_panic_code_and_the_process_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("test_panic");
+    compile_file(
+        "test_panic.c",
+        "clang",
+        &["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+        &exe,
+    );
+    let out = run(Command::new(&exe)
+        .env("TESSERA_FFI_PANIC", "1")
+        .env("ASAN_OPTIONS", "detect_leaks=0"));
+    assert!(out.contains("16 passed, 0 failed"), "{out}");
 }

@@ -1,0 +1,42 @@
+/* Built against a libtessera compiled with the test-only `panic-test` feature and run with
+ * TESSERA_FFI_PANIC=1: every function panics inside its boundary. Each must return
+ * TESSERA_PANIC (void functions must simply return) and the process must survive. */
+#include <stdio.h>
+#include <string.h>
+#include "tessera.h"
+
+static int failures = 0, checks = 0;
+#define PANICS(call) do { tessera_result r_ = (call); checks++; if (r_ != TESSERA_PANIC) { failures++; \
+    fprintf(stderr, "%s returned %u, want TESSERA_PANIC\n", #call, (unsigned)r_); } } while (0)
+
+int main(void) {
+    const uint8_t tok[] = "tspt_x";
+    tessera_rt_info info;
+    tessera_device_config *cfg = NULL;
+    tessera_device_client *client = NULL;
+    uint8_t buf[64];
+    size_t n = 0;
+    int64_t at = 0;
+    PANICS(tessera_pt_check(tok, 6));
+    PANICS(tessera_rt_inspect(tok, 6, &info));
+    PANICS(tessera_device_config_new("127.0.0.1:1", "localhost", &cfg));
+    PANICS(tessera_device_config_set_ca_pem(cfg, tok, 6));
+    PANICS(tessera_device_config_set_pin(cfg, "00"));
+    PANICS(tessera_device_config_set_pt(cfg, tok, 6));
+    PANICS(tessera_device_config_set_device_id(cfg, "d"));
+    PANICS(tessera_device_config_add_attribute(cfg, "k", "v"));
+    PANICS(tessera_device_config_set_timeouts(cfg, 1, 1));
+    PANICS(tessera_device_config_set_callbacks(cfg, NULL, NULL, NULL, NULL, NULL));
+    PANICS(tessera_device_client_new(cfg, &client));
+    PANICS(tessera_device_client_ensure_registered(client, 1));
+    PANICS(tessera_device_client_refresh(client));
+    PANICS(tessera_device_client_copy_rt(client, buf, sizeof buf, &n));
+    PANICS(tessera_device_client_copy_device_id(client, buf, sizeof buf, &n));
+    PANICS(tessera_device_client_next_refresh_at(client, &at));
+    tessera_device_config_free(cfg);
+    tessera_device_client_free(client);
+    /* Outputs were never written. */
+    if (cfg != NULL || client != NULL || n != 0 || at != 0) { failures++; fprintf(stderr, "an output was written\n"); }
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures == 0 ? 0 : 1;
+}
