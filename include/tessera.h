@@ -80,6 +80,9 @@ typedef struct tessera_device_client tessera_device_client;
 // `tessera_device_client_new` (which consumes it) or free with `tessera_device_config_free`.
 typedef struct tessera_device_config tessera_device_config;
 
+// A validator that asks the server (opaque). Use from one thread at a time.
+typedef struct tessera_validator tessera_validator;
+
 // Shows the verification code on the device's display. `code` is valid for the call only.
 typedef void (*tessera_show_code_cb)(void *userdata, const char *code);
 
@@ -107,6 +110,18 @@ typedef struct {
   // Expiry, Unix seconds.
   uint64_t expires_at;
 } tessera_rt_info;
+
+// What a valid RT says about its device.
+typedef struct {
+  // The registration.
+  uint64_t registration_id;
+  // Generation of the presented RT.
+  uint32_t generation;
+  // Expiry of the presented RT, Unix seconds.
+  uint64_t expires_at;
+  // The device id, NUL-terminated (at most 64 bytes + NUL).
+  char device_id[65];
+} tessera_rt_identity;
 
 #ifdef __cplusplus
 extern "C" {
@@ -212,6 +227,25 @@ tessera_result tessera_pt_check(const uint8_t *text, size_t len);
 // `text`/`len`: the RT text (borrowed for the call). `out`: caller-owned.
 // Thread safety: may be called from any thread.
 tessera_result tessera_rt_inspect(const uint8_t *text, size_t len, tessera_rt_info *out);
+
+// Create a validator for the server at `server_addr` whose certificate names `server_name`,
+// trusting the CA in `ca_pem` (`ca_len` bytes). On success `*out` owns it.
+tessera_result tessera_validator_new(const char *server_addr,
+                                     const char *server_name,
+                                     const uint8_t *ca_pem,
+                                     size_t ca_len,
+                                     tessera_validator **out);
+
+// Check an RT (`rt`/`rt_len`) with the server. `TESSERA_OK` and `*out` filled when valid;
+// otherwise `TESSERA_UNAUTHENTICATED`, `TESSERA_EXPIRED`, `TESSERA_REVOKED`,
+// `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or a connection error. Blocks.
+tessera_result tessera_validator_check(tessera_validator *validator,
+                                       const uint8_t *rt,
+                                       size_t rt_len,
+                                       tessera_rt_identity *out);
+
+// Free a validator. NULL is a no-op.
+void tessera_validator_free(tessera_validator *validator);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -16,7 +16,9 @@ mod device;
 mod result;
 mod tokens;
 mod util;
+mod validator;
 
 pub use device::*;
 pub use result::*;
 pub use tokens::*;
+pub use validator::*;

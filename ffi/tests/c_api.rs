@@ -233,6 +233,7 @@ fn c_device_flow_against_a_real_server() {
         assert_eq!(v["registrations_revoked"], 1);
     });
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(next(), "validator after revocation 212");
     let last = next();
     assert!(last.starts_with("after revocation 212 "), "{last}");
     assert!(child.wait().unwrap().success());
@@ -262,5 +263,5 @@ fn panics_become_the_panic_code_and_the_process_survives() {
     let out = run(Command::new(&exe)
         .env("TESSERA_FFI_PANIC", "1")
         .env("ASAN_OPTIONS", "detect_leaks=0"));
-    assert!(out.contains("16 passed, 0 failed"), "{out}");
+    assert!(out.contains("18 passed, 0 failed"), "{out}");
 }

@@ -84,11 +84,27 @@ int main(int argc, char **argv) {
     TRY(tessera_rt_inspect(rt, rt_len, &info));
     int64_t due = 0;
     TRY(tessera_device_client_next_refresh_at(client, &due));
+
+    /* A service (an MQTT broker plugin, say) checks the RT with the server. */
+    size_t ca2_len = 0;
+    char *ca2 = read_file(argv[2], &ca2_len);
+    tessera_validator *v = NULL;
+    TRY(tessera_validator_new(argv[1], "localhost", (const uint8_t *)ca2, ca2_len, &v));
+    free(ca2);
+    tessera_rt_identity who;
+    TRY(tessera_validator_check(v, rt, rt_len, &who));
+    if (strcmp(who.device_id, "c-device-1") != 0 || who.generation != 2) { fprintf(stderr, "wrong identity\n"); return 1; }
+    if (tessera_validator_check(v, rt, 10, &who) != TESSERA_TOKEN_WRONG_LENGTH) return 1;
+    if (tessera_validator_check(NULL, rt, rt_len, &who) != TESSERA_NULL_PARAMETER) return 1;
     printf("refreshed %u\n", (unsigned)info.generation);
     fflush(stdout);
 
     char line[64];
     if (!fgets(line, sizeof line, stdin)) return 1;
+    tessera_result vr = tessera_validator_check(v, rt, rt_len, &who);
+    printf("validator after revocation %u\n", (unsigned)vr);
+    tessera_validator_free(v);
+    tessera_validator_free(NULL);
     tessera_result r = tessera_device_client_refresh(client);
     printf("after revocation %u %s\n", (unsigned)r, tessera_result_message(r));
     fflush(stdout);

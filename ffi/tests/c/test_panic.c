@@ -33,6 +33,11 @@ int main(void) {
     PANICS(tessera_device_client_copy_rt(client, buf, sizeof buf, &n));
     PANICS(tessera_device_client_copy_device_id(client, buf, sizeof buf, &n));
     PANICS(tessera_device_client_next_refresh_at(client, &at));
+    tessera_validator *v = NULL;
+    tessera_rt_identity who;
+    PANICS(tessera_validator_new("127.0.0.1:1", "localhost", tok, 6, &v));
+    PANICS(tessera_validator_check(v, tok, 6, &who));
+    tessera_validator_free(v);
     tessera_device_config_free(cfg);
     tessera_device_client_free(client);
     /* Outputs were never written. */
