@@ -108,11 +108,10 @@ pub extern "C" fn tessera_validator_check(
             Ok(t) => t,
             Err(e) => return e,
         };
-        let parsed = match tessera_engine::token::UntrustedRt::parse(text) {
-            Ok(p) => p,
-            Err(e) => return e.into(),
-        };
-        drop(parsed);
+        // Format errors are answered here, without a round trip.
+        if let Err(e) = tessera_engine::token::UntrustedRt::parse(text) {
+            return e.into();
+        }
         let Ok(text) = std::str::from_utf8(text) else {
             return tessera_result::TESSERA_INVALID_UTF8;
         };
