@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every check and test of the project on a fresh machine of the project's kind.
 # Usage: bash scripts/test-all.sh
-# Installs what it needs (Debian packages when run as root), runs fmt, clippy, the docs build,
+# Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
+# libpaho-mqtt-dev), runs fmt, clippy, the header drift check, the docs build,
 # the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
 # keeper against throw-away SoftHSM2 tokens), and ends with the runners' summary lines.
 set -euo pipefail
@@ -19,6 +20,9 @@ command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
 command -v clang >/dev/null 2>&1 || need_packages+=(clang)
 command -v valgrind >/dev/null 2>&1 || need_packages+=(valgrind)
 command -v gcc >/dev/null 2>&1 || need_packages+=(gcc)
+command -v make >/dev/null 2>&1 || need_packages+=(make)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_packages+=(mosquitto)
+[ -e /usr/include/MQTTAsync.h ] || need_packages+=(libpaho-mqtt-dev)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then

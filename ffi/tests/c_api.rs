@@ -265,3 +265,94 @@ fn panics_become_the_panic_code_and_the_process_survives() {
         .env("ASAN_OPTIONS", "detect_leaks=0"));
     assert!(out.contains("18 passed, 0 failed"), "{out}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_mosquitto(dir: &Path, port: u16) -> std::process::Child {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto (Debian package mosquitto; scripts/test-all.sh installs it)");
+    // Ready when it accepts TCP connections.
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("mosquitto did not start");
+}
+
+/// The example firmware (ffi/examples, built with its Makefile) provisions against a real
+/// Tessera server, connects to a real Mosquitto broker with username = device id and password =
+/// RT, publishes, refreshes its RT, and after the broker restarts reconnects by itself
+/// presenting the refreshed RT (through MQTTAsync_setUpdateConnectOptions).
+#[test]
+fn example_firmware_with_mosquitto() {
+    use std::io::{BufRead, BufReader};
+    let status = Command::new("make")
+        .args(["-B", "-s", "PROFILE=debug", "firmware"])
+        .current_dir(root().join("ffi/examples"))
+        .status()
+        .expect("make");
+    assert!(status.success(), "the example firmware did not build");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, pt) = rt.block_on(async {
+        let server = tessera_server::Server::start(tessera_server::ServerConfig::ephemeral(dir.path().join("data"))).await.unwrap();
+        let trust = tessera_server::Trust::ca_file(&server.ca_cert_path()).unwrap();
+        let admin = tessera_server::AdminClient::new(server.admin_addr(), "localhost", &trust, server.first_admin_token().unwrap().clone()).unwrap();
+        let (_, pt) = admin
+            .create_pt(serde_json::json!({ "label": "fw", "kind": "fleet", "max_registrations": 10, "approval": "automatic" }))
+            .await
+            .unwrap();
+        admin.close().await;
+        (server, pt)
+    });
+    let port = free_port();
+    let mut broker = start_mosquitto(dir.path(), port);
+    let mut fw = Command::new(root().join("ffi/examples/firmware"))
+        .arg(server.device_addr().to_string())
+        .arg(server.ca_cert_path())
+        .arg(&pt)
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(fw.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("firmware output").unwrap();
+    assert!(next().starts_with("registered dev-"));
+    assert_eq!(next(), "connecting with rt generation 1");
+    assert_eq!(next(), "published 1");
+    assert!(next().starts_with("refreshed"));
+    // The broker restarts; the firmware reconnects with the refreshed RT.
+    broker.kill().unwrap();
+    let _ = broker.wait();
+    let mut broker = start_mosquitto(dir.path(), port);
+    assert_eq!(next(), "connecting with rt generation 2");
+    assert_eq!(next(), "published 2");
+    assert!(fw.wait().unwrap().success());
+    broker.kill().unwrap();
+    let _ = broker.wait();
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(1)));
+}
