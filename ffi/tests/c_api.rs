@@ -274,6 +274,7 @@ fn free_port() -> u16 {
         .port()
 }
 
+#[allow(clippy::zombie_processes)] // the caller kills and waits for the broker
 fn start_mosquitto(dir: &Path, port: u16) -> std::process::Child {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
