@@ -282,7 +282,13 @@ fn start_mosquitto(dir: &Path, port: u16) -> std::process::Child {
         format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
     )
     .unwrap();
-    let child = Command::new("mosquitto")
+    // Debian installs it in /usr/sbin, which is not on every PATH.
+    let bin = if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
         .stdout(std::process::Stdio::null())
