@@ -76,6 +76,10 @@ run_tests "rust and C tests" cargo test --workspace --features tessera-ffi/panic
 
 step "SoftHSM2 tokens for the PKCS#11 keeper"
 eval "$(bash scripts/softhsm-env.sh "$WORK/softhsm")"
+# The suite's shared root key, made once with the CLI before tests in several processes use it.
+TESSERA_HSM_PIN="$TESSERA_TEST_PKCS11_PIN" cargo run -q -p tessera-server --locked -- keys init-hsm \
+    --module "$TESSERA_TEST_PKCS11_MODULE" --token-label "$TESSERA_TEST_PKCS11_TOKEN" --key-label tessera-test-root \
+    || failures+=("init-hsm")
 run_tests "engine suite with the PKCS#11 keeper" env TESSERA_TEST_KEEPER=pkcs11 cargo test -p tessera-engine --tests --locked
 run_tests "PKCS#11 keeper tests" cargo test -p tessera-engine --test pkcs11 --locked -- --ignored
 run_tests "serve with an HSM root" cargo test -p tessera-server --test cli --locked -- --ignored
