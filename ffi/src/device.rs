@@ -372,6 +372,19 @@ unsafe fn client<'a>(
     unsafe { client.as_ref() }.ok_or(tessera_result::TESSERA_NULL_PARAMETER)
 }
 
+macro_rules! with_client {
+    ($client:expr, |$c:ident| $body:expr) => {
+        boundary(|| {
+            // SAFETY: a live client per the function's contract.
+            let $c = match unsafe { client($client) } {
+                Ok(c) => c,
+                Err(e) => return e,
+            };
+            $body
+        })
+    };
+}
+
 fn device_result(e: &DeviceError) -> tessera_result {
     match e {
         DeviceError::Rejected(_) => tessera_result::TESSERA_PROVISIONING_REJECTED,
@@ -390,12 +403,7 @@ pub extern "C" fn tessera_device_client_ensure_registered(
     client_ptr: *mut tessera_device_client,
     timeout_ms: u32,
 ) -> tessera_result {
-    boundary(|| {
-        // SAFETY: a live client per the contract.
-        let c = match unsafe { client(client_ptr) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+    with_client!(client_ptr, |c| {
         match c
             .inner
             .ensure_registered(Duration::from_millis(timeout_ms.into()))
@@ -412,12 +420,7 @@ pub extern "C" fn tessera_device_client_ensure_registered(
 pub extern "C" fn tessera_device_client_refresh(
     client_ptr: *mut tessera_device_client,
 ) -> tessera_result {
-    boundary(|| {
-        // SAFETY: a live client per the contract.
-        let c = match unsafe { client(client_ptr) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+    with_client!(client_ptr, |c| {
         match c.inner.refresh() {
             Ok(_) => tessera_result::TESSERA_OK,
             Err(e) => device_result(&e),
@@ -434,12 +437,7 @@ pub extern "C" fn tessera_device_client_copy_rt(
     cap: usize,
     written: *mut usize,
 ) -> tessera_result {
-    boundary(|| {
-        // SAFETY: a live client per the contract.
-        let c = match unsafe { client(client_ptr) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+    with_client!(client_ptr, |c| {
         match c.inner.current() {
             // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
             Some(r) => unsafe { copy_out(r.rt.as_bytes(), buf, cap, written) },
@@ -456,12 +454,7 @@ pub extern "C" fn tessera_device_client_copy_device_id(
     cap: usize,
     written: *mut usize,
 ) -> tessera_result {
-    boundary(|| {
-        // SAFETY: a live client per the contract.
-        let c = match unsafe { client(client_ptr) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+    with_client!(client_ptr, |c| {
         match c.inner.current() {
             // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
             Some(r) => unsafe { copy_out(r.device_id.as_bytes(), buf, cap, written) },
@@ -476,12 +469,7 @@ pub extern "C" fn tessera_device_client_next_refresh_at(
     client_ptr: *mut tessera_device_client,
     out: *mut i64,
 ) -> tessera_result {
-    boundary(|| {
-        // SAFETY: a live client per the contract.
-        let c = match unsafe { client(client_ptr) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+    with_client!(client_ptr, |c| {
         match c.inner.next_refresh_at() {
             // SAFETY: caller-owned output slot.
             Some(t) => unsafe { write(out, t) },
