@@ -312,8 +312,15 @@ fn start_mosquitto(dir: &Path, port: u16) -> std::process::Child {
 #[test]
 fn example_firmware_with_mosquitto() {
     use std::io::{BufRead, BufReader};
+    // -o: use the library the test command built (with the test-only feature) instead of
+    // letting the Makefile rebuild it underneath the other tests.
+    let lib = static_lib();
     let status = Command::new("make")
-        .args(["-B", "-s", "PROFILE=debug", "firmware"])
+        .args(["-B", "-s", "PROFILE=debug"])
+        .arg(format!("TESSERA_LIB={}", lib.display()))
+        .arg("-o")
+        .arg(&lib)
+        .arg("firmware")
         .current_dir(root().join("ffi/examples"))
         .status()
         .expect("make");
