@@ -102,7 +102,12 @@ pub fn seed_registrations(dir: &Path, n: u64, now: Timestamp) -> rusqlite::Resul
 
 /// Resident set size of this process, in bytes (Linux).
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of(std::process::id())
+}
+
+/// Resident set size of process `pid`, in bytes (Linux; 0 if unknown).
+pub fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

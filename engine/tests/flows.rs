@@ -29,15 +29,7 @@ fn manual_approval_delivers_rt_only_to_the_secret_holder() {
             .unwrap(),
         OperationStatus::Pending { .. }
     ));
-    let reg = h
-        .engine
-        .approve_operation(
-            &op.operation_id,
-            Approval::default(),
-            &Harness::tech(),
-            h.now(),
-        )
-        .unwrap();
+    let reg = h.approve_with_code(&op.operation_id, None).unwrap();
     assert_eq!(reg.device_id.as_str(), "pump-1");
 
     // Another operation's secret, or a forged one, gets nothing.
@@ -272,13 +264,7 @@ fn device_id_policies() {
         Err(Error::InvalidInput(_))
     ));
     assert_eq!(
-        h.engine
-            .approve_operation(
-                &op.operation_id,
-                Approval::default(),
-                &Harness::tech(),
-                h.now()
-            )
+        h.approve_with_code(&op.operation_id, None)
             .unwrap()
             .device_id
             .as_str(),
@@ -291,12 +277,7 @@ fn device_id_policies() {
     });
     let op = h.begin(&tech, Some("ignored"), b"n").unwrap();
     assert!(matches!(
-        h.engine.approve_operation(
-            &op.operation_id,
-            Approval::default(),
-            &Harness::tech(),
-            h.now()
-        ),
+        h.approve_with_code(&op.operation_id, None),
         Err(Error::InvalidInput(_))
     ));
     let named = Approval {
@@ -337,14 +318,7 @@ fn retries_resume_and_parallel_operations_conflict() {
         1
     );
 
-    h.engine
-        .approve_operation(
-            &b.operation_id,
-            Approval::default(),
-            &Harness::tech(),
-            h.now(),
-        )
-        .unwrap();
+    h.approve_with_code(&b.operation_id, None).unwrap();
     assert_eq!(
         h.engine.operation(&a.operation_id).unwrap().state,
         OperationState::Cancelled
@@ -443,14 +417,7 @@ fn operations_expire() {
         OperationStatus::Expired
     ));
     assert_eq!(
-        h.engine
-            .approve_operation(
-                &op.operation_id,
-                Approval::default(),
-                &Harness::tech(),
-                h.now()
-            )
-            .unwrap_err(),
+        h.approve_with_code(&op.operation_id, None).unwrap_err(),
         Error::OperationClosed(OperationState::Expired)
     );
     assert_eq!(h.engine.expire_operations(h.now()).unwrap(), 1);
@@ -679,25 +646,11 @@ fn reprovisioning_supersedes_the_old_registration() {
     let h = Harness::new();
     let pt = h.pt(manual());
     let first = h.begin(&pt, Some("gw-1"), b"boot-1").unwrap();
-    h.engine
-        .approve_operation(
-            &first.operation_id,
-            Approval::default(),
-            &Harness::tech(),
-            h.now(),
-        )
-        .unwrap();
+    h.approve_with_code(&first.operation_id, None).unwrap();
     let old = h.collect(&first);
     // The device lost its storage and provisions again; a technician re-decides.
     let second = h.begin(&pt, Some("gw-1"), b"boot-2").unwrap();
-    h.engine
-        .approve_operation(
-            &second.operation_id,
-            Approval::default(),
-            &Harness::tech(),
-            h.now(),
-        )
-        .unwrap();
+    h.approve_with_code(&second.operation_id, None).unwrap();
     let new = h.collect(&second);
     assert_eq!(
         h.engine

@@ -385,6 +385,24 @@ macro_rules! with_client {
     };
 }
 
+/// Copy a field of the current registration out to C (`TESSERA_NOT_AVAILABLE` when there is
+/// none).
+fn copy_current(
+    client_ptr: *mut tessera_device_client,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    field: impl FnOnce(&tessera_server::wire::messages::RtBody) -> &[u8],
+) -> tessera_result {
+    with_client!(client_ptr, |c| {
+        match c.inner.current() {
+            // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
+            Some(r) => unsafe { copy_out(field(&r), buf, cap, written) },
+            None => tessera_result::TESSERA_NOT_AVAILABLE,
+        }
+    })
+}
+
 fn device_result(e: &DeviceError) -> tessera_result {
     match e {
         DeviceError::Rejected(_) => tessera_result::TESSERA_PROVISIONING_REJECTED,
@@ -437,13 +455,7 @@ pub extern "C" fn tessera_device_client_copy_rt(
     cap: usize,
     written: *mut usize,
 ) -> tessera_result {
-    with_client!(client_ptr, |c| {
-        match c.inner.current() {
-            // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
-            Some(r) => unsafe { copy_out(r.rt.as_bytes(), buf, cap, written) },
-            None => tessera_result::TESSERA_NOT_AVAILABLE,
-        }
-    })
+    copy_current(client_ptr, buf, cap, written, |r| r.rt.as_bytes())
 }
 
 /// Copy the device id (not NUL-terminated) into `buf`; its length goes to `*written`.
@@ -454,13 +466,7 @@ pub extern "C" fn tessera_device_client_copy_device_id(
     cap: usize,
     written: *mut usize,
 ) -> tessera_result {
-    with_client!(client_ptr, |c| {
-        match c.inner.current() {
-            // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
-            Some(r) => unsafe { copy_out(r.device_id.as_bytes(), buf, cap, written) },
-            None => tessera_result::TESSERA_NOT_AVAILABLE,
-        }
-    })
+    copy_current(client_ptr, buf, cap, written, |r| r.device_id.as_bytes())
 }
 
 /// When the next refresh is due, as local Unix seconds, into `*out`.

@@ -64,14 +64,11 @@ fn operator_walkthrough() {
     let (mut device, mut admin, mut token_line) = (None, None, None);
     while device.is_none() || admin.is_none() || token_line.is_none() {
         let line = lines.next().expect("serve output").unwrap();
-        let addr = || {
-            line.split_whitespace()
-                .find_map(|w| w.parse::<SocketAddr>().ok())
-        };
-        if line.starts_with("tessera serving devices on") {
-            device = addr();
-        } else if line.starts_with("admin endpoint on") {
-            admin = addr();
+        use tessera_server::server::banner;
+        if let Some(a) = banner::address(&line, banner::DEVICE) {
+            device = Some(a);
+        } else if let Some(a) = banner::address(&line, banner::ADMIN) {
+            admin = Some(a);
         } else if line.starts_with("first admin token") {
             token_line = Some(line.clone());
         }
@@ -298,7 +295,10 @@ fn serve_with_the_root_in_an_hsm() {
     let mut ok = serve(&pin);
     let mut lines = BufReader::new(ok.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("tessera serving devices on"), "{first}");
+    assert!(
+        first.starts_with(tessera_server::server::banner::DEVICE),
+        "{first}"
+    );
     ok.kill().unwrap();
     let _ = ok.wait();
     assert!(

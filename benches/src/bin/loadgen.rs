@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tessera_benches::rss_of;
+use tessera_server::server::banner;
 use tessera_server::wire::{self, kind, messages};
 
 struct Opts {
@@ -67,18 +69,6 @@ fn sibling(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-        * 1024
 }
 
 /// CPU time (user + system) a process has used, in seconds (Linux, 100 ticks per second).
@@ -386,11 +376,10 @@ fn main() {
     .arg(&data)
     .arg("--config")
     .arg(&config);
-    let (mut server, device_addr, lines, startup) = spawn_until(cmd, "tessera serving devices on");
+    let (mut server, device_addr, lines, startup) = spawn_until(cmd, banner::DEVICE);
     let admin_addr: SocketAddr = lines
         .iter()
-        .find(|l| l.starts_with("admin endpoint on"))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.parse().ok()))
+        .find_map(|l| banner::address(l, banner::ADMIN))
         .expect("admin address");
     let server_pid = server.id();
     let rss_seeded = rss_of(server_pid);

@@ -195,13 +195,7 @@ impl Harness {
     pub fn provision(&self, device: &str) -> Provisioned {
         let pt = self.pt(PtSpec::new("test"));
         let op = self.begin(&pt, Some(device), b"nonce").expect("begin");
-        self.engine
-            .approve_operation(
-                &op.operation_id,
-                Approval::default(),
-                &Self::tech(),
-                self.now(),
-            )
+        self.approve_with_code(&op.operation_id, None)
             .expect("approve");
         self.collect(&op)
     }

@@ -466,11 +466,13 @@ async fn serve(a: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     println!(
-        "tessera serving devices on {} (ALPN tessera/1)",
+        "{} {} (ALPN tessera/1)",
+        tessera_server::server::banner::DEVICE,
         server.device_addr()
     );
     println!(
-        "admin endpoint on {} (ALPN tessera-admin/1)",
+        "{} {} (ALPN tessera-admin/1)",
+        tessera_server::server::banner::ADMIN,
         server.admin_addr()
     );
     println!(

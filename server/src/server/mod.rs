@@ -21,6 +21,23 @@ use registry::{Connections, Observer, Waiters};
 
 use crate::wire::{self, code, ErrorBody};
 
+/// The lines `tessera serve` prints about where it listens, and how tools read them back.
+pub mod banner {
+    use std::net::SocketAddr;
+
+    /// Start of the line naming the device endpoint.
+    pub const DEVICE: &str = "tessera serving devices on";
+    /// Start of the line naming the admin endpoint.
+    pub const ADMIN: &str = "admin endpoint on";
+
+    /// The address on `line` if it starts with `prefix`.
+    pub fn address(line: &str, prefix: &str) -> Option<SocketAddr> {
+        line.strip_prefix(prefix)?
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+    }
+}
+
 /// QUIC application close code: the registration whose RT this connection used was revoked.
 pub const CLOSE_REVOKED: u32 = 0x10;
 /// QUIC application close code: the server is shutting down.

@@ -75,14 +75,11 @@ pub fn spawn_server_with(dir: &Path, toml: &str) -> Proc {
             .next()
             .expect("server printed its addresses")
             .expect("read");
-        let addr = || {
-            line.split_whitespace()
-                .find_map(|w| w.parse::<SocketAddr>().ok())
-        };
-        if line.starts_with("tessera serving devices on") {
-            device = addr();
-        } else if line.starts_with("admin endpoint on") {
-            admin = addr();
+        use tessera_server::server::banner;
+        if let Some(a) = banner::address(&line, banner::DEVICE) {
+            device = Some(a);
+        } else if let Some(a) = banner::address(&line, banner::ADMIN) {
+            admin = Some(a);
         }
     }
     // Keep draining stdout so the server never blocks on a full pipe.
