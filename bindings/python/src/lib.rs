@@ -1,5 +1,34 @@
-//! `tessera-python`: the native module `tessera._native` behind the pip package `tessera`.
+//! `tessera._native`: the private native module under the `tessera` Python package.
 //!
-//! Not built yet: the bindings follow the QUIC server and the Rust clients they wrap. Until then
-//! this crate exports nothing; it exists so the workspace layout is already the final one.
-#![forbid(unsafe_code)]
+//! The Python package (bindings/python/python/tessera) is the public API; this module holds the
+//! pieces that must be native: the engine, an in-process server, the QUIC clients and the token
+//! helpers. Errors are raised as the exception classes defined in Python (`tessera.errors`),
+//! looked up by their stable numeric code. Every network wait and every piece of heavy work runs
+//! with the GIL released.
+#![deny(unsafe_code)]
+
+use pyo3::prelude::*;
+
+mod clients;
+mod engine;
+mod errors;
+mod runtime;
+mod server;
+mod tokens;
+mod types;
+
+/// The native half of the `tessera` package.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<server::Server>()?;
+    m.add_class::<clients::AdminClient>()?;
+    m.add_class::<clients::DeviceClient>()?;
+    m.add_class::<types::Claims>()?;
+    m.add_class::<types::Registration>()?;
+    m.add_class::<types::Operation>()?;
+    m.add_function(wrap_pyfunction!(tokens::check_pt, m)?)?;
+    m.add_function(wrap_pyfunction!(tokens::inspect_rt, m)?)?;
+    Ok(())
+}

@@ -41,6 +41,20 @@ pub struct DeviceConfig {
     pub initial_backoff: Duration,
     /// Largest retry delay. Default 5 min.
     pub max_backoff: Duration,
+    /// Faults to inject (test harnesses only; all off by default).
+    pub faults: DeviceFaults,
+}
+
+/// Faults a test harness can inject into a device. All are off by default; firmware never sets
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceFaults {
+    /// Send every BEGIN twice, as a network that duplicates packets would; the device goes on
+    /// with the second answer (the server must recognise the duplicate by its instance nonce).
+    pub duplicate_begin: bool,
+    /// Shift the device's local clock by this many milliseconds (positive: the device's clock
+    /// runs ahead). Scheduling uses server time, so a skewed clock must not change behaviour.
+    pub clock_skew_ms: i64,
 }
 
 impl DeviceConfig {
@@ -57,6 +71,7 @@ impl DeviceConfig {
             wait_timeout: Duration::from_secs(25),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            faults: DeviceFaults::default(),
         }
     }
 }
@@ -127,7 +142,7 @@ impl std::fmt::Debug for DeviceClient {
     }
 }
 
-fn local_ms() -> i64 {
+fn system_ms() -> i64 {
     Timestamp::now_from_system_clock().unix_millis() as i64
 }
 
@@ -170,17 +185,28 @@ impl DeviceClient {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The device's local clock (the system clock, shifted by an injected skew).
+    fn local_ms(&self) -> i64 {
+        system_ms().saturating_add(self.cfg.faults.clock_skew_ms)
+    }
+
     fn server_now_secs(&self) -> i64 {
-        (local_ms() + self.st().offset_ms) / 1000
+        (self.local_ms() + self.st().offset_ms) / 1000
     }
 
     fn note_time(&self, server_time_ms: u64) {
-        self.st().offset_ms = server_time_ms as i64 - local_ms();
+        self.st().offset_ms = server_time_ms as i64 - self.local_ms();
     }
 
     /// The current registration, if any (the RT inside is a secret).
     pub fn current(&self) -> Option<RtBody> {
         self.st().current.clone()
+    }
+
+    /// The id of the provisioning operation this device is waiting on, if any (a technician
+    /// approves it by this id).
+    pub fn pending_operation(&self) -> Option<String> {
+        self.st().op.as_ref().map(|(id, _)| id.clone())
     }
 
     /// When the next refresh is due, as local Unix seconds; `None` without a registration.
@@ -244,7 +270,7 @@ impl DeviceClient {
                 Some(c) if (c.expires_at as i64) > self.server_now_secs() + 5 => {
                     if self
                         .next_refresh_at()
-                        .is_some_and(|due| due <= local_ms() / 1000)
+                        .is_some_and(|due| due <= self.local_ms() / 1000)
                     {
                         match self.refresh().await {
                             Ok(b) => Ok(b),
@@ -320,6 +346,24 @@ impl DeviceClient {
         }
     }
 
+    /// Fault injection: send a REFRESH for the current RT and throw the answer away, as if the
+    /// response were lost on the way back. The device keeps its current RT, so its next
+    /// [`refresh`](Self::refresh) presents the same generation again and must get the same
+    /// successor (the server's retry grace).
+    pub async fn refresh_losing_response(&self) -> Result<(), DeviceError> {
+        let Some(c) = self.current() else {
+            return Err(DeviceError::Client(ClientError::Config(
+                "not registered".into(),
+            )));
+        };
+        let _lost: RefreshResp = self
+            .transport
+            .call(kind::REFRESH, &RtReq { rt: c.rt.clone() }, Duration::ZERO)
+            .await?;
+        self.hooks.log("refresh answer dropped (fault injection)");
+        Ok(())
+    }
+
     async fn provision(&self, deadline: tokio::time::Instant) -> Result<RtBody, DeviceError> {
         let op = self.st().op.clone();
         let (id, secret) = match op {
@@ -331,6 +375,12 @@ impl DeviceClient {
                     attributes: self.cfg.attributes.clone(),
                     instance_nonce: self.nonce.clone(),
                 };
+                if self.cfg.faults.duplicate_begin {
+                    let _first: BeginResp = self
+                        .transport
+                        .call(kind::BEGIN, &req, Duration::ZERO)
+                        .await?;
+                }
                 let r: BeginResp = self
                     .transport
                     .call(kind::BEGIN, &req, Duration::ZERO)
@@ -421,6 +471,11 @@ impl BlockingDeviceClient {
     /// See [`DeviceClient::refresh`].
     pub fn refresh(&self) -> Result<RtBody, DeviceError> {
         self.rt.block_on(self.inner.refresh())
+    }
+
+    /// See [`DeviceClient::refresh_losing_response`].
+    pub fn refresh_losing_response(&self) -> Result<(), DeviceError> {
+        self.rt.block_on(self.inner.refresh_losing_response())
     }
 
     /// See [`DeviceClient::current`].

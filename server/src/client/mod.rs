@@ -6,6 +6,7 @@ pub mod transport;
 
 pub use admin::AdminClient;
 pub use device::{
-    BlockingDeviceClient, DeviceClient, DeviceConfig, DeviceError, DeviceHooks, NoHooks,
+    BlockingDeviceClient, DeviceClient, DeviceConfig, DeviceError, DeviceFaults, DeviceHooks,
+    NoHooks,
 };
 pub use transport::{ClientError, Transport, Trust};

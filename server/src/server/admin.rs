@@ -97,6 +97,13 @@ struct EpochArgs {
     epoch: u32,
 }
 
+/// A [`PtSpec`] from PT_CREATE arguments (docs/protocol.md), checked exactly as the admin
+/// endpoint checks them. Embedders (the Python bindings) use it so that a PT made through a
+/// local engine takes the same arguments as one made over the wire.
+pub fn pt_spec_from_args(v: Value) -> Result<PtSpec, ErrorBody> {
+    pt_spec(&args::<PtArgs>(v)?)
+}
+
 pub(crate) fn pt_spec(a: &PtArgs) -> Result<PtSpec, ErrorBody> {
     let kind = match a.kind.as_deref().unwrap_or("single") {
         "single" => PtKind::SingleDevice,

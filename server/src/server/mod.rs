@@ -16,6 +16,7 @@ use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use tessera_engine::{Actor, AdminRole, AdminToken, Engine, Timestamp};
 use tokio::task::JoinSet;
 
+pub use admin::pt_spec_from_args;
 pub use config::ServerConfig;
 use registry::{Connections, Observer, Waiters};
 
