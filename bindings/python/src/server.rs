@@ -149,15 +149,16 @@ impl Server {
         let ca_path = s.ca_cert_path();
         let ca_pem = std::fs::read_to_string(&ca_path)
             .map_err(|e| errors::config(py, format!("{}: {e}", ca_path.display())))?;
-        let admin_token = s
+        let Some(admin_token) = s
             .first_admin_token()
             .map(|t| Zeroizing::new(t.expose().to_owned()))
-            .ok_or_else(|| {
-                errors::config(
-                    py,
-                    "the data directory already has admin tokens; start from an empty one",
-                )
-            })?;
+        else {
+            py.detach(|| running.stop(Duration::ZERO));
+            return Err(errors::config(
+                py,
+                "the data directory already has admin tokens; start from an empty one",
+            ));
+        };
         Ok(Self {
             device_addr: s.device_addr(),
             admin_addr: s.admin_addr(),

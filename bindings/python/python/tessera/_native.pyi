@@ -8,6 +8,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
 from .errors import TesseraError
 
 __version__: str
+__all__ = [
+    "AdminClient",
+    "Claims",
+    "DeviceClient",
+    "Engine",
+    "Operation",
+    "Registration",
+    "Server",
+    "__version__",
+    "check_pt",
+    "inspect_rt",
+]
 
 _Token = Union[str, bytes]
 _Path = Union[str, "os.PathLike[str]"]
@@ -24,7 +36,7 @@ class Claims:
     def expires_at(self) -> int: ...
     @property
     def key_id(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
 
 @final
 class Registration:

@@ -1,0 +1,24 @@
+"""Shared helpers. The fixtures tessera_server, tessera_admin and tessera_device_factory come
+from the package's pytest plugin (entry point ``pytest11``)."""
+
+import pytest
+
+import tessera
+
+
+@pytest.fixture
+def clock():
+    return tessera.ManualClock()
+
+
+@pytest.fixture
+def engine(tmp_path, clock):
+    return tessera.Engine(tmp_path / "engine", clock=clock)
+
+
+def provision(engine, pt, device_id, nonce="boot-1"):
+    """Begin, approve (with the code when one is shown) and collect; returns the Registration."""
+    op = engine.begin(pt, device_id=device_id, nonce=nonce)
+    if op.state == "pending":
+        engine.approve(op.operation_id, code=op.verification_code)
+    return engine.collect(op.operation_id, op.secret)
