@@ -4,7 +4,8 @@
 # Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
 # libpaho-mqtt-dev), runs fmt, clippy, the header drift check, the docs build,
 # the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
-# keeper against throw-away SoftHSM2 tokens), and ends with the runners' summary lines.
+# keeper against throw-away SoftHSM2 tokens), the Python package (pip install into a venv,
+# pytest, stubtest, mypy), and ends with the runners' summary lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -84,12 +85,33 @@ run_tests "engine suite with the PKCS#11 keeper" env TESSERA_TEST_KEEPER=pkcs11 
 run_tests "PKCS#11 keeper tests" cargo test -p tessera-engine --test pkcs11 --locked -- --ignored
 run_tests "serve with an HSM root" cargo test -p tessera-server --test cli --locked -- --ignored
 
+# Python: a fresh virtual environment (kept in .venv between runs), the package installed with
+# pip exactly as a user would, then pytest, the stub check and mypy. The extension is built in
+# the dev profile into the shared target directory, next to the Rust tests' artifacts.
+step "Python package: pip install ./bindings/python into a virtual environment"
+VENV="${TESSERA_VENV:-$PWD/.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r bindings/python/requirements-dev.txt \
+    || failures+=("python tools")
+PATH="$VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/pip" install -q \
+    --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps ./bindings/python \
+    || failures+=("pip install")
+step "pytest bindings/python/tests"
+set +e
+"$VENV/bin/python" -m pytest bindings/python/tests -q -p no:cacheprovider 2>&1 | tee "$WORK/pytest.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("python tests")
+set -e
+step "stubs match the native module (mypy.stubtest), and the package type-checks (mypy --strict)"
+(cd "$WORK" && "$VENV/bin/python" -m mypy.stubtest tessera._native) || failures+=("stubtest")
+"$VENV/bin/python" -m mypy --strict --no-incremental bindings/python/python/tessera || failures+=("mypy")
+
 read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$WORK/tests.log")
 
 echo
 echo "rust: ${passed:-0} passed, ${failed:-0} failed"
+echo "python: $(tail -n 1 "$WORK/pytest.log" 2>/dev/null || echo 'not run')"
 if [ "${#failures[@]}" -ne 0 ]; then
     echo "FAILED: ${failures[*]}"
     exit 1

@@ -25,11 +25,7 @@ fn resolve(py: Python<'_>, address: &str) -> PyResult<SocketAddr> {
         .ok_or_else(|| errors::config(py, format!("cannot resolve {address:?} (want host:port)")))
 }
 
-fn trust(
-    py: Python<'_>,
-    ca_pem: Option<&Bound<'_, PyAny>>,
-    pin: Option<&str>,
-) -> PyResult<Trust> {
+fn trust(py: Python<'_>, ca_pem: Option<&Bound<'_, PyAny>>, pin: Option<&str>) -> PyResult<Trust> {
     match (ca_pem, pin) {
         (Some(p), None) => Ok(Trust::CaPem(token_bytes(p, "ca_pem")?.to_vec())),
         (None, Some(p)) => Ok(Trust::Pin(p.to_owned())),
@@ -41,8 +37,12 @@ fn trust(
 }
 
 fn secs(py: Python<'_>, s: f64, what: &str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| errors::config(py, format!("{what} must be a non-negative number of seconds")))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        errors::config(
+            py,
+            format!("{what} must be a non-negative number of seconds"),
+        )
+    })
 }
 
 /// An operator's connection to the admin endpoint. The Python class `tessera.AdminClient`
@@ -154,13 +154,15 @@ impl DeviceHooks for PyHooks {
 
     fn load(&self) -> Option<String> {
         let cb = self.load.as_ref()?;
-        Python::attach(|py| match cb.call0(py).and_then(|v| v.extract::<Option<String>>(py)) {
-            Ok(v) => v,
-            Err(e) => {
-                e.write_unraisable(py, None);
-                None
-            }
-        })
+        Python::attach(
+            |py| match cb.call0(py).and_then(|v| v.extract::<Option<String>>(py)) {
+                Ok(v) => v,
+                Err(e) => {
+                    e.write_unraisable(py, None);
+                    None
+                }
+            },
+        )
     }
 
     fn save(&self, stored: &str) {
@@ -191,7 +193,10 @@ impl DeviceClient {
         f: impl FnOnce(
                 Arc<tessera_server::DeviceClient>,
             ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = Result<T, tessera_server::client::DeviceError>> + Send>,
+                Box<
+                    dyn std::future::Future<Output = Result<T, tessera_server::client::DeviceError>>
+                        + Send,
+                >,
             > + Send,
     ) -> PyResult<T> {
         let c = self.inner.clone();
@@ -236,7 +241,12 @@ impl DeviceClient {
         duplicate_begin: bool,
         clock_skew: f64,
     ) -> PyResult<Self> {
-        for (name, cb) in [("on_code", &on_code), ("load", &load), ("save", &save), ("on_log", &on_log)] {
+        for (name, cb) in [
+            ("on_code", &on_code),
+            ("load", &load),
+            ("save", &save),
+            ("on_log", &on_log),
+        ] {
             if cb.as_ref().is_some_and(|c| !c.bind(py).is_callable()) {
                 return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                     "{name} must be callable"
@@ -244,7 +254,10 @@ impl DeviceClient {
             }
         }
         if !clock_skew.is_finite() {
-            return Err(errors::config(py, "clock_skew must be a finite number of seconds"));
+            return Err(errors::config(
+                py,
+                "clock_skew must be a finite number of seconds",
+            ));
         }
         let mut cfg = DeviceConfig::new(
             resolve(py, address)?,
@@ -281,8 +294,10 @@ impl DeviceClient {
     #[pyo3(signature = (timeout=60.0))]
     fn ensure_registered(&self, py: Python<'_>, timeout: f64) -> PyResult<Registration> {
         let t = secs(py, timeout, "timeout")?;
-        self.run(py, move |c| Box::pin(async move { c.ensure_registered(t).await }))
-            .map(|b| Registration::from_body(&b))
+        self.run(py, move |c| {
+            Box::pin(async move { c.ensure_registered(t).await })
+        })
+        .map(|b| Registration::from_body(&b))
     }
 
     /// Refresh the RT now.
@@ -293,7 +308,9 @@ impl DeviceClient {
 
     /// Fault injection: send a refresh and lose its answer; the device keeps its current RT.
     fn refresh_losing_response(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, |c| Box::pin(async move { c.refresh_losing_response().await }))
+        self.run(py, |c| {
+            Box::pin(async move { c.refresh_losing_response().await })
+        })
     }
 
     /// The current registration, if any.

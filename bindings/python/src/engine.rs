@@ -46,20 +46,20 @@ fn secs(d: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 
 /// The time from an injected clock (a callable returning Unix seconds), or the system's.
 fn now_from(py: Python<'_>, clock: Option<&Py<PyAny>>) -> PyResult<Timestamp> {
-        match clock {
-            None => Ok(Timestamp::now_from_system_clock()),
-            Some(c) => {
-                let t: f64 = c.call0(py)?.extract(py).map_err(|_| {
-                    PyTypeError::new_err("the engine's clock must return Unix seconds as a number")
-                })?;
-                if !(t.is_finite() && t >= 0.0) {
-                    return Err(PyValueError::new_err(
-                        "the engine's clock returned a negative or non-finite time",
-                    ));
-                }
-                Ok(Timestamp::from_unix_millis((t * 1000.0) as u64))
+    match clock {
+        None => Ok(Timestamp::now_from_system_clock()),
+        Some(c) => {
+            let t: f64 = c.call0(py)?.extract(py).map_err(|_| {
+                PyTypeError::new_err("the engine's clock must return Unix seconds as a number")
+            })?;
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(PyValueError::new_err(
+                    "the engine's clock returned a negative or non-finite time",
+                ));
             }
+            Ok(Timestamp::from_unix_millis((t * 1000.0) as u64))
         }
+    }
 }
 
 impl Engine {
@@ -148,12 +148,7 @@ impl Engine {
                 Some(r) => {
                     let store =
                         tessera_engine::store::SqliteStore::open(&dir, &Default::default())?;
-                    tessera_engine::Engine::open(
-                        store,
-                        SoftwareKeeper::from_bytes(r),
-                        config,
-                        now,
-                    )
+                    tessera_engine::Engine::open(store, SoftwareKeeper::from_bytes(r), config, now)
                 }
                 None => tessera_engine::Engine::open_dir(&dir, config, now),
             })
@@ -213,8 +208,11 @@ impl Engine {
             .parse()
             .map_err(|e: tessera_engine::InputError| errors::engine(py, &e.into()))?;
         let now = self.now(py)?;
-        py.detach(|| self.inner.revoke_pt(&id, reason, &Actor::operator(actor), now))
-            .map_err(|e| Self::err(py, e))
+        py.detach(|| {
+            self.inner
+                .revoke_pt(&id, reason, &Actor::operator(actor), now)
+        })
+        .map_err(|e| Self::err(py, e))
     }
 
     /// Begin (or, with the same PT and nonce, resume) a provisioning operation as a device.
@@ -269,10 +267,11 @@ impl Engine {
                 format!("provisioning rejected: {}", reason.unwrap_or_default()),
             )
             .into_pyerr(py)),
-            OperationStatus::Expired => {
-                Err(Raised::new(c::OPERATION_EXPIRED, "provisioning operation expired")
-                    .into_pyerr(py))
-            }
+            OperationStatus::Expired => Err(Raised::new(
+                c::OPERATION_EXPIRED,
+                "provisioning operation expired",
+            )
+            .into_pyerr(py)),
             OperationStatus::Cancelled { .. } => {
                 Err(Raised::new(c::CANCELLED, "provisioning operation cancelled").into_pyerr(py))
             }
@@ -319,7 +318,13 @@ impl Engine {
 
     /// Reject an operation as a technician.
     #[pyo3(signature = (operation_id, reason="rejected from Python", *, actor="technician"))]
-    fn reject(&self, py: Python<'_>, operation_id: &str, reason: &str, actor: &str) -> PyResult<()> {
+    fn reject(
+        &self,
+        py: Python<'_>,
+        operation_id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> PyResult<()> {
         let id = op_id(py, operation_id)?;
         let now = self.now(py)?;
         py.detach(|| {
@@ -381,7 +386,11 @@ impl Engine {
         let results: Vec<Result<Claims, tessera_engine::Error>> = py.detach(|| {
             texts
                 .iter()
-                .map(|t| self.inner.validate_rt(t, now).map(|v| Claims::from(&v.claims)))
+                .map(|t| {
+                    self.inner
+                        .validate_rt(t, now)
+                        .map(|v| Claims::from(&v.claims))
+                })
                 .collect()
         });
         let out = PyList::empty(py);
@@ -456,7 +465,10 @@ impl Engine {
     /// The stored record of a registration, as a dict.
     fn registration(&self, py: Python<'_>, registration_id: u64) -> PyResult<Py<PyAny>> {
         let r = py
-            .detach(|| self.inner.registration(RegistrationId::new(registration_id)))
+            .detach(|| {
+                self.inner
+                    .registration(RegistrationId::new(registration_id))
+            })
             .map_err(|e| Self::err(py, e))?;
         to_python(py, &r)
     }

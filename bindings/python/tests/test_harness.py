@@ -41,3 +41,16 @@ def test_version_matches_the_crate():
     cargo = (pathlib.Path(__file__).resolve().parents[3] / "Cargo.toml").read_text()
     version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
     assert tessera.__version__ == version
+
+
+def test_readme_example_runs(tessera_admin, tessera_device_factory):
+    """The snippet in the README's "For test engineers" section is a working test."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## For test engineers (Python)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    namespace["test_technician_approves_with_code"](tessera_admin, tessera_device_factory)
