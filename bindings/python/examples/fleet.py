@@ -27,7 +27,9 @@ def approve_by_hand(server: tessera.Server, admin: tessera.AdminClient, i: int) 
         worker = threading.Thread(target=lambda: result.update(reg=device.ensure_registered(60)))
         worker.start()
         code = display.get(timeout=30)
-        op = next(o for o in admin.pending_operations() if o["device_id"] == f"manual-{i:03d}")
+        op = next(
+            o for o in admin.pending_operations() if o["requested_device_id"] == f"manual-{i:03d}"
+        )
         admin.approve(op["id"], code=code)
         worker.join(60)
     return result["reg"]

@@ -217,3 +217,16 @@ def test_unreachable_server_is_a_connection_error_or_deadline(tessera_server):
     ) as device:
         with pytest.raises((tessera.DeadlineExceeded, tessera.TesseraConnectionError)):
             device.ensure_registered(1.0)
+
+
+def test_close_from_another_thread_ends_a_waiting_device(tessera_admin, tessera_device_factory, pool):
+    _, pt = tessera_admin.create_pt("closing")
+    device = tessera_device_factory(pt, device_id="closing-1")
+    waiting = pool.submit(device.ensure_registered, 60)
+    wait_for(lambda: device.pending_operation_id)
+    closing = pool.submit(device.close)
+    closing.result(timeout=10)  # returns although another thread is mid-request
+    with pytest.raises(tessera.ConfigError):
+        waiting.result(timeout=10)  # the wait ends instead of reconnecting
+    with pytest.raises(tessera.ConfigError):
+        device.refresh()

@@ -191,6 +191,7 @@ pub struct Transport {
     server_name: String,
     conn: Mutex<Option<quinn::Connection>>,
     timeout: Duration,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The frames of one response.
@@ -234,11 +235,15 @@ impl Transport {
             server_name: server_name.to_owned(),
             conn: Mutex::new(None),
             timeout,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// The current connection, connecting if there is none.
     pub async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ClientError::Config("the client has been closed".into()));
+        }
         let mut g = self.conn.lock().await;
         if let Some(c) = g.as_ref() {
             if c.close_reason().is_none() {
@@ -365,9 +370,14 @@ impl Transport {
         self.endpoint.wait_idle().await;
     }
 
-    /// Close the endpoint.
+    /// Close for good: requests in flight on other tasks or threads end with an error, new ones
+    /// are refused (a permanent [`ClientError::Config`], so no retry loop reconnects), and this
+    /// returns once the endpoint is idle.
     pub async fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.disconnect().await;
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
         self.endpoint.wait_idle().await;
     }
 }

@@ -22,6 +22,10 @@ def _percentile(values: List[float], p: float) -> Optional[float]:
     return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
+def _round(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 2)
+
+
 @dataclass(frozen=True)
 class FleetSummary:
     """What :func:`simulate_fleet` measured. Latencies in milliseconds."""
@@ -49,10 +53,10 @@ class FleetSummary:
             "wall_seconds": round(self.wall_seconds, 3),
             "provisions_per_second": round(self.provisions_per_second, 1),
             "errors": dict(self.errors),
-            "provision_p50_ms": self.provision_p50_ms,
-            "provision_p99_ms": self.provision_p99_ms,
-            "refresh_p50_ms": self.refresh_p50_ms,
-            "refresh_p99_ms": self.refresh_p99_ms,
+            "provision_p50_ms": _round(self.provision_p50_ms),
+            "provision_p99_ms": _round(self.provision_p99_ms),
+            "refresh_p50_ms": _round(self.refresh_p50_ms),
+            "refresh_p99_ms": _round(self.refresh_p99_ms),
         }
 
 
