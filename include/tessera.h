@@ -62,6 +62,8 @@ enum tessera_result
   TESSERA_PROTOCOL = 302,
   // The configuration is incomplete or invalid (CA, pin, PT, address).
   TESSERA_CONFIG = 303,
+  // The local store (a server's data directory) could not be read.
+  TESSERA_STORE = 304,
   // The technician rejected the provisioning operation.
   TESSERA_PROVISIONING_REJECTED = 310,
   // The provisioning operation expired.
@@ -79,6 +81,10 @@ typedef struct tessera_device_client tessera_device_client;
 // Device client configuration (opaque). Create with `tessera_device_config_new`, give to
 // `tessera_device_client_new` (which consumes it) or free with `tessera_device_config_free`.
 typedef struct tessera_device_config tessera_device_config;
+
+// A validator that checks RTs locally against a Tessera server's data directory on the same
+// host (opaque). Thread-safe: one handle may be used from several threads at once.
+typedef struct tessera_local_validator tessera_local_validator;
 
 // A validator that asks the server (opaque). Use from one thread at a time.
 typedef struct tessera_validator tessera_validator;
@@ -175,9 +181,11 @@ tessera_result tessera_device_config_set_callbacks(tessera_device_config *cfg,
 // Free a configuration that was not given to `tessera_device_client_new`. NULL is a no-op.
 void tessera_device_config_free(tessera_device_config *cfg);
 
-// Create a client from `cfg`, which is consumed (freed) whether or not this succeeds. Needs a
-// trust setting (CA or pin) and a PT. On success `*out` owns the client.
-tessera_result tessera_device_client_new(tessera_device_config *cfg, tessera_device_client **out);
+// Create a client from the configuration `*cfg`, which is consumed (freed) whether or not this
+// succeeds: `*cfg` is set to NULL, so a later use of it is refused with
+// `TESSERA_NULL_PARAMETER` rather than touching freed memory. Needs a trust setting (CA or
+// pin) and a PT. On success `*out` owns the client.
+tessera_result tessera_device_client_new(tessera_device_config **cfg, tessera_device_client **out);
 
 // Make sure the device holds a valid RT within `timeout_ms`: reuse the stored one, refresh it
 // when due, or provision (showing the code through the callback and waiting for approval).
@@ -246,6 +254,25 @@ tessera_result tessera_validator_check(tessera_validator *validator,
 
 // Free a validator. NULL is a no-op.
 void tessera_validator_free(tessera_validator *validator);
+
+// Open a local validator on the server data directory `data_dir` (NUL-terminated path), whose
+// root key is in its key file (`root.key`; a server whose root is in an HSM needs the network
+// validator). The store is opened read-only; revocations the server commits are seen by the
+// next check. On success `*out` owns the handle. `TESSERA_CONFIG` if the directory holds no
+// store or its key file does not match it.
+tessera_result tessera_local_validator_new(const char *data_dir, tessera_local_validator **out);
+
+// Check an RT (`rt`/`rt_len`) against the data directory at the current system time.
+// `TESSERA_OK` and `*out` filled when valid; otherwise `TESSERA_UNAUTHENTICATED`,
+// `TESSERA_EXPIRED`, `TESSERA_REVOKED`, `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or
+// `TESSERA_STORE` if the store could not be read. Does not block on the network.
+tessera_result tessera_local_validator_check(const tessera_local_validator *validator,
+                                             const uint8_t *rt,
+                                             size_t rt_len,
+                                             tessera_rt_identity *out);
+
+// Free a local validator. NULL is a no-op.
+void tessera_local_validator_free(tessera_local_validator *validator);
 
 #ifdef __cplusplus
 }  // extern "C"

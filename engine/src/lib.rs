@@ -61,6 +61,7 @@ mod secret;
 pub mod store;
 mod time;
 pub mod token;
+pub mod validator;
 pub mod vectors;
 
 pub use engine::{
@@ -80,3 +81,4 @@ pub use secret::{
     AdminToken, KeyBytes, OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode,
 };
 pub use time::Timestamp;
+pub use validator::LocalValidator;

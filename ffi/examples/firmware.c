@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
     if (r == TESSERA_OK) r = tessera_device_config_add_attribute(cfg, "model", "example-1");
     if (r == TESSERA_OK) r = tessera_device_config_set_callbacks(cfg, NULL, show_code, NULL, NULL, log_line);
     free(ca);
-    if (r == TESSERA_OK) r = tessera_device_client_new(cfg, &d.tessera);
+    if (r == TESSERA_OK) r = tessera_device_client_new(&cfg, &d.tessera);
     else tessera_device_config_free(cfg);
     if (r == TESSERA_OK) r = tessera_device_client_ensure_registered(d.tessera, 120000);
     size_t id_len = 0;

@@ -326,19 +326,27 @@ pub extern "C" fn tessera_device_config_free(cfg: *mut tessera_device_config) {
     });
 }
 
-/// Create a client from `cfg`, which is consumed (freed) whether or not this succeeds. Needs a
-/// trust setting (CA or pin) and a PT. On success `*out` owns the client.
+/// Create a client from the configuration `*cfg`, which is consumed (freed) whether or not this
+/// succeeds: `*cfg` is set to NULL, so a later use of it is refused with
+/// `TESSERA_NULL_PARAMETER` rather than touching freed memory. Needs a trust setting (CA or
+/// pin) and a PT. On success `*out` owns the client.
 #[no_mangle]
 pub extern "C" fn tessera_device_client_new(
-    cfg: *mut tessera_device_config,
+    cfg: *mut *mut tessera_device_config,
     out: *mut *mut tessera_device_client,
 ) -> tessera_result {
     boundary(|| {
-        if cfg.is_null() {
+        // SAFETY: NULL or caller-owned storage for one pointer.
+        let Some(slot) = (unsafe { cfg.as_mut() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        let taken = std::mem::replace(slot, std::ptr::null_mut());
+        if taken.is_null() {
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
-        // SAFETY: a pointer from `tessera_device_config_new`, consumed here exactly once.
-        let c = unsafe { Box::from_raw(cfg) };
+        // SAFETY: a pointer from `tessera_device_config_new`, consumed here exactly once (the
+        // caller's copy was just set to NULL).
+        let c = unsafe { Box::from_raw(taken) };
         if out.is_null() {
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
@@ -395,6 +403,14 @@ fn copy_current(
     field: impl FnOnce(&tessera_server::wire::messages::RtBody) -> &[u8],
 ) -> tessera_result {
     with_client!(client_ptr, |c| {
+        // Arguments are checked before state: a NULL or zero-length buffer is refused the same
+        // way whether or not the device is registered yet.
+        if buf.is_null() || written.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        if cap == 0 || cap > crate::util::MAX_LEN {
+            return tessera_result::TESSERA_INVALID_LENGTH;
+        }
         match c.inner.current() {
             // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
             Some(r) => unsafe { copy_out(field(&r), buf, cap, written) },
@@ -476,6 +492,9 @@ pub extern "C" fn tessera_device_client_next_refresh_at(
     out: *mut i64,
 ) -> tessera_result {
     with_client!(client_ptr, |c| {
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
         match c.inner.next_refresh_at() {
             // SAFETY: caller-owned output slot.
             Some(t) => unsafe { write(out, t) },

@@ -59,6 +59,8 @@ pub enum tessera_result {
     TESSERA_PROTOCOL = 302,
     /// The configuration is incomplete or invalid (CA, pin, PT, address).
     TESSERA_CONFIG = 303,
+    /// The local store (a server's data directory) could not be read.
+    TESSERA_STORE = 304,
     /// The technician rejected the provisioning operation.
     TESSERA_PROVISIONING_REJECTED = 310,
     /// The provisioning operation expired.
@@ -139,6 +141,9 @@ pub extern "C" fn tessera_result_message(code: u32) -> *const c_char {
         c if c == tessera_result::TESSERA_CONFIG as u32 => {
             concat!("invalid or incomplete configuration", "\0")
         }
+        c if c == tessera_result::TESSERA_STORE as u32 => {
+            concat!("the local store could not be read", "\0")
+        }
         c if c == tessera_result::TESSERA_PROVISIONING_REJECTED as u32 => {
             concat!("provisioning rejected by a technician", "\0")
         }
@@ -162,6 +167,25 @@ impl From<tessera_engine::TokenFormatError> for tessera_result {
             T::BadEncoding => Self::TESSERA_TOKEN_BAD_ENCODING,
             T::BadChecksum => Self::TESSERA_TOKEN_BAD_CHECKSUM,
             _ => Self::TESSERA_TOKEN_UNKNOWN_VERSION,
+        }
+    }
+}
+
+impl From<&tessera_engine::Error> for tessera_result {
+    fn from(e: &tessera_engine::Error) -> Self {
+        use tessera_engine::Error as E;
+        match e {
+            E::TokenFormat(f) => (*f).into(),
+            E::Unauthenticated => Self::TESSERA_UNAUTHENTICATED,
+            E::Expired => Self::TESSERA_EXPIRED,
+            E::Revoked => Self::TESSERA_REVOKED,
+            E::Superseded => Self::TESSERA_SUPERSEDED,
+            E::RotationReuse => Self::TESSERA_ROTATION_REUSE,
+            E::DeviceBlocked => Self::TESSERA_DEVICE_BLOCKED,
+            E::RateLimited { .. } => Self::TESSERA_RATE_LIMITED,
+            E::Store(_) => Self::TESSERA_STORE,
+            E::Keys(_) => Self::TESSERA_CONFIG,
+            _ => Self::TESSERA_INVALID_ARGUMENT,
         }
     }
 }

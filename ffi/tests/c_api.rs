@@ -110,6 +110,20 @@ fn run(cmd: &mut Command) -> String {
     stdout
 }
 
+/// A Tessera data directory (store and key file) for the local validator's argument tests.
+fn data_dir(parent: &Path) -> PathBuf {
+    let d = parent.join("data");
+    drop(
+        tessera_engine::Engine::open_dir(
+            &d,
+            Default::default(),
+            tessera_engine::Timestamp::now_from_system_clock(),
+        )
+        .expect("engine"),
+    );
+    d
+}
+
 #[test]
 fn c_api_under_address_and_undefined_behaviour_sanitizers() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +139,7 @@ fn c_api_under_address_and_undefined_behaviour_sanitizers() {
     );
     let out = run(Command::new(&exe)
         .args(vectors_args())
+        .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"));
     assert!(out.contains(" 0 failed"));
@@ -141,6 +156,7 @@ fn c_api_under_valgrind() {
     // covers that call.
     let out = run(Command::new("valgrind")
         .env("TESSERA_C_TEST_NO_NETWORK", "1")
+        .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
         .args([
             "--quiet",
             "--error-exitcode=99",
@@ -197,6 +213,7 @@ fn c_device_flow_against_a_real_server() {
         .arg(server.device_addr().to_string())
         .arg(server.ca_cert_path())
         .arg(&pt)
+        .arg(dir.path().join("data"))
         .env("ASAN_OPTIONS", "detect_leaks=1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -234,6 +251,7 @@ fn c_device_flow_against_a_real_server() {
     });
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(next(), "validator after revocation 212");
+    assert_eq!(next(), "local validator after revocation 212");
     let last = next();
     assert!(last.starts_with("after revocation 212 "), "{last}");
     assert!(child.wait().unwrap().success());
@@ -263,7 +281,10 @@ fn panics_become_the_panic_code_and_the_process_survives() {
     let out = run(Command::new(&exe)
         .env("TESSERA_FFI_PANIC", "1")
         .env("ASAN_OPTIONS", "detect_leaks=0"));
-    assert!(out.contains("18 passed, 0 failed"), "{out}");
+    // Every PANICS(...) line in the program ran and passed (the macro's own definition aside).
+    let src = std::fs::read_to_string(root().join("ffi/tests/c/test_panic.c")).unwrap();
+    let calls = src.matches("PANICS(tessera_").count();
+    assert!(out.contains(&format!("{calls} passed, 0 failed")), "{out}");
 }
 
 fn free_port() -> u16 {
@@ -369,4 +390,42 @@ fn example_firmware_with_mosquitto() {
     broker.kill().unwrap();
     let _ = broker.wait();
     rt.block_on(server.shutdown(std::time::Duration::from_secs(1)));
+}
+
+/// Every function the header exports is called by the argument tests (test_api.c), and every
+/// function with a panic boundary that returns a result by the panic test (test_panic.c).
+#[test]
+fn every_exported_function_is_covered_by_the_c_tests() {
+    let header = std::fs::read_to_string(root().join("include/tessera.h")).unwrap();
+    let api = std::fs::read_to_string(root().join("ffi/tests/c/test_api.c")).unwrap();
+    let panic = std::fs::read_to_string(root().join("ffi/tests/c/test_panic.c")).unwrap();
+    let mut names = Vec::new();
+    for line in header.lines() {
+        let Some(rest) = ["tessera_result ", "void ", "const char *"]
+            .iter()
+            .find_map(|ret| line.strip_prefix(ret))
+        else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name.starts_with("tessera_") && rest[name.len()..].starts_with('(') {
+            names.push((name, line.starts_with("tessera_result ")));
+        }
+    }
+    assert!(names.len() >= 25, "parsed too few functions: {names:?}");
+    for (name, returns_result) in &names {
+        assert!(
+            api.contains(&format!("{name}(")),
+            "{name} is not called by test_api.c"
+        );
+        if *returns_result {
+            assert!(
+                panic.contains(&format!("PANICS({name}(")),
+                "{name} is not in test_panic.c"
+            );
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub struct KeyEpochInfo {
     pub rt_key_loaded: bool,
 }
 
-const META_ROOT_CHECK: &str = "root_check";
+pub(crate) const META_ROOT_CHECK: &str = "root_check";
 
 pub(super) fn init_epochs(tx: &mut Tx<'_>, check_hex: &str) -> Result<Vec<KeyEpochRecord>, Error> {
     match tx.db.meta(META_ROOT_CHECK)? {
@@ -57,7 +57,7 @@ pub(super) fn init_epochs(tx: &mut Tx<'_>, check_hex: &str) -> Result<Vec<KeyEpo
 }
 
 /// RTs minted under this epoch may still be valid.
-fn rt_live(rec: &KeyEpochRecord, now: Timestamp) -> bool {
+pub(crate) fn rt_live(rec: &KeyEpochRecord, now: Timestamp) -> bool {
     rec.retired_at.is_none() && rec.rt_keep_until.is_none_or(|t| t > now)
 }
 

@@ -2,7 +2,7 @@
 
 mod admin;
 mod config;
-mod keys;
+pub(crate) mod keys;
 mod operations;
 mod pts;
 mod registrations;

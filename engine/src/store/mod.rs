@@ -10,7 +10,7 @@
 mod schema;
 mod sqlite;
 
-pub use sqlite::{SqliteOptions, SqliteStore, DATABASE_FILE};
+pub use sqlite::{SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;
 use crate::model::{

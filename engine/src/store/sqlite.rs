@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -194,6 +194,47 @@ impl SqliteStore {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A read-only view of another process's store (the server's data directory): what a local
+/// validator needs. Opens no writer, runs no migration, and sees every commit as soon as it is
+/// durable (WAL readers).
+pub struct SqliteReader {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteReader").finish_non_exhaustive()
+    }
+}
+
+impl SqliteReader {
+    /// Open `dir/tessera.db` read-only. The database must exist (a server has run there).
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(Error::Store(format!(
+                "no Tessera store at {}",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(16);
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Run `f` against the store (one consistent read snapshot per statement).
+    pub fn read<T>(&self, f: impl FnOnce(&dyn StoreRead) -> Result<T, Error>) -> Result<T, Error> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&Db(&conn))
     }
 }
 

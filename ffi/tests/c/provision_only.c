@@ -17,7 +17,7 @@ int main(int argc, char **argv) {
     tessera_result r = tessera_device_config_new(argv[1], "localhost", &cfg);
     if (r == TESSERA_OK) r = tessera_device_config_set_ca_pem(cfg, (const uint8_t *)ca, ca_len);
     if (r == TESSERA_OK) r = tessera_device_config_set_pt(cfg, (const uint8_t *)argv[3], strlen(argv[3]));
-    if (r == TESSERA_OK) r = tessera_device_client_new(cfg, &c);
+    if (r == TESSERA_OK) r = tessera_device_client_new(&cfg, &c);
     else tessera_device_config_free(cfg);
     if (r == TESSERA_OK) r = tessera_device_client_ensure_registered(c, 60000);
     printf("%s\n", tessera_result_message(r));

@@ -8,7 +8,7 @@ tessera_result tessera_device_config_set_pt(tessera_device_config *c, const uint
 tessera_result tessera_device_config_add_attribute(tessera_device_config *c, const char *k, const char *v) { (void)c; (void)k; (void)v; return TESSERA_CONFIG; }
 tessera_result tessera_device_config_set_callbacks(tessera_device_config *c, void *u, tessera_show_code_cb s, tessera_load_cb l, tessera_save_cb v, tessera_log_cb g) { (void)c; (void)u; (void)s; (void)l; (void)v; (void)g; return TESSERA_CONFIG; }
 void tessera_device_config_free(tessera_device_config *c) { (void)c; }
-tessera_result tessera_device_client_new(tessera_device_config *c, tessera_device_client **o) { (void)c; (void)o; return TESSERA_CONFIG; }
+tessera_result tessera_device_client_new(tessera_device_config **c, tessera_device_client **o) { (void)c; (void)o; return TESSERA_CONFIG; }
 tessera_result tessera_device_client_ensure_registered(tessera_device_client *c, uint32_t t) { (void)c; (void)t; return TESSERA_CONFIG; }
 tessera_result tessera_device_client_refresh(tessera_device_client *c) { (void)c; return TESSERA_CONFIG; }
 tessera_result tessera_device_client_copy_rt(tessera_device_client *c, uint8_t *b, size_t n, size_t *w) { (void)c; (void)b; (void)n; (void)w; return TESSERA_CONFIG; }

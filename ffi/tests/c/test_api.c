@@ -21,7 +21,7 @@ static const uint8_t *u8(const char *s) { return (const uint8_t *)s; }
 
 static void test_messages(void) {
     const unsigned codes[] = {0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 102, 103, 104, 210, 211, 212, 213,
-                              214, 215, 230, 299, 300, 301, 302, 303, 310, 311, 312};
+                              214, 215, 230, 299, 300, 301, 302, 303, 304, 310, 311, 312};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *m = tessera_result_message(codes[i]);
         CHECK(m != NULL && strlen(m) > 0 && strcmp(m, "unknown result code") != 0);
@@ -113,24 +113,30 @@ static void test_device_config(const char *pt) {
     EXPECT(tessera_device_config_set_callbacks(NULL, NULL, NULL, NULL, NULL, NULL), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_config_set_callbacks(cfg, NULL, NULL, NULL, NULL, NULL), TESSERA_OK);
 
-    /* Without a trust setting and a PT the client cannot be made; the config is consumed. */
+    /* Without a trust setting and a PT the client cannot be made; the config is consumed and
+     * the caller's pointer set to NULL, so using it again is refused, not a use-after-free. */
     tessera_device_client *client = NULL;
-    EXPECT(tessera_device_client_new(cfg, &client), TESSERA_CONFIG);
-    CHECK(client == NULL);
-    EXPECT(tessera_device_client_new(NULL, &client), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_new(&cfg, &client), TESSERA_CONFIG);
+    CHECK(client == NULL && cfg == NULL);
+    EXPECT(tessera_device_client_new(&cfg, &client), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pt(cfg, u8(pt), strlen(pt)), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pin(cfg, "00"), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_device_id(cfg, "pump-17"), TESSERA_NULL_PARAMETER);
+    tessera_device_config_free(cfg); /* NULL: a no-op */
+
+    /* Consumed even when the output pointer is NULL. */
+    EXPECT(tessera_device_config_new("127.0.0.1:9", "localhost", &cfg), TESSERA_OK);
+    EXPECT(tessera_device_config_set_pt(cfg, u8(pt), strlen(pt)), TESSERA_OK);
+    EXPECT(tessera_device_config_set_pin(cfg, "00000000000000000000000000000000000000000000000000000000000000aa"), TESSERA_OK);
+    EXPECT(tessera_device_client_new(&cfg, NULL), TESSERA_NULL_PARAMETER);
+    CHECK(cfg == NULL);
 
     /* A complete config gives a client; nothing is sent until it is used. */
-    cfg = NULL;
     EXPECT(tessera_device_config_new("127.0.0.1:9", "localhost", &cfg), TESSERA_OK);
     EXPECT(tessera_device_config_set_pt(cfg, u8(pt), strlen(pt)), TESSERA_OK);
     EXPECT(tessera_device_config_set_pin(cfg, "00000000000000000000000000000000000000000000000000000000000000aa"), TESSERA_OK);
-    EXPECT(tessera_device_client_new(cfg, NULL), TESSERA_NULL_PARAMETER); /* consumed anyway */
-    cfg = NULL;
-    EXPECT(tessera_device_config_new("127.0.0.1:9", "localhost", &cfg), TESSERA_OK);
-    EXPECT(tessera_device_config_set_pt(cfg, u8(pt), strlen(pt)), TESSERA_OK);
-    EXPECT(tessera_device_config_set_pin(cfg, "00000000000000000000000000000000000000000000000000000000000000aa"), TESSERA_OK);
-    EXPECT(tessera_device_client_new(cfg, &client), TESSERA_OK);
-    CHECK(client != NULL);
+    EXPECT(tessera_device_client_new(&cfg, &client), TESSERA_OK);
+    CHECK(client != NULL && cfg == NULL);
 
     uint8_t buf[256];
     size_t written = 12345;
@@ -154,6 +160,121 @@ static void test_device_config(const char *pt) {
     tessera_device_client_free(NULL);
 }
 
+/* Every exported function: NULL in each pointer argument, zero and oversized lengths. Each
+ * returns its documented code (TESSERA_NULL_PARAMETER, TESSERA_INVALID_LENGTH) and writes
+ * nothing. `data_dir` is a Tessera data directory made by the driver (for the local validator).
+ * Functions returning void (the *_free functions) are called with NULL and must not crash. */
+static void test_every_function_rejects_bad_arguments(const char *pt, const char *rt, const char *data_dir) {
+    const size_t huge = (size_t)1 << 30;
+    const uint8_t *p = u8(pt), *r = u8(rt);
+    size_t plen = strlen(pt), rlen = strlen(rt);
+    uint8_t buf[512];
+    size_t written = 77;
+    int64_t at = 77;
+    tessera_rt_info info;
+    tessera_rt_identity who;
+    memset(&who, 0x5A, sizeof who);
+
+    /* token helpers */
+    EXPECT(tessera_pt_check(NULL, plen), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_pt_check(p, 0), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_pt_check(p, huge), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_rt_inspect(NULL, rlen, &info), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_rt_inspect(r, rlen, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_rt_inspect(r, 0, &info), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_rt_inspect(r, huge, &info), TESSERA_INVALID_LENGTH);
+
+    /* configuration */
+    tessera_device_config *cfg = NULL;
+    EXPECT(tessera_device_config_new(NULL, "localhost", &cfg), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_new("127.0.0.1:9", NULL, &cfg), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_new("127.0.0.1:9", "localhost", NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_new("", "localhost", &cfg), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_new("127.0.0.1:9", "", &cfg), TESSERA_INVALID_LENGTH);
+    CHECK(cfg == NULL);
+    EXPECT(tessera_device_config_new("127.0.0.1:9", "localhost", &cfg), TESSERA_OK);
+    EXPECT(tessera_device_config_set_ca_pem(NULL, p, plen), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_ca_pem(cfg, NULL, plen), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_ca_pem(cfg, p, 0), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_set_ca_pem(cfg, p, huge), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_set_pin(NULL, "00"), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pin(cfg, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pin(cfg, ""), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_set_pt(NULL, p, plen), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pt(cfg, NULL, plen), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pt(cfg, p, 0), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_set_pt(cfg, p, huge), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_set_device_id(NULL, "d"), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_device_id(cfg, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_device_id(cfg, ""), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_add_attribute(NULL, "k", "v"), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_add_attribute(cfg, NULL, "v"), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_add_attribute(cfg, "k", NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_add_attribute(cfg, "", "v"), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_config_set_timeouts(NULL, 1000, 1000), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_timeouts(cfg, 0, 1000), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_device_config_set_timeouts(cfg, 1000, 0), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_device_config_set_callbacks(NULL, NULL, NULL, NULL, NULL, NULL), TESSERA_NULL_PARAMETER);
+    tessera_device_config_free(NULL);
+
+    /* client */
+    tessera_device_client *client = NULL;
+    EXPECT(tessera_device_client_new(NULL, &client), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_config_set_pt(cfg, p, plen), TESSERA_OK);
+    EXPECT(tessera_device_config_set_pin(cfg, "00000000000000000000000000000000000000000000000000000000000000aa"), TESSERA_OK);
+    EXPECT(tessera_device_client_new(&cfg, &client), TESSERA_OK);
+    EXPECT(tessera_device_client_ensure_registered(NULL, 10), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_refresh(NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_rt(NULL, buf, sizeof buf, &written), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_rt(client, NULL, sizeof buf, &written), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_rt(client, buf, sizeof buf, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_rt(client, buf, 0, &written), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_client_copy_rt(client, buf, huge, &written), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_client_copy_device_id(NULL, buf, sizeof buf, &written), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_device_id(client, NULL, sizeof buf, &written), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_device_id(client, buf, sizeof buf, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_copy_device_id(client, buf, 0, &written), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_client_copy_device_id(client, buf, huge, &written), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_device_client_next_refresh_at(NULL, &at), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_device_client_next_refresh_at(client, NULL), TESSERA_NULL_PARAMETER);
+    CHECK(written == 77 && at == 77);
+    tessera_device_client_free(client);
+    tessera_device_client_free(NULL);
+
+    /* network validator */
+    tessera_validator *v = NULL;
+    EXPECT(tessera_validator_new(NULL, "localhost", p, plen, &v), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new("127.0.0.1:9", NULL, p, plen, &v), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new("127.0.0.1:9", "localhost", NULL, plen, &v), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new("127.0.0.1:9", "localhost", p, plen, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new("127.0.0.1:9", "localhost", p, 0, &v), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_validator_new("127.0.0.1:9", "localhost", p, huge, &v), TESSERA_INVALID_LENGTH);
+    CHECK(v == NULL);
+    EXPECT(tessera_validator_check(NULL, r, rlen, &who), TESSERA_NULL_PARAMETER);
+    tessera_validator_free(NULL);
+
+    /* local validator */
+    tessera_local_validator *lv = NULL;
+    EXPECT(tessera_local_validator_new(NULL, &lv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_new(data_dir, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_new("", &lv), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_local_validator_new("/nonexistent/tessera-data", &lv), TESSERA_CONFIG);
+    CHECK(lv == NULL);
+    EXPECT(tessera_local_validator_new(data_dir, &lv), TESSERA_OK);
+    CHECK(lv != NULL);
+    EXPECT(tessera_local_validator_check(NULL, r, rlen, &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_check(lv, NULL, rlen, &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_check(lv, r, rlen, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_check(lv, r, 0, &who), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_local_validator_check(lv, r, huge, &who), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_local_validator_check(lv, r, 10, &who), TESSERA_TOKEN_WRONG_LENGTH);
+    /* The vector RT is MAC'd under the vectors' root, not this directory's. */
+    EXPECT(tessera_local_validator_check(lv, r, rlen, &who), TESSERA_UNAUTHENTICATED);
+    CHECK(who.registration_id == 0x5A5A5A5A5A5A5A5AULL); /* nothing written on failure */
+    tessera_local_validator_free(lv);
+    tessera_local_validator_free(NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc < 8) {
         fprintf(stderr, "usage: test_api PT RT REG GEN KEY ISSUED EXPIRES [BAD_PT...] [--rt BAD_RT...]\n");
@@ -164,6 +285,12 @@ int main(int argc, char **argv) {
     test_messages();
     test_tokens(argc, argv);
     test_device_config(argv[1]);
+    const char *data_dir = getenv("TESSERA_C_TEST_DATA_DIR");
+    if (!data_dir) {
+        fprintf(stderr, "TESSERA_C_TEST_DATA_DIR is not set (ffi/tests/c_api.rs sets it)\n");
+        return 2;
+    }
+    test_every_function_rejects_bad_arguments(argv[1], argv[2], data_dir);
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -1,9 +1,10 @@
 /* A full device flow from C against a real Tessera server, driven by ffi/tests/c_api.rs:
- *   test_flow SERVER_ADDR CA_PEM_PATH PT
+ *   test_flow SERVER_ADDR CA_PEM_PATH PT DATA_DIR
  * It provisions (printing "code XXXX-XXXX" from the show-code callback, which the driver reads
  * and approves through the admin client), prints "registered DEVICE_ID GENERATION", refreshes,
  * prints "refreshed GENERATION", then waits for a line on stdin (the driver revokes the
- * registration first) and refreshes again, expecting TESSERA_REVOKED. */
+ * registration first) and refreshes again, expecting TESSERA_REVOKED. The network validator and
+ * the local validator (on the running server's DATA_DIR) check the RT before and after. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ static char *read_file(const char *path, size_t *len) {
     fprintf(stderr, "%s failed: %u %s\n", #call, (unsigned)r_, tessera_result_message(r_)); return 1; } } while (0)
 
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: test_flow ADDR CA_PEM PT\n"); return 2; }
+    if (argc != 5) { fprintf(stderr, "usage: test_flow ADDR CA_PEM PT DATA_DIR\n"); return 2; }
     static struct store store;
     size_t ca_len = 0;
     char *ca = read_file(argv[2], &ca_len);
@@ -63,7 +64,7 @@ int main(int argc, char **argv) {
     TRY(tessera_device_config_add_attribute(cfg, "fw", "1.0.0"));
     TRY(tessera_device_config_set_callbacks(cfg, &store, show_code, load, save, log_line));
     tessera_device_client *client = NULL;
-    TRY(tessera_device_client_new(cfg, &client));
+    TRY(tessera_device_client_new(&cfg, &client));
 
     TRY(tessera_device_client_ensure_registered(client, 60000));
     uint8_t rt[512], id[128];
@@ -96,6 +97,23 @@ int main(int argc, char **argv) {
     if (strcmp(who.device_id, "c-device-1") != 0 || who.generation != 2) { fprintf(stderr, "wrong identity\n"); return 1; }
     if (tessera_validator_check(v, rt, 10, &who) != TESSERA_TOKEN_WRONG_LENGTH) return 1;
     if (tessera_validator_check(NULL, rt, rt_len, &who) != TESSERA_NULL_PARAMETER) return 1;
+    /* A service on the server's host checks it locally against the data directory. */
+    tessera_local_validator *lv = NULL;
+    if (tessera_local_validator_new("/nonexistent/tessera", &lv) != TESSERA_CONFIG || lv != NULL) return 1;
+    TRY(tessera_local_validator_new(argv[4], &lv));
+    tessera_rt_identity here;
+    memset(&here, 0, sizeof here);
+    TRY(tessera_local_validator_check(lv, rt, rt_len, &here));
+    if (strcmp(here.device_id, who.device_id) != 0 || here.generation != 2 ||
+        here.registration_id != who.registration_id || here.expires_at != who.expires_at) {
+        fprintf(stderr, "local and network validators disagree\n");
+        return 1;
+    }
+    uint8_t typo[512];
+    memcpy(typo, rt, rt_len);
+    typo[rt_len - 1] ^= 1; /* a mistyped token, caught before any key is used */
+    tessera_result bad = tessera_local_validator_check(lv, typo, rt_len, &here);
+    if (bad != TESSERA_TOKEN_BAD_CHECKSUM && bad != TESSERA_TOKEN_BAD_ENCODING) return 1;
     printf("refreshed %u\n", (unsigned)info.generation);
     fflush(stdout);
 
@@ -103,6 +121,9 @@ int main(int argc, char **argv) {
     if (!fgets(line, sizeof line, stdin)) return 1;
     tessera_result vr = tessera_validator_check(v, rt, rt_len, &who);
     printf("validator after revocation %u\n", (unsigned)vr);
+    printf("local validator after revocation %u\n", (unsigned)tessera_local_validator_check(lv, rt, rt_len, &here));
+    tessera_local_validator_free(lv);
+    tessera_local_validator_free(NULL);
     tessera_validator_free(v);
     tessera_validator_free(NULL);
     tessera_result r = tessera_device_client_refresh(client);

@@ -27,7 +27,7 @@ int main(void) {
     PANICS(tessera_device_config_add_attribute(cfg, "k", "v"));
     PANICS(tessera_device_config_set_timeouts(cfg, 1, 1));
     PANICS(tessera_device_config_set_callbacks(cfg, NULL, NULL, NULL, NULL, NULL));
-    PANICS(tessera_device_client_new(cfg, &client));
+    PANICS(tessera_device_client_new(&cfg, &client));
     PANICS(tessera_device_client_ensure_registered(client, 1));
     PANICS(tessera_device_client_refresh(client));
     PANICS(tessera_device_client_copy_rt(client, buf, sizeof buf, &n));
@@ -38,6 +38,11 @@ int main(void) {
     PANICS(tessera_validator_new("127.0.0.1:1", "localhost", tok, 6, &v));
     PANICS(tessera_validator_check(v, tok, 6, &who));
     tessera_validator_free(v);
+    tessera_local_validator *lv = NULL;
+    PANICS(tessera_local_validator_new("/tmp", &lv));
+    PANICS(tessera_local_validator_check(lv, tok, 6, &who));
+    tessera_local_validator_free(lv);
+    if (lv != NULL) { failures++; fprintf(stderr, "an output was written\n"); }
     tessera_device_config_free(cfg);
     tessera_device_client_free(client);
     /* Outputs were never written. */

@@ -1,0 +1,132 @@
+//! The local validator reads a live engine's data directory from the side (as a broker plugin
+//! on the server's host would) and agrees with the engine on every outcome, at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use tessera_engine::{Error, LocalValidator, SoftwareKeeper, TokenFormatError};
+
+fn validator(h: &Harness) -> LocalValidator {
+    match std::env::var("TESSERA_TEST_KEEPER").as_deref() {
+        Ok("pkcs11") => LocalValidator::open_with(
+            h.dir.path(),
+            common::pkcs11_keeper("tessera-test-root").expect("pkcs11 keeper"),
+        ),
+        _ => LocalValidator::open(h.dir.path()),
+    }
+    .expect("local validator opens beside the running engine")
+}
+
+#[test]
+fn agrees_with_the_engine_through_refresh_revocation_and_expiry() {
+    let h = Harness::new();
+    let v = validator(&h);
+    let p = h.provision("pump-1");
+    let rt = p.rt.expose().as_bytes();
+
+    let id = v.validate(rt, h.now()).expect("valid");
+    assert_eq!(id.device_id.as_str(), "pump-1");
+    assert_eq!(id.registration_id, p.registration_id);
+    assert_eq!(id, h.engine.introspect(rt, h.now()).unwrap());
+
+    // A refresh committed by the engine is seen by the very next check.
+    let next = h
+        .engine
+        .refresh(p.rt.expose(), &Harness::device(), h.now())
+        .unwrap();
+    assert_eq!(v.validate(rt, h.now()), Err(Error::Superseded));
+    let next_rt = next.rt.expose().as_bytes();
+    assert_eq!(v.validate(next_rt, h.now()).unwrap().generation, 2);
+
+    // Expiry follows the clock passed in, with the same leeway as the engine.
+    let exp = Duration::from_secs(next.claims.expires_at - h.now().unix_secs());
+    let later = h.now().saturating_add(exp + Duration::from_secs(61));
+    assert_eq!(v.validate(next_rt, later), Err(Error::Expired));
+    assert_eq!(
+        h.engine.validate_rt(next_rt, later).unwrap_err(),
+        Error::Expired
+    );
+
+    // Revocation: at once.
+    h.engine
+        .revoke_registration(p.registration_id, "stolen", &Harness::tech(), h.now())
+        .unwrap();
+    assert_eq!(v.validate(next_rt, h.now()), Err(Error::Revoked));
+}
+
+#[test]
+fn forged_malformed_and_retired_keys_are_refused() {
+    let h = Harness::new();
+    let v = validator(&h);
+    let p = h.provision("pump-2");
+    let text = p.rt.expose().to_owned();
+
+    // Format-valid RTs whose MAC was not made with this directory's root: the vectors' RT and
+    // its forged twin.
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/token-vectors.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let forged = vectors["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["error"] == "unauthenticated")
+        .unwrap()["text"]
+        .as_str()
+        .unwrap();
+    for t in [vectors["rt"]["text"].as_str().unwrap(), forged] {
+        assert_eq!(
+            v.validate(t.as_bytes(), h.now()),
+            Err(Error::Unauthenticated)
+        );
+    }
+    assert_eq!(
+        v.validate(b"tsrt_short", h.now()),
+        Err(Error::TokenFormat(TokenFormatError::WrongLength))
+    );
+
+    // Rotate, retire the old epoch: its RTs stop validating here too.
+    h.engine.rotate_keys(&Harness::tech(), h.now()).unwrap();
+    assert!(v.validate(text.as_bytes(), h.now()).is_ok());
+    h.engine
+        .retire_key_epoch(1, &Harness::tech(), h.now())
+        .unwrap();
+    assert_eq!(
+        v.validate(text.as_bytes(), h.now()),
+        Err(Error::Unauthenticated)
+    );
+    assert_eq!(
+        h.engine.validate_rt(text.as_bytes(), h.now()),
+        Err(Error::Unauthenticated)
+    );
+    // A registration made under the new epoch validates.
+    let p2 = h.provision("pump-3");
+    assert_eq!(
+        v.validate(p2.rt.expose().as_bytes(), h.now())
+            .unwrap()
+            .device_id
+            .as_str(),
+        "pump-3"
+    );
+}
+
+#[test]
+fn refuses_a_wrong_root_and_a_missing_store() {
+    let h = Harness::new();
+    assert!(matches!(
+        LocalValidator::open_with(h.dir.path(), SoftwareKeeper::from_bytes([9; 32])),
+        Err(Error::Keys(_))
+    ));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        LocalValidator::open_with(empty.path(), SoftwareKeeper::from_bytes([9; 32])),
+        Err(Error::Store(_))
+    ));
+}
