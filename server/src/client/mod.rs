@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod device;
+mod socket;
 pub mod transport;
 
 pub use admin::AdminClient;

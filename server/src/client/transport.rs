@@ -226,8 +226,11 @@ impl Transport {
         }
         .parse()
         .map_err(|_| ClientError::Config("bind".into()))?;
+        let (socket, runtime) =
+            super::socket::bind(bind).map_err(|e| ClientError::Connection(e.to_string()))?;
         let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ClientError::Connection(e.to_string()))?;
+            quinn::Endpoint::new_with_abstract_socket(Default::default(), None, socket, runtime)
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
         endpoint.set_default_client_config(cc);
         Ok(Self {
             endpoint,
