@@ -348,6 +348,12 @@ impl Server {
         self.shared.open_connections.load(Ordering::Relaxed)
     }
 
+    /// Registrations whose connections the server tracks (to close them on revocation). Falls
+    /// back to zero once every connection that used them has ended.
+    pub fn tracked_registrations(&self) -> usize {
+        self.shared.connections.tracked_registrations()
+    }
+
     /// Stop accepting, let requests in flight finish (up to `grace`), close every connection,
     /// and stop. Long polls in flight are answered when they end or cut off after `grace`.
     pub async fn shutdown(mut self, grace: Duration) {

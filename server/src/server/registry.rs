@@ -146,7 +146,15 @@ impl Connections {
             .any(|c| c.conn.stable_id() == conn.conn.stable_id())
         {
             v.push(conn.clone());
+            // Remembered on the connection too, so `detach_all` can drop these entries (and the
+            // connection state they keep alive) when it ends.
+            lock(&conn.attached).push(reg);
         }
+    }
+
+    /// Registrations with at least one tracked connection (for tests and metrics).
+    pub fn tracked_registrations(&self) -> usize {
+        lock(&self.by_registration).len()
     }
 
     /// Forget a closed connection.

@@ -8,7 +8,7 @@ use tessera_server::client::transport::Transport;
 use tessera_server::wire::{self, code, kind, ErrorBody, ADMIN_ALPN, DEVICE_ALPN};
 use tessera_server::AdminClient;
 
-use crate::common::{begin, code_of, manual, TestServer};
+use crate::common::{begin, code_of, manual, refresh, wait, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_cannot_reach_the_admin_endpoint() {
@@ -304,4 +304,41 @@ async fn unvalidated_clients_get_a_retry_under_load() {
     begin(&t, &pt, None, "n").await.unwrap();
     assert!(ts.server.as_ref().unwrap().retries_sent() >= 1);
     ts.shutdown().await;
+}
+
+/// The registry that lets a revocation close a device's connection forgets each connection when
+/// it ends (it once kept every closed connection's state alive: a leak under reconnect churn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connections_are_forgotten_by_the_revocation_registry() {
+    let s = TestServer::start().await;
+    let (_, pt) = s
+        .pt(json!({ "label": "churn", "kind": "fleet", "max_registrations": 10,
+                    "approval": "automatic" }))
+        .await;
+    let mut transports = Vec::new();
+    for i in 0..5 {
+        let t = s.device_transport();
+        let op = begin(&t, &pt, Some(&format!("churn-{i}")), &format!("n{i}"))
+            .await
+            .unwrap();
+        let reg = wait(&t, &op, 1000).await.unwrap().registration.unwrap();
+        refresh(&t, &reg.rt).await.unwrap();
+        transports.push(t);
+    }
+    let server = s.server.as_ref().unwrap();
+    assert_eq!(server.tracked_registrations(), 5);
+    for t in &transports {
+        t.close().await;
+    }
+    // The server notices each close asynchronously; wait for the condition, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.tracked_registrations() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} registrations still tracked after their connections closed",
+            server.tracked_registrations()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.shutdown().await;
 }
