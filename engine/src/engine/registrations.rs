@@ -183,7 +183,7 @@ impl Engine {
                     reg.key_epoch = epoch;
                     reg.issued_at = now_secs;
                     reg.expires_at = now_secs.saturating_add(reg.lifetime_secs);
-                    tx.db.update_registration(&reg)?;
+                    tx.db.refresh_registration(&reg)?;
                     tx.audit(
                         &actor,
                         "registration.refresh",

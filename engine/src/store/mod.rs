@@ -174,6 +174,9 @@ pub trait StoreTxn: StoreRead {
     fn insert_registration(&mut self, rec: &RegistrationRecord) -> Result<RegistrationId, Error>;
     /// Replace a registration.
     fn update_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error>;
+    /// Record a refresh: the registration's generation, key epoch, issue and expiry times. The
+    /// hot path: it writes no indexed column, so no index entry moves.
+    fn refresh_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error>;
     /// Block a device id (replacing an earlier block).
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error>;
     /// Unblock a device id; false if it was not blocked.

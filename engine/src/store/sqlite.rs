@@ -864,6 +864,25 @@ impl StoreTxn for Db<'_> {
         Ok(())
     }
 
+    fn refresh_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error> {
+        // Leaves `active` out of the SET list: SQLite maintains the partial indexes on
+        // device_id and pt_id (WHERE active = 1) for any statement that assigns `active`, which
+        // made each refresh rewrite two random index pages besides the row's own page.
+        self.0
+            .prepare_cached(
+                "UPDATE registrations SET generation = ?2, key_epoch = ?3, issued_at = ?4, \
+                 expires_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                sql_u64(rec.id.get()),
+                rec.generation,
+                rec.key_epoch,
+                sql_u64(rec.issued_at),
+                sql_u64(rec.expires_at),
+            ])?;
+        Ok(())
+    }
+
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error> {
         self.0
             .prepare_cached(
