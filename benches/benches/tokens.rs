@@ -80,6 +80,12 @@ fn rt_benches(c: &mut Criterion) {
             b.iter(|| e.validate_rt(black_box(rt), now).is_ok())
         });
     }
+    // A service on the server's host reading the same data directory from the side.
+    let local = tessera_engine::LocalValidator::open(dir.path()).expect("local validator");
+    local.validate(&rt_text, now).expect("valid locally");
+    g.bench_function("local_validator", |b| {
+        b.iter(|| local.validate(black_box(&rt_text), now).is_ok())
+    });
     g.bench_function("hmac_floor", |b| {
         b.iter(|| hmac::verify(&floor_key, black_box(&mac_input), floor_tag.as_ref()).is_ok())
     });

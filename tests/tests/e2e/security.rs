@@ -312,8 +312,10 @@ async fn unvalidated_clients_get_a_retry_under_load() {
 async fn closed_connections_are_forgotten_by_the_revocation_registry() {
     let s = TestServer::start().await;
     let (_, pt) = s
-        .pt(json!({ "label": "churn", "kind": "fleet", "max_registrations": 10,
-                    "approval": "automatic" }))
+        .pt(
+            json!({ "label": "churn", "kind": "fleet", "max_registrations": 10,
+                    "approval": "automatic" }),
+        )
         .await;
     let mut transports = Vec::new();
     for i in 0..5 {
