@@ -44,6 +44,26 @@ fn identity(
     }
 }
 
+/// The arguments both validators' check functions take, checked in the documented order.
+///
+/// # Safety
+/// `validator` NULL or live; `rt` NULL or `rt_len` readable bytes valid for `'a`.
+unsafe fn check_args<'a, V>(
+    validator: *const V,
+    rt: *const u8,
+    rt_len: usize,
+    out: *mut tessera_rt_identity,
+) -> Result<(&'a V, &'a [u8]), tessera_result> {
+    // SAFETY: NULL or a live validator per the caller's promise.
+    let v = unsafe { validator.as_ref() }.ok_or(tessera_result::TESSERA_NULL_PARAMETER)?;
+    if out.is_null() {
+        return Err(tessera_result::TESSERA_NULL_PARAMETER);
+    }
+    // SAFETY: `rt_len` readable bytes per the caller's promise.
+    let text = unsafe { bytes(rt, rt_len) }?;
+    Ok((v, text))
+}
+
 /// A validator that asks the server (opaque). Use from one thread at a time.
 #[derive(Debug)]
 pub struct tessera_validator {
@@ -114,16 +134,9 @@ pub extern "C" fn tessera_validator_check(
     out: *mut tessera_rt_identity,
 ) -> tessera_result {
     boundary(|| {
-        // SAFETY: NULL or a live validator per the caller's promise.
-        let Some(v) = (unsafe { validator.as_ref() }) else {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        };
-        if out.is_null() {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        }
-        // SAFETY: `rt_len` readable bytes per the caller's promise.
-        let text = match unsafe { bytes(rt, rt_len) } {
-            Ok(t) => t,
+        // SAFETY: the caller's promises, as documented above.
+        let (v, text) = match unsafe { check_args(validator, rt, rt_len, out) } {
+            Ok(x) => x,
             Err(e) => return e,
         };
         // Format errors are answered here, without a round trip.
@@ -213,16 +226,9 @@ pub extern "C" fn tessera_local_validator_check(
     out: *mut tessera_rt_identity,
 ) -> tessera_result {
     boundary(|| {
-        // SAFETY: NULL or a live validator per the caller's promise.
-        let Some(v) = (unsafe { validator.as_ref() }) else {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        };
-        if out.is_null() {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        }
-        // SAFETY: `rt_len` readable bytes per the caller's promise.
-        let text = match unsafe { bytes(rt, rt_len) } {
-            Ok(t) => t,
+        // SAFETY: the caller's promises, as documented above.
+        let (v, text) = match unsafe { check_args(validator, rt, rt_len, out) } {
+            Ok(x) => x,
             Err(e) => return e,
         };
         match v
