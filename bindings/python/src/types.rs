@@ -46,7 +46,6 @@ impl Claims {
 
 /// A registration as a device holds it: the RT (a secret) and its public fields.
 #[pyclass(frozen, module = "tessera._native")]
-#[derive(Debug)]
 pub(crate) struct Registration {
     rt: Zeroizing<String>,
     #[pyo3(get)]
@@ -59,6 +58,19 @@ pub(crate) struct Registration {
     issued_at: u64,
     #[pyo3(get)]
     expires_at: u64,
+}
+
+// Debug shows what `repr` shows: never the secret.
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.__repr__())
+    }
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.__repr__())
+    }
 }
 
 impl Registration {
@@ -103,7 +115,6 @@ impl Registration {
 
 /// A provisioning operation as the device sees it after BEGIN.
 #[pyclass(frozen, module = "tessera._native")]
-#[derive(Debug)]
 pub(crate) struct Operation {
     #[pyo3(get)]
     operation_id: String,
