@@ -403,19 +403,9 @@ fn copy_current(
     field: impl FnOnce(&tessera_server::wire::messages::RtBody) -> &[u8],
 ) -> tessera_result {
     with_client!(client_ptr, |c| {
-        // Arguments are checked before state: a NULL or zero-length buffer is refused the same
-        // way whether or not the device is registered yet.
-        if buf.is_null() || written.is_null() {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        }
-        if cap == 0 || cap > crate::util::MAX_LEN {
-            return tessera_result::TESSERA_INVALID_LENGTH;
-        }
-        match c.inner.current() {
-            // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
-            Some(r) => unsafe { copy_out(field(&r), buf, cap, written) },
-            None => tessera_result::TESSERA_NOT_AVAILABLE,
-        }
+        let current = c.inner.current();
+        // SAFETY: caller-owned output buffer of `cap` bytes and `written` slot.
+        unsafe { copy_out(current.as_ref().map(field), buf, cap, written) }
     })
 }
 

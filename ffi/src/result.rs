@@ -75,88 +75,108 @@ pub enum tessera_result {
 /// Thread safety: may be called from any thread.
 #[no_mangle]
 pub extern "C" fn tessera_result_message(code: u32) -> *const c_char {
-    let msg: &'static str = match code {
-        c if c == tessera_result::TESSERA_OK as u32 => concat!("success", "\0"),
-        c if c == tessera_result::TESSERA_NULL_PARAMETER as u32 => {
-            concat!("a required pointer argument was NULL", "\0")
-        }
-        c if c == tessera_result::TESSERA_INVALID_LENGTH as u32 => {
-            concat!("a length was zero or too large", "\0")
-        }
-        c if c == tessera_result::TESSERA_INVALID_UTF8 as u32 => {
-            concat!("text was not valid UTF-8", "\0")
-        }
-        c if c == tessera_result::TESSERA_BUFFER_TOO_SMALL as u32 => {
-            concat!("the output buffer is too small", "\0")
-        }
-        c if c == tessera_result::TESSERA_PANIC as u32 => concat!(
-            "internal error (panic caught); the call had no effect",
-            "\0"
-        ),
-        c if c == tessera_result::TESSERA_INVALID_ARGUMENT as u32 => {
-            concat!("an argument was rejected", "\0")
-        }
-        c if c == tessera_result::TESSERA_NOT_AVAILABLE as u32 => {
-            concat!("no such value yet", "\0")
-        }
-        c if c == tessera_result::TESSERA_TOKEN_WRONG_PREFIX as u32 => {
-            concat!("token has the wrong prefix", "\0")
-        }
-        c if c == tessera_result::TESSERA_TOKEN_WRONG_LENGTH as u32 => {
-            concat!("token has the wrong length", "\0")
-        }
-        c if c == tessera_result::TESSERA_TOKEN_BAD_ENCODING as u32 => {
-            concat!("token contains invalid characters", "\0")
-        }
-        c if c == tessera_result::TESSERA_TOKEN_BAD_CHECKSUM as u32 => {
-            concat!("token checksum mismatch", "\0")
-        }
-        c if c == tessera_result::TESSERA_TOKEN_UNKNOWN_VERSION as u32 => {
-            concat!("unknown token version", "\0")
-        }
-        c if c == tessera_result::TESSERA_UNAUTHENTICATED as u32 => {
-            concat!("credential not accepted", "\0")
-        }
-        c if c == tessera_result::TESSERA_EXPIRED as u32 => concat!("credential expired", "\0"),
-        c if c == tessera_result::TESSERA_REVOKED as u32 => concat!("credential revoked", "\0"),
-        c if c == tessera_result::TESSERA_SUPERSEDED as u32 => {
-            concat!("registration token superseded", "\0")
-        }
-        c if c == tessera_result::TESSERA_ROTATION_REUSE as u32 => concat!(
-            "registration token reuse detected; registration revoked",
-            "\0"
-        ),
-        c if c == tessera_result::TESSERA_DEVICE_BLOCKED as u32 => {
-            concat!("device is blocked", "\0")
-        }
-        c if c == tessera_result::TESSERA_RATE_LIMITED as u32 => {
-            concat!("rate limited; retry later", "\0")
-        }
-        c if c == tessera_result::TESSERA_SERVER_ERROR as u32 => {
-            concat!("the server refused the request", "\0")
-        }
-        c if c == tessera_result::TESSERA_CONNECTION as u32 => concat!("connection failed", "\0"),
-        c if c == tessera_result::TESSERA_TIMEOUT as u32 => concat!("timed out", "\0"),
-        c if c == tessera_result::TESSERA_PROTOCOL as u32 => concat!("protocol error", "\0"),
-        c if c == tessera_result::TESSERA_CONFIG as u32 => {
-            concat!("invalid or incomplete configuration", "\0")
-        }
-        c if c == tessera_result::TESSERA_STORE as u32 => {
-            concat!("the local store could not be read", "\0")
-        }
-        c if c == tessera_result::TESSERA_PROVISIONING_REJECTED as u32 => {
-            concat!("provisioning rejected by a technician", "\0")
-        }
-        c if c == tessera_result::TESSERA_PROVISIONING_EXPIRED as u32 => {
-            concat!("provisioning operation expired", "\0")
-        }
-        c if c == tessera_result::TESSERA_PROVISIONING_CANCELLED as u32 => {
-            concat!("provisioning operation cancelled", "\0")
-        }
-        _ => "unknown result code\0",
-    };
-    msg.as_ptr().cast()
+    MESSAGES
+        .iter()
+        .find(|(r, _)| *r as u32 == code)
+        .map_or(c"unknown result code", |(_, m)| *m)
+        .as_ptr()
 }
+
+/// Every result code and its message.
+const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
+    (tessera_result::TESSERA_OK, c"success"),
+    (
+        tessera_result::TESSERA_NULL_PARAMETER,
+        c"a required pointer argument was NULL",
+    ),
+    (
+        tessera_result::TESSERA_INVALID_LENGTH,
+        c"a length was zero or too large",
+    ),
+    (
+        tessera_result::TESSERA_INVALID_UTF8,
+        c"text was not valid UTF-8",
+    ),
+    (
+        tessera_result::TESSERA_BUFFER_TOO_SMALL,
+        c"the output buffer is too small",
+    ),
+    (
+        tessera_result::TESSERA_PANIC,
+        c"internal error (panic caught); the call had no effect",
+    ),
+    (
+        tessera_result::TESSERA_INVALID_ARGUMENT,
+        c"an argument was rejected",
+    ),
+    (tessera_result::TESSERA_NOT_AVAILABLE, c"no such value yet"),
+    (
+        tessera_result::TESSERA_TOKEN_WRONG_PREFIX,
+        c"token has the wrong prefix",
+    ),
+    (
+        tessera_result::TESSERA_TOKEN_WRONG_LENGTH,
+        c"token has the wrong length",
+    ),
+    (
+        tessera_result::TESSERA_TOKEN_BAD_ENCODING,
+        c"token contains invalid characters",
+    ),
+    (
+        tessera_result::TESSERA_TOKEN_BAD_CHECKSUM,
+        c"token checksum mismatch",
+    ),
+    (
+        tessera_result::TESSERA_TOKEN_UNKNOWN_VERSION,
+        c"unknown token version",
+    ),
+    (
+        tessera_result::TESSERA_UNAUTHENTICATED,
+        c"credential not accepted",
+    ),
+    (tessera_result::TESSERA_EXPIRED, c"credential expired"),
+    (tessera_result::TESSERA_REVOKED, c"credential revoked"),
+    (
+        tessera_result::TESSERA_SUPERSEDED,
+        c"registration token superseded",
+    ),
+    (
+        tessera_result::TESSERA_ROTATION_REUSE,
+        c"registration token reuse detected; registration revoked",
+    ),
+    (tessera_result::TESSERA_DEVICE_BLOCKED, c"device is blocked"),
+    (
+        tessera_result::TESSERA_RATE_LIMITED,
+        c"rate limited; retry later",
+    ),
+    (
+        tessera_result::TESSERA_SERVER_ERROR,
+        c"the server refused the request",
+    ),
+    (tessera_result::TESSERA_CONNECTION, c"connection failed"),
+    (tessera_result::TESSERA_TIMEOUT, c"timed out"),
+    (tessera_result::TESSERA_PROTOCOL, c"protocol error"),
+    (
+        tessera_result::TESSERA_CONFIG,
+        c"invalid or incomplete configuration",
+    ),
+    (
+        tessera_result::TESSERA_STORE,
+        c"the local store could not be read",
+    ),
+    (
+        tessera_result::TESSERA_PROVISIONING_REJECTED,
+        c"provisioning rejected by a technician",
+    ),
+    (
+        tessera_result::TESSERA_PROVISIONING_EXPIRED,
+        c"provisioning operation expired",
+    ),
+    (
+        tessera_result::TESSERA_PROVISIONING_CANCELLED,
+        c"provisioning operation cancelled",
+    ),
+];
 
 impl From<tessera_engine::TokenFormatError> for tessera_result {
     fn from(e: tessera_engine::TokenFormatError) -> Self {

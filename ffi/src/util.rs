@@ -73,12 +73,14 @@ pub(crate) unsafe fn write<T>(out: *mut T, value: T) -> tessera_result {
 }
 
 /// Copy `src` into the caller's buffer (`buf`, `cap`), writing the length through `written`.
+/// The arguments are checked first, so a NULL or zero-length buffer is refused the same way
+/// whether or not there is anything to copy; `None` (nothing yet) is `TESSERA_NOT_AVAILABLE`.
 /// Nothing is written unless everything fits.
 ///
 /// # Safety
 /// `buf` must be NULL or valid for `cap` writable bytes; `written` NULL or writable.
 pub(crate) unsafe fn copy_out(
-    src: &[u8],
+    src: Option<&[u8]>,
     buf: *mut u8,
     cap: usize,
     written: *mut usize,
@@ -89,6 +91,9 @@ pub(crate) unsafe fn copy_out(
     if cap == 0 || cap > MAX_LEN {
         return tessera_result::TESSERA_INVALID_LENGTH;
     }
+    let Some(src) = src else {
+        return tessera_result::TESSERA_NOT_AVAILABLE;
+    };
     if src.len() > cap {
         return tessera_result::TESSERA_BUFFER_TOO_SMALL;
     }

@@ -110,6 +110,13 @@ fn run(cmd: &mut Command) -> String {
     stdout
 }
 
+/// clang flags for the AddressSanitizer + UndefinedBehaviorSanitizer builds.
+const SANITIZERS: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+];
+
 /// A Tessera data directory (store and key file) for the local validator's argument tests.
 fn data_dir(parent: &Path) -> PathBuf {
     let d = parent.join("data");
@@ -128,15 +135,7 @@ fn data_dir(parent: &Path) -> PathBuf {
 fn c_api_under_address_and_undefined_behaviour_sanitizers() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("test_api_asan");
-    compile(
-        "clang",
-        &[
-            "-fsanitize=address,undefined",
-            "-fno-sanitize-recover=all",
-            "-fno-omit-frame-pointer",
-        ],
-        &exe,
-    );
+    compile("clang", SANITIZERS, &exe);
     let out = run(Command::new(&exe)
         .args(vectors_args())
         .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
@@ -221,16 +220,7 @@ fn device_flow(under_valgrind: bool) {
         v.arg(&exe);
         v
     } else {
-        compile_file(
-            "test_flow.c",
-            "clang",
-            &[
-                "-fsanitize=address,undefined",
-                "-fno-sanitize-recover=all",
-                "-fno-omit-frame-pointer",
-            ],
-            &exe,
-        );
+        compile_file("test_flow.c", "clang", SANITIZERS, &exe);
         Command::new(&exe)
     };
     let mut child = cmd
@@ -296,12 +286,7 @@ fn device_flow(under_valgrind: bool) {
 fn panics_become_the_panic_code_and_the_process_survives() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("test_panic");
-    compile_file(
-        "test_panic.c",
-        "clang",
-        &["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
-        &exe,
-    );
+    compile_file("test_panic.c", "clang", SANITIZERS, &exe);
     let out = run(Command::new(&exe)
         .env("TESSERA_FFI_PANIC", "1")
         .env("ASAN_OPTIONS", "detect_leaks=0"));
