@@ -131,17 +131,7 @@ impl Engine {
                     .map_err(|_| PyValueError::new_err("root_key must be exactly 32 bytes"))
             })
             .transpose()?;
-        let (temp, dir) = match data_dir {
-            Some(d) => (None, d),
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("tessera-engine-")
-                    .tempdir()
-                    .map_err(|e| errors::config(py, format!("temporary directory: {e}")))?;
-                let p = t.path().to_owned();
-                (Some(t), p)
-            }
-        };
+        let (temp, dir) = crate::data_dir_or_temp(py, data_dir, "tessera-engine-")?;
         let now = now_from(py, clock.as_ref())?;
         let inner = py
             .detach(|| match root {

