@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use tessera_server::server::banner::EPHEMERAL_SERVE;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
 fn cli(dir: &Path, admin: SocketAddr, args: &[&str]) -> Output {
@@ -43,13 +45,7 @@ fn operator_walkthrough() {
         .local_addr()
         .unwrap();
     let mut serve = Command::new(BIN)
-        .args([
-            "serve",
-            "--device-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
+        .args(EPHEMERAL_SERVE)
         .arg("--metrics-addr")
         .arg(metrics_addr.to_string())
         .args(["--log", "debug"])
@@ -267,15 +263,8 @@ fn serve_with_the_root_in_an_hsm() {
     .unwrap();
     let serve = |pin: &str| {
         Command::new(BIN)
-            .args([
-                "serve",
-                "--device-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "off",
-            ])
+            .args(EPHEMERAL_SERVE)
+            .args(["--metrics-addr", "off"])
             .arg("--config")
             .arg(&config)
             .arg("--data-dir")

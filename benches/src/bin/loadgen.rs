@@ -361,21 +361,12 @@ fn main() {
     )
     .expect("config");
     let mut cmd = Command::new(sibling("tessera"));
-    cmd.args([
-        "serve",
-        "--device-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ])
-    .arg("--data-dir")
-    .arg(&data)
-    .arg("--config")
-    .arg(&config);
+    cmd.args(banner::EPHEMERAL_SERVE)
+        .args(["--metrics-addr", "off", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config);
     let (mut server, device_addr, lines, startup) = spawn_until(cmd, banner::DEVICE);
     let admin_addr: SocketAddr = lines
         .iter()

@@ -31,6 +31,16 @@ pub mod banner {
     /// Start of the line naming the admin endpoint.
     pub const ADMIN: &str = "admin endpoint on";
 
+    /// Arguments that make `tessera serve` listen on ephemeral loopback ports; tools and tests
+    /// read the chosen addresses back from the lines above.
+    pub const EPHEMERAL_SERVE: [&str; 5] = [
+        "serve",
+        "--device-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ];
+
     /// The address on `line` if it starts with `prefix`.
     pub fn address(line: &str, prefix: &str) -> Option<SocketAddr> {
         line.strip_prefix(prefix)?

@@ -48,17 +48,8 @@ pub fn spawn_server_with(dir: &Path, toml: &str) -> Proc {
     let config = dir.with_extension("toml");
     std::fs::write(&config, toml).expect("write config");
     let mut child = Command::new(tessera_bin())
-        .args([
-            "serve",
-            "--device-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ])
+        .args(tessera_server::server::banner::EPHEMERAL_SERVE)
+        .args(["--metrics-addr", "off", "--log", "warn"])
         .arg("--data-dir")
         .arg(dir)
         .arg("--config")
