@@ -179,6 +179,17 @@ async fn tessera_call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
 #[derive(Default)]
 struct Lat(Vec<u32>);
 
+/// Let the phase's tasks run for `secs`, stop them, and gather their latencies.
+async fn run_for(secs: u64, stop: &AtomicBool, tasks: &mut tokio::task::JoinSet<Vec<u32>>) -> Lat {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Lat::default();
+    while let Some(Ok(l)) = tasks.join_next().await {
+        all.0.extend(l);
+    }
+    all
+}
+
 impl Lat {
     fn summary(mut self, n: u64, secs: f64) -> Value {
         self.0.sort_unstable();
@@ -227,12 +238,7 @@ where
             lat
         });
     }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Lat::default();
-    while let Some(Ok(l)) = tasks.join_next().await {
-        all.0.extend(l);
-    }
+    let all = run_for(secs, &stop, &mut tasks).await;
     (
         count.load(Ordering::Relaxed),
         all,
@@ -312,12 +318,7 @@ where
             lat
         });
     }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Lat::default();
-    while let Some(Ok(l)) = tasks.join_next().await {
-        all.0.extend(l);
-    }
+    let all = run_for(secs, &stop, &mut tasks).await;
     let mut v = all.summary(count.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
     v["failed"] = json!(fails.load(Ordering::Relaxed));
     v
