@@ -104,14 +104,8 @@ async fn kill_9_during_mixed_workload_loses_nothing_acknowledged() {
     let mut all_acks: Vec<Ack> = Vec::new();
     for cycle in 0..cycles() {
         let mut proc = spawn_server(dir.path());
-        let trust = Trust::ca_file(&dir.path().join("tls/ca.pem")).unwrap();
-        let token = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let admin = Arc::new(
-            AdminClient::new(proc.admin, "localhost", &trust, AdminToken::new(token)).unwrap(),
-        );
+        let (trust, admin) = connect_admin(dir.path(), &proc);
+        let admin = Arc::new(admin);
 
         // Every acknowledgement from earlier cycles is still there.
         verify(&admin, &trust, proc.device, &all_acks).await;
@@ -209,12 +203,7 @@ async fn kill_9_during_mixed_workload_loses_nothing_acknowledged() {
     }
     // One last restart to check the final cycle's acknowledgements.
     let mut proc = spawn_server(dir.path());
-    let trust = Trust::ca_file(&dir.path().join("tls/ca.pem")).unwrap();
-    let token = std::fs::read_to_string(dir.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let admin = AdminClient::new(proc.admin, "localhost", &trust, AdminToken::new(token)).unwrap();
+    let (trust, admin) = connect_admin(dir.path(), &proc);
     verify(&admin, &trust, proc.device, &all_acks).await;
     proc.child.kill().unwrap();
     let _ = proc.child.wait();
@@ -222,6 +211,17 @@ async fn kill_9_during_mixed_workload_loses_nothing_acknowledged() {
         all_acks.iter().any(|a| matches!(a, Ack::Revoked { .. })),
         "the workload never revoked anything"
     );
+}
+
+/// The CA trust and an admin client (first admin token) for a server spawned on `dir`.
+fn connect_admin(dir: &Path, proc: &Proc) -> (Trust, AdminClient) {
+    let trust = Trust::ca_file(&dir.join("tls/ca.pem")).unwrap();
+    let token = std::fs::read_to_string(dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let admin = AdminClient::new(proc.admin, "localhost", &trust, AdminToken::new(token)).unwrap();
+    (trust, admin)
 }
 
 async fn verify(admin: &AdminClient, trust: &Trust, device_addr: SocketAddr, acks: &[Ack]) {
