@@ -130,3 +130,87 @@ fn refuses_a_wrong_root_and_a_missing_store() {
         Err(Error::Store(_))
     ));
 }
+
+/// Refreshes go to the store's journal and are folded into the registration rows every few
+/// (the suite folds every `TEST_FOLD_ROWS`); the engine, its admin reads and a validator in
+/// another "process" see the newest generation at every step, across folds and reopens.
+#[test]
+fn follows_refreshes_across_journal_folds_and_reopens() {
+    let mut h = Harness::new();
+    let a = h.provision("pump-a");
+    let b = h.provision("pump-b");
+    let mut rts = [a.rt.expose().to_owned(), b.rt.expose().to_owned()];
+    let ids = [a.registration_id, b.registration_id];
+    let mut generations = [1u32, 1];
+    for step in 0..(4 * common::TEST_FOLD_ROWS as usize + 1) {
+        if step == 5 {
+            h.reopen();
+        }
+        let v = validator(&h);
+        let i = usize::from(step % 3 == 0);
+        let next = h
+            .engine
+            .refresh(&rts[i], &Harness::device(), h.now())
+            .expect("refresh");
+        generations[i] += 1;
+        assert_eq!(next.claims.generation, generations[i]);
+        let old = std::mem::replace(&mut rts[i], next.rt.expose().to_owned());
+        for j in 0..2 {
+            let g = generations[j];
+            assert_eq!(
+                v.validate(rts[j].as_bytes(), h.now()).unwrap().generation,
+                g
+            );
+            assert_eq!(h.engine.registration(ids[j]).unwrap().generation, g);
+            assert_eq!(
+                h.engine
+                    .validate_rt(rts[j].as_bytes(), h.now())
+                    .unwrap()
+                    .claims
+                    .generation,
+                g
+            );
+        }
+        assert_eq!(v.validate(old.as_bytes(), h.now()), Err(Error::Superseded));
+        // The validator keeps following: a second refresh is seen by the same validator.
+        let again = h
+            .engine
+            .refresh(&rts[i], &Harness::device(), h.now())
+            .unwrap();
+        generations[i] += 1;
+        assert_eq!(
+            v.validate(rts[i].as_bytes(), h.now()),
+            Err(Error::Superseded)
+        );
+        rts[i] = again.rt.expose().to_owned();
+        assert_eq!(
+            v.validate(rts[i].as_bytes(), h.now()).unwrap().generation,
+            generations[i]
+        );
+    }
+    h.reopen();
+    let v = validator(&h);
+    for j in 0..2 {
+        assert_eq!(
+            h.engine.registration(ids[j]).unwrap().generation,
+            generations[j]
+        );
+        assert_eq!(
+            v.validate(rts[j].as_bytes(), h.now()).unwrap().generation,
+            generations[j]
+        );
+    }
+    // A refresh retried within the grace window after a reopen still gets the same successor.
+    let prev = rts[0].clone();
+    let next = h
+        .engine
+        .refresh(&prev, &Harness::device(), h.now())
+        .unwrap();
+    h.reopen();
+    let retry = h
+        .engine
+        .refresh(&prev, &Harness::device(), h.now())
+        .unwrap();
+    assert!(retry.retried);
+    assert_eq!(retry.rt.expose(), next.rt.expose());
+}

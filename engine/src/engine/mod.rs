@@ -281,37 +281,23 @@ impl Engine {
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
         done: impl FnOnce(Result<T, Error>) + Send + 'static,
     ) {
-        let inner = self.inner.clone();
         self.inner
             .store
-            .submit(Box::new(move |db: &mut dyn StoreTxn| {
-                let mut tx = Tx {
-                    db,
-                    inner: &inner,
-                    now,
-                    effects: Vec::new(),
-                };
-                let result = f(&mut tx);
-                let effects = std::mem::take(&mut tx.effects);
-                match result {
-                    Ok(v) => {
-                        let inner = inner.clone();
-                        JobOutcome {
-                            keep: true,
-                            on_commit: Box::new(move |committed| {
-                                if committed.is_ok() {
-                                    inner.apply(effects);
-                                }
-                                done(committed.map(|()| v));
-                            }),
-                        }
-                    }
-                    Err(e) => JobOutcome {
-                        keep: false,
-                        on_commit: Box::new(move |_| done(Err(e))),
-                    },
-                }
-            }));
+            .submit(job(self.inner.clone(), now, f, done));
+    }
+
+    /// [`Engine::write_then`] for a job that makes every check before its first write and
+    /// returns `Err` after writing only when a write failed (see [`Store::submit_writes_last`]):
+    /// it runs without a savepoint of its own.
+    pub(crate) fn write_last_then<T: Send + 'static>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
+        done: impl FnOnce(Result<T, Error>) + Send + 'static,
+    ) {
+        self.inner
+            .store
+            .submit_writes_last(job(self.inner.clone(), now, f, done));
     }
 
     /// Run `f` against committed data.
@@ -384,6 +370,44 @@ impl Engine {
             rt_keys_dropped,
         })
     }
+}
+
+/// The store job that runs `f` in a [`Tx`], and once the batch is durable applies its effects
+/// and calls `done`.
+fn job<T: Send + 'static>(
+    inner: Arc<Inner>,
+    now: Timestamp,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
+    done: impl FnOnce(Result<T, Error>) + Send + 'static,
+) -> crate::store::WriteJob {
+    Box::new(move |db: &mut dyn StoreTxn| {
+        let mut tx = Tx {
+            db,
+            inner: &inner,
+            now,
+            effects: Vec::new(),
+        };
+        let result = f(&mut tx);
+        let effects = std::mem::take(&mut tx.effects);
+        match result {
+            Ok(v) => {
+                let inner = inner.clone();
+                JobOutcome {
+                    keep: true,
+                    on_commit: Box::new(move |committed| {
+                        if committed.is_ok() {
+                            inner.apply(effects);
+                        }
+                        done(committed.map(|()| v));
+                    }),
+                }
+            }
+            Err(e) => JobOutcome {
+                keep: false,
+                on_commit: Box::new(move |_| done(Err(e))),
+            },
+        }
+    })
 }
 
 impl Inner {

@@ -148,7 +148,7 @@ impl Engine {
             Err(e) => return done(Err(e)),
         };
         let actor = actor.clone();
-        self.write_then(
+        self.write_last_then(
             now,
             move |tx| {
                 let mut reg = tx

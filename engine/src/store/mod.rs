@@ -7,6 +7,7 @@
 //! request never spoils its batch. A PostgreSQL backend can implement the same traits with its
 //! own group commit.
 
+mod journal;
 mod schema;
 mod sqlite;
 
@@ -175,7 +176,8 @@ pub trait StoreTxn: StoreRead {
     /// Replace a registration.
     fn update_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error>;
     /// Record a refresh: the registration's generation, key epoch, issue and expiry times. The
-    /// hot path: it writes no indexed column, so no index entry moves.
+    /// hot path: the SQLite store appends it to its refresh journal instead of updating the
+    /// row in place; every read of the registration sees it at once.
     fn refresh_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error>;
     /// Block a device id (replacing an earlier block).
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error>;
@@ -238,8 +240,16 @@ pub struct CommitStats {
 /// A durable store.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Queue a write job. Its `on_commit` runs after the batch it joined is durable (or failed).
-    /// If the writer has stopped, the job is dropped without running.
+    /// If the writer has stopped, the job is dropped without running. A job that does not keep
+    /// its changes is rolled back alone.
     fn submit(&self, job: WriteJob);
+    /// Queue a write job that makes every check before its first write, so it never needs to be
+    /// rolled back alone: the store may run it without a savepoint of its own. Should it still
+    /// ask to roll back after writing (a failed write), the whole batch fails instead and
+    /// nothing in it is acknowledged. For the hot path (refresh); defaults to [`Store::submit`].
+    fn submit_writes_last(&self, job: WriteJob) {
+        self.submit(job);
+    }
     /// Run `f` against a consistent read snapshot of committed data.
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error>;
     /// Writer counters.

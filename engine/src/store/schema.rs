@@ -96,6 +96,17 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     ) WITHOUT ROWID;
     "#,
+    // 3: the refresh journal (see store/journal.rs).
+    r#"
+    CREATE TABLE refresh_journal (
+        seq INTEGER PRIMARY KEY,
+        registration_id INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        key_epoch INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
+use super::journal::{self, BatchJournal, Follower, Overlay, RefreshState};
 use super::{
     schema, CommitCallback, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal,
     OperationQuery, RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn, WriteJob,
@@ -31,6 +32,7 @@ pub struct SqliteOptions {
     max_batch: usize,
     read_connections: usize,
     synchronous_full: bool,
+    journal_fold_rows: u64,
 }
 
 impl Default for SqliteOptions {
@@ -39,6 +41,7 @@ impl Default for SqliteOptions {
             max_batch: 1024,
             read_connections: 4,
             synchronous_full: true,
+            journal_fold_rows: journal::DEFAULT_FOLD_ROWS,
         }
     }
 }
@@ -64,10 +67,18 @@ impl SqliteOptions {
         self.synchronous_full = full;
         self
     }
+
+    /// Refresh-journal rows after which the writer folds the journal into the registration
+    /// rows (see the store's module documentation). Defaults to 65,536; small values exercise
+    /// folding in tests.
+    pub fn journal_fold_rows(&mut self, n: u64) -> &mut Self {
+        self.journal_fold_rows = n.max(1);
+        self
+    }
 }
 
 struct Writer {
-    tx: Mutex<Option<Sender<WriteJob>>>,
+    tx: Mutex<Option<Sender<Queued>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -111,6 +122,7 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     stats: Arc<Stats>,
+    overlay: Arc<Overlay>,
 }
 
 #[derive(Default)]
@@ -155,6 +167,7 @@ impl SqliteStore {
         let mut conn = Connection::open(&path)?;
         configure(&conn, options.synchronous_full)?;
         schema::migrate(&mut conn)?;
+        journal::fold_all(&mut conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
         let ckpt_conn = Connection::open(&path)?;
         configure(&ckpt_conn, options.synchronous_full)?;
@@ -178,10 +191,15 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Stats::default());
         let st = stats.clone();
-        let max_batch = options.max_batch;
+        let overlay = Arc::new(Overlay::default());
+        let writer = Writing {
+            max_batch: options.max_batch,
+            fold_rows: options.journal_fold_rows,
+            overlay: overlay.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, &st))
+            .spawn(move || writer_loop(conn, rx, &writer, &st))
             .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             path,
@@ -196,6 +214,7 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             stats,
+            overlay,
         })
     }
 
@@ -203,13 +222,21 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    fn queue(&self, job: WriteJob, savepoint: bool) {
+        if let Ok(guard) = self.writer.tx.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(Queued { job, savepoint });
+            }
+        }
+    }
 }
 
 /// A read-only view of another process's store (the server's data directory): what a local
 /// validator needs. Opens no writer, runs no migration, and sees every commit as soon as it is
 /// durable (WAL readers).
 pub struct SqliteReader {
-    conn: Mutex<Connection>,
+    conn: Mutex<(Connection, Follower)>,
 }
 
 impl std::fmt::Debug for SqliteReader {
@@ -235,14 +262,24 @@ impl SqliteReader {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(16);
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new((conn, Follower::default())),
         })
     }
 
-    /// Run `f` against the store (one consistent read snapshot per statement).
+    /// Run `f` against one consistent read snapshot of the store, refreshes still in the
+    /// server's journal included.
     pub fn read<T>(&self, f: impl FnOnce(&dyn StoreRead) -> Result<T, Error>) -> Result<T, Error> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&Db(&conn))
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let (conn, follower) = &mut *guard;
+        conn.execute_batch("BEGIN")?;
+        let r = follower.catch_up(conn).and_then(|()| {
+            f(&Db {
+                conn,
+                view: View::Follower(follower),
+            })
+        });
+        conn.execute_batch("COMMIT")?;
+        r
     }
 }
 
@@ -277,24 +314,42 @@ impl Drop for SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, max_batch: usize, stats: &Stats) {
-    let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
-    let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);
+/// A job waiting for the writer, and whether it runs inside a savepoint of its own.
+struct Queued {
+    job: WriteJob,
+    savepoint: bool,
+}
+
+/// How the writer batches and folds.
+struct Writing {
+    max_batch: usize,
+    fold_rows: u64,
+    overlay: Arc<Overlay>,
+}
+
+fn writer_loop(conn: Connection, rx: Receiver<Queued>, w: &Writing, stats: &Stats) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(w.max_batch);
+    let mut done: Vec<CommitCallback> = Vec::with_capacity(w.max_batch);
+    let mut journal = BatchJournal::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
-        while batch.len() < max_batch {
+        while batch.len() < w.max_batch {
             match rx.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
             }
         }
         let n = batch.len() as u64;
-        let result = run_batch(&conn, &mut batch, &mut done);
+        let result = run_batch(&conn, w, &mut journal, &mut batch, &mut done);
         stats.jobs.fetch_add(n, Ordering::Relaxed);
         if result.is_ok() {
             stats.batches.fetch_add(1, Ordering::Relaxed);
+            // Readers see the batch's refreshes before anyone is told it is durable.
+            journal.committed();
+            w.overlay.commit(&mut journal);
         } else {
             stats.failed.fetch_add(1, Ordering::Relaxed);
+            journal.clear();
         }
         for cb in done.drain(..) {
             cb(result.clone());
@@ -308,10 +363,14 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// Run a batch in one transaction: each job inside its own savepoint, one commit at the end.
+/// Run a batch in one transaction, one commit at the end. A job runs inside a savepoint of its
+/// own (rolled back alone if it fails) unless it was submitted as writing last; such a job that
+/// fails after writing fails the whole batch.
 fn run_batch(
     conn: &Connection,
-    batch: &mut Vec<WriteJob>,
+    w: &Writing,
+    journal: &mut BatchJournal,
+    batch: &mut Vec<Queued>,
     done: &mut Vec<CommitCallback>,
 ) -> Result<(), Error> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -319,25 +378,46 @@ fn run_batch(
         batch.clear();
         return Err(e.into());
     }
-    let mut failure: Option<Error> = None;
-    for job in batch.drain(..) {
+    let mut failure: Option<Error> = journal.start(conn, &w.overlay, w.fold_rows).err();
+    for Queued { job, savepoint } in batch.drain(..) {
         if failure.is_some() {
             continue; // dropped: the caller gets "store writer stopped"-style error
         }
-        if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
-            failure = Some(e.into());
-            continue;
+        if savepoint {
+            if let Err(e) = exec_cached(conn, "SAVEPOINT job") {
+                failure = Some(e.into());
+                continue;
+            }
         }
-        let mut txn = Db(conn);
+        let changes = conn.total_changes();
+        journal.begin_job();
+        let mut txn = Db {
+            conn,
+            view: View::Writer(&w.overlay, journal),
+        };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut txn)));
         let keep = matches!(&outcome, Ok(JobOutcome { keep: true, .. }));
-        let step = if keep {
-            exec_cached(conn, "RELEASE job")
-        } else {
-            exec_cached(conn, "ROLLBACK TO job").and_then(|()| exec_cached(conn, "RELEASE job"))
+        if !keep {
+            journal.rollback_job();
+        }
+        let step = match (savepoint, keep) {
+            (true, true) => exec_cached(conn, "RELEASE job").map_err(Error::from),
+            (true, false) => exec_cached(conn, "ROLLBACK TO job")
+                .and_then(|()| exec_cached(conn, "RELEASE job"))
+                .map_err(Error::from),
+            (false, false) if conn.total_changes() != changes => Err(Error::Store(
+                "a write failed part-way; the batch was rolled back".into(),
+            )),
+            (false, _) => Ok(()),
         };
         if let Err(e) = step {
-            failure = Some(e.into());
+            failure = Some(e);
+        } else if conn.is_autocommit() {
+            // Some errors (a full disk, an I/O error) make SQLite roll back the whole
+            // transaction by itself: nothing in this batch may be acknowledged then.
+            failure = Some(Error::Store(
+                "the batch's transaction was rolled back".into(),
+            ));
         }
         if let Ok(o) = outcome {
             done.push(o.on_commit);
@@ -355,11 +435,11 @@ fn run_batch(
 
 impl Store for SqliteStore {
     fn submit(&self, job: WriteJob) {
-        if let Ok(guard) = self.writer.tx.lock() {
-            if let Some(tx) = guard.as_ref() {
-                let _ = tx.send(job);
-            }
-        }
+        self.queue(job, true);
+    }
+
+    fn submit_writes_last(&self, job: WriteJob) {
+        self.queue(job, false);
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {
@@ -372,7 +452,10 @@ impl Store for SqliteStore {
             .map_err(|_| Error::Store("read connection poisoned".into()))?;
         let conn: &Connection = &guard;
         conn.execute_batch("BEGIN")?;
-        let r = f(&Db(conn));
+        let r = f(&Db {
+            conn,
+            view: View::Reader(&self.overlay),
+        });
         conn.execute_batch("COMMIT")?;
         r
     }
@@ -387,7 +470,34 @@ impl Store for SqliteStore {
 }
 
 /// SQL over one connection: inside a write job, or a read transaction.
-struct Db<'c>(&'c Connection);
+struct Db<'c> {
+    conn: &'c Connection,
+    view: View<'c>,
+}
+
+/// Where a [`Db`] finds refresh states not yet folded into the registration rows.
+enum View<'c> {
+    /// A read connection of this store: committed states.
+    Reader(&'c Overlay),
+    /// The writer: its batch's own states, then committed ones.
+    Writer(&'c Overlay, &'c mut BatchJournal),
+    /// A reader in another process, following the journal itself.
+    Follower(&'c Follower),
+}
+
+impl Db<'_> {
+    fn overlay(&self, rec: &mut RegistrationRecord) {
+        let id = rec.id.get();
+        let s = match &self.view {
+            View::Reader(o) => o.get(id),
+            View::Writer(o, b) => b.get(id).or_else(|| o.get(id)),
+            View::Follower(f) => f.get(id),
+        };
+        if let Some(s) = s {
+            s.apply(rec);
+        }
+    }
+}
 
 fn ts(v: i64) -> Timestamp {
     Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
@@ -445,8 +555,19 @@ fn op_row(r: &Row<'_>) -> rusqlite::Result<OperationRecord> {
     from_json(&r.get::<_, String>(0)?)
 }
 
-const REG_COLUMNS: &str = "id, device_id, pt_id, operation_id, active, generation, key_epoch, \
-                           issued_at, expires_at, lifetime, created_at, revoked_at, revoke_reason";
+macro_rules! reg_columns {
+    () => {
+        "id, device_id, pt_id, operation_id, active, generation, key_epoch, issued_at, \
+         expires_at, lifetime, created_at, revoked_at, revoke_reason"
+    };
+}
+const REG_COLUMNS: &str = reg_columns!();
+/// One registration by id (a `'static` string: the writer runs it on every refresh).
+const REG_BY_ID: &str = concat!(
+    "SELECT ",
+    reg_columns!(),
+    " FROM registrations WHERE id = ?1"
+);
 
 fn reg_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
     let pt: [u8; PtId::LEN] = r.get(2)?;
@@ -483,14 +604,14 @@ fn limit_or_default(n: usize) -> i64 {
 impl StoreRead for Db<'_> {
     fn meta(&self, key: &str) -> Result<Option<String>, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
             .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
     fn key_epochs(&self) -> Result<Vec<KeyEpochRecord>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT epoch, created_at, rt_keep_until, retired_at FROM key_epochs ORDER BY epoch",
         )?;
         let rows = st.query_map([], |r| {
@@ -506,14 +627,14 @@ impl StoreRead for Db<'_> {
 
     fn pt(&self, id: &PtId) -> Result<Option<(PtRecord, [u8; 32])>, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached(&format!("SELECT {PT_COLUMNS} FROM pts WHERE id = ?1"))?
             .query_row([&id.to_bytes()[..]], pt_row)
             .optional()?)
     }
 
     fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error> {
-        let mut st = self.0.prepare_cached(&format!(
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT {PT_COLUMNS} FROM pts WHERE (?1 OR revoked_at IS NULL) \
              ORDER BY created_at DESC, id LIMIT ?2"
         ))?;
@@ -523,14 +644,14 @@ impl StoreRead for Db<'_> {
 
     fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("SELECT body FROM operations WHERE id = ?1")?
             .query_row([&id.to_bytes()[..]], op_row)
             .optional()?)
     }
 
     fn pending_operations(&self, pt: &PtId) -> Result<Vec<OperationRecord>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT body FROM operations WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
         )?;
         let rows = st.query_map([&pt.to_bytes()[..]], op_row)?;
@@ -538,7 +659,7 @@ impl StoreRead for Db<'_> {
     }
 
     fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT body FROM operations WHERE (?1 IS NULL OR state = ?1) \
              AND (?2 IS NULL OR pt_id = ?2) ORDER BY created_at DESC LIMIT ?3",
         )?;
@@ -555,17 +676,19 @@ impl StoreRead for Db<'_> {
     }
 
     fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationRecord>, Error> {
-        Ok(self
-            .0
-            .prepare_cached(&format!(
-                "SELECT {REG_COLUMNS} FROM registrations WHERE id = ?1"
-            ))?
+        let mut rec = self
+            .conn
+            .prepare_cached(REG_BY_ID)?
             .query_row([sql_u64(id.get())], reg_row)
-            .optional()?)
+            .optional()?;
+        if let Some(r) = &mut rec {
+            self.overlay(r);
+        }
+        Ok(rec)
     }
 
     fn list_registrations(&self, q: &RegistrationQuery) -> Result<Vec<RegistrationRecord>, Error> {
-        let mut st = self.0.prepare_cached(&format!(
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT {REG_COLUMNS} FROM registrations WHERE (?1 IS NULL OR device_id = ?1) \
              AND (?2 IS NULL OR pt_id = ?2) AND (NOT ?3 OR active = 1) ORDER BY id DESC LIMIT ?4"
         ))?;
@@ -579,12 +702,16 @@ impl StoreRead for Db<'_> {
             ],
             reg_row,
         )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out: Vec<RegistrationRecord> = rows.collect::<Result<_, _>>()?;
+        for r in &mut out {
+            self.overlay(r);
+        }
+        Ok(out)
     }
 
     fn active_registrations_of_device(&self, d: &DeviceId) -> Result<Vec<RegistrationId>, Error> {
         let mut st = self
-            .0
+            .conn
             .prepare_cached("SELECT id FROM registrations WHERE device_id = ?1 AND active = 1")?;
         let rows = st.query_map([d.as_str()], |r| {
             Ok(RegistrationId::new(r.get::<_, i64>(0)? as u64))
@@ -594,7 +721,7 @@ impl StoreRead for Db<'_> {
 
     fn active_registrations_of_pt(&self, pt: &PtId) -> Result<Vec<RegistrationId>, Error> {
         let mut st = self
-            .0
+            .conn
             .prepare_cached("SELECT id FROM registrations WHERE pt_id = ?1 AND active = 1")?;
         let rows = st.query_map([&pt.to_bytes()[..]], |r| {
             Ok(RegistrationId::new(r.get::<_, i64>(0)? as u64))
@@ -607,7 +734,7 @@ impl StoreRead for Db<'_> {
         min_expires_at: u64,
         f: &mut dyn FnMut(RegistrationId, u32, u64),
     ) -> Result<(), Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT id, generation, expires_at FROM registrations \
              WHERE active = 1 AND expires_at >= ?1",
         )?;
@@ -624,7 +751,7 @@ impl StoreRead for Db<'_> {
 
     fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached(
                 "SELECT device_id, at, by, reason FROM blocked_devices WHERE device_id = ?1",
             )?
@@ -634,14 +761,14 @@ impl StoreRead for Db<'_> {
 
     fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error> {
         let mut st = self
-            .0
+            .conn
             .prepare_cached("SELECT device_id, at, by, reason FROM blocked_devices ORDER BY at")?;
         let rows = st.query_map([], block_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT seq, at, actor, source, action, subject, detail FROM audit \
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -660,7 +787,7 @@ impl StoreRead for Db<'_> {
     }
 
     fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT id, at, kind, pt_id, registration_id, operation_id, source, action, detail \
              FROM leak_signals WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
@@ -688,7 +815,7 @@ impl StoreRead for Db<'_> {
     fn counts(&self) -> Result<StoreCounts, Error> {
         let c = |sql: &str| -> Result<u64, Error> {
             Ok(self
-                .0
+                .conn
                 .prepare_cached(sql)?
                 .query_row([], |r| r.get::<_, i64>(0))? as u64)
         };
@@ -703,7 +830,7 @@ impl StoreRead for Db<'_> {
 
     fn admin_token(&self, id: &PtId) -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached(
                 "SELECT id, verifier, name, role, created_at, revoked_at FROM admin_tokens WHERE id = ?1",
             )?
@@ -712,7 +839,7 @@ impl StoreRead for Db<'_> {
     }
 
     fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT id, verifier, name, role, created_at, revoked_at FROM admin_tokens ORDER BY created_at",
         )?;
         let rows = st.query_map([], admin_row)?;
@@ -746,14 +873,14 @@ fn block_row(r: &Row<'_>) -> rusqlite::Result<BlockRecord> {
 
 impl StoreTxn for Db<'_> {
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
             .execute([key, value])?;
         Ok(())
     }
 
     fn put_key_epoch(&mut self, rec: &KeyEpochRecord) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO key_epochs (epoch, created_at, rt_keep_until, retired_at) \
                  VALUES (?1, ?2, ?3, ?4)",
@@ -768,7 +895,7 @@ impl StoreTxn for Db<'_> {
     }
 
     fn insert_pt(&mut self, rec: &PtRecord, verifier: &[u8; 32]) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(&format!(
                 "INSERT INTO pts ({PT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))?
@@ -790,7 +917,7 @@ impl StoreTxn for Db<'_> {
     }
 
     fn update_pt(&mut self, rec: &PtRecord) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "UPDATE pts SET revoked_at = ?2, registrations_created = ?3 WHERE id = ?1",
             )?
@@ -803,7 +930,7 @@ impl StoreTxn for Db<'_> {
     }
 
     fn insert_operation(&mut self, rec: &OperationRecord) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO operations (id, pt_id, state, created_at, expires_at, body) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -820,7 +947,7 @@ impl StoreTxn for Db<'_> {
     }
 
     fn update_operation(&mut self, rec: &OperationRecord) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached("UPDATE operations SET state = ?2, body = ?3 WHERE id = ?1")?
             .execute(params![
                 &rec.id.to_bytes()[..],
@@ -831,7 +958,7 @@ impl StoreTxn for Db<'_> {
     }
 
     fn insert_registration(&mut self, rec: &RegistrationRecord) -> Result<RegistrationId, Error> {
-        self.0
+        self.conn
             .prepare_cached(&format!(
                 "INSERT INTO registrations ({REG_COLUMNS}) \
                  VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -850,11 +977,11 @@ impl StoreTxn for Db<'_> {
                 rec.revoked_at.map(sql_ts),
                 rec.revoke_reason,
             ])?;
-        Ok(RegistrationId::new(self.0.last_insert_rowid() as u64))
+        Ok(RegistrationId::new(self.conn.last_insert_rowid() as u64))
     }
 
     fn update_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "UPDATE registrations SET active = ?2, generation = ?3, key_epoch = ?4, \
                  issued_at = ?5, expires_at = ?6, revoked_at = ?7, revoke_reason = ?8 WHERE id = ?1",
@@ -873,26 +1000,16 @@ impl StoreTxn for Db<'_> {
     }
 
     fn refresh_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error> {
-        // Leaves `active` out of the SET list: SQLite maintains the partial indexes on
-        // device_id and pt_id (WHERE active = 1) for any statement that assigns `active`, which
-        // made each refresh rewrite two random index pages besides the row's own page.
-        self.0
-            .prepare_cached(
-                "UPDATE registrations SET generation = ?2, key_epoch = ?3, issued_at = ?4, \
-                 expires_at = ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                sql_u64(rec.id.get()),
-                rec.generation,
-                rec.key_epoch,
-                sql_u64(rec.issued_at),
-                sql_u64(rec.expires_at),
-            ])?;
-        Ok(())
+        // Appended to the refresh journal rather than updating the row in place (see
+        // store/journal.rs); the fold writes it into the row later.
+        match &mut self.view {
+            View::Writer(_, batch) => batch.append(self.conn, rec.id.get(), RefreshState::of(rec)),
+            _ => Err(Error::Store("refresh outside the writer".into())),
+        }
     }
 
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO blocked_devices (device_id, at, by, reason) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -902,14 +1019,14 @@ impl StoreTxn for Db<'_> {
 
     fn unblock(&mut self, d: &DeviceId) -> Result<bool, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("DELETE FROM blocked_devices WHERE device_id = ?1")?
             .execute([d.as_str()])?
             > 0)
     }
 
     fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO audit (at, actor, source, action, subject, detail) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -922,11 +1039,11 @@ impl StoreTxn for Db<'_> {
                 ev.subject,
                 json(&ev.detail)?
             ])?;
-        Ok(self.0.last_insert_rowid() as u64)
+        Ok(self.conn.last_insert_rowid() as u64)
     }
 
     fn insert_leak(&mut self, s: &NewLeakSignal) -> Result<u64, Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO leak_signals (at, kind, pt_id, registration_id, operation_id, source, action, detail) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -941,7 +1058,7 @@ impl StoreTxn for Db<'_> {
                 s.action,
                 s.detail
             ])?;
-        Ok(self.0.last_insert_rowid() as u64)
+        Ok(self.conn.last_insert_rowid() as u64)
     }
 
     fn insert_admin_token(
@@ -949,7 +1066,7 @@ impl StoreTxn for Db<'_> {
         rec: &AdminTokenRecord,
         verifier: &[u8; 32],
     ) -> Result<(), Error> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO admin_tokens (id, verifier, name, role, created_at, revoked_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -967,7 +1084,7 @@ impl StoreTxn for Db<'_> {
 
     fn revoke_admin_token(&mut self, id: &PtId, at: Timestamp) -> Result<bool, Error> {
         Ok(self
-            .0
+            .conn
             .prepare_cached(
                 "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             )?
@@ -980,7 +1097,7 @@ impl StoreTxn for Db<'_> {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<OperationRecord>, Error> {
-        let mut st = self.0.prepare_cached(
+        let mut st = self.conn.prepare_cached(
             "SELECT body FROM operations WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2",
         )?;
         let rows = st.query_map(params![sql_ts(now), limit_or_default(limit)], op_row)?;

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use tessera_engine::store::{SqliteOptions, SqliteStore};
 use tessera_engine::{
     Actor, Approval, ApprovalPolicy, Attributes, BeginOutcome, BeginRequest, DeviceId,
     DeviceIdPolicy, Engine, EngineConfig, OperationStatus, Provisioned, ProvisioningToken, PtKind,
-    PtSpec, Timestamp,
+    PtSpec, SoftwareKeeper, Timestamp,
 };
 
 /// A test clock: starts at a fixed instant and only moves when told to.
@@ -27,19 +28,26 @@ impl Clock {
     }
 }
 
+/// The suite folds the refresh journal into the registration rows every this many refreshes
+/// (the default is 65,536), so folding runs all the time under every test.
+pub const TEST_FOLD_ROWS: u64 = 3;
+
 /// Which key keeper the suite runs against: the software keeper by default, or the PKCS#11
 /// keeper when `TESSERA_TEST_KEEPER=pkcs11` (scripts/test-all.sh runs the suite both ways,
-/// against a throw-away SoftHSM2 token).
+/// against a throw-away SoftHSM2 token). The store folds its journal every
+/// [`TEST_FOLD_ROWS`] refreshes.
 pub fn open_engine(
     dir: &std::path::Path,
     config: EngineConfig,
     now: Timestamp,
 ) -> Result<Engine, tessera_engine::Error> {
+    let store = SqliteStore::open(
+        dir,
+        SqliteOptions::default().journal_fold_rows(TEST_FOLD_ROWS),
+    )?;
     match std::env::var("TESSERA_TEST_KEEPER").as_deref() {
-        Ok("pkcs11") => {
-            Engine::open_dir_with(dir, pkcs11_keeper("tessera-test-root")?, config, now)
-        }
-        _ => Engine::open_dir(dir, config, now),
+        Ok("pkcs11") => Engine::open(store, pkcs11_keeper("tessera-test-root")?, config, now),
+        _ => Engine::open(store, SoftwareKeeper::open_or_create(dir)?, config, now),
     }
 }
 

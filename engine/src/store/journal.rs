@@ -1,0 +1,422 @@
+//! The refresh journal: where a refresh records a registration's new generation.
+//!
+//! A refresh changes four numbers of one registration (generation, key epoch, issue and expiry
+//! time). Updating the registration's row in place dirties a random 4 KiB page of a table that
+//! a million registrations make far larger than any cache, and each dirty page costs a WAL
+//! frame (written, checksummed and fsynced) per batch. Instead a refresh appends a short row to
+//! `refresh_journal`, so a whole batch of refreshes shares one or two sequential pages, and the
+//! journal is *folded* into the registration rows in large sorted batches (every
+//! [`DEFAULT_FOLD_ROWS`] rows, and when the store opens).
+//!
+//! The state of a registration is therefore its row overlaid with its newest journal entry (the
+//! one with the highest generation: generations only grow). Who sees what:
+//! - the writer keeps every unfolded state in memory ([`Overlay`], committed) plus the states
+//!   its current batch wrote ([`BatchJournal`], uncommitted until the batch commits);
+//! - the store's own read connections overlay committed states from the same [`Overlay`];
+//! - a reader in another process ([`Follower`], used by the local validator) follows the
+//!   journal by sequence number inside its read transaction, so it sees exactly what the
+//!   snapshot holds.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use rusqlite::{params, Connection};
+
+use crate::error::Error;
+use crate::model::RegistrationRecord;
+
+/// Journal rows after which the writer folds the journal into the registration rows.
+pub(crate) const DEFAULT_FOLD_ROWS: u64 = 65_536;
+
+/// `meta` key counting folds, so a follower knows when the journal was emptied.
+const META_FOLDS: &str = "journal_folds";
+
+/// What a refresh changes in a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefreshState {
+    generation: u32,
+    key_epoch: u32,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+impl RefreshState {
+    pub(crate) fn of(rec: &RegistrationRecord) -> Self {
+        Self {
+            generation: rec.generation,
+            key_epoch: rec.key_epoch,
+            issued_at: rec.issued_at,
+            expires_at: rec.expires_at,
+        }
+    }
+
+    /// Bring `rec` up to this state if it is newer.
+    pub(crate) fn apply(self, rec: &mut RegistrationRecord) {
+        if self.generation > rec.generation {
+            rec.generation = self.generation;
+            rec.key_epoch = self.key_epoch;
+            rec.issued_at = self.issued_at;
+            rec.expires_at = self.expires_at;
+        }
+    }
+
+    /// The newer of two states.
+    fn newest(self, other: Option<Self>) -> Self {
+        match other {
+            Some(o) if o.generation > self.generation => o,
+            _ => self,
+        }
+    }
+}
+
+fn sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Committed journal states not yet folded, shared by the writer and the read connections.
+///
+/// After a fold the folded states are kept one more fold round (`previous`), so a reader whose
+/// snapshot predates the fold still finds them.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    maps: RwLock<Maps>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    current: HashMap<u64, RefreshState>,
+    previous: HashMap<u64, RefreshState>,
+}
+
+impl Overlay {
+    pub(crate) fn get(&self, id: u64) -> Option<RefreshState> {
+        let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+        m.current.get(&id).or_else(|| m.previous.get(&id)).copied()
+    }
+
+    /// Unfolded states, sorted by registration id (the order the fold writes rows in).
+    fn unfolded(&self) -> Vec<(u64, RefreshState)> {
+        let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = m.current.iter().map(|(k, s)| (*k, *s)).collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// A batch committed: its states become visible to readers (after a fold it made, the
+    /// folded states move to `previous`).
+    pub(crate) fn commit(&self, batch: &mut BatchJournal) {
+        let mut m = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        if batch.folded {
+            m.previous = std::mem::take(&mut m.current);
+        }
+        for (id, s) in batch.states.drain() {
+            let newest = s.newest(m.current.get(&id).copied());
+            m.current.insert(id, newest);
+        }
+        batch.clear();
+    }
+}
+
+/// The writer's journal bookkeeping for the batch in progress.
+#[derive(Debug, Default)]
+pub(crate) struct BatchJournal {
+    /// States written by this batch (not yet committed).
+    states: HashMap<u64, RefreshState>,
+    /// Undo log of the current job: the batch state each write replaced.
+    undo: Vec<(u64, Option<RefreshState>)>,
+    /// Rows appended by this batch.
+    rows: u64,
+    /// Whether this batch folded the journal.
+    folded: bool,
+    /// Committed rows in the journal (since the last fold).
+    pub(crate) committed_rows: u64,
+}
+
+impl BatchJournal {
+    pub(crate) fn get(&self, id: u64) -> Option<RefreshState> {
+        self.states.get(&id).copied()
+    }
+
+    /// Append a refresh to the journal.
+    pub(crate) fn append(
+        &mut self,
+        conn: &Connection,
+        id: u64,
+        s: RefreshState,
+    ) -> Result<(), Error> {
+        conn.prepare_cached(
+            "INSERT INTO refresh_journal (registration_id, generation, key_epoch, issued_at, \
+             expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            sql_u64(id),
+            s.generation,
+            s.key_epoch,
+            sql_u64(s.issued_at),
+            sql_u64(s.expires_at)
+        ])?;
+        self.undo.push((id, self.states.insert(id, s)));
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// A job starts: forget the previous job's undo log.
+    pub(crate) fn begin_job(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The current job was rolled back: undo its writes to the batch state.
+    pub(crate) fn rollback_job(&mut self) {
+        for (id, prev) in self.undo.drain(..).rev() {
+            self.rows -= 1;
+            match prev {
+                Some(s) => self.states.insert(id, s),
+                None => self.states.remove(&id),
+            };
+        }
+    }
+
+    /// Start of a batch: fold the journal first if it has grown past `fold_rows`.
+    pub(crate) fn start(
+        &mut self,
+        conn: &Connection,
+        overlay: &Overlay,
+        fold_rows: u64,
+    ) -> Result<(), Error> {
+        self.clear();
+        if self.committed_rows >= fold_rows {
+            fold(conn, &overlay.unfolded())?;
+            self.folded = true;
+        }
+        Ok(())
+    }
+
+    /// The batch committed: count its rows.
+    pub(crate) fn committed(&mut self) {
+        if self.folded {
+            self.committed_rows = 0;
+        }
+        self.committed_rows += self.rows;
+    }
+
+    /// Forget the batch (after it committed or failed).
+    pub(crate) fn clear(&mut self) {
+        self.states.clear();
+        self.undo.clear();
+        self.rows = 0;
+        self.folded = false;
+    }
+}
+
+/// Write `states` into the registration rows and empty the journal (inside the caller's
+/// transaction).
+fn fold(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> {
+    let mut st = conn.prepare_cached(
+        "UPDATE registrations SET generation = ?2, key_epoch = ?3, issued_at = ?4, \
+         expires_at = ?5 WHERE id = ?1 AND generation < ?2",
+    )?;
+    for (id, s) in states {
+        st.execute(params![
+            sql_u64(*id),
+            s.generation,
+            s.key_epoch,
+            sql_u64(s.issued_at),
+            sql_u64(s.expires_at)
+        ])?;
+    }
+    conn.execute("DELETE FROM refresh_journal", [])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, '1') \
+         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [META_FOLDS],
+    )?;
+    Ok(())
+}
+
+/// Fold whatever the journal holds (when the store opens, before anything reads the rows).
+pub(crate) fn fold_all(conn: &mut Connection) -> Result<(), Error> {
+    let tx = conn.transaction()?;
+    let mut f = Follower::default();
+    f.catch_up(&tx)?;
+    if !f.states.is_empty() {
+        let mut v: Vec<_> = f.states.into_iter().collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        fold(&tx, &v)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A reader that follows the journal itself (another process has the writer): it reads the
+/// rows appended since it last looked, inside the caller's read transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Follower {
+    folds: i64,
+    last_seq: i64,
+    states: HashMap<u64, RefreshState>,
+}
+
+impl Follower {
+    pub(crate) fn get(&self, id: u64) -> Option<RefreshState> {
+        self.states.get(&id).copied()
+    }
+
+    /// Read what the journal gained since the last call (all of it after a fold).
+    pub(crate) fn catch_up(&mut self, conn: &Connection) -> Result<(), Error> {
+        let folds: i64 = conn
+            .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+            .query_row([META_FOLDS], |r| r.get(0))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+        if folds != self.folds {
+            self.folds = folds;
+            self.last_seq = 0;
+            self.states.clear();
+        }
+        let mut st = conn.prepare_cached(
+            "SELECT seq, registration_id, generation, key_epoch, issued_at, expires_at \
+             FROM refresh_journal WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let mut rows = st.query([self.last_seq])?;
+        while let Some(r) = rows.next()? {
+            self.last_seq = r.get(0)?;
+            let id = r.get::<_, i64>(1)? as u64;
+            let s = RefreshState {
+                generation: r.get(2)?,
+                key_epoch: r.get(3)?,
+                issued_at: r.get::<_, i64>(4)? as u64,
+                expires_at: r.get::<_, i64>(5)? as u64,
+            };
+            let newest = s.newest(self.states.get(&id).copied());
+            self.states.insert(id, newest);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().expect("sqlite");
+        crate::store::schema::migrate(&mut c).expect("schema");
+        c
+    }
+
+    fn state(generation: u32) -> RefreshState {
+        RefreshState {
+            generation,
+            key_epoch: 1,
+            issued_at: 10 * u64::from(generation),
+            expires_at: 10 * u64::from(generation) + 100,
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_job_leaves_the_batch_as_it_was() {
+        let c = db();
+        let mut b = BatchJournal::default();
+        b.begin_job();
+        b.append(&c, 7, state(2)).unwrap();
+        b.begin_job();
+        b.append(&c, 7, state(3)).unwrap();
+        b.append(&c, 8, state(2)).unwrap();
+        b.rollback_job();
+        assert_eq!(b.get(7), Some(state(2)));
+        assert_eq!(b.get(8), None);
+        assert_eq!(b.rows, 1);
+    }
+
+    #[test]
+    fn folded_states_stay_visible_for_one_more_round_and_the_newest_wins() {
+        let c = db();
+        let o = Overlay::default();
+        let mut b = BatchJournal::default();
+        b.start(&c, &o, 2).unwrap();
+        b.append(&c, 1, state(2)).unwrap();
+        b.append(&c, 2, state(5)).unwrap();
+        b.committed();
+        o.commit(&mut b);
+        assert_eq!((o.get(1), o.get(2)), (Some(state(2)), Some(state(5))));
+
+        // Two rows committed: the next batch folds them first.
+        b.start(&c, &o, 2).unwrap();
+        assert!(b.folded);
+        b.append(&c, 1, state(3)).unwrap();
+        b.committed();
+        o.commit(&mut b);
+        assert_eq!(b.committed_rows, 1);
+        assert_eq!(o.get(1), Some(state(3)), "the batch's own state is newer");
+        assert_eq!(o.get(2), Some(state(5)), "kept one round after the fold");
+        assert_eq!(o.unfolded(), vec![(1, state(3))]);
+
+        let rows: u32 = c
+            .query_row("SELECT count(*) FROM refresh_journal", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "the fold emptied the journal of what it folded");
+        let folded: u32 = c
+            .query_row(
+                "SELECT generation FROM registrations WHERE id = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        assert_eq!(folded, 0, "no such row here: the fold touched nothing else");
+    }
+
+    #[test]
+    fn a_state_only_ever_raises_a_record() {
+        use crate::model::{DeviceId, OperationId, PtId, RegistrationId, RegistrationStatus};
+        let mut rec = RegistrationRecord {
+            id: RegistrationId::new(1),
+            device_id: DeviceId::new("d").unwrap(),
+            pt_id: PtId::from_bytes([0; PtId::LEN]),
+            operation_id: OperationId::from_bytes([0; 16]),
+            status: RegistrationStatus::Active,
+            generation: 5,
+            key_epoch: 1,
+            issued_at: 50,
+            expires_at: 150,
+            lifetime_secs: 100,
+            created_at: crate::Timestamp::from_unix_secs(1),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        state(4).apply(&mut rec);
+        assert_eq!(rec.generation, 5);
+        state(6).apply(&mut rec);
+        assert_eq!((rec.generation, rec.issued_at), (6, 60));
+    }
+
+    #[test]
+    fn a_follower_reads_only_what_is_new_and_starts_over_after_a_fold() {
+        let c = db();
+        let o = Overlay::default();
+        let mut b = BatchJournal::default();
+        let mut f = Follower::default();
+        b.start(&c, &o, 2).unwrap();
+        b.append(&c, 1, state(2)).unwrap();
+        b.append(&c, 1, state(3)).unwrap();
+        b.committed();
+        o.commit(&mut b);
+        f.catch_up(&c).unwrap();
+        assert_eq!(f.get(1), Some(state(3)));
+        let seen = f.last_seq;
+        f.catch_up(&c).unwrap();
+        assert_eq!(f.last_seq, seen);
+        b.start(&c, &o, 2).unwrap(); // folds
+        b.append(&c, 2, state(2)).unwrap();
+        b.committed();
+        o.commit(&mut b);
+        f.catch_up(&c).unwrap();
+        assert_eq!(
+            f.get(1),
+            None,
+            "folded into the row; the follower forgot it"
+        );
+        assert_eq!(f.get(2), Some(state(2)));
+    }
+}
