@@ -9,6 +9,7 @@ use tessera_engine::{
     Provisioned, ProvisioningToken, RegistrationId, Timestamp,
 };
 
+use super::reply::{Answer, Deferred, Reply};
 use super::{engine_err, err, Handled, Shared};
 use crate::wire::messages::{
     BeginReq, BeginResp, CancelReq, IntrospectResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
@@ -71,23 +72,49 @@ pub(crate) fn rt_body(p: &Provisioned) -> RtBody {
     }
 }
 
-pub(crate) async fn handle(
-    shared: &Arc<Shared>,
-    conn: &quinn::Connection,
-    frame: Frame<'_>,
-) -> Result<Handled, ErrorBody> {
-    let source = Some(conn.remote_address().ip().to_string());
-    match frame.kind {
-        kind::BEGIN => begin(shared, parse(frame.body)?, source).await,
-        kind::WAIT => wait(shared, parse(frame.body)?).await,
-        kind::REFRESH => refresh(shared, parse(frame.body)?, source).await,
-        kind::INTROSPECT => introspect(shared, parse(frame.body)?, source).await,
-        kind::CANCEL => cancel(shared, parse(frame.body)?, source).await,
+/// Start a refresh: answered from the outbox once durable (or at once if the RT is refused).
+pub(crate) fn refresh_frame(shared: &Shared, frame: Frame<'_>, reply: Reply) {
+    match parse(frame.body) {
+        Ok(req) => {
+            let source = reply_source(&reply);
+            refresh(shared, req, Some(source), reply);
+        }
+        Err(e) => reply.finish(Err(e)),
+    }
+}
+
+/// Handle a device request and answer it through `reply`. Refreshes are answered from the
+/// outbox once durable; everything else here.
+pub(crate) async fn handle(shared: &Arc<Shared>, frame: Frame<'_>, reply: Reply) {
+    let source = || Some(reply_source(&reply));
+    let result = match frame.kind {
+        kind::REFRESH => return refresh_frame(shared, frame, reply),
+        kind::BEGIN => match parse(frame.body) {
+            Ok(req) => begin(shared, req, source()).await,
+            Err(e) => Err(e),
+        },
+        kind::WAIT => match parse(frame.body) {
+            Ok(req) => wait(shared, req).await,
+            Err(e) => Err(e),
+        },
+        kind::INTROSPECT => match parse(frame.body) {
+            Ok(req) => introspect(shared, req, source()).await,
+            Err(e) => Err(e),
+        },
+        kind::CANCEL => match parse(frame.body) {
+            Ok(req) => cancel(shared, req, source()).await,
+            Err(e) => Err(e),
+        },
         _ => Err(err(
             code::UNKNOWN_REQUEST,
             "unknown request on the device endpoint",
         )),
-    }
+    };
+    reply.finish(result);
+}
+
+fn reply_source(reply: &Reply) -> String {
+    reply.remote_ip().to_string()
 }
 
 fn input(e: tessera_engine::InputError) -> ErrorBody {
@@ -211,24 +238,27 @@ async fn wait(shared: &Arc<Shared>, req: WaitReq) -> Result<Handled, ErrorBody> 
     })
 }
 
-async fn refresh(
-    shared: &Arc<Shared>,
-    req: RtReq,
-    source: Option<String>,
-) -> Result<Handled, ErrorBody> {
+fn refresh(shared: &Shared, req: RtReq, source: Option<String>, reply: Reply) {
     // The RT is checked here (parse, MAC, expiry: well under a microsecond) and the rotation
-    // runs on the store's writer, which answers through a oneshot once it is durable: no
-    // thread is parked per refresh.
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    // runs on the store's writer, which hands the result to the outbox once it is durable: no
+    // thread or task waits per refresh.
+    let outbox = shared.outbox.clone();
     shared
         .engine
         .refresh_then(&req.rt, &Actor::device(source), shared.now(), move |r| {
-            let _ = tx.send(r);
+            outbox.push(Deferred {
+                reply,
+                answer: Answer::Refresh(r),
+            });
         });
-    let r = match rx.await {
-        Ok(r) => r.map_err(|e| engine_err(&e))?,
-        Err(_) => return Err(err(code::INTERNAL, "internal error; nothing was changed")),
-    };
+}
+
+/// The answer to a refresh, once its result is known.
+pub(crate) fn refresh_answer(
+    shared: &Shared,
+    r: Result<tessera_engine::Refreshed, Error>,
+) -> Result<Handled, ErrorBody> {
+    let r = r.map_err(|e| engine_err(&e))?;
     let body = RtBody {
         rt: r.rt.expose().to_owned(),
         device_id: r.device_id.to_string(),

@@ -4,6 +4,7 @@ mod admin;
 pub mod config;
 mod device;
 pub mod registry;
+mod reply;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -89,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
+    pub(crate) outbox: Arc<reply::Outbox>,
 }
 
 /// Where the server gets the time. The engine never reads a clock; the server asks this one,
@@ -295,8 +297,10 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             clock,
             revoked_reports: Default::default(),
+            outbox: Default::default(),
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(shared.outbox.clone().run());
         tasks.spawn(accept_loop(device.clone(), shared.clone(), Role::Device));
         tasks.spawn(accept_loop(admin.clone(), shared.clone(), Role::Admin));
         tasks.spawn(housekeeping(shared.clone()));
@@ -499,15 +503,24 @@ async fn connection(
         conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"wrong ALPN");
     } else {
         let state = registry::ConnState::new(conn.clone());
-        while let Ok((send, recv)) = conn.accept_bi().await {
-            let (shared, state) = (shared.clone(), state.clone());
-            state.request_started();
-            tokio::spawn(async move {
-                if let Some(reg) = stream(send, recv, &shared, role, &state).await {
-                    shared.connections.attach(reg, &state);
+        while let Ok((send, mut recv)) = conn.accept_bi().await {
+            let reply = reply::Reply::new(send, shared.clone(), state.clone());
+            // A request usually arrives whole in one packet before its stream is accepted.
+            // Then a refresh is handled right here (it only checks the RT and queues the
+            // rotation); anything else, or a request still arriving, gets a task of its own.
+            let mut buf = Vec::new();
+            match read_arrived(&mut recv, &mut buf, max_request(role)) {
+                Ok(true) => {
+                    if let Some(reply) = dispatch_now(&shared, &buf, reply, role) {
+                        tokio::spawn(dispatch(buf, reply, role));
+                    }
                 }
-                state.request_done();
-            });
+                Ok(false) => {
+                    tokio::spawn(stream(recv, buf, reply, role));
+                }
+                Err(ReadError::TooLong) => reply.finish(Err(too_large())),
+                Err(ReadError::Gone) => {}
+            }
         }
         attached = state.attached();
     }
@@ -550,74 +563,132 @@ impl Handled {
     }
 }
 
-/// One request: read it within the deadline, dispatch, answer, finish.
-async fn stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    shared: &Arc<Shared>,
-    role: Role,
-    state: &registry::ConnState,
-) -> Option<tessera_engine::RegistrationId> {
-    let conn = &state.conn;
-    let max_body = match role {
-        Role::Device => wire::frame::DEVICE_REQUEST_MAX,
-        Role::Admin => wire::frame::ADMIN_REQUEST_MAX,
-    };
-    let deadline = Duration::from_millis(shared.config.request_deadline_ms);
-    let started = std::time::Instant::now();
-    shared.in_flight.fetch_add(1, Ordering::Relaxed);
-    struct InFlight<'a>(&'a AtomicUsize);
-    impl Drop for InFlight<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
+fn max_request(role: Role) -> usize {
+    wire::frame::HEADER_LEN
+        + match role {
+            Role::Device => wire::frame::DEVICE_REQUEST_MAX,
+            Role::Admin => wire::frame::ADMIN_REQUEST_MAX,
+        }
+}
+
+fn too_large() -> ErrorBody {
+    err(code::TOO_LARGE, "request too large")
+}
+
+enum ReadError {
+    /// More than the request size cap.
+    TooLong,
+    /// The peer reset the stream or the connection ended: nobody to answer.
+    Gone,
+}
+
+fn add_chunk(buf: &mut Vec<u8>, chunk: &[u8], limit: usize) -> Result<(), ReadError> {
+    if buf.len() + chunk.len() > limit {
+        return Err(ReadError::TooLong);
+    }
+    buf.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// Take what has already arrived on `recv` without waiting; `Ok(true)` once the stream has
+/// ended (the whole request is in `buf`).
+fn read_arrived(
+    recv: &mut quinn::RecvStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, ReadError> {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        // `read_chunk` takes data only when it returns it, so dropping a pending one loses
+        // nothing; the task that goes on reading registers its own waker.
+        let read = std::pin::pin!(recv.read_chunk(usize::MAX, true));
+        match read.poll(&mut cx) {
+            std::task::Poll::Ready(Ok(Some(chunk))) => add_chunk(buf, &chunk.bytes, limit)?,
+            std::task::Poll::Ready(Ok(None)) => return Ok(true),
+            std::task::Poll::Ready(Err(_)) => return Err(ReadError::Gone),
+            std::task::Poll::Pending => return Ok(false),
         }
     }
-    let _in_flight = InFlight(&shared.in_flight);
-    let result: Result<Handled, ErrorBody> = match tokio::time::timeout(
-        deadline,
-        recv.read_to_end(max_body + wire::frame::HEADER_LEN),
-    )
-    .await
-    {
-        Err(_) => Err(err(
+}
+
+/// Read the rest of a request into `buf`.
+async fn read_rest(
+    recv: &mut quinn::RecvStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), ReadError> {
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => add_chunk(buf, &chunk.bytes, limit)?,
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(ReadError::Gone),
+        }
+    }
+}
+
+/// A request still arriving: read the rest within the deadline, then dispatch it.
+async fn stream(mut recv: quinn::RecvStream, mut buf: Vec<u8>, reply: reply::Reply, role: Role) {
+    let deadline = Duration::from_millis(reply.shared().config.request_deadline_ms);
+    match tokio::time::timeout(deadline, read_rest(&mut recv, &mut buf, max_request(role))).await {
+        Err(_) => reply.finish(Err(err(
             code::TIMEOUT,
             "request not received within the deadline",
-        )),
-        Ok(Err(quinn::ReadToEndError::TooLong)) => Err(err(code::TOO_LARGE, "request too large")),
-        Ok(Err(_)) => return None,
-        Ok(Ok(buf)) => match wire::decode(&buf, max_body) {
-            Err(wire::FrameError::UnsupportedVersion) => Err(err(
-                code::UNSUPPORTED_VERSION,
-                "unsupported protocol version",
-            )),
-            Err(wire::FrameError::TooLarge) => Err(err(code::TOO_LARGE, "request too large")),
-            Err(e) => Err(err(code::MALFORMED, &e.to_string())),
-            Ok(frame) => match role {
-                Role::Device => device::handle(shared, conn, frame).await,
-                Role::Admin => admin::handle(shared, frame, &mut send).await,
-            },
-        },
-    };
-    let (frames, attach, outcome) = match result {
-        Ok(h) => (h.frames, h.attach, "ok"),
-        Err(e) => (
-            wire::error_frame(&e),
-            None,
-            if e.code == code::INTERNAL {
-                "internal"
-            } else {
-                "error"
-            },
-        ),
-    };
-    metrics::counter!("tessera_requests_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("tessera_request_seconds").record(started.elapsed().as_secs_f64());
-    let _ = send.write_all(&frames).await;
-    let _ = send.finish();
-    if state.close_pending() {
-        // A revocation is about to close this connection: let the peer receive the whole
-        // answer first (bounded), so closing does not cut it off.
-        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        ))),
+        Ok(Err(ReadError::TooLong)) => reply.finish(Err(too_large())),
+        Ok(Err(ReadError::Gone)) => {}
+        Ok(Ok(())) => {
+            if let Some(reply) = dispatch_now(reply.shared().clone().as_ref(), &buf, reply, role) {
+                dispatch(buf, reply, role).await;
+            }
+        }
     }
-    attach
+}
+
+fn decode(buf: &[u8], role: Role) -> Result<wire::Frame<'_>, ErrorBody> {
+    let max_body = max_request(role) - wire::frame::HEADER_LEN;
+    wire::decode(buf, max_body).map_err(|e| match e {
+        wire::FrameError::UnsupportedVersion => {
+            err(code::UNSUPPORTED_VERSION, "unsupported protocol version")
+        }
+        wire::FrameError::TooLarge => too_large(),
+        e => err(code::MALFORMED, &e.to_string()),
+    })
+}
+
+/// Answer a whole request that needs no waiting (a malformed frame, a refresh) at once; hands
+/// the reply back for any other request.
+fn dispatch_now(
+    shared: &Shared,
+    buf: &[u8],
+    reply: reply::Reply,
+    role: Role,
+) -> Option<reply::Reply> {
+    match decode(buf, role) {
+        Err(e) => {
+            reply.finish(Err(e));
+            None
+        }
+        Ok(frame) if role == Role::Device && frame.kind == wire::kind::REFRESH => {
+            device::refresh_frame(shared, frame, reply);
+            None
+        }
+        Ok(_) => Some(reply),
+    }
+}
+
+/// Handle a whole request that may wait (for the store, a long poll, an admin stream).
+async fn dispatch(buf: Vec<u8>, mut reply: reply::Reply, role: Role) {
+    let shared = reply.shared().clone();
+    let frame = match decode(&buf, role) {
+        Ok(f) => f,
+        Err(e) => return reply.finish(Err(e)),
+    };
+    match role {
+        Role::Device => device::handle(&shared, frame, reply).await,
+        Role::Admin => {
+            let result = admin::handle(&shared, frame, reply.stream()).await;
+            reply.finish(result);
+        }
+    }
 }

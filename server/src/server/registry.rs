@@ -131,10 +131,13 @@ pub struct Connections {
 impl Connections {
     /// Remember that `conn` uses `reg`'s RTs.
     pub fn attach(&self, reg: RegistrationId, conn: &Arc<ConnState>) {
-        if conn
-            .last_attached
-            .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
-            == reg.get()
+        // An answer may be written after its connection ended (and was detached): keep no
+        // entry for it then.
+        if conn.conn.close_reason().is_some()
+            || conn
+                .last_attached
+                .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
+                == reg.get()
         {
             return;
         }
