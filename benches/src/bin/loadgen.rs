@@ -441,7 +441,8 @@ fn main() {
         }
         let store: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> = Arc::new(slots.into_iter().map(tokio::sync::Mutex::new).collect());
         let st = store.clone();
-        let cpu0 = cpu_secs(server_pid);
+        let me = std::process::id();
+        let (cpu0, gen0) = (cpu_secs(server_pid), cpu_secs(me));
         let (n, lat, secs) = timed(&conns, inflight, o.seconds, move |w, c, k| {
             let st = st.clone();
             async move {
@@ -455,6 +456,7 @@ fn main() {
         .await;
         let mut refresh = lat.summary(n, secs);
         refresh["server_cpu_us_per_request"] = json!(((cpu_secs(server_pid) - cpu0) * 1e6 / n.max(1) as f64).round());
+        refresh["generator_cpu_us_per_request"] = json!(((cpu_secs(me) - gen0) * 1e6 / n.max(1) as f64).round());
 
         // The floor: the same connections' worth of echo requests of about the same size.
         let eeps = client_endpoints(o.endpoints, &echo_ca, b"echo", true);
@@ -462,7 +464,7 @@ fn main() {
         let msg = Arc::new(vec![b'x'; 120]);
         let m = msg.clone();
         let echo_pid = echo.id();
-        let ecpu0 = cpu_secs(echo_pid);
+        let (ecpu0, egen0) = (cpu_secs(echo_pid), cpu_secs(me));
         let (n, lat, secs) = timed(&econns, inflight, o.seconds, move |_, c, _| {
             let m = m.clone();
             async move { rpc(&c, &m).await.map(|_| ()) }
@@ -470,6 +472,7 @@ fn main() {
         .await;
         let mut echo_rr = lat.summary(n, secs);
         echo_rr["server_cpu_us_per_request"] = json!(((cpu_secs(echo_pid) - ecpu0) * 1e6 / n.max(1) as f64).round());
+        echo_rr["generator_cpu_us_per_request"] = json!(((cpu_secs(me) - egen0) * 1e6 / n.max(1) as f64).round());
         for c in econns.iter().chain(conns.iter()) {
             c.close(0u32.into(), b"");
         }

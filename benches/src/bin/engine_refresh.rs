@@ -1,0 +1,122 @@
+//! Engine refresh throughput without the network: the store seeded with N registrations
+//! (default 1,000,000), `--devices` of them provisioned through the real flow, then refreshes
+//! kept `--inflight` at a time through `Engine::refresh_then` for `--seconds`. Prints one JSON
+//! object: refreshes per second, and CPU time per refresh of the store's writer thread and of
+//! the whole process (the driver thread parses and checks each RT before submitting it).
+//!
+//! `cargo run --release -p tessera-benches --bin engine_refresh -- [--seed N] [--devices N]
+//! [--inflight N] [--seconds N]`
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tessera_benches::{bench_now, open, provision, seed_registrations};
+use tessera_engine::{Actor, Timestamp};
+
+/// CPU seconds (user + system) of `/proc/self/<path>/stat`.
+fn cpu_of(path: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/self/{path}/stat"))
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// The task directory of this process's thread named `name`.
+fn thread_named(name: &str) -> Option<String> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(name))
+        })
+        .map(|e| format!("task/{}", e.file_name().to_string_lossy()))
+}
+
+fn main() {
+    let mut seed = 1_000_000u64;
+    let mut devices = 10_000usize;
+    let mut inflight = 512usize;
+    let mut seconds = 10u64;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for w in args.chunks(2) {
+        let v = w
+            .get(1)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{} needs a number", w[0]));
+        match w[0].as_str() {
+            "--seed" => seed = v,
+            "--devices" => devices = v as usize,
+            "--inflight" => inflight = v as usize,
+            "--seconds" => seconds = v,
+            other => panic!("unknown option {other}"),
+        }
+    }
+    let base = std::env::var_os("TESSERA_SCALE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target"));
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    drop(open(dir.path()));
+    seed_registrations(dir.path(), seed, bench_now()).expect("seed");
+    let engine = open(dir.path());
+    let now = bench_now();
+    let mut rts: Vec<String> = provision(&engine, devices, now)
+        .into_iter()
+        .map(|p| p.rt.expose().to_owned())
+        .collect();
+    let writer = thread_named("tessera-store-w").expect("writer thread");
+    eprintln!("refreshing for {seconds} s");
+
+    // Slot i refreshes devices i, i + inflight, ...; a completion hands the slot back.
+    let (done_tx, done_rx) = mpsc::channel::<(usize, String)>();
+    let actor = Actor::device(Some("127.0.0.1".into()));
+    let submit = |slot: usize, rt: &str, at: Timestamp| {
+        let tx = done_tx.clone();
+        engine.refresh_then(rt, &actor, at, move |r| {
+            let r = r.expect("refresh");
+            let _ = tx.send((slot, r.rt.expose().to_owned()));
+        });
+    };
+    let slots = inflight.min(devices);
+    let mut next = vec![0usize; slots];
+    let (w0, p0, t0) = (cpu_of(&writer), cpu_of("."), Instant::now());
+    for (slot, n) in next.iter_mut().enumerate() {
+        submit(slot, &rts[slot], now);
+        *n = slot;
+    }
+    let mut count = 0u64;
+    let stop = t0 + Duration::from_secs(seconds);
+    let mut outstanding = slots;
+    while outstanding > 0 {
+        let (slot, rt) = done_rx.recv().expect("completion");
+        rts[next[slot]] = rt;
+        count += 1;
+        outstanding -= 1;
+        if Instant::now() < stop {
+            // Move this slot on to its next device (each always presents its current RT).
+            let d = next[slot] + slots;
+            next[slot] = if d < devices { d } else { slot };
+            submit(slot, &rts[next[slot]], now);
+            outstanding += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, p1) = (cpu_of(&writer), cpu_of("."));
+    let us = |cpu: f64| (cpu * 1e6 / count as f64 * 100.0).round() / 100.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "seeded_registrations": seed,
+            "devices": devices,
+            "inflight": slots,
+            "refreshes": count,
+            "per_second": (count as f64 / secs).round(),
+            "writer_cpu_us_per_refresh": us(w1 - w0),
+            "process_cpu_us_per_refresh": us(p1 - p0),
+            "commits": engine.status().expect("status").commits,
+        })
+    );
+}
