@@ -29,6 +29,7 @@ struct Opts {
     idle: usize,
     endpoints: usize,
     inflight: usize,
+    rounds: u64,
 }
 
 fn opts() -> Opts {
@@ -41,6 +42,7 @@ fn opts() -> Opts {
         idle: 2000,
         endpoints: 4,
         inflight: 4,
+        rounds: 2,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
@@ -54,6 +56,7 @@ fn opts() -> Opts {
             ("--idle", Some(x)) => o.idle = v(x) as usize,
             ("--endpoints", Some(x)) => o.endpoints = v(x) as usize,
             ("--inflight", Some(x)) => o.inflight = v(x) as usize,
+            ("--rounds", Some(x)) => o.rounds = v(x),
             (flag, _) => panic!("unknown option {flag}"),
         }
     }
@@ -200,6 +203,56 @@ impl Lat {
                 .unwrap_or(0)
         };
         json!({ "count": n, "per_second": (n as f64 / secs).round(), "p50_us": p(0.5), "p99_us": p(0.99) })
+    }
+}
+
+/// One kind of request measured over one or more timed runs.
+#[derive(Default)]
+struct Phase {
+    count: u64,
+    lat: Lat,
+    secs: f64,
+    server_cpu: f64,
+    generator_cpu: f64,
+}
+
+impl Phase {
+    /// Time `run`, with the CPU the server (`pid`) and this generator (`me`) spent meanwhile.
+    async fn run(
+        pid: u32,
+        me: u32,
+        run: impl std::future::Future<Output = (u64, Lat, f64)>,
+    ) -> Phase {
+        let (s0, g0) = (cpu_secs(pid), cpu_secs(me));
+        let (count, lat, secs) = run.await;
+        Phase {
+            count,
+            lat,
+            secs,
+            server_cpu: cpu_secs(pid) - s0,
+            generator_cpu: cpu_secs(me) - g0,
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.secs.max(1e-9)
+    }
+
+    fn add(&mut self, other: Phase) {
+        self.count += other.count;
+        self.lat.0.extend(other.lat.0);
+        self.secs += other.secs;
+        self.server_cpu += other.server_cpu;
+        self.generator_cpu += other.generator_cpu;
+    }
+
+    fn summary(self) -> Value {
+        let per = |cpu: f64| (cpu * 1e6 / self.count.max(1) as f64 * 10.0).round() / 10.0;
+        let (server, generator) = (per(self.server_cpu), per(self.generator_cpu));
+        let mut v = self.lat.summary(self.count, self.secs);
+        v["server_cpu_us_per_request"] = json!(server);
+        v["generator_cpu_us_per_request"] = json!(generator);
+        v
     }
 }
 
@@ -440,39 +493,43 @@ fn main() {
             }
         }
         let store: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> = Arc::new(slots.into_iter().map(tokio::sync::Mutex::new).collect());
-        let st = store.clone();
-        let me = std::process::id();
-        let (cpu0, gen0) = (cpu_secs(server_pid), cpu_secs(me));
-        let (n, lat, secs) = timed(&conns, inflight, o.seconds, move |w, c, k| {
-            let st = st.clone();
-            async move {
-                let mut mine = st[w].lock().await;
-                let i = (k as usize) % mine.len();
-                let r: messages::RefreshResp = tessera_call(&c, kind::REFRESH, &messages::RtReq { rt: mine[i].clone() }).await?;
-                mine[i] = r.registration.rt;
-                Ok(())
-            }
-        })
-        .await;
-        let mut refresh = lat.summary(n, secs);
-        refresh["server_cpu_us_per_request"] = json!(((cpu_secs(server_pid) - cpu0) * 1e6 / n.max(1) as f64).round());
-        refresh["generator_cpu_us_per_request"] = json!(((cpu_secs(me) - gen0) * 1e6 / n.max(1) as f64).round());
-
         // The floor: the same connections' worth of echo requests of about the same size.
         let eeps = client_endpoints(o.endpoints, &echo_ca, b"echo", true);
         let econns = connect_all(&eeps, echo_addr, o.connections).await;
         let msg = Arc::new(vec![b'x'; 120]);
-        let m = msg.clone();
-        let echo_pid = echo.id();
-        let (ecpu0, egen0) = (cpu_secs(echo_pid), cpu_secs(me));
-        let (n, lat, secs) = timed(&econns, inflight, o.seconds, move |_, c, _| {
-            let m = m.clone();
-            async move { rpc(&c, &m).await.map(|_| ()) }
-        })
-        .await;
-        let mut echo_rr = lat.summary(n, secs);
-        echo_rr["server_cpu_us_per_request"] = json!(((cpu_secs(echo_pid) - ecpu0) * 1e6 / n.max(1) as f64).round());
-        echo_rr["generator_cpu_us_per_request"] = json!(((cpu_secs(me) - egen0) * 1e6 / n.max(1) as f64).round());
+
+        // Refresh and echo phases alternate, `rounds` of each, so drift in the shared
+        // machine's speed falls on both alike; the ratio is taken over the sums.
+        let me = std::process::id();
+        let (echo_pid, rounds) = (echo.id(), o.rounds.max(1));
+        let secs_each = (o.seconds / rounds).max(1);
+        let (mut refresh_acc, mut echo_acc) = (Phase::default(), Phase::default());
+        let mut round_ratios = Vec::new();
+        for _ in 0..rounds {
+            let st = store.clone();
+            let r = Phase::run(server_pid, me, timed(&conns, inflight, secs_each, move |w, c, k| {
+                let st = st.clone();
+                async move {
+                    let mut mine = st[w].lock().await;
+                    let i = (k as usize) % mine.len();
+                    let r: messages::RefreshResp = tessera_call(&c, kind::REFRESH, &messages::RtReq { rt: mine[i].clone() }).await?;
+                    mine[i] = r.registration.rt;
+                    Ok(())
+                }
+            }))
+            .await;
+            let m = msg.clone();
+            let e = Phase::run(echo_pid, me, timed(&econns, inflight, secs_each, move |_, c, _| {
+                let m = m.clone();
+                async move { rpc(&c, &m).await.map(|_| ()) }
+            }))
+            .await;
+            round_ratios.push((r.rate() / e.rate().max(1.0) * 1000.0).round() / 1000.0);
+            refresh_acc.add(r);
+            echo_acc.add(e);
+        }
+        let refresh = refresh_acc.summary();
+        let echo_rr = echo_acc.summary();
         for c in econns.iter().chain(conns.iter()) {
             c.close(0u32.into(), b"");
         }
@@ -520,6 +577,7 @@ fn main() {
             "refresh": refresh,
             "echo_floor": echo_rr,
             "refresh_vs_echo": (ratio * 1000.0).round() / 1000.0,
+            "refresh_vs_echo_by_round": round_ratios,
             "new_connections_tessera": tessera_hs,
             "new_connections_echo": echo_hs,
             "idle_tessera": tessera_idle,

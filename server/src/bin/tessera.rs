@@ -10,6 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use tessera_engine::AdminToken;
 use tessera_server::client::device::{DeviceConfig, DeviceHooks};
+
+/// mimalloc instead of the C library's allocator: the server allocates on one thread (a request
+/// on a Tokio worker) and frees on another (its answer, after the store's writer), which glibc's
+/// per-thread arenas handle poorly (measured in docs/reliability.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tessera_server::wire::kind;
 use tessera_server::{AdminClient, BlockingDeviceClient, Server, ServerConfig, Trust};
 

@@ -60,8 +60,9 @@ pub struct ConnState {
     /// The registration most recently attached (devices use one), to skip re-attaching it on
     /// every refresh.
     last_attached: std::sync::atomic::AtomicU64,
-    /// Every registration attached, to detach them when the connection ends.
-    attached: Mutex<Vec<RegistrationId>>,
+    /// Every registration attached, to detach them when the connection ends (and to skip
+    /// the shared registry for one already attached: a gateway's connection carries many).
+    attached: Mutex<std::collections::HashSet<RegistrationId>>,
 }
 
 impl ConnState {
@@ -72,13 +73,13 @@ impl ConnState {
             in_flight: Default::default(),
             close_pending: Default::default(),
             last_attached: Default::default(),
-            attached: Mutex::new(Vec::new()),
+            attached: Mutex::new(Default::default()),
         })
     }
 
     /// The registrations this connection has used.
     pub fn attached(&self) -> Vec<RegistrationId> {
-        lock(&self.attached).clone()
+        lock(&self.attached).iter().copied().collect()
     }
 
     /// A request started on this connection.
@@ -138,6 +139,7 @@ impl Connections {
                 .last_attached
                 .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
                 == reg.get()
+            || lock(&conn.attached).contains(&reg)
         {
             return;
         }
@@ -151,7 +153,7 @@ impl Connections {
             v.push(conn.clone());
             // Remembered on the connection too, so `detach_all` can drop these entries (and the
             // connection state they keep alive) when it ends.
-            lock(&conn.attached).push(reg);
+            lock(&conn.attached).insert(reg);
         }
     }
 
