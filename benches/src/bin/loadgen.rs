@@ -1,6 +1,7 @@
 //! Load generator: drives a real `tessera serve` (release build, pre-seeded store) and a bare
 //! quinn echo server (the framework floor) with the same client code in the same run, and
-//! prints a JSON summary.
+//! prints a JSON summary. The refresh and echo phases alternate (`--rounds`, default 2) so that
+//! drift in a shared machine's speed falls on both alike.
 //!
 //! ```sh
 //! cargo build --release -p tessera-server -p tessera-benches

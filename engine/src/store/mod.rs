@@ -4,8 +4,10 @@
 //! Every change runs as a *write job* on the store's single writer: jobs see one consistent
 //! view, run one after another, and each batch of jobs is made durable by one commit before
 //! any of them is acknowledged. A job that fails is rolled back alone (a savepoint), so one bad
-//! request never spoils its batch. A PostgreSQL backend can implement the same traits with its
-//! own group commit.
+//! request never spoils its batch; a job that makes every check before its first write (a
+//! refresh) may skip its savepoint ([`Store::submit_writes_last`]). Refreshes go to an
+//! append-only journal that is folded into the registration rows in batches (`journal.rs`). A
+//! PostgreSQL backend can implement the same traits with its own group commit.
 
 mod journal;
 mod schema;
