@@ -132,14 +132,15 @@ pub struct Connections {
 impl Connections {
     /// Remember that `conn` uses `reg`'s RTs.
     pub fn attach(&self, reg: RegistrationId, conn: &Arc<ConnState>) {
-        // An answer may be written after its connection ended (and was detached): keep no
-        // entry for it then.
-        if conn.conn.close_reason().is_some()
-            || conn
-                .last_attached
-                .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
-                == reg.get()
+        // Cheapest first: the registration this connection used last, then the ones it has
+        // attached before. An answer may also be written after its connection ended (and was
+        // detached): keep no entry for it then.
+        if conn
+            .last_attached
+            .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
+            == reg.get()
             || lock(&conn.attached).contains(&reg)
+            || conn.conn.close_reason().is_some()
         {
             return;
         }
