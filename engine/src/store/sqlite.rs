@@ -344,7 +344,7 @@ fn writer_loop(conn: Connection, rx: Receiver<Queued>, w: &Writing, stats: &Stat
         stats.jobs.fetch_add(n, Ordering::Relaxed);
         if result.is_ok() {
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            // Readers see the batch's refreshes before anyone is told it is durable.
+            // Readers see the batch's refreshes before any of its callers is answered.
             journal.committed();
             w.overlay.commit(&mut journal);
         } else {

@@ -86,31 +86,28 @@ pub(crate) fn refresh_frame(shared: &Shared, frame: Frame<'_>, reply: Reply) {
 /// Handle a device request and answer it through `reply`. Refreshes are answered from the
 /// outbox once durable; everything else here.
 pub(crate) async fn handle(shared: &Arc<Shared>, frame: Frame<'_>, reply: Reply) {
-    let source = || Some(reply_source(&reply));
-    let result = match frame.kind {
-        kind::REFRESH => return refresh_frame(shared, frame, reply),
-        kind::BEGIN => match parse(frame.body) {
-            Ok(req) => begin(shared, req, source()).await,
-            Err(e) => Err(e),
-        },
-        kind::WAIT => match parse(frame.body) {
-            Ok(req) => wait(shared, req).await,
-            Err(e) => Err(e),
-        },
-        kind::INTROSPECT => match parse(frame.body) {
-            Ok(req) => introspect(shared, req, source()).await,
-            Err(e) => Err(e),
-        },
-        kind::CANCEL => match parse(frame.body) {
-            Ok(req) => cancel(shared, req, source()).await,
-            Err(e) => Err(e),
-        },
+    if frame.kind == kind::REFRESH {
+        return refresh_frame(shared, frame, reply);
+    }
+    let source = Some(reply_source(&reply));
+    reply.finish(answer(shared, frame, source).await);
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    frame: Frame<'_>,
+    source: Option<String>,
+) -> Result<Handled, ErrorBody> {
+    match frame.kind {
+        kind::BEGIN => begin(shared, parse(frame.body)?, source).await,
+        kind::WAIT => wait(shared, parse(frame.body)?).await,
+        kind::INTROSPECT => introspect(shared, parse(frame.body)?, source).await,
+        kind::CANCEL => cancel(shared, parse(frame.body)?, source).await,
         _ => Err(err(
             code::UNKNOWN_REQUEST,
             "unknown request on the device endpoint",
         )),
-    };
-    reply.finish(result);
+    }
 }
 
 fn reply_source(reply: &Reply) -> String {

@@ -638,7 +638,8 @@ async fn stream(mut recv: quinn::RecvStream, mut buf: Vec<u8>, reply: reply::Rep
         Ok(Err(ReadError::TooLong)) => reply.finish(Err(too_large())),
         Ok(Err(ReadError::Gone)) => {}
         Ok(Ok(())) => {
-            if let Some(reply) = dispatch_now(reply.shared().clone().as_ref(), &buf, reply, role) {
+            let shared = reply.shared().clone();
+            if let Some(reply) = dispatch_now(&shared, &buf, reply, role) {
                 dispatch(buf, reply, role).await;
             }
         }
