@@ -118,6 +118,20 @@ pub fn rss_of(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time (user + system) in seconds of the process or thread whose `/proc` directory is
+/// `proc_dir` (`/proc/PID`, `/proc/self/task/TID`; Linux, 100 ticks per second; 0 if unknown).
+pub fn cpu_secs(proc_dir: &str) -> f64 {
+    std::fs::read_to_string(format!("{proc_dir}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which is in parentheses and may hold spaces).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Open an engine on `dir` with the lenient benchmark config.
 pub fn open(dir: &Path) -> Engine {
     Engine::open_dir(dir, lenient_config(), bench_now()).expect("open engine")

@@ -10,19 +10,8 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tessera_benches::{bench_now, open, provision, seed_registrations};
+use tessera_benches::{bench_now, cpu_secs, open, provision, seed_registrations};
 use tessera_engine::{Actor, Timestamp};
-
-/// CPU seconds (user + system) of `/proc/self/<path>/stat`.
-fn cpu_of(path: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/self/{path}/stat"))
-        .ok()
-        .and_then(|s| {
-            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
 
 /// The task directory of this process's thread named `name`.
 fn thread_named(name: &str) -> Option<String> {
@@ -33,7 +22,7 @@ fn thread_named(name: &str) -> Option<String> {
             std::fs::read_to_string(e.path().join("comm"))
                 .is_ok_and(|c| c.trim_end().starts_with(name))
         })
-        .map(|e| format!("task/{}", e.file_name().to_string_lossy()))
+        .map(|e| format!("/proc/self/task/{}", e.file_name().to_string_lossy()))
 }
 
 fn main() {
@@ -82,7 +71,7 @@ fn main() {
     };
     let slots = inflight.min(devices);
     let mut next = vec![0usize; slots];
-    let (w0, p0, t0) = (cpu_of(&writer), cpu_of("."), Instant::now());
+    let (w0, p0, t0) = (cpu_secs(&writer), cpu_secs("/proc/self"), Instant::now());
     for (slot, n) in next.iter_mut().enumerate() {
         submit(slot, &rts[slot], now);
         *n = slot;
@@ -104,7 +93,7 @@ fn main() {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let (w1, p1) = (cpu_of(&writer), cpu_of("."));
+    let (w1, p1) = (cpu_secs(&writer), cpu_secs("/proc/self"));
     let us = |cpu: f64| (cpu * 1e6 / count as f64 * 100.0).round() / 100.0;
     println!(
         "{}",

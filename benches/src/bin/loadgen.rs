@@ -75,17 +75,9 @@ fn sibling(name: &str) -> PathBuf {
     p
 }
 
-/// CPU time (user + system) a process has used, in seconds (Linux, 100 ticks per second).
+/// CPU seconds process `pid` has used.
 fn cpu_secs(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which is in parentheses and may hold spaces).
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
+    tessera_benches::cpu_secs(&format!("/proc/{pid}"))
 }
 
 /// Spawn a process and wait for the line that starts with `marker`; returns the address on it.
