@@ -286,20 +286,6 @@ impl Engine {
             .submit(job(self.inner.clone(), now, f, done));
     }
 
-    /// [`Engine::write_then`] for a job that makes every check before its first write and
-    /// returns `Err` after writing only when a write failed (see [`Store::submit_writes_last`]):
-    /// it runs without a savepoint of its own.
-    pub(crate) fn write_last_then<T: Send + 'static>(
-        &self,
-        now: Timestamp,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error> + Send + 'static,
-        done: impl FnOnce(Result<T, Error>) + Send + 'static,
-    ) {
-        self.inner
-            .store
-            .submit_writes_last(job(self.inner.clone(), now, f, done));
-    }
-
     /// Run `f` against committed data.
     pub(crate) fn read<T>(
         &self,
@@ -373,7 +359,7 @@ impl Engine {
 }
 
 /// The store job that runs `f` in a [`Tx`], and once the batch is durable applies its effects
-/// and calls `done`.
+/// and calls `done` (what [`Engine::write_then`] submits).
 fn job<T: Send + 'static>(
     inner: Arc<Inner>,
     now: Timestamp,

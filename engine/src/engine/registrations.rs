@@ -148,7 +148,10 @@ impl Engine {
             Err(e) => return done(Err(e)),
         };
         let actor = actor.clone();
-        self.write_last_then(
+        // Every check comes before the first write, and after it only a failed write returns
+        // `Err`: the job may skip its savepoint (`Store::submit_writes_last`).
+        let job = super::job(
+            self.inner.clone(),
             now,
             move |tx| {
                 let mut reg = tx
@@ -251,6 +254,7 @@ impl Engine {
             },
             move |r| done(r.and_then(|r| r)),
         );
+        self.inner.store.submit_writes_last(job);
     }
 
     /// Revoke a registration: all its RTs stop validating at once. The revocation is durable

@@ -20,8 +20,9 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, OptionalExtension};
 
+use super::sqlite::sql_u64;
 use crate::error::Error;
 use crate::model::RegistrationRecord;
 
@@ -60,17 +61,24 @@ impl RefreshState {
         }
     }
 
-    /// The newer of two states.
-    fn newest(self, other: Option<Self>) -> Self {
-        match other {
-            Some(o) if o.generation > self.generation => o,
-            _ => self,
+    /// Record `s` as `id`'s state in `map` unless the map already holds a newer one.
+    fn keep_newest(map: &mut HashMap<u64, Self>, id: u64, s: Self) {
+        let e = map.entry(id).or_insert(s);
+        if s.generation > e.generation {
+            *e = s;
         }
     }
-}
 
-fn sql_u64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+    /// The SQL parameters `(registration id, generation, key epoch, issued at, expires at)`.
+    fn params(self, id: u64) -> (i64, u32, u32, i64, i64) {
+        (
+            sql_u64(id),
+            self.generation,
+            self.key_epoch,
+            sql_u64(self.issued_at),
+            sql_u64(self.expires_at),
+        )
+    }
 }
 
 /// Committed journal states not yet folded, shared by the writer and the read connections.
@@ -110,8 +118,7 @@ impl Overlay {
             m.previous = std::mem::take(&mut m.current);
         }
         for (id, s) in batch.states.drain() {
-            let newest = s.newest(m.current.get(&id).copied());
-            m.current.insert(id, newest);
+            RefreshState::keep_newest(&mut m.current, id, s);
         }
         batch.clear();
     }
@@ -148,13 +155,7 @@ impl BatchJournal {
             "INSERT INTO refresh_journal (registration_id, generation, key_epoch, issued_at, \
              expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![
-            sql_u64(id),
-            s.generation,
-            s.key_epoch,
-            sql_u64(s.issued_at),
-            sql_u64(s.expires_at)
-        ])?;
+        .execute(s.params(id))?;
         self.undo.push((id, self.states.insert(id, s)));
         self.rows += 1;
         Ok(())
@@ -216,13 +217,7 @@ fn fold(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> 
          expires_at = ?5 WHERE id = ?1 AND generation < ?2",
     )?;
     for (id, s) in states {
-        st.execute(params![
-            sql_u64(*id),
-            s.generation,
-            s.key_epoch,
-            sql_u64(s.issued_at),
-            sql_u64(s.expires_at)
-        ])?;
+        st.execute(s.params(*id))?;
     }
     conn.execute("DELETE FROM refresh_journal", [])?;
     conn.execute(
@@ -266,10 +261,8 @@ impl Follower {
         let folds: i64 = conn
             .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
             .query_row([META_FOLDS], |r| r.get(0))
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                e => Err(e),
-            })?;
+            .optional()?
+            .unwrap_or(0);
         if folds != self.folds {
             self.folds = folds;
             self.last_seq = 0;
@@ -289,8 +282,7 @@ impl Follower {
                 issued_at: r.get::<_, i64>(4)? as u64,
                 expires_at: r.get::<_, i64>(5)? as u64,
             };
-            let newest = s.newest(self.states.get(&id).copied());
-            self.states.insert(id, newest);
+            RefreshState::keep_newest(&mut self.states, id, s);
         }
         Ok(())
     }

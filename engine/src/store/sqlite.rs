@@ -511,7 +511,7 @@ fn sql_ts(t: Timestamp) -> i64 {
     i64::try_from(t.unix_millis()).unwrap_or(i64::MAX)
 }
 
-fn sql_u64(v: u64) -> i64 {
+pub(super) fn sql_u64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
