@@ -9,7 +9,7 @@ use tessera_engine::{
     Provisioned, ProvisioningToken, RegistrationId, Timestamp,
 };
 
-use super::reply::{Answer, Deferred, Reply};
+use super::reply::{Deferred, Reply};
 use super::{engine_err, err, Handled, Shared};
 use crate::wire::messages::{
     BeginReq, BeginResp, CancelReq, IntrospectResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
@@ -245,7 +245,7 @@ fn refresh(shared: &Shared, req: RtReq, source: Option<String>, reply: Reply) {
         .refresh_then(&req.rt, &Actor::device(source), shared.now(), move |r| {
             outbox.push(Deferred {
                 reply,
-                answer: Answer::Refresh(r),
+                refreshed: r,
             });
         });
 }

@@ -637,12 +637,7 @@ async fn stream(mut recv: quinn::RecvStream, mut buf: Vec<u8>, reply: reply::Rep
         ))),
         Ok(Err(ReadError::TooLong)) => reply.finish(Err(too_large())),
         Ok(Err(ReadError::Gone)) => {}
-        Ok(Ok(())) => {
-            let shared = reply.shared().clone();
-            if let Some(reply) = dispatch_now(&shared, &buf, reply, role) {
-                dispatch(buf, reply, role).await;
-            }
-        }
+        Ok(Ok(())) => dispatch(buf, reply, role).await,
     }
 }
 

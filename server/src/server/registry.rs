@@ -57,9 +57,6 @@ pub struct ConnState {
     pub conn: quinn::Connection,
     in_flight: std::sync::atomic::AtomicUsize,
     close_pending: std::sync::atomic::AtomicBool,
-    /// The registration most recently attached (devices use one), to skip re-attaching it on
-    /// every refresh.
-    last_attached: std::sync::atomic::AtomicU64,
     /// Every registration attached, to detach them when the connection ends (and to skip
     /// the shared registry for one already attached: a gateway's connection carries many).
     attached: Mutex<std::collections::HashSet<RegistrationId>>,
@@ -72,7 +69,6 @@ impl ConnState {
             conn,
             in_flight: Default::default(),
             close_pending: Default::default(),
-            last_attached: Default::default(),
             attached: Mutex::new(Default::default()),
         })
     }
@@ -132,16 +128,10 @@ pub struct Connections {
 impl Connections {
     /// Remember that `conn` uses `reg`'s RTs.
     pub fn attach(&self, reg: RegistrationId, conn: &Arc<ConnState>) {
-        // Cheapest first: the registration this connection used last, then the ones it has
-        // attached before. An answer may also be written after its connection ended (and was
-        // detached): keep no entry for it then.
-        if conn
-            .last_attached
-            .swap(reg.get(), std::sync::atomic::Ordering::Relaxed)
-            == reg.get()
-            || lock(&conn.attached).contains(&reg)
-            || conn.conn.close_reason().is_some()
-        {
+        // Cheapest first: the connection's own (uncontended) set of what it attached before.
+        // An answer may also be written after its connection ended (and was detached): keep no
+        // entry for it then.
+        if lock(&conn.attached).contains(&reg) || conn.conn.close_reason().is_some() {
             return;
         }
         let mut m = lock(&self.by_registration);

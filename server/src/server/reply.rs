@@ -126,15 +126,10 @@ fn write_now(send: &mut quinn::SendStream, mut buf: &[u8]) -> usize {
     total - buf.len()
 }
 
-/// A result that completed off the async threads, to be turned into frames by the outbox.
-pub(crate) enum Answer {
-    Refresh(Result<tessera_engine::Refreshed, tessera_engine::Error>),
-}
-
-/// A deferred answer: the reply and what to answer.
+/// A refresh whose result is known, waiting for the outbox to answer it.
 pub(crate) struct Deferred {
     pub(crate) reply: Reply,
-    pub(crate) answer: Answer,
+    pub(crate) refreshed: Result<tessera_engine::Refreshed, tessera_engine::Error>,
 }
 
 /// Answers completed off the async threads, written by one task in batches.
@@ -167,9 +162,7 @@ impl Outbox {
                 &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
             );
             for d in batch.drain(..) {
-                let result = match d.answer {
-                    Answer::Refresh(r) => super::device::refresh_answer(d.reply.shared(), r),
-                };
+                let result = super::device::refresh_answer(d.reply.shared(), d.refreshed);
                 d.reply.finish(result);
             }
         }
