@@ -132,6 +132,19 @@ pub fn cpu_secs(proc_dir: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The `/proc` directory of the thread of process `proc_dir` (`/proc/PID`, `/proc/self`) whose
+/// name starts with `name` (Linux truncates thread names to 15 bytes).
+pub fn thread_named(proc_dir: &str, name: &str) -> Option<String> {
+    std::fs::read_dir(format!("{proc_dir}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(name))
+        })
+        .map(|e| format!("{proc_dir}/task/{}", e.file_name().to_string_lossy()))
+}
+
 /// Open an engine on `dir` with the lenient benchmark config.
 pub fn open(dir: &Path) -> Engine {
     Engine::open_dir(dir, lenient_config(), bench_now()).expect("open engine")

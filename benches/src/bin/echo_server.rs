@@ -7,6 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The same allocator as the `tessera` binary, so the floor differs from it only in what it
+/// serves.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: echo_server DIR"));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -10,20 +10,8 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tessera_benches::{bench_now, cpu_secs, open, provision, seed_registrations};
+use tessera_benches::{bench_now, cpu_secs, open, provision, seed_registrations, thread_named};
 use tessera_engine::{Actor, Timestamp};
-
-/// The task directory of this process's thread named `name`.
-fn thread_named(name: &str) -> Option<String> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|e| {
-            std::fs::read_to_string(e.path().join("comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(name))
-        })
-        .map(|e| format!("/proc/self/task/{}", e.file_name().to_string_lossy()))
-}
 
 fn main() {
     let mut seed = 1_000_000u64;
@@ -56,7 +44,7 @@ fn main() {
         .into_iter()
         .map(|p| p.rt.expose().to_owned())
         .collect();
-    let writer = thread_named("tessera-store-w").expect("writer thread");
+    let writer = thread_named("/proc/self", "tessera-store-w").expect("writer thread");
     eprintln!("refreshing for {seconds} s");
 
     // Slot i refreshes devices i, i + inflight, ...; a completion hands the slot back.

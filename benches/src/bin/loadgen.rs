@@ -21,6 +21,10 @@ use tessera_benches::rss_of;
 use tessera_server::server::banner;
 use tessera_server::wire::{self, kind, messages};
 
+/// The servers' allocator, so the generator's share of the shared cores is as small as theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Opts {
     devices: usize,
     connections: usize,
@@ -82,6 +86,23 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// Spawn a process and wait for the line that starts with `marker`; returns the address on it.
 #[allow(clippy::zombie_processes)] // the caller kills and waits for the child
+/// UDP datagrams this machine has sent (`OutDatagrams` in `/proc/net/snmp`; 0 if unknown).
+fn udp_datagrams() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// The child is returned; `main` kills and waits for it at the end.
+#[allow(clippy::zombie_processes)]
 fn spawn_until(mut cmd: Command, marker: &str) -> (Child, SocketAddr, Vec<String>, Duration) {
     let start = Instant::now();
     let mut child = cmd
@@ -206,24 +227,34 @@ struct Phase {
     lat: Lat,
     secs: f64,
     server_cpu: f64,
+    /// CPU of the server's store writer thread; `None` for a server without one.
+    writer_cpu: Option<f64>,
     generator_cpu: f64,
+    /// UDP datagrams sent on the whole machine meanwhile (both ways: loopback).
+    datagrams: u64,
 }
 
 impl Phase {
-    /// Time `run`, with the CPU the server (`pid`) and this generator (`me`) spent meanwhile.
+    /// Time `run`, with the CPU the server (`pid`), its store writer thread (if it has one) and
+    /// this generator (`me`) spent meanwhile.
     async fn run(
         pid: u32,
         me: u32,
         run: impl std::future::Future<Output = (u64, Lat, f64)>,
     ) -> Phase {
-        let (s0, g0) = (cpu_secs(pid), cpu_secs(me));
+        let server = format!("/proc/{pid}");
+        let writer = tessera_benches::thread_named(&server, "tessera-store-w");
+        let writer_cpu = || writer.as_deref().map(tessera_benches::cpu_secs);
+        let (s0, w0, g0, d0) = (cpu_secs(pid), writer_cpu(), cpu_secs(me), udp_datagrams());
         let (count, lat, secs) = run.await;
         Phase {
             count,
             lat,
             secs,
             server_cpu: cpu_secs(pid) - s0,
+            writer_cpu: writer_cpu().zip(w0).map(|(w1, w0)| w1 - w0),
             generator_cpu: cpu_secs(me) - g0,
+            datagrams: udp_datagrams().saturating_sub(d0),
         }
     }
 
@@ -236,7 +267,12 @@ impl Phase {
         self.lat.0.extend(other.lat.0);
         self.secs += other.secs;
         self.server_cpu += other.server_cpu;
+        self.writer_cpu = match (self.writer_cpu, other.writer_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.generator_cpu += other.generator_cpu;
+        self.datagrams += other.datagrams;
     }
 
     fn summary(self) -> Value {
@@ -245,6 +281,11 @@ impl Phase {
         let mut v = self.lat.summary(self.count, self.secs);
         v["server_cpu_us_per_request"] = json!(server);
         v["generator_cpu_us_per_request"] = json!(generator);
+        v["datagrams_per_request"] =
+            json!((self.datagrams as f64 / self.count.max(1) as f64 * 100.0).round() / 100.0);
+        if let Some(w) = self.writer_cpu {
+            v["store_writer_cpu_us_per_request"] = json!(per(w));
+        }
         v
     }
 }
@@ -310,14 +351,15 @@ async fn connect_all(
     out
 }
 
-/// New connections per second: `conc` tasks each connect, make one request, close.
+/// New connections per second: `conc` tasks each connect, make one request, close. Returns
+/// (connections, latencies, elapsed, failures).
 async fn handshakes<F, Fut>(
     eps: Vec<quinn::Endpoint>,
     addr: SocketAddr,
     conc: usize,
     secs: u64,
     one: F,
-) -> Value
+) -> (u64, Lat, f64, u64)
 where
     F: Fn(quinn::Connection, u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
@@ -365,8 +407,28 @@ where
         });
     }
     let all = run_for(secs, &stop, &mut tasks).await;
-    let mut v = all.summary(count.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
-    v["failed"] = json!(fails.load(Ordering::Relaxed));
+    (
+        count.load(Ordering::Relaxed),
+        all,
+        start.elapsed().as_secs_f64(),
+        fails.load(Ordering::Relaxed),
+    )
+}
+
+/// [`handshakes`] measured as a [`Phase`] of the server `pid`, failures included in the summary.
+async fn handshake_phase(
+    pid: u32,
+    run: impl std::future::Future<Output = (u64, Lat, f64, u64)>,
+) -> Value {
+    let failed = AtomicU64::new(0);
+    let phase = Phase::run(pid, std::process::id(), async {
+        let (n, lat, secs, fails) = run.await;
+        failed.store(fails, Ordering::Relaxed);
+        (n, lat, secs)
+    })
+    .await;
+    let mut v = phase.summary();
+    v["failed"] = json!(failed.load(Ordering::Relaxed));
     v
 }
 
@@ -521,6 +583,7 @@ fn main() {
             refresh_acc.add(r);
             echo_acc.add(e);
         }
+        let commits = admin.call(kind::STATUS, json!({})).await.map(|s| s["engine"]["commits"].clone()).unwrap_or(Value::Null);
         let refresh = refresh_acc.summary();
         let echo_rr = echo_acc.summary();
         for c in econns.iter().chain(conns.iter()) {
@@ -531,7 +594,7 @@ fn main() {
         let hs_eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, false);
         let st = store.clone();
         let conns_n = o.connections * inflight;
-        let tessera_hs = handshakes(hs_eps, device_addr, o.handshake_concurrency, o.seconds, move |c, k| {
+        let tessera_hs = handshake_phase(server_pid, handshakes(hs_eps, device_addr, o.handshake_concurrency, o.seconds, move |c, k| {
             let st = st.clone();
             async move {
                 let mut mine = st[(k as usize) % conns_n].lock().await;
@@ -540,14 +603,14 @@ fn main() {
                 mine[i] = r.registration.rt;
                 Ok(())
             }
-        })
+        }))
         .await;
         let ehs_eps = client_endpoints(o.endpoints, &echo_ca, b"echo", false);
         let m = msg.clone();
-        let echo_hs = handshakes(ehs_eps, echo_addr, o.handshake_concurrency, o.seconds, move |c, _| {
+        let echo_hs = handshake_phase(echo_pid, handshakes(ehs_eps, echo_addr, o.handshake_concurrency, o.seconds, move |c, _| {
             let m = m.clone();
             async move { rpc(&c, &m).await.map(|_| ()) }
-        })
+        }))
         .await;
 
         // Idle connections and what they cost the server.
@@ -571,6 +634,7 @@ fn main() {
             "echo_floor": echo_rr,
             "refresh_vs_echo": (ratio * 1000.0).round() / 1000.0,
             "refresh_vs_echo_by_round": round_ratios,
+            "store_commits_after_refresh": commits,
             "new_connections_tessera": tessera_hs,
             "new_connections_echo": echo_hs,
             "idle_tessera": tessera_idle,
