@@ -212,6 +212,26 @@ mod tests {
         ours.unwrap()
     }
 
+    /// A client trusting the server's CA that offers exactly `suites`, in that order.
+    fn offering(
+        suites: Vec<rustls::SupportedCipherSuite>,
+        files: &TlsFiles,
+    ) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in load_chain(&files.ca_cert).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = suites;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![wire::DEVICE_ALPN.to_vec()];
+        cfg
+    }
+
     #[test]
     fn aes_128_gcm_is_chosen_even_for_a_client_that_prefers_aes_256() {
         let dir = tempfile::tempdir().unwrap();
@@ -225,41 +245,17 @@ mod tests {
         );
 
         // rustls' own default order puts AES-256 first; the server's order still decides.
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in load_chain(&files.ca_cert).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let default_order = rustls::crypto::ring::default_provider();
+        let default_order = rustls::crypto::ring::default_provider().cipher_suites;
+        assert_eq!(default_order[0], cipher_suite::TLS13_AES_256_GCM_SHA384);
         assert_eq!(
-            default_order.cipher_suites[0],
-            cipher_suite::TLS13_AES_256_GCM_SHA384
-        );
-        let mut theirs = rustls::ClientConfig::builder_with_provider(Arc::new(default_order))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        theirs.alpn_protocols = vec![wire::DEVICE_ALPN.to_vec()];
-        assert_eq!(
-            negotiate(theirs, &server),
+            negotiate(offering(default_order, &files), &server),
             cipher_suite::TLS13_AES_128_GCM_SHA256
         );
 
         // A client that offers only AES-256 is still served.
-        let mut only_256 = rustls::crypto::ring::default_provider();
-        only_256.cipher_suites = vec![cipher_suite::TLS13_AES_256_GCM_SHA384];
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in load_chain(&files.ca_cert).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let mut strict = rustls::ClientConfig::builder_with_provider(Arc::new(only_256))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        strict.alpn_protocols = vec![wire::DEVICE_ALPN.to_vec()];
+        let only_256 = vec![cipher_suite::TLS13_AES_256_GCM_SHA384];
         assert_eq!(
-            negotiate(strict, &server),
+            negotiate(offering(only_256, &files), &server),
             cipher_suite::TLS13_AES_256_GCM_SHA384
         );
     }
