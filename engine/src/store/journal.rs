@@ -16,6 +16,13 @@
 //! - a reader in another process ([`Follower`], used by the local validator) follows the
 //!   journal by sequence number inside its read transaction, so it sees exactly what the
 //!   snapshot holds.
+//!
+//! A device's refresh is also an audit event, and writing it as a row of its own in `audit`
+//! cost the writer about as much as the rest of the refresh (measured in docs/reliability.md).
+//! So the journal row carries it (`audit_at`, `audit_source`): journal rows and audit rows take
+//! their sequence numbers from one counter ([`BatchJournal::next_seq`]), the audit reads list
+//! journal events with the others in sequence order ([`AUDIT_FROM_JOURNAL`]), and a fold moves
+//! them into `audit` under the same numbers.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -23,6 +30,7 @@ use std::sync::{PoisonError, RwLock};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::sqlite::sql_u64;
+use super::RefreshAudit;
 use crate::error::Error;
 use crate::model::RegistrationRecord;
 
@@ -31,6 +39,15 @@ pub(crate) const DEFAULT_FOLD_ROWS: u64 = 65_536;
 
 /// `meta` key counting folds, so a follower knows when the journal was emptied.
 const META_FOLDS: &str = "journal_folds";
+
+/// The audit events that journal rows carry, as rows of `audit`'s columns (`seq, at, actor,
+/// source, action, subject, detail`); the detail is what `serde_json` writes for the engine's
+/// `{"generation", "expires_at"}` (keys sorted).
+pub(crate) const AUDIT_FROM_JOURNAL: &str = concat!(
+    "SELECT seq, audit_at, 'device', audit_source, 'registration.refresh', ",
+    "CAST(registration_id AS TEXT), json_object('expires_at', expires_at, 'generation', generation) ",
+    "FROM refresh_journal WHERE audit_at IS NOT NULL"
+);
 
 /// What a refresh changes in a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,25 +154,62 @@ pub(crate) struct BatchJournal {
     folded: bool,
     /// Committed rows in the journal (since the last fold).
     pub(crate) committed_rows: u64,
+    /// The last sequence number handed out to a journal or audit row.
+    last_seq: i64,
 }
 
 impl BatchJournal {
+    /// The writer's journal for the store behind `conn`, numbering on after every journal and
+    /// audit row it holds.
+    pub(crate) fn open(conn: &Connection) -> Result<Self, Error> {
+        let last_seq = conn.query_row(
+            "SELECT max(coalesce((SELECT max(seq) FROM audit), 0), \
+             coalesce((SELECT max(seq) FROM refresh_journal), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Self {
+            last_seq,
+            ..Self::default()
+        })
+    }
+
+    /// The sequence number of the next journal or audit row. Numbers handed to a job or batch
+    /// that is rolled back are not reused: the audit sequence may have gaps, never disorder.
+    pub(crate) fn next_seq(&mut self) -> i64 {
+        self.last_seq += 1;
+        self.last_seq
+    }
+
     pub(crate) fn get(&self, id: u64) -> Option<RefreshState> {
         self.states.get(&id).copied()
     }
 
-    /// Append a refresh to the journal.
+    /// Append a refresh to the journal, with its audit event if `audit` is given.
     pub(crate) fn append(
         &mut self,
         conn: &Connection,
         id: u64,
         s: RefreshState,
+        audit: Option<RefreshAudit<'_>>,
     ) -> Result<(), Error> {
+        let (id_, generation, key_epoch, issued_at, expires_at) = s.params(id);
+        let seq = self.next_seq();
         conn.prepare_cached(
-            "INSERT INTO refresh_journal (registration_id, generation, key_epoch, issued_at, \
-             expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO refresh_journal (seq, registration_id, generation, key_epoch, \
+             issued_at, expires_at, audit_at, audit_source) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(s.params(id))?;
+        .execute(rusqlite::params![
+            seq,
+            id_,
+            generation,
+            key_epoch,
+            issued_at,
+            expires_at,
+            audit.map(|a| sql_u64(a.at.unix_millis())),
+            audit.and_then(|a| a.source),
+        ])?;
         self.undo.push((id, self.states.insert(id, s)));
         self.rows += 1;
         Ok(())
@@ -209,8 +263,8 @@ impl BatchJournal {
     }
 }
 
-/// Write `states` into the registration rows and empty the journal (inside the caller's
-/// transaction).
+/// Write `states` into the registration rows, move the journal's audit events into `audit`
+/// and empty the journal (inside the caller's transaction).
 fn fold(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> {
     let mut st = conn.prepare_cached(
         "UPDATE registrations SET generation = ?2, key_epoch = ?3, issued_at = ?4, \
@@ -219,6 +273,13 @@ fn fold(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> 
     for (id, s) in states {
         st.execute(s.params(*id))?;
     }
+    conn.execute(
+        &format!(
+            "INSERT INTO audit (seq, at, actor, source, action, subject, detail) \
+             {AUDIT_FROM_JOURNAL} ORDER BY seq"
+        ),
+        [],
+    )?;
     conn.execute("DELETE FROM refresh_journal", [])?;
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, '1') \
@@ -312,10 +373,10 @@ mod tests {
         let c = db();
         let mut b = BatchJournal::default();
         b.begin_job();
-        b.append(&c, 7, state(2)).unwrap();
+        b.append(&c, 7, state(2), None).unwrap();
         b.begin_job();
-        b.append(&c, 7, state(3)).unwrap();
-        b.append(&c, 8, state(2)).unwrap();
+        b.append(&c, 7, state(3), None).unwrap();
+        b.append(&c, 8, state(2), None).unwrap();
         b.rollback_job();
         assert_eq!(b.get(7), Some(state(2)));
         assert_eq!(b.get(8), None);
@@ -328,8 +389,8 @@ mod tests {
         let o = Overlay::default();
         let mut b = BatchJournal::default();
         b.start(&c, &o, 2).unwrap();
-        b.append(&c, 1, state(2)).unwrap();
-        b.append(&c, 2, state(5)).unwrap();
+        b.append(&c, 1, state(2), None).unwrap();
+        b.append(&c, 2, state(5), None).unwrap();
         b.committed();
         o.commit(&mut b);
         assert_eq!((o.get(1), o.get(2)), (Some(state(2)), Some(state(5))));
@@ -337,7 +398,7 @@ mod tests {
         // Two rows committed: the next batch folds them first.
         b.start(&c, &o, 2).unwrap();
         assert!(b.folded);
-        b.append(&c, 1, state(3)).unwrap();
+        b.append(&c, 1, state(3), None).unwrap();
         b.committed();
         o.commit(&mut b);
         assert_eq!(b.committed_rows, 1);
@@ -390,8 +451,8 @@ mod tests {
         let mut b = BatchJournal::default();
         let mut f = Follower::default();
         b.start(&c, &o, 2).unwrap();
-        b.append(&c, 1, state(2)).unwrap();
-        b.append(&c, 1, state(3)).unwrap();
+        b.append(&c, 1, state(2), None).unwrap();
+        b.append(&c, 1, state(3), None).unwrap();
         b.committed();
         o.commit(&mut b);
         f.catch_up(&c).unwrap();
@@ -400,7 +461,7 @@ mod tests {
         f.catch_up(&c).unwrap();
         assert_eq!(f.last_seq, seen);
         b.start(&c, &o, 2).unwrap(); // folds
-        b.append(&c, 2, state(2)).unwrap();
+        b.append(&c, 2, state(2), None).unwrap();
         b.committed();
         o.commit(&mut b);
         f.catch_up(&c).unwrap();
@@ -410,5 +471,85 @@ mod tests {
             "folded into the row; the follower forgot it"
         );
         assert_eq!(f.get(2), Some(state(2)));
+    }
+
+    /// An audit row: seq, at, actor, source, action, subject, detail.
+    type AuditRow = (i64, i64, String, Option<String>, String, String, String);
+
+    /// The audit rows, journal events included, in sequence order.
+    fn audit_rows(c: &Connection) -> Vec<AuditRow> {
+        let sql = format!(
+            "SELECT seq, at, actor, source, action, subject, detail FROM audit \
+             UNION ALL {AUDIT_FROM_JOURNAL} ORDER BY seq"
+        );
+        let mut st = c.prepare(&sql).unwrap();
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn refresh_audit_events_keep_their_place_in_the_audit_sequence_across_a_fold() {
+        use crate::store::{REFRESH_ACTION, REFRESH_ACTOR};
+        let c = db();
+        let mut b = BatchJournal::open(&c).unwrap();
+        let other = |b: &mut BatchJournal, what: &str| {
+            c.execute(
+                "INSERT INTO audit (seq, at, actor, source, action, subject, detail) \
+                 VALUES (?1, 1, 'admin', NULL, ?2, 'x', '{}')",
+                rusqlite::params![b.next_seq(), what],
+            )
+            .unwrap();
+        };
+        other(&mut b, "before");
+        let at = crate::time::Timestamp::from_unix_millis(5_000);
+        let audit = RefreshAudit {
+            at,
+            source: Some("192.0.2.1"),
+        };
+        b.append(&c, 1, state(2), Some(audit)).unwrap();
+        other(&mut b, "after");
+        b.append(&c, 2, state(2), None).unwrap(); // its audit event is written elsewhere
+
+        // What the engine would have written as a row of its own.
+        let detail = serde_json::json!({ "generation": 2, "expires_at": 120 }).to_string();
+        let refresh = (
+            2,
+            5_000,
+            REFRESH_ACTOR.to_owned(),
+            Some("192.0.2.1".to_owned()),
+            REFRESH_ACTION.to_owned(),
+            "1".to_owned(),
+            detail,
+        );
+        let before = audit_rows(&c);
+        assert_eq!(before.len(), 3);
+        assert_eq!((before[0].0, before[0].4.as_str()), (1, "before"));
+        assert_eq!(before[1], refresh);
+        assert_eq!((before[2].0, before[2].4.as_str()), (3, "after"));
+
+        fold(&c, &[(1, state(2)), (2, state(2))]).unwrap();
+        assert_eq!(
+            audit_rows(&c),
+            before,
+            "the fold moved the event under the same number"
+        );
+        let left: i64 = c
+            .query_row("SELECT count(*) FROM refresh_journal", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+        // Numbering continues after everything the store holds.
+        assert_eq!(BatchJournal::open(&c).unwrap().next_seq(), 4);
     }
 }

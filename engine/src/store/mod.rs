@@ -35,6 +35,20 @@ pub struct KeyEpochRecord {
     pub retired_at: Option<Timestamp>,
 }
 
+/// The actor of the audit events [`StoreTxn::refresh_registration`] records.
+pub const REFRESH_ACTOR: &str = "device";
+/// The action of the audit events [`StoreTxn::refresh_registration`] records.
+pub const REFRESH_ACTION: &str = "registration.refresh";
+
+/// When and from where a device refreshed, for the audit event recorded with the refresh.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshAudit<'a> {
+    /// When.
+    pub at: Timestamp,
+    /// From where.
+    pub source: Option<&'a str>,
+}
+
 /// An audit event before it has a sequence number.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent<'a> {
@@ -180,7 +194,15 @@ pub trait StoreTxn: StoreRead {
     /// Record a refresh: the registration's generation, key epoch, issue and expiry times. The
     /// hot path: the SQLite store appends it to its refresh journal instead of updating the
     /// row in place; every read of the registration sees it at once.
-    fn refresh_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error>;
+    ///
+    /// With `audit`, the same row records the refresh's audit event: actor
+    /// [`REFRESH_ACTOR`], action [`REFRESH_ACTION`], the registration id as subject and
+    /// `{"expires_at", "generation"}` as detail, in sequence with every other event.
+    fn refresh_registration(
+        &mut self,
+        rec: &RegistrationRecord,
+        audit: Option<RefreshAudit<'_>>,
+    ) -> Result<(), Error>;
     /// Block a device id (replacing an earlier block).
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error>;
     /// Unblock a device id; false if it was not blocked.

@@ -107,6 +107,12 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // 4: a device's refresh carries its audit event in its journal row (moved into `audit`
+    // when the journal is folded; see store/journal.rs). NULL: the event is in `audit`.
+    r#"
+    ALTER TABLE refresh_journal ADD COLUMN audit_at INTEGER;
+    ALTER TABLE refresh_journal ADD COLUMN audit_source TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -10,10 +10,11 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
-use super::journal::{self, BatchJournal, Follower, Overlay, RefreshState};
+use super::journal::{self, BatchJournal, Follower, Overlay, RefreshState, AUDIT_FROM_JOURNAL};
 use super::{
     schema, CommitCallback, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal,
-    OperationQuery, RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn, WriteJob,
+    OperationQuery, RefreshAudit, RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn,
+    WriteJob,
 };
 use crate::error::Error;
 use crate::model::{
@@ -168,6 +169,7 @@ impl SqliteStore {
         configure(&conn, options.synchronous_full)?;
         schema::migrate(&mut conn)?;
         journal::fold_all(&mut conn)?;
+        let journal = BatchJournal::open(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
         let ckpt_conn = Connection::open(&path)?;
         configure(&ckpt_conn, options.synchronous_full)?;
@@ -199,7 +201,7 @@ impl SqliteStore {
         };
         let thread = std::thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer, &st))
+            .spawn(move || writer_loop(conn, journal, rx, &writer, &st))
             .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             path,
@@ -327,10 +329,16 @@ struct Writing {
     overlay: Arc<Overlay>,
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<Queued>, w: &Writing, stats: &Stats) {
+fn writer_loop(
+    conn: Connection,
+    journal: BatchJournal,
+    rx: Receiver<Queued>,
+    w: &Writing,
+    stats: &Stats,
+) {
     let mut batch: Vec<Queued> = Vec::with_capacity(w.max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(w.max_batch);
-    let mut journal = BatchJournal::default();
+    let mut journal = journal;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < w.max_batch {
@@ -486,6 +494,14 @@ enum View<'c> {
 }
 
 impl Db<'_> {
+    /// The writer's batch journal; writes happen only on the writer.
+    fn writer_journal(&mut self) -> Result<&mut BatchJournal, Error> {
+        match &mut self.view {
+            View::Writer(_, batch) => Ok(batch),
+            _ => Err(Error::Store("write outside the store's writer".into())),
+        }
+    }
+
     fn overlay(&self, rec: &mut RegistrationRecord) {
         let id = rec.id.get();
         let s = match &self.view {
@@ -769,8 +785,12 @@ impl StoreRead for Db<'_> {
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, at, actor, source, action, subject, detail FROM audit \
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            // Refresh events still in the journal interleave with the others by sequence.
+            &format!(
+                "SELECT seq, at, actor, source, action, subject, detail FROM audit \
+                 WHERE seq > ?1 UNION ALL {AUDIT_FROM_JOURNAL} AND seq > ?1 \
+                 ORDER BY seq LIMIT ?2"
+            ),
         )?;
         let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
             Ok(AuditEvent {
@@ -823,7 +843,8 @@ impl StoreRead for Db<'_> {
             pts: c("SELECT count(*) FROM pts")?,
             pending_operations: c("SELECT count(*) FROM operations WHERE state = 'pending'")?,
             active_registrations: c("SELECT count(*) FROM registrations WHERE active = 1")?,
-            audit_events: c("SELECT coalesce(max(seq), 0) FROM audit")?,
+            audit_events: c("SELECT max(coalesce((SELECT max(seq) FROM audit), 0), \
+                 coalesce((SELECT max(seq) FROM refresh_journal WHERE audit_at IS NOT NULL), 0))")?,
             leak_signals: c("SELECT count(*) FROM leak_signals")?,
         })
     }
@@ -999,13 +1020,16 @@ impl StoreTxn for Db<'_> {
         Ok(())
     }
 
-    fn refresh_registration(&mut self, rec: &RegistrationRecord) -> Result<(), Error> {
+    fn refresh_registration(
+        &mut self,
+        rec: &RegistrationRecord,
+        audit: Option<RefreshAudit<'_>>,
+    ) -> Result<(), Error> {
         // Appended to the refresh journal rather than updating the row in place (see
         // store/journal.rs); the fold writes it into the row later.
-        match &mut self.view {
-            View::Writer(_, batch) => batch.append(self.conn, rec.id.get(), RefreshState::of(rec)),
-            _ => Err(Error::Store("refresh outside the writer".into())),
-        }
+        let conn = self.conn;
+        let batch = self.writer_journal()?;
+        batch.append(conn, rec.id.get(), RefreshState::of(rec), audit)
     }
 
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error> {
@@ -1026,12 +1050,15 @@ impl StoreTxn for Db<'_> {
     }
 
     fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error> {
+        // Numbered by the writer, in one sequence with the refresh events in the journal.
+        let seq = self.writer_journal()?.next_seq();
         self.conn
             .prepare_cached(
-                "INSERT INTO audit (at, actor, source, action, subject, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO audit (seq, at, actor, source, action, subject, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
+                seq,
                 sql_ts(ev.at),
                 ev.actor,
                 ev.source,
@@ -1039,7 +1066,7 @@ impl StoreTxn for Db<'_> {
                 ev.subject,
                 json(&ev.detail)?
             ])?;
-        Ok(self.conn.last_insert_rowid() as u64)
+        Ok(seq as u64)
     }
 
     fn insert_leak(&mut self, s: &NewLeakSignal) -> Result<u64, Error> {
