@@ -552,4 +552,32 @@ mod tests {
         // Numbering continues after everything the store holds.
         assert_eq!(BatchJournal::open(&c).unwrap().next_seq(), 4);
     }
+
+    #[test]
+    fn journal_rows_from_before_the_audit_columns_fold_without_a_second_event() {
+        let mut c = Connection::open_in_memory().unwrap();
+        // A store at schema version 3, whose refreshes wrote their events to `audit` directly.
+        for sql in &crate::store::schema::MIGRATIONS[..3] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+        c.execute(
+            "INSERT INTO refresh_journal (registration_id, generation, key_epoch, issued_at, \
+             expires_at) VALUES (1, 2, 1, 20, 120)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO audit (at, actor, action, subject, detail) \
+             VALUES (1, 'device', 'registration.refresh', '1', '{}')",
+            [],
+        )
+        .unwrap();
+        crate::store::schema::migrate(&mut c).unwrap();
+        assert_eq!(audit_rows(&c).len(), 1);
+        fold_all(&mut c).unwrap();
+        let rows = audit_rows(&c);
+        assert_eq!(rows.len(), 1, "the event was already in audit: {rows:?}");
+        assert_eq!(BatchJournal::open(&c).unwrap().next_seq(), 2);
+    }
 }
