@@ -120,7 +120,8 @@ pub struct StoreCounts {
     pub pending_operations: u64,
     /// Active registrations.
     pub active_registrations: u64,
-    /// Audit events.
+    /// The latest audit sequence number: the number of audit events, plus any numbers that
+    /// rolled-back writes left unused.
     pub audit_events: u64,
     /// Leak signals.
     pub leak_signals: u64,

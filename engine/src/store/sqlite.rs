@@ -331,14 +331,13 @@ struct Writing {
 
 fn writer_loop(
     conn: Connection,
-    journal: BatchJournal,
+    mut journal: BatchJournal,
     rx: Receiver<Queued>,
     w: &Writing,
     stats: &Stats,
 ) {
     let mut batch: Vec<Queued> = Vec::with_capacity(w.max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(w.max_batch);
-    let mut journal = journal;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < w.max_batch {
