@@ -8,7 +8,7 @@ use crate::model::{
     RegistrationStatus,
 };
 use crate::secret::RegistrationToken;
-use crate::store::{self, NewLeakSignal, RefreshAudit, RegistrationQuery};
+use crate::store::{NewLeakSignal, RefreshAudit, RegistrationQuery};
 use crate::time::Timestamp;
 use crate::token::{RtClaims, UntrustedRt};
 
@@ -186,23 +186,13 @@ impl Engine {
                     reg.key_epoch = epoch;
                     reg.issued_at = now_secs;
                     reg.expires_at = now_secs.saturating_add(reg.lifetime_secs);
-                    // A device's refresh records its audit event with the refresh itself.
-                    let by_device = actor.name == store::REFRESH_ACTOR;
-                    let audit = by_device.then_some(RefreshAudit {
+                    // The refresh records its audit event with itself (one row, not two).
+                    let audit = RefreshAudit {
                         at: tx.now,
+                        actor: &actor.name,
                         source: actor.source.as_deref(),
-                    });
+                    };
                     tx.db.refresh_registration(&reg, audit)?;
-                    if !by_device {
-                        tx.audit(
-                            &actor,
-                            store::REFRESH_ACTION,
-                            &reg.id.to_string(),
-                            serde_json::json!({
-                                "generation": next, "expires_at": reg.expires_at,
-                            }),
-                        )?;
-                    }
                     tx.effect(Effect::SetFamily(reg.id, family_state(&reg)));
                     let claims = claims_of(&reg);
                     return Ok(Ok(Refreshed {

@@ -35,16 +35,16 @@ pub struct KeyEpochRecord {
     pub retired_at: Option<Timestamp>,
 }
 
-/// The actor of the audit events [`StoreTxn::refresh_registration`] records.
-pub const REFRESH_ACTOR: &str = "device";
 /// The action of the audit events [`StoreTxn::refresh_registration`] records.
 pub const REFRESH_ACTION: &str = "registration.refresh";
 
-/// When and from where a device refreshed, for the audit event recorded with the refresh.
+/// Who refreshed, when and from where: the audit event recorded with the refresh.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshAudit<'a> {
     /// When.
     pub at: Timestamp,
+    /// Who (`device` for every refresh a device makes).
+    pub actor: &'a str,
     /// From where.
     pub source: Option<&'a str>,
 }
@@ -196,13 +196,13 @@ pub trait StoreTxn: StoreRead {
     /// hot path: the SQLite store appends it to its refresh journal instead of updating the
     /// row in place; every read of the registration sees it at once.
     ///
-    /// With `audit`, the same row records the refresh's audit event: actor
-    /// [`REFRESH_ACTOR`], action [`REFRESH_ACTION`], the registration id as subject and
+    /// The same row records the refresh's audit event: `audit`'s actor, time and source,
+    /// action [`REFRESH_ACTION`], the registration id as subject and
     /// `{"expires_at", "generation"}` as detail, in sequence with every other event.
     fn refresh_registration(
         &mut self,
         rec: &RegistrationRecord,
-        audit: Option<RefreshAudit<'_>>,
+        audit: RefreshAudit<'_>,
     ) -> Result<(), Error>;
     /// Block a device id (replacing an earlier block).
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error>;

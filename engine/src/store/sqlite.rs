@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
-use super::journal::{self, BatchJournal, Follower, Overlay, RefreshState, AUDIT_FROM_JOURNAL};
+use super::journal::{self, audit_from_journal, BatchJournal, Follower, Overlay, RefreshState};
 use super::{
     schema, CommitCallback, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal,
     OperationQuery, RefreshAudit, RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn,
@@ -787,8 +787,9 @@ impl StoreRead for Db<'_> {
             // Refresh events still in the journal interleave with the others by sequence.
             &format!(
                 "SELECT seq, at, actor, source, action, subject, detail FROM audit \
-                 WHERE seq > ?1 UNION ALL {AUDIT_FROM_JOURNAL} AND seq > ?1 \
-                 ORDER BY seq LIMIT ?2"
+                 WHERE seq > ?1 UNION ALL {} AND seq > ?1 \
+                 ORDER BY seq LIMIT ?2",
+                audit_from_journal()
             ),
         )?;
         let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
@@ -1022,13 +1023,13 @@ impl StoreTxn for Db<'_> {
     fn refresh_registration(
         &mut self,
         rec: &RegistrationRecord,
-        audit: Option<RefreshAudit<'_>>,
+        audit: RefreshAudit<'_>,
     ) -> Result<(), Error> {
         // Appended to the refresh journal rather than updating the row in place (see
         // store/journal.rs); the fold writes it into the row later.
         let conn = self.conn;
         let batch = self.writer_journal()?;
-        batch.append(conn, rec.id.get(), RefreshState::of(rec), audit)
+        batch.append(conn, rec.id.get(), RefreshState::of(rec), Some(audit))
     }
 
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error> {
