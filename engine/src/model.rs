@@ -662,10 +662,13 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The name of every device actor.
+    pub const DEVICE: &'static str = "device";
+
     /// A device, optionally with its address.
     pub fn device(source: Option<String>) -> Self {
         Self {
-            name: "device".into(),
+            name: Self::DEVICE.into(),
             source,
         }
     }

@@ -33,7 +33,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::sqlite::sql_u64;
 use super::{RefreshAudit, REFRESH_ACTION};
 use crate::error::Error;
-use crate::model::RegistrationRecord;
+use crate::model::{Actor, RegistrationRecord};
 
 /// Journal rows after which the writer folds the journal into the registration rows.
 pub(crate) const DEFAULT_FOLD_ROWS: u64 = 65_536;
@@ -41,9 +41,9 @@ pub(crate) const DEFAULT_FOLD_ROWS: u64 = 65_536;
 /// `meta` key counting folds, so a follower knows when the journal was emptied.
 const META_FOLDS: &str = "journal_folds";
 
-/// Stored as the actor of a journal row's event when the column is NULL: the refreshes that
-/// devices make, nearly all of them, so their rows stay short.
-const DEVICE_ACTOR: &str = "device";
+/// The actor of a journal row's event when `audit_actor` is NULL: devices make nearly every
+/// refresh, so their rows leave it out.
+const DEVICE_ACTOR: &str = Actor::DEVICE;
 
 /// The audit events that journal rows carry, as rows of `audit`'s columns (`seq, at, actor,
 /// source, action, subject, detail`); the detail is `{"expires_at", "generation"}`, keys in the
