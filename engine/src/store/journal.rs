@@ -393,24 +393,29 @@ mod tests {
         assert_eq!(b.rows, 1);
     }
 
+    /// Run one committed batch of refreshes `(registration, generation)` (folding first after 2
+    /// committed rows); whether it folded.
+    fn batch(c: &Connection, o: &Overlay, b: &mut BatchJournal, refreshes: &[(u64, u32)]) -> bool {
+        b.start(c, o, 2).unwrap();
+        let folded = b.folded;
+        for &(id, generation) in refreshes {
+            b.append(c, id, state(generation), None).unwrap();
+        }
+        b.committed();
+        o.commit(b);
+        folded
+    }
+
     #[test]
     fn folded_states_stay_visible_for_one_more_round_and_the_newest_wins() {
         let c = db();
         let o = Overlay::default();
         let mut b = BatchJournal::default();
-        b.start(&c, &o, 2).unwrap();
-        b.append(&c, 1, state(2), None).unwrap();
-        b.append(&c, 2, state(5), None).unwrap();
-        b.committed();
-        o.commit(&mut b);
+        batch(&c, &o, &mut b, &[(1, 2), (2, 5)]);
         assert_eq!((o.get(1), o.get(2)), (Some(state(2)), Some(state(5))));
 
         // Two rows committed: the next batch folds them first.
-        b.start(&c, &o, 2).unwrap();
-        assert!(b.folded);
-        b.append(&c, 1, state(3), None).unwrap();
-        b.committed();
-        o.commit(&mut b);
+        assert!(batch(&c, &o, &mut b, &[(1, 3)]));
         assert_eq!(b.committed_rows, 1);
         assert_eq!(o.get(1), Some(state(3)), "the batch's own state is newer");
         assert_eq!(o.get(2), Some(state(5)), "kept one round after the fold");
@@ -460,20 +465,13 @@ mod tests {
         let o = Overlay::default();
         let mut b = BatchJournal::default();
         let mut f = Follower::default();
-        b.start(&c, &o, 2).unwrap();
-        b.append(&c, 1, state(2), None).unwrap();
-        b.append(&c, 1, state(3), None).unwrap();
-        b.committed();
-        o.commit(&mut b);
+        batch(&c, &o, &mut b, &[(1, 2), (1, 3)]);
         f.catch_up(&c).unwrap();
         assert_eq!(f.get(1), Some(state(3)));
         let seen = f.last_seq;
         f.catch_up(&c).unwrap();
         assert_eq!(f.last_seq, seen);
-        b.start(&c, &o, 2).unwrap(); // folds
-        b.append(&c, 2, state(2), None).unwrap();
-        b.committed();
-        o.commit(&mut b);
+        batch(&c, &o, &mut b, &[(2, 2)]); // folds
         f.catch_up(&c).unwrap();
         assert_eq!(
             f.get(1),
