@@ -193,13 +193,13 @@ impl BatchJournal {
         self.states.get(&id).copied()
     }
 
-    /// Append a refresh to the journal, with its audit event if `audit` is given.
+    /// Append a refresh to the journal, with its audit event.
     pub(crate) fn append(
         &mut self,
         conn: &Connection,
         id: u64,
         s: RefreshState,
-        audit: Option<RefreshAudit<'_>>,
+        audit: RefreshAudit<'_>,
     ) -> Result<(), Error> {
         let (id_, generation, key_epoch, issued_at, expires_at) = s.params(id);
         let seq = self.next_seq();
@@ -215,9 +215,9 @@ impl BatchJournal {
             key_epoch,
             issued_at,
             expires_at,
-            audit.map(|a| sql_u64(a.at.unix_millis())),
-            audit.and_then(|a| a.source),
-            audit.map(|a| a.actor).filter(|a| *a != DEVICE_ACTOR),
+            sql_u64(audit.at.unix_millis()),
+            audit.source,
+            Some(audit.actor).filter(|a| *a != DEVICE_ACTOR),
         ])?;
         self.undo.push((id, self.states.insert(id, s)));
         self.rows += 1;
@@ -369,6 +369,13 @@ mod tests {
         c
     }
 
+    /// A device's refresh event.
+    const BY_DEVICE: RefreshAudit<'static> = RefreshAudit {
+        at: crate::time::Timestamp::from_unix_millis(1),
+        actor: DEVICE_ACTOR,
+        source: None,
+    };
+
     fn state(generation: u32) -> RefreshState {
         RefreshState {
             generation,
@@ -383,10 +390,10 @@ mod tests {
         let c = db();
         let mut b = BatchJournal::default();
         b.begin_job();
-        b.append(&c, 7, state(2), None).unwrap();
+        b.append(&c, 7, state(2), BY_DEVICE).unwrap();
         b.begin_job();
-        b.append(&c, 7, state(3), None).unwrap();
-        b.append(&c, 8, state(2), None).unwrap();
+        b.append(&c, 7, state(3), BY_DEVICE).unwrap();
+        b.append(&c, 8, state(2), BY_DEVICE).unwrap();
         b.rollback_job();
         assert_eq!(b.get(7), Some(state(2)));
         assert_eq!(b.get(8), None);
@@ -399,7 +406,7 @@ mod tests {
         b.start(c, o, 2).unwrap();
         let folded = b.folded;
         for &(id, generation) in refreshes {
-            b.append(c, id, state(generation), None).unwrap();
+            b.append(c, id, state(generation), BY_DEVICE).unwrap();
         }
         b.committed();
         o.commit(b);
@@ -527,9 +534,15 @@ mod tests {
             actor: "device",
             source: Some("192.0.2.1"),
         };
-        b.append(&c, 1, state(2), Some(audit)).unwrap();
+        b.append(&c, 1, state(2), audit).unwrap();
         other(&mut b, "after");
-        b.append(&c, 2, state(2), None).unwrap(); // its audit event is written elsewhere
+        // A row from before the audit columns: its event is in `audit` already.
+        c.execute(
+            "INSERT INTO refresh_journal (seq, registration_id, generation, key_epoch, \
+             issued_at, expires_at) VALUES (?1, 2, 2, 1, 20, 120)",
+            [b.next_seq()],
+        )
+        .unwrap();
 
         // What the engine would have written as a row of its own.
         let detail = serde_json::json!({ "generation": 2, "expires_at": 120 }).to_string();
@@ -601,7 +614,7 @@ mod tests {
                 actor,
                 source: None,
             };
-            b.append(&c, 1, state(2), Some(audit)).unwrap();
+            b.append(&c, 1, state(2), audit).unwrap();
         }
         let stored: Vec<Option<String>> = c
             .prepare("SELECT audit_actor FROM refresh_journal ORDER BY seq")

@@ -1029,7 +1029,7 @@ impl StoreTxn for Db<'_> {
         // store/journal.rs); the fold writes it into the row later.
         let conn = self.conn;
         let batch = self.writer_journal()?;
-        batch.append(conn, rec.id.get(), RefreshState::of(rec), Some(audit))
+        batch.append(conn, rec.id.get(), RefreshState::of(rec), audit)
     }
 
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error> {
