@@ -1,8 +1,10 @@
 //! Engine refresh throughput without the network: the store seeded with N registrations
 //! (default 1,000,000), `--devices` of them provisioned through the real flow, then refreshes
 //! kept `--inflight` at a time through `Engine::refresh_then` for `--seconds`. Prints one JSON
-//! object: refreshes per second, and CPU time per refresh of the store's writer thread and of
-//! the whole process (the driver thread parses and checks each RT before submitting it).
+//! object: refreshes per second; CPU time per refresh of the store's writer thread and of the
+//! whole process (the driver thread parses and checks each RT before submitting it); and the
+//! time from submitting a refresh until it is durable (p50, p99, p99.9, max), whose tail shows
+//! what a journal fold costs the refreshes queued behind it.
 //!
 //! `cargo run --release -p tessera-benches --bin engine_refresh -- [--seed N] [--devices N]
 //! [--inflight N] [--seconds N]`
@@ -48,13 +50,14 @@ fn main() {
     eprintln!("refreshing for {seconds} s");
 
     // Slot i refreshes devices i, i + inflight, ...; a completion hands the slot back.
-    let (done_tx, done_rx) = mpsc::channel::<(usize, String)>();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, String, Duration)>();
     let actor = Actor::device(Some("127.0.0.1".into()));
     let submit = |slot: usize, rt: &str, at: Timestamp| {
         let tx = done_tx.clone();
+        let submitted = Instant::now();
         engine.refresh_then(rt, &actor, at, move |r| {
             let r = r.expect("refresh");
-            let _ = tx.send((slot, r.rt.expose().to_owned()));
+            let _ = tx.send((slot, r.rt.expose().to_owned(), submitted.elapsed()));
         });
     };
     let slots = inflight.min(devices);
@@ -65,11 +68,13 @@ fn main() {
         *n = slot;
     }
     let mut count = 0u64;
+    let mut waits = Vec::new();
     let stop = t0 + Duration::from_secs(seconds);
     let mut outstanding = slots;
     while outstanding > 0 {
-        let (slot, rt) = done_rx.recv().expect("completion");
+        let (slot, rt, waited) = done_rx.recv().expect("completion");
         rts[next[slot]] = rt;
+        waits.push(waited);
         count += 1;
         outstanding -= 1;
         if Instant::now() < stop {
@@ -83,6 +88,11 @@ fn main() {
     let secs = t0.elapsed().as_secs_f64();
     let (w1, p1) = (cpu_secs(&writer), cpu_secs("/proc/self"));
     let us = |cpu: f64| (cpu * 1e6 / count as f64 * 100.0).round() / 100.0;
+    waits.sort_unstable();
+    let ms = |q: f64| {
+        let i = ((waits.len() as f64 * q) as usize).min(waits.len() - 1);
+        (waits[i].as_secs_f64() * 1e5).round() / 100.0
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -94,6 +104,7 @@ fn main() {
             "writer_cpu_us_per_refresh": us(w1 - w0),
             "process_cpu_us_per_refresh": us(p1 - p0),
             "commits": engine.status().expect("status").commits,
+            "durable_after_ms": { "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": ms(1.0) },
         })
     );
 }

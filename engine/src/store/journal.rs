@@ -14,16 +14,21 @@
 //!   its current batch wrote ([`BatchJournal`], uncommitted until the batch commits);
 //! - the store's own read connections overlay committed states from the same [`Overlay`];
 //! - a reader in another process ([`Follower`], used by the local validator) follows the
-//!   journal by sequence number inside its read transaction, so it sees exactly what the
-//!   snapshot holds.
+//!   journal's rows above the fold watermark by sequence number inside its read transaction,
+//!   so it sees exactly what the snapshot holds.
 //!
 //! A refresh is also an audit event, and writing it as a row of its own in `audit` took about a
 //! quarter of the writer's time per refresh (measured in docs/reliability.md). So the journal
 //! row carries it (`audit_at`, `audit_source`, and `audit_actor` unless the actor is a device):
 //! journal rows and audit rows take their sequence numbers from one counter
-//! ([`BatchJournal::next_seq`]), the audit reads list journal events with the others in
-//! sequence order ([`audit_from_journal`]), and a fold moves them into `audit` under the same
-//! numbers.
+//! ([`BatchJournal::next_seq`]), and the audit reads list journal events with the others in
+//! sequence order ([`audit_from_journal`]).
+//!
+//! A fold therefore leaves the journal's rows where they are, as the refresh part of the audit
+//! log: it writes the newest states into the registration rows and moves a watermark in `meta`
+//! (`journal_folded_upto`) to the last sequence number it covered. The rows above the watermark
+//! are the unfolded ones. (Until 2026-12 a fold also copied the events into `audit` and deleted
+//! the rows; that copy was four fifths of a fold's time, measured in docs/reliability.md.)
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -38,8 +43,9 @@ use crate::model::{Actor, RegistrationRecord};
 /// Journal rows after which the writer folds the journal into the registration rows.
 pub(crate) const DEFAULT_FOLD_ROWS: u64 = 65_536;
 
-/// `meta` key counting folds, so a follower knows when the journal was emptied.
-const META_FOLDS: &str = "journal_folds";
+/// `meta` key holding the sequence number up to which the journal is folded into the
+/// registration rows (absent: nothing is).
+const META_FOLDED_UPTO: &str = "journal_folded_upto";
 
 /// The actor of a journal row's event when `audit_actor` is NULL: devices make nearly every
 /// refresh, so their rows leave it out.
@@ -249,7 +255,9 @@ impl BatchJournal {
     ) -> Result<(), Error> {
         self.clear();
         if self.committed_rows >= fold_rows {
-            fold(conn, &overlay.unfolded())?;
+            // Every row numbered up to `last_seq` is committed (or was rolled back): the
+            // overlay holds the newest state of each.
+            fold(conn, &overlay.unfolded(), self.last_seq)?;
             self.folded = true;
         }
         Ok(())
@@ -272,9 +280,10 @@ impl BatchJournal {
     }
 }
 
-/// Write `states` into the registration rows, move the journal's audit events into `audit`
-/// and empty the journal (inside the caller's transaction).
-fn fold(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> {
+/// Write `states`, the newest of the journal rows numbered up to `upto`, into the registration
+/// rows and move the watermark to `upto` (inside the caller's transaction). The rows stay: they
+/// are the refresh events of the audit log.
+fn fold(conn: &Connection, states: &[(u64, RefreshState)], upto: i64) -> Result<(), Error> {
     let mut st = conn.prepare_cached(
         "UPDATE registrations SET generation = ?2, key_epoch = ?3, issued_at = ?4, \
          expires_at = ?5 WHERE id = ?1 AND generation < ?2",
@@ -282,24 +291,25 @@ fn fold(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> 
     for (id, s) in states {
         st.execute(s.params(*id))?;
     }
-    conn.execute(
-        &format!(
-            "INSERT INTO audit (seq, at, actor, source, action, subject, detail) \
-             {} ORDER BY seq",
-            audit_from_journal()
-        ),
-        [],
-    )?;
-    conn.execute("DELETE FROM refresh_journal", [])?;
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, '1') \
-         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-        [META_FOLDS],
-    )?;
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(rusqlite::params![META_FOLDED_UPTO, upto.to_string()])?;
     Ok(())
 }
 
-/// Fold whatever the journal holds (when the store opens, before anything reads the rows).
+/// The fold watermark: journal rows numbered above it are not folded yet.
+fn folded_upto(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+        .query_row([META_FOLDED_UPTO], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Fold whatever the journal holds above the watermark (when the store opens, before anything
+/// reads the rows).
 pub(crate) fn fold_all(conn: &mut Connection) -> Result<(), Error> {
     let tx = conn.transaction()?;
     let mut f = Follower::default();
@@ -307,7 +317,7 @@ pub(crate) fn fold_all(conn: &mut Connection) -> Result<(), Error> {
     if !f.states.is_empty() {
         let mut v: Vec<_> = f.states.into_iter().collect();
         v.sort_unstable_by_key(|(k, _)| *k);
-        fold(&tx, &v)?;
+        fold(&tx, &v, f.last_seq)?;
     }
     tx.commit()?;
     Ok(())
@@ -317,7 +327,8 @@ pub(crate) fn fold_all(conn: &mut Connection) -> Result<(), Error> {
 /// rows appended since it last looked, inside the caller's read transaction.
 #[derive(Debug, Default)]
 pub(crate) struct Follower {
-    folds: i64,
+    /// The fold watermark when it last looked.
+    folded_upto: i64,
     last_seq: i64,
     states: HashMap<u64, RefreshState>,
 }
@@ -327,16 +338,13 @@ impl Follower {
         self.states.get(&id).copied()
     }
 
-    /// Read what the journal gained since the last call (all of it after a fold).
+    /// Read the unfolded rows the journal gained since the last call (after a fold: all the
+    /// rows above the new watermark, as what it folded is in the registration rows now).
     pub(crate) fn catch_up(&mut self, conn: &Connection) -> Result<(), Error> {
-        let folds: i64 = conn
-            .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
-            .query_row([META_FOLDS], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0);
-        if folds != self.folds {
-            self.folds = folds;
-            self.last_seq = 0;
+        let upto = folded_upto(conn)?;
+        if upto != self.folded_upto {
+            self.folded_upto = upto;
+            self.last_seq = upto;
             self.states.clear();
         }
         let mut st = conn.prepare_cached(
@@ -431,7 +439,12 @@ mod tests {
         let rows: u32 = c
             .query_row("SELECT count(*) FROM refresh_journal", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, 1, "the fold emptied the journal of what it folded");
+        assert_eq!(rows, 3, "the fold keeps the rows: they are audit events");
+        assert_eq!(
+            folded_upto(&c).unwrap(),
+            2,
+            "the watermark covers the folded rows"
+        );
         let folded: u32 = c
             .query_row(
                 "SELECT generation FROM registrations WHERE id = 2",
@@ -486,6 +499,28 @@ mod tests {
             "folded into the row; the follower forgot it"
         );
         assert_eq!(f.get(2), Some(state(2)));
+    }
+
+    #[test]
+    fn a_follower_starts_at_the_watermark_not_at_the_first_row() {
+        let c = db();
+        let o = Overlay::default();
+        let mut b = BatchJournal::default();
+        batch(&c, &o, &mut b, &[(1, 2), (2, 2)]);
+        batch(&c, &o, &mut b, &[(3, 2)]); // folds the first two rows
+        let mut f = Follower::default();
+        f.catch_up(&c).unwrap();
+        assert_eq!(f.folded_upto, 2);
+        assert_eq!(
+            f.states.keys().copied().collect::<Vec<_>>(),
+            [3],
+            "only the unfolded row was read"
+        );
+        let mut c = c;
+        fold_all(&mut c).unwrap();
+        assert_eq!(folded_upto(&c).unwrap(), 3, "opening folds the rest");
+        fold_all(&mut c).unwrap();
+        assert_eq!(folded_upto(&c).unwrap(), 3, "and nothing twice");
     }
 
     /// An audit row: seq, at, actor, source, action, subject, detail.
@@ -561,18 +596,23 @@ mod tests {
         assert_eq!(before[1], refresh);
         assert_eq!((before[2].0, before[2].4.as_str()), (3, "after"));
 
-        fold(&c, &[(1, state(2)), (2, state(2))]).unwrap();
+        fold(&c, &[(1, state(2)), (2, state(2))], 4).unwrap();
         assert_eq!(
             audit_rows(&c),
             before,
-            "the fold moved the event under the same number"
+            "the fold left every event in its place"
         );
-        let left: i64 = c
-            .query_row("SELECT count(*) FROM refresh_journal", [], |r| r.get(0))
+        let copied: i64 = c
+            .query_row(
+                "SELECT count(*) FROM audit WHERE action = ?1",
+                [REFRESH_ACTION],
+                |r| r.get(0),
+            )
             .unwrap();
-        assert_eq!(left, 0);
-        // Numbering continues after everything the store holds.
-        assert_eq!(BatchJournal::open(&c).unwrap().next_seq(), 4);
+        assert_eq!(copied, 0, "and copied none of them");
+        // Numbering continues after everything the store holds (the row without an event
+        // is number 4).
+        assert_eq!(BatchJournal::open(&c).unwrap().next_seq(), 5);
     }
 
     #[test]
@@ -631,7 +671,7 @@ mod tests {
         let actors =
             |c: &Connection| -> Vec<String> { audit_rows(c).into_iter().map(|r| r.2).collect() };
         assert_eq!(actors(&c), ["device", "tech-1"]);
-        fold(&c, &[(1, state(2))]).unwrap();
+        fold(&c, &[(1, state(2))], 2).unwrap();
         assert_eq!(actors(&c), ["device", "tech-1"]);
     }
 }

@@ -107,9 +107,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
-    // 4: a refresh carries its audit event in its journal row (moved into `audit` when the
-    // journal is folded; see store/journal.rs). `audit_at` NULL: a row from before, whose event
-    // is in `audit`; `audit_actor` NULL: a device.
+    // 4: a refresh carries its audit event in its journal row (a fold moved the events into
+    // `audit` until 2026-12; since then they stay in the journal, see store/journal.rs).
+    // `audit_at` NULL: a row from before, whose event is in `audit`; `audit_actor` NULL: a
+    // device.
     r#"
     ALTER TABLE refresh_journal ADD COLUMN audit_at INTEGER;
     ALTER TABLE refresh_journal ADD COLUMN audit_source TEXT;

@@ -784,7 +784,8 @@ impl StoreRead for Db<'_> {
 
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
         let mut st = self.conn.prepare_cached(
-            // Refresh events still in the journal interleave with the others by sequence.
+            // Refresh events are journal rows; they interleave with the others by sequence
+            // (a merge of two primary-key range scans).
             &format!(
                 "SELECT seq, at, actor, source, action, subject, detail FROM audit \
                  WHERE seq > ?1 UNION ALL {} AND seq > ?1 \
