@@ -8,6 +8,11 @@
 //! journal is *folded* into the registration rows in large sorted batches (every
 //! [`DEFAULT_FOLD_ROWS`] rows, and when the store opens).
 //!
+//! A fold is *sealed* first: the newest state of each registration refreshed since the last
+//! fold is set aside, sorted by id. The writer then writes the sealed states into the rows a
+//! slice at a time ([`DEFAULT_FOLD_SLICE`] per batch), so no batch, and none of the refreshes
+//! waiting behind it, stalls for the whole fold; the last slice moves the watermark.
+//!
 //! The state of a registration is therefore its row overlaid with its newest journal entry (the
 //! one with the highest generation: generations only grow). Who sees what:
 //! - the writer keeps every unfolded state in memory ([`Overlay`], committed) plus the states
@@ -31,7 +36,7 @@
 //! the rows; that copy was four fifths of a fold's time, measured in docs/reliability.md.)
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -42,6 +47,9 @@ use crate::model::{Actor, RegistrationRecord};
 
 /// Journal rows after which the writer folds the journal into the registration rows.
 pub(crate) const DEFAULT_FOLD_ROWS: u64 = 65_536;
+
+/// Sealed states a batch writes into the registration rows while a fold is in progress.
+pub(crate) const DEFAULT_FOLD_SLICE: usize = 1_024;
 
 /// `meta` key holding the sequence number up to which the journal is folded into the
 /// registration rows (absent: nothing is).
@@ -112,10 +120,21 @@ impl RefreshState {
     }
 }
 
+/// States sorted by registration id.
+type Sorted = Arc<[(u64, RefreshState)]>;
+
+fn find(sorted: &Sorted, id: u64) -> Option<RefreshState> {
+    sorted
+        .binary_search_by_key(&id, |(k, _)| *k)
+        .ok()
+        .map(|i| sorted[i].1)
+}
+
 /// Committed journal states not yet folded, shared by the writer and the read connections.
 ///
-/// After a fold the folded states are kept one more fold round (`previous`), so a reader whose
-/// snapshot predates the fold still finds them.
+/// States go to `current` when their batch commits, to `folding` when a fold is sealed, and to
+/// `previous` when that fold completes. `previous` is kept one more fold round, so a reader
+/// whose snapshot predates the fold still finds them.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     maps: RwLock<Maps>,
@@ -124,35 +143,62 @@ pub(crate) struct Overlay {
 #[derive(Debug, Default)]
 struct Maps {
     current: HashMap<u64, RefreshState>,
-    previous: HashMap<u64, RefreshState>,
+    folding: Sorted,
+    previous: Sorted,
 }
 
 impl Overlay {
+    /// The newest committed state of `id` that may not be in its row yet.
     pub(crate) fn get(&self, id: u64) -> Option<RefreshState> {
         let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
-        m.current.get(&id).or_else(|| m.previous.get(&id)).copied()
+        m.current
+            .get(&id)
+            .copied()
+            .or_else(|| find(&m.folding, id))
+            .or_else(|| find(&m.previous, id))
     }
 
-    /// Unfolded states, sorted by registration id (the order the fold writes rows in).
-    fn unfolded(&self) -> Vec<(u64, RefreshState)> {
-        let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
-        let mut v: Vec<_> = m.current.iter().map(|(k, s)| (*k, *s)).collect();
+    /// Seal a fold: the committed states move from `current` to `folding`, sorted by id (the
+    /// order the fold writes rows in). Only the writer calls this, and only it changes
+    /// `current`, so the copy is sorted outside the lock.
+    fn seal(&self) {
+        let mut v: Vec<_> = {
+            let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+            m.current.iter().map(|(k, s)| (*k, *s)).collect()
+        };
         v.sort_unstable_by_key(|(k, _)| *k);
-        v
+        let mut m = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        m.folding = v.into();
+        m.current.clear();
     }
 
-    /// A batch committed: its states become visible to readers (after a fold it made, the
+    /// The states of the fold in progress.
+    fn folding(&self) -> Sorted {
+        let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+        m.folding.clone()
+    }
+
+    /// A batch committed: its states become visible to readers (if it completed a fold, the
     /// folded states move to `previous`).
     pub(crate) fn commit(&self, batch: &mut BatchJournal) {
         let mut m = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        if batch.folded {
-            m.previous = std::mem::take(&mut m.current);
+        if batch.completes_fold {
+            m.previous = std::mem::take(&mut m.folding);
         }
         for (id, s) in batch.states.drain() {
             RefreshState::keep_newest(&mut m.current, id, s);
         }
         batch.clear();
     }
+}
+
+/// A fold in progress.
+#[derive(Debug)]
+struct Fold {
+    /// The watermark it moves to: every row numbered up to it is sealed.
+    upto: i64,
+    /// Sealed states written into the rows by committed batches.
+    done: usize,
 }
 
 /// The writer's journal bookkeeping for the batch in progress.
@@ -164,9 +210,13 @@ pub(crate) struct BatchJournal {
     undo: Vec<(u64, Option<RefreshState>)>,
     /// Rows appended by this batch.
     rows: u64,
-    /// Whether this batch folded the journal.
-    folded: bool,
-    /// Committed rows in the journal (since the last fold).
+    /// The fold in progress, if any.
+    fold: Option<Fold>,
+    /// How many sealed states are written once this batch commits.
+    slice_end: Option<usize>,
+    /// Whether this batch writes the last slice of the fold (and its watermark).
+    completes_fold: bool,
+    /// Committed rows in the journal since the last fold was sealed.
     pub(crate) committed_rows: u64,
     /// The last sequence number handed out to a journal or audit row.
     last_seq: i64,
@@ -246,27 +296,48 @@ impl BatchJournal {
         }
     }
 
-    /// Start of a batch: fold the journal first if it has grown past `fold_rows`.
+    /// Start of a batch: seal a fold if the journal has grown past `fold_rows` since the last
+    /// one, and write the next `slice` states of the fold in progress (with the watermark, if
+    /// they are the last).
     pub(crate) fn start(
         &mut self,
         conn: &Connection,
         overlay: &Overlay,
         fold_rows: u64,
+        slice: usize,
     ) -> Result<(), Error> {
         self.clear();
-        if self.committed_rows >= fold_rows {
+        if self.fold.is_none() && self.committed_rows >= fold_rows {
             // Every row numbered up to `last_seq` is committed (or was rolled back): the
-            // overlay holds the newest state of each.
-            fold(conn, &overlay.unfolded(), self.last_seq)?;
-            self.folded = true;
+            // overlay holds the newest state of each. Sealing changes nothing in the store,
+            // so it stands even if this batch fails.
+            overlay.seal();
+            self.fold = Some(Fold {
+                upto: self.last_seq,
+                done: 0,
+            });
+            self.committed_rows = 0;
+        }
+        if let Some(f) = &self.fold {
+            let sealed = overlay.folding();
+            let end = f.done.saturating_add(slice.max(1)).min(sealed.len());
+            write_states(conn, &sealed[f.done..end])?;
+            self.slice_end = Some(end);
+            if end == sealed.len() {
+                set_folded_upto(conn, f.upto)?;
+                self.completes_fold = true;
+            }
         }
         Ok(())
     }
 
-    /// The batch committed: count its rows.
+    /// The batch committed: count its rows, and advance the fold in progress.
     pub(crate) fn committed(&mut self) {
-        if self.folded {
-            self.committed_rows = 0;
+        if let (Some(f), Some(end)) = (&mut self.fold, self.slice_end) {
+            f.done = end;
+        }
+        if self.completes_fold {
+            self.fold = None;
         }
         self.committed_rows += self.rows;
     }
@@ -276,14 +347,14 @@ impl BatchJournal {
         self.states.clear();
         self.undo.clear();
         self.rows = 0;
-        self.folded = false;
+        self.slice_end = None;
+        self.completes_fold = false;
     }
 }
 
-/// Write `states`, the newest of the journal rows numbered up to `upto`, into the registration
-/// rows and move the watermark to `upto` (inside the caller's transaction). The rows stay: they
-/// are the refresh events of the audit log.
-fn fold(conn: &Connection, states: &[(u64, RefreshState)], upto: i64) -> Result<(), Error> {
+/// Write `states` into the registration rows (inside the caller's transaction); a row only
+/// ever moves to a newer generation.
+fn write_states(conn: &Connection, states: &[(u64, RefreshState)]) -> Result<(), Error> {
     let mut st = conn.prepare_cached(
         "UPDATE registrations SET generation = ?2, key_epoch = ?3, issued_at = ?4, \
          expires_at = ?5 WHERE id = ?1 AND generation < ?2",
@@ -291,6 +362,19 @@ fn fold(conn: &Connection, states: &[(u64, RefreshState)], upto: i64) -> Result<
     for (id, s) in states {
         st.execute(s.params(*id))?;
     }
+    Ok(())
+}
+
+/// Write `states`, the newest of the journal rows numbered up to `upto`, into the registration
+/// rows and move the watermark to `upto` (inside the caller's transaction), all at once. The
+/// rows stay: they are the refresh events of the audit log.
+fn fold(conn: &Connection, states: &[(u64, RefreshState)], upto: i64) -> Result<(), Error> {
+    write_states(conn, states)?;
+    set_folded_upto(conn, upto)
+}
+
+/// Move the fold watermark to `upto`.
+fn set_folded_upto(conn: &Connection, upto: i64) -> Result<(), Error> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -408,11 +492,21 @@ mod tests {
         assert_eq!(b.rows, 1);
     }
 
-    /// Run one committed batch of refreshes `(registration, generation)` (folding first after 2
-    /// committed rows); whether it folded.
-    fn batch(c: &Connection, o: &Overlay, b: &mut BatchJournal, refreshes: &[(u64, u32)]) -> bool {
-        b.start(c, o, 2).unwrap();
-        let folded = b.folded;
+    /// Every sealed state in one batch.
+    const WHOLE: usize = usize::MAX;
+
+    /// Run one committed batch of refreshes `(registration, generation)` (sealing a fold first
+    /// after 2 committed rows, writing `slice` states of a fold in progress); whether it
+    /// completed a fold.
+    fn batch(
+        c: &Connection,
+        o: &Overlay,
+        b: &mut BatchJournal,
+        slice: usize,
+        refreshes: &[(u64, u32)],
+    ) -> bool {
+        b.start(c, o, 2, slice).unwrap();
+        let folded = b.completes_fold;
         for &(id, generation) in refreshes {
             b.append(c, id, state(generation), BY_DEVICE).unwrap();
         }
@@ -426,15 +520,20 @@ mod tests {
         let c = db();
         let o = Overlay::default();
         let mut b = BatchJournal::default();
-        batch(&c, &o, &mut b, &[(1, 2), (2, 5)]);
+        batch(&c, &o, &mut b, WHOLE, &[(1, 2), (2, 5)]);
         assert_eq!((o.get(1), o.get(2)), (Some(state(2)), Some(state(5))));
 
         // Two rows committed: the next batch folds them first.
-        assert!(batch(&c, &o, &mut b, &[(1, 3)]));
+        assert!(batch(&c, &o, &mut b, WHOLE, &[(1, 3)]));
         assert_eq!(b.committed_rows, 1);
         assert_eq!(o.get(1), Some(state(3)), "the batch's own state is newer");
         assert_eq!(o.get(2), Some(state(5)), "kept one round after the fold");
-        assert_eq!(o.unfolded(), vec![(1, state(3))]);
+        let current: Vec<_> = o.maps.read().unwrap().current.clone().into_iter().collect();
+        assert_eq!(
+            current,
+            [(1, state(3))],
+            "only the batch's state is unfolded"
+        );
 
         let rows: u32 = c
             .query_row("SELECT count(*) FROM refresh_journal", [], |r| r.get(0))
@@ -453,6 +552,80 @@ mod tests {
             )
             .unwrap_or(0);
         assert_eq!(folded, 0, "no such row here: the fold touched nothing else");
+    }
+
+    #[test]
+    fn a_fold_in_slices_keeps_every_state_visible_and_moves_the_watermark_last() {
+        let c = db();
+        for id in 1..=3 {
+            c.execute(
+                "INSERT INTO registrations (id, device_id, pt_id, operation_id, active, \
+                 generation, key_epoch, issued_at, expires_at, lifetime, created_at) \
+                 VALUES (?1, 'd', x'00', x'00', 1, 1, 1, 10, 110, 100, 1)",
+                [id],
+            )
+            .unwrap();
+        }
+        let rows = || -> Vec<u32> {
+            let mut st = c
+                .prepare("SELECT generation FROM registrations ORDER BY id")
+                .unwrap();
+            let v = st.query_map([], |r| r.get(0)).unwrap();
+            v.map(Result::unwrap).collect()
+        };
+        let o = Overlay::default();
+        let mut b = BatchJournal::default();
+        let mut f = Follower::default();
+        batch(&c, &o, &mut b, 1, &[(3, 2), (1, 2), (2, 2)]);
+
+        // Sealed: rows 1 to 3. This batch writes one registration, in id order.
+        assert!(!batch(&c, &o, &mut b, 1, &[(3, 3)]));
+        assert_eq!(rows(), [2, 1, 1]);
+        assert_eq!(
+            folded_upto(&c).unwrap(),
+            0,
+            "the watermark waits for the last slice"
+        );
+        assert_eq!(
+            [o.get(1), o.get(2), o.get(3)],
+            [Some(state(2)), Some(state(2)), Some(state(3))]
+        );
+        f.catch_up(&c).unwrap();
+        assert_eq!(
+            f.get(2),
+            Some(state(2)),
+            "a follower still reads the sealed rows"
+        );
+
+        // A batch that fails after writing its slice changes nothing; the next one writes it.
+        c.execute_batch("BEGIN").unwrap();
+        b.start(&c, &o, 2, 1).unwrap();
+        c.execute_batch("ROLLBACK").unwrap();
+        b.clear();
+        assert_eq!(rows(), [2, 1, 1]);
+        assert!(!batch(&c, &o, &mut b, 1, &[]));
+        assert_eq!(rows(), [2, 2, 1]);
+
+        // The last slice moves the watermark to the end of what was sealed.
+        assert!(batch(&c, &o, &mut b, 1, &[]));
+        assert_eq!(
+            rows(),
+            [2, 2, 2],
+            "the sealed state; the newer one is not folded yet"
+        );
+        assert_eq!(folded_upto(&c).unwrap(), 3);
+        assert_eq!(o.get(3), Some(state(3)));
+        assert_eq!(o.get(2), Some(state(2)), "kept one round after the fold");
+        f.catch_up(&c).unwrap();
+        assert_eq!(
+            (f.get(2), f.get(3)),
+            (None, Some(state(3))),
+            "the follower starts again at the watermark"
+        );
+        assert!(
+            b.fold.is_none() && b.committed_rows == 1,
+            "row 4 waits for the next fold"
+        );
     }
 
     #[test]
@@ -485,13 +658,13 @@ mod tests {
         let o = Overlay::default();
         let mut b = BatchJournal::default();
         let mut f = Follower::default();
-        batch(&c, &o, &mut b, &[(1, 2), (1, 3)]);
+        batch(&c, &o, &mut b, WHOLE, &[(1, 2), (1, 3)]);
         f.catch_up(&c).unwrap();
         assert_eq!(f.get(1), Some(state(3)));
         let seen = f.last_seq;
         f.catch_up(&c).unwrap();
         assert_eq!(f.last_seq, seen);
-        batch(&c, &o, &mut b, &[(2, 2)]); // folds
+        batch(&c, &o, &mut b, WHOLE, &[(2, 2)]); // folds
         f.catch_up(&c).unwrap();
         assert_eq!(
             f.get(1),
@@ -506,8 +679,8 @@ mod tests {
         let c = db();
         let o = Overlay::default();
         let mut b = BatchJournal::default();
-        batch(&c, &o, &mut b, &[(1, 2), (2, 2)]);
-        batch(&c, &o, &mut b, &[(3, 2)]); // folds the first two rows
+        batch(&c, &o, &mut b, WHOLE, &[(1, 2), (2, 2)]);
+        batch(&c, &o, &mut b, WHOLE, &[(3, 2)]); // folds the first two rows
         let mut f = Follower::default();
         f.catch_up(&c).unwrap();
         assert_eq!(f.folded_upto, 2);

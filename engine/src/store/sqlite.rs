@@ -34,6 +34,7 @@ pub struct SqliteOptions {
     read_connections: usize,
     synchronous_full: bool,
     journal_fold_rows: u64,
+    journal_fold_slice: usize,
 }
 
 impl Default for SqliteOptions {
@@ -43,6 +44,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             synchronous_full: true,
             journal_fold_rows: journal::DEFAULT_FOLD_ROWS,
+            journal_fold_slice: journal::DEFAULT_FOLD_SLICE,
         }
     }
 }
@@ -74,6 +76,14 @@ impl SqliteOptions {
     /// folding in tests.
     pub fn journal_fold_rows(&mut self, n: u64) -> &mut Self {
         self.journal_fold_rows = n.max(1);
+        self
+    }
+
+    /// Registrations a batch writes into their rows while a fold is in progress, so that no
+    /// batch stalls for a whole fold. Defaults to 1,024; small values exercise folds that take
+    /// many batches in tests.
+    pub fn journal_fold_slice(&mut self, n: usize) -> &mut Self {
+        self.journal_fold_slice = n.max(1);
         self
     }
 }
@@ -197,6 +207,7 @@ impl SqliteStore {
         let writer = Writing {
             max_batch: options.max_batch,
             fold_rows: options.journal_fold_rows,
+            fold_slice: options.journal_fold_slice,
             overlay: overlay.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -326,6 +337,7 @@ struct Queued {
 struct Writing {
     max_batch: usize,
     fold_rows: u64,
+    fold_slice: usize,
     overlay: Arc<Overlay>,
 }
 
@@ -385,7 +397,9 @@ fn run_batch(
         batch.clear();
         return Err(e.into());
     }
-    let mut failure: Option<Error> = journal.start(conn, &w.overlay, w.fold_rows).err();
+    let mut failure: Option<Error> = journal
+        .start(conn, &w.overlay, w.fold_rows, w.fold_slice)
+        .err();
     for Queued { job, savepoint } in batch.drain(..) {
         if failure.is_some() {
             continue; // dropped: the caller gets "store writer stopped"-style error

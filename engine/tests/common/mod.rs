@@ -32,10 +32,14 @@ impl Clock {
 /// (the default is 65,536), so folding runs all the time under every test.
 pub const TEST_FOLD_ROWS: u64 = 3;
 
+/// ... and writes one registration per batch while a fold is in progress (the default is
+/// 1,024), so most folds take several batches, with refreshes committed in between.
+pub const TEST_FOLD_SLICE: usize = 1;
+
 /// Which key keeper the suite runs against: the software keeper by default, or the PKCS#11
 /// keeper when `TESSERA_TEST_KEEPER=pkcs11` (scripts/test-all.sh runs the suite both ways,
 /// against a throw-away SoftHSM2 token). The store folds its journal every
-/// [`TEST_FOLD_ROWS`] refreshes.
+/// [`TEST_FOLD_ROWS`] refreshes, [`TEST_FOLD_SLICE`] registration per batch.
 pub fn open_engine(
     dir: &std::path::Path,
     config: EngineConfig,
@@ -43,7 +47,9 @@ pub fn open_engine(
 ) -> Result<Engine, tessera_engine::Error> {
     let store = SqliteStore::open(
         dir,
-        SqliteOptions::default().journal_fold_rows(TEST_FOLD_ROWS),
+        SqliteOptions::default()
+            .journal_fold_rows(TEST_FOLD_ROWS)
+            .journal_fold_slice(TEST_FOLD_SLICE),
     )?;
     match std::env::var("TESSERA_TEST_KEEPER").as_deref() {
         Ok("pkcs11") => Engine::open(store, pkcs11_keeper("tessera-test-root")?, config, now),
