@@ -150,6 +150,13 @@ pub fn open(dir: &Path) -> Engine {
     Engine::open_dir(dir, lenient_config(), bench_now()).expect("open engine")
 }
 
+/// [`open`] with store options of its own (the software keeper, as `open` uses).
+pub fn open_with(dir: &Path, options: &tessera_engine::store::SqliteOptions) -> Engine {
+    let store = tessera_engine::store::SqliteStore::open(dir, options).expect("open store");
+    let keeper = tessera_engine::SoftwareKeeper::open_or_create(dir).expect("root key");
+    Engine::open(store, keeper, lenient_config(), bench_now()).expect("open engine")
+}
+
 /// A PKCS#11 keeper from the test-token environment (scripts/softhsm-env.sh), creating the key
 /// `tessera-bench-root` on first use; `None` when that environment is not set.
 pub fn pkcs11_from_env() -> Option<tessera_engine::keys::Pkcs11Keeper> {

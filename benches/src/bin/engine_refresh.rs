@@ -7,12 +7,16 @@
 //! what a journal fold costs the refreshes queued behind it.
 //!
 //! `cargo run --release -p tessera-benches --bin engine_refresh -- [--seed N] [--devices N]
-//! [--inflight N] [--seconds N]`
+//! [--inflight N] [--seconds N] [--fold-slice N]` (`--fold-slice`: registrations a batch writes
+//! into their rows while a journal fold is in progress; the store's default otherwise)
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tessera_benches::{bench_now, cpu_secs, open, provision, seed_registrations, thread_named};
+use tessera_benches::{
+    bench_now, cpu_secs, open_with, provision, seed_registrations, thread_named,
+};
+use tessera_engine::store::SqliteOptions;
 use tessera_engine::{Actor, Timestamp};
 
 fn main() {
@@ -20,6 +24,7 @@ fn main() {
     let mut devices = 10_000usize;
     let mut inflight = 512usize;
     let mut seconds = 10u64;
+    let mut options = SqliteOptions::default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
         let v = w
@@ -31,6 +36,9 @@ fn main() {
             "--devices" => devices = v as usize,
             "--inflight" => inflight = v as usize,
             "--seconds" => seconds = v,
+            "--fold-slice" => {
+                options.journal_fold_slice(v as usize);
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -38,9 +46,9 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from("target"));
     let dir = tempfile::tempdir_in(base).expect("tempdir");
-    drop(open(dir.path()));
+    drop(open_with(dir.path(), &options));
     seed_registrations(dir.path(), seed, bench_now()).expect("seed");
-    let engine = open(dir.path());
+    let engine = open_with(dir.path(), &options);
     let now = bench_now();
     let mut rts: Vec<String> = provision(&engine, devices, now)
         .into_iter()
