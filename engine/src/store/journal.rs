@@ -123,6 +123,13 @@ impl RefreshState {
 /// States sorted by registration id.
 type Sorted = Arc<[(u64, RefreshState)]>;
 
+/// `states` sorted by registration id (the order a fold writes rows in).
+fn sorted(states: impl IntoIterator<Item = (u64, RefreshState)>) -> Vec<(u64, RefreshState)> {
+    let mut v: Vec<_> = states.into_iter().collect();
+    v.sort_unstable_by_key(|(k, _)| *k);
+    v
+}
+
 fn find(sorted: &Sorted, id: u64) -> Option<RefreshState> {
     sorted
         .binary_search_by_key(&id, |(k, _)| *k)
@@ -158,15 +165,14 @@ impl Overlay {
             .or_else(|| find(&m.previous, id))
     }
 
-    /// Seal a fold: the committed states move from `current` to `folding`, sorted by id (the
-    /// order the fold writes rows in). Only the writer calls this, and only it changes
-    /// `current`, so the copy is sorted outside the lock.
+    /// Seal a fold: the committed states move from `current` to `folding`, sorted by id. Only
+    /// the writer calls this, and only it changes `current`, so the copy is sorted outside the
+    /// lock.
     fn seal(&self) {
-        let mut v: Vec<_> = {
+        let v = {
             let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
-            m.current.iter().map(|(k, s)| (*k, *s)).collect()
+            sorted(m.current.iter().map(|(k, s)| (*k, *s)))
         };
-        v.sort_unstable_by_key(|(k, _)| *k);
         let mut m = self.maps.write().unwrap_or_else(PoisonError::into_inner);
         m.folding = v.into();
         m.current.clear();
@@ -182,7 +188,7 @@ impl Overlay {
     /// folded states move to `previous`).
     pub(crate) fn commit(&self, batch: &mut BatchJournal) {
         let mut m = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        if batch.completes_fold {
+        if batch.completes_fold() {
             m.previous = std::mem::take(&mut m.folding);
         }
         for (id, s) in batch.states.drain() {
@@ -197,6 +203,8 @@ impl Overlay {
 struct Fold {
     /// The watermark it moves to: every row numbered up to it is sealed.
     upto: i64,
+    /// How many states were sealed.
+    len: usize,
     /// Sealed states written into the rows by committed batches.
     done: usize,
 }
@@ -214,8 +222,6 @@ pub(crate) struct BatchJournal {
     fold: Option<Fold>,
     /// How many sealed states are written once this batch commits.
     slice_end: Option<usize>,
-    /// Whether this batch writes the last slice of the fold (and its watermark).
-    completes_fold: bool,
     /// Committed rows in the journal since the last fold was sealed.
     pub(crate) committed_rows: u64,
     /// The last sequence number handed out to a journal or audit row.
@@ -314,30 +320,33 @@ impl BatchJournal {
             overlay.seal();
             self.fold = Some(Fold {
                 upto: self.last_seq,
+                len: overlay.folding().len(),
                 done: 0,
             });
             self.committed_rows = 0;
         }
         if let Some(f) = &self.fold {
-            let sealed = overlay.folding();
-            let end = f.done.saturating_add(slice.max(1)).min(sealed.len());
-            write_states(conn, &sealed[f.done..end])?;
+            let end = f.done.saturating_add(slice).min(f.len);
+            write_states(conn, &overlay.folding()[f.done..end])?;
             self.slice_end = Some(end);
-            if end == sealed.len() {
+            if self.completes_fold() {
                 set_folded_upto(conn, f.upto)?;
-                self.completes_fold = true;
             }
         }
         Ok(())
     }
 
+    /// Whether this batch writes the last slice of the fold in progress (and its watermark).
+    fn completes_fold(&self) -> bool {
+        matches!((&self.fold, self.slice_end), (Some(f), Some(end)) if end == f.len)
+    }
+
     /// The batch committed: count its rows, and advance the fold in progress.
     pub(crate) fn committed(&mut self) {
-        if let (Some(f), Some(end)) = (&mut self.fold, self.slice_end) {
-            f.done = end;
-        }
-        if self.completes_fold {
+        if self.completes_fold() {
             self.fold = None;
+        } else if let (Some(f), Some(end)) = (&mut self.fold, self.slice_end) {
+            f.done = end;
         }
         self.committed_rows += self.rows;
     }
@@ -348,7 +357,6 @@ impl BatchJournal {
         self.undo.clear();
         self.rows = 0;
         self.slice_end = None;
-        self.completes_fold = false;
     }
 }
 
@@ -399,9 +407,7 @@ pub(crate) fn fold_all(conn: &mut Connection) -> Result<(), Error> {
     let mut f = Follower::default();
     f.catch_up(&tx)?;
     if !f.states.is_empty() {
-        let mut v: Vec<_> = f.states.into_iter().collect();
-        v.sort_unstable_by_key(|(k, _)| *k);
-        fold(&tx, &v, f.last_seq)?;
+        fold(&tx, &sorted(f.states), f.last_seq)?;
     }
     tx.commit()?;
     Ok(())
@@ -506,7 +512,7 @@ mod tests {
         refreshes: &[(u64, u32)],
     ) -> bool {
         b.start(c, o, 2, slice).unwrap();
-        let folded = b.completes_fold;
+        let folded = b.completes_fold();
         for &(id, generation) in refreshes {
             b.append(c, id, state(generation), BY_DEVICE).unwrap();
         }
