@@ -805,7 +805,7 @@ impl FromStr for AdminRole {
 /// An admin token as the store keeps it (the secret is never stored).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AdminTokenRecord {
-    /// Public id (same form as a PT id, `pt_…` replaced by `at_…` when shown).
+    /// Public id, in the same form as a PT id (`pt_…`): the selector of the token.
     #[serde(with = "display_fromstr")]
     pub id: PtId,
     /// Who holds it; recorded as the actor of every change made with it.

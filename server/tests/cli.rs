@@ -173,8 +173,60 @@ fn operator_walkthrough() {
     ] {
         assert!(audit.contains(action), "audit lacks {action}:\n{audit}");
     }
+    // People get tables and field lists with dates, not JSON.
+    let text = |args: &[&str]| String::from_utf8(cli(dir.path(), admin, args).stdout).unwrap();
+    let shown = text(&["device", "show", "pump-17"]);
+    assert!(
+        shown.starts_with("device pump-17: not blocked\n"),
+        "{shown}"
+    );
+    let row = shown.lines().nth(2).unwrap_or_default();
+    assert!(
+        row.starts_with("1 ") && row.contains("revoked") && row.ends_with("walkthrough"),
+        "{shown}"
+    );
+    assert!(
+        utc_dates(row) >= 4,
+        "issued, expires, created, revoked: {row}"
+    );
+    let op = text(&["op", "show", &op_id]);
+    assert!(
+        op.lines()
+            .any(|l| l.starts_with("state ") && l.ends_with(" completed")),
+        "{op}"
+    );
+    assert!(
+        op.lines()
+            .any(|l| l.starts_with("wrong codes ") && l.ends_with(" 0")),
+        "{op}"
+    );
+    assert_eq!(
+        text(&["device", "block", "pump-17", "--reason", "walkthrough"]),
+        "blocked pump-17; registrations revoked: 0\n"
+    );
+    assert!(text(&["device", "show", "pump-17"]).starts_with("device pump-17: BLOCKED\n"));
+    assert_eq!(
+        text(&["device", "unblock", "pump-17"]),
+        "unblocked pump-17\n"
+    );
+    assert_eq!(
+        text(&["device", "unblock", "pump-17"]),
+        "pump-17 was not blocked\n"
+    );
+    let status = text(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("engine.counts.active_registrations ") && l.ends_with(" 0")),
+        "{status}"
+    );
+
+    // Each command closes its admin connection when it is done, rather than leaving it to the
+    // server's idle timeout: over a dozen commands ran above.
     let status = json(&cli(dir.path(), admin, &["status", "--json"]));
     assert_eq!(status["engine"]["counts"]["active_registrations"], 0);
+    let open = status["open_connections"].as_u64().unwrap();
+    assert!(open <= 3, "{open} connections still open");
 
     // Prometheus metrics on the loopback HTTP port.
     let metrics = {
@@ -294,4 +346,21 @@ fn serve_with_the_root_in_an_hsm() {
         !dir.path().join("data/root.key").exists(),
         "the HSM root is used, not a key file"
     );
+}
+
+/// How many UTC dates of the form `2026-12-03 15:53:31Z` a line shows.
+fn utc_dates(line: &str) -> usize {
+    let shape = b"dddd-dd-dd dd:dd:ddZ";
+    line.as_bytes()
+        .windows(shape.len())
+        .filter(|w| {
+            w.iter().zip(shape).all(|(c, s)| {
+                if *s == b'd' {
+                    c.is_ascii_digit()
+                } else {
+                    c == s
+                }
+            })
+        })
+        .count()
 }

@@ -1,12 +1,15 @@
 //! `tessera`: run the server (`tessera serve`) and operate it (every other subcommand talks to
 //! the admin endpoint).
 
+mod output;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use output::Col;
 use serde_json::{json, Value};
 use tessera_engine::AdminToken;
 use tessera_server::client::device::{DeviceConfig, DeviceHooks};
@@ -541,59 +544,46 @@ fn admin_client(c: &Conn) -> Result<AdminClient, String> {
         .map_err(|e| e.to_string())
 }
 
-fn table(rows: &[Value], cols: &[(&str, &str)]) {
-    let cell = |r: &Value, path: &str| -> String {
-        let mut v = r;
-        for p in path.split('.') {
-            v = &v[p];
+/// The admin connection of one operator command, opened on first use and closed when the
+/// command is done, so that the server does not keep it until its idle timeout.
+#[derive(Default)]
+struct Session {
+    client: Option<AdminClient>,
+}
+
+impl Session {
+    fn client(&mut self, conn: &Conn) -> Result<&AdminClient, String> {
+        if self.client.is_none() {
+            self.client = Some(admin_client(conn)?);
         }
-        match v {
-            Value::Null => "-".into(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        self.client
+            .as_ref()
+            .ok_or_else(|| "no admin client".to_owned())
+    }
+
+    async fn close(self) {
+        if let Some(c) = self.client {
+            // A connection that never got going is not worth waiting for.
+            let _ = tokio::time::timeout(Duration::from_millis(500), c.close()).await;
         }
-    };
-    let data: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| cols.iter().map(|(_, p)| cell(r, p)).collect())
-        .collect();
-    let widths: Vec<usize> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, (h, _))| {
-            data.iter()
-                .map(|r| r[i].chars().count())
-                .chain([h.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(cols.iter().map(|(h, _)| h.to_string()).collect());
-    for r in data {
-        line(r);
     }
 }
 
 async fn operate(cmd: Cmd) -> ExitCode {
-    match run(cmd).await {
+    let mut session = Session::default();
+    let r = run(cmd, &mut session).await;
+    session.close().await;
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
 
-async fn run(cmd: Cmd) -> Result<(), String> {
+async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
     let e = |x: tessera_server::ClientError| x.to_string();
     match cmd {
         Cmd::Pt(PtCmd::Create { conn, spec }) => {
-            let c = admin_client(&conn)?;
+            let c = session.client(&conn)?;
             let v = c.call(kind::PT_CREATE, spec.to_json()).await.map_err(e)?;
             if conn.json {
                 println!("{v}");
@@ -603,14 +593,21 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                 println!("(the token is shown once; put it in the device's firmware image)");
             }
         }
-        Cmd::Pt(PtCmd::Batch { conn, spec, count, out }) => {
+        Cmd::Pt(PtCmd::Batch {
+            conn,
+            spec,
+            count,
+            out,
+        }) => {
             use std::io::Write;
-            let c = admin_client(&conn)?;
+            let c = session.client(&conn)?;
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&out).map_err(|x| format!("{}: {x}", out.display()))?;
+            let mut f = opts
+                .open(&out)
+                .map_err(|x| format!("{}: {x}", out.display()))?;
             let mut werr = None;
             let mut args = spec.to_json();
             args["count"] = json!(count);
@@ -627,7 +624,12 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                     if conn.json {
                         println!("{v}");
                     } else {
-                        println!("created {} PTs in batch {}; tokens in {}", v["count"], v["batch_id"].as_str().unwrap_or(""), out.display());
+                        println!(
+                            "created {} PTs in batch {}; tokens in {}",
+                            v["count"],
+                            v["batch_id"].as_str().unwrap_or(""),
+                            out.display()
+                        );
                     }
                 }
                 (r, w) => {
@@ -642,38 +644,190 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             }
         }
         Cmd::Pt(PtCmd::List { conn, all, limit }) => {
-            let v = admin_client(&conn)?.call(kind::PT_LIST, json!({ "limit": limit, "include_revoked": all })).await.map_err(e)?;
-            print_list(&conn, &v["pts"], &[("ID", "id"), ("LABEL", "label"), ("KIND", "kind.kind"), ("POLICY", "approval.policy"), ("REGISTRATIONS", "registrations_created"), ("REVOKED", "revoked_at")]);
+            let v = session
+                .client(&conn)?
+                .call(
+                    kind::PT_LIST,
+                    json!({ "limit": limit, "include_revoked": all }),
+                )
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["pts"], output::PT_LIST);
         }
-        Cmd::Pt(PtCmd::Show { conn, id }) => print_one(&conn, admin_client(&conn)?.call(kind::PT_SHOW, json!({ "id": id })).await.map_err(e)?),
-        Cmd::Pt(PtCmd::Revoke { conn, id, reason }) => print_one(&conn, admin_client(&conn)?.call(kind::PT_REVOKE, json!({ "id": id, "reason": reason })).await.map_err(e)?),
+        Cmd::Pt(PtCmd::Show { conn, id }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::PT_SHOW, json!({ "id": id }))
+                .await
+                .map_err(e)?;
+            print_record(&conn, &v, &v["pt"], output::PT_SHOW);
+        }
+        Cmd::Pt(PtCmd::Revoke { conn, id, reason }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::PT_REVOKE, json!({ "id": id, "reason": reason }))
+                .await
+                .map_err(e)?;
+            print_done(
+                &conn,
+                &v,
+                format!(
+                    "revoked {id}; registrations revoked with it: {}",
+                    v["registrations_revoked"]
+                ),
+            );
+        }
         Cmd::Op(OpCmd::List { conn, state, limit }) => {
-            let st = if state == "all" { Value::Null } else { json!(state) };
-            let v = admin_client(&conn)?.call(kind::OP_LIST, json!({ "state": st, "limit": limit })).await.map_err(e)?;
-            print_list(&conn, &v["operations"], &[("ID", "id"), ("STATE", "state"), ("PT", "pt_id"), ("DEVICE", "requested_device_id"), ("CODE", "uses_code"), ("CONFLICT", "conflict"), ("SOURCE", "source")]);
+            let st = if state == "all" {
+                Value::Null
+            } else {
+                json!(state)
+            };
+            let v = session
+                .client(&conn)?
+                .call(kind::OP_LIST, json!({ "state": st, "limit": limit }))
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["operations"], output::OP_LIST);
         }
-        Cmd::Op(OpCmd::Show { conn, id }) => print_one(&conn, admin_client(&conn)?.call(kind::OP_SHOW, json!({ "id": id })).await.map_err(e)?),
-        Cmd::Op(OpCmd::Approve { conn, id, code, device_id }) => {
-            let v = admin_client(&conn)?.call(kind::OP_APPROVE, json!({ "id": id, "code": code, "device_id": device_id })).await.map_err(e)?;
+        Cmd::Op(OpCmd::Show { conn, id }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::OP_SHOW, json!({ "id": id }))
+                .await
+                .map_err(e)?;
+            print_record(&conn, &v, &v["operation"], output::OP_SHOW);
+        }
+        Cmd::Op(OpCmd::Approve {
+            conn,
+            id,
+            code,
+            device_id,
+        }) => {
+            let v = session
+                .client(&conn)?
+                .call(
+                    kind::OP_APPROVE,
+                    json!({ "id": id, "code": code, "device_id": device_id }),
+                )
+                .await
+                .map_err(e)?;
             if conn.json {
                 println!("{v}");
             } else {
-                println!("approved: device {} registration {}", v["registration"]["device_id"].as_str().unwrap_or(""), v["registration"]["id"]);
+                println!(
+                    "approved: device {} registration {}",
+                    v["registration"]["device_id"].as_str().unwrap_or(""),
+                    v["registration"]["id"]
+                );
             }
         }
-        Cmd::Op(OpCmd::Reject { conn, id, reason }) => print_one(&conn, admin_client(&conn)?.call(kind::OP_REJECT, json!({ "id": id, "reason": reason })).await.map_err(e)?),
-        Cmd::Device(DeviceCmd::List { conn, active, limit }) => {
-            let v = admin_client(&conn)?.call(kind::DEVICE_LIST, json!({ "active_only": active, "limit": limit })).await.map_err(e)?;
-            print_list(&conn, &v["registrations"], &[("REGISTRATION", "id"), ("DEVICE", "device_id"), ("STATUS", "status"), ("GENERATION", "generation"), ("EXPIRES", "expires_at"), ("PT", "pt_id")]);
+        Cmd::Op(OpCmd::Reject { conn, id, reason }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::OP_REJECT, json!({ "id": id, "reason": reason }))
+                .await
+                .map_err(e)?;
+            print_done(&conn, &v, format!("rejected {id}"));
         }
-        Cmd::Device(DeviceCmd::Show { conn, device_id }) => print_one(&conn, admin_client(&conn)?.call(kind::DEVICE_SHOW, json!({ "device_id": device_id })).await.map_err(e)?),
-        Cmd::Device(DeviceCmd::Revoke { conn, device_id, registration, reason }) => print_one(
-            &conn,
-            admin_client(&conn)?.call(kind::DEVICE_REVOKE, json!({ "device_id": device_id, "registration_id": registration, "reason": reason })).await.map_err(e)?,
-        ),
-        Cmd::Device(DeviceCmd::Block { conn, device_id, reason }) => print_one(&conn, admin_client(&conn)?.call(kind::DEVICE_BLOCK, json!({ "device_id": device_id, "reason": reason })).await.map_err(e)?),
-        Cmd::Device(DeviceCmd::Unblock { conn, device_id }) => print_one(&conn, admin_client(&conn)?.call(kind::DEVICE_UNBLOCK, json!({ "device_id": device_id })).await.map_err(e)?),
-        Cmd::Keys(KeysCmd::InitHsm { module, token_label, slot, key_label, pin_env, pin_file }) => {
+        Cmd::Device(DeviceCmd::List {
+            conn,
+            active,
+            limit,
+        }) => {
+            let v = session
+                .client(&conn)?
+                .call(
+                    kind::DEVICE_LIST,
+                    json!({ "active_only": active, "limit": limit }),
+                )
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["registrations"], output::REGISTRATIONS);
+        }
+        Cmd::Device(DeviceCmd::Show { conn, device_id }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::DEVICE_SHOW, json!({ "device_id": device_id }))
+                .await
+                .map_err(e)?;
+            if conn.json {
+                println!("{v}");
+            } else {
+                match &v["blocked"] {
+                    Value::Null => println!("device {device_id}: not blocked"),
+                    b => print!(
+                        "device {device_id}: BLOCKED\n{}",
+                        output::record(b, output::BLOCK)
+                    ),
+                }
+                let regs = v["registrations"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                if regs.is_empty() {
+                    println!("no registrations");
+                } else {
+                    print!("{}", output::table(regs, output::REGISTRATION_DETAIL));
+                }
+            }
+        }
+        Cmd::Device(DeviceCmd::Revoke {
+            conn,
+            device_id,
+            registration,
+            reason,
+        }) => {
+            let v = session.client(&conn)?.call(kind::DEVICE_REVOKE, json!({ "device_id": device_id, "registration_id": registration, "reason": reason })).await.map_err(e)?;
+            print_done(
+                &conn,
+                &v,
+                format!("registrations revoked: {}", v["registrations_revoked"]),
+            );
+        }
+        Cmd::Device(DeviceCmd::Block {
+            conn,
+            device_id,
+            reason,
+        }) => {
+            let v = session
+                .client(&conn)?
+                .call(
+                    kind::DEVICE_BLOCK,
+                    json!({ "device_id": device_id, "reason": reason }),
+                )
+                .await
+                .map_err(e)?;
+            print_done(
+                &conn,
+                &v,
+                format!(
+                    "blocked {device_id}; registrations revoked: {}",
+                    v["registrations_revoked"]
+                ),
+            );
+        }
+        Cmd::Device(DeviceCmd::Unblock { conn, device_id }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::DEVICE_UNBLOCK, json!({ "device_id": device_id }))
+                .await
+                .map_err(e)?;
+            let text = if v["was_blocked"] == Value::Bool(true) {
+                format!("unblocked {device_id}")
+            } else {
+                format!("{device_id} was not blocked")
+            };
+            print_done(&conn, &v, text);
+        }
+        Cmd::Keys(KeysCmd::InitHsm {
+            module,
+            token_label,
+            slot,
+            key_label,
+            pin_env,
+            pin_file,
+        }) => {
             let settings = tessera_server::server::config::KeySettings {
                 keeper: "pkcs11".into(),
                 module: Some(module),
@@ -683,63 +837,151 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                 pin_env,
                 pin_file,
             };
-            let cfg = settings.pkcs11().map_err(|x| x.to_string())?.ok_or("pkcs11 settings")?;
+            let cfg = settings
+                .pkcs11()
+                .map_err(|x| x.to_string())?
+                .ok_or("pkcs11 settings")?;
             tessera_engine::keys::Pkcs11Keeper::init_root_key(&cfg).map_err(|x| x.to_string())?;
-            let keeper = tessera_engine::keys::Pkcs11Keeper::open(&cfg).map_err(|x| x.to_string())?;
+            let keeper =
+                tessera_engine::keys::Pkcs11Keeper::open(&cfg).map_err(|x| x.to_string())?;
             let a = keeper.root_key_attributes().map_err(|x| x.to_string())?;
-            println!("created root key {:?}: extractable={} sensitive={} value readable={}", cfg.key_label, a.extractable, a.sensitive, a.value_readable);
+            println!(
+                "created root key {:?}: extractable={} sensitive={} value readable={}",
+                cfg.key_label, a.extractable, a.sensitive, a.value_readable
+            );
             println!("configure the server with:\n[keys]\nkeeper = \"pkcs11\"\nmodule = {:?}\n{}key_label = {:?}", settings.module.as_deref().unwrap_or(std::path::Path::new("")), match (&settings.token_label, settings.slot) {
                 (Some(t), _) => format!("token_label = {t:?}\n"),
                 (None, Some(s)) => format!("slot = {s}\n"),
                 _ => String::new(),
             }, cfg.key_label);
         }
-        Cmd::Keys(KeysCmd::Rotate { conn }) => print_one(&conn, admin_client(&conn)?.call(kind::KEYS_ROTATE, json!({})).await.map_err(e)?),
-        Cmd::Keys(KeysCmd::List { conn }) => {
-            let v = admin_client(&conn)?.call(kind::KEYS_LIST, json!({})).await.map_err(e)?;
-            print_list(&conn, &v["epochs"], &[("EPOCH", "epoch"), ("CURRENT", "current"), ("RT KEY LOADED", "rt_key_loaded"), ("CREATED", "created_at"), ("KEEP UNTIL", "rt_keep_until"), ("RETIRED", "retired_at")]);
+        Cmd::Keys(KeysCmd::Rotate { conn }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::KEYS_ROTATE, json!({}))
+                .await
+                .map_err(e)?;
+            print_done(
+                &conn,
+                &v,
+                format!("current key epoch is now {}", v["epoch"]),
+            );
         }
-        Cmd::Keys(KeysCmd::Retire { conn, epoch }) => print_one(&conn, admin_client(&conn)?.call(kind::KEYS_RETIRE, json!({ "epoch": epoch })).await.map_err(e)?),
+        Cmd::Keys(KeysCmd::List { conn }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::KEYS_LIST, json!({}))
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["epochs"], output::KEY_EPOCHS);
+        }
+        Cmd::Keys(KeysCmd::Retire { conn, epoch }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::KEYS_RETIRE, json!({ "epoch": epoch }))
+                .await
+                .map_err(e)?;
+            print_done(
+                &conn,
+                &v,
+                format!("retired key epoch {epoch}; its RTs no longer validate"),
+            );
+        }
         Cmd::Token(TokenCmd::Create { conn, name, role }) => {
-            let v = admin_client(&conn)?.call(kind::TOKEN_CREATE, json!({ "name": name, "role": role })).await.map_err(e)?;
+            let v = session
+                .client(&conn)?
+                .call(kind::TOKEN_CREATE, json!({ "name": name, "role": role }))
+                .await
+                .map_err(e)?;
             if conn.json {
                 println!("{v}");
             } else {
-                println!("admin token for {name} ({role}), shown once: {}", v["token"].as_str().unwrap_or(""));
+                println!(
+                    "admin token for {name} ({role}), shown once: {}",
+                    v["token"].as_str().unwrap_or("")
+                );
             }
         }
         Cmd::Token(TokenCmd::List { conn }) => {
-            let v = admin_client(&conn)?.call(kind::TOKEN_LIST, json!({})).await.map_err(e)?;
-            print_list(&conn, &v["admin_tokens"], &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("REVOKED", "revoked_at")]);
+            let v = session
+                .client(&conn)?
+                .call(kind::TOKEN_LIST, json!({}))
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["admin_tokens"], output::ADMIN_TOKENS);
         }
-        Cmd::Token(TokenCmd::Revoke { conn, id }) => print_one(&conn, admin_client(&conn)?.call(kind::TOKEN_REVOKE, json!({ "id": id })).await.map_err(e)?),
+        Cmd::Token(TokenCmd::Revoke { conn, id }) => {
+            let v = session
+                .client(&conn)?
+                .call(kind::TOKEN_REVOKE, json!({ "id": id }))
+                .await
+                .map_err(e)?;
+            let text = if v["revoked"] == Value::Bool(true) {
+                format!("revoked admin token {id}")
+            } else {
+                format!("admin token {id} was already revoked")
+            };
+            print_done(&conn, &v, text);
+        }
         Cmd::Audit { conn, after, limit } => {
-            let v = admin_client(&conn)?.call(kind::AUDIT, json!({ "after": after, "limit": limit })).await.map_err(e)?;
-            print_list(&conn, &v["events"], &[("SEQ", "seq"), ("AT", "at"), ("ACTOR", "actor"), ("ACTION", "action"), ("SUBJECT", "subject"), ("SOURCE", "source")]);
+            let v = session
+                .client(&conn)?
+                .call(kind::AUDIT, json!({ "after": after, "limit": limit }))
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["events"], output::AUDIT);
         }
         Cmd::Leaks { conn, limit } => {
-            let v = admin_client(&conn)?.call(kind::LEAKS, json!({ "limit": limit })).await.map_err(e)?;
-            print_list(&conn, &v["signals"], &[("ID", "id"), ("AT", "at"), ("KIND", "kind"), ("PT", "pt_id"), ("REGISTRATION", "registration_id"), ("ACTION", "action"), ("DETAIL", "detail")]);
+            let v = session
+                .client(&conn)?
+                .call(kind::LEAKS, json!({ "limit": limit }))
+                .await
+                .map_err(e)?;
+            print_list(&conn, &v["signals"], output::LEAKS);
         }
-        Cmd::Status { conn } => print_one(&conn, admin_client(&conn)?.call(kind::STATUS, json!({})).await.map_err(e)?),
+        Cmd::Status { conn } => {
+            let v = session
+                .client(&conn)?
+                .call(kind::STATUS, json!({}))
+                .await
+                .map_err(e)?;
+            if conn.json {
+                println!("{v}");
+            } else {
+                print!("{}", output::flattened(&v));
+            }
+        }
         Cmd::Serve(_) | Cmd::Simulate(_) => unreachable!("handled in main"),
     }
     Ok(())
 }
 
-fn print_list(conn: &Conn, rows: &Value, cols: &[(&str, &str)]) {
+fn print_list(conn: &Conn, rows: &Value, cols: &[Col]) {
     if conn.json {
         println!("{rows}");
     } else {
-        table(rows.as_array().map(Vec::as_slice).unwrap_or(&[]), cols);
+        print!(
+            "{}",
+            output::table(rows.as_array().map(Vec::as_slice).unwrap_or(&[]), cols)
+        );
     }
 }
 
-fn print_one(conn: &Conn, v: Value) {
+/// A single record: the whole answer with `--json`, else the record's fields.
+fn print_record(conn: &Conn, answer: &Value, rec: &Value, cols: &[Col]) {
     if conn.json {
-        println!("{v}");
+        println!("{answer}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        print!("{}", output::record(rec, cols));
+    }
+}
+
+/// The outcome of a change: the answer with `--json`, else one sentence.
+fn print_done(conn: &Conn, answer: &Value, text: String) {
+    if conn.json {
+        println!("{answer}");
+    } else {
+        println!("{text}");
     }
 }
 
