@@ -1041,7 +1041,10 @@ fn simulate(a: SimArgs) -> ExitCode {
         Ok(r) => {
             println!(
                 "registered: device {} registration {} generation {} expires {}",
-                r.device_id, r.registration_id, r.generation, r.expires_at
+                r.device_id,
+                r.registration_id,
+                r.generation,
+                output::utc(i64::try_from(r.expires_at).unwrap_or(i64::MAX))
             );
             ExitCode::SUCCESS
         }
