@@ -846,6 +846,24 @@ fn every_state_change_is_audited_without_secrets() {
         assert!(actions.contains(&want), "missing {want} in {actions:?}");
     }
     assert!(audit.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    // The end of the log, as `tail` shows a file's: the newest events, oldest first, with the
+    // refresh event (a journal row) merged in by sequence.
+    let n = audit.len();
+    let tail = h.engine.audit_newest(0, 3).unwrap();
+    assert_eq!(tail, audit[n - 3..]);
+    assert_eq!(
+        tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        [
+            "operation.collect",
+            "registration.refresh",
+            "registration.revoke"
+        ]
+    );
+    assert_eq!(h.engine.audit_newest(0, 0).unwrap(), audit);
+    assert_eq!(
+        h.engine.audit_newest(audit[n - 2].seq, 1000).unwrap(),
+        audit[n - 1..]
+    );
     let dump = format!("{audit:?}{:?}", h.engine.leak_signals(0, 0).unwrap());
     let code_plain = code.expose().replace('-', "");
     for secret in [

@@ -228,6 +228,57 @@ fn operator_walkthrough() {
     let open = status["open_connections"].as_u64().unwrap();
     assert!(open <= 3, "{open} connections still open");
 
+    // The end of the audit log, then each event as it is recorded, until SIGTERM.
+    let mut follow = Command::new(BIN)
+        .args([
+            "audit",
+            "--follow",
+            "--json",
+            "--limit",
+            "1",
+            "--interval-ms",
+            "20",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--admin-addr")
+        .arg(admin.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, followed) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).expect("a JSON line"));
+        }
+    });
+    let next = || {
+        followed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a followed event")
+    };
+    assert_eq!(next()["action"], "device.unblock", "the newest event first");
+    let later = json(&cli(
+        dir.path(),
+        admin,
+        &["pt", "create", "--label", "later", "--json"],
+    ));
+    let ev = next();
+    assert_eq!(
+        (&ev["action"], &ev["subject"]),
+        (&"pt.create".into(), &later["pt"]["id"])
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &follow.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        follow.wait().unwrap().success(),
+        "audit --follow ends cleanly on SIGTERM"
+    );
+
     // Prometheus metrics on the loopback HTTP port.
     let metrics = {
         use std::io::{Read, Write};

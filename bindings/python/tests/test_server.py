@@ -111,6 +111,11 @@ def test_pt_revocation_cascades(tessera_admin, tessera_device_factory):
     for d in devices:
         d.ensure_registered(10)
     assert tessera_admin.revoke_pt(pt_id, "batch leaked") == 3
+    # The end of the audit log: the three registrations' revocations and the PT's, in order.
+    tail = tessera_admin.audit(limit=4, newest=True)
+    assert [e["action"] for e in tail] == ["registration.revoke"] * 3 + ["pt.revoke"]
+    assert [e["seq"] for e in tail] == sorted(e["seq"] for e in tail)
+    assert tail == tessera_admin.audit(after=tail[0]["seq"] - 1, limit=4)
     for d in devices:
         with pytest.raises(tessera.Revoked):
             d.refresh()

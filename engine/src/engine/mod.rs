@@ -314,7 +314,13 @@ impl Engine {
     /// Audit events with sequence number above `after`, oldest first (at most `limit`, 0 means
     /// 100).
     pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
-        self.read(|db| db.audit(after, limit))
+        self.read(|db| db.audit(after, limit, false))
+    }
+
+    /// The newest audit events with sequence number above `after` (at most `limit`, 0 means
+    /// 100), oldest first: the end of the log, as `tail` shows a file's.
+    pub fn audit_newest(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        self.read(|db| db.audit(after, limit, true))
     }
 
     /// Leak signals with id above `after`, oldest first.

@@ -162,8 +162,9 @@ pub trait StoreRead {
     fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error>;
     /// All blocked device ids.
     fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error>;
-    /// Audit events with `seq > after`, oldest first.
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error>;
+    /// Audit events with `seq > after`, oldest first: the first `limit` of them, or with
+    /// `newest` the last `limit`.
+    fn audit(&self, after: u64, limit: usize, newest: bool) -> Result<Vec<AuditEvent>, Error>;
     /// Leak signals with `id > after`, oldest first.
     fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error>;
     /// Row counts.

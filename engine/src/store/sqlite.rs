@@ -796,17 +796,19 @@ impl StoreRead for Db<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
-        let mut st = self.conn.prepare_cached(
-            // Refresh events are journal rows; they interleave with the others by sequence
-            // (a merge of two primary-key range scans).
-            &format!(
-                "SELECT seq, at, actor, source, action, subject, detail FROM audit \
-                 WHERE seq > ?1 UNION ALL {} AND seq > ?1 \
-                 ORDER BY seq LIMIT ?2",
-                audit_from_journal()
-            ),
-        )?;
+    fn audit(&self, after: u64, limit: usize, newest: bool) -> Result<Vec<AuditEvent>, Error> {
+        // Refresh events are journal rows; they interleave with the others by sequence (a
+        // merge of two primary-key range scans, backwards for the newest).
+        let events = format!(
+            "SELECT seq, at, actor, source, action, subject, detail FROM audit \
+             WHERE seq > ?1 UNION ALL {} AND seq > ?1",
+            audit_from_journal()
+        );
+        let mut st = self.conn.prepare_cached(&if newest {
+            format!("SELECT * FROM ({events} ORDER BY seq DESC LIMIT ?2) ORDER BY seq")
+        } else {
+            format!("{events} ORDER BY seq LIMIT ?2")
+        })?;
         let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
             Ok(AuditEvent {
                 seq: r.get::<_, i64>(0)? as u64,

@@ -51,6 +51,7 @@ struct ListArgs {
     device_id: Option<String>,
     active_only: bool,
     after: u64,
+    newest: bool,
 }
 
 #[derive(Deserialize)]
@@ -335,7 +336,11 @@ pub(crate) async fn handle(
         }
         kind::AUDIT => {
             let a: ListArgs = args(req.args)?;
-            json!({ "events": blocking(shared, move |e, _| e.audit(a.after, a.limit)).await? })
+            json!({ "events": blocking(shared, move |e, _| if a.newest {
+                e.audit_newest(a.after, a.limit)
+            } else {
+                e.audit(a.after, a.limit)
+            }).await? })
         }
         kind::LEAKS => {
             let a: ListArgs = args(req.args)?;

@@ -168,8 +168,10 @@ class AdminClient:
         return bool(self.call("device_unblock", device_id=device_id)["was_blocked"])
 
     # Audit, leaks, keys, tokens, status
-    def audit(self, after: int = 0, limit: int = 100) -> List[Json]:
-        return list(self.call("audit", after=after, limit=limit)["events"])
+    def audit(self, after: int = 0, limit: int = 100, newest: bool = False) -> List[Json]:
+        """Events with ``seq`` above ``after``, oldest first: the first ``limit`` of them, or
+        with ``newest`` the last ``limit`` (the end of the log)."""
+        return list(self.call("audit", after=after, limit=limit, newest=newest)["events"])
 
     def leaks(self, after: int = 0, limit: int = 100) -> List[Json]:
         return list(self.call("leaks", after=after, limit=limit)["signals"])

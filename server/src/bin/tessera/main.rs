@@ -83,20 +83,33 @@ enum Cmd {
     #[command(subcommand)]
     Token(TokenCmd),
     /// Audit events.
+    ///
+    /// Without `--after`, the newest `--limit` events (the end of the log); with it, the first
+    /// `--limit` events after that sequence number.
     Audit {
         #[command(flatten)]
         conn: Conn,
         /// Only events after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
+        #[arg(long)]
+        after: Option<u64>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Keep printing new events as they are recorded, until Ctrl-C or SIGTERM (with
+        /// `--json`: one JSON object per line).
+        #[arg(long, short)]
+        follow: bool,
+        /// How often `--follow` asks for new events, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        interval_ms: u64,
     },
     /// Leak signals.
     Leaks {
         #[command(flatten)]
         conn: Conn,
+        /// Only signals after this id.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -923,18 +936,28 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             };
             print_done(&conn, &v, text);
         }
-        Cmd::Audit { conn, after, limit } => {
-            let v = session
-                .client(&conn)?
-                .call(kind::AUDIT, json!({ "after": after, "limit": limit }))
-                .await
-                .map_err(e)?;
-            print_list(&conn, &v["events"], output::AUDIT);
+        Cmd::Audit {
+            conn,
+            after,
+            limit,
+            follow,
+            interval_ms,
+        } => {
+            let c = session.client(&conn)?;
+            let first =
+                json!({ "after": after.unwrap_or(0), "limit": limit, "newest": after.is_none() });
+            let v = c.call(kind::AUDIT, first).await.map_err(e)?;
+            if follow {
+                let interval = Duration::from_millis(interval_ms);
+                follow_audit(c, conn.json, after.unwrap_or(0), v, interval).await?;
+            } else {
+                print_list(&conn, &v["events"], output::AUDIT);
+            }
         }
-        Cmd::Leaks { conn, limit } => {
+        Cmd::Leaks { conn, after, limit } => {
             let v = session
                 .client(&conn)?
-                .call(kind::LEAKS, json!({ "limit": limit }))
+                .call(kind::LEAKS, json!({ "after": after, "limit": limit }))
                 .await
                 .map_err(e)?;
             print_list(&conn, &v["signals"], output::LEAKS);
@@ -954,6 +977,60 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         Cmd::Serve(_) | Cmd::Simulate(_) => unreachable!("handled in main"),
     }
     Ok(())
+}
+
+/// `tessera audit --follow`: print `first`'s events (all after `after`), then every later one as
+/// it is recorded, until Ctrl-C or SIGTERM. A line per event with `--json`; for people, the first batch with
+/// headings and each later batch as rows.
+async fn follow_audit(
+    c: &AdminClient,
+    json: bool,
+    mut after: u64,
+    first: Value,
+    interval: Duration,
+) -> Result<(), String> {
+    use std::io::Write;
+    const PAGE: usize = 1000;
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    let mut answer = first;
+    let mut headings = !json;
+    let mut layout = output::Layout::default();
+    loop {
+        let events = answer["events"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if let Some(seq) = events.last().and_then(|ev| ev["seq"].as_u64()) {
+            after = after.max(seq);
+        }
+        let mut out = std::io::stdout().lock();
+        let written = if json {
+            events.iter().try_for_each(|ev| writeln!(out, "{ev}"))
+        } else if headings || !events.is_empty() {
+            let text = layout.render(events, output::AUDIT, headings);
+            headings = false;
+            out.write_all(text.as_bytes())
+        } else {
+            Ok(())
+        };
+        // A closed pipe (`tessera audit -f | head`) ends the command quietly.
+        if written.and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+        drop(out);
+        if events.len() < PAGE {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        let next = json!({ "after": after, "limit": PAGE });
+        answer = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            r = c.call(kind::AUDIT, next) => r.map_err(|x| x.to_string())?,
+        };
+    }
 }
 
 fn print_list(conn: &Conn, rows: &Value, cols: &[Col]) {

@@ -225,35 +225,50 @@ pub(crate) fn cell(record: &Value, col: &Col) -> String {
 
 /// Rows under headings, columns padded to their widest cell.
 pub(crate) fn table(rows: &[Value], cols: &[Col]) -> String {
-    let data: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| cols.iter().map(|c| cell(r, c)).collect())
-        .collect();
-    let widths: Vec<usize> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            data.iter()
+    Layout::default().render(rows, cols, true)
+}
+
+/// Column widths that only grow, so that rows printed in several batches (`audit --follow`)
+/// line up with the ones before them unless a cell is wider than any before it.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    widths: Vec<usize>,
+}
+
+impl Layout {
+    /// `rows` padded to the widths so far, widened for these rows; `headings` first if asked.
+    pub(crate) fn render(&mut self, rows: &[Value], cols: &[Col], headings: bool) -> String {
+        let data: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| cols.iter().map(|c| cell(r, c)).collect())
+            .collect();
+        self.widths.resize(cols.len(), 0);
+        for (i, c) in cols.iter().enumerate() {
+            let widest = data
+                .iter()
                 .map(|r| r[i].chars().count())
                 .chain([c.0.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned() + "\n"
-    };
-    let heads: Vec<String> = cols.iter().map(|c| c.0.to_owned()).collect();
-    let mut out = line(&heads);
-    for r in &data {
-        out.push_str(&line(r));
+                .max();
+            self.widths[i] = self.widths[i].max(widest.unwrap_or(0));
+        }
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&self.widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            padded.join("  ").trim_end().to_owned() + "\n"
+        };
+        let mut out = String::new();
+        if headings {
+            let heads: Vec<String> = cols.iter().map(|c| c.0.to_owned()).collect();
+            out.push_str(&line(&heads));
+        }
+        for r in &data {
+            out.push_str(&line(r));
+        }
+        out
     }
-    out
 }
 
 /// One record as `field  value` lines.
@@ -356,6 +371,16 @@ mod tests {
         ];
         assert_eq!(table(&rows, &cols), "ID  DEVICE\n1   pump-17\n22  v\n");
         assert_eq!(table(&[], &cols), "ID  DEVICE\n");
+        // Later batches keep the earlier widths, and widen only for wider cells.
+        let mut layout = Layout::default();
+        assert_eq!(
+            layout.render(&rows, &cols, true),
+            "ID  DEVICE\n1   pump-17\n22  v\n"
+        );
+        let next = [json!({ "id": 3, "device_id": "w" })];
+        assert_eq!(layout.render(&next, &cols, false), "3   w\n");
+        let wide = [json!({ "id": 1234, "device_id": "x" })];
+        assert_eq!(layout.render(&wide, &cols, false), "1234  x\n");
     }
 
     #[test]
