@@ -73,8 +73,8 @@ pub use engine::{
 pub use error::{Error, InputError, TokenFormatError};
 pub use keys::{KeyKeeper, SoftwareKeeper};
 pub use model::{
-    Actor, AdminRole, AdminTokenRecord, ApprovalPolicy, Attributes, DeviceId, DeviceIdPolicy,
-    OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId,
+    Actor, AdminRole, AdminTokenId, AdminTokenRecord, ApprovalPolicy, Attributes, DeviceId,
+    DeviceIdPolicy, OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId,
 };
 pub use ratelimit::Rate;
 pub use secret::{

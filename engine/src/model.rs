@@ -84,6 +84,54 @@ impl FromStr for PtId {
     }
 }
 
+/// The public id of an admin token. Admin tokens have the PT layout (docs/tokens.md), so this is
+/// the same 20 bytes as a [`PtId`] (key epoch and selector tag), shown as `at_…` so that it is
+/// never taken for a PT's.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AdminTokenId(PtId);
+
+impl AdminTokenId {
+    const PREFIX: &'static str = "at_";
+
+    /// Build from the 20-byte binary form.
+    pub fn from_bytes(b: [u8; PtId::LEN]) -> Self {
+        Self(PtId::from_bytes(b))
+    }
+
+    /// The 20-byte binary form.
+    pub fn to_bytes(self) -> [u8; PtId::LEN] {
+        self.0.to_bytes()
+    }
+}
+
+impl From<PtId> for AdminTokenId {
+    fn from(id: PtId) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for AdminTokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, BASE64URL_NOPAD.encode(&self.0 .0))
+    }
+}
+
+impl fmt::Debug for AdminTokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for AdminTokenId {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InputError::new("id", "expected at_ followed by 27 base64url characters");
+        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
+        let v = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| bad())?;
+        Ok(Self::from_bytes(v.try_into().map_err(|_| bad())?))
+    }
+}
+
 /// The id of a provisioning operation: 16 random bytes, shown as `op_…`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OperationId([u8; 16]);
@@ -805,9 +853,9 @@ impl FromStr for AdminRole {
 /// An admin token as the store keeps it (the secret is never stored).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AdminTokenRecord {
-    /// Public id, in the same form as a PT id (`pt_…`): the selector of the token.
+    /// Public id (`at_…`).
     #[serde(with = "display_fromstr")]
-    pub id: PtId,
+    pub id: AdminTokenId,
     /// Who holds it; recorded as the actor of every change made with it.
     pub name: String,
     /// What it may do.
@@ -863,6 +911,14 @@ mod tests {
         assert!("pt_xx".parse::<PtId>().is_err());
         let o = OperationId::from_bytes([9u8; 16]);
         assert_eq!(o.to_string().parse::<OperationId>().unwrap(), o);
+        // An admin token's id has a PT id's bytes under a prefix of its own, and neither
+        // parses as the other.
+        let a = AdminTokenId::from(p);
+        assert_eq!(a.to_string(), p.to_string().replacen("pt_", "at_", 1));
+        assert_eq!(a.to_string().parse::<AdminTokenId>().unwrap(), a);
+        assert!(p.to_string().parse::<AdminTokenId>().is_err());
+        assert!(a.to_string().parse::<PtId>().is_err());
+        assert!("at_xx".parse::<AdminTokenId>().is_err());
     }
 
     #[test]

@@ -228,6 +228,55 @@ fn operator_walkthrough() {
     let open = status["open_connections"].as_u64().unwrap();
     assert!(open <= 3, "{open} connections still open");
 
+    // A technician's token: listed by an `at_` id, revoked by it, refused afterwards.
+    let made = json(&cli(
+        dir.path(),
+        admin,
+        &[
+            "token",
+            "create",
+            "tech-1",
+            "--role",
+            "technician",
+            "--json",
+        ],
+    ));
+    let tech_id = made["admin_token"]["id"].as_str().unwrap().to_owned();
+    assert!(tech_id.starts_with("at_"), "{made}");
+    let tech_file = dir.path().join("tech.token");
+    std::fs::write(&tech_file, made["token"].as_str().unwrap()).unwrap();
+    let as_tech = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--admin-addr")
+            .arg(admin.to_string())
+            .arg("--token-file")
+            .arg(&tech_file)
+            .env_remove("TESSERA_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    assert!(as_tech(&["op", "list"]).status.success());
+    let listed = text(&["token", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&tech_id) && l.contains("technician")),
+        "{listed}"
+    );
+    assert_eq!(
+        text(&["token", "revoke", &tech_id]),
+        format!("revoked admin token {tech_id}\n")
+    );
+    let refused = as_tech(&["op", "list"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("revoked"),
+        "{refused:?}"
+    );
+
     // The end of the audit log, then each event as it is recorded, until SIGTERM.
     let mut follow = Command::new(BIN)
         .args([
@@ -258,7 +307,11 @@ fn operator_walkthrough() {
             .recv_timeout(Duration::from_secs(30))
             .expect("a followed event")
     };
-    assert_eq!(next()["action"], "device.unblock", "the newest event first");
+    assert_eq!(
+        next()["action"],
+        "admin_token.revoke",
+        "the newest event first"
+    );
     let later = json(&cli(
         dir.path(),
         admin,

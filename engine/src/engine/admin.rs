@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::Engine;
 use crate::error::Error;
-use crate::model::{check_label, Actor, AdminRole, AdminTokenRecord, PtId};
+use crate::model::{check_label, Actor, AdminRole, AdminTokenId, AdminTokenRecord};
 use crate::secret::AdminToken;
 use crate::time::Timestamp;
 use crate::token::pt::{self, ParsedPt};
@@ -35,7 +35,7 @@ impl Engine {
         let (text, id, verifier) =
             pt::mint_with_prefix(ADMIN_TOKEN_PREFIX, cur.epoch, &cur.admin, &secret);
         let rec = AdminTokenRecord {
-            id,
+            id: id.into(),
             name: name.to_owned(),
             role,
             created_at: now,
@@ -74,7 +74,7 @@ impl Engine {
         if !(ok && known) {
             return Err(Error::Unauthenticated);
         }
-        let id = parsed.untrusted_id();
+        let id = AdminTokenId::from(parsed.untrusted_id());
         let Some((rec, stored)) = self.read(|db| db.admin_token(&id))? else {
             return Err(Error::Unauthenticated);
         };
@@ -90,7 +90,7 @@ impl Engine {
     /// Revoke an admin token. Returns false if it was already revoked.
     pub fn revoke_admin_token(
         &self,
-        id: &PtId,
+        id: &AdminTokenId,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<bool, Error> {

@@ -17,8 +17,9 @@ pub use sqlite::{SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;
 use crate::model::{
-    AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId,
-    OperationRecord, OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord,
+    AdminTokenId, AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal,
+    OperationId, OperationRecord, OperationState, PtId, PtRecord, RegistrationId,
+    RegistrationRecord,
 };
 use crate::time::Timestamp;
 
@@ -170,7 +171,8 @@ pub trait StoreRead {
     /// Row counts.
     fn counts(&self) -> Result<StoreCounts, Error>;
     /// An admin token and its verifier.
-    fn admin_token(&self, id: &PtId) -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error>;
+    fn admin_token(&self, id: &AdminTokenId)
+        -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error>;
     /// All admin tokens, oldest first.
     fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, Error>;
 }
@@ -220,7 +222,7 @@ pub trait StoreTxn: StoreRead {
         verifier: &[u8; 32],
     ) -> Result<(), Error>;
     /// Mark an admin token revoked.
-    fn revoke_admin_token(&mut self, id: &PtId, at: Timestamp) -> Result<bool, Error>;
+    fn revoke_admin_token(&mut self, id: &AdminTokenId, at: Timestamp) -> Result<bool, Error>;
     /// Pending operations whose expiry is at or before `now`, at most `limit`.
     fn expired_pending(
         &mut self,

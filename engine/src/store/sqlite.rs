@@ -18,9 +18,9 @@ use super::{
 };
 use crate::error::Error;
 use crate::model::{
-    AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal, OperationId,
-    OperationRecord, OperationState, PtId, PtRecord, RegistrationId, RegistrationRecord,
-    RegistrationStatus,
+    AdminTokenId, AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal,
+    OperationId, OperationRecord, OperationState, PtId, PtRecord, RegistrationId,
+    RegistrationRecord, RegistrationStatus,
 };
 use crate::time::Timestamp;
 
@@ -866,7 +866,10 @@ impl StoreRead for Db<'_> {
         })
     }
 
-    fn admin_token(&self, id: &PtId) -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error> {
+    fn admin_token(
+        &self,
+        id: &AdminTokenId,
+    ) -> Result<Option<(AdminTokenRecord, [u8; 32])>, Error> {
         Ok(self
             .conn
             .prepare_cached(
@@ -890,7 +893,7 @@ fn admin_row(r: &Row<'_>) -> rusqlite::Result<(AdminTokenRecord, [u8; 32])> {
     let role: String = r.get(3)?;
     Ok((
         AdminTokenRecord {
-            id: PtId::from_bytes(id),
+            id: AdminTokenId::from_bytes(id),
             name: r.get(2)?,
             role: role.parse().map_err(conversion)?,
             created_at: ts(r.get(4)?),
@@ -1126,7 +1129,7 @@ impl StoreTxn for Db<'_> {
         Ok(())
     }
 
-    fn revoke_admin_token(&mut self, id: &PtId, at: Timestamp) -> Result<bool, Error> {
+    fn revoke_admin_token(&mut self, id: &AdminTokenId, at: Timestamp) -> Result<bool, Error> {
         Ok(self
             .conn
             .prepare_cached(

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use tessera_engine::model::AttributeRule;
 use tessera_engine::store::{OperationQuery, RegistrationQuery};
 use tessera_engine::{
-    Actor, AdminRole, Approval, ApprovalPolicy, DeviceId, DeviceIdPolicy, Error, OperationId,
-    OperationState, PtId, PtKind, PtSpec, RegistrationId, Timestamp,
+    Actor, AdminRole, AdminTokenId, Approval, ApprovalPolicy, DeviceId, DeviceIdPolicy, Error,
+    OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId, Timestamp,
 };
 
 use super::device::{blocking, parse};
@@ -368,7 +368,7 @@ pub(crate) async fn handle(
             json!({ "admin_tokens": blocking(shared, |e, _| e.list_admin_tokens()).await? })
         }
         kind::TOKEN_REVOKE => {
-            let id = pt_id(&args::<IdArgs>(req.args)?.id)?;
+            let id: AdminTokenId = args::<IdArgs>(req.args)?.id.parse().map_err(bad)?;
             json!({ "revoked": blocking(shared, move |e, t| e.revoke_admin_token(&id, &actor, t)).await? })
         }
         _ => {
