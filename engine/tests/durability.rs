@@ -359,3 +359,75 @@ fn sigkill_loses_nothing_acknowledged() {
     }
     assert!(total_acks >= cycles() * 5);
 }
+
+#[test]
+fn an_online_backup_restores_the_store_as_it_was_when_taken() {
+    use tessera_engine::store::{backup, DATABASE_FILE};
+    let h = Harness::new();
+    // Refreshes in the journal (some folded, some not), a revocation, a block: every table.
+    let kept = h.provision("bk-1");
+    let mut rt = kept.rt.expose().to_owned();
+    for _ in 0..4 {
+        rt = h
+            .engine
+            .refresh(&rt, &Harness::device(), h.now())
+            .unwrap()
+            .rt
+            .expose()
+            .to_owned();
+    }
+    let gone = h.provision("bk-2");
+    h.engine
+        .revoke_registration(gone.registration_id, "test", &Harness::tech(), h.now())
+        .unwrap();
+    h.engine
+        .block_device(&"bk-3".parse().unwrap(), "test", &Harness::tech(), h.now())
+        .unwrap();
+    let tokens = [rt.clone(), gone.rt.expose().to_owned()];
+    let before = snapshot(&h.engine, &tokens, h.now());
+
+    // Taken while the engine is open, then the engine goes on.
+    let to = tempfile::tempdir().unwrap();
+    let out = to.path().join(DATABASE_FILE);
+    let report = backup(h.dir.path(), &out).unwrap();
+    assert_eq!(
+        report.last_audit_seq,
+        h.engine.audit_newest(0, 1).unwrap()[0].seq
+    );
+    assert_eq!(report.bytes, std::fs::metadata(&out).unwrap().len());
+    h.engine
+        .revoke_registration(
+            kept.registration_id,
+            "after the backup",
+            &Harness::tech(),
+            h.now(),
+        )
+        .unwrap();
+
+    // It never overwrites, and a store that is not there is a clear error; neither leaves a
+    // file behind.
+    let again = backup(h.dir.path(), &out).unwrap_err();
+    assert!(again.to_string().contains("exists"), "{again}");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), report.bytes);
+    let missing = backup(to.path().join("nowhere").as_path(), &to.path().join("x.db"));
+    assert!(missing
+        .unwrap_err()
+        .to_string()
+        .contains("no Tessera store"));
+    let mut names: Vec<_> = std::fs::read_dir(to.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, [DATABASE_FILE]);
+
+    // Restored (with the same root), it is the store as it was when the backup was taken.
+    let root = h.dir.path().join(tessera_engine::keys::ROOT_KEY_FILE);
+    if root.exists() {
+        std::fs::copy(&root, to.path().join(tessera_engine::keys::ROOT_KEY_FILE)).unwrap();
+    }
+    let restored = common::open_engine(to.path(), EngineConfig::default(), h.now()).unwrap();
+    assert_eq!(snapshot(&restored, &tokens, h.now()), before);
+    assert!(restored.validate_rt(rt.as_bytes(), h.now()).is_ok());
+    assert!(h.engine.validate_rt(rt.as_bytes(), h.now()).is_err());
+}

@@ -332,6 +332,28 @@ fn operator_walkthrough() {
         "audit --follow ends cleanly on SIGTERM"
     );
 
+    // An online backup while the server runs; it refuses to overwrite.
+    let backup_file = dir.path().join("backup.db");
+    let backup = || {
+        Command::new(BIN)
+            .arg("backup")
+            .arg(&backup_file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let made = backup();
+    assert!(made.status.success(), "{made:?}");
+    let said = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        said.contains("integrity checked") && said.contains("root key is not in it"),
+        "{said}"
+    );
+    let refused = backup();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("exists"));
+
     // Prometheus metrics on the loopback HTTP port.
     let metrics = {
         use std::io::{Read, Write};

@@ -9,10 +9,12 @@
 //! append-only journal that is folded into the registration rows in batches (`journal.rs`). A
 //! PostgreSQL backend can implement the same traits with its own group commit.
 
+mod backup;
 mod journal;
 mod schema;
 mod sqlite;
 
+pub use backup::{backup, BackupReport};
 pub use sqlite::{SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;

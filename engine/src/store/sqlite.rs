@@ -554,6 +554,10 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
     })
 }
 
+/// The sequence number of the newest audit event (0 for none), refresh events included.
+pub(super) const LAST_AUDIT_SEQ: &str = "SELECT max(coalesce((SELECT max(seq) FROM audit), 0), \
+     coalesce((SELECT max(seq) FROM refresh_journal WHERE audit_at IS NOT NULL), 0))";
+
 fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
@@ -860,8 +864,7 @@ impl StoreRead for Db<'_> {
             pts: c("SELECT count(*) FROM pts")?,
             pending_operations: c("SELECT count(*) FROM operations WHERE state = 'pending'")?,
             active_registrations: c("SELECT count(*) FROM registrations WHERE active = 1")?,
-            audit_events: c("SELECT max(coalesce((SELECT max(seq) FROM audit), 0), \
-                 coalesce((SELECT max(seq) FROM refresh_journal WHERE audit_at IS NOT NULL), 0))")?,
+            audit_events: c(LAST_AUDIT_SEQ)?,
             leak_signals: c("SELECT count(*) FROM leak_signals")?,
         })
     }

@@ -122,6 +122,15 @@ enum Cmd {
     /// Run a simulated device: provision (printing the verification code as a display would),
     /// then print the registration.
     Simulate(SimArgs),
+    /// Copy the store to a new file while the server runs (run it on the server's host). The
+    /// root key is not in the copy: keep `root.key` (or the HSM key) safe separately.
+    Backup {
+        /// Data directory of the server.
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+        /// The backup file to write; it must not exist.
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -432,6 +441,25 @@ fn main() -> ExitCode {
         Cmd::Simulate(a) => {
             drop(rt);
             simulate(a)
+        }
+        Cmd::Backup { data_dir, out } => {
+            drop(rt);
+            match tessera_engine::store::backup(&data_dir, &out) {
+                Ok(r) => {
+                    println!(
+                        "backup of {} written to {} ({} bytes, integrity checked); newest audit event: {}",
+                        data_dir.display(),
+                        out.display(),
+                        r.bytes,
+                        r.last_audit_seq
+                    );
+                    println!(
+                        "the root key is not in it: keep root.key (or the HSM key) safe separately"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
         }
         other => rt.block_on(operate(other)),
     }
@@ -974,7 +1002,7 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                 print!("{}", output::flattened(&v));
             }
         }
-        Cmd::Serve(_) | Cmd::Simulate(_) => unreachable!("handled in main"),
+        Cmd::Serve(_) | Cmd::Simulate(_) | Cmd::Backup { .. } => unreachable!("handled in main"),
     }
     Ok(())
 }
