@@ -414,6 +414,9 @@ fn an_online_backup_restores_the_store_as_it_was_when_taken() {
         .unwrap_err()
         .to_string()
         .contains("no Tessera store"));
+    let garbage = tempfile::tempdir().unwrap();
+    std::fs::write(garbage.path().join(DATABASE_FILE), [0x5a; 8192]).unwrap();
+    assert!(backup(garbage.path(), &to.path().join("x.db")).is_err());
     let mut names: Vec<_> = std::fs::read_dir(to.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
