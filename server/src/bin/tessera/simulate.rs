@@ -1,0 +1,77 @@
+//! `tessera simulate`: one simulated device, for trying a server out by hand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tessera_server::client::device::{DeviceConfig, DeviceHooks};
+use tessera_server::{BlockingDeviceClient, Trust};
+
+use super::{fail, output, SimArgs};
+
+struct SimHooks {
+    state_file: Option<PathBuf>,
+}
+
+impl DeviceHooks for SimHooks {
+    fn show_code(&self, code: &str) {
+        println!("verification code: {code}");
+    }
+    fn load(&self) -> Option<String> {
+        self.state_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+    }
+    fn save(&self, stored: &str) {
+        // The stored registration holds the RT: a secret, so the file is private (0600).
+        use std::io::Write;
+        if let Some(p) = &self.state_file {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            if let Ok(mut f) = opts.open(p) {
+                let _ = f.write_all(stored.as_bytes());
+            }
+        }
+    }
+    fn log(&self, line: &str) {
+        eprintln!("device: {line}");
+    }
+}
+
+pub(super) fn simulate(a: SimArgs) -> ExitCode {
+    let trust = match Trust::ca_file(&a.ca) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let mut cfg = DeviceConfig::new(
+        a.server,
+        &a.server_name,
+        trust,
+        tessera_engine::ProvisioningToken::new(a.pt),
+    );
+    cfg.device_id = a.device_id;
+    let client = match BlockingDeviceClient::new(
+        cfg,
+        Box::new(SimHooks {
+            state_file: a.state_file,
+        }),
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match client.ensure_registered(Duration::from_secs(a.timeout_secs)) {
+        Ok(r) => {
+            println!(
+                "registered: device {} registration {} generation {} expires {}",
+                r.device_id,
+                r.registration_id,
+                r.generation,
+                output::utc(i64::try_from(r.expires_at).unwrap_or(i64::MAX))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
