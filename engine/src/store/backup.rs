@@ -37,15 +37,12 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, Error> {
         )));
     }
     if out.exists() {
-        return Err(Error::Store(format!(
-            "{} exists; a backup never overwrites a file",
-            out.display()
-        )));
+        // Checked again when the copy is put in place (`place`).
+        return Err(exists(out));
     }
     let partial = partial_path(out);
     let r = copy(&src_path, &partial).and_then(|report| {
-        std::fs::rename(&partial, out)
-            .map_err(|e| Error::Store(format!("cannot rename to {}: {e}", out.display())))?;
+        place(&partial, out)?;
         sync_parent(out)?;
         Ok(report)
     });
@@ -53,6 +50,29 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, Error> {
         let _ = std::fs::remove_file(&partial);
     }
     r
+}
+
+/// Move the finished copy to `out` without replacing a file that appeared there meanwhile: a
+/// hard link fails if `out` exists, where a rename would replace it. On a file system without
+/// hard links, a rename after one more check.
+fn place(partial: &Path, out: &Path) -> Result<(), Error> {
+    match std::fs::hard_link(partial, out) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(partial);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(out)),
+        Err(_) if out.exists() => Err(exists(out)),
+        Err(_) => std::fs::rename(partial, out)
+            .map_err(|e| Error::Store(format!("cannot rename to {}: {e}", out.display()))),
+    }
+}
+
+fn exists(out: &Path) -> Error {
+    Error::Store(format!(
+        "{} exists; a backup never overwrites a file",
+        out.display()
+    ))
 }
 
 fn partial_path(out: &Path) -> PathBuf {
@@ -127,4 +147,26 @@ fn sync_parent(out: &Path) -> Result<(), Error> {
     std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::Store(format!("cannot sync {}: {e}", parent.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_appears_during_the_copy_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (partial, out) = (dir.path().join("b.db.partial"), dir.path().join("b.db"));
+        std::fs::write(&partial, b"copy").unwrap();
+        std::fs::write(&out, b"someone else's").unwrap();
+        assert!(place(&partial, &out)
+            .unwrap_err()
+            .to_string()
+            .contains("exists"));
+        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
+        std::fs::remove_file(&out).unwrap();
+        place(&partial, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"copy");
+        assert!(!partial.exists());
+    }
 }
