@@ -64,7 +64,7 @@ impl PtId {
 
 impl fmt::Display for PtId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, BASE64URL_NOPAD.encode(&self.0))
+        show_id(f, Self::PREFIX, &self.0)
     }
 }
 
@@ -77,11 +77,22 @@ impl fmt::Debug for PtId {
 impl FromStr for PtId {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InputError::new("pt_id", "expected pt_ followed by 27 base64url characters");
-        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
-        let v = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| bad())?;
-        Ok(Self(v.try_into().map_err(|_| bad())?))
+        let bad = InputError::new("pt_id", "expected pt_ followed by 27 base64url characters");
+        parse_id(s, Self::PREFIX, bad).map(Self)
     }
+}
+
+/// `prefix` and the id's bytes in base64url: how every id is shown.
+fn show_id(f: &mut fmt::Formatter<'_>, prefix: &str, bytes: &[u8]) -> fmt::Result {
+    write!(f, "{prefix}{}", BASE64URL_NOPAD.encode(bytes))
+}
+
+/// The bytes of an id shown by [`show_id`]; `bad` for anything else.
+fn parse_id<const N: usize>(s: &str, prefix: &str, bad: InputError) -> Result<[u8; N], InputError> {
+    s.strip_prefix(prefix)
+        .and_then(|body| BASE64URL_NOPAD.decode(body.as_bytes()).ok())
+        .and_then(|v| v.try_into().ok())
+        .ok_or(bad)
 }
 
 /// The public id of an admin token. Admin tokens have the PT layout (docs/tokens.md), so this is
@@ -112,7 +123,7 @@ impl From<PtId> for AdminTokenId {
 
 impl fmt::Display for AdminTokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, BASE64URL_NOPAD.encode(&self.0 .0))
+        show_id(f, Self::PREFIX, &self.0 .0)
     }
 }
 
@@ -125,10 +136,8 @@ impl fmt::Debug for AdminTokenId {
 impl FromStr for AdminTokenId {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InputError::new("id", "expected at_ followed by 27 base64url characters");
-        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
-        let v = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| bad())?;
-        Ok(Self::from_bytes(v.try_into().map_err(|_| bad())?))
+        let bad = InputError::new("id", "expected at_ followed by 27 base64url characters");
+        parse_id(s, Self::PREFIX, bad).map(Self::from_bytes)
     }
 }
 
@@ -152,7 +161,7 @@ impl OperationId {
 
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, BASE64URL_NOPAD.encode(&self.0))
+        show_id(f, Self::PREFIX, &self.0)
     }
 }
 
@@ -165,15 +174,11 @@ impl fmt::Debug for OperationId {
 impl FromStr for OperationId {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            InputError::new(
-                "operation_id",
-                "expected op_ followed by 22 base64url characters",
-            )
-        };
-        let body = s.strip_prefix(Self::PREFIX).ok_or_else(bad)?;
-        let v = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| bad())?;
-        Ok(Self(v.try_into().map_err(|_| bad())?))
+        let bad = InputError::new(
+            "operation_id",
+            "expected op_ followed by 22 base64url characters",
+        );
+        parse_id(s, Self::PREFIX, bad).map(Self)
     }
 }
 
