@@ -2,8 +2,10 @@
 //! the admin endpoint).
 //!
 //! This file holds the command line (clap) and `serve`; `operate` runs the operator commands and
-//! `output` prints their answers; `simulate` is a device for trying a server out.
+//! `output` prints their answers; `local` has the commands that work on this host's files and
+//! HSM; `simulate` is a device for trying a server out.
 
+mod local;
 mod operate;
 mod output;
 mod simulate;
@@ -423,6 +425,14 @@ struct SimArgs {
     timeout_secs: u64,
 }
 
+/// Exit status of a command that printed its own output.
+fn done(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::FAILURE
@@ -443,25 +453,25 @@ fn main() -> ExitCode {
             drop(rt);
             simulate::simulate(a)
         }
-        Cmd::Backup { data_dir, out } => {
-            drop(rt);
-            match tessera_engine::store::backup(&data_dir, &out) {
-                Ok(r) => {
-                    println!(
-                        "backup of {} written to {} ({} bytes, integrity checked); newest audit event: {}",
-                        data_dir.display(),
-                        out.display(),
-                        r.bytes,
-                        r.last_audit_seq
-                    );
-                    println!(
-                        "the root key is not in it: keep root.key (or the HSM key) safe separately"
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
-        }
+        Cmd::Backup { data_dir, out } => done(local::backup(&data_dir, &out)),
+        Cmd::Keys(KeysCmd::InitHsm {
+            module,
+            token_label,
+            slot,
+            key_label,
+            pin_env,
+            pin_file,
+        }) => done(local::init_hsm(
+            &tessera_server::server::config::KeySettings {
+                keeper: "pkcs11".into(),
+                module: Some(module),
+                token_label,
+                slot,
+                key_label,
+                pin_env,
+                pin_file,
+            },
+        )),
         other => rt.block_on(operate::operate(other)),
     }
 }

@@ -9,7 +9,7 @@ use tessera_server::wire::kind;
 use tessera_server::{AdminClient, Trust};
 
 use super::output::{self, Col};
-use super::{fail, wait_for_signal, Cmd, Conn, DeviceCmd, KeysCmd, OpCmd, PtCmd, TokenCmd};
+use super::{done, wait_for_signal, Cmd, Conn, DeviceCmd, KeysCmd, OpCmd, PtCmd, TokenCmd};
 
 fn admin_client(c: &Conn) -> Result<AdminClient, String> {
     let ca =
@@ -42,12 +42,11 @@ struct Session {
 
 impl Session {
     fn client(&mut self, conn: &Conn) -> Result<&AdminClient, String> {
-        if self.client.is_none() {
-            self.client = Some(admin_client(conn)?);
-        }
-        self.client
-            .as_ref()
-            .ok_or_else(|| "no admin client".to_owned())
+        let client = match self.client.take() {
+            Some(c) => c,
+            None => admin_client(conn)?,
+        };
+        Ok(self.client.insert(client))
     }
 
     /// One request on the command's connection.
@@ -68,23 +67,19 @@ pub(super) async fn operate(cmd: Cmd) -> std::process::ExitCode {
     let mut session = Session::default();
     let r = run(cmd, &mut session).await;
     session.close().await;
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
+    done(r)
 }
 
 async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
     match cmd {
         Cmd::Pt(PtCmd::Create { conn, spec }) => {
             let v = session.call(&conn, kind::PT_CREATE, spec.to_json()).await?;
-            if conn.json {
-                println!("{v}");
-            } else {
-                println!("PT id:    {}", v["pt"]["id"].as_str().unwrap_or(""));
-                println!("PT token: {}", v["token"].as_str().unwrap_or(""));
-                println!("(the token is shown once; put it in the device's firmware image)");
-            }
+            let text = format!(
+                "PT id:    {}\nPT token: {}\n(the token is shown once; put it in the device's firmware image)",
+                v["pt"]["id"].as_str().unwrap_or(""),
+                v["token"].as_str().unwrap_or("")
+            );
+            print_done(&conn, &v, text);
         }
         Cmd::Pt(PtCmd::Batch {
             conn,
@@ -199,15 +194,12 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                     json!({ "id": id, "code": code, "device_id": device_id }),
                 )
                 .await?;
-            if conn.json {
-                println!("{v}");
-            } else {
-                println!(
-                    "approved: device {} registration {}",
-                    v["registration"]["device_id"].as_str().unwrap_or(""),
-                    v["registration"]["id"]
-                );
-            }
+            let text = format!(
+                "approved: device {} registration {}",
+                v["registration"]["device_id"].as_str().unwrap_or(""),
+                v["registration"]["id"]
+            );
+            print_done(&conn, &v, text);
         }
         Cmd::Op(OpCmd::Reject { conn, id, reason }) => {
             let v = session
@@ -307,41 +299,6 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             };
             print_done(&conn, &v, text);
         }
-        Cmd::Keys(KeysCmd::InitHsm {
-            module,
-            token_label,
-            slot,
-            key_label,
-            pin_env,
-            pin_file,
-        }) => {
-            let settings = tessera_server::server::config::KeySettings {
-                keeper: "pkcs11".into(),
-                module: Some(module),
-                token_label,
-                slot,
-                key_label,
-                pin_env,
-                pin_file,
-            };
-            let cfg = settings
-                .pkcs11()
-                .map_err(|x| x.to_string())?
-                .ok_or("pkcs11 settings")?;
-            tessera_engine::keys::Pkcs11Keeper::init_root_key(&cfg).map_err(|x| x.to_string())?;
-            let keeper =
-                tessera_engine::keys::Pkcs11Keeper::open(&cfg).map_err(|x| x.to_string())?;
-            let a = keeper.root_key_attributes().map_err(|x| x.to_string())?;
-            println!(
-                "created root key {:?}: extractable={} sensitive={} value readable={}",
-                cfg.key_label, a.extractable, a.sensitive, a.value_readable
-            );
-            println!("configure the server with:\n[keys]\nkeeper = \"pkcs11\"\nmodule = {:?}\n{}key_label = {:?}", settings.module.as_deref().unwrap_or(std::path::Path::new("")), match (&settings.token_label, settings.slot) {
-                (Some(t), _) => format!("token_label = {t:?}\n"),
-                (None, Some(s)) => format!("slot = {s}\n"),
-                _ => String::new(),
-            }, cfg.key_label);
-        }
         Cmd::Keys(KeysCmd::Rotate { conn }) => {
             let v = session.call(&conn, kind::KEYS_ROTATE, json!({})).await?;
             print_done(
@@ -372,14 +329,11 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                     json!({ "name": name, "role": role }),
                 )
                 .await?;
-            if conn.json {
-                println!("{v}");
-            } else {
-                println!(
-                    "admin token for {name} ({role}), shown once: {}",
-                    v["token"].as_str().unwrap_or("")
-                );
-            }
+            let text = format!(
+                "admin token for {name} ({role}), shown once: {}",
+                v["token"].as_str().unwrap_or("")
+            );
+            print_done(&conn, &v, text);
         }
         Cmd::Token(TokenCmd::List { conn }) => {
             let v = session.call(&conn, kind::TOKEN_LIST, json!({})).await?;
@@ -432,7 +386,10 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                 print!("{}", output::flattened(&v));
             }
         }
-        Cmd::Serve(_) | Cmd::Simulate(_) | Cmd::Backup { .. } => unreachable!("handled in main"),
+        Cmd::Serve(_)
+        | Cmd::Simulate(_)
+        | Cmd::Backup { .. }
+        | Cmd::Keys(KeysCmd::InitHsm { .. }) => unreachable!("handled in main"),
     }
     Ok(())
 }
