@@ -357,13 +357,14 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             follow,
             interval_ms,
         } => {
-            let first =
-                json!({ "after": after.unwrap_or(0), "limit": limit, "newest": after.is_none() });
+            // Without --after: the end of the log.
+            let start = after.unwrap_or(0);
+            let first = json!({ "after": start, "limit": limit, "newest": after.is_none() });
             let v = session.call(&conn, kind::AUDIT, first).await?;
             if follow {
                 let c = session.client(&conn)?;
                 let interval = Duration::from_millis(interval_ms);
-                follow_audit(c, conn.json, after.unwrap_or(0), v, interval).await?;
+                follow_audit(c, conn.json, start, v, interval).await?;
             } else {
                 print_list(&conn, &v["events"], output::AUDIT);
             }
