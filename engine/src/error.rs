@@ -62,6 +62,10 @@ pub enum Error {
     /// The credential is authentic but has expired.
     #[error("credential expired")]
     Expired,
+    /// The operation's provisioning token expired before the operation was approved: it can
+    /// no longer be approved.
+    #[error("the provisioning token has expired; its operations cannot be approved")]
+    PtExpired,
     /// The credential is authentic but has been revoked (or its registration no longer exists).
     #[error("credential revoked")]
     Revoked,
@@ -75,6 +79,10 @@ pub enum Error {
     /// The device id is blocked from provisioning.
     #[error("device is blocked")]
     DeviceBlocked,
+    /// The device id has an active registration under another PT; approving would take it
+    /// over. A technician may do so only with an explicit `reassign`.
+    #[error("device id is registered under another provisioning token; approve with reassign to move it")]
+    DeviceIdInUse,
     /// An argument was rejected; nothing was changed.
     #[error(transparent)]
     InvalidInput(#[from] InputError),

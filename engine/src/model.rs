@@ -648,6 +648,21 @@ pub struct OperationRecord {
     pub device_id: Option<DeviceId>,
     /// The registration created by approval.
     pub registration_id: Option<RegistrationId>,
+    /// Active registrations of the requested device id when the operation began: approving
+    /// it replaces them. Never approved automatically while non-empty; a replacement under
+    /// another PT needs the technician's explicit `reassign`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<ReplacedRegistration>,
+}
+
+/// An active registration that approving an operation would replace.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReplacedRegistration {
+    /// The registration.
+    pub registration_id: RegistrationId,
+    /// The PT it was provisioned through.
+    #[serde(with = "display_fromstr")]
+    pub pt_id: PtId,
 }
 
 impl OperationRecord {
@@ -774,6 +789,10 @@ pub enum LeakKind {
     CodeGuessing,
     /// One RT seen from many addresses (raised by the server).
     ManySources,
+    /// An operation asked for a device id that has an active registration: it was held for a
+    /// technician instead of being approved automatically, or the registration belongs to
+    /// another PT.
+    DeviceIdCollision,
 }
 
 impl LeakKind {
@@ -785,6 +804,7 @@ impl LeakKind {
             Self::RevokedTokenUse => "revoked_token_use",
             Self::CodeGuessing => "code_guessing",
             Self::ManySources => "many_sources",
+            Self::DeviceIdCollision => "device_id_collision",
         }
     }
 
@@ -796,6 +816,7 @@ impl LeakKind {
             "revoked_token_use" => Self::RevokedTokenUse,
             "code_guessing" => Self::CodeGuessing,
             "many_sources" => Self::ManySources,
+            "device_id_collision" => Self::DeviceIdCollision,
             _ => return None,
         })
     }

@@ -281,7 +281,8 @@ impl Engine {
 
     /// Approve an operation as a technician (with the verification code when the PT asks for
     /// one). Returns the new registration id.
-    #[pyo3(signature = (operation_id, *, code=None, device_id=None, rt_lifetime=None, actor="technician"))]
+    #[pyo3(signature = (operation_id, *, code=None, device_id=None, rt_lifetime=None, reassign=false, actor="technician"))]
+    #[allow(clippy::too_many_arguments)]
     fn approve(
         &self,
         py: Python<'_>,
@@ -289,6 +290,7 @@ impl Engine {
         code: Option<String>,
         device_id: Option<&str>,
         rt_lifetime: Option<f64>,
+        reassign: bool,
         actor: &str,
     ) -> PyResult<u64> {
         let id = op_id(py, operation_id)?;
@@ -296,6 +298,7 @@ impl Engine {
             verification_code: code,
             device_id: device_id.map(|d| self::device_id(py, d)).transpose()?,
             rt_lifetime: secs(rt_lifetime, "rt_lifetime")?,
+            reassign,
         };
         let now = self.now(py)?;
         py.detach(|| {

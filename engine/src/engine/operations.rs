@@ -12,7 +12,7 @@ use crate::family::{FamilyState, MAX_REGISTRATION_ID};
 use crate::model::{
     check_label, limits, Actor, ApprovalPolicy, Attributes, DeviceId, DeviceIdPolicy, LeakKind,
     OperationId, OperationRecord, OperationState, PtKind, PtRecord, RegistrationId,
-    RegistrationRecord, RegistrationStatus,
+    RegistrationRecord, RegistrationStatus, ReplacedRegistration,
 };
 use crate::secret::{OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode};
 use crate::store::{NewLeakSignal, OperationQuery};
@@ -64,6 +64,10 @@ pub struct Approval {
     pub device_id: Option<DeviceId>,
     /// Override of the PT's RT lifetime (bounded by the engine's maximum).
     pub rt_lifetime: Option<Duration>,
+    /// Move the device id from another PT's active registration to this operation. Without
+    /// it, approving an operation whose device id is registered under another PT fails with
+    /// [`Error::DeviceIdInUse`] and changes nothing. Recorded in the audit log.
+    pub reassign: bool,
 }
 
 /// A delivered registration: what an approved operation gives its device.
@@ -239,6 +243,10 @@ impl Engine {
                 })
                 .collect();
             let ring = tx.inner.keys.load();
+            let replaces = match &req.requested_device_id {
+                Some(d) => replaced_registrations(tx, d)?,
+                None => Vec::new(),
+            };
             let mut op = OperationRecord {
                 id: op_id,
                 pt_id,
@@ -258,6 +266,7 @@ impl Engine {
                 reason: None,
                 device_id: None,
                 registration_id: None,
+                replaces,
             };
             tx.db.insert_operation(&op)?;
             tx.audit(
@@ -269,6 +278,7 @@ impl Engine {
                     "requested_device_id": op.requested_device_id,
                     "attributes": op.attributes,
                     "conflict": op.conflict,
+                    "replaces": op.replaces,
                 }),
             )?;
             if op.conflict {
@@ -300,13 +310,24 @@ impl Engine {
                 ApprovalPolicy::AttributeRule(rule) => rule.matches(&op.attributes),
                 _ => false,
             };
-            if auto {
+            // An operation that would replace an active registration is never approved
+            // automatically: a technician decides, seeing what it replaces.
+            let held = auto && !op.replaces.is_empty();
+            if held || op.replaces.iter().any(|r| r.pt_id != pt_id) {
+                raise_collision(tx, &op, &actor, held)?;
+            }
+            if auto && !held {
                 let device_id = match &op.requested_device_id {
                     Some(d) => d.clone(),
                     None => generated_device_id(&op.id)?,
                 };
                 let lifetime = pt.rt_lifetime_secs;
-                approve_in_tx(tx, &mut op, &mut pt, device_id, lifetime, &Actor::system())?;
+                let decision = Decision {
+                    device_id,
+                    lifetime_secs: lifetime,
+                    reassign: false,
+                };
+                approve_in_tx(tx, &mut op, &mut pt, decision, &Actor::system())?;
             }
             Ok(Ok(engine.outcome_for(&op, false)))
         });
@@ -455,6 +476,19 @@ impl Engine {
             if pt.revoked_at.is_some() {
                 return Err(Error::Revoked);
             }
+            if pt.expires_at.is_some_and(|t| tx.now >= t) {
+                return Err(Error::PtExpired);
+            }
+            if approval
+                .rt_lifetime
+                .is_some_and(|l| l.as_secs() > pt.rt_lifetime_secs)
+            {
+                return Err(InputError::new(
+                    "rt_lifetime",
+                    "exceeds the RT lifetime of the operation's provisioning token",
+                )
+                .into());
+            }
             if op.uses_code {
                 let Some(typed) = approval.verification_code.as_deref() else {
                     return Err(Error::VerificationCodeRequired);
@@ -498,7 +532,12 @@ impl Engine {
             let lifetime = approval
                 .rt_lifetime
                 .map_or(pt.rt_lifetime_secs, |d| d.as_secs());
-            approve_in_tx(tx, &mut op, &mut pt, device_id, lifetime, &actor).map(Ok)
+            let decision = Decision {
+                device_id,
+                lifetime_secs: lifetime,
+                reassign: approval.reassign,
+            };
+            approve_in_tx(tx, &mut op, &mut pt, decision, &actor).map(Ok)
         })
         .and_then(|r| r)
     }
@@ -672,15 +711,77 @@ fn close_in_tx(
     Ok(())
 }
 
+/// The active registrations of `device_id`, with the PT each was provisioned through.
+fn replaced_registrations(
+    tx: &Tx<'_>,
+    device_id: &DeviceId,
+) -> Result<Vec<ReplacedRegistration>, Error> {
+    let mut out = Vec::new();
+    for id in tx.db.active_registrations_of_device(device_id)? {
+        if let Some(r) = tx.db.registration(id)? {
+            out.push(ReplacedRegistration {
+                registration_id: id,
+                pt_id: r.pt_id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The `device_id_collision` leak signal: `op` asks for a device id that has an active
+/// registration, and was `held` for a technician instead of being approved automatically (or
+/// the registration belongs to another PT).
+fn raise_collision(
+    tx: &mut Tx<'_>,
+    op: &OperationRecord,
+    actor: &Actor,
+    held: bool,
+) -> Result<(), Error> {
+    let device_id = op.requested_device_id.as_ref().map_or("", |d| d.as_str());
+    let owners: Vec<String> = op
+        .replaces
+        .iter()
+        .map(|r| format!("registration {} under {}", r.registration_id, r.pt_id))
+        .collect();
+    tx.leak(NewLeakSignal {
+        at: tx.now,
+        kind: LeakKind::DeviceIdCollision,
+        pt_id: Some(op.pt_id),
+        registration_id: op.replaces.first().map(|r| r.registration_id),
+        operation_id: Some(op.id),
+        source: actor.source.clone(),
+        action: if held {
+            "held_for_technician"
+        } else {
+            "flagged"
+        }
+        .into(),
+        detail: format!("device id {device_id} is active as {}", owners.join(", ")),
+    })?;
+    Ok(())
+}
+
+/// What an approval decided: the device id, the RT lifetime, and whether the technician
+/// explicitly moves the device id from another PT.
+struct Decision {
+    device_id: DeviceId,
+    lifetime_secs: u64,
+    reassign: bool,
+}
+
 /// Approve `op` inside a write job: create the registration and settle everything around it.
 fn approve_in_tx(
     tx: &mut Tx<'_>,
     op: &mut OperationRecord,
     pt: &mut PtRecord,
-    device_id: DeviceId,
-    lifetime_secs: u64,
+    decision: Decision,
     actor: &Actor,
 ) -> Result<RegistrationRecord, Error> {
+    let Decision {
+        device_id,
+        lifetime_secs,
+        reassign,
+    } = decision;
     if tx.db.blocked(&device_id)?.is_some() {
         return Err(Error::DeviceBlocked);
     }
@@ -689,8 +790,15 @@ fn approve_in_tx(
             return Err(Error::RegistrationCapReached);
         }
     }
+    let replaced = replaced_registrations(tx, &device_id)?;
+    let reassigned: Vec<&ReplacedRegistration> =
+        replaced.iter().filter(|r| r.pt_id != pt.id).collect();
+    if !reassigned.is_empty() && !reassign {
+        return Err(Error::DeviceIdInUse);
+    }
+    let reassigned_json = serde_json::to_value(&reassigned).unwrap_or_default();
     let reason = format!("superseded by {}", op.id);
-    let mut superseded = tx.db.active_registrations_of_device(&device_id)?;
+    let mut superseded: Vec<RegistrationId> = replaced.iter().map(|r| r.registration_id).collect();
     if pt.kind == PtKind::SingleDevice {
         superseded.extend(tx.db.active_registrations_of_pt(&pt.id)?);
     }
@@ -754,9 +862,16 @@ fn approve_in_tx(
         actor,
         "operation.approve",
         &op.id.to_string(),
-        serde_json::json!({
-            "device_id": device_id, "registration_id": reg.id, "rt_lifetime_secs": lifetime_secs,
-        }),
+        if reassigned.is_empty() {
+            serde_json::json!({
+                "device_id": device_id, "registration_id": reg.id, "rt_lifetime_secs": lifetime_secs,
+            })
+        } else {
+            serde_json::json!({
+                "device_id": device_id, "registration_id": reg.id, "rt_lifetime_secs": lifetime_secs,
+                "reassign": true, "reassigned_from": reassigned_json,
+            })
+        },
     )?;
     tx.effect(Effect::SetFamily(
         reg.id,

@@ -72,6 +72,8 @@ struct ApproveArgs {
     device_id: Option<String>,
     #[serde(default)]
     rt_lifetime_secs: Option<u64>,
+    #[serde(default)]
+    reassign: bool,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +241,7 @@ pub(crate) async fn handle(
                 verification_code: a.code,
                 device_id: a.device_id.as_deref().map(device_id).transpose()?,
                 rt_lifetime: a.rt_lifetime_secs.map(Duration::from_secs),
+                reassign: a.reassign,
             };
             json!({ "registration": blocking(shared, move |e, t| e.approve_operation(&id, approval, &actor, t)).await? })
         }

@@ -119,6 +119,8 @@ pub mod code {
     pub const CODE_ATTEMPTS_EXHAUSTED: u16 = 23;
     /// Verification code required.
     pub const CODE_REQUIRED: u16 = 24;
+    /// The device id is registered under another PT; approve with `reassign` to move it.
+    pub const DEVICE_ID_IN_USE: u16 = 25;
     /// Rate limited; see `retry_after_ms`.
     pub const RATE_LIMITED: u16 = 30;
     /// Too many pending operations on the PT.

@@ -20,11 +20,12 @@ pub fn error_body(e: &Error, server_time_ms: u64) -> ErrorBody {
     let (c, retry, remaining) = match e {
         Error::TokenFormat(_) => (code::TOKEN_FORMAT, None, None),
         Error::Unauthenticated => (code::UNAUTHENTICATED, None, None),
-        Error::Expired => (code::EXPIRED, None, None),
+        Error::Expired | Error::PtExpired => (code::EXPIRED, None, None),
         Error::Revoked => (code::REVOKED, None, None),
         Error::Superseded => (code::SUPERSEDED, None, None),
         Error::RotationReuse => (code::ROTATION_REUSE, None, None),
         Error::DeviceBlocked => (code::DEVICE_BLOCKED, None, None),
+        Error::DeviceIdInUse => (code::DEVICE_ID_IN_USE, None, None),
         Error::InvalidInput(_) => (code::INVALID_INPUT, None, None),
         Error::NotFound(_) => (code::NOT_FOUND, None, None),
         Error::OperationClosed(_) => (code::OPERATION_CLOSED, None, None),

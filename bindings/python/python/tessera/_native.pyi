@@ -116,6 +116,7 @@ class Engine:
         code: Optional[str] = None,
         device_id: Optional[str] = None,
         rt_lifetime: Optional[float] = None,
+        reassign: bool = False,
         actor: str = "technician",
     ) -> int: ...
     def reject(

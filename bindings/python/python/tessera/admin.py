@@ -113,15 +113,20 @@ class AdminClient:
         code: Optional[str] = None,
         device_id: Optional[str] = None,
         rt_lifetime_secs: Optional[int] = None,
+        reassign: bool = False,
     ) -> Json:
         """Approve an operation (with the verification code read off the device, when the PT
-        asks for one); returns the new registration."""
+        asks for one); returns the new registration.
+
+        ``reassign=True`` moves the device id from its active registration under another PT to
+        this operation; without it such an approval raises :class:`DeviceIdInUse`."""
         r = self.call(
             "op_approve",
             id=operation_id,
             code=code,
             device_id=device_id,
             rt_lifetime_secs=rt_lifetime_secs,
+            reassign=reassign,
         )
         return dict(r["registration"])
 

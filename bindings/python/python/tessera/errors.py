@@ -20,6 +20,7 @@ __all__ = [
     "RotationReuse",
     "Superseded",
     "DeviceBlocked",
+    "DeviceIdInUse",
     "InvalidInput",
     "NotFound",
     "ApprovalError",
@@ -138,6 +139,11 @@ class VerificationCodeRequired(ApprovalError):
     """The PT's policy needs the verification code. Code 24."""
 
 
+class DeviceIdInUse(ApprovalError):
+    """The device id is registered under another PT; approve with ``reassign=True`` to move
+    it. Code 25."""
+
+
 class RateLimited(TesseraError):
     """Too many requests; retry after ``retry_after`` seconds. Code 30."""
 
@@ -225,6 +231,7 @@ CODES: Dict[int, Type[TesseraError]] = {
     22: WrongVerificationCode,
     23: VerificationAttemptsExhausted,
     24: VerificationCodeRequired,
+    25: DeviceIdInUse,
     30: RateLimited,
     31: TooManyPendingOperations,
     32: RegistrationCapReached,

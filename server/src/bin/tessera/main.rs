@@ -278,6 +278,10 @@ enum OpCmd {
         /// Device id to register.
         #[arg(long)]
         device_id: Option<String>,
+        /// Move the device id from its active registration under another PT to this operation
+        /// (refused without it; recorded in the audit log).
+        #[arg(long)]
+        reassign: bool,
     },
     /// Reject an operation.
     Reject {

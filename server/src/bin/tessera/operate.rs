@@ -186,14 +186,13 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             id,
             code,
             device_id,
+            reassign,
         }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::OP_APPROVE,
-                    json!({ "id": id, "code": code, "device_id": device_id }),
-                )
-                .await?;
+            let mut args = json!({ "id": id, "code": code, "device_id": device_id });
+            if reassign {
+                args["reassign"] = json!(true);
+            }
+            let v = session.call(&conn, kind::OP_APPROVE, args).await?;
             let text = format!(
                 "approved: device {} registration {}",
                 v["registration"]["device_id"].as_str().unwrap_or(""),

@@ -18,8 +18,6 @@ pub(crate) enum Show {
     Secs,
     /// A number of seconds as a duration (`30d`, `12h`, `90s`).
     Duration,
-    /// An array of bytes as lowercase hex.
-    Hex,
 }
 
 /// A column of a table, or a line of a record view: a heading, where the value is in the record
@@ -74,8 +72,8 @@ pub(crate) const OP_SHOW: &[Col] = &[
     Col("needs code", "uses_code", Show::Plain),
     Col("wrong codes", "code_failures", Show::Plain),
     Col("conflict", "conflict", Show::Plain),
+    Col("replaces", "replaces", Show::Plain),
     Col("source", "source", Show::Plain),
-    Col("instance nonce", "instance_nonce", Show::Hex),
     Col("created", "created_at", Show::Millis),
     Col("expires", "expires_at", Show::Millis),
     Col("decided", "decided_at", Show::Millis),
@@ -180,8 +178,11 @@ pub(crate) fn duration(secs: u64) -> String {
     }
 }
 
-/// The value at `path` (dot-separated keys), `Null` when absent.
+/// The value at `path` (dot-separated keys; empty for the record itself), `Null` when absent.
 fn at<'a>(record: &'a Value, path: &str) -> &'a Value {
+    if path.is_empty() {
+        return record;
+    }
     path.split('.').fold(record, |v, key| &v[key])
 }
 
@@ -202,13 +203,12 @@ pub(crate) fn cell(record: &Value, col: &Col) -> String {
             Some(s) => duration(s),
             None => n.to_string(),
         },
-        (Value::Array(bytes), Show::Hex) => bytes
+        (Value::Array(items), _) if items.is_empty() => "-".into(),
+        (Value::Array(items), _) => items
             .iter()
-            .map(|b| match b.as_u64() {
-                Some(b @ 0..=255) => format!("{b:02x}"),
-                _ => "??".into(),
-            })
-            .collect(),
+            .map(|item| cell(item, &Col("", "", Show::Plain)))
+            .collect::<Vec<_>>()
+            .join("; "),
         (Value::Object(map), _) if map.is_empty() => "-".into(),
         (Value::Object(map), _) => map
             .iter()
@@ -344,14 +344,19 @@ mod tests {
     #[test]
     fn cells_know_milliseconds_from_seconds() {
         let r = json!({ "created_at": 1_796_313_243_837u64, "expires_at": 1_798_905_243u64,
-                        "revoked_at": null, "nonce": [0, 161, 255], "attrs": { "model": "TX-7", "rev": 2 },
+                        "revoked_at": null, "none": [],
+                        "replaces": [{ "pt_id": "pt_x", "registration_id": 3 }, { "pt_id": "pt_y", "registration_id": 4 }], "attrs": { "model": "TX-7", "rev": 2 },
                         "empty": {}, "label": "line 3", "n": 4, "ok": true });
         let c = |path, show| cell(&r, &Col("", path, show));
         assert_eq!(c("created_at", Show::Millis), "2026-12-03 15:54:03Z");
         assert_eq!(c("expires_at", Show::Secs), "2027-01-02 15:54:03Z");
         assert_eq!(c("revoked_at", Show::Millis), "-");
         assert_eq!(c("missing.deeper", Show::Plain), "-");
-        assert_eq!(c("nonce", Show::Hex), "00a1ff");
+        assert_eq!(
+            c("replaces", Show::Plain),
+            "pt_id=pt_x, registration_id=3; pt_id=pt_y, registration_id=4"
+        );
+        assert_eq!(c("none", Show::Plain), "-");
         assert_eq!(c("attrs", Show::Plain), "model=TX-7, rev=2");
         assert_eq!(c("empty", Show::Plain), "-");
         assert_eq!(c("label", Show::Plain), "line 3");

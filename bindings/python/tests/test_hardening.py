@@ -1,0 +1,52 @@
+"""The security review's reproductions, run against a real server over QUIC: each one must now
+fail the way docs/reliability.md ("Hardening rules") says."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import tessera
+
+
+def wait_for(predicate, timeout=10.0):
+    """Poll ``predicate`` until it returns something truthy (another thread's progress)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_fleet_pt_cannot_take_over_a_registered_device_id(
+    tessera_admin, tessera_device_factory
+):
+    pt_a_id, pt_a = tessera_admin.create_pt("A, manual")
+    owner = tessera_device_factory(pt_a, device_id="pump-17")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        registering = pool.submit(owner.ensure_registered, 20)
+        op = wait_for(lambda: tessera_admin.pending_operations(pt_a_id))[0]
+        tessera_admin.approve(op["id"])
+        owned = registering.result(timeout=20)
+
+    _, pt_b = tessera_admin.create_pt(
+        "B, fleet, automatic", kind="fleet", max_registrations=10, approval="automatic"
+    )
+    attacker = tessera_device_factory(pt_b, device_id="pump-17")
+    # Before the fix the attacker got an RT at once; now the operation waits for a technician.
+    with pytest.raises(tessera.DeadlineExceeded):
+        attacker.ensure_registered(1)
+    held = wait_for(
+        lambda: [o for o in tessera_admin.pending_operations() if o["pt_id"] != pt_a_id]
+    )[0]
+    assert held["replaces"] == [{"registration_id": owned.registration_id, "pt_id": pt_a_id}]
+    # The owner's RT still validates and refreshes.
+    assert owner.refresh().generation == 2
+    signals = [s for s in tessera_admin.leaks() if s["kind"] == "device_id_collision"]
+    assert len(signals) == 1 and signals[0]["action"] == "held_for_technician"
+    # A technician must say reassign explicitly.
+    with pytest.raises(tessera.DeviceIdInUse):
+        tessera_admin.approve(held["id"])
+    assert owner.refresh().generation == 3
