@@ -115,6 +115,8 @@ typedef struct {
   uint64_t issued_at;
   // Expiry, Unix seconds.
   uint64_t expires_at;
+  // The registration's binding (the same in every generation; see docs/tokens.md).
+  uint32_t binding;
 } tessera_rt_info;
 
 // What a valid RT says about its device.

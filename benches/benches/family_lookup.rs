@@ -38,8 +38,9 @@ impl Families for FamilyTable {
             RegistrationId::new(id),
             FamilyState {
                 generation: v as u32 | 1,
-                expires_at: u32::MAX,
+                binding: 1,
             },
+            u64::from(u32::MAX),
         );
     }
     fn remove(&self, id: u64) {

@@ -12,14 +12,16 @@
 //! Measured against `DashMap` and `RwLock<HashMap>` at 1,000,000 entries with a concurrent
 //! writer (`cargo bench -p tessera-benches --bench family_lookup`, figures in
 //! docs/reliability.md), the array is several times faster than either on one and two
-//! threads, and it costs 8 bytes per registration.
+//! threads, and it costs 12 bytes per registration.
 //!
-//! Each slot packs `generation << 32 | expires_at_secs`; 0 means "no live family" (never
-//! existed, revoked, or pruned) and is rejected. Revocation and pruning both store 0:
-//! a revoked family needs no entry of its own, because an id that is absent is refused. Memory
-//! for fully pruned segments is given back when the table is rebuilt at the next open.
+//! Each slot packs `generation << 32 | binding` (the registration's random binding, which its
+//! RTs carry); 0 means "no live family" (never existed, revoked, or pruned) and is rejected.
+//! Revocation and pruning both store 0: a revoked family needs no entry of its own, because an
+//! id that is absent is refused. Validation reads that one word. The expiry of the current
+//! generation, which only pruning needs, sits in a parallel array of `u32`s off the hot path.
+//! Memory for fully pruned segments is given back when the table is rebuilt at the next open.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::model::RegistrationId;
@@ -31,24 +33,24 @@ const CHUNKS: usize = 1 << 16;
 /// The largest registration id the table can hold (2^32 − 1).
 pub const MAX_REGISTRATION_ID: u64 = (CHUNK_LEN * CHUNKS - 1) as u64;
 
-/// The live state of one registration family.
+/// The live state of one registration family: what validation compares an RT with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FamilyState {
     /// The current generation: the lowest one validation accepts (the floor).
     pub generation: u32,
-    /// Expiry of the current generation, Unix seconds (saturated at `u32::MAX`).
-    pub expires_at: u32,
+    /// The registration's binding, which every RT of it carries.
+    pub binding: u32,
 }
 
 impl FamilyState {
     fn pack(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.expires_at)
+        (u64::from(self.generation) << 32) | u64::from(self.binding)
     }
 
     fn unpack(v: u64) -> Option<Self> {
         (v != 0).then_some(Self {
             generation: (v >> 32) as u32,
-            expires_at: v as u32,
+            binding: v as u32,
         })
     }
 }
@@ -56,6 +58,8 @@ impl FamilyState {
 /// Lock-free family table. See the module docs for the reasoning.
 pub struct FamilyTable {
     chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    /// Expiry of each family's current generation, Unix seconds (saturated at `u32::MAX`).
+    expiry: Box<[OnceLock<Box<[AtomicU32]>>]>,
     live: AtomicUsize,
 }
 
@@ -78,6 +82,7 @@ impl FamilyTable {
     pub fn new() -> Self {
         Self {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
+            expiry: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
             live: AtomicUsize::new(0),
         }
     }
@@ -88,13 +93,20 @@ impl FamilyTable {
         chunk.get(i & (CHUNK_LEN - 1))
     }
 
-    fn slot_or_create(&self, id: u64) -> Option<&AtomicU64> {
+    fn slot_or_create(&self, id: u64) -> Option<(&AtomicU64, &AtomicU32)> {
         let i = usize::try_from(id).ok()?;
         let chunk = self
             .chunks
             .get(i >> CHUNK_BITS)?
             .get_or_init(|| (0..CHUNK_LEN).map(|_| AtomicU64::new(0)).collect());
-        chunk.get(i & (CHUNK_LEN - 1))
+        let expiry = self
+            .expiry
+            .get(i >> CHUNK_BITS)?
+            .get_or_init(|| (0..CHUNK_LEN).map(|_| AtomicU32::new(0)).collect());
+        Some((
+            chunk.get(i & (CHUNK_LEN - 1))?,
+            expiry.get(i & (CHUNK_LEN - 1))?,
+        ))
     }
 
     /// The live state of a family, or `None` if it has none (revoked, pruned, unknown).
@@ -103,15 +115,19 @@ impl FamilyTable {
         FamilyState::unpack(self.slot(id.get())?.load(Ordering::Acquire))
     }
 
-    /// Set a family's state. Returns false if the id is beyond [`MAX_REGISTRATION_ID`] or the
-    /// generation is 0.
-    pub fn set(&self, id: RegistrationId, state: FamilyState) -> bool {
+    /// Set a family's state and the expiry of its current generation (Unix seconds). Returns
+    /// false if the id is beyond [`MAX_REGISTRATION_ID`] or the generation is 0.
+    pub fn set(&self, id: RegistrationId, state: FamilyState, expires_at: u64) -> bool {
         if state.generation == 0 {
             return false;
         }
-        let Some(slot) = self.slot_or_create(id.get()) else {
+        let Some((slot, expiry)) = self.slot_or_create(id.get()) else {
             return false;
         };
+        expiry.store(
+            u32::try_from(expires_at).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
         if slot.swap(state.pack(), Ordering::Release) == 0 {
             self.live.fetch_add(1, Ordering::Relaxed);
         }
@@ -130,11 +146,13 @@ impl FamilyTable {
     /// Remove every family whose current RT expired before `cutoff_secs`. Returns how many.
     pub fn prune(&self, cutoff_secs: u64) -> usize {
         let mut n = 0;
-        for chunk in self.chunks.iter().filter_map(OnceLock::get) {
-            for slot in chunk.iter() {
+        let chunks = self.chunks.iter().zip(self.expiry.iter());
+        for (chunk, expiry) in chunks.filter_map(|(c, e)| Some((c.get()?, e.get()?))) {
+            for (slot, expires_at) in chunk.iter().zip(expiry.iter()) {
                 let v = slot.load(Ordering::Acquire);
-                if let Some(s) = FamilyState::unpack(v) {
-                    if u64::from(s.expires_at) < cutoff_secs
+                if v != 0 {
+                    // Only the writer sets and prunes, so the expiry read belongs to `v`.
+                    if u64::from(expires_at.load(Ordering::Relaxed)) < cutoff_secs
                         && slot
                             .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
                             .is_ok()
@@ -161,7 +179,10 @@ impl FamilyTable {
     /// Bytes of memory held by the table (segments and index).
     pub fn memory_bytes(&self) -> usize {
         let segs = self.chunks.iter().filter(|c| c.get().is_some()).count();
-        segs * CHUNK_LEN * 8 + CHUNKS * std::mem::size_of::<OnceLock<Box<[AtomicU64]>>>()
+        segs * CHUNK_LEN * 12
+            + CHUNKS
+                * (std::mem::size_of::<OnceLock<Box<[AtomicU64]>>>()
+                    + std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>())
     }
 }
 
@@ -173,47 +194,21 @@ mod tests {
     fn set_get_remove_prune() {
         let t = FamilyTable::new();
         let id = RegistrationId::new(70_000);
+        let st = |generation, binding| FamilyState {
+            generation,
+            binding,
+        };
         assert_eq!(t.get(id), None);
-        assert!(t.set(
-            id,
-            FamilyState {
-                generation: 2,
-                expires_at: 100
-            }
-        ));
-        assert!(t.set(
-            RegistrationId::new(1),
-            FamilyState {
-                generation: 1,
-                expires_at: 500
-            }
-        ));
-        assert_eq!(
-            t.get(id),
-            Some(FamilyState {
-                generation: 2,
-                expires_at: 100
-            })
-        );
+        assert!(t.set(id, st(2, 9), 100));
+        assert!(t.set(RegistrationId::new(1), st(1, 0), 500));
+        assert_eq!(t.get(id), Some(st(2, 9)));
         assert_eq!(t.len(), 2);
         assert_eq!(t.prune(101), 1);
         assert_eq!(t.get(id), None);
         t.remove(RegistrationId::new(1));
         assert!(t.is_empty());
-        assert!(!t.set(
-            RegistrationId::new(MAX_REGISTRATION_ID + 1),
-            FamilyState {
-                generation: 1,
-                expires_at: 1
-            }
-        ));
-        assert!(!t.set(
-            id,
-            FamilyState {
-                generation: 0,
-                expires_at: 1
-            }
-        ));
+        assert!(!t.set(RegistrationId::new(MAX_REGISTRATION_ID + 1), st(1, 1), 1));
+        assert!(!t.set(id, st(0, 1), 1));
         assert_eq!(t.get(RegistrationId::new(u64::MAX)), None);
     }
 }

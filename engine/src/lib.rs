@@ -67,7 +67,7 @@ pub mod vectors;
 pub use engine::{
     Approval, BeginOutcome, BeginRequest, Engine, EngineConfig, EngineObserver, EngineStatus,
     Introspection, KeyEpochInfo, LeakPolicy, LeakResponse, OperationStatus, Provisioned,
-    PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX, MAX_BATCH,
+    PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX, BATCH_CHUNK, MAX_BATCH,
     MAX_CLOCK_SKEW_LEEWAY,
 };
 pub use error::{Error, InputError, TokenFormatError};

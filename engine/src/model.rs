@@ -700,6 +700,11 @@ pub struct RegistrationRecord {
     /// The approved operation that created it.
     #[serde(with = "display_fromstr")]
     pub operation_id: OperationId,
+    /// Drawn at random at creation and carried in every RT of the registration, so that no RT
+    /// validates as another registration with the same id (see `token::rt`). Not shown to
+    /// operators.
+    #[serde(default, skip_serializing)]
+    pub binding: u32,
     /// Active or revoked.
     pub status: RegistrationStatus,
     /// Current generation.

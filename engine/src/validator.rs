@@ -124,7 +124,8 @@ impl LocalValidator {
             .reader
             .read(|db| db.registration(claims.registration_id))?
             .ok_or(Error::Revoked)?;
-        if reg.status != RegistrationStatus::Active {
+        // The binding: an RT of a registration that had this id before a restore is refused.
+        if reg.status != RegistrationStatus::Active || reg.binding != claims.binding {
             return Err(Error::Revoked);
         }
         if claims.generation < reg.generation {

@@ -40,6 +40,7 @@ pub fn generate() -> Value {
     let claims = RtClaims {
         key_id: 1,
         registration_id: RegistrationId::new(1234),
+        binding: 0x00ba_dcaf,
         generation: 7,
         issued_at: 1_800_000_000,
         expires_at: 1_802_592_000,
@@ -62,9 +63,10 @@ pub fn generate() -> Value {
         b[last] = if b[last] == b'A' { b'B' } else { b'A' };
         String::from_utf8(b).unwrap_or_default()
     };
-    let mut v2 = rt_bin;
-    v2[0] = 2;
-    let v2_text = codec::encode("tsrt_", &v2[..rt_bin.len() - 4]);
+    // Version 1, the layout before the binding, is refused.
+    let mut v1 = rt_bin;
+    v1[0] = 1;
+    let v1_text = codec::encode("tsrt_", &v1[..rt_bin.len() - 4]);
     let mut forged = rt_bin;
     forged[40] ^= 1;
     let forged_text = codec::encode("tsrt_", &forged[..rt_bin.len() - 4]);
@@ -91,10 +93,11 @@ pub fn generate() -> Value {
         "rt": {
             "key_id": claims.key_id,
             "registration_id": claims.registration_id.get(),
+            "binding": claims.binding,
             "generation": claims.generation,
             "issued_at": claims.issued_at,
             "expires_at": claims.expires_at,
-            "mac_input": hex(&rt_bin[..33]),
+            "mac_input": hex(&rt_bin[..crate::token::RT_MAC_INPUT_LEN]),
             "binary": hex(&rt_bin),
             "text": rt_s,
         },
@@ -110,7 +113,7 @@ pub fn generate() -> Value {
             { "kind": "rt", "text": format!("{rt_s}A"), "error": "wrong_length" },
             { "kind": "rt", "text": flip_last(rt_s), "error": "bad_encoding_or_checksum" },
             { "kind": "rt", "text": rt_s.replacen('A', "*", 1).replacen('B', "*", 1).replacen('C', "*", 1).replacen('D', "*", 1), "error": "bad_encoding" },
-            { "kind": "rt", "text": v2_text, "error": "unknown_version" },
+            { "kind": "rt", "text": v1_text, "error": "unknown_version" },
             { "kind": "rt", "text": forged_text, "error": "unauthenticated" },
             { "kind": "pt", "text": pt_text.expose().replacen("tspt_", "tsrt_", 1), "error": "wrong_prefix" },
             { "kind": "pt", "text": &pt_text.expose()[..pt_text.expose().len() - 2], "error": "wrong_length" },

@@ -219,3 +219,203 @@ fn approval_respects_the_pts_expiry_and_lifetime() {
         .unwrap();
     assert_eq!(reg.lifetime_secs, 600);
 }
+
+/// An output that hands each write to the test and blocks until the test lets it go on (or
+/// fails it), like a client that stops reading, then goes away.
+struct GatedOutput {
+    written: std::sync::mpsc::Sender<Vec<u8>>,
+    proceed: std::sync::mpsc::Receiver<bool>,
+}
+
+impl std::io::Write for GatedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.written.send(buf.to_vec());
+        match self.proceed.recv() {
+            Ok(true) => Ok(buf.len()),
+            _ => Err(std::io::Error::other("client went away")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Rule: no store job waits on a batch's reader, and a batch whose reader goes away commits
+/// nothing.
+#[test]
+fn a_stalled_batch_reader_never_blocks_the_writer_and_a_vanished_one_commits_nothing() {
+    let h = Harness::new();
+    let device = h.provision("bystander");
+    let pts_before = h.engine.status().unwrap().counts.pts;
+    let (written_tx, written) = std::sync::mpsc::channel();
+    let (proceed, proceed_rx) = std::sync::mpsc::channel();
+    let out = GatedOutput {
+        written: written_tx,
+        proceed: proceed_rx,
+    };
+    let engine = h.engine.clone();
+    let now = h.now();
+    let batch = std::thread::spawn(move || {
+        engine.create_pt_batch(
+            &PtSpec::new("factory run"),
+            3 * tessera_engine::BATCH_CHUNK,
+            Box::new(out),
+            &Harness::tech(),
+            now,
+        )
+    });
+    // The first chunk's lines reach the reader, who lets them through, then stalls on the
+    // second chunk.
+    let first = written.recv().unwrap();
+    proceed.send(true).unwrap();
+    let _second = written.recv().unwrap();
+    // While the reader stalls, refreshes and revocations complete (with a generous deadline:
+    // before, they waited for the reader for ever).
+    let engine = h.engine.clone();
+    let rt = device.rt.clone();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let refreshed = engine.refresh(rt.expose(), &Harness::device(), now);
+        let revoked = refreshed
+            .as_ref()
+            .map(|r| r.claims.registration_id)
+            .map(|id| engine.revoke_registration(id, "stolen", &Harness::tech(), now));
+        let _ = done_tx.send((refreshed.is_ok(), revoked.is_ok()));
+    });
+    assert_eq!(
+        done.recv_timeout(Duration::from_secs(30))
+            .expect("the writer was blocked by the batch's reader"),
+        (true, true)
+    );
+    // The staged PTs do not exist yet.
+    let line = String::from_utf8(first).unwrap();
+    let token = line
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        h.engine.verify_pt(&token, h.now()).unwrap_err(),
+        Error::Unauthenticated
+    );
+    // The reader goes away: nothing of the batch is committed, and prune removes its rows.
+    proceed.send(false).unwrap();
+    assert!(batch.join().unwrap().is_err());
+    assert_eq!(
+        h.engine.verify_pt(&token, h.now()).unwrap_err(),
+        Error::Unauthenticated
+    );
+    assert_eq!(h.engine.status().unwrap().counts.pts, pts_before);
+    let pruned = h.engine.prune(h.now()).unwrap();
+    assert_eq!(
+        pruned.abandoned_pts_deleted as u64,
+        tessera_engine::BATCH_CHUNK
+    );
+    assert!(!h
+        .engine
+        .audit(0, 1000)
+        .unwrap()
+        .iter()
+        .any(|e| e.action == "pt.batch_create"));
+}
+
+/// Rule: a complete batch commits every PT at once.
+#[test]
+fn a_complete_batch_commits_every_pt() {
+    let h = Harness::new();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let count = tessera_engine::BATCH_CHUNK + 5;
+    let batch = h
+        .engine
+        .create_pt_batch(
+            &PtSpec::new("factory run"),
+            count,
+            Box::new(out.reopen().unwrap()),
+            &Harness::tech(),
+            h.now(),
+        )
+        .unwrap();
+    assert_eq!(batch.count, count);
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    let tokens: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(tokens.len() as u64, count);
+    for t in [tokens[0], tokens[tokens.len() - 1]] {
+        assert_eq!(
+            h.engine.verify_pt(t, h.now()).unwrap().batch.as_deref(),
+            Some(batch.batch_id.as_str())
+        );
+    }
+    assert_eq!(h.engine.status().unwrap().counts.pts, count);
+}
+
+/// Rule: every RT is bound to its registration, so after a restore hands a registration id out
+/// again, an RT of the registration the restore lost never validates as the new one.
+#[test]
+fn an_rt_lost_in_a_restore_never_validates_as_the_registration_that_reuses_its_id() {
+    use tessera_engine::store::backup;
+    let h = Harness::new();
+    let kept = h.provision("kept-1");
+    let to = tempfile::tempdir().unwrap();
+    backup(
+        h.dir.path(),
+        &to.path().join(tessera_engine::store::DATABASE_FILE),
+    )
+    .unwrap();
+    let lost = h.provision("lost-2");
+
+    let root = h.dir.path().join(tessera_engine::keys::ROOT_KEY_FILE);
+    if root.exists() {
+        std::fs::copy(&root, to.path().join(tessera_engine::keys::ROOT_KEY_FILE)).unwrap();
+    }
+    let restored =
+        common::open_engine(to.path(), tessera_engine::EngineConfig::default(), h.now()).unwrap();
+    restored
+        .validate_rt(kept.rt.expose().as_bytes(), h.now())
+        .unwrap();
+    let restored_h = Harness {
+        dir: to,
+        engine: restored,
+        clock: common::Clock(h.now()),
+        config: tessera_engine::EngineConfig::default(),
+    };
+    let newcomer = restored_h.provision("newcomer-3");
+    assert_eq!(
+        newcomer.registration_id, lost.registration_id,
+        "the restore handed the id out again"
+    );
+    let e = &restored_h.engine;
+    assert_eq!(
+        e.validate_rt(lost.rt.expose().as_bytes(), h.now())
+            .unwrap_err(),
+        Error::Revoked
+    );
+    assert_eq!(
+        e.introspect(lost.rt.expose().as_bytes(), h.now())
+            .unwrap_err(),
+        Error::Revoked
+    );
+    assert!(e
+        .refresh(lost.rt.expose(), &Harness::device(), h.now())
+        .is_err());
+    // The newcomer is untouched by the attempt.
+    e.validate_rt(newcomer.rt.expose().as_bytes(), h.now())
+        .unwrap();
+    // The local validator (another process on the host) applies the same rule.
+    if std::env::var("TESSERA_TEST_KEEPER").as_deref() != Ok("pkcs11") {
+        let v = tessera_engine::LocalValidator::open(restored_h.dir.path()).unwrap();
+        assert_eq!(
+            v.validate(lost.rt.expose().as_bytes(), h.now())
+                .unwrap_err(),
+            Error::Revoked
+        );
+        v.validate(newcomer.rt.expose().as_bytes(), h.now())
+            .unwrap();
+    }
+}

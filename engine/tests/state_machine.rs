@@ -249,7 +249,13 @@ impl ReferenceStateMachine for Reference {
                             reg: None,
                         });
                         let idx = s.ops.len() - 1;
-                        if s.pts[pt].auto {
+                        // An operation that would replace an active registration of its
+                        // device id waits for a technician, whatever the PT's policy.
+                        let replaces = s
+                            .regs
+                            .iter()
+                            .any(|r| !r.revoked && r.device == s.ops[idx].device);
+                        if s.pts[pt].auto && !replaces {
                             let reg = s.approve(idx);
                             format!("begun:{idx}:approved:{reg}")
                         } else {

@@ -20,6 +20,8 @@ pub struct tessera_rt_info {
     pub issued_at: u64,
     /// Expiry, Unix seconds.
     pub expires_at: u64,
+    /// The registration's binding (the same in every generation; see docs/tokens.md).
+    pub binding: u32,
 }
 
 /// Check a provisioning token's format: prefix, length, alphabet, checksum and version.
@@ -70,6 +72,7 @@ pub extern "C" fn tessera_rt_inspect(
                     key_id: c.key_id,
                     issued_at: c.issued_at,
                     expires_at: c.expires_at,
+                    binding: c.binding,
                 };
                 // SAFETY: `out` is non-NULL and caller-owned.
                 unsafe { write(out, info) }

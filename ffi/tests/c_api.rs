@@ -54,13 +54,15 @@ fn vectors_args() -> Vec<String> {
         s(&v["rt"]["key_id"]),
         s(&v["rt"]["issued_at"]),
         s(&v["rt"]["expires_at"]),
+        s(&v["rt"]["binding"]),
     ];
     let invalid = v["invalid"].as_array().expect("invalid vectors");
+    // Each invalid vector as two arguments: the documented error, then the text.
     let format_errors = |kind: &str| {
         invalid
             .iter()
             .filter(|c| c["kind"] == kind && c["error"] != "unauthenticated")
-            .map(|c| s(&c["text"]))
+            .flat_map(|c| [s(&c["error"]), s(&c["text"])])
             .collect::<Vec<_>>()
     };
     args.extend(format_errors("pt"));

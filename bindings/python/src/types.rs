@@ -20,6 +20,8 @@ pub(crate) struct Claims {
     pub(crate) expires_at: u64,
     /// Key epoch of the MAC key.
     pub(crate) key_id: u32,
+    /// The registration's binding (the same in every generation; docs/tokens.md).
+    pub(crate) binding: u32,
 }
 
 impl From<&RtClaims> for Claims {
@@ -30,6 +32,7 @@ impl From<&RtClaims> for Claims {
             issued_at: c.issued_at,
             expires_at: c.expires_at,
             key_id: c.key_id,
+            binding: c.binding,
         }
     }
 }

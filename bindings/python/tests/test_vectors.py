@@ -49,19 +49,27 @@ def test_key_derivation_matches():
 
 def test_rt_layout_mac_and_native_inspection_agree():
     v = VECTORS["rt"]
-    payload = parse(v["text"], "tsrt_", 69)
+    payload = parse(v["text"], "tsrt_", 72)
     assert payload.hex() + struct.pack(">I", zlib.crc32(b"tsrt_" + payload)).hex() == v["binary"]
-    version, key_id, reg, gen, iat, exp = struct.unpack(">BIQIQQ", payload[:33])
-    assert version == 1
-    assert (key_id, reg, gen, iat, exp) == (
-        v["key_id"], v["registration_id"], v["generation"], v["issued_at"], v["expires_at"]
+    version, key_id, reg = struct.unpack(">BIQ", payload[:13])
+    binding = int.from_bytes(payload[13:16], "big")
+    gen, iat, exp = struct.unpack(">IQQ", payload[16:36])
+    assert version == 2
+    assert (key_id, reg, binding, gen, iat, exp) == (
+        v["key_id"],
+        v["registration_id"],
+        v["binding"],
+        v["generation"],
+        v["issued_at"],
+        v["expires_at"],
     )
-    assert payload[:33].hex() == v["mac_input"]
-    mac = hmac.new(working_key("rt-mac", key_id), payload[:33], hashlib.sha256).digest()
-    assert mac == payload[33:65]
+    assert payload[:36].hex() == v["mac_input"]
+    mac = hmac.new(working_key("rt-mac", key_id), payload[:36], hashlib.sha256).digest()
+    assert mac == payload[36:68]
 
     claims = tessera.inspect_rt(v["text"])
     assert (claims.key_id, claims.registration_id, claims.generation) == (key_id, reg, gen)
+    assert claims.binding == binding
     assert (claims.issued_at, claims.expires_at) == (iat, exp)
     assert tessera.inspect_rt(v["text"].encode()) == claims
 

@@ -18,7 +18,7 @@ pub use admin::ADMIN_TOKEN_PREFIX;
 pub use config::{EngineConfig, LeakPolicy, LeakResponse, MAX_CLOCK_SKEW_LEEWAY};
 pub use keys::KeyEpochInfo;
 pub use operations::{Approval, BeginOutcome, BeginRequest, OperationStatus, Provisioned};
-pub use pts::{PtBatch, MAX_BATCH};
+pub use pts::{PtBatch, BATCH_CHUNK, MAX_BATCH};
 pub use registrations::{Introspection, Refreshed, ValidatedRt};
 
 use crate::error::Error;
@@ -82,7 +82,8 @@ pub(crate) struct Inner {
 
 /// A change to in-memory state, applied after the batch that made it is durable.
 pub(crate) enum Effect {
-    SetFamily(RegistrationId, FamilyState),
+    /// A family's state and the expiry of its current generation, Unix seconds.
+    SetFamily(RegistrationId, FamilyState, u64),
     RemoveFamily(RegistrationId),
     OperationChanged(OperationId, OperationState),
     SwapKeyring(Arc<Keyring>),
@@ -151,6 +152,8 @@ pub struct PruneReport {
     pub operations_expired: usize,
     /// Key epochs whose RT key was dropped because all their RTs have expired.
     pub rt_keys_dropped: usize,
+    /// PTs of abandoned batches deleted.
+    pub abandoned_pts_deleted: usize,
 }
 
 impl Engine {
@@ -192,6 +195,8 @@ impl Engine {
         });
         let engine = Engine { inner };
         let epochs = engine.write(now, move |tx| keys::init_epochs(tx, &check_hex))?;
+        // A PT batch still staged was cut off by a stop: it can never complete.
+        engine.write(now, |tx| tx.db.abandon_pt_batches(None))?;
         let ring = keys::load_keys(&engine.inner, &epochs, dummy_key, now)?;
         engine.inner.keys.store(Arc::new(ring));
         engine.rebuild_families(now)?;
@@ -226,12 +231,12 @@ impl Engine {
         let fam = &self.inner.families;
         let mut overflow = false;
         self.inner.store.read(&mut |db: &dyn StoreRead| {
-            db.for_each_live_registration(cutoff, &mut |id, generation, exp| {
+            db.for_each_live_registration(cutoff, &mut |id, generation, binding, exp| {
                 let st = FamilyState {
                     generation,
-                    expires_at: u32::try_from(exp).unwrap_or(u32::MAX),
+                    binding,
                 };
-                overflow |= !fam.set(id, st);
+                overflow |= !fam.set(id, st, exp);
             })
         })?;
         if overflow {
@@ -303,12 +308,7 @@ impl Engine {
     }
 
     pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], Error> {
-        let mut b = [0u8; N];
-        self.inner
-            .rng
-            .fill(&mut b)
-            .map_err(|_| Error::Keys("system random generator failed".into()))?;
-        Ok(b)
+        self.inner.random()
     }
 
     /// Audit events with sequence number above `after`, oldest first (at most `limit`, 0 means
@@ -356,10 +356,21 @@ impl Engine {
             .saturating_sub(self.inner.config.clock_skew_leeway.as_secs());
         let families = self.inner.families.prune(cutoff);
         let rt_keys_dropped = self.drop_expired_rt_keys(now)?;
+        // In small jobs, so that deleting a large abandoned batch never stalls the writer.
+        const CHUNK: usize = 4096;
+        let mut abandoned_pts_deleted = 0;
+        loop {
+            let n = self.write(now, |tx| tx.db.delete_abandoned_pts(CHUNK))?;
+            abandoned_pts_deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
         Ok(PruneReport {
             families,
             operations_expired,
             rt_keys_dropped,
+            abandoned_pts_deleted,
         })
     }
 }
@@ -403,13 +414,21 @@ fn job<T: Send + 'static>(
 }
 
 impl Inner {
+    pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], Error> {
+        let mut b = [0u8; N];
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| Error::Keys("system random generator failed".into()))?;
+        Ok(b)
+    }
+
     fn apply(&self, effects: Vec<Effect>) {
         let observer = self.observer.read().ok().and_then(|o| o.clone());
         for e in effects {
             match e {
-                Effect::SetFamily(id, st) => {
+                Effect::SetFamily(id, st, expires_at) => {
                     // Ids are range-checked before the registration is written.
-                    let _ = self.families.set(id, st);
+                    let _ = self.families.set(id, st, expires_at);
                 }
                 Effect::RemoveFamily(id) => {
                     self.families.remove(id);

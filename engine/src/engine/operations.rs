@@ -5,10 +5,11 @@ use std::time::Duration;
 use ring::hmac;
 
 use super::pts::{check_pt_row, revoke_pt_in_tx};
+use super::registrations::{claims_of, set_family};
 use super::{Effect, Engine, LeakResponse, Tx};
 use crate::codec;
 use crate::error::{Error, InputError};
-use crate::family::{FamilyState, MAX_REGISTRATION_ID};
+use crate::family::MAX_REGISTRATION_ID;
 use crate::model::{
     check_label, limits, Actor, ApprovalPolicy, Attributes, DeviceId, DeviceIdPolicy, LeakKind,
     OperationId, OperationRecord, OperationState, PtKind, PtRecord, RegistrationId,
@@ -416,13 +417,7 @@ impl Engine {
         if reg.generation != 1 {
             return Err(Error::OperationClosed(OperationState::Completed));
         }
-        let claims = RtClaims {
-            key_id: reg.key_epoch,
-            registration_id: reg.id,
-            generation: reg.generation,
-            issued_at: reg.issued_at,
-            expires_at: reg.expires_at,
-        };
+        let claims = claims_of(&reg);
         let key = self
             .inner
             .rt_keys
@@ -814,6 +809,7 @@ fn approve_in_tx(
         device_id: device_id.clone(),
         pt_id: pt.id,
         operation_id: op.id,
+        binding: u32::from_be_bytes(tx.inner.random::<4>()?) % crate::token::RT_BINDING_LIMIT,
         status: RegistrationStatus::Active,
         generation: 1,
         key_epoch: ring.current,
@@ -873,12 +869,6 @@ fn approve_in_tx(
             })
         },
     )?;
-    tx.effect(Effect::SetFamily(
-        reg.id,
-        FamilyState {
-            generation: 1,
-            expires_at: u32::try_from(reg.expires_at).unwrap_or(u32::MAX),
-        },
-    ));
+    tx.effect(set_family(&reg));
     Ok(reg)
 }

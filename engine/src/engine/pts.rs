@@ -26,6 +26,9 @@ pub struct PtBatch {
 /// Most PTs in one batch.
 pub const MAX_BATCH: u64 = 10_000_000;
 
+/// PTs a batch writes per store job (and to its output per chunk).
+pub const BATCH_CHUNK: u64 = 512;
+
 impl Engine {
     fn check_spec(&self, spec: &PtSpec) -> Result<(), Error> {
         check_label("label", &spec.label)?;
@@ -100,14 +103,20 @@ impl Engine {
     }
 
     /// Create `count` PTs with the same settings, for a factory run. Each PT is written to
-    /// `out` as one line `pt_id<TAB>token` while its verifier is inserted; all verifiers go in
-    /// one transaction. If anything fails (including writing to `out`) no PT is stored, and
-    /// whatever was written to `out` must be discarded.
+    /// `out` as one line `pt_id<TAB>token`.
+    ///
+    /// The batch is all or nothing: its PTs are written in small store jobs of
+    /// [`BATCH_CHUNK`] while the batch is *staged* (invisible to lookups, lists and counts),
+    /// and become usable together in one final write. Writing to `out` happens on the calling
+    /// thread, never inside a store job, so a slow or vanished reader holds up only this call;
+    /// refreshes, revocations and approvals keep flowing meanwhile. If anything fails (writing
+    /// to `out` included) the batch is abandoned, no PT of it ever validates, and whatever was
+    /// written to `out` must be discarded; [`Engine::prune`] deletes the abandoned rows later.
     pub fn create_pt_batch(
         &self,
         spec: &PtSpec,
         count: u64,
-        out: Box<dyn Write + Send>,
+        mut out: Box<dyn Write + Send>,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<PtBatch, Error> {
@@ -119,37 +128,72 @@ impl Engine {
             "batch-{}",
             data_encoding::HEXLOWER.encode(&self.random::<8>()?)
         );
-        let engine = self.clone();
-        let spec = spec.clone();
-        let actor = actor.clone();
         let bid = batch_id.clone();
-        self.write(now, move |tx| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
-            let ring = engine.inner.keys.load_full();
-            let cur = ring.current();
-            let mut secret = Zeroizing::new([0u8; 32]);
-            let mut line = Zeroizing::new(String::with_capacity(128));
-            for _ in 0..count {
-                engine.inner.rng.fill_secret(&mut secret)?;
-                let (text, id, verifier) = pt::mint(cur.epoch, &cur.pt, &secret);
-                let rec = Engine::record_for(&spec, id, tx.now, Some(bid.clone()));
-                tx.db.insert_pt(&rec, &verifier)?;
-                line.clear();
-                line.push_str(&id.to_string());
-                line.push('\t');
-                line.push_str(text.expose());
-                line.push('\n');
-                out.write_all(line.as_bytes())
-                    .map_err(|e| Error::InvalidInput(io_input_error(&e)))?;
+        self.write(now, move |tx| tx.db.stage_pt_batch(&bid, tx.now))?;
+        match self.write_batch_chunks(spec, count, &batch_id, &mut out, now) {
+            Ok(()) => {
+                let (bid, spec, actor) = (batch_id.clone(), spec.clone(), actor.clone());
+                self.write(now, move |tx| {
+                    if !tx.db.commit_pt_batch(&bid)? {
+                        return Err(Error::Store("the batch was abandoned".into()));
+                    }
+                    tx.audit(&actor, "pt.batch_create", &bid, serde_json::json!({
+                        "count": count, "label": spec.label, "kind": spec.kind, "approval": spec.approval,
+                    }))
+                })?;
+                Ok(PtBatch { batch_id, count })
             }
-            out.flush()
+            Err(e) => {
+                let bid = batch_id.clone();
+                // If this fails too the batch stays staged until the next open abandons it.
+                let _ = self.write(now, move |tx| tx.db.abandon_pt_batches(Some(&bid)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Mint a staged batch's PTs chunk by chunk: write each chunk's lines to `out`, then insert
+    /// its verifiers in one store job.
+    fn write_batch_chunks(
+        &self,
+        spec: &PtSpec,
+        count: u64,
+        batch_id: &str,
+        out: &mut Box<dyn Write + Send>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let ring = self.inner.keys.load_full();
+        let cur = ring.current();
+        let mut secret = Zeroizing::new([0u8; 32]);
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(BATCH_CHUNK);
+            left -= n;
+            let mut lines = Zeroizing::new(String::with_capacity(n as usize * 128));
+            let mut rows = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                self.inner.rng.fill_secret(&mut secret)?;
+                let (text, id, verifier) = pt::mint(cur.epoch, &cur.pt, &secret);
+                lines.push_str(&id.to_string());
+                lines.push('\t');
+                lines.push_str(text.expose());
+                lines.push('\n');
+                rows.push((
+                    Engine::record_for(spec, id, now, Some(batch_id.to_owned())),
+                    verifier,
+                ));
+            }
+            out.write_all(lines.as_bytes())
                 .map_err(|e| Error::InvalidInput(io_input_error(&e)))?;
-            tx.audit(&actor, "pt.batch_create", &bid, serde_json::json!({
-                "count": count, "label": spec.label, "kind": spec.kind, "approval": spec.approval,
-            }))?;
-            Ok(())
-        })?;
-        Ok(PtBatch { batch_id, count })
+            self.write(now, move |tx| {
+                for (rec, verifier) in &rows {
+                    tx.db.insert_pt(rec, verifier)?;
+                }
+                Ok(())
+            })?;
+        }
+        out.flush()
+            .map_err(|e| Error::InvalidInput(io_input_error(&e)))
     }
 
     /// Check a presented PT and return its record.

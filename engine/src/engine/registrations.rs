@@ -89,9 +89,12 @@ impl Engine {
     fn validate_parsed(&self, rt: &UntrustedRt, now: Timestamp) -> Result<ValidatedRt, Error> {
         let claims = self.authenticate_rt(rt, now)?;
         match self.inner.families.get(claims.registration_id) {
-            None => Err(Error::Revoked),
+            // An RT of another registration that had this id (before a restore) is refused
+            // like a revoked one: its registration is gone.
+            Some(f) if f.binding != claims.binding => Err(Error::Revoked),
             Some(f) if claims.generation < f.generation => Err(Error::Superseded),
             Some(_) => Ok(ValidatedRt { claims }),
+            None => Err(Error::Revoked),
         }
     }
 
@@ -158,6 +161,11 @@ impl Engine {
                     .db
                     .registration(presented.registration_id)?
                     .ok_or(Error::Unauthenticated)?;
+                if reg.binding != presented.binding {
+                    // An RT of a registration that had this id before a restore: that
+                    // registration is gone, and this one is not its to touch.
+                    return Err(Error::Revoked);
+                }
                 if reg.status != RegistrationStatus::Active {
                     tx.leak(revoked_rt_use(
                         tx.now,
@@ -193,7 +201,7 @@ impl Engine {
                         source: actor.source.as_deref(),
                     };
                     tx.db.refresh_registration(&reg, audit)?;
-                    tx.effect(Effect::SetFamily(reg.id, family_state(&reg)));
+                    tx.effect(set_family(&reg));
                     let claims = claims_of(&reg);
                     return Ok(Ok(Refreshed {
                         rt: claims.mint(key),
@@ -386,21 +394,28 @@ fn revoked_rt_use(
     }
 }
 
-fn claims_of(reg: &RegistrationRecord) -> RtClaims {
+/// The claims of a registration's current RT.
+pub(crate) fn claims_of(reg: &RegistrationRecord) -> RtClaims {
     RtClaims {
         key_id: reg.key_epoch,
         registration_id: reg.id,
+        binding: reg.binding,
         generation: reg.generation,
         issued_at: reg.issued_at,
         expires_at: reg.expires_at,
     }
 }
 
-fn family_state(reg: &RegistrationRecord) -> FamilyState {
-    FamilyState {
-        generation: reg.generation,
-        expires_at: u32::try_from(reg.expires_at).unwrap_or(u32::MAX),
-    }
+/// The effect that makes a registration's current generation the live one in memory.
+pub(crate) fn set_family(reg: &RegistrationRecord) -> Effect {
+    Effect::SetFamily(
+        reg.id,
+        FamilyState {
+            generation: reg.generation,
+            binding: reg.binding,
+        },
+        reg.expires_at,
+    )
 }
 
 /// Revoke a registration inside a write job (no-op if already revoked).

@@ -642,6 +642,7 @@ mod tests {
             device_id: DeviceId::new("d").unwrap(),
             pt_id: PtId::from_bytes([0; PtId::LEN]),
             operation_id: OperationId::from_bytes([0; 16]),
+            binding: 7,
             status: RegistrationStatus::Active,
             generation: 5,
             key_epoch: 1,

@@ -154,12 +154,12 @@ pub trait StoreRead {
     fn active_registrations_of_device(&self, d: &DeviceId) -> Result<Vec<RegistrationId>, Error>;
     /// Ids of active registrations created through a PT.
     fn active_registrations_of_pt(&self, pt: &PtId) -> Result<Vec<RegistrationId>, Error>;
-    /// Call `f(id, generation, expires_at_secs)` for every active registration whose current RT
-    /// expires at or after `min_expires_at`.
+    /// Call `f(id, generation, binding, expires_at_secs)` for every active registration whose
+    /// current RT expires at or after `min_expires_at`.
     fn for_each_live_registration(
         &self,
         min_expires_at: u64,
-        f: &mut dyn FnMut(RegistrationId, u32, u64),
+        f: &mut dyn FnMut(RegistrationId, u32, u32, u64),
     ) -> Result<(), Error>;
     /// The block on a device id, if any.
     fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error>;
@@ -225,6 +225,18 @@ pub trait StoreTxn: StoreRead {
     ) -> Result<(), Error>;
     /// Mark an admin token revoked.
     fn revoke_admin_token(&mut self, id: &AdminTokenId, at: Timestamp) -> Result<bool, Error>;
+    /// Start a staged PT batch: PTs inserted with this batch id stay invisible (to lookups,
+    /// lists and counts) until [`StoreTxn::commit_pt_batch`].
+    fn stage_pt_batch(&mut self, batch: &str, at: Timestamp) -> Result<(), Error>;
+    /// Make a staged batch's PTs exist, in one small write. False if the batch is not staged
+    /// (or was abandoned).
+    fn commit_pt_batch(&mut self, batch: &str) -> Result<bool, Error>;
+    /// Abandon a staged batch (or, with `None`, every staged batch): its PTs never become
+    /// visible and [`StoreTxn::delete_abandoned_pts`] removes them.
+    fn abandon_pt_batches(&mut self, batch: Option<&str>) -> Result<(), Error>;
+    /// Delete at most `limit` PTs of abandoned batches (and the markers of batches with none
+    /// left). Returns how many PTs were deleted.
+    fn delete_abandoned_pts(&mut self, limit: usize) -> Result<usize, Error>;
     /// Pending operations whose expiry is at or before `now`, at most `limit`.
     fn expired_pending(
         &mut self,

@@ -116,6 +116,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE refresh_journal ADD COLUMN audit_source TEXT;
     ALTER TABLE refresh_journal ADD COLUMN audit_actor TEXT;
     "#,
+    // 5: PT batches are written in many small jobs while they are staged; their PTs exist only
+    // once the batch's row here is deleted (committed). Abandoned batches are deleted in chunks.
+    r#"
+    CREATE TABLE pt_batches_staged (
+        id TEXT PRIMARY KEY,
+        abandoned INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX pts_batch ON pts(batch) WHERE batch IS NOT NULL;
+    "#,
+    // 6: each registration's binding, carried in its RTs (RT version 2). Registrations from
+    // before keep 0; their version-1 RTs are refused, so their devices provision again.
+    r#"
+    ALTER TABLE registrations ADD COLUMN binding INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

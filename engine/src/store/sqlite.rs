@@ -562,6 +562,9 @@ fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::E
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
 
+/// The PTs that exist: none of a batch still staged or abandoned.
+const PT_VISIBLE: &str = "(batch IS NULL OR batch NOT IN (SELECT id FROM pt_batches_staged))";
+
 const PT_COLUMNS: &str = "id, verifier, label, kind, approval, rt_lifetime, device_id_policy, \
                           expires_at, created_at, revoked_at, registrations_created, batch";
 
@@ -591,7 +594,7 @@ fn op_row(r: &Row<'_>) -> rusqlite::Result<OperationRecord> {
 macro_rules! reg_columns {
     () => {
         "id, device_id, pt_id, operation_id, active, generation, key_epoch, issued_at, \
-         expires_at, lifetime, created_at, revoked_at, revoke_reason"
+         expires_at, lifetime, created_at, revoked_at, revoke_reason, binding"
     };
 }
 const REG_COLUMNS: &str = reg_columns!();
@@ -623,6 +626,7 @@ fn reg_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
         created_at: ts(r.get(10)?),
         revoked_at: ts_opt(r.get(11)?),
         revoke_reason: r.get(12)?,
+        binding: r.get::<_, i64>(13)? as u32,
     })
 }
 
@@ -661,14 +665,16 @@ impl StoreRead for Db<'_> {
     fn pt(&self, id: &PtId) -> Result<Option<(PtRecord, [u8; 32])>, Error> {
         Ok(self
             .conn
-            .prepare_cached(&format!("SELECT {PT_COLUMNS} FROM pts WHERE id = ?1"))?
+            .prepare_cached(&format!(
+                "SELECT {PT_COLUMNS} FROM pts WHERE id = ?1 AND {PT_VISIBLE}"
+            ))?
             .query_row([&id.to_bytes()[..]], pt_row)
             .optional()?)
     }
 
     fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error> {
         let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {PT_COLUMNS} FROM pts WHERE (?1 OR revoked_at IS NULL) \
+            "SELECT {PT_COLUMNS} FROM pts WHERE (?1 OR revoked_at IS NULL) AND {PT_VISIBLE} \
              ORDER BY created_at DESC, id LIMIT ?2"
         ))?;
         let rows = st.query_map(params![include_revoked, limit_or_default(limit)], pt_row)?;
@@ -765,10 +771,10 @@ impl StoreRead for Db<'_> {
     fn for_each_live_registration(
         &self,
         min_expires_at: u64,
-        f: &mut dyn FnMut(RegistrationId, u32, u64),
+        f: &mut dyn FnMut(RegistrationId, u32, u32, u64),
     ) -> Result<(), Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, generation, expires_at FROM registrations \
+            "SELECT id, generation, binding, expires_at FROM registrations \
              WHERE active = 1 AND expires_at >= ?1",
         )?;
         let mut rows = st.query([sql_u64(min_expires_at)])?;
@@ -776,7 +782,8 @@ impl StoreRead for Db<'_> {
             f(
                 RegistrationId::new(r.get::<_, i64>(0)? as u64),
                 r.get(1)?,
-                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(2)? as u32,
+                r.get::<_, i64>(3)? as u64,
             );
         }
         Ok(())
@@ -861,7 +868,7 @@ impl StoreRead for Db<'_> {
                 .query_row([], |r| r.get::<_, i64>(0))? as u64)
         };
         Ok(StoreCounts {
-            pts: c("SELECT count(*) FROM pts")?,
+            pts: c(&format!("SELECT count(*) FROM pts WHERE {PT_VISIBLE}"))?,
             pending_operations: c("SELECT count(*) FROM operations WHERE state = 'pending'")?,
             active_registrations: c("SELECT count(*) FROM registrations WHERE active = 1")?,
             audit_events: c(LAST_AUDIT_SEQ)?,
@@ -1005,7 +1012,7 @@ impl StoreTxn for Db<'_> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO registrations ({REG_COLUMNS}) \
-                 VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                 VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?
             .execute(params![
                 rec.device_id.as_str(),
@@ -1020,6 +1027,7 @@ impl StoreTxn for Db<'_> {
                 sql_ts(rec.created_at),
                 rec.revoked_at.map(sql_ts),
                 rec.revoke_reason,
+                i64::from(rec.binding),
             ])?;
         Ok(RegistrationId::new(self.conn.last_insert_rowid() as u64))
     }
@@ -1140,6 +1148,53 @@ impl StoreTxn for Db<'_> {
             )?
             .execute(params![&id.to_bytes()[..], sql_ts(at)])?
             > 0)
+    }
+
+    fn stage_pt_batch(&mut self, batch: &str, at: Timestamp) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("INSERT INTO pt_batches_staged (id, created_at) VALUES (?1, ?2)")?
+            .execute(params![batch, sql_ts(at)])?;
+        Ok(())
+    }
+
+    fn commit_pt_batch(&mut self, batch: &str) -> Result<bool, Error> {
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM pt_batches_staged WHERE id = ?1 AND abandoned = 0")?
+            .execute([batch])?
+            > 0)
+    }
+
+    fn abandon_pt_batches(&mut self, batch: Option<&str>) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(
+                "UPDATE pt_batches_staged SET abandoned = 1 WHERE ?1 IS NULL OR id = ?1",
+            )?
+            .execute([batch])?;
+        Ok(())
+    }
+
+    fn delete_abandoned_pts(&mut self, limit: usize) -> Result<usize, Error> {
+        let batch: Option<String> = self
+            .conn
+            .prepare_cached("SELECT id FROM pt_batches_staged WHERE abandoned = 1 LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        let Some(batch) = batch else {
+            return Ok(0);
+        };
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM pts WHERE id IN (SELECT id FROM pts WHERE batch = ?1 LIMIT ?2)",
+            )?
+            .execute(params![batch, limit_or_default(limit)])?;
+        if n < limit {
+            self.conn
+                .prepare_cached("DELETE FROM pt_batches_staged WHERE id = ?1")?
+                .execute([&batch])?;
+        }
+        Ok(n)
     }
 
     fn expired_pending(

@@ -9,5 +9,6 @@ pub mod rt;
 pub use code::{normalize_code, CODE_LEN};
 pub use pt::{ParsedPt, PT_BINARY_LEN, PT_PREFIX, PT_TEXT_LEN, PT_VERSION};
 pub use rt::{
-    RtClaims, UntrustedRt, RT_BINARY_LEN, RT_MAC_INPUT_LEN, RT_PREFIX, RT_TEXT_LEN, RT_VERSION,
+    RtClaims, UntrustedRt, RT_BINARY_LEN, RT_BINDING_LIMIT, RT_MAC_INPUT_LEN, RT_PREFIX,
+    RT_TEXT_LEN, RT_VERSION,
 };

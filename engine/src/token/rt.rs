@@ -1,20 +1,25 @@
 //! Registration tokens.
 //!
-//! Binary layout (69 bytes, all integers big-endian):
+//! Binary layout (72 bytes, all integers big-endian):
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 1 | version (1) |
+//! | 0 | 1 | version (2) |
 //! | 1 | 4 | key id (epoch of the RT MAC key) |
 //! | 5 | 8 | registration id |
-//! | 13 | 4 | generation |
-//! | 17 | 8 | issued at, Unix seconds |
-//! | 25 | 8 | expires at, Unix seconds |
-//! | 33 | 32 | HMAC-SHA256 over bytes 0..33 under the epoch's RT key |
-//! | 65 | 4 | CRC-32 over `"tsrt_"` and bytes 0..65 |
+//! | 13 | 3 | binding: 24 random bits drawn when the registration is created |
+//! | 16 | 4 | generation |
+//! | 20 | 8 | issued at, Unix seconds |
+//! | 28 | 8 | expires at, Unix seconds |
+//! | 36 | 32 | HMAC-SHA256 over bytes 0..36 under the epoch's RT key |
+//! | 68 | 4 | CRC-32 over `"tsrt_"` and bytes 0..68 |
 //!
-//! The MAC input is 33 bytes (≤ 55), so one HMAC-SHA256 costs two SHA-256 compressions on top
-//! of the precomputed key state. Text form: `tsrt_` + base64url without padding (92 characters).
+//! The binding ties every RT to the one registration it was minted for: validation compares it
+//! with the registration's own, so an RT can never validate as another registration that later
+//! got the same id (a store restored from a backup hands out ids again). The MAC input is 36
+//! bytes (≤ 55), so one HMAC-SHA256 costs two SHA-256 compressions on top of the precomputed
+//! key state; the binary form stays a multiple of three bytes, so the text has no spare bits.
+//! Text form: `tsrt_` + base64url without padding (96 characters).
 
 use ring::hmac;
 
@@ -25,15 +30,19 @@ use crate::secret::RegistrationToken;
 
 /// Text prefix of every RT.
 pub const RT_PREFIX: &str = "tsrt_";
-/// The only RT version this engine knows.
-pub const RT_VERSION: u8 = 1;
+/// The only RT version this engine knows (version 1, before the binding, is refused).
+pub const RT_VERSION: u8 = 2;
 /// Length of the MACed header.
-pub const RT_MAC_INPUT_LEN: usize = 33;
+pub const RT_MAC_INPUT_LEN: usize = 36;
+/// Bindings are below this bound (24 bits).
+pub const RT_BINDING_LIMIT: u32 = 1 << 24;
 const MAC_LEN: usize = 32;
 /// Length of the binary form, checksum included.
 pub const RT_BINARY_LEN: usize = RT_MAC_INPUT_LEN + MAC_LEN + codec::CHECKSUM_LEN;
 /// Length of the text form.
 pub const RT_TEXT_LEN: usize = codec::text_len(RT_PREFIX, RT_BINARY_LEN);
+// One text form per token: base64url of a multiple of three bytes has no spare bits.
+const _: () = assert!(RT_BINARY_LEN % 3 == 0 && RT_MAC_INPUT_LEN <= 55);
 
 /// The fields an RT carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,6 +51,10 @@ pub struct RtClaims {
     pub key_id: u32,
     /// The registration (RT family) the token belongs to.
     pub registration_id: RegistrationId,
+    /// The registration's binding (below [`RT_BINDING_LIMIT`]): drawn at random when the
+    /// registration is created, the same in every generation, compared with the
+    /// registration's own on validation. Minting uses its low 24 bits.
+    pub binding: u32,
     /// Generation within the family; refresh returns generation + 1.
     pub generation: u32,
     /// Issue time, Unix seconds.
@@ -56,9 +69,10 @@ impl RtClaims {
         h[0] = RT_VERSION;
         h[1..5].copy_from_slice(&self.key_id.to_be_bytes());
         h[5..13].copy_from_slice(&self.registration_id.get().to_be_bytes());
-        h[13..17].copy_from_slice(&self.generation.to_be_bytes());
-        h[17..25].copy_from_slice(&self.issued_at.to_be_bytes());
-        h[25..33].copy_from_slice(&self.expires_at.to_be_bytes());
+        h[13..16].copy_from_slice(&self.binding.to_be_bytes()[1..]);
+        h[16..20].copy_from_slice(&self.generation.to_be_bytes());
+        h[20..28].copy_from_slice(&self.issued_at.to_be_bytes());
+        h[28..36].copy_from_slice(&self.expires_at.to_be_bytes());
         h
     }
 
@@ -103,7 +117,7 @@ impl UntrustedRt {
         Self::check_version(bin)
     }
 
-    /// Parse the binary form (69 bytes, checksum included).
+    /// Parse the binary form (72 bytes, checksum included).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenFormatError> {
         let bin: [u8; RT_BINARY_LEN] = bytes
             .try_into()
@@ -119,7 +133,7 @@ impl UntrustedRt {
         Ok(Self { bin })
     }
 
-    /// The binary form (69 bytes).
+    /// The binary form (72 bytes).
     pub fn to_bytes(&self) -> [u8; RT_BINARY_LEN] {
         self.bin
     }
@@ -136,13 +150,14 @@ impl UntrustedRt {
         RtClaims {
             key_id: u32_at(1),
             registration_id: RegistrationId::new(u64_at(5)),
-            generation: u32_at(13),
-            issued_at: u64_at(17),
-            expires_at: u64_at(25),
+            binding: u32::from_be_bytes([0, b[13], b[14], b[15]]),
+            generation: u32_at(16),
+            issued_at: u64_at(20),
+            expires_at: u64_at(28),
         }
     }
 
-    /// The 33 bytes the MAC covers.
+    /// The 36 bytes the MAC covers.
     pub fn mac_input(&self) -> &[u8] {
         &self.bin[..RT_MAC_INPUT_LEN]
     }
@@ -166,6 +181,7 @@ mod tests {
         RtClaims {
             key_id: 1,
             registration_id: RegistrationId::new(42),
+            binding: 0x5e_d123,
             generation: 3,
             issued_at: 1_700_000_000,
             expires_at: 1_702_592_000,
@@ -230,7 +246,7 @@ mod tests {
     #[test]
     fn unknown_version_is_reported_after_checksum() {
         let mut bin = [0u8; RT_MAC_INPUT_LEN + MAC_LEN];
-        bin[0] = 2;
+        bin[0] = 1;
         let text = codec::encode(RT_PREFIX, &bin);
         assert_eq!(
             UntrustedRt::parse(text.as_bytes()).unwrap_err(),

@@ -40,21 +40,39 @@ static void test_tokens(int argc, char **argv) {
     CHECK(info.key_id == strtoul(argv[5], NULL, 10));
     CHECK(info.issued_at == strtoull(argv[6], NULL, 10));
     CHECK(info.expires_at == strtoull(argv[7], NULL, 10));
+    CHECK(info.binding == strtoul(argv[8], NULL, 10));
 
-    /* Invalid PTs after argv[7] until "--rt", then invalid RTs: each must be refused, and a
-     * refused inspect writes nothing. */
+    /* Invalid PTs after argv[8] until "--rt", then invalid RTs, each as the documented error
+     * (docs/token-vectors.json) and the text: each must be refused with exactly that error,
+     * and a refused inspect writes nothing. */
     int rt_mode = 0;
-    for (int i = 8; i < argc; i++) {
+    for (int i = 9; i < argc; i++) {
         if (strcmp(argv[i], "--rt") == 0) { rt_mode = 1; continue; }
+        const char *error = argv[i++];
+        CHECK(i < argc);
+        if (i >= argc) break;
+        tessera_result r;
         if (rt_mode) {
             tessera_rt_info untouched;
             memset(&untouched, 0x5A, sizeof untouched);
-            tessera_result r = tessera_rt_inspect(u8(argv[i]), strlen(argv[i]), &untouched);
-            CHECK(r >= TESSERA_TOKEN_WRONG_PREFIX && r <= TESSERA_TOKEN_UNKNOWN_VERSION);
+            r = tessera_rt_inspect(u8(argv[i]), strlen(argv[i]), &untouched);
             CHECK(untouched.registration_id == 0x5A5A5A5A5A5A5A5AULL);
         } else {
-            tessera_result r = tessera_pt_check(u8(argv[i]), strlen(argv[i]));
-            CHECK(r >= TESSERA_TOKEN_WRONG_PREFIX && r <= TESSERA_TOKEN_UNKNOWN_VERSION);
+            r = tessera_pt_check(u8(argv[i]), strlen(argv[i]));
+        }
+        if (strcmp(error, "wrong_prefix") == 0) {
+            CHECK(r == TESSERA_TOKEN_WRONG_PREFIX);
+        } else if (strcmp(error, "wrong_length") == 0) {
+            CHECK(r == TESSERA_TOKEN_WRONG_LENGTH);
+        } else if (strcmp(error, "bad_encoding") == 0) {
+            CHECK(r == TESSERA_TOKEN_BAD_ENCODING);
+        } else if (strcmp(error, "bad_encoding_or_checksum") == 0) {
+            CHECK(r == TESSERA_TOKEN_BAD_ENCODING || r == TESSERA_TOKEN_BAD_CHECKSUM);
+        } else if (strcmp(error, "unknown_version") == 0) {
+            CHECK(r == TESSERA_TOKEN_UNKNOWN_VERSION);
+        } else {
+            fprintf(stderr, "unknown documented error %s\n", error);
+            CHECK(0);
         }
     }
     /* Every truncation and every single-bit flip of the PT is refused. */
@@ -274,8 +292,8 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
 }
 
 int main(int argc, char **argv) {
-    if (argc < 8) {
-        fprintf(stderr, "usage: test_api PT RT REG GEN KEY ISSUED EXPIRES [BAD_PT...] [--rt BAD_RT...]\n");
+    if (argc < 9) {
+        fprintf(stderr, "usage: test_api PT RT REG GEN KEY ISSUED EXPIRES BINDING [ERROR BAD_PT...] [--rt ERROR BAD_RT...]\n");
         return 2;
     }
     test_messages();

@@ -384,8 +384,12 @@ pub(crate) async fn handle(
     Ok(Handled::ok(&v))
 }
 
-/// `PT_BATCH`: stream `pt_id<TAB>token` lines as CHUNK frames while the engine inserts the
-/// verifiers, then a final OK (committed) or ERROR (nothing stored; discard the lines).
+/// How long a batch waits for its reader to take the next chunk before abandoning the batch.
+const BATCH_READER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `PT_BATCH`: stream `pt_id<TAB>token` lines as CHUNK frames while the engine stages the
+/// verifiers, then a final OK (committed) or ERROR (nothing stored; discard the lines). The
+/// engine writes to the channel from a blocking thread, never from a store job.
 async fn batch(
     shared: &Arc<Shared>,
     a: PtArgs,
@@ -439,12 +443,15 @@ async fn batch(
     while let Some(mut chunk) = rx.recv().await {
         let mut frame = wire::encode(kind::CHUNK, &chunk);
         zeroize::Zeroize::zeroize(&mut chunk);
-        let sent = send.write_all(&frame).await;
+        let sent = tokio::time::timeout(BATCH_READER_TIMEOUT, send.write_all(&frame)).await;
         zeroize::Zeroize::zeroize(&mut frame);
-        if sent.is_err() {
+        if !matches!(sent, Ok(Ok(()))) {
             break;
         }
     }
+    // A reader that went away (or stalled past the timeout): closing the channel makes the
+    // engine abandon the batch.
+    drop(rx);
     match job.await {
         Ok(Ok(b)) => Ok(Handled::ok(&b)),
         Ok(Err(e)) => Err(engine_err(&e)),
