@@ -59,7 +59,12 @@ pub fn provision(engine: &Engine, n: usize, now: Timestamp) -> Vec<Provisioned> 
                 )
                 .expect("begin");
             match engine
-                .poll_operation(&op.operation_id, op.secret.expose(), now)
+                .poll_operation(
+                    &op.operation_id,
+                    op.secret.expose(),
+                    &Actor::device(None),
+                    now,
+                )
                 .expect("poll")
             {
                 OperationStatus::Provisioned(p) => p,

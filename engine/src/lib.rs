@@ -35,7 +35,7 @@
 //! // A technician approves; the device collects its RT.
 //! engine.approve_operation(&begun.operation_id, Approval::default(), &tech, now)?;
 //! let OperationStatus::Provisioned(p) =
-//!     engine.poll_operation(&begun.operation_id, begun.secret.expose(), now)? else { panic!() };
+//!     engine.poll_operation(&begun.operation_id, begun.secret.expose(), &Actor::device(None), now)? else { panic!() };
 //! assert_eq!(p.device_id.as_str(), "pump-0017");
 //!
 //! // Services validate the RT; the device refreshes it; revocation is immediate.

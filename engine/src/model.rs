@@ -752,6 +752,11 @@ impl Actor {
             source: None,
         }
     }
+    /// The same actor, acting from `source` (a network address).
+    pub fn from_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
     /// The engine itself (sweeps, automatic policies).
     pub fn system() -> Self {
         Self {

@@ -33,6 +33,7 @@ pub fn generate() -> Value {
     let (pt_hex, pt_key) = derive(Purpose::PtVerifier, 1);
     let (op_hex, op_key) = derive(Purpose::OperationSecret, 1);
     let (code_hex, code_key) = derive(Purpose::VerificationCode, 1);
+    let (admin_hex, _) = derive(Purpose::AdminVerifier, 1);
 
     let secret = [0x5au8; 32];
     let (pt_text, pt_id, verifier) = pt::mint(1, &pt_key, &secret);
@@ -81,6 +82,7 @@ pub fn generate() -> Value {
             "pt-verifier": pt_hex,
             "op-secret": op_hex,
             "code": code_hex,
+            "admin-verifier": admin_hex,
             "context_rt_mac_hex": hex(&context(Purpose::RtMac, 1)),
         },
         "pt": {

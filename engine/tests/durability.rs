@@ -217,7 +217,12 @@ fn crash_child_workload() {
                     .unwrap();
                 writeln!(out, "approved {} {}", op.operation_id, reg.id).unwrap();
                 let tessera_engine::OperationStatus::Provisioned(p) = e
-                    .poll_operation(&op.operation_id, op.secret.expose(), now)
+                    .poll_operation(
+                        &op.operation_id,
+                        op.secret.expose(),
+                        &tessera_engine::Actor::device(None),
+                        now,
+                    )
                     .unwrap()
                 else {
                     panic!("not provisioned")

@@ -25,7 +25,12 @@ fn manual_approval_delivers_rt_only_to_the_secret_holder() {
     assert!(op.verification_code.is_none());
     assert!(matches!(
         h.engine
-            .poll_operation(&op.operation_id, op.secret.expose(), h.now())
+            .poll_operation(
+                &op.operation_id,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap(),
         OperationStatus::Pending { .. }
     ));
@@ -36,26 +41,46 @@ fn manual_approval_delivers_rt_only_to_the_secret_holder() {
     let other = h.begin(&h.pt(manual()), None, b"n2").unwrap();
     assert_eq!(
         h.engine
-            .poll_operation(&op.operation_id, other.secret.expose(), h.now())
+            .poll_operation(
+                &op.operation_id,
+                other.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap_err(),
         Error::Unauthenticated
     );
     assert_eq!(
         h.engine
-            .poll_operation(&other.operation_id, op.secret.expose(), h.now())
+            .poll_operation(
+                &other.operation_id,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap_err(),
         Error::Unauthenticated
     );
     let unknown = tessera_engine::OperationId::from_bytes([7; 16]);
     assert_eq!(
         h.engine
-            .poll_operation(&unknown, op.secret.expose(), h.now())
+            .poll_operation(
+                &unknown,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap_err(),
         Error::Unauthenticated
     );
     assert!(matches!(
         h.engine
-            .poll_operation(&op.operation_id, "tsos_garbage", h.now())
+            .poll_operation(
+                &op.operation_id,
+                "tsos_garbage",
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap_err(),
         Error::TokenFormat(_)
     ));
@@ -87,7 +112,12 @@ fn manual_approval_delivers_rt_only_to_the_secret_holder() {
         .unwrap();
     assert_eq!(
         h.engine
-            .poll_operation(&op.operation_id, op.secret.expose(), h.now())
+            .poll_operation(
+                &op.operation_id,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap_err(),
         Error::OperationClosed(OperationState::Completed)
     );
@@ -130,7 +160,12 @@ fn verification_code_is_checked_counted_and_limited() {
     approve(Some(&typed)).unwrap();
     assert!(matches!(
         h.engine
-            .poll_operation(&op.operation_id, op.secret.expose(), h.now())
+            .poll_operation(
+                &op.operation_id,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap(),
         OperationStatus::Provisioned(_)
     ));
@@ -325,7 +360,12 @@ fn retries_resume_and_parallel_operations_conflict() {
     );
     assert!(matches!(
         h.engine
-            .poll_operation(&a.operation_id, a.secret.expose(), h.now())
+            .poll_operation(
+                &a.operation_id,
+                a.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap(),
         OperationStatus::Cancelled { .. }
     ));
@@ -412,7 +452,12 @@ fn operations_expire() {
     h.clock.advance(Duration::from_secs(15 * 60));
     assert!(matches!(
         h.engine
-            .poll_operation(&op.operation_id, op.secret.expose(), h.now())
+            .poll_operation(
+                &op.operation_id,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                h.now()
+            )
             .unwrap(),
         OperationStatus::Expired
     ));

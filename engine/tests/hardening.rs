@@ -419,3 +419,42 @@ fn an_rt_lost_in_a_restore_never_validates_as_the_registration_that_reuses_its_i
             .unwrap();
     }
 }
+
+/// Rule: the audit log says where each action came from: the collector's address for a
+/// collection (not the BEGIN's), and every operation a PT revocation cancels gets its own event.
+#[test]
+fn audit_records_the_collectors_address_and_cancellations_by_pt_revocation() {
+    let h = Harness::new();
+    let pt = h.pt(manual());
+    let op = h
+        .begin(&pt, Some("sensor-4"), b"sensor-four-nonce-1")
+        .unwrap();
+    h.approve_with_code(&op.operation_id, None).unwrap();
+    let collector = tessera_engine::Actor::device(Some("198.51.100.7".into()));
+    h.engine
+        .poll_operation(&op.operation_id, op.secret.expose(), &collector, h.now())
+        .unwrap();
+    let events = h.engine.audit(0, 1000).unwrap();
+    let collect = events
+        .iter()
+        .find(|e| e.action == "operation.collect")
+        .unwrap();
+    assert_eq!(collect.source.as_deref(), Some("198.51.100.7"));
+
+    let pt2 = h.pt(manual());
+    let pending = h
+        .begin(&pt2, Some("sensor-5"), b"sensor-five-nonce-1")
+        .unwrap();
+    let pt2_id = h.engine.verify_pt(pt2.expose(), h.now()).unwrap().id;
+    let admin = Harness::tech().from_source("203.0.113.9");
+    h.engine
+        .revoke_pt(&pt2_id, "leaked", &admin, h.now())
+        .unwrap();
+    let events = h.engine.audit(0, 1000).unwrap();
+    let cancel = events
+        .iter()
+        .find(|e| e.action == "operation.cancel" && e.subject == pending.operation_id.to_string())
+        .expect("the cancelled operation has its own event");
+    assert_eq!(cancel.source.as_deref(), Some("203.0.113.9"));
+    assert_eq!(cancel.detail["reason"], "provisioning token revoked");
+}

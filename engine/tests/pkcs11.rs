@@ -39,7 +39,12 @@ fn provision(engine: &Engine, now: tessera_engine::Timestamp) -> tessera_engine:
         )
         .unwrap();
     match engine
-        .poll_operation(&op.operation_id, op.secret.expose(), now)
+        .poll_operation(
+            &op.operation_id,
+            op.secret.expose(),
+            &tessera_engine::Actor::device(None),
+            now,
+        )
         .unwrap()
     {
         tessera_engine::OperationStatus::Provisioned(p) => p,

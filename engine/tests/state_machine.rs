@@ -469,7 +469,12 @@ impl StateMachineTest for Sut {
             },
             T::Poll { op } => {
                 let (id, secret) = &sut.ops[op];
-                match h.engine.poll_operation(id, secret.expose(), now) {
+                match h.engine.poll_operation(
+                    id,
+                    secret.expose(),
+                    &tessera_engine::Actor::device(None),
+                    now,
+                ) {
                     Ok(OperationStatus::Provisioned(p)) => {
                         let i = sut
                             .regs

@@ -242,7 +242,10 @@ impl Engine {
         let id = op_id(py, operation_id)?;
         let now = self.now(py)?;
         let status = py
-            .detach(|| self.inner.poll_operation(&id, secret, now))
+            .detach(|| {
+                self.inner
+                    .poll_operation(&id, secret, &Actor::device(None), now)
+            })
             .map_err(|e| Self::err(py, e))?;
         use errors::{client_code as c, Raised};
         match status {

@@ -42,7 +42,7 @@ def working_key(purpose: str, epoch: int) -> bytes:
 def test_key_derivation_matches():
     kd = VECTORS["key_derivation"]
     epoch = kd["epoch"]
-    for purpose in ("rt-mac", "pt-verifier", "op-secret", "code"):
+    for purpose in ("rt-mac", "pt-verifier", "op-secret", "code", "admin-verifier"):
         assert working_key(purpose, epoch).hex() == kd[purpose]
     assert (b"tessera/v1/rt-mac/" + struct.pack(">I", epoch)).hex() == kd["context_rt_mac_hex"]
 

@@ -358,12 +358,14 @@ impl Engine {
     }
 
     /// Poll an operation with its id and secret. When it has been approved this collects the
-    /// RT (the operation becomes completed). Collecting again returns the same RT as long as
-    /// the device has not refreshed it yet, so a lost response can be retried.
+    /// RT (the operation becomes completed; the audit event records `collector`, the device as
+    /// it polls, with its address). Collecting again returns the same RT as long as the device
+    /// has not refreshed it yet, so a lost response can be retried.
     pub fn poll_operation(
         &self,
         id: &OperationId,
         secret: &str,
+        collector: &Actor,
         now: Timestamp,
     ) -> Result<OperationStatus, Error> {
         let op = self.authenticate_operation(id, secret)?;
@@ -377,14 +379,14 @@ impl Engine {
             OperationState::Cancelled => Ok(OperationStatus::Cancelled { reason: op.reason }),
             OperationState::Approved => {
                 let engine = self.clone();
-                let id = *id;
+                let (id, collector) = (*id, collector.clone());
                 self.write(now, move |tx| {
                     let mut op = tx.db.operation(&id)?.ok_or(Error::NotFound("operation"))?;
                     if op.state == OperationState::Approved {
                         op.state = OperationState::Completed;
                         tx.db.update_operation(&op)?;
                         tx.audit(
-                            &Actor::device(op.source.clone()),
+                            &collector,
                             "operation.collect",
                             &id.to_string(),
                             serde_json::json!({

@@ -315,6 +315,12 @@ pub(crate) fn revoke_pt_in_tx(
         op.decided_by = Some(actor.name.clone());
         op.decided_at = Some(tx.now);
         tx.db.update_operation(&op)?;
+        tx.audit(
+            actor,
+            "operation.cancel",
+            &op.id.to_string(),
+            serde_json::json!({ "reason": op.reason }),
+        )?;
         tx.effect(Effect::OperationChanged(op.id, op.state));
     }
     tx.audit(

@@ -175,7 +175,12 @@ impl Harness {
     pub fn collect(&self, op: &BeginOutcome) -> Provisioned {
         match self
             .engine
-            .poll_operation(&op.operation_id, op.secret.expose(), self.now())
+            .poll_operation(
+                &op.operation_id,
+                op.secret.expose(),
+                &tessera_engine::Actor::device(None),
+                self.now(),
+            )
             .expect("poll")
         {
             OperationStatus::Provisioned(p) => p,

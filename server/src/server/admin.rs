@@ -175,6 +175,7 @@ fn reason(r: Option<String>) -> String {
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     frame: Frame<'_>,
+    source: std::net::IpAddr,
     send: &mut quinn::SendStream,
 ) -> Result<Handled, ErrorBody> {
     let req: AdminReq = parse(frame.body)?;
@@ -183,7 +184,7 @@ pub(crate) async fn handle(
     if who.role == AdminRole::Technician && !kind::TECHNICIAN.contains(&frame.kind) {
         return Err(err(code::FORBIDDEN, "this request needs an admin token"));
     }
-    let actor = Actor::operator(&who.name);
+    let actor = Actor::operator(&who.name).from_source(source.to_string());
     let v: Value = match frame.kind {
         kind::STATUS => {
             let st = blocking(shared, |e, _| e.status()).await?;

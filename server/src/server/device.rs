@@ -100,7 +100,7 @@ async fn answer(
 ) -> Result<Handled, ErrorBody> {
     match frame.kind {
         kind::BEGIN => begin(shared, parse(frame.body)?, source).await,
-        kind::WAIT => wait(shared, parse(frame.body)?).await,
+        kind::WAIT => wait(shared, parse(frame.body)?, source).await,
         kind::INTROSPECT => introspect(shared, parse(frame.body)?, source).await,
         kind::CANCEL => cancel(shared, parse(frame.body)?, source).await,
         _ => Err(err(
@@ -155,7 +155,11 @@ fn parse_op(id: &str) -> Result<OperationId, ErrorBody> {
     id.parse().map_err(input)
 }
 
-async fn wait(shared: &Arc<Shared>, req: WaitReq) -> Result<Handled, ErrorBody> {
+async fn wait(
+    shared: &Arc<Shared>,
+    req: WaitReq,
+    source: Option<String>,
+) -> Result<Handled, ErrorBody> {
     let id = parse_op(&req.operation_id)?;
     let hold = Duration::from_millis(req.timeout_ms.min(shared.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + hold;
@@ -166,7 +170,11 @@ async fn wait(shared: &Arc<Shared>, req: WaitReq) -> Result<Handled, ErrorBody> 
         tokio::pin!(notified);
         notified.as_mut().enable();
         let secret = req.secret.clone();
-        let status = blocking(shared, move |e, t| e.poll_operation(&id, &secret, t)).await;
+        let collector = Actor::device(source.clone());
+        let status = blocking(shared, move |e, t| {
+            e.poll_operation(&id, &secret, &collector, t)
+        })
+        .await;
         match status {
             Ok(OperationStatus::Pending { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::select! {

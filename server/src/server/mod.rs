@@ -683,7 +683,8 @@ async fn dispatch(buf: Vec<u8>, mut reply: reply::Reply, role: Role) {
     match role {
         Role::Device => device::handle(&shared, frame, reply).await,
         Role::Admin => {
-            let result = admin::handle(&shared, frame, reply.stream()).await;
+            let source = reply.remote_ip();
+            let result = admin::handle(&shared, frame, source, reply.stream()).await;
             reply.finish(result);
         }
     }

@@ -4,4 +4,5 @@
 mod common;
 mod crash;
 mod flows;
+mod hardening;
 mod security;
