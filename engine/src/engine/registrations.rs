@@ -98,6 +98,12 @@ impl Engine {
         }
     }
 
+    /// Whether a registration is live in memory (not revoked, not pruned after expiry): what
+    /// validation consults. Lock-free.
+    pub fn is_registration_live(&self, id: RegistrationId) -> bool {
+        self.inner.families.get(id).is_some()
+    }
+
     /// Validate an RT and return the identity it carries, for services such as MQTT brokers.
     pub fn introspect(&self, text: &[u8], now: Timestamp) -> Result<Introspection, Error> {
         let v = self.validate_rt(text, now)?;

@@ -126,8 +126,16 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Remember that `conn` uses `reg`'s RTs.
-    pub fn attach(&self, reg: RegistrationId, conn: &Arc<ConnState>) {
+    /// Remember that `conn` uses `reg`'s RTs. `live` says whether the registration is still
+    /// live in the engine: it is asked after the entry is in place, so a revocation that
+    /// committed after the request was answered but before this attach either finds the entry
+    /// (and closes the connection) or is seen here (and the connection is closed here).
+    pub fn attach(
+        &self,
+        reg: RegistrationId,
+        conn: &Arc<ConnState>,
+        live: impl FnOnce(RegistrationId) -> bool,
+    ) {
         // Cheapest first: the connection's own (uncontended) set of what it attached before.
         // An answer may also be written after its connection ended (and was detached): keep no
         // entry for it then.
@@ -145,6 +153,17 @@ impl Connections {
             // Remembered on the connection too, so `detach_all` can drop these entries (and the
             // connection state they keep alive) when it ends.
             lock(&conn.attached).insert(reg);
+        }
+        // Still under the lock the revocation's `close_registration` takes: see above.
+        if !live(reg) {
+            if let Some(v) = m.get_mut(&reg) {
+                v.retain(|c| c.conn.stable_id() != conn.conn.stable_id());
+                if v.is_empty() {
+                    m.remove(&reg);
+                }
+            }
+            drop(m);
+            conn.close_when_idle();
         }
     }
 

@@ -107,7 +107,9 @@ impl Reply {
     fn attach(self, reg: Option<RegistrationId>) {
         if let Some(reg) = reg {
             let InFlight { shared, state } = &self.in_flight;
-            shared.connections.attach(reg, state);
+            shared
+                .connections
+                .attach(reg, state, |r| shared.engine.is_registration_live(r));
         }
     }
 }

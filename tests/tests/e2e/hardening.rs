@@ -43,3 +43,57 @@ async fn operator_actions_and_collections_record_their_source_address() {
     );
     ts.shutdown().await;
 }
+
+/// A connected pair of quinn connections on loopback (the server side first), with the
+/// server's own TLS material.
+async fn connection_pair(dir: &std::path::Path) -> (quinn::Connection, quinn::Connection) {
+    use tessera_server::server::tls;
+    let files = tls::ensure_certificates(dir, &["localhost".into()]).unwrap();
+    let alpn = b"registry-test";
+    let server_tls = tls::server_config(&files, alpn).unwrap();
+    let server_cfg = quinn::ServerConfig::with_crypto(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap(),
+    ));
+    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let trust = tessera_server::Trust::ca_file(&files.ca_cert).unwrap();
+    let client_tls = tessera_server::client::transport::client_tls(&trust, alpn).unwrap();
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap(),
+    )));
+    let addr = server.local_addr().unwrap();
+    let (accepted, connected) = tokio::join!(
+        async { server.accept().await.unwrap().await.unwrap() },
+        async { client.connect(addr, "localhost").unwrap().await.unwrap() }
+    );
+    (accepted, connected)
+}
+
+/// Rule: a connection attached to a registration after its revocation committed is closed
+/// (the window between a request's commit and the attach of its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_after_the_revocation_closes_the_connection() {
+    use tessera_engine::RegistrationId;
+    use tessera_server::server::registry::{ConnState, Connections};
+    let dir = tempfile::tempdir().unwrap();
+    let (server_side, client_side) = connection_pair(dir.path()).await;
+    let connections = Connections::default();
+    let state = ConnState::new(server_side);
+    // The revocation already ran (and found nothing to close); the attach comes afterwards.
+    connections.attach(RegistrationId::new(7), &state, |_| false);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), client_side.closed())
+        .await
+        .expect("the connection was left open");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == quinn::VarInt::from_u32(tessera_server::server::CLOSE_REVOKED)),
+        "{closed:?}"
+    );
+    assert_eq!(connections.tracked_registrations(), 0);
+
+    // A live registration stays attached.
+    let (server_side, _client_side) = connection_pair(dir.path()).await;
+    let state = ConnState::new(server_side);
+    connections.attach(RegistrationId::new(8), &state, |_| true);
+    assert_eq!(connections.tracked_registrations(), 1);
+    assert!(state.conn.close_reason().is_none());
+}
