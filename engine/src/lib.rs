@@ -58,6 +58,7 @@ pub mod keys;
 pub mod model;
 mod ratelimit;
 mod secret;
+mod sources;
 pub mod store;
 mod time;
 pub mod token;
@@ -80,5 +81,6 @@ pub use ratelimit::Rate;
 pub use secret::{
     AdminToken, KeyBytes, OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode,
 };
+pub use sources::ManySources;
 pub use time::Timestamp;
 pub use validator::LocalValidator;

@@ -458,3 +458,63 @@ fn audit_records_the_collectors_address_and_cancellations_by_pt_revocation() {
     assert_eq!(cancel.source.as_deref(), Some("203.0.113.9"));
     assert_eq!(cancel.detail["reason"], "provisioning token revoked");
 }
+
+/// Rule: one registration refreshed from more addresses than allowed within the window raises
+/// `many_sources` (once per window); with the `revoke_pt` policy its PT is revoked and the
+/// refresh refused.
+#[test]
+fn many_sources_is_raised_and_its_policy_applies() {
+    for revoke in [false, true] {
+        let mut config = tessera_engine::EngineConfig::default();
+        config.many_sources(tessera_engine::ManySources {
+            threshold: 2,
+            window: Duration::from_secs(600),
+        });
+        if revoke {
+            config.leak_policy(tessera_engine::LeakPolicy {
+                many_sources: tessera_engine::LeakResponse::RevokePt,
+                ..Default::default()
+            });
+        }
+        let h = Harness::with_config(config);
+        let mut rt = h.provision("roamer").rt;
+        let from = |a: &str| tessera_engine::Actor::device(Some(a.into()));
+        for addr in ["192.0.2.1", "192.0.2.1", "192.0.2.2"] {
+            rt = h
+                .engine
+                .refresh(rt.expose(), &from(addr), h.now())
+                .unwrap()
+                .rt;
+        }
+        let third = h.engine.refresh(rt.expose(), &from("192.0.2.3"), h.now());
+        let signals: Vec<_> = h
+            .engine
+            .leak_signals(0, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.kind == LeakKind::ManySources)
+            .collect();
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].source.as_deref(), Some("192.0.2.3"));
+        if revoke {
+            assert_eq!(third.unwrap_err(), Error::Revoked);
+            assert_eq!(signals[0].action, "revoked_pt");
+        } else {
+            assert_eq!(signals[0].action, "flagged");
+            let rt = third.unwrap().rt;
+            h.engine
+                .refresh(rt.expose(), &from("192.0.2.4"), h.now())
+                .unwrap();
+            assert_eq!(
+                h.engine
+                    .leak_signals(0, 100)
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.kind == LeakKind::ManySources)
+                    .count(),
+                1,
+                "once per window"
+            );
+        }
+    }
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::ratelimit::Rate;
+use crate::sources::ManySources;
 
 /// What the engine does, beyond recording it, when it raises a leak signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -15,8 +16,10 @@ pub enum LeakResponse {
 }
 
 /// Per-kind responses to leak signals. Rotation reuse always revokes the registration
-/// involved; the response here says whether to revoke its PT too.
+/// involved; the response here says whether to revoke its PT too. In a configuration file every
+/// field is optional (`flag` by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LeakPolicy {
     /// Several instances provisioning on one single-device PT (or one device id) at once.
     pub parallel_operations: LeakResponse,
@@ -24,6 +27,8 @@ pub struct LeakPolicy {
     pub rotation_reuse: LeakResponse,
     /// Too many wrong verification codes.
     pub code_guessing: LeakResponse,
+    /// One registration refreshed from more addresses than [`ManySources`] allows.
+    pub many_sources: LeakResponse,
 }
 
 impl Default for LeakPolicy {
@@ -32,6 +37,7 @@ impl Default for LeakPolicy {
             parallel_operations: LeakResponse::Flag,
             rotation_reuse: LeakResponse::Flag,
             code_guessing: LeakResponse::Flag,
+            many_sources: LeakResponse::Flag,
         }
     }
 }
@@ -51,6 +57,7 @@ pub struct EngineConfig {
     pub(crate) pt_rate_fleet: Rate,
     pub(crate) source_rate: Rate,
     pub(crate) leak_policy: LeakPolicy,
+    pub(crate) many_sources: ManySources,
 }
 
 /// The largest clock-skew leeway the engine accepts.
@@ -71,6 +78,7 @@ impl Default for EngineConfig {
             pt_rate_fleet: Rate::new(2000, 6000),
             source_rate: Rate::new(30, 120),
             leak_policy: LeakPolicy::default(),
+            many_sources: ManySources::default(),
         }
     }
 }
@@ -140,6 +148,16 @@ impl EngineConfig {
     /// Responses to leak signals. Defaults to [`LeakPolicy::default`] (flag only).
     pub fn leak_policy(&mut self, p: LeakPolicy) -> &mut Self {
         self.leak_policy = p;
+        self
+    }
+
+    /// When one registration counts as used from too many addresses (the `many_sources` leak
+    /// signal). Defaults to [`ManySources::default`]: more than 4 addresses within an hour.
+    pub fn many_sources(&mut self, rule: ManySources) -> &mut Self {
+        self.many_sources = ManySources {
+            threshold: rule.threshold.max(1),
+            window: rule.window.max(std::time::Duration::from_secs(1)),
+        };
         self
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) pt_limits_single: RateLimiter<PtId>,
     pub(crate) pt_limits_fleet: RateLimiter<PtId>,
     pub(crate) source_limits: RateLimiter<String>,
+    /// Addresses each registration is refreshed from (the `many_sources` signal).
+    pub(crate) sources: crate::sources::SourceTracker,
     pub(crate) observer: RwLock<Option<Arc<dyn EngineObserver>>>,
     pub(crate) rng: SystemRandom,
     /// Serialises key rotations (rare; never on a request path).
@@ -188,6 +190,7 @@ impl Engine {
             pt_limits_single: RateLimiter::new(config.pt_rate_single),
             pt_limits_fleet: RateLimiter::new(config.pt_rate_fleet),
             source_limits: RateLimiter::new(config.source_rate),
+            sources: crate::sources::SourceTracker::new(config.many_sources),
             config,
             observer: RwLock::new(None),
             rng,

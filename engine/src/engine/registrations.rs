@@ -208,6 +208,9 @@ impl Engine {
                     };
                     tx.db.refresh_registration(&reg, audit)?;
                     tx.effect(set_family(&reg));
+                    if many_sources(tx, &reg, &actor)? {
+                        return Ok(Err(Error::Revoked));
+                    }
                     let claims = claims_of(&reg);
                     return Ok(Ok(Refreshed {
                         rt: claims.mint(key),
@@ -379,6 +382,34 @@ impl Engine {
     pub fn list_blocked(&self) -> Result<Vec<BlockRecord>, Error> {
         self.read(|db| db.list_blocked())
     }
+}
+
+/// Count the address `actor` refreshes `reg` from, and raise the `many_sources` leak signal
+/// (applying its policy) when the registration goes over the threshold. True when the policy
+/// revoked the PT, so the refresh must be refused.
+fn many_sources(tx: &mut Tx<'_>, reg: &RegistrationRecord, actor: &Actor) -> Result<bool, Error> {
+    let Some(source) = &actor.source else {
+        return Ok(false);
+    };
+    let Some(n) = tx.inner.sources.record(reg.id, source, tx.now) else {
+        return Ok(false);
+    };
+    let revoke = tx.inner.config.leak_policy.many_sources == LeakResponse::RevokePt;
+    let window = tx.inner.config.many_sources.window.as_secs();
+    tx.leak(NewLeakSignal {
+        at: tx.now,
+        kind: LeakKind::ManySources,
+        pt_id: Some(reg.pt_id),
+        registration_id: Some(reg.id),
+        operation_id: None,
+        source: actor.source.clone(),
+        action: if revoke { "revoked_pt" } else { "flagged" }.into(),
+        detail: format!("refreshed from {n} addresses within {window} s"),
+    })?;
+    if revoke {
+        super::pts::revoke_pt_in_tx(tx, &reg.pt_id, "many sources", &Actor::system())?;
+    }
+    Ok(revoke)
 }
 
 /// The leak signal for a revoked RT presented by a device.

@@ -143,6 +143,17 @@ pub struct EngineSettings {
     pub max_pending_single: usize,
     /// Pending operations per fleet PT. Default 1000.
     pub max_pending_fleet: usize,
+    /// Wrong verification codes allowed per operation before it is rejected. Default 5.
+    pub max_code_attempts: u32,
+    /// Distinct addresses one registration may be refreshed from within
+    /// `many_sources_window_secs` before the `many_sources` leak signal. Default 4.
+    pub many_sources_threshold: u32,
+    /// The window of `many_sources_threshold`, seconds. Default 3600.
+    pub many_sources_window_secs: u64,
+    /// What to do, beyond recording it, per leak signal kind: `flag` (the default) or
+    /// `revoke_pt`. Table `[engine.leak_policy]` with keys `parallel_operations`,
+    /// `rotation_reuse`, `code_guessing`, `many_sources`.
+    pub leak_policy: tessera_engine::LeakPolicy,
 }
 
 impl Default for EngineSettings {
@@ -161,6 +172,10 @@ impl Default for EngineSettings {
             fleet_pt_per_minute: 6000,
             max_pending_single: 4,
             max_pending_fleet: 1000,
+            max_code_attempts: 5,
+            many_sources_threshold: 4,
+            many_sources_window_secs: 3600,
+            leak_policy: tessera_engine::LeakPolicy::default(),
         }
     }
 }
@@ -182,7 +197,13 @@ impl EngineSettings {
                 tessera_engine::Rate::new(self.single_pt_burst, self.single_pt_per_minute),
                 tessera_engine::Rate::new(self.fleet_pt_burst, self.fleet_pt_per_minute),
             )
-            .max_pending(self.max_pending_single, self.max_pending_fleet);
+            .max_pending(self.max_pending_single, self.max_pending_fleet)
+            .max_code_attempts(self.max_code_attempts)
+            .many_sources(tessera_engine::ManySources {
+                threshold: self.many_sources_threshold,
+                window: Duration::from_secs(self.many_sources_window_secs),
+            })
+            .leak_policy(self.leak_policy);
         c
     }
 }
@@ -244,6 +265,25 @@ mod tests {
         assert_eq!(c.engine.source_per_minute, 5);
         assert_eq!(c.engine.source_burst, 30);
         assert_eq!(c.device_addr, ServerConfig::default().device_addr);
+        std::fs::write(
+            &p,
+            "[engine]\nmax_code_attempts = 2\n[engine.leak_policy]\ncode_guessing = \"revoke_pt\"\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_toml_file(&p).unwrap();
+        assert_eq!(c.engine.max_code_attempts, 2);
+        assert_eq!(
+            c.engine.leak_policy.code_guessing,
+            tessera_engine::LeakResponse::RevokePt
+        );
+        assert_eq!(
+            c.engine.leak_policy.rotation_reuse,
+            tessera_engine::LeakResponse::Flag
+        );
+        std::fs::write(&p, "[engine.leak_policy]\ncode_guessing = \"burn\"\n").unwrap();
+        assert!(ServerConfig::from_toml_file(&p)
+            .unwrap_err()
+            .contains("unknown variant"));
         std::fs::write(&p, "no_such_setting = 1\n").unwrap();
         assert!(ServerConfig::from_toml_file(&p)
             .unwrap_err()

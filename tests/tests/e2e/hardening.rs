@@ -97,3 +97,46 @@ async fn an_attach_after_the_revocation_closes_the_connection() {
     assert_eq!(connections.tracked_registrations(), 1);
     assert!(state.conn.close_reason().is_none());
 }
+
+/// Rule: the leak policy and the code-attempt limit are set in the server's configuration, and
+/// the automatic revocation works through the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_leak_policy_revokes_a_guessed_pt() {
+    use crate::common::code_of;
+    use tessera_server::wire::code;
+    let ts = TestServer::start_with(|c| {
+        c.engine.max_code_attempts = 2;
+        c.engine.leak_policy.code_guessing = tessera_engine::LeakResponse::RevokePt;
+    })
+    .await;
+    let t = ts.device_transport();
+    let (_, pt) = ts
+        .pt(json!({ "label": "guessed", "approval": "manual_with_code" }))
+        .await;
+    let op = begin(&t, &pt, Some("g-1"), "guess-instance-nonce-1")
+        .await
+        .unwrap();
+    let shown = op.verification_code.clone().unwrap();
+    let wrong = if shown == "0000-0000" {
+        "1111-1111"
+    } else {
+        "0000-0000"
+    };
+    let first = ts
+        .admin
+        .approve(&op.operation_id, Some(wrong), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&first), code::WRONG_CODE);
+    let second = ts
+        .admin
+        .approve(&op.operation_id, Some(wrong), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&second), code::CODE_ATTEMPTS_EXHAUSTED);
+    let again = begin(&t, &pt, Some("g-1"), "guess-instance-nonce-2")
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&again), code::REVOKED);
+    ts.shutdown().await;
+}
