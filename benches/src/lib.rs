@@ -21,7 +21,8 @@ pub fn lenient_config() -> EngineConfig {
     let mut c = EngineConfig::default();
     c.source_rate(Rate::new(u32::MAX, u32::MAX))
         .pt_rates(Rate::new(u32::MAX, u32::MAX), Rate::new(u32::MAX, u32::MAX))
-        .max_pending(1000, 1_000_000);
+        .max_pending(1000, 1_000_000)
+        .refresh_rate(Rate::new(u32::MAX, u32::MAX));
     c
 }
 
@@ -52,7 +53,7 @@ pub fn provision(engine: &Engine, n: usize, now: Timestamp) -> Vec<Provisioned> 
                         pt: pt.clone(),
                         requested_device_id: Some(format!("bench-{i}").parse().expect("device id")),
                         attributes: Default::default(),
-                        instance_nonce: (i as u64).to_le_bytes().to_vec(),
+                        instance_nonce: format!("bench-instance-{i:016}").into_bytes(),
                     },
                     &Actor::device(None),
                     now,

@@ -29,7 +29,7 @@
 //!     pt: pt_text,
 //!     requested_device_id: Some("pump-0017".parse().map_err(tessera_engine::Error::from)?),
 //!     attributes: Default::default(),
-//!     instance_nonce: b"boot-1".to_vec(),
+//!     instance_nonce: b"16+ random bytes".to_vec(),
 //! }, &Actor::device(None), now)?;
 //!
 //! // A technician approves; the device collects its RT.
@@ -77,7 +77,7 @@ pub use model::{
     Actor, AdminRole, AdminTokenId, AdminTokenRecord, ApprovalPolicy, Attributes, DeviceId,
     DeviceIdPolicy, OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId,
 };
-pub use ratelimit::Rate;
+pub use ratelimit::{Rate, RateLimiter};
 pub use secret::{
     AdminToken, KeyBytes, OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode,
 };

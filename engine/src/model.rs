@@ -22,6 +22,8 @@ pub mod limits {
     pub const ATTRIBUTE_VALUE_MAX: usize = 128;
     /// Longest label, actor name or reason, in bytes.
     pub const LABEL_MAX: usize = 128;
+    /// Shortest instance nonce, in bytes: 128 bits from the device's random generator.
+    pub const NONCE_MIN: usize = 16;
     /// Longest instance nonce, in bytes.
     pub const NONCE_MAX: usize = 64;
 }
@@ -618,8 +620,12 @@ pub struct OperationRecord {
     pub pt_id: PtId,
     /// Current state as stored (see [`OperationRecord::effective_state`]).
     pub state: OperationState,
-    /// The device's instance nonce (public; identifies retries of one device instance).
-    pub instance_nonce: Vec<u8>,
+    /// A keyed hash of the device's instance nonce (`HMAC-SHA256(op_key[key_epoch], nonce)`).
+    /// The nonce acts as a password (with the PT it resumes this operation and returns its
+    /// secret), so the store keeps only this digest, in a column of its own: it is never
+    /// serialised, shown or returned.
+    #[serde(skip)]
+    pub nonce_digest: NonceDigest,
     /// Device id the device asked for.
     pub requested_device_id: Option<DeviceId>,
     /// Attributes the device sent.
@@ -653,6 +659,17 @@ pub struct OperationRecord {
     /// another PT needs the technician's explicit `reassign`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaces: Vec<ReplacedRegistration>,
+}
+
+/// The keyed digest of an operation's instance nonce (see [`OperationRecord::nonce_digest`]).
+/// Its `Debug` shows nothing of it.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct NonceDigest(pub [u8; 32]);
+
+impl fmt::Debug for NonceDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NonceDigest(..)")
+    }
 }
 
 /// An active registration that approving an operation would replace.

@@ -32,8 +32,11 @@ struct Bucket {
 
 /// Buckets keyed by `K`. Entries whose bucket has refilled are dropped when the map grows, so
 /// memory stays bounded by the number of keys active within one refill period.
+///
+/// Public so that front ends (the server's per-source and per-token limits) share the engine's
+/// clock-driven limiter.
 #[derive(Debug)]
-pub(crate) struct RateLimiter<K> {
+pub struct RateLimiter<K> {
     rate: Rate,
     buckets: Mutex<HashMap<K, Bucket>>,
 }
@@ -41,7 +44,8 @@ pub(crate) struct RateLimiter<K> {
 const PRUNE_AT: usize = 100_000;
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
-    pub(crate) fn new(rate: Rate) -> Self {
+    /// A limiter allowing `rate` per key.
+    pub fn new(rate: Rate) -> Self {
         Self {
             rate,
             buckets: Mutex::new(HashMap::new()),
@@ -58,7 +62,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Take one token, or say how long until one is available.
-    pub(crate) fn check(&self, key: &K, now: Timestamp) -> Result<(), Duration> {
+    pub fn check(&self, key: &K, now: Timestamp) -> Result<(), Duration> {
         let full = u64::from(self.rate.burst) * 1000;
         let mut map = self
             .buckets

@@ -206,7 +206,7 @@ fn crash_child_workload() {
                                 DeviceId::new(format!("c{start}-{i}")).unwrap(),
                             ),
                             attributes: Default::default(),
-                            instance_nonce: i.to_le_bytes().to_vec(),
+                            instance_nonce: common::instance_nonce(&i.to_le_bytes()),
                         },
                         &dev,
                         now,

@@ -250,7 +250,7 @@ fn automatic_and_attribute_rule_policies() {
                 pt: pt.clone(),
                 requested_device_id: Some(DeviceId::new(dev).unwrap()),
                 attributes: tessera_engine::Attributes::new(attrs).unwrap(),
-                instance_nonce: nonce.to_vec(),
+                instance_nonce: common::instance_nonce(nonce),
             },
             &Harness::device(),
             h.now(),
@@ -970,11 +970,11 @@ fn bad_input_changes_nothing() {
     let pt = h.pt(manual());
     let before = format!("{:?}", h.engine.status().unwrap().counts);
     assert!(matches!(
-        h.begin(&pt, None, b""),
+        h.begin_raw(&pt, None, b""),
         Err(Error::InvalidInput(_))
     ));
     assert!(matches!(
-        h.begin(&pt, None, &[0u8; 65]),
+        h.begin_raw(&pt, None, &[0u8; 65]),
         Err(Error::InvalidInput(_))
     ));
     let long_label = PtSpec {

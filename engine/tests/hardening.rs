@@ -518,3 +518,122 @@ fn many_sources_is_raised_and_its_policy_applies() {
         }
     }
 }
+
+/// Rule: the instance nonce is a secret of at least 128 bits: shorter ones are refused, the
+/// engine keeps only a keyed digest (never serialised, shown or in `Debug`), and BEGINs with
+/// an unknown nonce on a PT at its pending cap are counted and signalled.
+#[test]
+fn the_instance_nonce_is_long_kept_only_as_a_digest_and_failed_resumes_are_signalled() {
+    let mut config = tessera_engine::EngineConfig::default();
+    config.pt_rates(
+        tessera_engine::Rate::new(100, 100),
+        tessera_engine::Rate::new(100, 100),
+    );
+    let h = Harness::with_config(config);
+    let pt = h.pt(manual());
+    assert!(matches!(
+        h.begin_raw(&pt, None, &[7u8; 15]),
+        Err(Error::InvalidInput(e)) if e.field == "instance_nonce"
+    ));
+    let nonce = *b"0123456789abcdef";
+    let op = h.begin_raw(&pt, Some("n-1"), &nonce).unwrap();
+    let again = h.begin_raw(&pt, Some("n-1"), &nonce).unwrap();
+    assert!(again.resumed && again.operation_id == op.operation_id);
+    assert_eq!(again.secret.expose(), op.secret.expose());
+
+    let rec = h.engine.operation(&op.operation_id).unwrap();
+    let shown = serde_json::to_string(&rec).unwrap();
+    let debug = format!("{rec:?}");
+    let nonce_text = std::str::from_utf8(&nonce).unwrap();
+    for text in [&shown, &debug] {
+        assert!(!text.contains(nonce_text), "nonce leaked: {text}");
+        assert!(
+            !text.contains("instance_nonce"),
+            "nonce field shown: {text}"
+        );
+    }
+    let req = tessera_engine::BeginRequest {
+        pt: pt.clone(),
+        requested_device_id: None,
+        attributes: Default::default(),
+        instance_nonce: nonce.to_vec(),
+    };
+    assert!(!format!("{req:?}").contains(nonce_text));
+
+    // Fill the single-device PT's pending cap (4), then guess.
+    for i in 0..3u8 {
+        h.begin(&pt, Some("n-1"), &[b'x', i]).unwrap();
+    }
+    let signals_before = h.engine.leak_signals(0, 100).unwrap().len();
+    for guess in 0..5u8 {
+        assert_eq!(
+            h.begin(&pt, Some("n-1"), &[b'g', guess]).unwrap_err(),
+            Error::TooManyPendingOperations
+        );
+    }
+    assert_eq!(h.engine.status().unwrap().failed_resumes, 5);
+    let refused: Vec<_> = h.engine.leak_signals(0, 100).unwrap()[signals_before..]
+        .iter()
+        .filter(|s| s.kind == LeakKind::ParallelOperations && s.action == "refused")
+        .cloned()
+        .collect();
+    assert_eq!(refused.len(), 3, "signalled, throttled after a burst of 3");
+    assert_eq!(h.engine.status().unwrap().suppressed_signals, 2);
+    // The real device still resumes.
+    assert!(h.begin_raw(&pt, Some("n-1"), &nonce).unwrap().resumed);
+}
+
+/// Rule: refreshes are rate-limited per registration (the error carries a retry hint and
+/// changes nothing), and repeated signals from one revoked RT are throttled.
+#[test]
+fn refreshes_are_limited_per_registration_and_repeated_signals_throttled() {
+    let mut config = tessera_engine::EngineConfig::default();
+    config.refresh_rate(tessera_engine::Rate::new(2, 1));
+    let mut h = Harness::with_config(config);
+    let p = h.provision("busy-1");
+    let mut rt = p.rt;
+    for _ in 0..2 {
+        rt = h
+            .engine
+            .refresh(rt.expose(), &Harness::device(), h.now())
+            .unwrap()
+            .rt;
+    }
+    let audit_before = h.engine.status().unwrap().counts.audit_events;
+    match h.engine.refresh(rt.expose(), &Harness::device(), h.now()) {
+        Err(Error::RateLimited { retry_after }) => assert!(retry_after > Duration::ZERO),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert_eq!(h.engine.status().unwrap().counts.audit_events, audit_before);
+    h.engine
+        .validate_rt(rt.expose().as_bytes(), h.now())
+        .unwrap();
+    h.clock.advance(Duration::from_secs(60));
+    h.engine
+        .refresh(rt.expose(), &Harness::device(), h.now())
+        .expect("a token again after a minute");
+
+    // A revoked RT presented again and again: the signals stop after a burst of 3.
+    let h = Harness::new();
+    let p = h.provision("stolen-1");
+    h.engine
+        .revoke_registration(p.registration_id, "stolen", &Harness::tech(), h.now())
+        .unwrap();
+    for _ in 0..8 {
+        assert_eq!(
+            h.engine
+                .refresh(p.rt.expose(), &Harness::device(), h.now())
+                .unwrap_err(),
+            Error::Revoked
+        );
+    }
+    let revoked_uses = h
+        .engine
+        .leak_signals(0, 100)
+        .unwrap()
+        .iter()
+        .filter(|s| s.kind == LeakKind::RevokedTokenUse)
+        .count();
+    assert_eq!(revoked_uses, 3);
+    assert_eq!(h.engine.status().unwrap().suppressed_signals, 5);
+}

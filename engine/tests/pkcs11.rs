@@ -32,7 +32,7 @@ fn provision(engine: &Engine, now: tessera_engine::Timestamp) -> tessera_engine:
                 pt,
                 requested_device_id: None,
                 attributes: Default::default(),
-                instance_nonce: b"n".to_vec(),
+                instance_nonce: common::instance_nonce(b"n"),
             },
             &Actor::device(None),
             now,

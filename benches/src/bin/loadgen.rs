@@ -466,7 +466,12 @@ fn main() {
     let config = work.path().join("tessera.toml");
     std::fs::write(
         &config,
-        "max_connections_per_source = 1000000\nretry_above_handshakes = 1024\n[engine]\nsource_burst = 1000000000\nsource_per_minute = 1000000000\nfleet_pt_burst = 1000000000\nfleet_pt_per_minute = 1000000000\n",
+        "max_connections_per_source = 1000000\nretry_above_handshakes = 1024\n\
+         wait_burst = 1000000000\nwait_per_minute = 1000000000\n\
+         introspect_burst = 1000000000\nintrospect_per_minute = 1000000000\n\
+         [engine]\nsource_burst = 1000000000\nsource_per_minute = 1000000000\n\
+         fleet_pt_burst = 1000000000\nfleet_pt_per_minute = 1000000000\n\
+         refresh_burst = 1000000000\nrefresh_per_minute = 1000000000\n",
     )
     .expect("config");
     let mut cmd = Command::new(sibling("tessera"));
@@ -518,7 +523,7 @@ fn main() {
                     let d = w * per + i;
                     let s = Instant::now();
                     let b: messages::BeginResp = tessera_call(&c, kind::BEGIN, &messages::BeginReq {
-                        pt: pt.clone(), device_id: Some(format!("lg-{d}")), attributes: Default::default(), instance_nonce: format!("lg-{d}"),
+                        pt: pt.clone(), device_id: Some(format!("lg-{d}")), attributes: Default::default(), instance_nonce: format!("loadgen-instance-{d:08}"),
                     }).await.expect("begin");
                     let wr: messages::WaitResp = tessera_call(&c, kind::WAIT, &messages::WaitReq {
                         operation_id: b.operation_id, secret: b.secret, timeout_ms: 0,

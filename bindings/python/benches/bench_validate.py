@@ -68,7 +68,7 @@ def main() -> None:
                              max_registrations=args.tokens)
     regs = []
     for i in range(args.tokens):
-        op = engine.begin(pt, device_id=f"bench-{i:05d}", nonce=f"n{i}")
+        op = engine.begin(pt, device_id=f"bench-{i:05d}", nonce=f"instance-nonce-{i:04d}")
         regs.append(engine.collect(op.operation_id, op.secret))
     rts = [r.rt for r in regs]
 

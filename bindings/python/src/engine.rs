@@ -13,6 +13,8 @@ use tessera_engine::{
     OperationStatus, ProvisioningToken, PtId, RegistrationId, SoftwareKeeper, Timestamp,
 };
 
+use zeroize::Zeroizing;
+
 use crate::errors;
 use crate::tokens::token_bytes;
 use crate::types::{Claims, Operation, Registration};
@@ -206,15 +208,27 @@ impl Engine {
     }
 
     /// Begin (or, with the same PT and nonce, resume) a provisioning operation as a device.
-    #[pyo3(signature = (pt, *, device_id=None, attributes=None, nonce="python"))]
+    /// `nonce` is the device instance's secret nonce (16-64 bytes); by default a fresh random
+    /// one (32 hex digits), returned as `Operation.instance_nonce` for resuming.
+    #[pyo3(signature = (pt, *, device_id=None, attributes=None, nonce=None))]
     fn begin(
         &self,
         py: Python<'_>,
         pt: &str,
         device_id: Option<&str>,
         attributes: Option<BTreeMap<String, String>>,
-        nonce: &str,
+        nonce: Option<&str>,
     ) -> PyResult<Operation> {
+        let nonce = Zeroizing::new(match nonce {
+            Some(n) => n.to_owned(),
+            None => {
+                let mut b = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(
+                    |_| errors::engine(py, &tessera_engine::Error::Keys("random".into())),
+                )?;
+                data_encoding::HEXLOWER.encode(&b)
+            }
+        });
         let requested_device_id = device_id.map(|d| self::device_id(py, d)).transpose()?;
         let attributes = Attributes::new(attributes.unwrap_or_default())
             .map_err(|e| errors::engine(py, &e.into()))?;
@@ -226,7 +240,7 @@ impl Engine {
         };
         let now = self.now(py)?;
         py.detach(|| self.inner.begin_operation(req, &Actor::device(None), now))
-            .map(|b| Operation::new(&b))
+            .map(|b| Operation::new(&b, &nonce))
             .map_err(|e| Self::err(py, e))
     }
 

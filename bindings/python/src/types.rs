@@ -130,11 +130,13 @@ pub(crate) struct Operation {
     expires_at: f64,
     #[pyo3(get)]
     resumed: bool,
+    instance_nonce: Zeroizing<String>,
 }
 
 impl Operation {
-    pub(crate) fn new(b: &tessera_engine::BeginOutcome) -> Self {
+    pub(crate) fn new(b: &tessera_engine::BeginOutcome, instance_nonce: &str) -> Self {
         Self {
+            instance_nonce: Zeroizing::new(instance_nonce.to_owned()),
             operation_id: b.operation_id.to_string(),
             secret: Zeroizing::new(b.secret.expose().to_owned()),
             verification_code: b.verification_code.as_ref().map(|c| c.expose().to_owned()),
@@ -151,6 +153,13 @@ impl Operation {
     #[getter]
     fn secret(&self) -> &str {
         &self.secret
+    }
+
+    /// The instance nonce the operation was begun with (random unless given): BEGIN again
+    /// with it to resume the operation. A secret: do not log it.
+    #[getter]
+    fn instance_nonce(&self) -> &str {
+        &self.instance_nonce
     }
 
     fn __repr__(&self) -> String {

@@ -16,7 +16,7 @@ def engine(tmp_path, clock):
     return tessera.Engine(tmp_path / "engine", clock=clock)
 
 
-def provision(engine, pt, device_id, nonce="boot-1"):
+def provision(engine, pt, device_id, nonce=None):
     """Begin, approve (with the code when one is shown) and collect; returns the Registration."""
     op = engine.begin(pt, device_id=device_id, nonce=nonce)
     if op.state == "pending":

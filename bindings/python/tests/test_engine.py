@@ -77,21 +77,21 @@ def test_reuse_of_an_old_generation_revokes_the_registration(engine, clock):
 
 def test_pt_revocation_cascades(engine):
     pt_id, pt = engine.create_pt("fleet", kind="fleet", approval="automatic", max_registrations=10)
-    regs = [provision(engine, pt, f"f-{i}", nonce=f"n{i}") for i in range(3)]
+    regs = [provision(engine, pt, f"f-{i}", nonce=f"instance-nonce-{i:04d}") for i in range(3)]
     assert engine.revoke_pt(pt_id, "stolen batch") == 3
     for r in regs:
         with pytest.raises(tessera.Revoked):
             engine.validate(r.rt)
     # The PT is authentic but revoked: it can begin nothing more.
     with pytest.raises(tessera.Revoked):
-        engine.begin(pt, device_id="f-9", nonce="late")
+        engine.begin(pt, device_id="f-9", nonce="late-instance-nonce")
 
 
 def test_parallel_operations_on_one_pt(engine):
     _, pt = engine.create_pt("single")
-    a = engine.begin(pt, device_id="dev-a", nonce="instance-a")
-    b = engine.begin(pt, device_id="dev-b", nonce="instance-b")
-    again = engine.begin(pt, device_id="dev-a", nonce="instance-a")
+    a = engine.begin(pt, device_id="dev-a", nonce="instance-a-instance-nonce")
+    b = engine.begin(pt, device_id="dev-b", nonce="instance-b-instance-nonce")
+    again = engine.begin(pt, device_id="dev-a", nonce="instance-a-instance-nonce")
     assert again.operation_id == a.operation_id and again.resumed
     engine.approve(a.operation_id)
     with pytest.raises(tessera.ProvisioningCancelled):

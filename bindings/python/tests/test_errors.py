@@ -79,14 +79,14 @@ def test_engine_constructor_rejects_bad_arguments(tmp_path):
 def test_limits_map_to_their_classes(engine):
     _, single = engine.create_pt("caps")
     for i in range(4):
-        engine.begin(single, device_id=f"c-{i}", nonce=f"n-{i}")
+        engine.begin(single, device_id=f"c-{i}", nonce=f"instance-nonce--{i:04d}")
     with pytest.raises(tessera.TooManyPendingOperations):
-        engine.begin(single, device_id="c-9", nonce="n-9")
+        engine.begin(single, device_id="c-9", nonce="n-9-instance-nonce")
 
     _, fleet = engine.create_pt("one", kind="fleet", approval="automatic", max_registrations=1)
-    provision(engine, fleet, "only-1", nonce="a")
+    provision(engine, fleet, "only-1", nonce="a-instance-nonce")
     with pytest.raises(tessera.RegistrationCapReached):
-        engine.begin(fleet, device_id="only-2", nonce="b")
+        engine.begin(fleet, device_id="only-2", nonce="b-instance-nonce")
 
     _, coded = engine.create_pt("code", approval="manual_with_code")
     op = engine.begin(coded, device_id="guess-1")

@@ -12,7 +12,7 @@ from conftest import provision
 
 def test_validation_from_8_threads_is_correct(engine):
     _, pt = engine.create_pt("t", kind="fleet", approval="automatic", max_registrations=100)
-    regs = [provision(engine, pt, f"t-{i}", nonce=f"n{i}") for i in range(40)]
+    regs = [provision(engine, pt, f"t-{i}", nonce=f"instance-nonce-{i:04d}") for i in range(40)]
     revoked = {r.registration_id for r in regs[::5]}
     for rid in revoked:
         engine.revoke_registration(rid, "test")

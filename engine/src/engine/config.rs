@@ -58,6 +58,7 @@ pub struct EngineConfig {
     pub(crate) source_rate: Rate,
     pub(crate) leak_policy: LeakPolicy,
     pub(crate) many_sources: ManySources,
+    pub(crate) refresh_rate: Rate,
 }
 
 /// The largest clock-skew leeway the engine accepts.
@@ -79,6 +80,7 @@ impl Default for EngineConfig {
             source_rate: Rate::new(30, 120),
             leak_policy: LeakPolicy::default(),
             many_sources: ManySources::default(),
+            refresh_rate: Rate::new(20, 60),
         }
     }
 }
@@ -142,6 +144,14 @@ impl EngineConfig {
     /// minute.
     pub fn source_rate(&mut self, r: Rate) -> &mut Self {
         self.source_rate = r;
+        self
+    }
+
+    /// Rate of refreshes per registration, valid or not: a burst of 20 and 60 per minute by
+    /// default (a device refreshes at about half its RT's life). Over it a refresh is refused
+    /// with [`Error::RateLimited`](crate::Error::RateLimited) and changes nothing.
+    pub fn refresh_rate(&mut self, r: Rate) -> &mut Self {
+        self.refresh_rate = r;
         self
     }
 

@@ -74,6 +74,14 @@ pub(crate) struct Inner {
     pub(crate) pt_limits_single: RateLimiter<PtId>,
     pub(crate) pt_limits_fleet: RateLimiter<PtId>,
     pub(crate) source_limits: RateLimiter<String>,
+    /// REFRESH per registration (checked on the writer thread, so never contended).
+    pub(crate) refresh_limits: RateLimiter<RegistrationId>,
+    /// Throttles repeated leak signals (see [`Tx::leak`]).
+    pub(crate) signal_limits: RateLimiter<String>,
+    /// Leak signals not recorded because of that throttle.
+    pub(crate) suppressed_signals: std::sync::atomic::AtomicU64,
+    /// BEGINs refused with a nonce that matched no pending operation of a full PT.
+    pub(crate) failed_resumes: std::sync::atomic::AtomicU64,
     /// Addresses each registration is refreshed from (the `many_sources` signal).
     pub(crate) sources: crate::sources::SourceTracker,
     pub(crate) observer: RwLock<Option<Arc<dyn EngineObserver>>>,
@@ -81,6 +89,10 @@ pub(crate) struct Inner {
     /// Serialises key rotations (rare; never on a request path).
     pub(crate) rotation: Mutex<()>,
 }
+
+/// How often one leak signal (same kind, PT, registration and operation) is recorded: a burst
+/// of 3, then one a minute.
+pub(crate) const SIGNAL_RATE: crate::Rate = crate::Rate::new(3, 1);
 
 /// A change to in-memory state, applied after the batch that made it is durable.
 pub(crate) enum Effect {
@@ -124,7 +136,24 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Record a leak signal, unless the same signal (kind, PT, registration, operation) was
+    /// recorded [`SIGNAL_RATE`] times in the last minutes: repeated attempts with one leaked
+    /// token must not grow the store without bound or bury other signals. Suppressed signals
+    /// are counted (`EngineStatus::suppressed_signals`).
     pub(crate) fn leak(&mut self, sig: NewLeakSignal) -> Result<(), Error> {
+        let key = format!(
+            "{}|{:?}|{:?}|{:?}",
+            sig.kind.as_str(),
+            sig.pt_id,
+            sig.registration_id,
+            sig.operation_id
+        );
+        if self.inner.signal_limits.check(&key, self.now).is_err() {
+            self.inner
+                .suppressed_signals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
         self.db.insert_leak(&sig)?;
         Ok(())
     }
@@ -143,6 +172,11 @@ pub struct EngineStatus {
     pub counts: StoreCounts,
     /// Group-commit counters.
     pub commits: CommitStats,
+    /// BEGINs refused because their instance nonce matched no pending operation of a PT at
+    /// its pending cap (since start).
+    pub failed_resumes: u64,
+    /// Leak signals not recorded because the same one was recorded just before (since start).
+    pub suppressed_signals: u64,
 }
 
 /// What [`Engine::prune`] removed.
@@ -191,6 +225,10 @@ impl Engine {
             pt_limits_fleet: RateLimiter::new(config.pt_rate_fleet),
             source_limits: RateLimiter::new(config.source_rate),
             sources: crate::sources::SourceTracker::new(config.many_sources),
+            failed_resumes: Default::default(),
+            signal_limits: RateLimiter::new(SIGNAL_RATE),
+            refresh_limits: RateLimiter::new(config.refresh_rate),
+            suppressed_signals: Default::default(),
             config,
             observer: RwLock::new(None),
             rng,
@@ -346,6 +384,14 @@ impl Engine {
             current_key_epoch: self.inner.keys.load().current,
             counts,
             commits: self.inner.store.commit_stats(),
+            failed_resumes: self
+                .inner
+                .failed_resumes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            suppressed_signals: self
+                .inner
+                .suppressed_signals
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 

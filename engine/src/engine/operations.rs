@@ -12,7 +12,7 @@ use crate::error::{Error, InputError};
 use crate::family::MAX_REGISTRATION_ID;
 use crate::model::{
     check_label, limits, Actor, ApprovalPolicy, Attributes, DeviceId, DeviceIdPolicy, LeakKind,
-    OperationId, OperationRecord, OperationState, PtKind, PtRecord, RegistrationId,
+    NonceDigest, OperationId, OperationRecord, OperationState, PtKind, PtRecord, RegistrationId,
     RegistrationRecord, RegistrationStatus, ReplacedRegistration,
 };
 use crate::secret::{OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode};
@@ -24,7 +24,7 @@ const OP_SECRET_PREFIX: &str = "tsos_";
 const OP_SECRET_BINARY_LEN: usize = 32 + codec::CHECKSUM_LEN;
 
 /// What a device sends to begin a provisioning operation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BeginRequest {
     /// The device's provisioning token.
     pub pt: ProvisioningToken,
@@ -32,9 +32,27 @@ pub struct BeginRequest {
     pub requested_device_id: Option<DeviceId>,
     /// Attributes to help the technician decide.
     pub attributes: Attributes,
-    /// A random value the device instance keeps across retries (1–64 bytes): a retry with the
-    /// same nonce gets the same pending operation back.
+    /// A random value the device instance keeps across retries and reboots (16–64 bytes, at
+    /// least 128 bits from its random generator): a retry with the same PT and nonce gets the
+    /// same pending operation back, secret included, so the nonce is a secret too.
     pub instance_nonce: Vec<u8>,
+}
+
+impl std::fmt::Debug for BeginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeginRequest")
+            .field("pt", &self.pt)
+            .field("requested_device_id", &self.requested_device_id)
+            .field("attributes", &self.attributes)
+            .field("instance_nonce", &"<redacted>")
+            .finish()
+    }
+}
+
+fn nonce_digest(key: &hmac::Key, nonce: &[u8]) -> NonceDigest {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(hmac::sign(key, nonce).as_ref());
+    NonceDigest(d)
 }
 
 /// What the device gets back from [`Engine::begin_operation`].
@@ -154,8 +172,12 @@ impl Engine {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<BeginOutcome, Error> {
-        if req.instance_nonce.is_empty() || req.instance_nonce.len() > limits::NONCE_MAX {
-            return Err(InputError::new("instance_nonce", "must be 1-64 bytes").into());
+        if !(limits::NONCE_MIN..=limits::NONCE_MAX).contains(&req.instance_nonce.len()) {
+            return Err(InputError::new(
+                "instance_nonce",
+                "must be 16-64 bytes (at least 128 random bits)",
+            )
+            .into());
         }
         if let Some(src) = &actor.source {
             check_label("source", src)?;
@@ -216,10 +238,20 @@ impl Engine {
                 .into_iter()
                 .filter(|o| o.effective_state(tx.now) == OperationState::Pending)
                 .collect();
-            if let Some(existing) = pending
-                .iter()
-                .find(|o| o.instance_nonce == req.instance_nonce)
-            {
+            let ring = tx.inner.keys.load();
+            // Every pending operation's digest is compared, in constant time, so the time
+            // taken does not say which (or whether one) matched.
+            let mut resumed = None;
+            for o in &pending {
+                let d = nonce_digest(ring.op_key_or_dummy(o.key_epoch), &req.instance_nonce);
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    &d.0[..],
+                    &o.nonce_digest.0[..],
+                )) {
+                    resumed = Some(o);
+                }
+            }
+            if let Some(existing) = resumed {
                 return Ok(Ok(engine.outcome_for(existing, true)));
             }
             let cap = if fleet {
@@ -228,7 +260,25 @@ impl Engine {
                 tx.inner.config.max_pending_single
             };
             if pending.len() >= cap {
-                return Err(Error::TooManyPendingOperations);
+                // A nonce that matches none of a full PT's pending operations is a failed
+                // resume: a device that lost its nonce, or someone with the PT guessing. It is
+                // counted and signalled (throttled), and the refusal is committed.
+                tx.inner
+                    .failed_resumes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tx.leak(NewLeakSignal {
+                    at: tx.now,
+                    kind: LeakKind::ParallelOperations,
+                    pt_id: Some(pt_id),
+                    registration_id: None,
+                    operation_id: None,
+                    source: actor.source.clone(),
+                    action: "refused".into(),
+                    detail: "an instance nonce that matches no pending operation, while the PT \
+                             is at its pending cap"
+                        .into(),
+                })?;
+                return Ok(Err(Error::TooManyPendingOperations));
             }
             if let PtKind::Fleet { max_registrations } = pt.kind {
                 if pt.registrations_created >= max_registrations {
@@ -243,7 +293,6 @@ impl Engine {
                             && o.requested_device_id == req.requested_device_id)
                 })
                 .collect();
-            let ring = tx.inner.keys.load();
             let replaces = match &req.requested_device_id {
                 Some(d) => replaced_registrations(tx, d)?,
                 None => Vec::new(),
@@ -252,7 +301,7 @@ impl Engine {
                 id: op_id,
                 pt_id,
                 state: OperationState::Pending,
-                instance_nonce: req.instance_nonce.clone(),
+                nonce_digest: nonce_digest(ring.current().op_key(), &req.instance_nonce),
                 requested_device_id: req.requested_device_id.clone(),
                 attributes: req.attributes.clone(),
                 uses_code: pt.approval.uses_code(),

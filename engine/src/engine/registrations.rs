@@ -163,6 +163,10 @@ impl Engine {
             self.inner.clone(),
             now,
             move |tx| {
+                tx.inner
+                    .refresh_limits
+                    .check(&presented.registration_id, tx.now)
+                    .map_err(|retry_after| Error::RateLimited { retry_after })?;
                 let mut reg = tx
                     .db
                     .registration(presented.registration_id)?

@@ -131,6 +131,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE registrations ADD COLUMN binding INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: an operation's instance nonce is kept only as a keyed digest, outside the JSON body
+    // (which operators see). Operations from before have none and can no longer be resumed.
+    r#"
+    ALTER TABLE operations ADD COLUMN nonce_digest BLOB;
+    "#,
 ];
 
 /// The schema version this build writes.

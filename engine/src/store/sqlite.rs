@@ -588,7 +588,12 @@ fn pt_row(r: &Row<'_>) -> rusqlite::Result<(PtRecord, [u8; 32])> {
 }
 
 fn op_row(r: &Row<'_>) -> rusqlite::Result<OperationRecord> {
-    from_json(&r.get::<_, String>(0)?)
+    let mut op: OperationRecord = from_json(&r.get::<_, String>(0)?)?;
+    // Operations from before the digest have none: all zeros never matches a nonce's digest.
+    if let Some(d) = r.get::<_, Option<[u8; 32]>>(1)? {
+        op.nonce_digest = crate::model::NonceDigest(d);
+    }
+    Ok(op)
 }
 
 macro_rules! reg_columns {
@@ -684,14 +689,14 @@ impl StoreRead for Db<'_> {
     fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, Error> {
         Ok(self
             .conn
-            .prepare_cached("SELECT body FROM operations WHERE id = ?1")?
+            .prepare_cached("SELECT body, nonce_digest FROM operations WHERE id = ?1")?
             .query_row([&id.to_bytes()[..]], op_row)
             .optional()?)
     }
 
     fn pending_operations(&self, pt: &PtId) -> Result<Vec<OperationRecord>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT body FROM operations WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
+            "SELECT body, nonce_digest FROM operations WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
         )?;
         let rows = st.query_map([&pt.to_bytes()[..]], op_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -699,7 +704,7 @@ impl StoreRead for Db<'_> {
 
     fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT body FROM operations WHERE (?1 IS NULL OR state = ?1) \
+            "SELECT body, nonce_digest FROM operations WHERE (?1 IS NULL OR state = ?1) \
              AND (?2 IS NULL OR pt_id = ?2) ORDER BY created_at DESC LIMIT ?3",
         )?;
         let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
@@ -983,8 +988,8 @@ impl StoreTxn for Db<'_> {
     fn insert_operation(&mut self, rec: &OperationRecord) -> Result<(), Error> {
         self.conn
             .prepare_cached(
-                "INSERT INTO operations (id, pt_id, state, created_at, expires_at, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO operations (id, pt_id, state, created_at, expires_at, body, nonce_digest) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 &rec.id.to_bytes()[..],
@@ -992,7 +997,8 @@ impl StoreTxn for Db<'_> {
                 rec.state.as_str(),
                 sql_ts(rec.created_at),
                 sql_ts(rec.expires_at),
-                json(rec)?
+                json(rec)?,
+                &rec.nonce_digest.0[..],
             ])?;
         Ok(())
     }
@@ -1203,7 +1209,7 @@ impl StoreTxn for Db<'_> {
         limit: usize,
     ) -> Result<Vec<OperationRecord>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT body FROM operations WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2",
+            "SELECT body, nonce_digest FROM operations WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2",
         )?;
         let rows = st.query_map(params![sql_ts(now), limit_or_default(limit)], op_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -154,7 +154,18 @@ impl Harness {
             .1
     }
 
+    /// Begin as the device instance called `label` (its nonce is [`instance_nonce`]`(label)`).
     pub fn begin(
+        &self,
+        pt: &ProvisioningToken,
+        device: Option<&str>,
+        label: &[u8],
+    ) -> Result<BeginOutcome, tessera_engine::Error> {
+        self.begin_raw(pt, device, &instance_nonce(label))
+    }
+
+    /// Begin with exactly this instance nonce.
+    pub fn begin_raw(
         &self,
         pt: &ProvisioningToken,
         device: Option<&str>,
@@ -218,6 +229,14 @@ impl Harness {
             .expect("approve");
         self.collect(&op)
     }
+}
+
+/// The instance nonce of the test device instance called `label`: at least 16 bytes, as the
+/// engine requires (the label alone is often shorter).
+pub fn instance_nonce(label: &[u8]) -> Vec<u8> {
+    let mut n = b"test-instance-nonce:".to_vec();
+    n.extend_from_slice(label);
+    n
 }
 
 pub fn spec(kind: PtKind, approval: ApprovalPolicy) -> PtSpec {

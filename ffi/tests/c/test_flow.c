@@ -5,6 +5,7 @@
  * prints "refreshed GENERATION", then waits for a line on stdin (the driver revokes the
  * registration first) and refreshes again, expecting TESSERA_REVOKED. The network validator and
  * the local validator (on the running server's DATA_DIR) check the RT before and after. */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,13 @@ int main(int argc, char **argv) {
     TRY(tessera_device_client_copy_device_id(client, id, sizeof id, &id_len));
     tessera_rt_info info;
     TRY(tessera_rt_inspect(rt, rt_len, &info));
-    if (store.saves != 1) { fprintf(stderr, "expected one save, got %d\n", store.saves); return 1; }
+    /* Two saves: the pending operation (so a reboot resumes it), then the registration. */
+    if (store.saves != 2) { fprintf(stderr, "expected two saves, got %d\n", store.saves); return 1; }
+    if (memmem(store.data, store.len, rt, rt_len) == NULL ||
+        memmem(store.data, store.len, "\"pending\"", 9) != NULL) {
+        fprintf(stderr, "the stored document does not hold just the registration\n");
+        return 1;
+    }
     uint8_t small[8];
     size_t n = 0;
     if (tessera_device_client_copy_rt(client, small, sizeof small, &n) != TESSERA_BUFFER_TOO_SMALL || n != 0) return 1;

@@ -120,8 +120,70 @@ struct State {
     current: Option<RtBody>,
     /// server time − local time, milliseconds.
     offset_ms: i64,
-    op: Option<(String, String)>,
+    op: Option<PendingOp>,
     refresh_fraction: f64,
+}
+
+/// A provisioning operation the device is waiting on: its id and secret (a secret).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PendingOp {
+    operation_id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for PendingOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingOp")
+            .field("operation_id", &self.operation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The document the client hands to `save` and reads back from `load`: the registration's
+/// fields at the top level (as [`RtBody`]: `rt`, `device_id`, `registration_id`, `generation`,
+/// `issued_at`, `expires_at`), the operation it waits on (`pending`), and its instance nonce.
+/// Every part is optional; all of it is secret.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    registration: Option<RtBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<PendingOp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance_nonce: Option<String>,
+}
+
+/// Read what `load` returned; `Err` with a reason (no secret) when it is not a document `save`
+/// was given.
+fn parse_stored(text: &str) -> Result<Stored, String> {
+    let stored: Stored = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not a stored registration ({} bytes: {})",
+            text.len(),
+            e.classify_name()
+        )
+    })?;
+    if let Some(n) = &stored.instance_nonce {
+        if !(16..=64).contains(&n.len()) {
+            return Err("stored instance nonce has the wrong length".into());
+        }
+    }
+    Ok(stored)
+}
+
+trait Classify {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl Classify for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "unexpected fields",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
 }
 
 /// The device client. Async; see [`BlockingDeviceClient`] for blocking callers.
@@ -129,7 +191,9 @@ pub struct DeviceClient {
     cfg: DeviceConfig,
     hooks: Box<dyn DeviceHooks>,
     transport: Transport,
-    nonce: String,
+    /// The instance nonce (32 hex digits of 128 random bits), kept across reboots through
+    /// `save`/`load` so that a device that restarts mid-provisioning resumes its operation.
+    nonce: zeroize::Zeroizing<String>,
     state: Mutex<State>,
     rng: SystemRandom,
 }
@@ -161,18 +225,37 @@ impl DeviceClient {
         rng.fill(&mut n)
             .map_err(|_| ClientError::Config("random".into()))?;
         let jitter = f64::from(u32::from_le_bytes([n[0], n[1], n[2], n[3]])) / f64::from(u32::MAX);
-        let current = hooks
-            .load()
-            .and_then(|s| serde_json::from_str::<RtBody>(&s).ok());
+        let mut nonce = [0u8; 16];
+        rng.fill(&mut nonce)
+            .map_err(|_| ClientError::Config("random".into()))?;
+        let stored = match hooks.load().map(zeroize::Zeroizing::new) {
+            None => Stored::default(),
+            Some(text) => parse_stored(&text).unwrap_or_else(|why| {
+                hooks.log(&format!("ignoring the stored registration: {why}"));
+                Stored::default()
+            }),
+        };
+        if let Some(op) = &stored.pending {
+            hooks.log(&format!(
+                "resuming provisioning operation {}",
+                op.operation_id
+            ));
+        }
+        let nonce = zeroize::Zeroizing::new(
+            stored
+                .instance_nonce
+                .clone()
+                .unwrap_or_else(|| data_encoding::HEXLOWER.encode(&nonce)),
+        );
         Ok(Self {
             cfg,
             hooks,
             transport,
-            nonce: data_encoding::HEXLOWER.encode(&n),
+            nonce,
             state: Mutex::new(State {
-                current,
+                current: stored.registration,
                 offset_ms: 0,
-                op: None,
+                op: stored.pending,
                 refresh_fraction: 0.45 + 0.1 * jitter,
             }),
             rng,
@@ -206,7 +289,7 @@ impl DeviceClient {
     /// The id of the provisioning operation this device is waiting on, if any (a technician
     /// approves it by this id).
     pub fn pending_operation(&self) -> Option<String> {
-        self.st().op.as_ref().map(|(id, _)| id.clone())
+        self.st().op.as_ref().map(|op| op.operation_id.clone())
     }
 
     /// When the next refresh is due, as local Unix seconds; `None` without a registration.
@@ -218,21 +301,49 @@ impl DeviceClient {
         Some(due_server as i64 - st.offset_ms / 1000)
     }
 
-    fn store(&self, body: RtBody) {
-        if let Ok(s) = serde_json::to_string(&body) {
+    /// Hand the current state (registration, pending operation, nonce) to `save`.
+    fn persist(&self) {
+        let doc = {
+            let st = self.st();
+            Stored {
+                registration: st.current.clone(),
+                pending: st.op.clone(),
+                instance_nonce: Some(self.nonce.to_string()),
+            }
+        };
+        if let Ok(s) = serde_json::to_string(&doc).map(zeroize::Zeroizing::new) {
             self.hooks.save(&s);
         }
+    }
+
+    fn store(&self, body: RtBody) {
         self.hooks.log(&format!(
             "registered as {} (registration {}, generation {})",
             body.device_id, body.registration_id, body.generation
         ));
-        self.st().current = Some(body);
+        {
+            let mut st = self.st();
+            st.current = Some(body);
+            st.op = None;
+        }
+        self.persist();
     }
 
+    /// Drop the registration and any pending operation, in memory and in storage (so a reboot
+    /// does not bring back a revoked RT).
     fn forget(&self) {
-        let mut st = self.st();
-        st.current = None;
-        st.op = None;
+        {
+            let mut st = self.st();
+            st.current = None;
+            st.op = None;
+        }
+        self.persist();
+    }
+
+    /// Drop the pending operation, in memory and in storage.
+    fn settle_operation(&self) {
+        self.st().op = None;
+        self.persist();
     }
 
     async fn backoff(
@@ -366,14 +477,20 @@ impl DeviceClient {
 
     async fn provision(&self, deadline: tokio::time::Instant) -> Result<RtBody, DeviceError> {
         let op = self.st().op.clone();
-        let (id, secret) = match op {
-            Some(op) => op,
+        let (
+            PendingOp {
+                operation_id: id,
+                secret,
+            },
+            resumed,
+        ) = match op {
+            Some(op) => (op, true),
             None => {
                 let req = BeginReq {
                     pt: self.cfg.pt.expose().to_owned(),
                     device_id: self.cfg.device_id.clone(),
                     attributes: self.cfg.attributes.clone(),
-                    instance_nonce: self.nonce.clone(),
+                    instance_nonce: self.nonce.to_string(),
                 };
                 if self.cfg.faults.duplicate_begin {
                     let _first: BeginResp = self
@@ -393,9 +510,14 @@ impl DeviceClient {
                     "provisioning operation {} {}",
                     r.operation_id, r.state
                 ));
-                let op = (r.operation_id, r.secret);
+                let op = PendingOp {
+                    operation_id: r.operation_id,
+                    secret: r.secret,
+                };
                 self.st().op = Some(op.clone());
-                op
+                // Kept before waiting: a device that reboots now resumes this operation.
+                self.persist();
+                (op, false)
             }
         };
         loop {
@@ -409,7 +531,22 @@ impl DeviceClient {
                 secret: secret.clone(),
                 timeout_ms: hold.as_millis() as u64,
             };
-            let r: WaitResp = self.transport.call(kind::WAIT, &req, hold).await?;
+            let r: WaitResp = match self.transport.call(kind::WAIT, &req, hold).await {
+                Ok(r) => r,
+                Err(e)
+                    if resumed
+                        && matches!(e.code(), Some(code::UNAUTHENTICATED | code::NOT_FOUND)) =>
+                {
+                    // The stored operation is unknown to this server (another server, or a
+                    // restored store): begin a new one.
+                    self.hooks.log(&format!(
+                        "provisioning operation {id} is unknown to the server ({e}); beginning again"
+                    ));
+                    self.settle_operation();
+                    return Box::pin(self.provision(deadline)).await;
+                }
+                Err(e) => return Err(e.into()),
+            };
             self.note_time(r.server_time_ms);
             match r.state.as_str() {
                 "pending" => continue,
@@ -417,12 +554,11 @@ impl DeviceClient {
                     let body = r.registration.ok_or_else(|| {
                         ClientError::Protocol("provisioned without registration".into())
                     })?;
-                    self.st().op = None;
                     self.store(body.clone());
                     return Ok(body);
                 }
                 other => {
-                    self.st().op = None;
+                    self.settle_operation();
                     return Err(match other {
                         "rejected" => DeviceError::Rejected(r.reason),
                         "expired" => DeviceError::Expired,

@@ -181,6 +181,7 @@ pub(crate) async fn handle(
     let req: AdminReq = parse(frame.body)?;
     let token = req.token.clone();
     let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
+    super::limit(shared, &shared.limits.admin, &who.id)?;
     if who.role == AdminRole::Technician && !kind::TECHNICIAN.contains(&frame.kind) {
         return Err(err(code::FORBIDDEN, "this request needs an admin token"));
     }

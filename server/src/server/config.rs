@@ -40,6 +40,18 @@ pub struct ServerConfig {
     pub socket_buffer_bytes: usize,
     /// Housekeeping (expire operations, prune families) interval. Default 10 s.
     pub prune_interval_ms: u64,
+    /// WAIT requests per source address: burst. Default 120.
+    pub wait_burst: u32,
+    /// WAIT requests per source address: per minute. Default 600.
+    pub wait_per_minute: u32,
+    /// INTROSPECT requests per source address: burst. Default 2000.
+    pub introspect_burst: u32,
+    /// INTROSPECT requests per source address: per minute. Default 60,000.
+    pub introspect_per_minute: u32,
+    /// Admin requests per admin token: burst. Default 200.
+    pub admin_burst: u32,
+    /// Admin requests per admin token: per minute. Default 1,200.
+    pub admin_per_minute: u32,
     /// Engine settings.
     pub engine: EngineSettings,
     /// Where the root key lives.
@@ -139,6 +151,10 @@ pub struct EngineSettings {
     pub fleet_pt_burst: u32,
     /// New operations per fleet PT: per minute. Default 6000.
     pub fleet_pt_per_minute: u32,
+    /// Refreshes per registration: burst. Default 20.
+    pub refresh_burst: u32,
+    /// Refreshes per registration: per minute. Default 60.
+    pub refresh_per_minute: u32,
     /// Pending operations per single-device PT. Default 4.
     pub max_pending_single: usize,
     /// Pending operations per fleet PT. Default 1000.
@@ -170,6 +186,8 @@ impl Default for EngineSettings {
             single_pt_per_minute: 10,
             fleet_pt_burst: 2000,
             fleet_pt_per_minute: 6000,
+            refresh_burst: 20,
+            refresh_per_minute: 60,
             max_pending_single: 4,
             max_pending_fleet: 1000,
             max_code_attempts: 5,
@@ -199,6 +217,10 @@ impl EngineSettings {
             )
             .max_pending(self.max_pending_single, self.max_pending_fleet)
             .max_code_attempts(self.max_code_attempts)
+            .refresh_rate(tessera_engine::Rate::new(
+                self.refresh_burst,
+                self.refresh_per_minute,
+            ))
             .many_sources(tessera_engine::ManySources {
                 threshold: self.many_sources_threshold,
                 window: Duration::from_secs(self.many_sources_window_secs),
@@ -225,6 +247,12 @@ impl Default for ServerConfig {
             idle_timeout_ms: 120_000,
             socket_buffer_bytes: 4 << 20,
             prune_interval_ms: 10_000,
+            wait_burst: 120,
+            wait_per_minute: 600,
+            introspect_burst: 2000,
+            introspect_per_minute: 60_000,
+            admin_burst: 200,
+            admin_per_minute: 1200,
             engine: EngineSettings::default(),
             keys: KeySettings::default(),
         }

@@ -160,6 +160,9 @@ async fn wait(
     req: WaitReq,
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
+    if let Some(s) = &source {
+        super::limit(shared, &shared.limits.wait, s)?;
+    }
     let id = parse_op(&req.operation_id)?;
     let hold = Duration::from_millis(req.timeout_ms.min(shared.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + hold;
@@ -287,6 +290,9 @@ async fn introspect(
     req: RtReq,
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
+    if let Some(s) = &source {
+        super::limit(shared, &shared.limits.introspect, s)?;
+    }
     let rt = req.rt;
     let out = blocking(shared, {
         let rt = rt.clone();

@@ -91,6 +91,38 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
     pub(crate) outbox: Arc<reply::Outbox>,
+    /// WAIT per source address, INTROSPECT per source address, admin requests per token.
+    pub(crate) limits: Limits,
+}
+
+/// The server's own rate limits (the engine limits BEGIN and REFRESH itself).
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub(crate) wait: tessera_engine::RateLimiter<String>,
+    pub(crate) introspect: tessera_engine::RateLimiter<String>,
+    pub(crate) admin: tessera_engine::RateLimiter<tessera_engine::AdminTokenId>,
+}
+
+impl Limits {
+    fn new(c: &ServerConfig) -> Self {
+        use tessera_engine::{Rate, RateLimiter};
+        Self {
+            wait: RateLimiter::new(Rate::new(c.wait_burst, c.wait_per_minute)),
+            introspect: RateLimiter::new(Rate::new(c.introspect_burst, c.introspect_per_minute)),
+            admin: RateLimiter::new(Rate::new(c.admin_burst, c.admin_per_minute)),
+        }
+    }
+}
+
+/// Take one token from `limiter` for `key`, or the rate-limited error with its retry hint.
+pub(crate) fn limit<K: std::hash::Hash + Eq + Clone>(
+    shared: &Shared,
+    limiter: &tessera_engine::RateLimiter<K>,
+    key: &K,
+) -> Result<(), ErrorBody> {
+    limiter
+        .check(key, shared.now())
+        .map_err(|retry_after| engine_err(&tessera_engine::Error::RateLimited { retry_after }))
 }
 
 /// Where the server gets the time. The engine never reads a clock; the server asks this one,
@@ -285,6 +317,7 @@ impl Server {
         }));
         let device = endpoint(&config, &files, Role::Device)?;
         let admin = endpoint(&config, &files, Role::Admin)?;
+        let limits = Limits::new(&config);
         let shared = Arc::new(Shared {
             engine,
             config,
@@ -298,6 +331,7 @@ impl Server {
             clock,
             revoked_reports: Default::default(),
             outbox: Default::default(),
+            limits,
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(shared.outbox.clone().run());

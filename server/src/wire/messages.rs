@@ -168,7 +168,8 @@ pub struct BeginReq {
     /// Attributes (at most 16).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Instance nonce, 1–64 bytes, kept by the device across retries.
+    /// Instance nonce, 16–64 bytes of text (at least 128 random bits, for example 32 hex
+    /// digits), kept secret by the device across retries and reboots.
     pub instance_nonce: String,
 }
 
@@ -178,7 +179,7 @@ impl std::fmt::Debug for BeginReq {
             .field("pt", &"<redacted>")
             .field("device_id", &self.device_id)
             .field("attributes", &self.attributes)
-            .field("instance_nonce", &self.instance_nonce)
+            .field("instance_nonce", &"<redacted>")
             .finish()
     }
 }

@@ -86,6 +86,13 @@ impl TestServer {
     }
 }
 
+/// The instance nonce of the test device instance called `label` (the server wants 16 bytes or
+/// more; labels are often shorter).
+pub fn instance_nonce(label: &str) -> String {
+    format!("e2e-instance-nonce:{label}")
+}
+
+/// BEGIN as the device instance called `label` (see [`instance_nonce`]).
 pub async fn begin(
     t: &Transport,
     pt: &str,
@@ -96,7 +103,7 @@ pub async fn begin(
         pt: pt.into(),
         device_id: device_id.map(str::to_owned),
         attributes: Default::default(),
-        instance_nonce: nonce.into(),
+        instance_nonce: instance_nonce(nonce),
     };
     t.call(kind::BEGIN, &req, Duration::ZERO).await
 }

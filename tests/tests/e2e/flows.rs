@@ -68,11 +68,20 @@ async fn manual_approval_with_verification_code_through_the_device_client() {
     let reg = task.await.unwrap().expect("registered");
     assert_eq!(reg.device_id, "valve-7");
     assert_eq!(reg.generation, 1);
-    assert_eq!(
-        saved.lock().unwrap().len(),
-        1,
-        "the RT was persisted through the hook"
-    );
+    {
+        let saved = saved.lock().unwrap();
+        let docs: Vec<serde_json::Value> = saved
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 2, "the pending operation, then the RT");
+        assert_eq!(docs[0]["pending"]["operation_id"], op);
+        assert_eq!(
+            docs[1]["rt"], reg.rt,
+            "the RT was persisted through the hook"
+        );
+        assert!(docs[1].get("pending").is_none());
+    }
     let t = ts.device_transport();
     let i = introspect(&t, &reg.rt).await.unwrap();
     assert_eq!(i["device_id"], "valve-7");
@@ -156,7 +165,7 @@ async fn automatic_policy_and_attribute_rule() {
             pt: ruled.clone(),
             device_id: Some(format!("tx-{nonce}")),
             attributes: attrs,
-            instance_nonce: nonce.into(),
+            instance_nonce: crate::common::instance_nonce(nonce),
         }
     };
     let r: tessera_server::wire::messages::BeginResp = t

@@ -140,3 +140,90 @@ async fn the_configured_leak_policy_revokes_a_guessed_pt() {
     assert_eq!(code_of(&again), code::REVOKED);
     ts.shutdown().await;
 }
+
+/// Hooks that keep what the device saves in one slot, as flash would.
+#[derive(Clone, Default)]
+struct Flash(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl tessera_server::client::device::DeviceHooks for Flash {
+    fn load(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
+    fn save(&self, stored: &str) {
+        *self.0.lock().unwrap() = Some(stored.to_owned());
+    }
+}
+
+/// Rule: the device SDK keeps its random instance nonce and its pending operation through the
+/// persistence hook, so a device that reboots mid-provisioning resumes its operation instead
+/// of opening a parallel one; and a revoked RT is cleared from storage, so a reboot does not
+/// bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebooted_device_resumes_its_operation_and_forgets_a_revoked_rt() {
+    use std::time::Duration;
+    use tessera_server::client::device::DeviceConfig;
+    use tessera_server::DeviceClient;
+    let ts = TestServer::start().await;
+    let (_, pt) = ts.pt(manual()).await;
+    let flash = Flash::default();
+    let boot = |flash: &Flash| {
+        let mut cfg = DeviceConfig::new(
+            ts.device_addr,
+            "localhost",
+            ts.trust.clone(),
+            pt.clone().into(),
+        );
+        cfg.device_id = Some("reboot-1".into());
+        DeviceClient::new(cfg, Box::new(flash.clone())).unwrap()
+    };
+    let first = boot(&flash);
+    assert!(first
+        .ensure_registered(Duration::from_millis(300))
+        .await
+        .is_err());
+    let op = first.pending_operation().expect("waiting on an operation");
+    first.close().await;
+    drop(first);
+    let stored: serde_json::Value =
+        serde_json::from_str(flash.0.lock().unwrap().as_deref().unwrap()).unwrap();
+    assert_eq!(stored["pending"]["operation_id"], op);
+    assert_eq!(stored["instance_nonce"].as_str().unwrap().len(), 32);
+
+    // After the reboot the device waits on the same operation; no second one is opened.
+    let second = boot(&flash);
+    assert_eq!(second.pending_operation().as_deref(), Some(op.as_str()));
+    let waiting = tokio::spawn(async move {
+        let r = second.ensure_registered(Duration::from_secs(30)).await;
+        (second, r)
+    });
+    let pending = loop {
+        let p = ts.admin.pending_operations().await.unwrap();
+        if !p.is_empty() {
+            break p;
+        }
+    };
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["id"], op);
+    assert_eq!(pending[0]["conflict"], false);
+    ts.admin.approve(&op, None, None).await.unwrap();
+    let (second, reg) = waiting.await.unwrap();
+    let reg = reg.unwrap();
+
+    // Revoked: the next refresh clears the stored registration.
+    ts.admin
+        .call(
+            kind::DEVICE_REVOKE,
+            json!({ "registration_id": reg.registration_id, "reason": "stolen" }),
+        )
+        .await
+        .unwrap();
+    assert!(second.refresh().await.is_err());
+    second.close().await;
+    let stored: serde_json::Value =
+        serde_json::from_str(flash.0.lock().unwrap().as_deref().unwrap()).unwrap();
+    assert!(stored.get("rt").is_none(), "{stored}");
+    let third = boot(&flash);
+    assert!(third.current().is_none());
+    third.close().await;
+    ts.shutdown().await;
+}

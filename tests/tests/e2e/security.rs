@@ -155,7 +155,10 @@ async fn malformed_truncated_and_oversized_frames_get_errors_not_crashes() {
     let ts = TestServer::start().await;
     let t = ts.device_transport();
     let conn = t.connection().await.unwrap();
-    let good = wire::encode(kind::BEGIN, br#"{"pt":"tspt_x","instance_nonce":"n"}"#);
+    let good = wire::encode(
+        kind::BEGIN,
+        br#"{"pt":"tspt_x","instance_nonce":"0123456789abcdef"}"#,
+    );
     let mut bad_version = good.clone();
     bad_version[0] = 9;
     let mut bad_flags = good.clone();
@@ -181,7 +184,10 @@ async fn malformed_truncated_and_oversized_frames_get_errors_not_crashes() {
             code::MALFORMED,
         ),
         (
-            wire::encode(kind::BEGIN, br#"{"pt":"x","instance_nonce":"n","extra":1}"#),
+            wire::encode(
+                kind::BEGIN,
+                br#"{"pt":"x","instance_nonce":"0123456789abcdef","extra":1}"#,
+            ),
             code::MALFORMED,
         ),
         (wire::encode(0x7f, b"{}"), code::UNKNOWN_REQUEST),
@@ -189,7 +195,7 @@ async fn malformed_truncated_and_oversized_frames_get_errors_not_crashes() {
         (
             wire::encode(
                 kind::BEGIN,
-                br#"{"pt":"x","instance_nonce":"n","device_id":"bad id"}"#,
+                br#"{"pt":"x","instance_nonce":"0123456789abcdef","device_id":"bad id"}"#,
             ),
             code::INVALID_INPUT,
         ),
