@@ -36,7 +36,7 @@ def test_a_fleet_pt_cannot_take_over_a_registered_device_id(
     )
     attacker = tessera_device_factory(pt_b, device_id="pump-17")
     # Before the fix the attacker got an RT at once; now the operation waits for a technician.
-    with pytest.raises(tessera.DeadlineExceeded):
+    with pytest.raises(tessera.PendingApproval):
         attacker.ensure_registered(1)
     held = wait_for(
         lambda: [o for o in tessera_admin.pending_operations() if o["pt_id"] != pt_a_id]

@@ -93,8 +93,10 @@ def test_reuse_detection_revokes_the_registration(tessera_admin, tessera_device_
     device.ensure_registered(10)
     device.refresh()
     device.refresh()
-    # A clone holding generation 1 (stolen from flash) tries to refresh.
-    clone = tessera_device_factory(pt, device_id="reuse-1", load=lambda: saved[0])
+    # A clone holding generation 1 (stolen from flash) tries to refresh. (The first save holds
+    # the pending operation; the first with an RT holds generation 1.)
+    generation_1 = next(s for s in saved if json.loads(s).get("rt"))
+    clone = tessera_device_factory(pt, device_id="reuse-1", load=lambda: generation_1)
     with pytest.raises(tessera.RotationReuse):
         clone.refresh()
     with pytest.raises(tessera.Revoked):
