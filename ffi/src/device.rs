@@ -61,13 +61,16 @@ impl DeviceHooks for Callbacks {
     }
     fn load(&self) -> Option<String> {
         let f = self.load?;
-        let mut buf = vec![0u8; 4096];
+        // The stored document holds the RT and the instance nonce: wiped unless handed on.
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; 4096]);
         let mut n = 0usize;
         if f(self.userdata, buf.as_mut_ptr(), buf.len(), &mut n) != 0 || n > buf.len() {
             return None;
         }
         buf.truncate(n);
-        String::from_utf8(buf).ok()
+        String::from_utf8(std::mem::take(&mut *buf))
+            .map_err(|e| zeroize::Zeroize::zeroize(&mut e.into_bytes()))
+            .ok()
     }
     fn save(&self, stored: &str) {
         if let Some(f) = self.save {

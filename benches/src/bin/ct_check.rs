@@ -5,19 +5,24 @@
 //! - `rt_validate_first_vs_last_byte`: full `validate_rt` on forged tags that differ from the
 //!   right one in the first byte against the last byte (does the comparison stop early?);
 //! - `pt_verify_unknown_vs_wrong_secret`: full `verify_pt` on a PT whose id does not exist
-//!   against a real PT id with a wrong secret.
+//!   against a real PT id with a wrong secret;
+//! - `code_first_vs_last_char`: the verification-code comparison with a typed code wrong in its
+//!   first character against one wrong in its last.
 //!
 //! Run with `cargo run --release -p tessera-benches --bin ct_check` (add `-- --continuous
-//! NAME` to keep sampling one test). |t| below 4.5 means no leak was detected; docs/reliability.md
-//! records the figures.
+//! NAME` to keep sampling one test: the samples accumulate across rounds of 100,000, which is
+//! how the long runs of docs/reliability.md reached tens of millions). |t| below 4.5 means no
+//! leak was detected; docs/reliability.md records the figures.
 
 use dudect_bencher::rand::RngCore;
 use dudect_bencher::{ctbench_main, BenchRng, Class, CtRunner};
 use tessera_benches::{bench_now, open, provision};
-use tessera_engine::token::UntrustedRt;
+use tessera_engine::token::{UntrustedRt, RT_MAC_INPUT_LEN};
 use tessera_engine::{Actor, Engine, PtSpec};
 
 const SAMPLES: usize = 100_000;
+/// Where the MAC sits in an RT's binary form, and where the MACed part ends.
+const MAC: std::ops::Range<usize> = RT_MAC_INPUT_LEN..RT_MAC_INPUT_LEN + 32;
 
 fn with_crc(prefix: &str, payload: &[u8]) -> String {
     let mut h = crc32fast::Hasher::new();
@@ -62,8 +67,8 @@ fn rt_mac_valid_vs_invalid(runner: &mut CtRunner, rng: &mut BenchRng) {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[3u8; 32]);
     // Re-MAC the same header under a local key so the tag is right for `key`.
     let mut bin = valid.to_bytes();
-    bin[33..65].copy_from_slice(ring::hmac::sign(&key, valid.mac_input()).as_ref());
-    let good = with_crc("tsrt_", &bin[..65]);
+    bin[MAC].copy_from_slice(ring::hmac::sign(&key, valid.mac_input()).as_ref());
+    let good = with_crc("tsrt_", &bin[..MAC.end]);
     let mut inputs = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         if rng.next_u32() & 1 == 0 {
@@ -73,10 +78,10 @@ fn rt_mac_valid_vs_invalid(runner: &mut CtRunner, rng: &mut BenchRng) {
             ));
         } else {
             let mut b = bin;
-            rng.fill_bytes(&mut b[33..65]);
+            rng.fill_bytes(&mut b[MAC]);
             inputs.push((
                 Class::Right,
-                UntrustedRt::parse(with_crc("tsrt_", &b[..65]).as_bytes()).expect("parse"),
+                UntrustedRt::parse(with_crc("tsrt_", &b[..MAC.end]).as_bytes()).expect("parse"),
             ));
         }
     }
@@ -94,13 +99,13 @@ fn rt_validate_first_vs_last_byte(runner: &mut CtRunner, rng: &mut BenchRng) {
         let mut b = bin;
         let flip = (rng.next_u32() as u8) | 1;
         let class = if rng.next_u32() & 1 == 0 {
-            b[33] ^= flip;
+            b[MAC.start] ^= flip;
             Class::Left
         } else {
-            b[64] ^= flip;
+            b[MAC.end - 1] ^= flip;
             Class::Right
         };
-        inputs.push((class, with_crc("tsrt_", &b[..65]).into_bytes()));
+        inputs.push((class, with_crc("tsrt_", &b[..MAC.end]).into_bytes()));
     }
     for (class, text) in inputs {
         runner.run_one(class, || f.engine.validate_rt(&text, now).is_ok());
@@ -131,8 +136,41 @@ fn pt_verify_unknown_vs_wrong_secret(runner: &mut CtRunner, rng: &mut BenchRng) 
     }
 }
 
+fn code_first_vs_last_char(runner: &mut CtRunner, rng: &mut BenchRng) {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut inputs = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let mut expected = [0u8; 8];
+        for c in &mut expected {
+            *c = ALPHABET[(rng.next_u32() % 32) as usize];
+        }
+        let mut typed = expected;
+        let (class, at) = if rng.next_u32() & 1 == 0 {
+            (Class::Left, 0)
+        } else {
+            (Class::Right, 7)
+        };
+        typed[at] = ALPHABET[(ALPHABET.iter().position(|&c| c == typed[at]).unwrap_or(0)
+            + 1
+            + (rng.next_u32() % 31) as usize)
+            % 32];
+        let text = format!(
+            "{}-{}",
+            std::str::from_utf8(&typed[..4]).unwrap_or_default(),
+            std::str::from_utf8(&typed[4..]).unwrap_or_default()
+        );
+        inputs.push((class, expected, text));
+    }
+    for (class, expected, text) in inputs {
+        runner.run_one(class, || {
+            tessera_engine::token::code_matches(&expected, &text)
+        });
+    }
+}
+
 ctbench_main!(
     rt_mac_valid_vs_invalid,
     rt_validate_first_vs_last_byte,
-    pt_verify_unknown_vs_wrong_secret
+    pt_verify_unknown_vs_wrong_secret,
+    code_first_vs_last_char
 );

@@ -312,12 +312,13 @@ impl KeyKeeper for Pkcs11Keeper {
         let mut mac = session
             .sign(&Mechanism::Sha256Hmac, self.key, context)
             .map_err(hsm("computing HMAC"))?;
-        let out: [u8; 32] = mac
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Keys("HSM: HMAC of unexpected length".into()))?;
+        let ok = mac.len() == 32;
+        let out = KeyBytes::from_slice(&mac);
         zeroize::Zeroize::zeroize(&mut mac);
-        Ok(KeyBytes::new(out))
+        if !ok {
+            return Err(Error::Keys("HSM: HMAC of unexpected length".into()));
+        }
+        Ok(out)
     }
 
     fn describe(&self) -> String {

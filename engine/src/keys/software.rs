@@ -69,7 +69,7 @@ impl SoftwareKeeper {
             }
         }
         Ok(Self {
-            root: KeyBytes::new(*root),
+            root: KeyBytes::from_slice(&root[..]),
             path: Some(path.to_owned()),
         })
     }
@@ -95,10 +95,8 @@ impl SoftwareKeeper {
         let mut bin = Zeroizing::new([0u8; 36]);
         codec::decode_into(PREFIX, text.trim_end().as_bytes(), &mut bin[..])
             .map_err(|e| Error::Keys(format!("{} is not a root key file: {e}", path.display())))?;
-        let mut root = [0u8; 32];
-        root.copy_from_slice(&bin[..32]);
         Ok(Self {
-            root: KeyBytes::new(root),
+            root: KeyBytes::from_slice(&bin[..32]),
             path: Some(path.to_owned()),
         })
     }
@@ -115,10 +113,10 @@ impl SoftwareKeeper {
 impl KeyKeeper for SoftwareKeeper {
     fn derive(&self, context: &[u8]) -> Result<KeyBytes, Error> {
         let key = hmac::Key::new(hmac::HMAC_SHA256, self.root.expose());
+        // `ring`'s key state and tag are not wiped by `ring` (docs/reliability.md, "Secrets in
+        // memory"); the derived bytes go straight into zeroizing memory.
         let tag = hmac::sign(&key, context);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        Ok(KeyBytes::new(out))
+        Ok(KeyBytes::from_slice(tag.as_ref()))
     }
 
     fn describe(&self) -> String {

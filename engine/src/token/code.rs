@@ -61,8 +61,9 @@ pub fn normalize_code(input: &str) -> Option<[u8; CODE_LEN]> {
     (n == CODE_LEN).then_some(out)
 }
 
-/// Compare a typed code with the expected one in constant time.
-pub(crate) fn matches(expected: &[u8; CODE_LEN], typed: &str) -> bool {
+/// Compare a typed code with the expected one in constant time (the normalisation before it
+/// depends only on the typed input). Public for the constant-time check (`ct_check`).
+pub fn matches(expected: &[u8; CODE_LEN], typed: &str) -> bool {
     match normalize_code(typed) {
         Some(n) => n.ct_eq(expected).into(),
         None => false,

@@ -197,8 +197,9 @@ pub struct Transport {
 /// The frames of one response.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// The final frame's body (OK).
-    pub body: Vec<u8>,
+    /// The final frame's body (OK). It may carry secrets (an RT, an operation secret, a
+    /// token): wiped when the response is dropped.
+    pub body: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Transport {
@@ -315,7 +316,9 @@ impl Transport {
                 .open_bi()
                 .await
                 .map_err(|e| ClientError::Connection(e.to_string()))?;
-            send.write_all(&wire::encode(kind_code, body))
+            // The request may carry a PT, an RT or a secret: wiped once sent.
+            let frame = zeroize::Zeroizing::new(wire::encode(kind_code, body));
+            send.write_all(&frame)
                 .await
                 .map_err(|e| ClientError::Connection(e.to_string()))?;
             let _ = send.finish();
@@ -326,15 +329,12 @@ impl Transport {
                     .map_err(|e| ClientError::Connection(e.to_string()))?;
                 let (k, len) = wire::frame::decode_header(&hdr, wire::frame::RESPONSE_MAX)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                let mut buf = vec![0u8; len];
+                let mut buf = zeroize::Zeroizing::new(vec![0u8; len]);
                 recv.read_exact(&mut buf)
                     .await
                     .map_err(|e| ClientError::Connection(e.to_string()))?;
                 match k {
-                    kind::CHUNK => {
-                        on_chunk(&buf);
-                        zeroize::Zeroize::zeroize(&mut buf);
-                    }
+                    kind::CHUNK => on_chunk(&buf),
                     kind::OK => return Ok(Response { body: buf }),
                     kind::ERROR => {
                         let e: ErrorBody = serde_json::from_slice(&buf)
@@ -361,7 +361,9 @@ impl Transport {
         req: &Req,
         extra_wait: Duration,
     ) -> Result<Resp, ClientError> {
-        let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
         let r = self
             .request_streaming(kind_code, &body, extra_wait, |_| {})
             .await?;

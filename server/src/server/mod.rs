@@ -542,7 +542,8 @@ async fn connection(
             // A request usually arrives whole in one packet before its stream is accepted.
             // Then a refresh is handled right here (it only checks the RT and queues the
             // rotation); anything else, or a request still arriving, gets a task of its own.
-            let mut buf = Vec::new();
+            // The request may carry a PT, an RT or a secret: wiped when dropped.
+            let mut buf = zeroize::Zeroizing::new(Vec::new());
             match read_arrived(&mut recv, &mut buf, max_request(role)) {
                 Ok(true) => {
                     if let Some(reply) = dispatch_now(&shared, &buf, reply, role) {
@@ -662,7 +663,12 @@ async fn read_rest(
 }
 
 /// A request still arriving: read the rest within the deadline, then dispatch it.
-async fn stream(mut recv: quinn::RecvStream, mut buf: Vec<u8>, reply: reply::Reply, role: Role) {
+async fn stream(
+    mut recv: quinn::RecvStream,
+    mut buf: zeroize::Zeroizing<Vec<u8>>,
+    reply: reply::Reply,
+    role: Role,
+) {
     let deadline = Duration::from_millis(reply.shared().config.request_deadline_ms);
     match tokio::time::timeout(deadline, read_rest(&mut recv, &mut buf, max_request(role))).await {
         Err(_) => reply.finish(Err(err(
@@ -708,7 +714,7 @@ fn dispatch_now(
 }
 
 /// Handle a whole request that may wait (for the store, a long poll, an admin stream).
-async fn dispatch(buf: Vec<u8>, mut reply: reply::Reply, role: Role) {
+async fn dispatch(buf: zeroize::Zeroizing<Vec<u8>>, mut reply: reply::Reply, role: Role) {
     let shared = reply.shared().clone();
     let frame = match decode(&buf, role) {
         Ok(f) => f,

@@ -83,6 +83,8 @@ impl Reply {
                 (wire::error_frame(&e), None, outcome)
             }
         };
+        // Answers carry RTs and operation secrets: wiped once written.
+        let frames = zeroize::Zeroizing::new(frames);
         metrics::counter!("tessera_requests_total", "outcome" => outcome).increment(1);
         metrics::histogram!("tessera_request_seconds").record(self.started.elapsed().as_secs_f64());
         let written = write_now(&mut self.send, &frames);
