@@ -92,11 +92,15 @@ typedef struct tessera_validator tessera_validator;
 // Shows the verification code on the device's display. `code` is valid for the call only.
 typedef void (*tessera_show_code_cb)(void *userdata, const char *code);
 
-// Loads the stored registration: copy at most `cap` bytes into `buf`, set `*written`, return
-// 0 on success and non-zero if nothing is stored.
+// Loads what the save callback last stored: copy at most `cap` (4,096) bytes into `buf`, set
+// `*written`, return 0 on success and non-zero if nothing is stored.
 typedef int32_t (*tessera_load_cb)(void *userdata, uint8_t *buf, size_t cap, size_t *written);
 
-// Saves the registration (`len` bytes, a secret: store it protected). Valid for the call only.
+// Saves the device's state (`len` bytes, at most 4,096; a secret: store it protected): a JSON
+// document with the registration, the provisioning operation it waits on, and its random
+// instance nonce. Called after each BEGIN, registration, refresh and revocation; hand the
+// last one back through the load callback after a restart, so the device resumes instead of
+// provisioning again (or opening a second operation). Valid for the call only.
 typedef void (*tessera_save_cb)(void *userdata, const uint8_t *data, size_t len);
 
 // A log line (never contains secrets). Valid for the call only.

@@ -1,17 +1,18 @@
 //! A local validator: checks RTs against a server's data directory from another process on the
 //! same host (an MQTT broker plugin, say), without a network round trip.
 //!
-//! It opens the server's store read-only and its root key through a [`KeyKeeper`] (the data
-//! directory's key file by default). Every check reads the RT's key epoch and registration from
-//! the store, so a revocation, rotation or key retirement committed by the server is seen by the
-//! next check — there is no cache to go stale. A check costs one MAC and two indexed reads
-//! (docs/reliability.md has the figure); the server's own [`Engine::validate_rt`] stays the
-//! lock-free, allocation-free path.
+//! It opens the server's store read-only, and takes the RT keys from the validator key file the
+//! server writes beside it (`validator.keys`: the RT MAC keys of the live epochs and nothing
+//! else, see `keys::validator_keys`), so it never holds the root. Every check reads the RT's key
+//! epoch and registration from the store, so a revocation, rotation or key retirement committed
+//! by the server is seen by the next check — there is no cache to go stale. A check costs one
+//! MAC and two indexed reads (docs/reliability.md has the figure); the server's own
+//! [`Engine::validate_rt`] stays the lock-free, allocation-free path.
 //!
 //! [`Engine::validate_rt`]: crate::Engine::validate_rt
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,16 +20,27 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::engine::keys::{rt_live, META_ROOT_CHECK};
-use crate::keys::{RtKeyTable, ROOT_CHECK_CONTEXT, ROOT_KEY_FILE};
+use crate::keys::{validator_keys, RtKeyTable, ROOT_CHECK_CONTEXT, VALIDATOR_KEYS_FILE};
 use crate::model::RegistrationStatus;
 use crate::store::SqliteReader;
 use crate::token::UntrustedRt;
-use crate::{Error, Introspection, KeyKeeper, SoftwareKeeper, Timestamp};
+use crate::{Error, Introspection, KeyKeeper, Timestamp};
+
+/// Where a validator gets its RT keys.
+enum KeySource {
+    /// The server's validator key file (RT keys only), reread when it names an epoch not
+    /// loaded yet.
+    File(PathBuf),
+    /// A keeper holding the root (a validator that may hold it, for example on an HSM the
+    /// server shares).
+    Keeper(Box<dyn KeyKeeper>),
+}
 
 /// Validates RTs against a server's data directory. Cheap to share between threads.
 pub struct LocalValidator {
     reader: SqliteReader,
-    keeper: Box<dyn KeyKeeper>,
+    source: KeySource,
+    root_check: String,
     keys: Mutex<HashMap<u32, hmac::Key>>,
     dummy: hmac::Key,
     leeway: Duration,
@@ -43,14 +55,23 @@ impl std::fmt::Debug for LocalValidator {
 }
 
 impl LocalValidator {
-    /// Open the data directory of a server that keeps its root in the key file
-    /// (`root.key`, the software keeper).
+    /// Open a server's data directory: its store, read-only, and its validator key file
+    /// (`validator.keys`, which the server writes when it starts). The root key is not read.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        Self::open_with(dir, SoftwareKeeper::open(&dir.join(ROOT_KEY_FILE))?)
+        let reader = SqliteReader::open(dir)?;
+        let root_check = reader
+            .read(|db| db.meta(META_ROOT_CHECK))?
+            .ok_or_else(|| Error::Store("the data directory is not initialised".into()))?;
+        let path = dir.join(VALIDATOR_KEYS_FILE);
+        let validator = Self::new(reader, KeySource::File(path), root_check)?;
+        validator.reload()?;
+        Ok(validator)
     }
 
-    /// Open the data directory with another key keeper holding the same root (for example the
-    /// PKCS#11 keeper on the same HSM). Refuses a root that does not match the directory.
+    /// Open the data directory with a key keeper holding the same root (for example the
+    /// PKCS#11 keeper on the same HSM). Refuses a root that does not match the directory. This
+    /// validator can derive every key of the root; prefer [`LocalValidator::open`], which
+    /// holds only the RT keys.
     pub fn open_with(dir: &Path, keeper: impl KeyKeeper + 'static) -> Result<Self, Error> {
         let reader = SqliteReader::open(dir)?;
         let check = keeper.derive(ROOT_CHECK_CONTEXT)?;
@@ -64,17 +85,38 @@ impl LocalValidator {
             }
             None => return Err(Error::Store("the data directory is not initialised".into())),
         }
+        Self::new(reader, KeySource::Keeper(Box::new(keeper)), check_hex)
+    }
+
+    fn new(reader: SqliteReader, source: KeySource, root_check: String) -> Result<Self, Error> {
         let mut dummy = [0u8; 32];
         SystemRandom::new()
             .fill(&mut dummy)
             .map_err(|_| Error::Keys("system random generator failed".into()))?;
-        Ok(Self {
+        let out = Self {
             reader,
-            keeper: Box::new(keeper),
+            source,
+            root_check,
             keys: Mutex::new(HashMap::new()),
             dummy: hmac::Key::new(hmac::HMAC_SHA256, &dummy),
             leeway: Duration::from_secs(60),
-        })
+        };
+        zeroize::Zeroize::zeroize(&mut dummy);
+        Ok(out)
+    }
+
+    /// Load the key file again (a rotation adds an epoch to it).
+    fn reload(&self) -> Result<(), Error> {
+        if let KeySource::File(path) = &self.source {
+            let loaded = validator_keys::read(path, &self.root_check)?;
+            let mut keys = self
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            keys.clear();
+            keys.extend(loaded);
+        }
+        Ok(())
     }
 
     /// Accept RTs up to `leeway` past their expiry (default 60 s, as the engine's default; at
@@ -83,17 +125,29 @@ impl LocalValidator {
         self.leeway = leeway.min(crate::MAX_CLOCK_SKEW_LEEWAY);
     }
 
-    fn key(&self, epoch: u32) -> Result<hmac::Key, Error> {
-        let mut keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(k) = keys.get(&epoch) {
-            return Ok(k.clone());
+    /// The RT key of a live epoch (one the store says may still have valid RTs).
+    fn key(&self, epoch: u32) -> Result<Option<hmac::Key>, Error> {
+        let cached = |keys: &HashMap<u32, hmac::Key>| keys.get(&epoch).cloned();
+        let lock = || {
+            self.keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(k) = cached(&lock()) {
+            return Ok(Some(k));
         }
-        let k = RtKeyTable::derive(self.keeper.as_ref(), epoch)?;
-        keys.insert(epoch, k.clone());
-        Ok(k)
+        match &self.source {
+            KeySource::Keeper(keeper) => {
+                let k = RtKeyTable::derive(keeper.as_ref(), epoch)?;
+                lock().insert(epoch, k.clone());
+                Ok(Some(k))
+            }
+            KeySource::File(_) => {
+                // A new epoch: the server wrote its key to the file before minting with it.
+                self.reload()?;
+                Ok(cached(&lock()))
+            }
+        }
     }
 
     /// Validate an RT (text form) as the server would at `now`, and return the identity it
@@ -109,12 +163,10 @@ impl LocalValidator {
                 .iter()
                 .any(|e| e.epoch == claims.key_id && rt_live(e, now)))
         })?;
-        let key = if live {
-            self.key(claims.key_id)?
-        } else {
-            self.dummy.clone()
-        };
-        if !(rt.verify_mac(&key) && live) {
+        let key = if live { self.key(claims.key_id)? } else { None };
+        let known = key.is_some();
+        let key = key.unwrap_or_else(|| self.dummy.clone());
+        if !(rt.verify_mac(&key) && known) {
             return Err(Error::Unauthenticated);
         }
         if now.unix_secs() >= claims.expires_at.saturating_add(self.leeway.as_secs()) {

@@ -637,3 +637,57 @@ fn refreshes_are_limited_per_registration_and_repeated_signals_throttled() {
     assert_eq!(revoked_uses, 3);
     assert_eq!(h.engine.status().unwrap().suppressed_signals, 5);
 }
+
+/// Rule: a validator beside the server holds the RT keys of the live epochs and nothing else
+/// (no root, so no operation-secret or verification-code key); it follows rotations through
+/// the key file, and refuses a key file that belongs to another store.
+#[test]
+fn a_local_validator_holds_only_the_rt_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    use tessera_engine::keys::{ROOT_KEY_FILE, VALIDATOR_KEYS_FILE};
+    use tessera_engine::LocalValidator;
+    let h = Harness::new();
+    let p = h.provision("brokered-1");
+    let dir = h.dir.path();
+    let file = dir.join(VALIDATOR_KEYS_FILE);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let keys = doc["rt_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["epoch"], 1);
+    assert_eq!(
+        doc.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["root_check", "rt_keys", "version"]
+    );
+
+    // The validator works with the root key out of reach.
+    let root = dir.join(ROOT_KEY_FILE);
+    if root.exists() {
+        std::fs::rename(&root, dir.join("root.key.elsewhere")).unwrap();
+    }
+    let v = LocalValidator::open(dir).unwrap();
+    assert_eq!(
+        v.validate(p.rt.expose().as_bytes(), h.now())
+            .unwrap()
+            .device_id
+            .as_str(),
+        "brokered-1"
+    );
+    // A rotation reaches it through the file: an RT minted under the new epoch validates.
+    let epoch = h.engine.rotate_keys(&Harness::tech(), h.now()).unwrap();
+    let next = h
+        .engine
+        .refresh(p.rt.expose(), &Harness::device(), h.now())
+        .unwrap();
+    assert_eq!(next.claims.key_id, epoch);
+    v.validate(next.rt.expose().as_bytes(), h.now()).unwrap();
+
+    // Another store's key file is refused.
+    let other = Harness::new();
+    std::fs::copy(other.dir.path().join(VALIDATOR_KEYS_FILE), &file).unwrap();
+    let e = LocalValidator::open(dir).unwrap_err();
+    assert!(e.to_string().contains("another data directory"), "{e}");
+}

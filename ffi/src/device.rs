@@ -12,12 +12,16 @@ use crate::util::{boundary, bytes, copy_out, str, write};
 
 /// Shows the verification code on the device's display. `code` is valid for the call only.
 pub type tessera_show_code_cb = Option<extern "C" fn(userdata: *mut c_void, code: *const c_char)>;
-/// Loads the stored registration: copy at most `cap` bytes into `buf`, set `*written`, return
-/// 0 on success and non-zero if nothing is stored.
+/// Loads what the save callback last stored: copy at most `cap` (4,096) bytes into `buf`, set
+/// `*written`, return 0 on success and non-zero if nothing is stored.
 pub type tessera_load_cb = Option<
     extern "C" fn(userdata: *mut c_void, buf: *mut u8, cap: usize, written: *mut usize) -> i32,
 >;
-/// Saves the registration (`len` bytes, a secret: store it protected). Valid for the call only.
+/// Saves the device's state (`len` bytes, at most 4,096; a secret: store it protected): a JSON
+/// document with the registration, the provisioning operation it waits on, and its random
+/// instance nonce. Called after each BEGIN, registration, refresh and revocation; hand the
+/// last one back through the load callback after a restart, so the device resumes instead of
+/// provisioning again (or opening a second operation). Valid for the call only.
 pub type tessera_save_cb =
     Option<extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 /// A log line (never contains secrets). Valid for the call only.

@@ -59,6 +59,7 @@ pub struct EngineConfig {
     pub(crate) leak_policy: LeakPolicy,
     pub(crate) many_sources: ManySources,
     pub(crate) refresh_rate: Rate,
+    pub(crate) validator_keys_file: Option<std::path::PathBuf>,
 }
 
 /// The largest clock-skew leeway the engine accepts.
@@ -81,6 +82,7 @@ impl Default for EngineConfig {
             leak_policy: LeakPolicy::default(),
             many_sources: ManySources::default(),
             refresh_rate: Rate::new(20, 60),
+            validator_keys_file: None,
         }
     }
 }
@@ -152,6 +154,17 @@ impl EngineConfig {
     /// with [`Error::RateLimited`](crate::Error::RateLimited) and changes nothing.
     pub fn refresh_rate(&mut self, r: Rate) -> &mut Self {
         self.refresh_rate = r;
+        self
+    }
+
+    /// Where to keep the validator key file: the RT keys of the live epochs, and nothing else,
+    /// for RT validators beside the server ([`LocalValidator`](crate::LocalValidator)). The
+    /// engine writes it at open and whenever the live RT keys change. [`Engine::open_dir`]
+    /// sets it to `validator.keys` in the data directory.
+    ///
+    /// [`Engine::open_dir`]: crate::Engine::open_dir
+    pub fn validator_keys_file(&mut self, path: impl Into<std::path::PathBuf>) -> &mut Self {
+        self.validator_keys_file = Some(path.into());
         self
     }
 

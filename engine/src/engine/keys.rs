@@ -107,6 +107,17 @@ impl Engine {
         let keep_until = now
             .saturating_add(self.inner.config.max_rt_lifetime)
             .saturating_add(self.inner.config.clock_skew_leeway);
+        // Validators get the new epoch's RT key before any RT is minted with it.
+        if let Some(path) = &self.inner.config.validator_keys_file {
+            let mut live = self.inner.rt_keys.live_epochs();
+            live.push(epoch);
+            crate::keys::validator_keys::write(
+                path,
+                &*self.inner.keeper,
+                &self.inner.root_check,
+                &live,
+            )?;
+        }
         let actor = actor.clone();
         self.write(now, move |tx| {
             let mut epochs = tx.db.key_epochs()?;
@@ -181,7 +192,8 @@ impl Engine {
             )?;
             tx.effect(Effect::RetireRtKey(epoch));
             Ok(())
-        })
+        })?;
+        self.inner.write_validator_keys()
     }
 
     /// Every key epoch, oldest first.
@@ -211,6 +223,9 @@ impl Engine {
                 self.inner.rt_keys.retire(r.epoch);
                 n += 1;
             }
+        }
+        if n > 0 {
+            self.inner.write_validator_keys()?;
         }
         Ok(n)
     }

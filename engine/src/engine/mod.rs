@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) rng: SystemRandom,
     /// Serialises key rotations (rare; never on a request path).
     pub(crate) rotation: Mutex<()>,
+    /// The store's root check value (hex), written into the validator key file.
+    pub(crate) root_check: String,
 }
 
 /// How often one leak signal (same kind, PT, registration and operation) is recorded: a burst
@@ -233,6 +235,7 @@ impl Engine {
             observer: RwLock::new(None),
             rng,
             rotation: Mutex::new(()),
+            root_check: check_hex.clone(),
         });
         let engine = Engine { inner };
         let epochs = engine.write(now, move |tx| keys::init_epochs(tx, &check_hex))?;
@@ -240,6 +243,7 @@ impl Engine {
         engine.write(now, |tx| tx.db.abandon_pt_batches(None))?;
         let ring = keys::load_keys(&engine.inner, &epochs, dummy_key, now)?;
         engine.inner.keys.store(Arc::new(ring));
+        engine.inner.write_validator_keys()?;
         engine.rebuild_families(now)?;
         Ok(engine)
     }
@@ -258,10 +262,13 @@ impl Engine {
     pub fn open_dir_with(
         dir: &Path,
         keeper: impl KeyKeeper + 'static,
-        config: EngineConfig,
+        mut config: EngineConfig,
         now: Timestamp,
     ) -> Result<Self, Error> {
         let store = SqliteStore::open(dir, &SqliteOptions::default())?;
+        if config.validator_keys_file.is_none() {
+            config.validator_keys_file(dir.join(crate::keys::VALIDATOR_KEYS_FILE));
+        }
         Self::open(store, keeper, config, now)
     }
 
@@ -463,6 +470,19 @@ fn job<T: Send + 'static>(
 }
 
 impl Inner {
+    /// Rewrite the validator key file (if one is configured) with the live RT keys.
+    pub(crate) fn write_validator_keys(&self) -> Result<(), Error> {
+        match &self.config.validator_keys_file {
+            Some(path) => crate::keys::validator_keys::write(
+                path,
+                &*self.keeper,
+                &self.root_check,
+                &self.rt_keys.live_epochs(),
+            ),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], Error> {
         let mut b = [0u8; N];
         self.rng

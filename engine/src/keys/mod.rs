@@ -10,6 +10,7 @@
 
 mod pkcs11;
 mod software;
+pub(crate) mod validator_keys;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use ring::hmac;
 
 pub use pkcs11::{Pkcs11Config, Pkcs11Keeper, RootKeyAttributes};
 pub use software::{SoftwareKeeper, ROOT_KEY_FILE};
+pub use validator_keys::VALIDATOR_KEYS_FILE;
 
 use crate::error::Error;
 use crate::secret::KeyBytes;
@@ -236,6 +238,11 @@ impl RtKeyTable {
             let _ = slot.set(key);
             live.store(slot.get().is_some(), std::sync::atomic::Ordering::Release);
         }
+    }
+
+    /// The epochs whose RT key is installed and live.
+    pub(crate) fn live_epochs(&self) -> Vec<u32> {
+        (1..MAX_EPOCHS).filter(|&e| self.get(e).is_some()).collect()
     }
 
     pub(crate) fn retire(&self, epoch: u32) {

@@ -42,9 +42,10 @@ pub const TEST_FOLD_SLICE: usize = 1;
 /// [`TEST_FOLD_ROWS`] refreshes, [`TEST_FOLD_SLICE`] registration per batch.
 pub fn open_engine(
     dir: &std::path::Path,
-    config: EngineConfig,
+    mut config: EngineConfig,
     now: Timestamp,
 ) -> Result<Engine, tessera_engine::Error> {
+    config.validator_keys_file(dir.join(tessera_engine::keys::VALIDATOR_KEYS_FILE));
     let store = SqliteStore::open(
         dir,
         SqliteOptions::default()
