@@ -227,3 +227,58 @@ async fn a_rebooted_device_resumes_its_operation_and_forgets_a_revoked_rt() {
     third.close().await;
     ts.shutdown().await;
 }
+
+/// Rule: WAIT and INTROSPECT are limited per source address and admin requests per token; each
+/// limit answers error 30 with a retry hint and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_introspect_and_admin_requests_are_rate_limited() {
+    use crate::common::{code_of, introspect};
+    use tessera_server::wire::code;
+    let ts = TestServer::start_with(|c| {
+        c.wait_burst = 2;
+        c.wait_per_minute = 1;
+        c.introspect_burst = 2;
+        c.introspect_per_minute = 1;
+        c.admin_burst = 4;
+        c.admin_per_minute = 1;
+    })
+    .await;
+    let t = ts.device_transport();
+    let (_, pt) = ts
+        .pt(json!({ "label": "limits", "approval": "automatic" }))
+        .await;
+    let op = begin(&t, &pt, Some("lim-1"), "limits-instance-nonce")
+        .await
+        .unwrap();
+    let rt = wait(&t, &op, 0).await.unwrap().registration.unwrap().rt;
+    wait(&t, &op, 0).await.unwrap();
+    let limited = wait(&t, &op, 0).await.unwrap_err();
+    assert_eq!(code_of(&limited), code::RATE_LIMITED);
+    match &limited {
+        tessera_server::ClientError::Server(b) => assert!(b.retry_after_ms.unwrap() > 0),
+        other => panic!("{other:?}"),
+    }
+
+    introspect(&t, &rt).await.unwrap();
+    introspect(&t, &rt).await.unwrap();
+    assert_eq!(
+        code_of(&introspect(&t, &rt).await.unwrap_err()),
+        code::RATE_LIMITED
+    );
+
+    // The PT creation above was the token's first admin request.
+    for _ in 0..3 {
+        ts.admin.call(kind::STATUS, json!({})).await.unwrap();
+    }
+    let e = ts
+        .admin
+        .create_pt(json!({ "label": "one too many" }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), code::RATE_LIMITED);
+    // Nothing was created: one minute later the list holds only the first PT.
+    ts.clock.advance(std::time::Duration::from_secs(60));
+    let pts = ts.admin.call(kind::PT_LIST, json!({})).await.unwrap();
+    assert_eq!(pts["pts"].as_array().unwrap().len(), 1);
+    ts.shutdown().await;
+}
