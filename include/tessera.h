@@ -200,7 +200,9 @@ tessera_result tessera_device_client_ensure_registered(tessera_device_client *cl
                                                        uint32_t timeout_ms);
 
 // Refresh the RT now. On `TESSERA_REVOKED`, `TESSERA_EXPIRED` or `TESSERA_ROTATION_REUSE` the
-// registration is forgotten; the next `ensure_registered` provisions again.
+// registration is forgotten, in memory and in storage (the save callback gets a document
+// without it); the next `ensure_registered` provisions again. `TESSERA_NOT_AVAILABLE` when
+// there is no registration to refresh (before the first one, or after it was forgotten).
 tessera_result tessera_device_client_refresh(tessera_device_client *client_ptr);
 
 // Copy the current RT (a secret; not NUL-terminated) into `buf` (`cap` bytes); its length goes
@@ -222,6 +224,12 @@ tessera_result tessera_device_client_next_refresh_at(tessera_device_client *clie
 
 // Free a client (closing its connection). NULL is a no-op.
 void tessera_device_client_free(tessera_device_client *client_ptr);
+
+// The library's version (`MAJOR.MINOR.PATCH`, for example `0.1.0`): a static, NUL-terminated
+// string, never NULL, never to be freed. Firmware logs it at boot.
+//
+// Thread safety: may be called from any thread.
+const char *tessera_version(void);
 
 // A static, NUL-terminated English message for a result code (never NULL; unknown codes give
 // "unknown result code"). The string must not be freed.

@@ -422,6 +422,7 @@ fn device_result(e: &DeviceError) -> tessera_result {
         DeviceError::Expired => tessera_result::TESSERA_PROVISIONING_EXPIRED,
         DeviceError::Cancelled => tessera_result::TESSERA_PROVISIONING_CANCELLED,
         DeviceError::Deadline => tessera_result::TESSERA_TIMEOUT,
+        DeviceError::NotRegistered => tessera_result::TESSERA_NOT_AVAILABLE,
         DeviceError::Client(c) => c.into(),
     }
 }
@@ -446,7 +447,9 @@ pub extern "C" fn tessera_device_client_ensure_registered(
 }
 
 /// Refresh the RT now. On `TESSERA_REVOKED`, `TESSERA_EXPIRED` or `TESSERA_ROTATION_REUSE` the
-/// registration is forgotten; the next `ensure_registered` provisions again.
+/// registration is forgotten, in memory and in storage (the save callback gets a document
+/// without it); the next `ensure_registered` provisions again. `TESSERA_NOT_AVAILABLE` when
+/// there is no registration to refresh (before the first one, or after it was forgotten).
 #[no_mangle]
 pub extern "C" fn tessera_device_client_refresh(
     client_ptr: *mut tessera_device_client,

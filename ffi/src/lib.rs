@@ -1,6 +1,6 @@
 //! `libtessera`: the C ABI over the Tessera engine's token helpers and the device client.
 //!
-//! Conventions (DESIGN.md §11, after rustls-ffi): opaque handles, `tessera_<type>_<verb>`
+//! Conventions (after rustls-ffi): opaque handles, `tessera_<type>_<verb>`
 //! names, every fallible function returns a [`tessera_result`] with an explicit, never reused
 //! number; outputs go through trailing pointers and are written only on success; buffers are
 //! pointer + length; `_free(NULL)` is a no-op; every pointer is checked for NULL; every body runs

@@ -69,6 +69,22 @@ pub enum tessera_result {
     TESSERA_PROVISIONING_CANCELLED = 312,
 }
 
+/// The library's version (`MAJOR.MINOR.PATCH`, for example `0.1.0`): a static, NUL-terminated
+/// string, never NULL, never to be freed. Firmware logs it at boot.
+///
+/// Thread safety: may be called from any thread.
+#[no_mangle]
+pub extern "C" fn tessera_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+) {
+    Ok(v) => v,
+    Err(_) => c"unknown",
+};
+
 /// A static, NUL-terminated English message for a result code (never NULL; unknown codes give
 /// "unknown result code"). The string must not be freed.
 ///

@@ -141,6 +141,7 @@ fn c_api_under_address_and_undefined_behaviour_sanitizers() {
     let out = run(Command::new(&exe)
         .args(vectors_args())
         .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
+        .env("TESSERA_C_TEST_VERSION", env!("CARGO_PKG_VERSION"))
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"));
     assert!(out.contains(" 0 failed"));
@@ -171,6 +172,7 @@ fn c_api_under_valgrind() {
     compile("gcc", &["-O0"], &exe);
     let out = run(valgrind()
         .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
+        .env("TESSERA_C_TEST_VERSION", env!("CARGO_PKG_VERSION"))
         .arg(&exe)
         .args(vectors_args()));
     assert!(out.contains(" 0 failed"));

@@ -174,7 +174,7 @@ impl DeviceHooks for PyHooks {
     }
 }
 
-/// A simulated (or real) device: the device state machine of DESIGN.md §10 over QUIC.
+/// A simulated (or real) device: the Rust device client's state machine over QUIC.
 #[pyclass(frozen, module = "tessera._native")]
 pub(crate) struct DeviceClient {
     inner: Arc<tessera_server::DeviceClient>,

@@ -21,6 +21,7 @@ pub(crate) mod client_code {
     pub(crate) const CANCELLED: u16 = 112;
     pub(crate) const PENDING_APPROVAL: u16 = 113;
     pub(crate) const DEADLINE: u16 = 114;
+    pub(crate) const NOT_REGISTERED: u16 = 115;
 }
 
 /// Everything an exception carries besides its class.
@@ -138,6 +139,7 @@ pub(crate) fn device(py: Python<'_>, e: &DeviceError, pending: bool) -> PyErr {
             "deadline passed while the operation waits for approval",
         ),
         DeviceError::Deadline => Raised::new(client_code::DEADLINE, e.to_string()),
+        DeviceError::NotRegistered => Raised::new(client_code::NOT_REGISTERED, e.to_string()),
         DeviceError::Client(c) => client_raised(c),
     };
     r.into_pyerr(py)

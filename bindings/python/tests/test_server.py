@@ -210,7 +210,7 @@ def test_device_configuration_errors(tessera_server):
     with pytest.raises(TypeError):
         tessera_server.device("tspt_x", on_code=42)
     with tessera_server.device("tspt_x") as device:
-        with pytest.raises(tessera.ConfigError):
+        with pytest.raises(tessera.NotRegistered):
             device.refresh()  # not registered
         with pytest.raises(tessera.MalformedToken):
             device.ensure_registered(5)
@@ -235,5 +235,5 @@ def test_close_from_another_thread_ends_a_waiting_device(tessera_admin, tessera_
     closing.result(timeout=10)  # returns although another thread is mid-request
     with pytest.raises(tessera.ConfigError):
         waiting.result(timeout=10)  # the wait ends instead of reconnecting
-    with pytest.raises(tessera.ConfigError):
-        device.refresh()
+    with pytest.raises(tessera.NotRegistered):
+        device.refresh()  # it never registered

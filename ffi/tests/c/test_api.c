@@ -163,6 +163,8 @@ static void test_device_config(const char *pt) {
     CHECK(written == 12345 && at == 7);
     EXPECT(tessera_device_client_copy_rt(NULL, buf, sizeof buf, &written), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_client_refresh(NULL), TESSERA_NULL_PARAMETER);
+    /* Nothing to refresh before the first registration: the header's "not registered". */
+    EXPECT(tessera_device_client_refresh(client), TESSERA_NOT_AVAILABLE);
     EXPECT(tessera_device_client_ensure_registered(NULL, 10), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_client_next_refresh_at(NULL, &at), TESSERA_NULL_PARAMETER);
     {
@@ -241,6 +243,8 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
     EXPECT(tessera_device_client_new(&cfg, &client), TESSERA_OK);
     EXPECT(tessera_device_client_ensure_registered(NULL, 10), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_client_refresh(NULL), TESSERA_NULL_PARAMETER);
+    /* Nothing to refresh before the first registration: the header's "not registered". */
+    EXPECT(tessera_device_client_refresh(client), TESSERA_NOT_AVAILABLE);
     EXPECT(tessera_device_client_copy_rt(NULL, buf, sizeof buf, &written), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_client_copy_rt(client, NULL, sizeof buf, &written), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_client_copy_rt(client, buf, sizeof buf, NULL), TESSERA_NULL_PARAMETER);
@@ -297,6 +301,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     test_messages();
+    {
+        const char *want = getenv("TESSERA_C_TEST_VERSION");
+        CHECK(want != NULL && tessera_version() != NULL && strcmp(tessera_version(), want) == 0);
+    }
     test_tokens(argc, argv);
     test_device_config(argv[1]);
     const char *data_dir = getenv("TESSERA_C_TEST_DATA_DIR");

@@ -1,4 +1,4 @@
-//! The device client: the device state machine of DESIGN.md §10 over the device endpoint.
+//! The device client: the device state machine over the device endpoint (docs/architecture.md).
 //!
 //! Load the stored RT → if valid, use it and refresh at about half its remaining life (with
 //! jitter) → if missing, expired or revoked, provision (show the verification code through a
@@ -110,6 +110,10 @@ pub enum DeviceError {
     /// The deadline passed.
     #[error("deadline passed")]
     Deadline,
+    /// There is no registration to refresh: provision first (`ensure_registered`). Also after
+    /// the server refused the registration as revoked, expired or reused, which forgets it.
+    #[error("not registered: provision first")]
+    NotRegistered,
     /// A permanent error from the server or the client.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -422,9 +426,7 @@ impl DeviceClient {
     /// forgotten (the next [`ensure_registered`](Self::ensure_registered) provisions again).
     pub async fn refresh(&self) -> Result<RtBody, DeviceError> {
         let Some(c) = self.current() else {
-            return Err(DeviceError::Client(ClientError::Config(
-                "not registered".into(),
-            )));
+            return Err(DeviceError::NotRegistered);
         };
         let r: Result<RefreshResp, ClientError> = self
             .transport
@@ -463,9 +465,7 @@ impl DeviceClient {
     /// successor (the server's retry grace).
     pub async fn refresh_losing_response(&self) -> Result<(), DeviceError> {
         let Some(c) = self.current() else {
-            return Err(DeviceError::Client(ClientError::Config(
-                "not registered".into(),
-            )));
+            return Err(DeviceError::NotRegistered);
         };
         let _lost: RefreshResp = self
             .transport

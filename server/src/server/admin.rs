@@ -18,8 +18,16 @@ use super::{engine_err, err, Handled, Shared};
 use crate::wire::messages::{AdminReq, PtArgs};
 use crate::wire::{self, code, kind, ErrorBody, Frame};
 
+/// The request's arguments as `T`: absent or `null` is `{}`; anything but a JSON object, and any
+/// field `T` does not name, is refused (error 1).
 fn args<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, ErrorBody> {
     let v = if v.is_null() { json!({}) } else { v };
+    if !v.is_object() {
+        return Err(err(
+            code::MALFORMED,
+            "bad arguments: args must be a JSON object",
+        ));
+    }
     serde_json::from_value(v).map_err(|e| {
         err(
             code::MALFORMED,
@@ -41,22 +49,61 @@ fn bad<E: Into<Error>>(e: E) -> ErrorBody {
     engine_err(&e.into())
 }
 
+/// Arguments of a request that takes none (STATUS, KEYS_ROTATE, KEYS_LIST, TOKEN_LIST).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-struct ListArgs {
+struct PtListArgs {
     limit: usize,
     include_revoked: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct OpListArgs {
+    limit: usize,
     state: Option<String>,
     pt_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct DeviceListArgs {
+    limit: usize,
     device_id: Option<String>,
+    pt_id: Option<String>,
     active_only: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct AuditArgs {
+    limit: usize,
     after: u64,
     newest: bool,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct LeaksArgs {
+    limit: usize,
+    after: u64,
+}
+
+/// PT_SHOW, OP_SHOW, TOKEN_REVOKE.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdArgs {
+    id: String,
+}
+
+/// PT_REVOKE, OP_REJECT.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdReasonArgs {
     id: String,
     #[serde(default)]
     reason: Option<String>,
@@ -76,13 +123,32 @@ struct ApproveArgs {
     reassign: bool,
 }
 
+/// DEVICE_REVOKE.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeviceArgs {
+struct DeviceRevokeArgs {
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
     registration_id: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// DEVICE_SHOW, DEVICE_UNBLOCK.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceIdArgs {
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+/// DEVICE_BLOCK.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBlockArgs {
+    #[serde(default)]
+    device_id: Option<String>,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -188,6 +254,7 @@ pub(crate) async fn handle(
     let actor = Actor::operator(&who.name).from_source(source.to_string());
     let v: Value = match frame.kind {
         kind::STATUS => {
+            args::<NoArgs>(req.args)?;
             let st = blocking(shared, |e, _| e.status()).await?;
             json!({
                 "engine": st,
@@ -204,7 +271,7 @@ pub(crate) async fn handle(
         }
         kind::PT_BATCH => return batch(shared, args::<PtArgs>(req.args)?, actor, send).await,
         kind::PT_LIST => {
-            let a: ListArgs = args(req.args)?;
+            let a: PtListArgs = args(req.args)?;
             json!({ "pts": blocking(shared, move |e, _| e.list_pts(a.limit, a.include_revoked)).await? })
         }
         kind::PT_SHOW => {
@@ -212,13 +279,13 @@ pub(crate) async fn handle(
             json!({ "pt": blocking(shared, move |e, _| e.pt(&id)).await? })
         }
         kind::PT_REVOKE => {
-            let a: IdArgs = args(req.args)?;
+            let a: IdReasonArgs = args(req.args)?;
             let id = pt_id(&a.id)?;
             let r = reason(a.reason);
             json!({ "registrations_revoked": blocking(shared, move |e, t| e.revoke_pt(&id, &r, &actor, t)).await? })
         }
         kind::OP_LIST => {
-            let a: ListArgs = args(req.args)?;
+            let a: OpListArgs = args(req.args)?;
             let q = OperationQuery {
                 state: a
                     .state
@@ -248,14 +315,14 @@ pub(crate) async fn handle(
             json!({ "registration": blocking(shared, move |e, t| e.approve_operation(&id, approval, &actor, t)).await? })
         }
         kind::OP_REJECT => {
-            let a: IdArgs = args(req.args)?;
+            let a: IdReasonArgs = args(req.args)?;
             let id = op_id(&a.id)?;
             let r = reason(a.reason);
             blocking(shared, move |e, t| e.reject_operation(&id, &r, &actor, t)).await?;
             json!({})
         }
         kind::DEVICE_LIST => {
-            let a: ListArgs = args(req.args)?;
+            let a: DeviceListArgs = args(req.args)?;
             let q = RegistrationQuery {
                 device_id: a.device_id.as_deref().map(device_id).transpose()?,
                 pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
@@ -265,7 +332,7 @@ pub(crate) async fn handle(
             json!({ "registrations": blocking(shared, move |e, _| e.list_registrations(&q)).await? })
         }
         kind::DEVICE_SHOW => {
-            let a: DeviceArgs = args(req.args)?;
+            let a: DeviceIdArgs = args(req.args)?;
             let d = device_id(
                 a.device_id
                     .as_deref()
@@ -286,7 +353,7 @@ pub(crate) async fn handle(
             json!({ "registrations": regs, "blocked": blocked })
         }
         kind::DEVICE_REVOKE => {
-            let a: DeviceArgs = args(req.args)?;
+            let a: DeviceRevokeArgs = args(req.args)?;
             let r = reason(a.reason);
             let ids: Vec<RegistrationId> = match (a.registration_id, a.device_id) {
                 (Some(id), _) => vec![RegistrationId::new(id)],
@@ -321,7 +388,7 @@ pub(crate) async fn handle(
             json!({ "registrations_revoked": n })
         }
         kind::DEVICE_BLOCK => {
-            let a: DeviceArgs = args(req.args)?;
+            let a: DeviceBlockArgs = args(req.args)?;
             let d = device_id(
                 a.device_id
                     .as_deref()
@@ -331,7 +398,7 @@ pub(crate) async fn handle(
             json!({ "registrations_revoked": blocking(shared, move |e, t| e.block_device(&d, &r, &actor, t)).await? })
         }
         kind::DEVICE_UNBLOCK => {
-            let a: DeviceArgs = args(req.args)?;
+            let a: DeviceIdArgs = args(req.args)?;
             let d = device_id(
                 a.device_id
                     .as_deref()
@@ -340,7 +407,7 @@ pub(crate) async fn handle(
             json!({ "was_blocked": blocking(shared, move |e, t| e.unblock_device(&d, &actor, t)).await? })
         }
         kind::AUDIT => {
-            let a: ListArgs = args(req.args)?;
+            let a: AuditArgs = args(req.args)?;
             json!({ "events": blocking(shared, move |e, _| if a.newest {
                 e.audit_newest(a.after, a.limit)
             } else {
@@ -348,13 +415,17 @@ pub(crate) async fn handle(
             }).await? })
         }
         kind::LEAKS => {
-            let a: ListArgs = args(req.args)?;
+            let a: LeaksArgs = args(req.args)?;
             json!({ "signals": blocking(shared, move |e, _| e.leak_signals(a.after, a.limit)).await? })
         }
         kind::KEYS_ROTATE => {
+            args::<NoArgs>(req.args)?;
             json!({ "epoch": blocking(shared, move |e, t| e.rotate_keys(&actor, t)).await? })
         }
-        kind::KEYS_LIST => json!({ "epochs": blocking(shared, |e, _| e.key_epochs()).await? }),
+        kind::KEYS_LIST => {
+            args::<NoArgs>(req.args)?;
+            json!({ "epochs": blocking(shared, |e, _| e.key_epochs()).await? })
+        }
         kind::KEYS_RETIRE => {
             let a: EpochArgs = args(req.args)?;
             blocking(shared, move |e, t| e.retire_key_epoch(a.epoch, &actor, t)).await?;
@@ -370,6 +441,7 @@ pub(crate) async fn handle(
             json!({ "admin_token": rec, "token": tok.expose() })
         }
         kind::TOKEN_LIST => {
+            args::<NoArgs>(req.args)?;
             json!({ "admin_tokens": blocking(shared, |e, _| e.list_admin_tokens()).await? })
         }
         kind::TOKEN_REVOKE => {

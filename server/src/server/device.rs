@@ -16,7 +16,15 @@ use crate::wire::messages::{
 };
 use crate::wire::{code, kind, ErrorBody, Frame};
 
+/// A request body as `T`. The body must be one JSON object (an array would otherwise be read as
+/// positional fields); unknown fields are refused by `T` itself.
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(err(
+            code::MALFORMED,
+            "malformed request body: not a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         // serde_json's messages name fields and positions, not values.
         err(

@@ -22,17 +22,32 @@ use tessera_server::{AdminClient, Trust};
 
 use crate::common::{begin, code_of, introspect, refresh, wait};
 
-/// The `tessera` binary built beside this test binary.
+/// The `tessera` binary beside this test binary, built (once per test run) if it is not there:
+/// `cargo test -p tessera-tests` alone does not build another package's binaries.
 pub fn tessera_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("tessera");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p tessera-server`",
-        bin.display()
-    );
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current exe");
+            let dir = exe.parent().and_then(Path::parent).expect("target dir");
+            let bin = dir.join("tessera");
+            if !bin.exists() {
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let mut cmd = Command::new(cargo);
+                cmd.args(["build", "-p", "tessera-server", "--bin", "tessera"]);
+                if dir.file_name().is_some_and(|n| n == "release") {
+                    cmd.arg("--release");
+                }
+                let status = cmd.status().expect("run cargo build");
+                assert!(
+                    status.success() && bin.exists(),
+                    "could not build {}",
+                    bin.display()
+                );
+            }
+            bin
+        })
+        .clone()
 }
 
 pub struct Proc {

@@ -2,6 +2,7 @@
 //! End-to-end tests over real QUIC on loopback: one binary, one module per area.
 
 mod common;
+mod conformance;
 mod crash;
 mod flows;
 mod hardening;

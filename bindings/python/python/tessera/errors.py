@@ -45,6 +45,7 @@ __all__ = [
     "ProvisioningExpired",
     "ProvisioningCancelled",
     "PendingApproval",
+    "NotRegistered",
     "CODES",
 ]
 
@@ -212,6 +213,11 @@ class PendingApproval(TesseraError):
     """The operation is still waiting for a technician. Code 113."""
 
 
+class NotRegistered(TesseraError):
+    """The device has no registration to refresh: call ``ensure_registered`` first (also after
+    the server refused it as revoked, expired or reused). Code 115."""
+
+
 #: Every code and the class raised for it.
 CODES: Dict[int, Type[TesseraError]] = {
     1: ProtocolError,
@@ -249,6 +255,7 @@ CODES: Dict[int, Type[TesseraError]] = {
     112: ProvisioningCancelled,
     113: PendingApproval,
     114: DeadlineExceeded,
+    115: NotRegistered,
 }
 
 

@@ -577,3 +577,31 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The README says: every operator command takes `--json`; the host commands (`serve`,
+    /// `simulate`, `backup`, `keys init-hsm`) do not.
+    #[test]
+    fn json_is_offered_exactly_where_the_readme_says() {
+        fn leaves(c: &clap::Command, path: &str, out: &mut Vec<(String, bool)>) {
+            let subs: Vec<_> = c.get_subcommands().collect();
+            if subs.is_empty() {
+                let json = c.get_arguments().any(|a| a.get_id() == "json");
+                out.push((path.trim().to_owned(), json));
+            }
+            for s in subs {
+                leaves(s, &format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut out = Vec::new();
+        leaves(&super::Cli::command(), "", &mut out);
+        let host = ["serve", "simulate", "backup", "keys init-hsm"];
+        assert!(out.len() > 20, "{out:?}");
+        for (path, json) in out {
+            assert_eq!(json, !host.contains(&path.as_str()), "{path}");
+        }
+    }
+}
