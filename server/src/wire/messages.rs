@@ -191,8 +191,8 @@ pub struct BeginResp {
     pub operation_id: String,
     /// Operation secret (`tsos_…`).
     pub secret: String,
-    /// Code to show on the device, if the policy uses one.
-    #[serde(default)]
+    /// Code to show on the device, if the policy uses one (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_code: Option<String>,
     /// `pending` or `approved`.
     pub state: String,

@@ -132,3 +132,82 @@ async fn an_operation_secret_is_checked_as_documented() {
     }
     ts.shutdown().await;
 }
+
+/// Wrong or missing ALPN: the TLS handshake fails with the alert no_application_protocol (120),
+/// which QUIC carries as the transport error 0x178, on both endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_alpn_fails_the_handshake_with_alert_120() {
+    use tessera_server::wire::DEVICE_ALPN;
+    let ts = TestServer::start().await;
+    let cases: [(std::net::SocketAddr, Option<&[u8]>); 4] = [
+        (ts.device_addr, Some(b"h3")),
+        (ts.device_addr, Some(ADMIN_ALPN)),
+        (ts.admin_addr, Some(DEVICE_ALPN)),
+        (ts.device_addr, None),
+    ];
+    for (addr, alpn) in cases {
+        let mut tls =
+            tessera_server::client::transport::client_tls(&ts.trust, alpn.unwrap_or(b"x")).unwrap();
+        if alpn.is_none() {
+            tls.alpn_protocols.clear();
+        }
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+        )));
+        let e = ep.connect(addr, "localhost").unwrap().await.unwrap_err();
+        match e {
+            quinn::ConnectionError::ConnectionClosed(c) => {
+                assert_eq!(u64::from(c.error_code), 0x178, "{alpn:?} at {addr}: {c:?}");
+            }
+            other => panic!("{alpn:?} at {addr}: {other:?}"),
+        }
+    }
+    ts.shutdown().await;
+}
+
+/// The example exchange in docs/protocol.md: its BEGIN frame, built from a real PT and the
+/// document's nonce, has exactly the header the document shows, and the server accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_example_frame_is_what_the_server_takes() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .unwrap();
+    let line = doc
+        .lines()
+        .find(|l| l.contains("1. BEGIN → `01 10 0000 "))
+        .expect("the example BEGIN frame");
+    let header = line.split('`').nth(1).unwrap();
+    let shown_len = u32::from_str_radix(header.split(' ').nth(3).unwrap(), 16).unwrap();
+    let nonce = line
+        .split("\"instance_nonce\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let ts = TestServer::start().await;
+    let (_, pt) = ts.pt(manual()).await;
+    assert_eq!(pt.len(), 81);
+    let body = serde_json::to_vec(&json!({ "pt": pt, "instance_nonce": nonce })).unwrap();
+    assert_eq!(
+        body.len(),
+        shown_len as usize,
+        "the document's length is wrong"
+    );
+    let frame = wire::encode(kind::BEGIN, &body);
+    assert_eq!(
+        data_encoding_hex(&frame[..8]),
+        header.split(' ').take(4).collect::<String>()
+    );
+    let conn = ts.device_transport().connection().await.unwrap();
+    let (got, v) = exchange(&conn, kind::BEGIN, &body).await;
+    assert_eq!(got, kind::OK);
+    assert_eq!(v["state"], "pending");
+    assert!(
+        v.get("verification_code").is_none(),
+        "absent, not null: {v}"
+    );
+    ts.shutdown().await;
+}
+
+fn data_encoding_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
