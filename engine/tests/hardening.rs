@@ -685,9 +685,11 @@ fn a_local_validator_holds_only_the_rt_keys() {
     assert_eq!(next.claims.key_id, epoch);
     v.validate(next.rt.expose().as_bytes(), h.now()).unwrap();
 
-    // Another store's key file is refused.
-    let other = Harness::new();
-    std::fs::copy(other.dir.path().join(VALIDATOR_KEYS_FILE), &file).unwrap();
+    // A key file of another store (another root check value) is refused.
+    let mut other: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    other["root_check"] = "00000000000000000000000000000000".into();
+    std::fs::write(&file, serde_json::to_vec(&other).unwrap()).unwrap();
     let e = LocalValidator::open(dir).unwrap_err();
     assert!(e.to_string().contains("another data directory"), "{e}");
 }

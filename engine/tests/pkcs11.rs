@@ -197,6 +197,14 @@ fn the_hsm_is_touched_per_epoch_never_per_token() {
     engine.rotate_keys(&Actor::system(), now).unwrap();
     let per_rotation = keeper.hsm_calls() - before;
     eprintln!("HSM calls: {at_open} to open (1 epoch), 0 per 1,000,000 validations, {per_rotation} per rotation");
-    assert_eq!(at_open, 6, "root check + 5 working keys of epoch 1");
-    assert_eq!(per_rotation, 5, "5 working keys of the new epoch");
+    // The validator key file (RT keys only, for validators beside the server) is derived anew
+    // when it is written: at open (1 live epoch) and at a rotation (2 live epochs).
+    assert_eq!(
+        at_open, 7,
+        "root check + 5 working keys of epoch 1 + its RT key for the validator key file"
+    );
+    assert_eq!(
+        per_rotation, 7,
+        "5 working keys of the new epoch + the RT keys of the 2 live epochs for the key file"
+    );
 }
