@@ -102,8 +102,15 @@ pub struct tessera_device_client {
     inner: BlockingDeviceClient,
 }
 
-/// Create a configuration for the server at `server_addr` (e.g. "192.0.2.7:4433") whose
-/// certificate names `server_name`. On success `*out` owns the new configuration.
+/// Create a configuration for the server at `server_addr` whose certificate names
+/// `server_name`. On success `*out` owns the new configuration.
+///
+/// `server_addr` is `IP:port` ("192.0.2.7:4433", "[2001:db8::7]:4433") or `host:port`
+/// ("provisioning.example:4433", "localhost:4433"); a host name is resolved here, once, by the
+/// system resolver (the first address is used). Without a port: `TESSERA_INVALID_ARGUMENT`; a
+/// name that does not resolve: `TESSERA_CONNECTION`. The server's default certificate names
+/// `localhost`, `127.0.0.1` and `::1` (`tessera serve` prints them); see docs/operations.md for a
+/// certificate with your host name.
 ///
 /// NULL rules: no argument may be NULL. Thread safety: any thread.
 #[no_mangle]
@@ -121,8 +128,9 @@ pub extern "C" fn tessera_device_config_new(
             (Ok(a), Ok(n)) => (a, n),
             (Err(e), _) | (_, Err(e)) => return e,
         };
-        let Ok(server) = addr.parse() else {
-            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        let server = match crate::util::resolve(addr) {
+            Ok(a) => a,
+            Err(e) => return e,
         };
         let cfg = Box::new(tessera_device_config {
             server,

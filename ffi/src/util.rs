@@ -5,6 +5,26 @@ use std::ffi::{c_char, CStr};
 use crate::result::tessera_result;
 
 /// Run `body` inside a panic boundary: a panic becomes `TESSERA_PANIC`.
+/// A server address: `IP:port` (`192.0.2.7:4433`, `[2001:db8::7]:4433`) or `host:port`
+/// (`provisioning.example:4433`, `localhost:4433`), resolved now through the system resolver
+/// (the first address is used). No port: `TESSERA_INVALID_ARGUMENT`; a name that does not
+/// resolve: `TESSERA_CONNECTION`.
+pub(crate) fn resolve(addr: &str) -> Result<std::net::SocketAddr, tessera_result> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    let has_port = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !has_port {
+        return Err(tessera_result::TESSERA_INVALID_ARGUMENT);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or(tessera_result::TESSERA_CONNECTION)
+}
+
 pub(crate) fn boundary(body: impl FnOnce() -> tessera_result) -> tessera_result {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         panic_point();

@@ -91,8 +91,9 @@ pub extern "C" fn tessera_validator_new(
                 (Ok(a), Ok(n), Ok(p)) => (a, n, p),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
             };
-        let Ok(addr) = addr.parse() else {
-            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        let addr = match crate::util::resolve(addr) {
+            Ok(a) => a,
+            Err(e) => return e,
         };
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -57,7 +57,7 @@ fn operator_walkthrough() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let (mut device, mut admin, mut token_line) = (None, None, None);
+    let (mut device, mut admin, mut token_line, mut names) = (None, None, None, None);
     while device.is_none() || admin.is_none() || token_line.is_none() {
         let line = lines.next().expect("serve output").unwrap();
         use tessera_server::server::banner;
@@ -67,9 +67,19 @@ fn operator_walkthrough() {
             admin = Some(a);
         } else if line.starts_with("first admin token") {
             token_line = Some(line.clone());
+        } else if line.starts_with("server certificate names") {
+            names = Some(line.clone());
         }
         assert!(!line.contains("tspt_"), "serve printed a PT");
     }
+    // The names devices may connect to are printed (the default certificate's).
+    assert!(
+        names
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with(": localhost, 127.0.0.1, ::1"),
+        "{names:?}"
+    );
     let (device, admin) = (device.unwrap(), admin.unwrap());
     // The first admin token is printed once and stored in a 0600 file.
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
@@ -395,6 +405,21 @@ fn operator_walkthrough() {
         .expect("serve stopped after SIGTERM")
         .unwrap();
     assert!(st.success(), "serve exited with {st}");
+
+    // The server's debug log holds no secret: no PT, RT, operation secret or admin token, and
+    // not the verification code it handled.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().count() > 10, "the debug log is empty:\n{log}");
+    for secret in [
+        "tspt_",
+        "tsrt_",
+        "tsos_",
+        "tsat_",
+        code.as_str(),
+        token.trim(),
+    ] {
+        assert!(!log.contains(secret), "the server log contains {secret:?}");
+    }
 }
 
 /// `tessera keys init-hsm`, then a server whose root lives in the HSM; a wrong PIN stops the

@@ -104,6 +104,12 @@ static void test_device_config(const char *pt) {
     EXPECT(tessera_device_config_new("127.0.0.1:4433", "localhost", NULL), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_config_new("", "localhost", &cfg), TESSERA_INVALID_LENGTH);
     EXPECT(tessera_device_config_new("not an address", "localhost", &cfg), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_device_config_new("localhost", "localhost", &cfg), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_device_config_new("no-such-host.invalid:4433", "localhost", &cfg), TESSERA_CONNECTION);
+    /* A host name is resolved (the server's default certificate names localhost). */
+    EXPECT(tessera_device_config_new("localhost:4433", "localhost", &cfg), TESSERA_OK);
+    tessera_device_config_free(cfg);
+    cfg = NULL;
     EXPECT(tessera_device_config_new("\xff\xfe", "localhost", &cfg), TESSERA_INVALID_UTF8);
     CHECK(cfg == NULL); /* outputs are written only on success */
     EXPECT(tessera_device_config_new("127.0.0.1:4433", "localhost", &cfg), TESSERA_OK);

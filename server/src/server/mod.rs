@@ -706,6 +706,7 @@ fn dispatch_now(
             None
         }
         Ok(frame) if role == Role::Device && frame.kind == wire::kind::REFRESH => {
+            tracing::debug!(endpoint = ?role, kind = frame.kind, "request");
             device::refresh_frame(shared, frame, reply);
             None
         }
@@ -720,6 +721,8 @@ async fn dispatch(buf: zeroize::Zeroizing<Vec<u8>>, mut reply: reply::Reply, rol
         Ok(f) => f,
         Err(e) => return reply.finish(Err(e)),
     };
+    // The kind only: bodies carry tokens and secrets.
+    tracing::debug!(endpoint = ?role, kind = frame.kind, "request");
     match role {
         Role::Device => device::handle(&shared, frame, reply).await,
         Role::Admin => {

@@ -80,6 +80,8 @@ impl Reply {
                 } else {
                     "error"
                 };
+                // The code only: messages are free of secrets, but the code is all a log needs.
+                tracing::debug!(code = e.code, "answered with an error");
                 (wire::error_frame(&e), None, outcome)
             }
         };

@@ -107,7 +107,24 @@ pub fn ensure_certificates(data_dir: &Path, names: &[String]) -> Result<TlsFiles
     )
     .map_err(io(&files.server_chain))?;
     write_private(&files.server_key, &leaf_key.serialize_pem())?;
+    let names_file = dir.join(NAMES_FILE);
+    std::fs::write(&names_file, names.join("\n") + "\n").map_err(io(&names_file))?;
     Ok(files)
+}
+
+/// Beside a certificate the server made, the names it made it for (one a line).
+const NAMES_FILE: &str = "server.names";
+
+/// The names (DNS names and IP addresses) the server certificate in `data_dir` was made for, when
+/// the server made it; `None` for a certificate supplied by the operator.
+pub fn certificate_names(data_dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(data_dir.join("tls").join(NAMES_FILE)).ok()?;
+    Some(
+        text.lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect(),
+    )
 }
 
 /// Load a PEM certificate chain.

@@ -545,6 +545,13 @@ async fn serve(a: ServeArgs) -> ExitCode {
         server.ca_cert_path().display()
     );
     println!("CA SHA-256 fingerprint (pin): {}", server.ca_fingerprint());
+    match tessera_server::server::tls::certificate_names(&cfg.data_dir) {
+        Some(names) => println!(
+            "server certificate names (devices connect to one of these): {}",
+            names.join(", ")
+        ),
+        None => println!("server certificate: supplied in the data directory's tls/ folder"),
+    }
     if let Some(m) = cfg.metrics_addr {
         println!("metrics: http://{m}/metrics");
     }
