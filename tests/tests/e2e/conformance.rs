@@ -211,3 +211,132 @@ async fn the_documented_example_frame_is_what_the_server_takes() {
 fn data_encoding_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// "The long poll returns the moment it is approved": a WAIT parked with a 20 s deadline
+/// answers `provisioned` long before it, once a technician approves (a functional bound, not a
+/// benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_wait_returns_when_the_operation_is_approved() {
+    let ts = TestServer::start().await;
+    let t = ts.device_transport();
+    let (_, pt) = ts.pt(manual()).await;
+    let op = begin(&t, &pt, Some("prompt-1"), "prompt-instance-nonce")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let waiting = {
+        let op = op.clone();
+        let t = ts.device_transport();
+        tokio::spawn(async move { crate::common::wait(&t, &op, 20_000).await })
+    };
+    // Approve only once the server holds the long poll.
+    loop {
+        let st = ts.admin.call(kind::STATUS, json!({})).await.unwrap();
+        if st["long_polls"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the WAIT never parked"
+        );
+        tokio::task::yield_now().await;
+    }
+    ts.admin
+        .approve(&op.operation_id, None, None)
+        .await
+        .unwrap();
+    let got = waiting.await.unwrap().unwrap();
+    assert_eq!(got.state, "provisioned");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the WAIT answered after {:?}, near its deadline",
+        started.elapsed()
+    );
+    ts.shutdown().await;
+}
+
+/// The admin endpoint's order of checks: token, role, kind, arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_checks_in_the_documented_order() {
+    let ts = TestServer::start().await;
+    let admin = admin_conn(&ts).await;
+    let tech = ts
+        .admin
+        .call(
+            kind::TOKEN_CREATE,
+            json!({ "name": "tech", "role": "technician" }),
+        )
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = |token: &str, args: Value| {
+        serde_json::to_vec(&json!({ "token": token, "args": args })).unwrap()
+    };
+    let admin_token = ts.admin_token.expose().to_owned();
+    let mistyped = format!("{}A", &admin_token[..admin_token.len() - 1]);
+    // Well formed, but another server's.
+    let other = TestServer::start().await;
+    let foreign = other.admin_token.expose().to_owned();
+    for (token, k, args, want) in [
+        (
+            mistyped.as_str(),
+            0x7f,
+            json!({ "x": 1 }),
+            code::TOKEN_FORMAT,
+        ),
+        (
+            foreign.as_str(),
+            0x7f,
+            json!({ "x": 1 }),
+            code::UNAUTHENTICATED,
+        ),
+        (
+            foreign.as_str(),
+            kind::PT_CREATE,
+            json!({ "x": 1 }),
+            code::UNAUTHENTICATED,
+        ),
+        (tech.as_str(), 0x7f, json!({}), code::FORBIDDEN),
+        (
+            tech.as_str(),
+            kind::PT_CREATE,
+            json!({ "x": 1 }),
+            code::FORBIDDEN,
+        ),
+        (
+            admin_token.as_str(),
+            0x7f,
+            json!({ "x": 1 }),
+            code::UNKNOWN_REQUEST,
+        ),
+        (
+            admin_token.as_str(),
+            kind::PT_CREATE,
+            json!({ "x": 1 }),
+            code::MALFORMED,
+        ),
+        (
+            admin_token.as_str(),
+            kind::PT_CREATE,
+            json!({ "label": "x".repeat(129) }),
+            code::INVALID_INPUT,
+        ),
+        (
+            admin_token.as_str(),
+            kind::OP_SHOW,
+            json!({ "id": "op_AAAAAAAAAAAAAAAAAAAAAA" }),
+            code::NOT_FOUND,
+        ),
+    ] {
+        let (got, v) = exchange(&admin, k, &body(token, args.clone())).await;
+        assert_eq!(
+            (got, v["code"].as_u64()),
+            (kind::ERROR, Some(u64::from(want))),
+            "kind {k:#x} {args}"
+        );
+    }
+    other.shutdown().await;
+    ts.shutdown().await;
+}
