@@ -6,6 +6,16 @@
 #include <stdint.h>
 #include <stddef.h>
 
+// The largest document the save callback is given, and the `cap` the load callback gets.
+#define TESSERA_STORED_MAX 4096
+
+// The longest RT text this library hands out or accepts (today's RTs are 101 characters;
+// later versions stay within this): size RT buffers by it.
+#define TESSERA_RT_MAX_LEN 128
+
+// The longest device id, in bytes (without the NUL).
+#define TESSERA_DEVICE_ID_MAX_LEN 64
+
 // The result of every fallible function. Numbers are explicit and never reused.
 enum tessera_result
 #ifdef __cplusplus
@@ -92,11 +102,14 @@ typedef struct tessera_validator tessera_validator;
 // Shows the verification code on the device's display. `code` is valid for the call only.
 typedef void (*tessera_show_code_cb)(void *userdata, const char *code);
 
-// Loads what the save callback last stored: copy at most `cap` (4,096) bytes into `buf`, set
-// `*written`, return 0 on success and non-zero if nothing is stored.
+// Loads what the save callback last stored: copy at most `cap` (`TESSERA_STORED_MAX`) bytes into
+// `buf`, set `*written`, return 0 on success and non-zero if nothing is stored. A document
+// that is not what save stored (corrupt, truncated) or a `*written` above `cap` is ignored,
+// with a line through the log callback, and the device provisions again.
 typedef int32_t (*tessera_load_cb)(void *userdata, uint8_t *buf, size_t cap, size_t *written);
 
-// Saves the device's state (`len` bytes, at most 4,096; a secret: store it protected): a JSON
+// Saves the device's state (`len` bytes, at most `TESSERA_STORED_MAX`; a secret: store it
+// protected): a JSON
 // document with the registration, the provisioning operation it waits on, and its random
 // instance nonce. Called after each BEGIN, registration, refresh and revocation; hand the
 // last one back through the load callback after a restart, so the device resumes instead of
@@ -154,7 +167,9 @@ tessera_result tessera_device_config_new(const char *server_addr,
                                          const char *server_name,
                                          tessera_device_config **out);
 
-// Trust the CA certificate(s) in `pem` (`len` bytes). NULL rules: none may be NULL.
+// Trust the CA certificate(s) in `pem` (`len` bytes of PEM, one or more certificates).
+// Checked here: PEM that holds no certificate, or one that does not parse, is
+// `TESSERA_INVALID_ARGUMENT` and changes nothing. NULL rules: none may be NULL.
 tessera_result tessera_device_config_set_ca_pem(tessera_device_config *cfg,
                                                 const uint8_t *pem,
                                                 size_t len);
@@ -168,16 +183,21 @@ tessera_result tessera_device_config_set_pt(tessera_device_config *cfg,
                                             const uint8_t *pt,
                                             size_t len);
 
-// Request this device id (NUL-terminated; 1–64 bytes of `A–Z a–z 0–9 . _ : -`).
+// Request this device id (NUL-terminated; 1–64 bytes of `A–Z a–z 0–9 . _ : -`). Empty or
+// longer than 64 bytes: `TESSERA_INVALID_LENGTH`; another character: `TESSERA_INVALID_ARGUMENT`.
 tessera_result tessera_device_config_set_device_id(tessera_device_config *cfg,
                                                    const char *device_id);
 
-// Add an attribute sent with provisioning (both NUL-terminated; limits in docs/tokens.md).
+// Add an attribute sent with provisioning (both NUL-terminated; limits in docs/tokens.md). A key
+// empty or over 32 bytes, or a value over 128 bytes: `TESSERA_INVALID_LENGTH`; characters not
+// allowed, or a 17th attribute: `TESSERA_INVALID_ARGUMENT`. Adding a key again replaces its
+// value.
 tessera_result tessera_device_config_add_attribute(tessera_device_config *cfg,
                                                    const char *key,
                                                    const char *value);
 
-// Set the per-request timeout and the long-poll hold, in milliseconds (each 1..=600000).
+// Set the per-request timeout and the long-poll hold, in milliseconds (each 1..=600000;
+// outside that range: `TESSERA_INVALID_ARGUMENT`, nothing changed).
 tessera_result tessera_device_config_set_timeouts(tessera_device_config *cfg,
                                                   uint32_t request_ms,
                                                   uint32_t wait_ms);
@@ -200,9 +220,19 @@ void tessera_device_config_free(tessera_device_config *cfg);
 // pin) and a PT. On success `*out` owns the client.
 tessera_result tessera_device_client_new(tessera_device_config **cfg, tessera_device_client **out);
 
-// Make sure the device holds a valid RT within `timeout_ms`: reuse the stored one, refresh it
-// when due, or provision (showing the code through the callback and waiting for approval).
-// Blocks. The client must not be used from another thread meanwhile.
+// Make sure the device holds an RT within `timeout_ms`, and return `TESSERA_OK` when it does.
+//
+// Offline, it checks only the stored RT's own expiry (with 5 s to spare, against server time
+// learnt from the last answer): a stored RT that has not expired is returned without asking the
+// server, unless a refresh is due (about half its lifetime), in which case it is refreshed. The
+// server is asked only by that refresh or by provisioning: so an RT revoked while the device
+// was off is found out at its next refresh (`TESSERA_REVOKED`, and the stored document is
+// cleared) or when a service refuses it (an MQTT broker). Without a usable RT it provisions:
+// it resumes the operation stored by an earlier BEGIN (same instance nonce, id and secret), or
+// begins one, shows the code through the callback and waits for approval. Transient errors are
+// retried with backoff within `timeout_ms` (`TESSERA_TIMEOUT` after it; the operation stays
+// pending and the next call resumes it). Blocks. The client must not be used from another
+// thread meanwhile.
 tessera_result tessera_device_client_ensure_registered(tessera_device_client *client_ptr,
                                                        uint32_t timeout_ms);
 

@@ -55,6 +55,25 @@ else
     failures+=("header drift")
 fi
 
+step "shell snippets in the README and docs/ parse (bash -n); no citation of outside design notes"
+python3 - "$WORK" <<'PY' || failures+=("doc snippets")
+import pathlib, re, subprocess, sys
+work = pathlib.Path(sys.argv[1])
+docs = [pathlib.Path("README.md"), *sorted(pathlib.Path("docs").glob("*.md"))]
+bad = 0
+for doc in docs:
+    text = doc.read_text()
+    if "DESIGN.md" in text or "DESIGN §" in text:
+        print(f"{doc}: cites DESIGN.md, which is not part of the repository"); bad += 1
+    for i, block in enumerate(re.findall(r"```sh\n(.*?)```", text, re.S)):
+        f = work / f"{doc.stem}-{i}.sh"
+        f.write_text(block)
+        r = subprocess.run(["bash", "-n", str(f)], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"{doc}: shell snippet {i} does not parse:\n{block}\n{r.stderr}"); bad += 1
+sys.exit(1 if bad else 0)
+PY
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked -q || failures+=("doc")
 

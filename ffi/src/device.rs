@@ -12,12 +12,15 @@ use crate::util::{boundary, bytes, copy_out, str, write};
 
 /// Shows the verification code on the device's display. `code` is valid for the call only.
 pub type tessera_show_code_cb = Option<extern "C" fn(userdata: *mut c_void, code: *const c_char)>;
-/// Loads what the save callback last stored: copy at most `cap` (4,096) bytes into `buf`, set
-/// `*written`, return 0 on success and non-zero if nothing is stored.
+/// Loads what the save callback last stored: copy at most `cap` (`TESSERA_STORED_MAX`) bytes into
+/// `buf`, set `*written`, return 0 on success and non-zero if nothing is stored. A document
+/// that is not what save stored (corrupt, truncated) or a `*written` above `cap` is ignored,
+/// with a line through the log callback, and the device provisions again.
 pub type tessera_load_cb = Option<
     extern "C" fn(userdata: *mut c_void, buf: *mut u8, cap: usize, written: *mut usize) -> i32,
 >;
-/// Saves the device's state (`len` bytes, at most 4,096; a secret: store it protected): a JSON
+/// Saves the device's state (`len` bytes, at most `TESSERA_STORED_MAX`; a secret: store it
+/// protected): a JSON
 /// document with the registration, the provisioning operation it waits on, and its random
 /// instance nonce. Called after each BEGIN, registration, refresh and revocation; hand the
 /// last one back through the load callback after a restart, so the device resumes instead of
@@ -66,9 +69,17 @@ impl DeviceHooks for Callbacks {
     fn load(&self) -> Option<String> {
         let f = self.load?;
         // The stored document holds the RT and the instance nonce: wiped unless handed on.
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; 4096]);
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; crate::TESSERA_STORED_MAX]);
         let mut n = 0usize;
-        if f(self.userdata, buf.as_mut_ptr(), buf.len(), &mut n) != 0 || n > buf.len() {
+        if f(self.userdata, buf.as_mut_ptr(), buf.len(), &mut n) != 0 {
+            return None;
+        }
+        if n > buf.len() {
+            self.log(&format!(
+                "the load callback reported {n} bytes, more than the {} it was given; \
+                 ignoring the stored document",
+                buf.len()
+            ));
             return None;
         }
         buf.truncate(n);
@@ -178,7 +189,9 @@ macro_rules! with_cfg {
     };
 }
 
-/// Trust the CA certificate(s) in `pem` (`len` bytes). NULL rules: none may be NULL.
+/// Trust the CA certificate(s) in `pem` (`len` bytes of PEM, one or more certificates).
+/// Checked here: PEM that holds no certificate, or one that does not parse, is
+/// `TESSERA_INVALID_ARGUMENT` and changes nothing. NULL rules: none may be NULL.
 #[no_mangle]
 pub extern "C" fn tessera_device_config_set_ca_pem(
     cfg: *mut tessera_device_config,
@@ -189,7 +202,16 @@ pub extern "C" fn tessera_device_config_set_ca_pem(
         // SAFETY: `pem` points to `len` readable bytes per the caller's promise.
         match unsafe { bytes(pem, len) } {
             Ok(b) => {
-                c.trust = Some(Trust::CaPem(b.to_vec()));
+                let trust = Trust::CaPem(b.to_vec());
+                if tessera_server::client::transport::client_tls(
+                    &trust,
+                    tessera_server::wire::DEVICE_ALPN,
+                )
+                .is_err()
+                {
+                    return tessera_result::TESSERA_INVALID_ARGUMENT;
+                }
+                c.trust = Some(trust);
                 tessera_result::TESSERA_OK
             }
             Err(e) => e,
@@ -243,7 +265,8 @@ pub extern "C" fn tessera_device_config_set_pt(
     })
 }
 
-/// Request this device id (NUL-terminated; 1–64 bytes of `A–Z a–z 0–9 . _ : -`).
+/// Request this device id (NUL-terminated; 1–64 bytes of `A–Z a–z 0–9 . _ : -`). Empty or
+/// longer than 64 bytes: `TESSERA_INVALID_LENGTH`; another character: `TESSERA_INVALID_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn tessera_device_config_set_device_id(
     cfg: *mut tessera_device_config,
@@ -252,6 +275,9 @@ pub extern "C" fn tessera_device_config_set_device_id(
     with_cfg!(cfg, |c| {
         // SAFETY: NUL-terminated per the caller's promise.
         match unsafe { str(device_id) } {
+            Ok(d) if d.len() > tessera_engine::model::limits::DEVICE_ID_MAX => {
+                tessera_result::TESSERA_INVALID_LENGTH
+            }
             Ok(d) => match tessera_engine::DeviceId::new(d) {
                 Ok(_) => {
                     c.device_id = Some(d.to_owned());
@@ -264,7 +290,10 @@ pub extern "C" fn tessera_device_config_set_device_id(
     })
 }
 
-/// Add an attribute sent with provisioning (both NUL-terminated; limits in docs/tokens.md).
+/// Add an attribute sent with provisioning (both NUL-terminated; limits in docs/tokens.md). A key
+/// empty or over 32 bytes, or a value over 128 bytes: `TESSERA_INVALID_LENGTH`; characters not
+/// allowed, or a 17th attribute: `TESSERA_INVALID_ARGUMENT`. Adding a key again replaces its
+/// value.
 #[no_mangle]
 pub extern "C" fn tessera_device_config_add_attribute(
     cfg: *mut tessera_device_config,
@@ -277,6 +306,10 @@ pub extern "C" fn tessera_device_config_add_attribute(
             (Ok(k), Ok(v)) => (k, v),
             (Err(e), _) | (_, Err(e)) => return e,
         };
+        use tessera_engine::model::limits;
+        if k.len() > limits::ATTRIBUTE_KEY_MAX || v.len() > limits::ATTRIBUTE_VALUE_MAX {
+            return tessera_result::TESSERA_INVALID_LENGTH;
+        }
         let mut next = c.attributes.clone();
         next.insert(k.to_owned(), v.to_owned());
         match tessera_engine::Attributes::new(next.clone()) {
@@ -289,7 +322,8 @@ pub extern "C" fn tessera_device_config_add_attribute(
     })
 }
 
-/// Set the per-request timeout and the long-poll hold, in milliseconds (each 1..=600000).
+/// Set the per-request timeout and the long-poll hold, in milliseconds (each 1..=600000;
+/// outside that range: `TESSERA_INVALID_ARGUMENT`, nothing changed).
 #[no_mangle]
 pub extern "C" fn tessera_device_config_set_timeouts(
     cfg: *mut tessera_device_config,
@@ -435,9 +469,19 @@ fn device_result(e: &DeviceError) -> tessera_result {
     }
 }
 
-/// Make sure the device holds a valid RT within `timeout_ms`: reuse the stored one, refresh it
-/// when due, or provision (showing the code through the callback and waiting for approval).
-/// Blocks. The client must not be used from another thread meanwhile.
+/// Make sure the device holds an RT within `timeout_ms`, and return `TESSERA_OK` when it does.
+///
+/// Offline, it checks only the stored RT's own expiry (with 5 s to spare, against server time
+/// learnt from the last answer): a stored RT that has not expired is returned without asking the
+/// server, unless a refresh is due (about half its lifetime), in which case it is refreshed. The
+/// server is asked only by that refresh or by provisioning: so an RT revoked while the device
+/// was off is found out at its next refresh (`TESSERA_REVOKED`, and the stored document is
+/// cleared) or when a service refuses it (an MQTT broker). Without a usable RT it provisions:
+/// it resumes the operation stored by an earlier BEGIN (same instance nonce, id and secret), or
+/// begins one, shows the code through the callback and waits for approval. Transient errors are
+/// retried with backoff within `timeout_ms` (`TESSERA_TIMEOUT` after it; the operation stays
+/// pending and the next call resumes it). Blocks. The client must not be used from another
+/// thread meanwhile.
 #[no_mangle]
 pub extern "C" fn tessera_device_client_ensure_registered(
     client_ptr: *mut tessera_device_client,

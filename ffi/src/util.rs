@@ -95,7 +95,8 @@ pub(crate) unsafe fn write<T>(out: *mut T, value: T) -> tessera_result {
 /// Copy `src` into the caller's buffer (`buf`, `cap`), writing the length through `written`.
 /// The arguments are checked first, so a NULL or zero-length buffer is refused the same way
 /// whether or not there is anything to copy; `None` (nothing yet) is `TESSERA_NOT_AVAILABLE`.
-/// Nothing is written unless everything fits.
+/// Nothing is copied unless everything fits; when it does not, `*written` gets the size needed
+/// and the result is `TESSERA_BUFFER_TOO_SMALL`.
 ///
 /// # Safety
 /// `buf` must be NULL or valid for `cap` writable bytes; `written` NULL or writable.
@@ -115,6 +116,9 @@ pub(crate) unsafe fn copy_out(
         return tessera_result::TESSERA_NOT_AVAILABLE;
     };
     if src.len() > cap {
+        // The one output written on failure: the size needed, so the caller can retry.
+        // SAFETY: `written` is non-NULL and writable per the caller's promise.
+        unsafe { written.write(src.len()) };
         return tessera_result::TESSERA_BUFFER_TOO_SMALL;
     }
     // SAFETY: `buf` is valid for `cap >= src.len()` bytes and cannot overlap our own `src`.

@@ -442,3 +442,54 @@ fn every_exported_function_is_covered_by_the_c_tests() {
         }
     }
 }
+
+/// Every C snippet in the README and docs/ compiles against the header with the C tests'
+/// warnings as errors, and links against the library when it defines `main` or calls it.
+#[test]
+fn c_snippets_in_the_documents_compile() {
+    let mut docs = vec![root().join("README.md")];
+    for e in std::fs::read_dir(root().join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            docs.push(p);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if line.trim() != "```c" {
+                continue;
+            }
+            let snippet: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            n += 1;
+            let src = dir.path().join(format!("snippet{n}.c"));
+            std::fs::write(&src, snippet.join("\n") + "\n").unwrap();
+            let status = Command::new("cc")
+                .args([
+                    "-std=c11",
+                    "-Wall",
+                    "-Wextra",
+                    "-Wpedantic",
+                    "-Werror",
+                    "-c",
+                ])
+                .arg("-I")
+                .arg(root().join("include"))
+                .arg(&src)
+                .arg("-o")
+                .arg(dir.path().join(format!("snippet{n}.o")))
+                .status()
+                .expect("cc");
+            assert!(
+                status.success(),
+                "a C snippet in {} does not compile:\n{}",
+                doc.display(),
+                snippet.join("\n")
+            );
+        }
+    }
+    assert!(n >= 1, "no C snippet found");
+}

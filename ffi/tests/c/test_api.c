@@ -97,6 +97,46 @@ static void test_tokens(int argc, char **argv) {
     EXPECT(tessera_rt_inspect(u8(rt), 0, &info), TESSERA_INVALID_LENGTH);
 }
 
+/* Storage that answers load with a length above cap, and a log that keeps the last line. */
+static char last_log[512];
+static int32_t oversized_load(void *ud, uint8_t *buf, size_t cap, size_t *written) {
+    (void)ud; (void)buf;
+    *written = cap + 1;
+    return 0;
+}
+static int32_t corrupt_load(void *ud, uint8_t *buf, size_t cap, size_t *written) {
+    (void)ud;
+    const char *doc = "{\"rt\": 5";
+    if (strlen(doc) > cap) return 1;
+    memcpy(buf, doc, strlen(doc));
+    *written = strlen(doc);
+    return 0;
+}
+static void keep_log(void *ud, const char *line) {
+    (void)ud;
+    snprintf(last_log, sizeof last_log, "%s", line);
+}
+
+/* A load callback that misbehaves, or returns something save never stored, is reported through
+ * the log callback (and the device provisions again). */
+static void test_bad_stored_documents_are_logged(const char *pt) {
+    tessera_load_cb loads[2] = {oversized_load, corrupt_load};
+    const char *want[2] = {"more than", "ignoring the stored registration"};
+    for (int i = 0; i < 2; i++) {
+        tessera_device_config *cfg = NULL;
+        tessera_device_client *client = NULL;
+        last_log[0] = 0;
+        EXPECT(tessera_device_config_new("127.0.0.1:9", "localhost", &cfg), TESSERA_OK);
+        EXPECT(tessera_device_config_set_pt(cfg, u8(pt), strlen(pt)), TESSERA_OK);
+        EXPECT(tessera_device_config_set_pin(cfg, "00000000000000000000000000000000000000000000000000000000000000aa"), TESSERA_OK);
+        EXPECT(tessera_device_config_set_callbacks(cfg, NULL, NULL, loads[i], NULL, keep_log), TESSERA_OK);
+        EXPECT(tessera_device_client_new(&cfg, &client), TESSERA_OK);
+        CHECK(strstr(last_log, want[i]) != NULL);
+        EXPECT(tessera_device_client_refresh(client), TESSERA_NOT_AVAILABLE);
+        tessera_device_client_free(client);
+    }
+}
+
 static void test_device_config(const char *pt) {
     tessera_device_config *cfg = NULL;
     EXPECT(tessera_device_config_new(NULL, "localhost", &cfg), TESSERA_NULL_PARAMETER);
@@ -123,6 +163,26 @@ static void test_device_config(const char *pt) {
     EXPECT(tessera_device_config_set_pin(NULL, "abc"), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_config_set_ca_pem(cfg, NULL, 3), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_config_set_ca_pem(cfg, u8("x"), 0), TESSERA_INVALID_LENGTH);
+    /* PEM is checked where it enters: no certificate, or a broken one, is refused at once. */
+    EXPECT(tessera_device_config_set_ca_pem(cfg, u8("not pem"), 7), TESSERA_INVALID_ARGUMENT);
+    {
+        const char *broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        EXPECT(tessera_device_config_set_ca_pem(cfg, u8(broken), strlen(broken)), TESSERA_INVALID_ARGUMENT);
+    }
+    /* One rule: lengths out of range are INVALID_LENGTH, content not allowed INVALID_ARGUMENT. */
+    {
+        char long_id[66];
+        memset(long_id, 'a', 65);
+        long_id[65] = 0;
+        EXPECT(tessera_device_config_set_device_id(cfg, long_id), TESSERA_INVALID_LENGTH);
+        char long_value[130];
+        memset(long_value, 'v', 129);
+        long_value[129] = 0;
+        EXPECT(tessera_device_config_add_attribute(cfg, "serial", long_value), TESSERA_INVALID_LENGTH);
+        EXPECT(tessera_device_config_add_attribute(cfg, "", "x"), TESSERA_INVALID_LENGTH);
+        CHECK(strlen(long_id) > TESSERA_DEVICE_ID_MAX_LEN);
+    }
+    EXPECT(tessera_device_config_set_timeouts(cfg, 600001, 1000), TESSERA_INVALID_ARGUMENT);
     EXPECT(tessera_device_config_set_device_id(cfg, "bad id"), TESSERA_INVALID_ARGUMENT);
     EXPECT(tessera_device_config_set_device_id(cfg, NULL), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_config_set_device_id(cfg, "pump-17"), TESSERA_OK);
@@ -313,6 +373,7 @@ int main(int argc, char **argv) {
     }
     test_tokens(argc, argv);
     test_device_config(argv[1]);
+    test_bad_stored_documents_are_logged(argv[1]);
     const char *data_dir = getenv("TESSERA_C_TEST_DATA_DIR");
     if (!data_dir) {
         fprintf(stderr, "TESSERA_C_TEST_DATA_DIR is not set (ffi/tests/c_api.rs sets it)\n");

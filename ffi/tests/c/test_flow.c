@@ -83,7 +83,9 @@ int main(int argc, char **argv) {
     }
     uint8_t small[8];
     size_t n = 0;
-    if (tessera_device_client_copy_rt(client, small, sizeof small, &n) != TESSERA_BUFFER_TOO_SMALL || n != 0) return 1;
+    /* Too small: the size needed comes back, so the caller can retry with a buffer of it. */
+    if (tessera_device_client_copy_rt(client, small, sizeof small, &n) != TESSERA_BUFFER_TOO_SMALL || n != rt_len) return 1;
+    if (rt_len > TESSERA_RT_MAX_LEN || store.len > TESSERA_STORED_MAX) return 1;
     printf("registered %.*s %u\n", (int)id_len, (const char *)id, (unsigned)info.generation);
     fflush(stdout);
 
