@@ -23,9 +23,15 @@ use crate::types::{Claims, Operation, Registration};
 /// when one was given, else from the system clock.
 #[pyclass(frozen, module = "tessera._native")]
 pub(crate) struct Engine {
-    inner: tessera_engine::Engine,
+    /// `None` once closed.
+    open: std::sync::Mutex<Option<Open>>,
     clock: Option<Py<PyAny>>,
     data_dir: PathBuf,
+}
+
+/// An open engine and, when it made one, its temporary data directory.
+struct Open {
+    engine: tessera_engine::Engine,
     // Declared last: the temporary directory outlives the engine that writes into it.
     _temp: Option<tempfile::TempDir>,
 }
@@ -69,6 +75,21 @@ impl Engine {
         now_from(py, self.clock.as_ref())
     }
 
+    /// The engine (a cheap handle), or `ConfigError` once closed.
+    fn engine(&self, py: Python<'_>) -> PyResult<tessera_engine::Engine> {
+        match &*self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(o) => Ok(o.engine.clone()),
+            None => Err(
+                errors::Raised::new(errors::client_code::CONFIG, "the engine is closed")
+                    .into_pyerr(py),
+            ),
+        }
+    }
+
     fn err(py: Python<'_>, e: tessera_engine::Error) -> PyErr {
         errors::engine(py, &e)
     }
@@ -94,7 +115,8 @@ impl Engine {
     /// removed with the engine.
     #[new]
     #[pyo3(signature = (data_dir=None, *, clock=None, root_key=None, max_rt_lifetime=None,
-                        refresh_grace=None, operation_ttl=None, max_code_attempts=None))]
+                        refresh_grace=None, operation_ttl=None, max_code_attempts=None,
+                        clock_skew_leeway=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -105,6 +127,7 @@ impl Engine {
         refresh_grace: Option<f64>,
         operation_ttl: Option<f64>,
         max_code_attempts: Option<u32>,
+        clock_skew_leeway: Option<f64>,
     ) -> PyResult<Self> {
         if let Some(c) = &clock {
             if !c.bind(py).is_callable() {
@@ -126,6 +149,14 @@ impl Engine {
         if let Some(n) = max_code_attempts {
             config.max_code_attempts(n);
         }
+        if let Some(d) = secs(clock_skew_leeway, "clock_skew_leeway")? {
+            if d > tessera_engine::MAX_CLOCK_SKEW_LEEWAY {
+                return Err(PyValueError::new_err(
+                    "clock_skew_leeway must be at most 300 seconds",
+                ));
+            }
+            config.clock_skew_leeway(d);
+        }
         let root = root_key
             .map(|k| {
                 let k = zeroize::Zeroizing::new(k);
@@ -146,11 +177,36 @@ impl Engine {
             })
             .map_err(|e| Self::err(py, e))?;
         Ok(Self {
-            inner,
+            open: std::sync::Mutex::new(Some(Open {
+                engine: inner,
+                _temp: temp,
+            })),
             clock,
             data_dir: dir,
-            _temp: temp,
         })
+    }
+
+    /// Close the engine: its store is closed and a temporary data directory it made is removed.
+    /// Every later call raises `ConfigError`. Closing again does nothing. (Also what leaving a
+    /// `with Engine() as e:` block does.)
+    fn close(&self, py: Python<'_>) {
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // Dropping the engine waits for its store's writer to finish.
+        py.detach(move || drop(open));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
     }
 
     /// The data directory.
@@ -178,6 +234,7 @@ impl Engine {
         expires_at_ms: Option<u64>,
         actor: &str,
     ) -> PyResult<(String, String)> {
+        let inner = self.engine(py)?;
         let spec = tessera_server::server::pt_spec_from_args(json!({
             "label": label, "kind": kind, "approval": approval,
             "max_registrations": max_registrations, "rule": rule,
@@ -188,7 +245,7 @@ impl Engine {
         let now = self.now(py)?;
         let actor = Actor::operator(actor);
         let (rec, tok) = py
-            .detach(|| self.inner.create_pt(&spec, &actor, now))
+            .detach(|| inner.create_pt(&spec, &actor, now))
             .map_err(|e| Self::err(py, e))?;
         Ok((rec.id.to_string(), tok.expose().to_owned()))
     }
@@ -196,15 +253,13 @@ impl Engine {
     /// Revoke a PT and every registration it produced; returns how many were revoked.
     #[pyo3(signature = (pt_id, reason="revoked from Python", *, actor="python"))]
     fn revoke_pt(&self, py: Python<'_>, pt_id: &str, reason: &str, actor: &str) -> PyResult<usize> {
+        let inner = self.engine(py)?;
         let id: PtId = pt_id
             .parse()
             .map_err(|e: tessera_engine::InputError| errors::engine(py, &e.into()))?;
         let now = self.now(py)?;
-        py.detach(|| {
-            self.inner
-                .revoke_pt(&id, reason, &Actor::operator(actor), now)
-        })
-        .map_err(|e| Self::err(py, e))
+        py.detach(|| inner.revoke_pt(&id, reason, &Actor::operator(actor), now))
+            .map_err(|e| Self::err(py, e))
     }
 
     /// Begin (or, with the same PT and nonce, resume) a provisioning operation as a device.
@@ -219,6 +274,7 @@ impl Engine {
         attributes: Option<BTreeMap<String, String>>,
         nonce: Option<&str>,
     ) -> PyResult<Operation> {
+        let inner = self.engine(py)?;
         let nonce = Zeroizing::new(match nonce {
             Some(n) => n.to_owned(),
             None => {
@@ -239,7 +295,7 @@ impl Engine {
             instance_nonce: nonce.as_bytes().to_vec(),
         };
         let now = self.now(py)?;
-        py.detach(|| self.inner.begin_operation(req, &Actor::device(None), now))
+        py.detach(|| inner.begin_operation(req, &Actor::device(None), now))
             .map(|b| Operation::new(&b, &nonce))
             .map_err(|e| Self::err(py, e))
     }
@@ -253,13 +309,11 @@ impl Engine {
         operation_id: &str,
         secret: &str,
     ) -> PyResult<Option<Registration>> {
+        let inner = self.engine(py)?;
         let id = op_id(py, operation_id)?;
         let now = self.now(py)?;
         let status = py
-            .detach(|| {
-                self.inner
-                    .poll_operation(&id, secret, &Actor::device(None), now)
-            })
+            .detach(|| inner.poll_operation(&id, secret, &Actor::device(None), now))
             .map_err(|e| Self::err(py, e))?;
         use errors::{client_code as c, Raised};
         match status {
@@ -310,6 +364,7 @@ impl Engine {
         reassign: bool,
         actor: &str,
     ) -> PyResult<u64> {
+        let inner = self.engine(py)?;
         let id = op_id(py, operation_id)?;
         let approval = Approval {
             verification_code: code,
@@ -318,12 +373,9 @@ impl Engine {
             reassign,
         };
         let now = self.now(py)?;
-        py.detach(|| {
-            self.inner
-                .approve_operation(&id, approval, &Actor::operator(actor), now)
-        })
-        .map(|r| r.id.get())
-        .map_err(|e| Self::err(py, e))
+        py.detach(|| inner.approve_operation(&id, approval, &Actor::operator(actor), now))
+            .map(|r| r.id.get())
+            .map_err(|e| Self::err(py, e))
     }
 
     /// Reject an operation as a technician.
@@ -335,38 +387,36 @@ impl Engine {
         reason: &str,
         actor: &str,
     ) -> PyResult<()> {
+        let inner = self.engine(py)?;
         let id = op_id(py, operation_id)?;
         let now = self.now(py)?;
-        py.detach(|| {
-            self.inner
-                .reject_operation(&id, reason, &Actor::operator(actor), now)
-        })
-        .map_err(|e| Self::err(py, e))
+        py.detach(|| inner.reject_operation(&id, reason, &Actor::operator(actor), now))
+            .map_err(|e| Self::err(py, e))
     }
 
     /// Cancel an operation as its device.
     fn cancel(&self, py: Python<'_>, operation_id: &str, secret: &str) -> PyResult<()> {
+        let inner = self.engine(py)?;
         let id = op_id(py, operation_id)?;
         let now = self.now(py)?;
-        py.detach(|| {
-            self.inner
-                .cancel_operation(&id, secret, &Actor::device(None), now)
-        })
-        .map_err(|e| Self::err(py, e))
+        py.detach(|| inner.cancel_operation(&id, secret, &Actor::device(None), now))
+            .map_err(|e| Self::err(py, e))
     }
 
     /// Expire overdue operations now; returns how many expired.
     fn expire_operations(&self, py: Python<'_>) -> PyResult<usize> {
+        let inner = self.engine(py)?;
         let now = self.now(py)?;
-        py.detach(|| self.inner.expire_operations(now))
+        py.detach(|| inner.expire_operations(now))
             .map_err(|e| Self::err(py, e))
     }
 
     /// Refresh an RT as its device: the successor (the same successor again for a retry within
     /// the grace period).
     fn refresh(&self, py: Python<'_>, rt: &str) -> PyResult<Registration> {
+        let inner = self.engine(py)?;
         let now = self.now(py)?;
-        py.detach(|| self.inner.refresh(rt, &Actor::device(None), now))
+        py.detach(|| inner.refresh(rt, &Actor::device(None), now))
             .map(|r| Registration::new(r.rt.expose(), r.device_id.as_str(), &r.claims))
             .map_err(|e| Self::err(py, e))
     }
@@ -376,9 +426,10 @@ impl Engine {
     /// costs less than handing the GIL over and back (measured in docs/python.md: releasing it
     /// made two threads slower than one). Threads that validate in bulk use `validate_many`.
     fn validate(&self, py: Python<'_>, rt: &Bound<'_, PyAny>) -> PyResult<Claims> {
+        let inner = self.engine(py)?;
         let b = token_bytes(rt, "rt")?;
         let now = self.now(py)?;
-        self.inner
+        inner
             .validate_rt(b, now)
             .map(|v| Claims::from(&v.claims))
             .map_err(|e| Self::err(py, e))
@@ -391,6 +442,7 @@ impl Engine {
         py: Python<'py>,
         rts: Vec<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let inner = self.engine(py)?;
         let texts = rts
             .iter()
             .map(|t| token_bytes(t, "rt"))
@@ -399,11 +451,7 @@ impl Engine {
         let results: Vec<Result<Claims, tessera_engine::Error>> = py.detach(|| {
             texts
                 .iter()
-                .map(|t| {
-                    self.inner
-                        .validate_rt(t, now)
-                        .map(|v| Claims::from(&v.claims))
-                })
+                .map(|t| inner.validate_rt(t, now).map(|v| Claims::from(&v.claims)))
                 .collect()
         });
         let out = PyList::empty(py);
@@ -419,10 +467,11 @@ impl Engine {
     /// What a service learns about an RT: `{device_id, registration_id, pt_id, generation,
     /// expires_at}`, or the exception saying why it is not valid.
     fn introspect(&self, py: Python<'_>, rt: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let inner = self.engine(py)?;
         let b = token_bytes(rt, "rt")?;
         let now = self.now(py)?;
         let i = py
-            .detach(|| self.inner.introspect(b, now))
+            .detach(|| inner.introspect(b, now))
             .map_err(|e| Self::err(py, e))?;
         to_python(py, &i)
     }
@@ -436,9 +485,10 @@ impl Engine {
         reason: &str,
         actor: &str,
     ) -> PyResult<()> {
+        let inner = self.engine(py)?;
         let now = self.now(py)?;
         py.detach(|| {
-            self.inner.revoke_registration(
+            inner.revoke_registration(
                 RegistrationId::new(registration_id),
                 reason,
                 &Actor::operator(actor),
@@ -457,31 +507,28 @@ impl Engine {
         reason: &str,
         actor: &str,
     ) -> PyResult<usize> {
+        let inner = self.engine(py)?;
         let d = self::device_id(py, device_id)?;
         let now = self.now(py)?;
-        py.detach(|| {
-            self.inner
-                .block_device(&d, reason, &Actor::operator(actor), now)
-        })
-        .map_err(|e| Self::err(py, e))
+        py.detach(|| inner.block_device(&d, reason, &Actor::operator(actor), now))
+            .map_err(|e| Self::err(py, e))
     }
 
     /// Lift a block; returns whether the device was blocked.
     #[pyo3(signature = (device_id, *, actor="python"))]
     fn unblock_device(&self, py: Python<'_>, device_id: &str, actor: &str) -> PyResult<bool> {
+        let inner = self.engine(py)?;
         let d = self::device_id(py, device_id)?;
         let now = self.now(py)?;
-        py.detach(|| self.inner.unblock_device(&d, &Actor::operator(actor), now))
+        py.detach(|| inner.unblock_device(&d, &Actor::operator(actor), now))
             .map_err(|e| Self::err(py, e))
     }
 
     /// The stored record of a registration, as a dict.
     fn registration(&self, py: Python<'_>, registration_id: u64) -> PyResult<Py<PyAny>> {
+        let inner = self.engine(py)?;
         let r = py
-            .detach(|| {
-                self.inner
-                    .registration(RegistrationId::new(registration_id))
-            })
+            .detach(|| inner.registration(RegistrationId::new(registration_id)))
             .map_err(|e| Self::err(py, e))?;
         to_python(py, &r)
     }
@@ -489,8 +536,9 @@ impl Engine {
     /// Audit events after sequence number `after`, oldest first, as dicts.
     #[pyo3(signature = (after=0, limit=100))]
     fn audit(&self, py: Python<'_>, after: u64, limit: usize) -> PyResult<Py<PyAny>> {
+        let inner = self.engine(py)?;
         let r = py
-            .detach(|| self.inner.audit(after, limit))
+            .detach(|| inner.audit(after, limit))
             .map_err(|e| Self::err(py, e))?;
         to_python(py, &r)
     }
@@ -498,16 +546,16 @@ impl Engine {
     /// Rotate the working keys; returns the new key epoch.
     #[pyo3(signature = (*, actor="python"))]
     fn rotate_keys(&self, py: Python<'_>, actor: &str) -> PyResult<u32> {
+        let inner = self.engine(py)?;
         let now = self.now(py)?;
-        py.detach(|| self.inner.rotate_keys(&Actor::operator(actor), now))
+        py.detach(|| inner.rotate_keys(&Actor::operator(actor), now))
             .map_err(|e| Self::err(py, e))
     }
 
     /// Engine counters, as a dict.
     fn status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let s = py
-            .detach(|| self.inner.status())
-            .map_err(|e| Self::err(py, e))?;
+        let inner = self.engine(py)?;
+        let s = py.detach(|| inner.status()).map_err(|e| Self::err(py, e))?;
         to_python(py, &s)
     }
 

@@ -50,3 +50,34 @@ def test_a_fleet_pt_cannot_take_over_a_registered_device_id(
     with pytest.raises(tessera.DeviceIdInUse):
         tessera_admin.approve(held["id"])
     assert owner.refresh().generation == 3
+
+
+def test_engine_closes_and_is_a_context_manager(tmp_path):
+    with tessera.Engine() as engine:
+        directory = engine.data_dir
+        assert directory.exists()
+        engine.create_pt("closing")
+    assert not directory.exists(), "the temporary data directory is removed on close"
+    with pytest.raises(tessera.ConfigError, match="closed"):
+        engine.create_pt("after close")
+    engine.close()  # again: nothing happens
+    kept = tessera.Engine(tmp_path / "kept")
+    kept.close()
+    assert (tmp_path / "kept").exists(), "a data directory the caller gave is kept"
+
+
+def test_the_clock_skew_leeway_is_settable_and_documented_behaviour_holds(clock):
+    engine = tessera.Engine(clock=clock, clock_skew_leeway=0)
+    _, pt = engine.create_pt("leeway", approval="automatic", rt_lifetime_secs=60)
+    op = engine.begin(pt, device_id="skew-1")
+    reg = engine.collect(op.operation_id, op.secret)
+    clock.advance(60)
+    with pytest.raises(tessera.Expired):
+        engine.validate(reg.rt)  # no leeway: expired at expires_at exactly
+    with pytest.raises(ValueError):
+        tessera.Engine(clock_skew_leeway=301)
+
+
+def test_unknown_admin_requests_are_tessera_errors(tessera_admin):
+    with pytest.raises(tessera.InvalidInput, match="frobnicate"):
+        tessera_admin.call("frobnicate")

@@ -6,6 +6,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _native
+from .errors import InvalidInput
 
 __all__ = ["AdminClient", "REQUESTS"]
 
@@ -65,7 +66,9 @@ class AdminClient:
         try:
             kind = REQUESTS[request]
         except KeyError:
-            raise ValueError(f"unknown admin request {request!r}") from None
+            raise InvalidInput(
+                f"unknown admin request {request!r} (one of {', '.join(REQUESTS)})", code=5
+            ) from None
         answer: Json = json.loads(self._native.call(kind, json.dumps(args)))
         return answer
 
