@@ -226,14 +226,27 @@ impl Server {
             .is_some()
     }
 
-    /// Move the server's clock forward (only with `manual_clock=True`).
-    fn advance_clock(&self, seconds: f64) -> PyResult<()> {
+    /// Move the server's clock forward (only with `manual_clock=True`), then run the server's
+    /// housekeeping at the new time at once (as its periodic sweep would on a real clock):
+    /// operations past their expiry are marked expired everywhere, lists and counts included.
+    fn advance_clock(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
         let c = self.clock.as_ref().ok_or_else(|| {
             PyRuntimeError::new_err("advance_clock needs a server started with manual_clock=True")
         })?;
         let d = Duration::try_from_secs_f64(seconds)
             .map_err(|_| pyo3::exceptions::PyValueError::new_err("seconds must be >= 0"))?;
         c.advance(d);
+        let engine = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.server.engine().clone());
+        if let Some(engine) = engine {
+            let now = tessera_server::server::Clock::now(&**c);
+            py.detach(|| engine.prune(now))
+                .map_err(|e| errors::engine(py, &e))?;
+        }
         Ok(())
     }
 

@@ -81,3 +81,21 @@ def test_the_clock_skew_leeway_is_settable_and_documented_behaviour_holds(clock)
 def test_unknown_admin_requests_are_tessera_errors(tessera_admin):
     with pytest.raises(tessera.InvalidInput, match="frobnicate"):
         tessera_admin.call("frobnicate")
+
+
+def test_expired_operations_look_expired_everywhere(tmp_path):
+    with tessera.Server(tmp_path, manual_clock=True, engine={"operation_ttl_secs": 60}) as s, \
+            s.admin() as admin:
+        _, pt = admin.create_pt("slow")
+        with s.device(pt, device_id="slow-2", wait_timeout=0.2) as device:
+            with pytest.raises(tessera.PendingApproval):
+                device.ensure_registered(0.5)
+            op_id = device.pending_operation_id
+            assert admin.show_operation(op_id)["state"] == "pending"
+            s.advance_clock(61)
+            assert admin.show_operation(op_id)["state"] == "expired"
+            assert admin.pending_operations() == []
+            assert [o["id"] for o in admin.operations(state="expired")] == [op_id]
+            assert admin.status()["engine"]["counts"]["pending_operations"] == 0
+            with pytest.raises(tessera.OperationClosed, match="expired"):
+                admin.approve(op_id)

@@ -286,22 +286,46 @@ pub(crate) async fn handle(
         }
         kind::OP_LIST => {
             let a: OpListArgs = args(req.args)?;
+            let wanted = a
+                .state
+                .as_deref()
+                .map(|s| OperationState::parse(s).ok_or_else(|| input("state", "unknown state")))
+                .transpose()?;
             let q = OperationQuery {
-                state: a
-                    .state
-                    .as_deref()
-                    .map(|s| {
-                        OperationState::parse(s).ok_or_else(|| input("state", "unknown state"))
-                    })
-                    .transpose()?,
+                state: wanted,
                 pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
                 limit: a.limit,
             };
-            json!({ "operations": blocking(shared, move |e, _| e.list_operations(&q)).await? })
+            // An operation past its expiry is shown expired before the sweep has stored that:
+            // asking for expired ones also looks at those stored as pending.
+            let ops = blocking(shared, move |e, t| {
+                let mut ops = e.list_operations(&q)?;
+                if wanted == Some(OperationState::Expired) {
+                    ops.extend(e.list_operations(&OperationQuery {
+                        state: Some(OperationState::Pending),
+                        ..q.clone()
+                    })?);
+                }
+                for op in &mut ops {
+                    op.state = op.effective_state(t);
+                }
+                ops.retain(|op| wanted.is_none_or(|w| op.state == w));
+                ops.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                ops.truncate(if q.limit == 0 { 100 } else { q.limit });
+                Ok(ops)
+            })
+            .await?;
+            json!({ "operations": ops })
         }
         kind::OP_SHOW => {
             let id = op_id(&args::<IdArgs>(req.args)?.id)?;
-            json!({ "operation": blocking(shared, move |e, _| e.operation(&id)).await? })
+            let op = blocking(shared, move |e, t| {
+                let mut op = e.operation(&id)?;
+                op.state = op.effective_state(t);
+                Ok(op)
+            })
+            .await?;
+            json!({ "operation": op })
         }
         kind::OP_APPROVE => {
             let a: ApproveArgs = args(req.args)?;
