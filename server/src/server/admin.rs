@@ -310,7 +310,7 @@ pub(crate) async fn handle(
                     op.state = op.effective_state(t);
                 }
                 ops.retain(|op| wanted.is_none_or(|w| op.state == w));
-                ops.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                ops.sort_by_key(|op| std::cmp::Reverse(op.created_at));
                 ops.truncate(if q.limit == 0 { 100 } else { q.limit });
                 Ok(ops)
             })
