@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{spec, Harness};
 use tessera_engine::model::LeakKind;
-use tessera_engine::store::RegistrationQuery;
 use tessera_engine::{Approval, ApprovalPolicy, DeviceId, Error, OperationState, PtKind, PtSpec};
 
 fn manual() -> PtSpec {
@@ -134,14 +133,7 @@ fn automatic_reprovisioning_of_an_active_device_id_waits_for_a_technician() {
             .unwrap_err(),
         Error::Revoked
     );
-    let active = h
-        .engine
-        .list_registrations(&RegistrationQuery {
-            active_only: true,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(active.len(), 1);
+    assert_eq!(h.active_registrations(), 1);
 }
 
 /// Rule: a technician who names a device id that is registered under another PT must say

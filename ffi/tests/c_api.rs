@@ -75,17 +75,14 @@ fn compile(compiler: &str, extra: &[&str], out: &Path) {
     compile_file("test_api.c", compiler, extra, out);
 }
 
+/// The C standard and warnings every C file of the project compiles with.
+const C_WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+
 fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
     let lib = static_lib();
     let status = Command::new(compiler)
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-            "-g",
-        ])
+        .args(C_WARNINGS)
+        .arg("-g")
         .args(extra)
         .arg("-I")
         .arg(root().join("include"))
@@ -468,14 +465,8 @@ fn c_snippets_in_the_documents_compile() {
             let src = dir.path().join(format!("snippet{n}.c"));
             std::fs::write(&src, snippet.join("\n") + "\n").unwrap();
             let status = Command::new("cc")
-                .args([
-                    "-std=c11",
-                    "-Wall",
-                    "-Wextra",
-                    "-Wpedantic",
-                    "-Werror",
-                    "-c",
-                ])
+                .args(C_WARNINGS)
+                .arg("-c")
                 .arg("-I")
                 .arg(root().join("include"))
                 .arg(&src)

@@ -1,9 +1,23 @@
 """Shared helpers. The fixtures tessera_server, tessera_admin and tessera_device_factory come
 from the package's pytest plugin (entry point ``pytest11``)."""
 
+import time
+
 import pytest
 
 import tessera
+
+
+def wait_for(predicate, timeout=10.0):
+    """Poll ``predicate`` until it returns something truthy (a condition on another thread's
+    progress, not a sleep standing in for time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

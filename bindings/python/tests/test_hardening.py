@@ -1,23 +1,13 @@
 """The security review's reproductions, run against a real server over QUIC: each one must now
 fail the way docs/reliability.md ("Hardening rules") says."""
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import tessera
+from conftest import wait_for
 
-
-def wait_for(predicate, timeout=10.0):
-    """Poll ``predicate`` until it returns something truthy (another thread's progress)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_fleet_pt_cannot_take_over_a_registered_device_id(

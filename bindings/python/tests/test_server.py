@@ -10,19 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import tessera
+from conftest import wait_for
 from tessera import faults
-
-
-def wait_for(predicate, timeout=10.0):
-    """Poll ``predicate`` until it returns something truthy (a condition on another thread's
-    progress, not a sleep standing in for time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

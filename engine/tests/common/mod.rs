@@ -222,6 +222,17 @@ impl Harness {
         }
     }
 
+    /// How many registrations are active.
+    pub fn active_registrations(&self) -> usize {
+        self.engine
+            .list_registrations(&tessera_engine::store::RegistrationQuery {
+                active_only: true,
+                ..Default::default()
+            })
+            .expect("list registrations")
+            .len()
+    }
+
     /// Create a PT with manual approval, begin, approve, collect.
     pub fn provision(&self, device: &str) -> Provisioned {
         let pt = self.pt(PtSpec::new("test"));
