@@ -174,7 +174,37 @@ impl DeviceHooks for PyHooks {
     }
 }
 
-/// A simulated (or real) device: the Rust device client's state machine over QUIC.
+/// A device: the Rust device client over QUIC (``tessera.DeviceClient``).
+///
+/// ``DeviceClient(address, pt, *, server_name="localhost", ca_pem=None, pin=None,
+/// device_id=None, attributes=None, on_code=None, load=None, save=None, on_log=None,
+/// request_timeout=10.0, wait_timeout=25.0, initial_backoff=1.0, max_backoff=300.0,
+/// duplicate_begin=False, clock_skew=0.0)``
+///
+/// - ``address``: the device endpoint, ``"host:port"`` (a name is resolved when the client is
+///   made). ``pt``: the provisioning token from the firmware image.
+/// - ``server_name``: the name the server certificate must carry (``tessera serve`` prints the
+///   certificate's names). Trust it through ``ca_pem`` (the CA certificate, ``str`` or
+///   ``bytes`` of PEM) or ``pin`` (64 hex digits, the CA certificate's SHA-256): one is needed.
+/// - ``device_id``: the device id to ask for; ``attributes``: a ``dict`` of ``str`` shown to
+///   the technician (limits in docs/tokens.md).
+/// - ``on_code(code: str)``: show the verification code, when the PT's policy uses one.
+/// - ``save(document: str)``: store the device's state, a JSON document holding the RT, the
+///   operation it waits on and its instance nonce (all secrets); called after BEGIN, after
+///   registering and refreshing, and after the server refuses the registration (which clears
+///   it). ``load() -> str | None``: return the last document ``save`` got (``None`` when there
+///   is none). A document that is not one ``save`` produced is ignored (reported through
+///   ``on_log``) and the device provisions again.
+/// - ``on_log(line: str)``: log lines, never holding secrets.
+/// - ``request_timeout``: seconds for one request (connecting included); ``wait_timeout``:
+///   how long one long poll may be held; ``initial_backoff`` / ``max_backoff``: retry delays
+///   after transient errors (doubling, with jitter, honouring the server's retry hints).
+/// - ``duplicate_begin`` and ``clock_skew`` (seconds): fault injection for tests.
+///
+/// Methods: ``ensure_registered(timeout)``, ``refresh()``, ``close()``; properties
+/// ``current``, ``next_refresh_at``, ``pending_operation_id``. A context manager. Safe to call
+/// from several threads, but concurrent ``refresh()`` calls present the same RT (docs/python.md,
+/// "Threads").
 #[pyclass(frozen, module = "tessera._native")]
 pub(crate) struct DeviceClient {
     inner: Arc<tessera_server::DeviceClient>,

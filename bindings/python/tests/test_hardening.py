@@ -89,3 +89,14 @@ def test_expired_operations_look_expired_everywhere(tmp_path):
             assert admin.status()["engine"]["counts"]["pending_operations"] == 0
             with pytest.raises(tessera.OperationClosed, match="expired"):
                 admin.approve(op_id)
+
+
+def test_device_client_documents_its_parameters_and_reports_a_bad_stored_document(tessera_server):
+    doc = tessera.DeviceClient.__doc__ or ""
+    for name in ("load", "save", "on_log", "on_code", "request_timeout", "wait_timeout", "pin"):
+        assert name in doc, name
+    lines = []
+    pt = tessera.Engine().create_pt("unused")[1]
+    with tessera_server.device(pt, load=lambda: '{"rt": 5', on_log=lines.append) as device:
+        assert device.current is None
+    assert any("ignoring the stored registration" in line for line in lines), lines
