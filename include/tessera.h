@@ -74,6 +74,9 @@ enum tessera_result
   TESSERA_CONFIG = 303,
   // The local store (a server's data directory) could not be read.
   TESSERA_STORE = 304,
+  // The server's certificate was not accepted: it does not carry the configured server name,
+  // or the CA or pin does not match. Retrying does not help.
+  TESSERA_CERTIFICATE = 305,
   // The technician rejected the provisioning operation.
   TESSERA_PROVISIONING_REJECTED = 310,
   // The provisioning operation expired.
@@ -287,17 +290,41 @@ tessera_result tessera_pt_check(const uint8_t *text, size_t len);
 // Thread safety: may be called from any thread.
 tessera_result tessera_rt_inspect(const uint8_t *text, size_t len, tessera_rt_info *out);
 
-// Create a validator for the server at `server_addr` whose certificate names `server_name`,
-// trusting the CA in `ca_pem` (`ca_len` bytes). On success `*out` owns it.
+// Create a validator for the server at `server_addr` (`IP:port` or `host:port`, as
+// `tessera_device_config_new` takes it) whose certificate names `server_name`, trusting the CA
+// in `ca_pem` (`ca_len` bytes of PEM, checked here: `TESSERA_INVALID_ARGUMENT` without a
+// certificate). On success `*out` owns it. Checks time out after 10 s
+// (`tessera_validator_set_timeout`).
 tessera_result tessera_validator_new(const char *server_addr,
                                      const char *server_name,
                                      const uint8_t *ca_pem,
                                      size_t ca_len,
                                      tessera_validator **out);
 
+// Like `tessera_validator_new`, trusting the server chain that contains a certificate with
+// this SHA-256 fingerprint (64 hex characters, NUL-terminated; `TESSERA_INVALID_ARGUMENT`
+// otherwise) instead of a CA file, as `tessera_device_config_set_pin` does.
+tessera_result tessera_validator_new_pinned(const char *server_addr,
+                                            const char *server_name,
+                                            const char *sha256_hex,
+                                            tessera_validator **out);
+
+// Set how long one check may take, connecting included, in milliseconds (1..=600000;
+// outside: `TESSERA_INVALID_ARGUMENT`, nothing changed). Default 10,000.
+tessera_result tessera_validator_set_timeout(tessera_validator *validator, uint32_t timeout_ms);
+
+// Set a log callback (NULL to remove it) and the `userdata` it gets: one line per refused
+// check (the reason, never the RT) and per connection problem. Called on the thread inside
+// `tessera_validator_check`.
+tessera_result tessera_validator_set_log(tessera_validator *validator,
+                                         void *userdata,
+                                         tessera_log_cb log);
+
 // Check an RT (`rt`/`rt_len`) with the server. `TESSERA_OK` and `*out` filled when valid;
 // otherwise `TESSERA_UNAUTHENTICATED`, `TESSERA_EXPIRED`, `TESSERA_REVOKED`,
-// `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or a connection error. Blocks.
+// `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, `TESSERA_CERTIFICATE` (the server's
+// certificate does not carry the server name, or the CA or pin does not match),
+// `TESSERA_TIMEOUT` or `TESSERA_CONNECTION`. Blocks, at most the timeout.
 tessera_result tessera_validator_check(tessera_validator *validator,
                                        const uint8_t *rt,
                                        size_t rt_len,

@@ -61,6 +61,9 @@ pub enum tessera_result {
     TESSERA_CONFIG = 303,
     /// The local store (a server's data directory) could not be read.
     TESSERA_STORE = 304,
+    /// The server's certificate was not accepted: it does not carry the configured server name,
+    /// or the CA or pin does not match. Retrying does not help.
+    TESSERA_CERTIFICATE = 305,
     /// The technician rejected the provisioning operation.
     TESSERA_PROVISIONING_REJECTED = 310,
     /// The provisioning operation expired.
@@ -181,6 +184,10 @@ const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
         c"the local store could not be read",
     ),
     (
+        tessera_result::TESSERA_CERTIFICATE,
+        c"the server's certificate was not accepted (server name, CA or pin)",
+    ),
+    (
         tessera_result::TESSERA_PROVISIONING_REJECTED,
         c"provisioning rejected by a technician",
     ),
@@ -233,6 +240,7 @@ impl From<&tessera_server::ClientError> for tessera_result {
         match e {
             C::Config(_) => Self::TESSERA_CONFIG,
             C::Connection(_) => Self::TESSERA_CONNECTION,
+            C::Certificate(_) => Self::TESSERA_CERTIFICATE,
             C::Timeout => Self::TESSERA_TIMEOUT,
             C::Protocol(_) => Self::TESSERA_PROTOCOL,
             C::Server(b) => match b.code {

@@ -67,12 +67,79 @@ unsafe fn check_args<'a, V>(
 /// A validator that asks the server (opaque). Use from one thread at a time.
 #[derive(Debug)]
 pub struct tessera_validator {
+    addr: std::net::SocketAddr,
+    name: String,
+    trust: Trust,
     transport: Transport,
+    log: Option<(LogTarget, crate::device::tessera_log_cb)>,
     rt: tokio::runtime::Runtime,
 }
 
-/// Create a validator for the server at `server_addr` whose certificate names `server_name`,
-/// trusting the CA in `ca_pem` (`ca_len` bytes). On success `*out` owns it.
+/// The `userdata` pointer a log callback gets back (only ever handed to that callback).
+#[derive(Debug, Clone, Copy)]
+struct LogTarget(*mut std::ffi::c_void);
+
+impl tessera_validator {
+    fn log(&self, line: &str) {
+        if let (Some((LogTarget(ud), Some(f))), Ok(c)) =
+            (self.log.as_ref(), std::ffi::CString::new(line))
+        {
+            f(*ud, c.as_ptr());
+        }
+    }
+}
+
+/// The default time for one check (connecting included).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Make a validator for `addr`/`name` trusting `trust`, and hand it to `out`.
+///
+/// # Safety
+/// `out` is non-NULL caller-owned storage for one pointer.
+unsafe fn new_validator(
+    addr: &str,
+    name: &str,
+    trust: Trust,
+    out: *mut *mut tessera_validator,
+) -> tessera_result {
+    let addr = match crate::util::resolve(addr) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    // The trust is checked here, where it enters (a PEM without a certificate, a bad pin).
+    if let Err(e) = tessera_server::client::transport::client_tls(&trust, DEVICE_ALPN) {
+        return (&e).into();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return tessera_result::TESSERA_CONFIG;
+    };
+    let transport = {
+        let _g = rt.enter();
+        match Transport::new(addr, name, &trust, DEVICE_ALPN, DEFAULT_TIMEOUT) {
+            Ok(t) => t,
+            Err(e) => return (&e).into(),
+        }
+    };
+    let v = tessera_validator {
+        addr,
+        name: name.to_owned(),
+        trust,
+        transport,
+        log: None,
+        rt,
+    };
+    // SAFETY: `out` is caller-owned storage for one pointer (the caller's promise).
+    unsafe { write(out, Box::into_raw(Box::new(v))) }
+}
+
+/// Create a validator for the server at `server_addr` (`IP:port` or `host:port`, as
+/// `tessera_device_config_new` takes it) whose certificate names `server_name`, trusting the CA
+/// in `ca_pem` (`ca_len` bytes of PEM, checked here: `TESSERA_INVALID_ARGUMENT` without a
+/// certificate). On success `*out` owns it. Checks time out after 10 s
+/// (`tessera_validator_set_timeout`).
 #[no_mangle]
 pub extern "C" fn tessera_validator_new(
     server_addr: *const c_char,
@@ -91,42 +158,102 @@ pub extern "C" fn tessera_validator_new(
                 (Ok(a), Ok(n), Ok(p)) => (a, n, p),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
             };
-        let addr = match crate::util::resolve(addr) {
-            Ok(a) => a,
-            Err(e) => return e,
+        if tessera_server::client::transport::client_tls(&Trust::CaPem(pem.to_vec()), DEVICE_ALPN)
+            .is_err()
+        {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        }
+        // SAFETY: `out` is non-NULL and caller-owned.
+        unsafe { new_validator(addr, name, Trust::CaPem(pem.to_vec()), out) }
+    })
+}
+
+/// Like `tessera_validator_new`, trusting the server chain that contains a certificate with
+/// this SHA-256 fingerprint (64 hex characters, NUL-terminated; `TESSERA_INVALID_ARGUMENT`
+/// otherwise) instead of a CA file, as `tessera_device_config_set_pin` does.
+#[no_mangle]
+pub extern "C" fn tessera_validator_new_pinned(
+    server_addr: *const c_char,
+    server_name: *const c_char,
+    sha256_hex: *const c_char,
+    out: *mut *mut tessera_validator,
+) -> tessera_result {
+    boundary(|| {
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        // SAFETY: NUL-terminated strings per the caller's promise.
+        let (addr, name, pin) =
+            match unsafe { (str(server_addr), str(server_name), str(sha256_hex)) } {
+                (Ok(a), Ok(n), Ok(p)) => (a, n, p),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+            };
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        }
+        // SAFETY: `out` is non-NULL and caller-owned.
+        unsafe { new_validator(addr, name, Trust::Pin(pin.to_owned()), out) }
+    })
+}
+
+/// Set how long one check may take, connecting included, in milliseconds (1..=600000;
+/// outside: `TESSERA_INVALID_ARGUMENT`, nothing changed). Default 10,000.
+#[no_mangle]
+pub extern "C" fn tessera_validator_set_timeout(
+    validator: *mut tessera_validator,
+    timeout_ms: u32,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_mut() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
         };
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return tessera_result::TESSERA_CONFIG;
-        };
+        if timeout_ms == 0 || timeout_ms > 600_000 {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        }
         let transport = {
-            let _g = rt.enter();
+            let _g = v.rt.enter();
             match Transport::new(
-                addr,
-                name,
-                &Trust::CaPem(pem.to_vec()),
+                v.addr,
+                &v.name,
+                &v.trust,
                 DEVICE_ALPN,
-                Duration::from_secs(10),
+                Duration::from_millis(timeout_ms.into()),
             ) {
                 Ok(t) => t,
                 Err(e) => return (&e).into(),
             }
         };
-        // SAFETY: `out` is caller-owned storage for one pointer.
-        unsafe {
-            write(
-                out,
-                Box::into_raw(Box::new(tessera_validator { transport, rt })),
-            )
-        }
+        let old = std::mem::replace(&mut v.transport, transport);
+        v.rt.block_on(old.disconnect());
+        tessera_result::TESSERA_OK
+    })
+}
+
+/// Set a log callback (NULL to remove it) and the `userdata` it gets: one line per refused
+/// check (the reason, never the RT) and per connection problem. Called on the thread inside
+/// `tessera_validator_check`.
+#[no_mangle]
+pub extern "C" fn tessera_validator_set_log(
+    validator: *mut tessera_validator,
+    userdata: *mut std::ffi::c_void,
+    log: crate::device::tessera_log_cb,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_mut() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        v.log = log.map(|f| (LogTarget(userdata), Some(f)));
+        tessera_result::TESSERA_OK
     })
 }
 
 /// Check an RT (`rt`/`rt_len`) with the server. `TESSERA_OK` and `*out` filled when valid;
 /// otherwise `TESSERA_UNAUTHENTICATED`, `TESSERA_EXPIRED`, `TESSERA_REVOKED`,
-/// `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or a connection error. Blocks.
+/// `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, `TESSERA_CERTIFICATE` (the server's
+/// certificate does not carry the server name, or the CA or pin does not match),
+/// `TESSERA_TIMEOUT` or `TESSERA_CONNECTION`. Blocks, at most the timeout.
 #[no_mangle]
 pub extern "C" fn tessera_validator_check(
     validator: *mut tessera_validator,
@@ -158,7 +285,11 @@ pub extern "C" fn tessera_validator_check(
                 // SAFETY: `out` is non-NULL and caller-owned.
                 unsafe { write(out, ident) }
             }
-            Err(e) => (&e).into(),
+            Err(e) => {
+                // Error texts name the failure, never the RT.
+                v.log(&format!("RT refused: {e}"));
+                (&e).into()
+            }
         }
     })
 }

@@ -16,6 +16,7 @@ pub(crate) mod client_code {
     pub(crate) const TIMEOUT: u16 = 101;
     pub(crate) const PROTOCOL: u16 = 102;
     pub(crate) const CONFIG: u16 = 103;
+    pub(crate) const CERTIFICATE: u16 = 104;
     pub(crate) const REJECTED: u16 = 110;
     pub(crate) const OPERATION_EXPIRED: u16 = 111;
     pub(crate) const CANCELLED: u16 = 112;
@@ -116,6 +117,10 @@ fn client_raised(e: &ClientError) -> Raised {
         ClientError::Connection(m) => {
             Raised::new(client_code::CONNECTION, format!("connection: {m}"))
         }
+        ClientError::Certificate(m) => Raised::new(
+            client_code::CERTIFICATE,
+            format!("server certificate not accepted: {m}"),
+        ),
         ClientError::Timeout => Raised::new(client_code::TIMEOUT, "request timed out"),
         ClientError::Protocol(m) => Raised::new(client_code::PROTOCOL, format!("protocol: {m}")),
         ClientError::Server(b) => wire(b.clone()),

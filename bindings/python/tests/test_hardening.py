@@ -100,3 +100,12 @@ def test_device_client_documents_its_parameters_and_reports_a_bad_stored_documen
     with tessera_server.device(pt, load=lambda: '{"rt": 5', on_log=lines.append) as device:
         assert device.current is None
     assert any("ignoring the stored registration" in line for line in lines), lines
+
+
+def test_a_certificate_without_the_server_name_is_a_certificate_error(tessera_server):
+    pt = tessera.Engine().create_pt("name")[1]
+    with tessera.DeviceClient(
+        tessera_server.device_address, pt, server_name="wrong.example", ca_pem=tessera_server.ca_pem
+    ) as device:
+        with pytest.raises(tessera.CertificateError):
+            device.ensure_registered(5)

@@ -337,6 +337,28 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
     EXPECT(tessera_validator_new("127.0.0.1:9", "localhost", p, huge, &v), TESSERA_INVALID_LENGTH);
     CHECK(v == NULL);
     EXPECT(tessera_validator_check(NULL, r, rlen, &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new("127.0.0.1:9", "localhost", u8("not pem"), 7, &v), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_validator_new_pinned(NULL, "localhost", "00", &v), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new_pinned("127.0.0.1:9", "localhost", NULL, &v), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new_pinned("127.0.0.1:9", "localhost", "00", NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_new_pinned("127.0.0.1:9", "localhost", "00", &v), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_validator_new_pinned("127.0.0.1:9", "localhost",
+                                        "00000000000000000000000000000000000000000000000000000000000000aa", &v), TESSERA_OK);
+    EXPECT(tessera_validator_set_timeout(NULL, 1000), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_set_timeout(v, 0), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_validator_set_timeout(v, 600001), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_validator_set_timeout(v, 200), TESSERA_OK);
+    EXPECT(tessera_validator_set_log(NULL, NULL, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_validator_set_log(v, NULL, keep_log), TESSERA_OK);
+    last_log[0] = 0;
+    {
+        /* Nothing listens on port 9: the check fails within the timeout, and says so. */
+        tessera_result rr = tessera_validator_check(v, r, rlen, &who);
+        CHECK(rr == TESSERA_TIMEOUT || rr == TESSERA_CONNECTION);
+        CHECK(strstr(last_log, "RT refused") != NULL && strstr(last_log, "tsrt_") == NULL);
+    }
+    tessera_validator_free(v);
+    v = NULL;
     tessera_validator_free(NULL);
 
     /* local validator */

@@ -106,6 +106,18 @@ int main(int argc, char **argv) {
     if (strcmp(who.device_id, "c-device-1") != 0 || who.generation != 2) { fprintf(stderr, "wrong identity\n"); return 1; }
     if (tessera_validator_check(v, rt, 10, &who) != TESSERA_TOKEN_WRONG_LENGTH) return 1;
     if (tessera_validator_check(NULL, rt, rt_len, &who) != TESSERA_NULL_PARAMETER) return 1;
+    {
+        /* A server name the certificate does not carry: a certificate error, not a connection
+         * error (retrying would not help). */
+        size_t ca3_len = 0;
+        char *ca3 = read_file(argv[2], &ca3_len);
+        tessera_validator *wrong = NULL;
+        TRY(tessera_validator_new(argv[1], "wrong.example", (const uint8_t *)ca3, ca3_len, &wrong));
+        free(ca3);
+        tessera_result cr = tessera_validator_check(wrong, rt, rt_len, &who);
+        tessera_validator_free(wrong);
+        if (cr != TESSERA_CERTIFICATE) { fprintf(stderr, "wrong server name gave %u\n", (unsigned)cr); return 1; }
+    }
     /* A service on the server's host checks it locally against the data directory. */
     tessera_local_validator *lv = NULL;
     if (tessera_local_validator_new("/nonexistent/tessera", &lv) != TESSERA_CONFIG || lv != NULL) return 1;

@@ -37,6 +37,9 @@ int main(void) {
     tessera_rt_identity who;
     PANICS(tessera_validator_new("127.0.0.1:1", "localhost", tok, 6, &v));
     PANICS(tessera_validator_check(v, tok, 6, &who));
+    PANICS(tessera_validator_new_pinned("127.0.0.1:1", "localhost", "00", &v));
+    PANICS(tessera_validator_set_timeout(v, 1000));
+    PANICS(tessera_validator_set_log(v, NULL, NULL));
     tessera_validator_free(v);
     tessera_local_validator *lv = NULL;
     PANICS(tessera_local_validator_new("/tmp", &lv));

@@ -42,6 +42,10 @@ pub enum ClientError {
     /// Could not connect, or the connection broke.
     #[error("connection: {0}")]
     Connection(String),
+    /// The server's certificate was not accepted: a name it does not carry, a CA or pin that
+    /// does not match. Retrying does not help; the configuration must change.
+    #[error("server certificate not accepted: {0}")]
+    Certificate(String),
     /// No answer in time.
     #[error("request timed out")]
     Timeout,
@@ -261,7 +265,17 @@ impl Transport {
         let c = tokio::time::timeout(self.timeout, connecting)
             .await
             .map_err(|_| ClientError::Timeout)?
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
+            .map_err(|e| match e {
+                // Our own TLS stack refused the server's certificate (a TLS alert raised here,
+                // carried as a QUIC crypto error).
+                quinn::ConnectionError::TransportError(t)
+                    if (0x100..0x200).contains(&u64::from(t.code))
+                        && t.reason.contains("certificate") =>
+                {
+                    ClientError::Certificate(t.reason)
+                }
+                e => ClientError::Connection(e.to_string()),
+            })?;
         *g = Some(c.clone());
         Ok(c)
     }

@@ -39,6 +39,7 @@ __all__ = [
     "ServerError",
     "ProtocolError",
     "TesseraConnectionError",
+    "CertificateError",
     "ConfigError",
     "ProvisioningFailed",
     "ProvisioningRejected",
@@ -189,6 +190,11 @@ class TesseraConnectionError(TesseraError, ConnectionError):
     """The connection could not be made or was lost. Code 100."""
 
 
+class CertificateError(TesseraConnectionError):
+    """The server's certificate was not accepted: it does not carry ``server_name``, or the CA or
+    pin does not match. Retrying does not help. Code 104."""
+
+
 class ConfigError(TesseraError, ValueError):
     """Invalid or incomplete configuration. Code 103."""
 
@@ -250,6 +256,7 @@ CODES: Dict[int, Type[TesseraError]] = {
     101: TesseraTimeout,
     102: ProtocolError,
     103: ConfigError,
+    104: CertificateError,
     110: ProvisioningRejected,
     111: ProvisioningExpired,
     112: ProvisioningCancelled,
