@@ -109,3 +109,22 @@ def test_a_certificate_without_the_server_name_is_a_certificate_error(tessera_se
     ) as device:
         with pytest.raises(tessera.CertificateError):
             device.ensure_registered(5)
+
+
+def test_the_admin_client_checks_its_arguments_before_sending(tessera_admin):
+    before = tessera_admin.status()["engine"]["counts"]["pts"]
+    with pytest.raises(TypeError):
+        tessera_admin.create_pt(5)
+    with pytest.raises(TypeError):
+        tessera_admin.create_pt("x", bogus=1)
+    with pytest.raises(TypeError):
+        tessera_admin.create_pt("x", max_registrations="10")
+    with pytest.raises(TypeError):
+        tessera_admin.approve("op_x", reassign="yes")
+    with pytest.raises(tessera.InvalidInput):
+        tessera_admin.revoke_device(registration_id=-1)
+    with pytest.raises(tessera.InvalidInput):
+        tessera_admin.create_pt_batch("x", -1)
+    with pytest.raises(TypeError):
+        tessera_admin.audit(limit=True)
+    assert tessera_admin.status()["engine"]["counts"]["pts"] == before

@@ -10,7 +10,7 @@ test harness (pytest fixtures, a fleet simulator, fault injection).
     'pump-1'
 """
 
-from . import errors, faults
+from . import errors, faults, records
 from ._native import (
     Claims,
     DeviceClient,
@@ -43,6 +43,7 @@ __all__ = [
     "simulate_fleet",
     "FleetSummary",
     "errors",
+    "records",
     "faults",
     *_errors_all,
 ]
