@@ -116,7 +116,7 @@ pub struct tessera_device_client {
 /// Create a configuration for the server at `server_addr` whose certificate names
 /// `server_name`. On success `*out` owns the new configuration.
 ///
-/// `server_addr` is `IP:port` ("192.0.2.7:4433", "[2001:db8::7]:4433") or `host:port`
+/// `server_addr` is `IP:port` (`"192.0.2.7:4433"`, `"[2001:db8::7]:4433"`) or `host:port`
 /// ("provisioning.example:4433", "localhost:4433"); a host name is resolved here, once, by the
 /// system resolver (the first address is used). Without a port: `TESSERA_INVALID_ARGUMENT`; a
 /// name that does not resolve: `TESSERA_CONNECTION`. The server's default certificate names
