@@ -34,6 +34,9 @@ macro_rules! secret_text {
                 Self::new(text)
             }
         }
+
+        // The text lives in `Zeroizing`, so dropping the value wipes it.
+        impl zeroize::ZeroizeOnDrop for $name {}
     };
 }
 
@@ -87,6 +90,9 @@ impl KeyBytes {
         &self.0
     }
 }
+
+// The bytes live in `Zeroizing`, so dropping the value wipes them.
+impl zeroize::ZeroizeOnDrop for KeyBytes {}
 
 impl std::fmt::Debug for KeyBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -96,3 +96,19 @@ fn secret_types_redact_themselves() {
         assert_redacted("Engine", &dump, root.trim().as_bytes());
     }
 }
+
+/// Every type that holds a secret wipes it when dropped: each promises `ZeroizeOnDrop`, which
+/// it keeps by holding its bytes in `zeroize::Zeroizing`. (What is freed cannot be read back
+/// without `unsafe`, so this is checked where the promise is made, at compile time; the wire
+/// buffers' counterpart is in `tests/tests/e2e/hardening.rs`, and docs/reliability.md lists
+/// what cannot be wiped.)
+#[test]
+fn secret_types_wipe_on_drop() {
+    fn wipes<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+    wipes(&ProvisioningToken::new("tspt_x".into()));
+    wipes(&RegistrationToken::new("tsrt_x".into()));
+    wipes(&OperationSecret::new("tsos_x".into()));
+    wipes(&AdminToken::new("tsat_x".into()));
+    wipes(&VerificationCode::new("ABCD-EFGH".into()));
+    wipes(&KeyBytes::new([7; 32]));
+}

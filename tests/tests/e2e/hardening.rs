@@ -282,3 +282,31 @@ async fn wait_introspect_and_admin_requests_are_rate_limited() {
     assert_eq!(pts["pts"].as_array().unwrap().len(), 1);
     ts.shutdown().await;
 }
+
+/// The buffers that carry RTs and secrets over the wire are wiped when dropped: the client's
+/// answer body is `Zeroizing` (checked at compile time, as `engine/tests/secret_hygiene.rs`
+/// does for the secret types), and an answer that carried an RT leaves it only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carrying_secrets_arrive_in_wiping_buffers() {
+    fn wipes<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+    let ts = TestServer::start().await;
+    let t = ts.device_transport();
+    let (_, pt) = ts
+        .pt(json!({ "label": "wipe", "approval": "automatic" }))
+        .await;
+    let op = begin(&t, &pt, Some("wipe-1"), "wipe-instance-nonce")
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&json!({
+        "operation_id": op.operation_id, "secret": op.secret, "timeout_ms": 0
+    }))
+    .unwrap();
+    let answer = t
+        .request_streaming(kind::WAIT, &body, std::time::Duration::ZERO, |_| {})
+        .await
+        .unwrap();
+    wipes(&answer.body);
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(text.contains("tsrt_"), "the answer carried the RT");
+    ts.shutdown().await;
+}
