@@ -2,6 +2,8 @@
 
 from importlib.metadata import entry_points
 
+import pytest
+
 import tessera
 
 
@@ -54,3 +56,20 @@ def test_readme_example_runs(tessera_admin, tessera_device_factory):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     namespace["test_technician_approves_with_code"](tessera_admin, tessera_device_factory)
+
+
+@pytest.mark.tessera(manual_clock=True, engine={"operation_ttl_secs": 60})
+def test_the_marker_sets_the_servers_settings(tessera_server, tessera_admin):
+    _, pt = tessera_admin.create_pt("marked")
+    tessera_server.advance_clock(1)  # only a manual clock can be advanced
+    with tessera_server.device(pt, device_id="marked-1", wait_timeout=0.2) as device:
+        with pytest.raises(tessera.PendingApproval):
+            device.ensure_registered(0.5)
+        op_id = device.pending_operation_id
+        tessera_server.advance_clock(61)  # past the marker's 60 s operation TTL
+        assert tessera_admin.show_operation(op_id)["state"] == "expired"
+
+
+def test_a_session_server_is_shared(tessera_shared_server):
+    with tessera_shared_server.admin() as admin:
+        assert admin.status()["engine"]["current_key_epoch"] >= 1

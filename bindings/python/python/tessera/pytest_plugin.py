@@ -1,6 +1,11 @@
 """pytest fixtures for Tessera (registered through the ``pytest11`` entry point).
 
-- ``tessera_server`` — a fresh :class:`tessera.Server` per test, stopped afterwards;
+- ``tessera_server`` — a fresh :class:`tessera.Server` per test, stopped afterwards. Settings
+  come from the test's marker: ``@pytest.mark.tessera(manual_clock=True,
+  engine={"operation_ttl_secs": 60})`` (the keyword arguments of :class:`tessera.Server`);
+- ``tessera_shared_server`` — one server for the whole session (no marker settings), for
+  suites whose tests do not depend on a fresh store: starting a server costs tens of
+  milliseconds, reusing one nothing;
 - ``tessera_admin`` — an :class:`tessera.AdminClient` on it with the first admin token;
 - ``tessera_device_factory`` — ``make(pt, **kwargs)`` returns a :class:`tessera.DeviceClient`
   for the server; every device made is closed after the test.
@@ -19,10 +24,30 @@ from .server import Server
 DeviceFactory = Callable[..., _native.DeviceClient]
 
 
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers",
+        "tessera(**settings): keyword arguments of tessera.Server for the tessera_server fixture",
+    )
+
+
 @pytest.fixture
-def tessera_server(tmp_path: Any) -> Iterator[Server]:
-    """A real server on ephemeral loopback ports, data in the test's tmp_path."""
-    server = Server(tmp_path / "tessera-data")
+def tessera_server(tmp_path: Any, request: Any) -> Iterator[Server]:
+    """A real server on ephemeral loopback ports, data in the test's tmp_path, with the
+    settings of the test's ``tessera`` marker, if any."""
+    marker = request.node.get_closest_marker("tessera")
+    settings = dict(marker.kwargs) if marker is not None else {}
+    server = Server(tmp_path / "tessera-data", **settings)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tessera_shared_server(tmp_path_factory: Any) -> Iterator[Server]:
+    """One real server for the whole test session."""
+    server = Server(tmp_path_factory.mktemp("tessera-shared") / "tessera-data")
     try:
         yield server
     finally:
