@@ -104,9 +104,15 @@ fn device_id(py: Python<'_>, s: &str) -> PyResult<DeviceId> {
     DeviceId::new(s).map_err(|e| errors::engine(py, &e.into()))
 }
 
+/// A record as Python dicts and lists, with its times in Unix seconds (the package's one
+/// convention: `tessera.records.to_seconds`).
 fn to_python(py: Python<'_>, v: &impl serde::Serialize) -> PyResult<Py<PyAny>> {
     let text = serde_json::to_string(v).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+    let wire = py.import("json")?.call_method1("loads", (text,))?;
+    Ok(py
+        .import("tessera.records")?
+        .call_method1("to_seconds", (wire,))?
+        .unbind())
 }
 
 #[pymethods]
@@ -351,7 +357,8 @@ impl Engine {
     }
 
     /// Approve an operation as a technician (with the verification code when the PT asks for
-    /// one). Returns the new registration id.
+    /// one). Returns the new registration, as `AdminClient.approve` does (a
+    /// `tessera.records.RegistrationRecord`, times in seconds).
     #[pyo3(signature = (operation_id, *, code=None, device_id=None, rt_lifetime=None, reassign=false, actor="technician"))]
     #[allow(clippy::too_many_arguments)]
     fn approve(
@@ -363,7 +370,7 @@ impl Engine {
         rt_lifetime: Option<f64>,
         reassign: bool,
         actor: &str,
-    ) -> PyResult<u64> {
+    ) -> PyResult<Py<PyAny>> {
         let inner = self.engine(py)?;
         let id = op_id(py, operation_id)?;
         let approval = Approval {
@@ -373,9 +380,10 @@ impl Engine {
             reassign,
         };
         let now = self.now(py)?;
-        py.detach(|| inner.approve_operation(&id, approval, &Actor::operator(actor), now))
-            .map(|r| r.id.get())
-            .map_err(|e| Self::err(py, e))
+        let reg = py
+            .detach(|| inner.approve_operation(&id, approval, &Actor::operator(actor), now))
+            .map_err(|e| Self::err(py, e))?;
+        to_python(py, &reg)
     }
 
     /// Reject an operation as a technician.

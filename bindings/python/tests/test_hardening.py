@@ -128,3 +128,26 @@ def test_the_admin_client_checks_its_arguments_before_sending(tessera_admin):
     with pytest.raises(TypeError):
         tessera_admin.audit(limit=True)
     assert tessera_admin.status()["engine"]["counts"]["pts"] == before
+
+
+def test_one_time_convention_across_the_python_api(tessera_admin, tessera_device_factory, clock):
+    import time
+
+    _, pt = tessera_admin.create_pt("units", approval="automatic", rt_lifetime_secs=3600)
+    reg = tessera_device_factory(pt, device_id="units-1").ensure_registered(10)
+    rec = tessera_admin.devices(device_id="units-1")[0]
+    # Record times and RT times alike: Unix seconds, as floats.
+    assert all(isinstance(rec[k], float) for k in ("created_at", "issued_at", "expires_at"))
+    assert rec["expires_at"] == float(reg.expires_at)
+    assert abs(rec["expires_at"] - rec["created_at"] - 3600) < 5
+    for record in (tessera_admin.operations()[0], tessera_admin.list_pts()[0]):
+        assert abs(record["created_at"] - time.time()) < 300
+    assert abs(tessera_admin.audit(newest=True, limit=1)[0]["at"] - time.time()) < 300
+    # The in-process engine answers in the same shapes and units.
+    engine = tessera.Engine(clock=clock)
+    op = engine.begin(engine.create_pt("units")[1])
+    approved = engine.approve(op.operation_id)
+    assert set(approved) == set(rec)
+    assert approved["created_at"] == clock()
+    assert abs(op.expires_at - (approved["created_at"] + 900)) < 1
+    assert engine.registration(approved["id"]) == approved

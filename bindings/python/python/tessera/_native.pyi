@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
 
 from .errors import TesseraError
+from .records import RegistrationRecord
 
 __version__: str
 __all__ = [
@@ -126,7 +127,7 @@ class Engine:
         rt_lifetime: Optional[float] = None,
         reassign: bool = False,
         actor: str = "technician",
-    ) -> int: ...
+    ) -> RegistrationRecord: ...
     def reject(
         self, operation_id: str, reason: str = "rejected from Python", *, actor: str = "technician"
     ) -> None: ...

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union, cast
 from . import _native
 from .errors import InvalidInput
 from .records import (
+    to_seconds,
     AuditEvent,
     DeviceView,
     LeakSignal,
@@ -181,11 +182,11 @@ class AdminClient:
         _count("limit", limit)
         _check("include_revoked", include_revoked, bool)
         r = self.call("pt_list", limit=limit, include_revoked=include_revoked)
-        return cast(List[PtRecord], r["pts"])
+        return cast(List[PtRecord], to_seconds(r["pts"]))
 
     def show_pt(self, pt_id: str) -> PtRecord:
         _check("pt_id", pt_id, str)
-        return cast(PtRecord, self.call("pt_show", id=pt_id)["pt"])
+        return cast(PtRecord, to_seconds(self.call("pt_show", id=pt_id)["pt"]))
 
     def revoke_pt(self, pt_id: str, reason: str = "revoked") -> int:
         """Revoke a PT and every registration made through it; returns how many."""
@@ -201,14 +202,14 @@ class AdminClient:
         _check("pt_id", pt_id, str)
         _count("limit", limit)
         r = self.call("op_list", **_present(state=state, pt_id=pt_id, limit=limit))
-        return cast(List[OperationRecord], r["operations"])
+        return cast(List[OperationRecord], to_seconds(r["operations"]))
 
     def pending_operations(self, pt_id: Optional[str] = None) -> List[OperationRecord]:
         return self.operations(state="pending", pt_id=pt_id)
 
     def show_operation(self, operation_id: str) -> OperationRecord:
         _check("operation_id", operation_id, str)
-        return cast(OperationRecord, self.call("op_show", id=operation_id)["operation"])
+        return cast(OperationRecord, to_seconds(self.call("op_show", id=operation_id)["operation"]))
 
     def approve(
         self,
@@ -238,7 +239,7 @@ class AdminClient:
                 reassign=reassign or None,
             ),
         )
-        return cast(RegistrationRecord, r["registration"])
+        return cast(RegistrationRecord, to_seconds(r["registration"]))
 
     def reject(self, operation_id: str, reason: str = "rejected") -> None:
         _check("operation_id", operation_id, str)
@@ -261,11 +262,11 @@ class AdminClient:
             "device_list",
             **_present(device_id=device_id, pt_id=pt_id, active_only=active_only, limit=limit),
         )
-        return cast(List[RegistrationRecord], r["registrations"])
+        return cast(List[RegistrationRecord], to_seconds(r["registrations"]))
 
     def show_device(self, device_id: str) -> DeviceView:
         _check("device_id", device_id, str)
-        return cast(DeviceView, self.call("device_show", device_id=device_id))
+        return cast(DeviceView, to_seconds(self.call("device_show", device_id=device_id)))
 
     def revoke_device(
         self,
@@ -304,12 +305,12 @@ class AdminClient:
         _count("limit", limit)
         _check("newest", newest, bool)
         r = self.call("audit", after=after, limit=limit, newest=newest)
-        return cast(List[AuditEvent], r["events"])
+        return cast(List[AuditEvent], to_seconds(r["events"]))
 
     def leaks(self, after: int = 0, limit: int = 100) -> List[LeakSignal]:
         _count("after", after)
         _count("limit", limit)
-        return cast(List[LeakSignal], self.call("leaks", after=after, limit=limit)["signals"])
+        return cast(List[LeakSignal], to_seconds(self.call("leaks", after=after, limit=limit)["signals"]))
 
     def rotate_keys(self) -> int:
         return int(self.call("keys_rotate")["epoch"])
