@@ -340,3 +340,32 @@ async fn the_admin_endpoint_checks_in_the_documented_order() {
     other.shutdown().await;
     ts.shutdown().await;
 }
+
+/// The documented request size caps: 16 KiB of body on the device endpoint, 1 MiB on the admin
+/// endpoint; a larger request is error 4 and is not read further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_size_caps_are_as_documented() {
+    let ts = TestServer::start().await;
+    let device = ts.device_transport().connection().await.unwrap();
+    let admin = admin_conn(&ts).await;
+    let padded = |n: usize| {
+        let mut b = br#"{"token":"x","args":{},"pad":""#.to_vec();
+        b.resize(n - 2, b'a');
+        b.extend_from_slice(br#""}"#);
+        b
+    };
+    for (conn, k, len, want) in [
+        (&device, kind::BEGIN, 16 * 1024 + 1, code::TOO_LARGE),
+        (&admin, kind::STATUS, 1024 * 1024 + 1, code::TOO_LARGE),
+        // Within the cap the body is read and judged on its content.
+        (&admin, kind::STATUS, 64 * 1024, code::MALFORMED),
+    ] {
+        let (got, v) = exchange(conn, k, &padded(len)).await;
+        assert_eq!(
+            (got, v["code"].as_u64()),
+            (kind::ERROR, Some(u64::from(want))),
+            "{len} bytes"
+        );
+    }
+    ts.shutdown().await;
+}
