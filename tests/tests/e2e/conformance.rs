@@ -369,3 +369,146 @@ async fn request_size_caps_are_as_documented() {
     }
     ts.shutdown().await;
 }
+
+/// The admin records carry exactly the fields docs/protocol.md ("Records") lists; PT_CREATE's
+/// defaults, the generated device id and approving a closed operation are as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_records_and_defaults_are_as_documented() {
+    use std::collections::BTreeSet;
+    let ts = TestServer::start().await;
+    let admin = admin_conn(&ts).await;
+    let call = |k: u8, args: Value| {
+        let body = admin_body(&ts, args);
+        let admin = admin.clone();
+        async move { exchange(&admin, k, &body).await }
+    };
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
+    let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+
+    // PT_CREATE with only a label: the documented defaults.
+    let (_, v) = call(kind::PT_CREATE, json!({ "label": "defaults" })).await;
+    let pt = &v["pt"];
+    assert_eq!(pt["kind"], json!({ "kind": "single_device" }));
+    assert_eq!(pt["approval"], json!({ "policy": "manual" }));
+    assert_eq!(pt["rt_lifetime_secs"], 2_592_000);
+    assert_eq!(pt["device_id_policy"], "either");
+    assert_eq!(pt["expires_at"], Value::Null);
+    assert_eq!(
+        keys(pt),
+        set(&[
+            "id",
+            "label",
+            "kind",
+            "approval",
+            "rt_lifetime_secs",
+            "device_id_policy",
+            "expires_at",
+            "created_at",
+            "revoked_at",
+            "registrations_created",
+            "batch"
+        ])
+    );
+
+    // An operation without a device id gets `dev-` + its id without `op_`.
+    let t = ts.device_transport();
+    let op = begin(&t, v["token"].as_str().unwrap(), None, "records-nonce-0001")
+        .await
+        .unwrap();
+    let (_, shown) = call(kind::OP_SHOW, json!({ "id": op.operation_id })).await;
+    assert_eq!(
+        keys(&shown["operation"]),
+        set(&[
+            "id",
+            "pt_id",
+            "state",
+            "requested_device_id",
+            "attributes",
+            "uses_code",
+            "code_failures",
+            "conflict",
+            "key_epoch",
+            "source",
+            "created_at",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "reason",
+            "device_id",
+            "registration_id"
+        ])
+    );
+    let (_, approved) = call(kind::OP_APPROVE, json!({ "id": op.operation_id })).await;
+    let reg = &approved["registration"];
+    assert_eq!(
+        reg["device_id"].as_str().unwrap(),
+        format!("dev-{}", op.operation_id.trim_start_matches("op_"))
+    );
+    assert_eq!(
+        keys(reg),
+        set(&[
+            "id",
+            "device_id",
+            "pt_id",
+            "operation_id",
+            "status",
+            "generation",
+            "key_epoch",
+            "issued_at",
+            "expires_at",
+            "lifetime_secs",
+            "created_at",
+            "revoked_at",
+            "revoke_reason"
+        ])
+    );
+
+    // Approving an operation that is no longer pending: error 21, its state in the message.
+    let (_, v2) = call(kind::PT_CREATE, json!({ "label": "closed" })).await;
+    let op2 = begin(
+        &t,
+        v2["token"].as_str().unwrap(),
+        None,
+        "records-nonce-0002",
+    )
+    .await
+    .unwrap();
+    call(
+        kind::OP_REJECT,
+        json!({ "id": op2.operation_id, "reason": "no" }),
+    )
+    .await;
+    let (got, e) = call(kind::OP_APPROVE, json!({ "id": op2.operation_id })).await;
+    assert_eq!((got, e["code"].as_u64()), (kind::ERROR, Some(21)));
+    assert!(e["message"].as_str().unwrap().contains("rejected"), "{e}");
+
+    let (_, events) = call(kind::AUDIT, json!({ "limit": 1 })).await;
+    assert_eq!(
+        keys(&events["events"][0]),
+        set(&["seq", "at", "actor", "source", "action", "subject", "detail"])
+    );
+    let (_, epochs) = call(kind::KEYS_LIST, json!({})).await;
+    assert_eq!(
+        keys(&epochs["epochs"][0]),
+        set(&[
+            "epoch",
+            "created_at",
+            "rt_keep_until",
+            "retired_at",
+            "current",
+            "rt_key_loaded"
+        ])
+    );
+    let (_, tokens) = call(kind::TOKEN_LIST, json!({})).await;
+    assert_eq!(
+        keys(&tokens["admin_tokens"][0]),
+        set(&["id", "name", "role", "created_at", "revoked_at"])
+    );
+    ts.shutdown().await;
+}
