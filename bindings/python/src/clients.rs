@@ -116,11 +116,12 @@ impl AdminClient {
         Ok((v.to_string(), lines))
     }
 
-    /// Close the connection.
+    /// Close the connection. Returns once the close is sent; the shared client runtime lets the
+    /// connection drain in the background, so closing costs no round trip.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let c = self.inner.clone();
         let rt = runtime::clients()?;
-        py.detach(|| rt.block_on(async move { c.close().await }));
+        py.detach(|| rt.block_on(async move { c.close_now().await }));
         Ok(())
     }
 }
@@ -361,11 +362,12 @@ impl DeviceClient {
         self.inner.pending_operation()
     }
 
-    /// Close the connection.
+    /// Close the connection. Returns once the close is sent; the shared client runtime lets the
+    /// connection drain in the background, so closing costs no round trip.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let c = self.inner.clone();
         let rt = runtime::clients()?;
-        py.detach(|| rt.block_on(async move { c.close().await }));
+        py.detach(|| rt.block_on(async move { c.close_now().await }));
         Ok(())
     }
 

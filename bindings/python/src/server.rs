@@ -108,6 +108,15 @@ impl Server {
         cfg.max_connections_per_source = max_connections_per_source;
         cfg.engine.source_burst = 1_000_000;
         cfg.engine.source_per_minute = 1_000_000;
+        // A simulated fleet and its harness all talk from 127.0.0.1 with one admin token, and
+        // tests poll: the per-source and per-token limits would throttle the harness, not an
+        // attacker. (Pass engine={...} settings to test the engine's own limits.)
+        cfg.wait_burst = 1_000_000;
+        cfg.wait_per_minute = 1_000_000;
+        cfg.introspect_burst = 1_000_000;
+        cfg.introspect_per_minute = 1_000_000;
+        cfg.admin_burst = 1_000_000;
+        cfg.admin_per_minute = 1_000_000;
         cfg.engine.fleet_pt_burst = 1_000_000;
         cfg.engine.fleet_pt_per_minute = 1_000_000;
         if let Some(d) = request_deadline_ms {

@@ -573,6 +573,12 @@ impl DeviceClient {
     pub async fn close(&self) {
         self.transport.close().await;
     }
+
+    /// Close the connection without waiting for it to drain (the runtime finishes it): see
+    /// [`Transport::close_now`](super::transport::Transport::close_now).
+    pub async fn close_now(&self) {
+        self.transport.close_now().await;
+    }
 }
 
 /// A [`DeviceClient`] for blocking code (firmware threads, the C ABI, Python): it owns a small

@@ -399,4 +399,14 @@ impl Transport {
         self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
         self.endpoint.wait_idle().await;
     }
+
+    /// [`Transport::close`] without waiting for the endpoint to drain: the close is sent at
+    /// once and the endpoint finishes on its runtime, which must keep running (a shared one).
+    /// For harnesses that open and close many clients.
+    pub async fn close_now(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.disconnect().await;
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+    }
 }
