@@ -56,6 +56,14 @@ pub struct Proc {
     pub admin: SocketAddr,
 }
 
+/// A server is never left running: a test that fails (panics) still kills its child here.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Start `tessera serve` on ephemeral loopback ports and wait until it says where it listens.
 pub fn spawn_server(dir: &Path) -> Proc {
     spawn_server_with(dir, "")
@@ -63,7 +71,9 @@ pub fn spawn_server(dir: &Path) -> Proc {
 
 /// [`spawn_server`] with extra configuration (TOML).
 pub fn spawn_server_with(dir: &Path, toml: &str) -> Proc {
-    let config = dir.with_extension("toml");
+    // Inside the data directory, so it goes with the test's temporary directory.
+    std::fs::create_dir_all(dir).expect("data dir");
+    let config = dir.join("test-config.toml");
     std::fs::write(&config, toml).expect("write config");
     let mut child = Command::new(tessera_bin())
         .args(tessera_server::server::banner::EPHEMERAL_SERVE)
