@@ -107,8 +107,8 @@ unsafe fn new_validator(
         Err(e) => return e,
     };
     // The trust is checked here, where it enters (a PEM without a certificate, a bad pin).
-    if let Err(e) = tessera_server::client::transport::client_tls(&trust, DEVICE_ALPN) {
-        return (&e).into();
+    if tessera_server::client::transport::client_tls(&trust, DEVICE_ALPN).is_err() {
+        return tessera_result::TESSERA_INVALID_ARGUMENT;
     }
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -158,11 +158,6 @@ pub extern "C" fn tessera_validator_new(
                 (Ok(a), Ok(n), Ok(p)) => (a, n, p),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
             };
-        if tessera_server::client::transport::client_tls(&Trust::CaPem(pem.to_vec()), DEVICE_ALPN)
-            .is_err()
-        {
-            return tessera_result::TESSERA_INVALID_ARGUMENT;
-        }
         // SAFETY: `out` is non-NULL and caller-owned.
         unsafe { new_validator(addr, name, Trust::CaPem(pem.to_vec()), out) }
     })

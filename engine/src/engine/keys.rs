@@ -108,16 +108,7 @@ impl Engine {
             .saturating_add(self.inner.config.max_rt_lifetime)
             .saturating_add(self.inner.config.clock_skew_leeway);
         // Validators get the new epoch's RT key before any RT is minted with it.
-        if let Some(path) = &self.inner.config.validator_keys_file {
-            let mut live = self.inner.rt_keys.live_epochs();
-            live.push(epoch);
-            crate::keys::validator_keys::write(
-                path,
-                &*self.inner.keeper,
-                &self.inner.root_check,
-                &live,
-            )?;
-        }
+        self.inner.write_validator_keys(&[epoch])?;
         let actor = actor.clone();
         self.write(now, move |tx| {
             let mut epochs = tx.db.key_epochs()?;
@@ -193,7 +184,7 @@ impl Engine {
             tx.effect(Effect::RetireRtKey(epoch));
             Ok(())
         })?;
-        self.inner.write_validator_keys()
+        self.inner.write_validator_keys(&[])
     }
 
     /// Every key epoch, oldest first.
@@ -225,7 +216,7 @@ impl Engine {
             }
         }
         if n > 0 {
-            self.inner.write_validator_keys()?;
+            self.inner.write_validator_keys(&[])?;
         }
         Ok(n)
     }

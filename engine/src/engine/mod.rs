@@ -243,7 +243,7 @@ impl Engine {
         engine.write(now, |tx| tx.db.abandon_pt_batches(None))?;
         let ring = keys::load_keys(&engine.inner, &epochs, dummy_key, now)?;
         engine.inner.keys.store(Arc::new(ring));
-        engine.inner.write_validator_keys()?;
+        engine.inner.write_validator_keys(&[])?;
         engine.rebuild_families(now)?;
         Ok(engine)
     }
@@ -470,17 +470,15 @@ fn job<T: Send + 'static>(
 }
 
 impl Inner {
-    /// Rewrite the validator key file (if one is configured) with the live RT keys.
-    pub(crate) fn write_validator_keys(&self) -> Result<(), Error> {
-        match &self.config.validator_keys_file {
-            Some(path) => crate::keys::validator_keys::write(
-                path,
-                &*self.keeper,
-                &self.root_check,
-                &self.rt_keys.live_epochs(),
-            ),
-            None => Ok(()),
-        }
+    /// Rewrite the validator key file (if one is configured) with the live RT keys and those
+    /// of `coming` epochs (a rotation's, before its first RT is minted).
+    pub(crate) fn write_validator_keys(&self, coming: &[u32]) -> Result<(), Error> {
+        let Some(path) = &self.config.validator_keys_file else {
+            return Ok(());
+        };
+        let mut epochs = self.rt_keys.live_epochs();
+        epochs.extend_from_slice(coming);
+        crate::keys::validator_keys::write(path, &*self.keeper, &self.root_check, &epochs)
     }
 
     pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], Error> {

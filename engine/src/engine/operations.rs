@@ -301,7 +301,7 @@ impl Engine {
                 id: op_id,
                 pt_id,
                 state: OperationState::Pending,
-                nonce_digest: nonce_digest(ring.current().op_key(), &req.instance_nonce),
+                nonce_digest: nonce_digest(&ring.current().op, &req.instance_nonce),
                 requested_device_id: req.requested_device_id.clone(),
                 attributes: req.attributes.clone(),
                 uses_code: pt.approval.uses_code(),

@@ -107,11 +107,6 @@ pub(crate) struct EpochKeys {
 }
 
 impl EpochKeys {
-    /// The operation-secret key (also keys the instance-nonce digests).
-    pub(crate) fn op_key(&self) -> &hmac::Key {
-        &self.op
-    }
-
     pub(crate) fn derive(keeper: &dyn KeyKeeper, epoch: u32) -> Result<Self, Error> {
         Ok(Self {
             epoch,

@@ -160,34 +160,24 @@ struct Stored {
 /// Read what `load` returned; `Err` with a reason (no secret) when it is not a document `save`
 /// was given.
 fn parse_stored(text: &str) -> Result<Stored, String> {
+    use serde_json::error::Category;
+    use tessera_engine::model::limits;
+    // The category only: serde_json's messages can quote the (secret) input.
     let stored: Stored = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "not a stored registration ({} bytes: {})",
-            text.len(),
-            e.classify_name()
-        )
+        let what = match e.classify() {
+            Category::Io => "unreadable",
+            Category::Syntax => "not JSON",
+            Category::Data => "unexpected fields",
+            Category::Eof => "truncated",
+        };
+        format!("not a stored registration ({} bytes: {what})", text.len())
     })?;
     if let Some(n) = &stored.instance_nonce {
-        if !(16..=64).contains(&n.len()) {
+        if !(limits::NONCE_MIN..=limits::NONCE_MAX).contains(&n.len()) {
             return Err("stored instance nonce has the wrong length".into());
         }
     }
     Ok(stored)
-}
-
-trait Classify {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl Classify for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "not JSON",
-            serde_json::error::Category::Data => "unexpected fields",
-            serde_json::error::Category::Eof => "truncated",
-        }
-    }
 }
 
 /// The device client. Async; see [`BlockingDeviceClient`] for blocking callers.
