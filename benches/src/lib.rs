@@ -106,6 +106,29 @@ pub fn seed_registrations(dir: &Path, n: u64, now: Timestamp) -> rusqlite::Resul
     tx.commit()
 }
 
+/// The command line's `--name NUMBER` pairs, in order (panics on a flag without a number).
+pub fn numeric_flags() -> Vec<(String, u64)> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.chunks(2)
+        .map(|w| {
+            let v = w
+                .get(1)
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{} needs a number", w[0]));
+            (w[0].clone(), v)
+        })
+        .collect()
+}
+
+/// A temporary directory for a scale measurement, under `TESSERA_SCALE_DIR` (default
+/// `target`, which is on the same disk as the build).
+pub fn scale_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("TESSERA_SCALE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target"));
+    tempfile::tempdir_in(base).expect("tempdir")
+}
+
 /// Resident set size of this process, in bytes (Linux).
 pub fn rss_bytes() -> u64 {
     rss_of(std::process::id())

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use tessera_benches::{bench_now, open, seed_registrations};
+use tessera_benches::{bench_now, numeric_flags, open, scale_dir, seed_registrations};
 use tessera_engine::{Actor, PtSpec, RegistrationId};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -35,23 +35,15 @@ fn main() {
     let mut seed = 200_000u64;
     let mut alone = 2_000u64;
     let mut count = 1_000_000u64;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for w in args.chunks(2) {
-        let v = w
-            .get(1)
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{} needs a number", w[0]));
-        match w[0].as_str() {
+    for (flag, v) in numeric_flags() {
+        match flag.as_str() {
             "--seed" => seed = v,
             "--alone" => alone = v,
             "--count" => count = v,
             other => panic!("unknown option {other}"),
         }
     }
-    let base = std::env::var_os("TESSERA_SCALE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"));
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let dir = scale_dir();
     drop(open(dir.path()));
     seed_registrations(dir.path(), seed, bench_now()).expect("seed");
     let engine = open(dir.path());

@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tessera_benches::{
-    bench_now, cpu_secs, open_with, provision, seed_registrations, thread_named,
+    bench_now, cpu_secs, numeric_flags, open_with, provision, scale_dir, seed_registrations,
+    thread_named,
 };
 use tessera_engine::store::SqliteOptions;
 use tessera_engine::{Actor, Timestamp};
@@ -25,13 +26,8 @@ fn main() {
     let mut inflight = 512usize;
     let mut seconds = 10u64;
     let mut options = SqliteOptions::default();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for w in args.chunks(2) {
-        let v = w
-            .get(1)
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{} needs a number", w[0]));
-        match w[0].as_str() {
+    for (flag, v) in numeric_flags() {
+        match flag.as_str() {
             "--seed" => seed = v,
             "--devices" => devices = v as usize,
             "--inflight" => inflight = v as usize,
@@ -42,10 +38,7 @@ fn main() {
             other => panic!("unknown option {other}"),
         }
     }
-    let base = std::env::var_os("TESSERA_SCALE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"));
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let dir = scale_dir();
     drop(open_with(dir.path(), &options));
     seed_registrations(dir.path(), seed, bench_now()).expect("seed");
     let engine = open_with(dir.path(), &options);
