@@ -2,7 +2,8 @@
 # Run every check and test of the project on a fresh machine of the project's kind.
 # Usage: bash scripts/test-all.sh
 # Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
-# libpaho-mqtt-dev), runs fmt, clippy, the header drift check, the docs build,
+# libpaho-mqtt-dev), runs fmt, clippy, the header drift check, the crate-boundary checks (no_std
+# protocol crate, device shape of libtessera), the docs build,
 # the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
 # keeper against throw-away SoftHSM2 tokens), the Python package (pip install into a venv,
 # pytest, stubtest, mypy), and ends with the runners' summary lines.
@@ -40,7 +41,10 @@ step "cargo fmt --check"
 cargo fmt --all --check || failures+=("fmt")
 
 step "cargo clippy --workspace --all-targets -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings || failures+=("clippy")
+cargo clippy --workspace --all-targets --features tessera-ffi/platform --locked -- -D warnings || failures+=("clippy")
+# The firmware shape of the C library and the no_std build of the protocol crate, linted alone.
+cargo clippy -p tessera-ffi --locked -- -D warnings || failures+=("clippy (device shape)")
+cargo clippy -p tessera-proto --no-default-features --locked -- -D warnings || failures+=("clippy (no_std proto)")
 
 step "C header drift check (cbindgen 0.29.2)"
 CBINDGEN_VERSION=0.29.2
@@ -74,6 +78,22 @@ for doc in docs:
 sys.exit(1 if bad else 0)
 PY
 
+step "crate boundaries: tessera-proto builds without std; the device shape of libtessera has no engine, store or server"
+# The check crate defines its own panic handler, which fails to compile if anything in its
+# graph links std.
+cargo build -q --manifest-path proto/no-std-check/Cargo.toml --target-dir target/no-std-check --locked \
+    && echo "tessera-proto: no_std + alloc build ok" || failures+=("no_std build")
+if device_tree="$(cargo tree -p tessera-ffi --no-default-features --features device -e normal --locked)"; then
+    if grep -E "rusqlite|tessera-engine|tessera-server" <<<"$device_tree"; then
+        echo "the device shape of libtessera links the above" >&2
+        failures+=("device shape")
+    else
+        echo "device shape: $(grep -c . <<<"$device_tree") dependency lines, none of rusqlite, tessera-engine, tessera-server"
+    fi
+else
+    failures+=("device shape")
+fi
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked -q || failures+=("doc")
 
@@ -88,11 +108,13 @@ run_tests() { # name, then the command
     [ "$status" -eq 0 ] || failures+=("$name")
 }
 
-# The test build of libtessera carries the test-only `panic-test` feature (a panic point that
-# fires only when TESSERA_FFI_PANIC is set), so one build serves every C test.
+# The test build of libtessera is the `platform` shape (so the local validator is tested too)
+# with the test-only `panic-test` feature (a panic point that fires only when
+# TESSERA_FFI_PANIC is set), so one build serves every C test.
+FFI_TEST_FEATURES="tessera-ffi/platform,tessera-ffi/panic-test"
 step "building libtessera.a for the C tests"
-cargo build -p tessera-ffi --features panic-test --locked || failures+=("ffi build")
-run_tests "rust and C tests" cargo test --workspace --features tessera-ffi/panic-test --locked
+cargo build -p tessera-ffi --features platform,panic-test --locked || failures+=("ffi build")
+run_tests "rust and C tests" cargo test --workspace --features "$FFI_TEST_FEATURES" --locked
 
 step "SoftHSM2 tokens for the PKCS#11 keeper"
 eval "$(bash scripts/softhsm-env.sh "$WORK/softhsm")"

@@ -50,7 +50,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod codec;
 mod engine;
 mod error;
 pub mod family;
@@ -61,9 +60,11 @@ mod secret;
 mod sources;
 pub mod store;
 mod time;
-pub mod token;
 pub mod validator;
 pub mod vectors;
+
+/// Token formats, defined in `tessera-proto` (with its keyed `mac` parts).
+pub use tessera_proto::token;
 
 pub use engine::{
     Approval, BeginOutcome, BeginRequest, Engine, EngineConfig, EngineObserver, EngineStatus,

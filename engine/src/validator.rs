@@ -23,8 +23,8 @@ use crate::engine::keys::{rt_live, META_ROOT_CHECK};
 use crate::keys::{validator_keys, RtKeyTable, ROOT_CHECK_CONTEXT, VALIDATOR_KEYS_FILE};
 use crate::model::RegistrationStatus;
 use crate::store::SqliteReader;
-use crate::token::UntrustedRt;
 use crate::{Error, Introspection, KeyKeeper, Timestamp};
+use tessera_proto::token::UntrustedRt;
 
 /// Where a validator gets its RT keys.
 enum KeySource {

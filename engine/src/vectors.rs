@@ -7,10 +7,10 @@
 use ring::hmac;
 use serde_json::{json, Value};
 
-use crate::codec;
 use crate::keys::{context, KeyKeeper, Purpose, SoftwareKeeper};
 use crate::model::{OperationId, RegistrationId};
-use crate::token::{code, pt, RtClaims};
+use tessera_proto::codec;
+use tessera_proto::token::{code, pt, RtClaims};
 
 fn hex(b: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(b)
@@ -47,7 +47,7 @@ pub fn generate() -> Value {
         expires_at: 1_802_592_000,
     };
     let rt = claims.mint(&rt_key);
-    let rt_bin = crate::token::UntrustedRt::parse(rt.expose().as_bytes())
+    let rt_bin = tessera_proto::token::UntrustedRt::parse(rt.expose().as_bytes())
         .unwrap_or_else(|_| unreachable!("fresh RT parses"))
         .to_bytes();
 
@@ -99,7 +99,7 @@ pub fn generate() -> Value {
             "generation": claims.generation,
             "issued_at": claims.issued_at,
             "expires_at": claims.expires_at,
-            "mac_input": hex(&rt_bin[..crate::token::RT_MAC_INPUT_LEN]),
+            "mac_input": hex(&rt_bin[..tessera_proto::token::RT_MAC_INPUT_LEN]),
             "binary": hex(&rt_bin),
             "text": rt_s,
         },

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
-use tessera_server::client::device::{DeviceConfig, DeviceError, DeviceHooks};
-use tessera_server::{BlockingDeviceClient, Trust};
+use tessera_client::device::{DeviceConfig, DeviceError, DeviceHooks};
+use tessera_client::{BlockingDeviceClient, Trust};
 
 use crate::result::tessera_result;
 use crate::util::{boundary, bytes, copy_out, str, write};
@@ -36,7 +36,7 @@ pub struct tessera_device_config {
     server: std::net::SocketAddr,
     server_name: String,
     trust: Option<Trust>,
-    pt: Option<tessera_engine::ProvisioningToken>,
+    pt: Option<tessera_proto::ProvisioningToken>,
     device_id: Option<String>,
     attributes: BTreeMap<String, String>,
     request_timeout: Duration,
@@ -203,11 +203,8 @@ pub extern "C" fn tessera_device_config_set_ca_pem(
         match unsafe { bytes(pem, len) } {
             Ok(b) => {
                 let trust = Trust::CaPem(b.to_vec());
-                if tessera_server::client::transport::client_tls(
-                    &trust,
-                    tessera_server::wire::DEVICE_ALPN,
-                )
-                .is_err()
+                if tessera_client::transport::client_tls(&trust, tessera_proto::wire::DEVICE_ALPN)
+                    .is_err()
                 {
                     return tessera_result::TESSERA_INVALID_ARGUMENT;
                 }
@@ -252,12 +249,12 @@ pub extern "C" fn tessera_device_config_set_pt(
             Ok(b) => b,
             Err(e) => return e,
         };
-        if let Err(e) = tessera_engine::token::ParsedPt::parse(b) {
+        if let Err(e) = tessera_proto::token::ParsedPt::parse(b) {
             return e.into();
         }
         match std::str::from_utf8(b) {
             Ok(s) => {
-                c.pt = Some(tessera_engine::ProvisioningToken::new(s.to_owned()));
+                c.pt = Some(tessera_proto::ProvisioningToken::new(s.to_owned()));
                 tessera_result::TESSERA_OK
             }
             Err(_) => tessera_result::TESSERA_INVALID_UTF8,
@@ -275,10 +272,10 @@ pub extern "C" fn tessera_device_config_set_device_id(
     with_cfg!(cfg, |c| {
         // SAFETY: NUL-terminated per the caller's promise.
         match unsafe { str(device_id) } {
-            Ok(d) if d.len() > tessera_engine::model::limits::DEVICE_ID_MAX => {
+            Ok(d) if d.len() > tessera_proto::limits::DEVICE_ID_MAX => {
                 tessera_result::TESSERA_INVALID_LENGTH
             }
-            Ok(d) => match tessera_engine::DeviceId::new(d) {
+            Ok(d) => match tessera_proto::DeviceId::new(d) {
                 Ok(_) => {
                     c.device_id = Some(d.to_owned());
                     tessera_result::TESSERA_OK
@@ -306,13 +303,13 @@ pub extern "C" fn tessera_device_config_add_attribute(
             (Ok(k), Ok(v)) => (k, v),
             (Err(e), _) | (_, Err(e)) => return e,
         };
-        use tessera_engine::model::limits;
+        use tessera_proto::limits;
         if k.len() > limits::ATTRIBUTE_KEY_MAX || v.len() > limits::ATTRIBUTE_VALUE_MAX {
             return tessera_result::TESSERA_INVALID_LENGTH;
         }
         let mut next = c.attributes.clone();
         next.insert(k.to_owned(), v.to_owned());
-        match tessera_engine::Attributes::new(next.clone()) {
+        match tessera_proto::Attributes::new(next.clone()) {
             Ok(_) => {
                 c.attributes = next;
                 tessera_result::TESSERA_OK
@@ -449,7 +446,7 @@ fn copy_current(
     buf: *mut u8,
     cap: usize,
     written: *mut usize,
-    field: impl FnOnce(&tessera_server::wire::messages::RtBody) -> &[u8],
+    field: impl FnOnce(&tessera_proto::wire::messages::RtBody) -> &[u8],
 ) -> tessera_result {
     with_client!(client_ptr, |c| {
         let current = c.inner.current();

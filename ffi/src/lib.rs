@@ -1,4 +1,12 @@
-//! `libtessera`: the C ABI over the Tessera engine's token helpers and the device client.
+//! `libtessera`: the C ABI over Tessera's token helpers, device client and validators.
+//!
+//! Two shapes, by cargo feature:
+//! - `device` (the default, and what firmware builds): token helpers, the device client and the
+//!   network validator, over `tessera-proto` and `tessera-client` only; no store, no engine,
+//!   no server code.
+//! - `platform`: adds the local validator, which opens a server's data directory and so links
+//!   the engine and its store. Its functions are under `#if defined(TESSERA_PLATFORM)` in the
+//!   header; define `TESSERA_PLATFORM` when building against this shape.
 //!
 //! Conventions (after rustls-ffi): opaque handles, `tessera_<type>_<verb>`
 //! names, every fallible function returns a [`tessera_result`] with an explicit, never reused
@@ -20,12 +28,16 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod device;
+#[cfg(feature = "platform")]
+mod local_validator;
 mod result;
 mod tokens;
 mod util;
 mod validator;
 
 pub use device::*;
+#[cfg(feature = "platform")]
+pub use local_validator::*;
 pub use result::*;
 pub use tokens::*;
 pub use validator::*;
@@ -38,7 +50,10 @@ pub const TESSERA_RT_MAX_LEN: usize = 128;
 /// The longest device id, in bytes (without the NUL).
 pub const TESSERA_DEVICE_ID_MAX_LEN: usize = 64;
 
+#[cfg(not(feature = "device"))]
+compile_error!("libtessera is built with the `device` feature (firmware) or `platform`");
+
 const _: () = assert!(
-    tessera_engine::token::RT_TEXT_LEN <= TESSERA_RT_MAX_LEN
-        && tessera_engine::model::limits::DEVICE_ID_MAX == TESSERA_DEVICE_ID_MAX_LEN
+    tessera_proto::token::RT_TEXT_LEN <= TESSERA_RT_MAX_LEN
+        && tessera_proto::limits::DEVICE_ID_MAX == TESSERA_DEVICE_ID_MAX_LEN
 );

@@ -201,9 +201,9 @@ const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
     ),
 ];
 
-impl From<tessera_engine::TokenFormatError> for tessera_result {
-    fn from(e: tessera_engine::TokenFormatError) -> Self {
-        use tessera_engine::TokenFormatError as T;
+impl From<tessera_proto::TokenFormatError> for tessera_result {
+    fn from(e: tessera_proto::TokenFormatError) -> Self {
+        use tessera_proto::TokenFormatError as T;
         match e {
             T::WrongPrefix => Self::TESSERA_TOKEN_WRONG_PREFIX,
             T::WrongLength => Self::TESSERA_TOKEN_WRONG_LENGTH,
@@ -214,6 +214,7 @@ impl From<tessera_engine::TokenFormatError> for tessera_result {
     }
 }
 
+#[cfg(feature = "platform")]
 impl From<&tessera_engine::Error> for tessera_result {
     fn from(e: &tessera_engine::Error) -> Self {
         use tessera_engine::Error as E;
@@ -233,10 +234,10 @@ impl From<&tessera_engine::Error> for tessera_result {
     }
 }
 
-impl From<&tessera_server::ClientError> for tessera_result {
-    fn from(e: &tessera_server::ClientError) -> Self {
-        use tessera_server::wire::code;
-        use tessera_server::ClientError as C;
+impl From<&tessera_client::ClientError> for tessera_result {
+    fn from(e: &tessera_client::ClientError) -> Self {
+        use tessera_client::ClientError as C;
+        use tessera_proto::wire::code;
         match e {
             C::Config(_) => Self::TESSERA_CONFIG,
             C::Connection(_) => Self::TESSERA_CONNECTION,

@@ -1,6 +1,6 @@
 //! Token helpers that need no key: check a PT's format, read an RT's public fields.
 
-use tessera_engine::token::{ParsedPt, UntrustedRt};
+use tessera_proto::token::{ParsedPt, UntrustedRt};
 
 use crate::result::tessera_result;
 use crate::util::{boundary, bytes, write};

@@ -4,10 +4,10 @@
 use std::ffi::c_char;
 use std::time::Duration;
 
-use tessera_server::client::transport::Transport;
-use tessera_server::wire::messages::{IntrospectResp, RtReq};
-use tessera_server::wire::{kind, DEVICE_ALPN};
-use tessera_server::Trust;
+use tessera_client::transport::Transport;
+use tessera_client::Trust;
+use tessera_proto::wire::messages::{IntrospectResp, RtReq};
+use tessera_proto::wire::{kind, DEVICE_ALPN};
 
 use crate::result::tessera_result;
 use crate::util::{boundary, bytes, str, write};
@@ -26,7 +26,7 @@ pub struct tessera_rt_identity {
     pub device_id: [c_char; 65],
 }
 
-fn identity(
+pub(crate) fn identity(
     registration_id: u64,
     generation: u32,
     expires_at: u64,
@@ -48,7 +48,7 @@ fn identity(
 ///
 /// # Safety
 /// `validator` NULL or live; `rt` NULL or `rt_len` readable bytes valid for `'a`.
-unsafe fn check_args<'a, V>(
+pub(crate) unsafe fn check_args<'a, V>(
     validator: *const V,
     rt: *const u8,
     rt_len: usize,
@@ -107,7 +107,7 @@ unsafe fn new_validator(
         Err(e) => return e,
     };
     // The trust is checked here, where it enters (a PEM without a certificate, a bad pin).
-    if tessera_server::client::transport::client_tls(&trust, DEVICE_ALPN).is_err() {
+    if tessera_client::transport::client_tls(&trust, DEVICE_ALPN).is_err() {
         return tessera_result::TESSERA_INVALID_ARGUMENT;
     }
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -263,7 +263,7 @@ pub extern "C" fn tessera_validator_check(
             Err(e) => return e,
         };
         // Format errors are answered here, without a round trip.
-        if let Err(e) = tessera_engine::token::UntrustedRt::parse(text) {
+        if let Err(e) = tessera_proto::token::UntrustedRt::parse(text) {
             return e.into();
         }
         let Ok(text) = std::str::from_utf8(text) else {
@@ -297,93 +297,6 @@ pub extern "C" fn tessera_validator_free(validator: *mut tessera_validator) {
             // SAFETY: a pointer from `tessera_validator_new`, freed once (caller's promise).
             let v = unsafe { Box::from_raw(validator) };
             v.rt.block_on(v.transport.disconnect());
-        }
-        tessera_result::TESSERA_OK
-    });
-}
-
-/// A validator that checks RTs locally against a Tessera server's data directory on the same
-/// host (opaque). Thread-safe: one handle may be used from several threads at once.
-#[derive(Debug)]
-pub struct tessera_local_validator {
-    inner: tessera_engine::LocalValidator,
-}
-
-/// Open a local validator on the server data directory `data_dir` (NUL-terminated path), whose
-/// root key is in its key file (`root.key`; a server whose root is in an HSM needs the network
-/// validator). The store is opened read-only; revocations the server commits are seen by the
-/// next check. On success `*out` owns the handle. `TESSERA_CONFIG` if the directory holds no
-/// store or its key file does not match it.
-#[no_mangle]
-pub extern "C" fn tessera_local_validator_new(
-    data_dir: *const c_char,
-    out: *mut *mut tessera_local_validator,
-) -> tessera_result {
-    boundary(|| {
-        if out.is_null() {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        }
-        // SAFETY: a NUL-terminated string per the caller's promise.
-        let dir = match unsafe { str(data_dir) } {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
-        match tessera_engine::LocalValidator::open(std::path::Path::new(dir)) {
-            // SAFETY: `out` is caller-owned storage for one pointer.
-            Ok(inner) => unsafe {
-                write(
-                    out,
-                    Box::into_raw(Box::new(tessera_local_validator { inner })),
-                )
-            },
-            Err(_) => tessera_result::TESSERA_CONFIG,
-        }
-    })
-}
-
-/// Check an RT (`rt`/`rt_len`) against the data directory at the current system time.
-/// `TESSERA_OK` and `*out` filled when valid; otherwise `TESSERA_UNAUTHENTICATED`,
-/// `TESSERA_EXPIRED`, `TESSERA_REVOKED`, `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or
-/// `TESSERA_STORE` if the store could not be read. Does not block on the network.
-#[no_mangle]
-pub extern "C" fn tessera_local_validator_check(
-    validator: *const tessera_local_validator,
-    rt: *const u8,
-    rt_len: usize,
-    out: *mut tessera_rt_identity,
-) -> tessera_result {
-    boundary(|| {
-        // SAFETY: the caller's promises, as documented above.
-        let (v, text) = match unsafe { check_args(validator, rt, rt_len, out) } {
-            Ok(x) => x,
-            Err(e) => return e,
-        };
-        match v
-            .inner
-            .validate(text, tessera_engine::Timestamp::now_from_system_clock())
-        {
-            Ok(i) => {
-                let ident = identity(
-                    i.registration_id.get(),
-                    i.generation,
-                    i.expires_at,
-                    i.device_id.as_str(),
-                );
-                // SAFETY: `out` is non-NULL and caller-owned.
-                unsafe { write(out, ident) }
-            }
-            Err(e) => (&e).into(),
-        }
-    })
-}
-
-/// Free a local validator. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn tessera_local_validator_free(validator: *mut tessera_local_validator) {
-    let _ = boundary(|| {
-        if !validator.is_null() {
-            // SAFETY: a pointer from `tessera_local_validator_new`, freed once (caller's promise).
-            drop(unsafe { Box::from_raw(validator) });
         }
         tessera_result::TESSERA_OK
     });

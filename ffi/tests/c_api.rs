@@ -27,6 +27,53 @@ fn static_lib() -> PathBuf {
     lib
 }
 
+/// The header declares the local validator only for the `platform` shape: a C file that calls
+/// it compiles with `TESSERA_PLATFORM` defined and not without (an undeclared function is an
+/// error under C11 with -Werror), and everything else compiles either way.
+#[test]
+fn header_declares_platform_functions_only_for_the_platform_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("device.c");
+    std::fs::write(
+        &device,
+        "#include <tessera.h>\n\
+         int main(void) { tessera_validator *v = 0; tessera_validator_free(v);\n\
+         return tessera_pt_check((const uint8_t *)\"x\", 1) == TESSERA_OK; }\n",
+    )
+    .unwrap();
+    let platform = dir.path().join("platform.c");
+    std::fs::write(
+        &platform,
+        "#include <tessera.h>\n\
+         int main(void) { tessera_local_validator *v = 0; tessera_local_validator_free(v);\n\
+         return 0; }\n",
+    )
+    .unwrap();
+    let cc = |file: &Path, define: bool| {
+        Command::new("cc")
+            .args(C_WARNINGS)
+            .args(define.then_some(PLATFORM))
+            .arg("-fsyntax-only")
+            .arg("-I")
+            .arg(root().join("include"))
+            .arg(file)
+            .output()
+            .expect("cc")
+            .status
+            .success()
+    };
+    assert!(cc(&device, false), "device functions need no define");
+    assert!(cc(&device, true));
+    assert!(
+        cc(&platform, true),
+        "platform functions compile with TESSERA_PLATFORM"
+    );
+    assert!(
+        !cc(&platform, false),
+        "platform functions are hidden without it"
+    );
+}
+
 /// The system libraries a Rust static library needs (`rustc --print native-static-libs`).
 const NATIVE_LIBS: &[&str] = &[
     "-lgcc_s",
@@ -78,10 +125,15 @@ fn compile(compiler: &str, extra: &[&str], out: &Path) {
 /// The C standard and warnings every C file of the project compiles with.
 const C_WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
 
+/// The test build of libtessera is the `platform` shape (the C tests cover the local
+/// validator too), so the tests see its declarations.
+const PLATFORM: &str = "-DTESSERA_PLATFORM";
+
 fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
     let lib = static_lib();
     let status = Command::new(compiler)
         .args(C_WARNINGS)
+        .arg(PLATFORM)
         .arg("-g")
         .args(extra)
         .arg("-I")
@@ -192,7 +244,7 @@ fn c_device_flow_under_valgrind() {
 fn device_flow(under_valgrind: bool) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
-    use tessera_server::wire::kind;
+    use tessera_proto::wire::kind;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,10 +255,10 @@ fn device_flow(under_valgrind: bool) {
     let (server, admin, pt) = rt.block_on(async {
         let cfg = tessera_server::ServerConfig::ephemeral(dir.path().join("data"));
         let server = tessera_server::Server::start(cfg).await.unwrap();
-        let trust = tessera_server::Trust::ca_file(&server.ca_cert_path()).unwrap();
+        let trust = tessera_client::Trust::ca_file(&server.ca_cert_path()).unwrap();
         let token = server.first_admin_token().unwrap().clone();
         let admin =
-            tessera_server::AdminClient::new(server.admin_addr(), "localhost", &trust, token)
+            tessera_client::AdminClient::new(server.admin_addr(), "localhost", &trust, token)
                 .unwrap();
         let (_, pt) = admin
             .create_pt(serde_json::json!({ "label": "c", "approval": "manual_with_code" }))
@@ -364,8 +416,8 @@ fn example_firmware_with_mosquitto() {
     let dir = tempfile::tempdir().unwrap();
     let (server, pt) = rt.block_on(async {
         let server = tessera_server::Server::start(tessera_server::ServerConfig::ephemeral(dir.path().join("data"))).await.unwrap();
-        let trust = tessera_server::Trust::ca_file(&server.ca_cert_path()).unwrap();
-        let admin = tessera_server::AdminClient::new(server.admin_addr(), "localhost", &trust, server.first_admin_token().unwrap().clone()).unwrap();
+        let trust = tessera_client::Trust::ca_file(&server.ca_cert_path()).unwrap();
+        let admin = tessera_client::AdminClient::new(server.admin_addr(), "localhost", &trust, server.first_admin_token().unwrap().clone()).unwrap();
         let (_, pt) = admin
             .create_pt(serde_json::json!({ "label": "fw", "kind": "fleet", "max_registrations": 10, "approval": "automatic" }))
             .await
@@ -466,6 +518,7 @@ fn c_snippets_in_the_documents_compile() {
             std::fs::write(&src, snippet.join("\n") + "\n").unwrap();
             let status = Command::new("cc")
                 .args(C_WARNINGS)
+                .arg(PLATFORM)
                 .arg("-c")
                 .arg("-I")
                 .arg(root().join("include"))

@@ -1,6 +1,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_engine::model::Attributes;
+use tessera_proto::Attributes;
 
 fuzz_target!(|data: &[u8]| {
     // Split the input into key/value pairs at 0x00 / 0x01 separators.
@@ -16,5 +16,5 @@ fuzz_target!(|data: &[u8]| {
             assert!(k.len() <= 32 && v.len() <= 128);
         }
     }
-    let _ = tessera_engine::DeviceId::new(String::from_utf8_lossy(data).into_owned());
+    let _ = tessera_proto::DeviceId::new(String::from_utf8_lossy(data).into_owned());
 });

@@ -1,6 +1,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_engine::token::UntrustedRt;
+use tessera_proto::token::UntrustedRt;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(rt) = UntrustedRt::parse(data) {

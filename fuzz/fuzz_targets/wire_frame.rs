@@ -1,6 +1,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_server::wire::{self, messages};
+use tessera_proto::wire::{self, messages};
 
 fuzz_target!(|data: &[u8]| {
     for cap in [wire::frame::DEVICE_REQUEST_MAX, 64] {

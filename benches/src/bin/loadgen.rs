@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tessera_benches::rss_of;
+use tessera_proto::wire::{self, kind, messages};
 use tessera_server::server::banner;
-use tessera_server::wire::{self, kind, messages};
 
 /// The servers' allocator, so the generator's share of the shared cores is as small as theirs.
 #[global_allocator]
@@ -137,10 +137,10 @@ fn spawn_until(mut cmd: Command, marker: &str) -> (Child, SocketAddr, Vec<String
 }
 
 fn client_endpoints(n: usize, ca: &Path, alpn: &[u8], resumption: bool) -> Vec<quinn::Endpoint> {
-    let trust = tessera_server::Trust::ca_file(ca).expect("ca");
+    let trust = tessera_client::Trust::ca_file(ca).expect("ca");
     (0..n)
         .map(|_| {
-            let mut tls = tessera_server::client::transport::client_tls(&trust, alpn).expect("tls");
+            let mut tls = tessera_client::transport::client_tls(&trust, alpn).expect("tls");
             if !resumption {
                 tls.resumption = rustls::client::Resumption::disabled();
             }
@@ -502,7 +502,7 @@ fn main() {
 
     let summary = rt.block_on(async {
         let token = std::fs::read_to_string(data.join("admin.token")).expect("token").trim().to_owned();
-        let admin = tessera_server::AdminClient::new(admin_addr, "localhost", &tessera_server::Trust::ca_file(&ca).expect("ca"), tessera_engine::AdminToken::new(token)).expect("admin");
+        let admin = tessera_client::AdminClient::new(admin_addr, "localhost", &tessera_client::Trust::ca_file(&ca).expect("ca"), tessera_engine::AdminToken::new(token)).expect("admin");
         let (_, pt) = admin
             .create_pt(json!({ "label": "loadgen", "kind": "fleet", "max_registrations": 100_000_000u64, "approval": "automatic" }))
             .await

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use tessera_client::{ClientError, DeviceConfig, Trust};
+use tessera_client::{DeviceFaults, DeviceHooks};
 use tessera_engine::{AdminToken, ProvisioningToken};
-use tessera_server::client::{DeviceFaults, DeviceHooks};
-use tessera_server::{ClientError, DeviceConfig, Trust};
 
 use crate::errors;
 use crate::runtime;
@@ -50,7 +50,7 @@ fn secs(py: Python<'_>, s: f64, what: &str) -> PyResult<Duration> {
 #[pyclass(frozen, module = "tessera._native")]
 #[derive(Debug)]
 pub(crate) struct AdminClient {
-    inner: Arc<tessera_server::AdminClient>,
+    inner: Arc<tessera_client::AdminClient>,
 }
 
 #[pymethods]
@@ -70,7 +70,7 @@ impl AdminClient {
         let trust = trust(py, ca_pem.as_ref(), pin)?;
         let rt = runtime::clients()?;
         let _g = rt.enter();
-        tessera_server::AdminClient::new(
+        tessera_client::AdminClient::new(
             addr,
             server_name,
             &trust,
@@ -208,7 +208,7 @@ impl DeviceHooks for PyHooks {
 /// "Threads").
 #[pyclass(frozen, module = "tessera._native")]
 pub(crate) struct DeviceClient {
-    inner: Arc<tessera_server::DeviceClient>,
+    inner: Arc<tessera_client::DeviceClient>,
 }
 
 impl std::fmt::Debug for DeviceClient {
@@ -222,11 +222,10 @@ impl DeviceClient {
         &self,
         py: Python<'_>,
         f: impl FnOnce(
-                Arc<tessera_server::DeviceClient>,
+                Arc<tessera_client::DeviceClient>,
             ) -> std::pin::Pin<
                 Box<
-                    dyn std::future::Future<Output = Result<T, tessera_server::client::DeviceError>>
-                        + Send,
+                    dyn std::future::Future<Output = Result<T, tessera_client::DeviceError>> + Send,
                 >,
             > + Send,
     ) -> PyResult<T> {
@@ -314,7 +313,7 @@ impl DeviceClient {
         };
         let rt = runtime::clients()?;
         let _g = rt.enter();
-        tessera_server::DeviceClient::new(cfg, Box::new(hooks))
+        tessera_client::DeviceClient::new(cfg, Box::new(hooks))
             .map(|c| Self { inner: Arc::new(c) })
             .map_err(|e| errors::client(py, &e))
     }

@@ -5,10 +5,10 @@
 //! (`tessera.errors.CODES`); this side only says which code, the message, and the details.
 
 use pyo3::prelude::*;
+use tessera_client::ClientError;
+use tessera_client::DeviceError;
 use tessera_engine::{Error, TokenFormatError};
-use tessera_server::client::DeviceError;
-use tessera_server::wire::{code, ErrorBody};
-use tessera_server::ClientError;
+use tessera_proto::wire::{code, ErrorBody};
 
 /// Client-side codes (the wire protocol's end at 99).
 pub(crate) mod client_code {
@@ -81,7 +81,7 @@ pub(crate) fn engine(py: Python<'_>, e: &Error) -> PyErr {
         // The wire maps these to INTERNAL with a fixed message; locally the caller owns the
         // engine, and key-keeper and store messages carry no secrets.
         Error::Keys(_) | Error::Store(_) => Raised::new(code::INTERNAL, e.to_string()),
-        _ => wire(tessera_server::wire::error_body(e, 0)),
+        _ => wire(tessera_server::server::errors::error_body(e, 0)),
     };
     if let Error::TokenFormat(f) = e {
         r.detail = Some(format_detail(*f));

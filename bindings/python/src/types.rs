@@ -3,7 +3,7 @@
 
 use pyo3::prelude::*;
 use tessera_engine::token::RtClaims;
-use tessera_server::wire::messages::RtBody;
+use tessera_proto::wire::messages::RtBody;
 use zeroize::Zeroizing;
 
 /// The claims of an RT that validated (or, from `inspect_rt`, that parsed — unauthenticated).

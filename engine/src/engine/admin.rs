@@ -11,10 +11,9 @@ use crate::error::Error;
 use crate::model::{check_label, Actor, AdminRole, AdminTokenId, AdminTokenRecord};
 use crate::secret::AdminToken;
 use crate::time::Timestamp;
-use crate::token::pt::{self, ParsedPt};
+use tessera_proto::token::pt::{self, ParsedPt};
 
-/// Text prefix of admin tokens.
-pub const ADMIN_TOKEN_PREFIX: &str = "tsat_";
+pub use tessera_proto::token::ADMIN_TOKEN_PREFIX;
 
 impl Engine {
     /// Create an admin token for `name` with `role`. The text is returned once.

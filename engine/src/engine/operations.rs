@@ -7,7 +7,6 @@ use ring::hmac;
 use super::pts::{check_pt_row, revoke_pt_in_tx};
 use super::registrations::{claims_of, set_family};
 use super::{Effect, Engine, LeakResponse, Tx};
-use crate::codec;
 use crate::error::{Error, InputError};
 use crate::family::MAX_REGISTRATION_ID;
 use crate::model::{
@@ -18,10 +17,8 @@ use crate::model::{
 use crate::secret::{OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode};
 use crate::store::{NewLeakSignal, OperationQuery};
 use crate::time::Timestamp;
-use crate::token::{code, RtClaims};
-
-const OP_SECRET_PREFIX: &str = "tsos_";
-const OP_SECRET_BINARY_LEN: usize = 32 + codec::CHECKSUM_LEN;
+use tessera_proto::token::op as op_secret;
+use tessera_proto::token::{code, RtClaims};
 
 /// What a device sends to begin a provisioning operation.
 #[derive(Clone)]
@@ -133,10 +130,9 @@ fn op_secret_bytes(key: &hmac::Key, id: &OperationId) -> hmac::Tag {
 }
 
 fn op_secret_text(key: &hmac::Key, id: &OperationId) -> OperationSecret {
-    OperationSecret::new(codec::encode(
-        OP_SECRET_PREFIX,
-        op_secret_bytes(key, id).as_ref(),
-    ))
+    let mut bytes = zeroize::Zeroizing::new([0u8; op_secret::OP_SECRET_LEN]);
+    bytes.copy_from_slice(op_secret_bytes(key, id).as_ref());
+    op_secret::encode(&bytes)
 }
 
 impl Engine {
@@ -390,16 +386,14 @@ impl Engine {
         id: &OperationId,
         secret: &str,
     ) -> Result<OperationRecord, Error> {
-        let mut bin = [0u8; OP_SECRET_BINARY_LEN];
-        codec::decode_into(OP_SECRET_PREFIX, secret.as_bytes(), &mut bin)?;
+        let bin = op_secret::decode(secret.as_bytes())?;
         let op = self.read(|db| db.operation(id))?;
         let ring = self.inner.keys.load();
         // Unknown ids are checked against a random key so they cost the same as a wrong secret.
         let key = op
             .as_ref()
             .map_or(ring.dummy(), |o| ring.op_key_or_dummy(o.key_epoch));
-        let ok = hmac::verify(key, &id.to_bytes(), &bin[..32]).is_ok();
-        zeroize::Zeroize::zeroize(&mut bin);
+        let ok = hmac::verify(key, &id.to_bytes(), &bin[..]).is_ok();
         match op {
             Some(op) if ok => Ok(op),
             _ => Err(Error::Unauthenticated),
@@ -860,7 +854,8 @@ fn approve_in_tx(
         device_id: device_id.clone(),
         pt_id: pt.id,
         operation_id: op.id,
-        binding: u32::from_be_bytes(tx.inner.random::<4>()?) % crate::token::RT_BINDING_LIMIT,
+        binding: u32::from_be_bytes(tx.inner.random::<4>()?)
+            % tessera_proto::token::RT_BINDING_LIMIT,
         status: RegistrationStatus::Active,
         generation: 1,
         key_epoch: ring.current,

@@ -12,7 +12,7 @@ use crate::model::{
     check_label, ApprovalPolicy, DeviceIdPolicy, OperationState, PtId, PtKind, PtRecord, PtSpec,
 };
 use crate::time::Timestamp;
-use crate::token::pt::{self, ParsedPt};
+use tessera_proto::token::pt::{self, ParsedPt};
 
 /// The result of a batch creation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -10,7 +10,7 @@ use crate::model::{
 use crate::secret::RegistrationToken;
 use crate::store::{NewLeakSignal, RefreshAudit, RegistrationQuery};
 use crate::time::Timestamp;
-use crate::token::{RtClaims, UntrustedRt};
+use tessera_proto::token::{RtClaims, UntrustedRt};
 
 /// An RT that passed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use super::KeyKeeper;
-use crate::codec;
 use crate::error::Error;
 use crate::secret::KeyBytes;
+use tessera_proto::codec;
 
 const PREFIX: &str = "tsrk_";
 /// File name of the root key inside the data directory.

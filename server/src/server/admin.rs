@@ -15,8 +15,8 @@ use tessera_engine::{
 
 use super::device::{blocking, parse};
 use super::{engine_err, err, Handled, Shared};
-use crate::wire::messages::{AdminReq, PtArgs};
-use crate::wire::{self, code, kind, ErrorBody, Frame};
+use tessera_proto::wire::messages::{AdminReq, PtArgs};
+use tessera_proto::wire::{self, code, kind, ErrorBody, Frame};
 
 /// The request's arguments as `T`: absent or `null` is `{}`; anything but a JSON object, and any
 /// field `T` does not name, is refused (error 1).

@@ -11,10 +11,10 @@ use tessera_engine::{
 
 use super::reply::{Deferred, Reply};
 use super::{engine_err, err, Handled, Shared};
-use crate::wire::messages::{
+use tessera_proto::wire::messages::{
     BeginReq, BeginResp, CancelReq, IntrospectResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
 };
-use crate::wire::{code, kind, ErrorBody, Frame};
+use tessera_proto::wire::{code, kind, ErrorBody, Frame};
 
 /// A request body as `T`. The body must be one JSON object (an array would otherwise be read as
 /// positional fields); unknown fields are refused by `T` itself.
@@ -249,7 +249,7 @@ async fn wait(
         ),
     };
     Ok(Handled {
-        frames: crate::wire::ok_frame(&resp),
+        frames: tessera_proto::wire::ok_frame(&resp),
         attach,
     })
 }
@@ -284,7 +284,7 @@ pub(crate) fn refresh_answer(
         expires_at: r.claims.expires_at,
     };
     Ok(Handled {
-        frames: crate::wire::ok_frame(&RefreshResp {
+        frames: tessera_proto::wire::ok_frame(&RefreshResp {
             registration: body,
             retried: r.retried,
             server_time_ms: shared.now().unix_millis(),

@@ -3,6 +3,7 @@
 mod admin;
 pub mod config;
 mod device;
+pub mod errors;
 pub mod registry;
 mod reply;
 pub mod tls;
@@ -21,7 +22,7 @@ pub use admin::pt_spec_from_args;
 pub use config::ServerConfig;
 use registry::{Connections, Observer, Waiters};
 
-use crate::wire::{self, code, ErrorBody};
+use tessera_proto::wire::{self, code, ErrorBody};
 
 /// The lines `tessera serve` prints about where it listens, and how tools read them back.
 pub mod banner {
@@ -578,7 +579,7 @@ pub(crate) fn err(code: u16, message: &str) -> ErrorBody {
 }
 
 pub(crate) fn engine_err(e: &tessera_engine::Error) -> ErrorBody {
-    wire::error_body(e, now().unix_millis())
+    errors::error_body(e, now().unix_millis())
 }
 
 /// What a request handler produced.

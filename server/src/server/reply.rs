@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::registry::ConnState;
 use super::{Handled, Shared};
-use crate::wire::{self, code, ErrorBody};
+use tessera_proto::wire::{self, code, ErrorBody};
 
 /// The answering half of one request stream, with the bookkeeping that ends with it.
 pub(crate) struct Reply {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::wire;
+use tessera_proto::wire;
 
 /// Errors setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -198,8 +198,8 @@ pub fn alpn_name(alpn: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::transport::{client_tls, Trust};
     use rustls::crypto::ring::cipher_suite;
+    use tessera_client::transport::{client_tls, Trust};
 
     /// Run a TLS 1.3 handshake between `client` and `server` in memory; the suite it settled on.
     fn negotiate(

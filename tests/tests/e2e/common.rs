@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tessera_client::transport::Transport;
+use tessera_client::{AdminClient, ClientError, Trust};
 use tessera_engine::AdminToken;
-use tessera_server::client::transport::Transport;
+use tessera_proto::wire::messages::{BeginReq, BeginResp, RefreshResp, RtReq, WaitReq, WaitResp};
+use tessera_proto::wire::{kind, DEVICE_ALPN};
 use tessera_server::server::ManualClock;
-use tessera_server::wire::messages::{BeginReq, BeginResp, RefreshResp, RtReq, WaitReq, WaitResp};
-use tessera_server::wire::{kind, DEVICE_ALPN};
-use tessera_server::{AdminClient, ClientError, Server, ServerConfig, Trust};
+use tessera_server::{Server, ServerConfig};
 
 pub struct TestServer {
     pub server: Option<Server>,

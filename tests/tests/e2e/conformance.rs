@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_server::client::transport::Transport;
-use tessera_server::wire::{self, code, kind, ADMIN_ALPN};
+use tessera_client::transport::Transport;
+use tessera_proto::wire::{self, code, kind, ADMIN_ALPN};
 
 use crate::common::{begin, manual, TestServer};
 
@@ -137,7 +137,7 @@ async fn an_operation_secret_is_checked_as_documented() {
 /// which QUIC carries as the transport error 0x178, on both endpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_missing_alpn_fails_the_handshake_with_alert_120() {
-    use tessera_server::wire::DEVICE_ALPN;
+    use tessera_proto::wire::DEVICE_ALPN;
     let ts = TestServer::start().await;
     let cases: [(std::net::SocketAddr, Option<&[u8]>); 4] = [
         (ts.device_addr, Some(b"h3")),
@@ -147,7 +147,7 @@ async fn a_wrong_or_missing_alpn_fails_the_handshake_with_alert_120() {
     ];
     for (addr, alpn) in cases {
         let mut tls =
-            tessera_server::client::transport::client_tls(&ts.trust, alpn.unwrap_or(b"x")).unwrap();
+            tessera_client::transport::client_tls(&ts.trust, alpn.unwrap_or(b"x")).unwrap();
         if alpn.is_none() {
             tls.alpn_protocols.clear();
         }

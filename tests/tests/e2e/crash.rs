@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use tessera_client::transport::Transport;
+use tessera_client::{AdminClient, Trust};
 use tessera_engine::AdminToken;
-use tessera_server::client::transport::Transport;
-use tessera_server::wire::{code, kind, DEVICE_ALPN};
-use tessera_server::{AdminClient, Trust};
+use tessera_proto::wire::{code, kind, DEVICE_ALPN};
 
 use crate::common::{begin, code_of, introspect, refresh, wait};
 

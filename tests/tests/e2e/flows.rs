@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tessera_server::client::device::{DeviceConfig, DeviceHooks};
-use tessera_server::wire::{code, kind};
-use tessera_server::DeviceClient;
+use tessera_client::device::{DeviceConfig, DeviceHooks};
+use tessera_client::DeviceClient;
+use tessera_proto::wire::{code, kind};
 
 use crate::common::{begin, code_of, introspect, manual, refresh, wait, TestServer};
 
@@ -161,20 +161,20 @@ async fn automatic_policy_and_attribute_rule() {
     attrs.insert("model".to_string(), "TX-7".to_string());
     attrs.insert("serial".to_string(), "SN26-1".to_string());
     let req = |attrs: std::collections::BTreeMap<String, String>, nonce: &str| {
-        tessera_server::wire::messages::BeginReq {
+        tessera_proto::wire::messages::BeginReq {
             pt: ruled.clone(),
             device_id: Some(format!("tx-{nonce}")),
             attributes: attrs,
             instance_nonce: crate::common::instance_nonce(nonce),
         }
     };
-    let r: tessera_server::wire::messages::BeginResp = t
+    let r: tessera_proto::wire::messages::BeginResp = t
         .call(kind::BEGIN, &req(attrs.clone(), "1"), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(r.state, "approved");
     attrs.insert("serial".to_string(), "SN25-1".to_string());
-    let r: tessera_server::wire::messages::BeginResp = t
+    let r: tessera_proto::wire::messages::BeginResp = t
         .call(kind::BEGIN, &req(attrs, "2"), Duration::ZERO)
         .await
         .unwrap();
@@ -242,7 +242,7 @@ async fn operations_expire_and_code_guessing_is_limited() {
             .await
             .unwrap_err();
         match e {
-            tessera_server::ClientError::Server(b) => {
+            tessera_client::ClientError::Server(b) => {
                 assert_eq!(b.code, code::WRONG_CODE);
                 assert_eq!(b.remaining_attempts, Some(remaining));
             }
@@ -270,9 +270,9 @@ async fn operations_expire_and_code_guessing_is_limited() {
 
 async fn provisioned_rt(
     ts: &TestServer,
-    t: &tessera_server::client::Transport,
+    t: &tessera_client::Transport,
     device: &str,
-) -> tessera_server::wire::messages::RtBody {
+) -> tessera_proto::wire::messages::RtBody {
     let (_, pt) = ts.pt(json!({ "label": "auto", "kind": "fleet", "max_registrations": 100, "approval": "automatic" })).await;
     let op = begin(t, &pt, Some(device), device).await.unwrap();
     wait(t, &op, 0).await.unwrap().registration.unwrap()

@@ -2,7 +2,7 @@
 //! rules").
 
 use serde_json::json;
-use tessera_server::wire::kind;
+use tessera_proto::wire::kind;
 
 use crate::common::{begin, manual, wait, TestServer};
 
@@ -55,8 +55,8 @@ async fn connection_pair(dir: &std::path::Path) -> (quinn::Connection, quinn::Co
         quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap(),
     ));
     let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let trust = tessera_server::Trust::ca_file(&files.ca_cert).unwrap();
-    let client_tls = tessera_server::client::transport::client_tls(&trust, alpn).unwrap();
+    let trust = tessera_client::Trust::ca_file(&files.ca_cert).unwrap();
+    let client_tls = tessera_client::transport::client_tls(&trust, alpn).unwrap();
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     client.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap(),
@@ -103,7 +103,7 @@ async fn an_attach_after_the_revocation_closes_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_leak_policy_revokes_a_guessed_pt() {
     use crate::common::code_of;
-    use tessera_server::wire::code;
+    use tessera_proto::wire::code;
     let ts = TestServer::start_with(|c| {
         c.engine.max_code_attempts = 2;
         c.engine.leak_policy.code_guessing = tessera_engine::LeakResponse::RevokePt;
@@ -145,7 +145,7 @@ async fn the_configured_leak_policy_revokes_a_guessed_pt() {
 #[derive(Clone, Default)]
 struct Flash(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
-impl tessera_server::client::device::DeviceHooks for Flash {
+impl tessera_client::device::DeviceHooks for Flash {
     fn load(&self) -> Option<String> {
         self.0.lock().unwrap().clone()
     }
@@ -161,8 +161,8 @@ impl tessera_server::client::device::DeviceHooks for Flash {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebooted_device_resumes_its_operation_and_forgets_a_revoked_rt() {
     use std::time::Duration;
-    use tessera_server::client::device::DeviceConfig;
-    use tessera_server::DeviceClient;
+    use tessera_client::device::DeviceConfig;
+    use tessera_client::DeviceClient;
     let ts = TestServer::start().await;
     let (_, pt) = ts.pt(manual()).await;
     let flash = Flash::default();
@@ -233,7 +233,7 @@ async fn a_rebooted_device_resumes_its_operation_and_forgets_a_revoked_rt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_introspect_and_admin_requests_are_rate_limited() {
     use crate::common::{code_of, introspect};
-    use tessera_server::wire::code;
+    use tessera_proto::wire::code;
     let ts = TestServer::start_with(|c| {
         c.wait_burst = 2;
         c.wait_per_minute = 1;
@@ -255,7 +255,7 @@ async fn wait_introspect_and_admin_requests_are_rate_limited() {
     let limited = wait(&t, &op, 0).await.unwrap_err();
     assert_eq!(code_of(&limited), code::RATE_LIMITED);
     match &limited {
-        tessera_server::ClientError::Server(b) => assert!(b.retry_after_ms.unwrap() > 0),
+        tessera_client::ClientError::Server(b) => assert!(b.retry_after_ms.unwrap() > 0),
         other => panic!("{other:?}"),
     }
 

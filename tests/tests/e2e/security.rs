@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tessera_client::transport::Transport;
+use tessera_client::AdminClient;
 use tessera_engine::AdminToken;
-use tessera_server::client::transport::Transport;
-use tessera_server::wire::{self, code, kind, ErrorBody, ADMIN_ALPN, DEVICE_ALPN};
-use tessera_server::AdminClient;
+use tessera_proto::wire::{self, code, kind, ErrorBody, ADMIN_ALPN, DEVICE_ALPN};
 
 use crate::common::{begin, code_of, manual, refresh, wait, TestServer};
 
@@ -24,7 +24,7 @@ async fn devices_cannot_reach_the_admin_endpoint() {
     .unwrap();
     assert!(matches!(
         t.connection().await,
-        Err(tessera_server::ClientError::Connection(_))
+        Err(tessera_client::ClientError::Connection(_))
     ));
     // Admin requests on the device endpoint are unknown there, even with a valid admin token.
     let d = ts.device_transport();
@@ -251,8 +251,8 @@ async fn memory_stays_bounded_under_many_idle_connections() {
     let dir = tempfile::tempdir().unwrap();
     let mut proc =
         crate::crash::spawn_server_with(dir.path(), "max_connections_per_source = 1000\n");
-    let trust = tessera_server::Trust::ca_file(&dir.path().join("tls/ca.pem")).unwrap();
-    let tls = tessera_server::client::transport::client_tls(&trust, DEVICE_ALPN).unwrap();
+    let trust = tessera_client::Trust::ca_file(&dir.path().join("tls/ca.pem")).unwrap();
+    let tls = tessera_client::transport::client_tls(&trust, DEVICE_ALPN).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
@@ -280,7 +280,7 @@ async fn memory_stays_bounded_under_many_idle_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_source_are_capped() {
     let ts = TestServer::start_with(|c| c.max_connections_per_source = 10).await;
-    let tls = tessera_server::client::transport::client_tls(&ts.trust, DEVICE_ALPN).unwrap();
+    let tls = tessera_client::transport::client_tls(&ts.trust, DEVICE_ALPN).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tessera_client::{AdminClient, Trust};
 use tessera_engine::AdminToken;
-use tessera_server::wire::kind;
-use tessera_server::{AdminClient, Trust};
+use tessera_proto::wire::kind;
 
 use super::output::{self, Col};
 use super::{done, wait_for_signal, Cmd, Conn, DeviceCmd, KeysCmd, OpCmd, PtCmd, TokenCmd};

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tessera_server::client::device::{DeviceConfig, DeviceHooks};
-use tessera_server::{BlockingDeviceClient, Trust};
+use tessera_client::device::{DeviceConfig, DeviceHooks};
+use tessera_client::{BlockingDeviceClient, Trust};
 
 use super::{fail, output, SimArgs};
 

@@ -11,8 +11,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::sync::Mutex;
 
-use crate::server::tls;
-use crate::wire::{self, kind, ErrorBody};
+use tessera_proto::wire::{self, kind, ErrorBody};
+
+use crate::tls;
 
 /// How a client decides to trust the server.
 #[derive(Debug, Clone)]

@@ -12,11 +12,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use tessera_engine::{ProvisioningToken, Timestamp};
+use tessera_proto::wire::messages::{
+    BeginReq, BeginResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
+};
+use tessera_proto::wire::{code, kind, DEVICE_ALPN};
+use tessera_proto::ProvisioningToken;
 
 use super::transport::{ClientError, Transport, Trust};
-use crate::wire::messages::{BeginReq, BeginResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp};
-use crate::wire::{code, kind, DEVICE_ALPN};
 
 /// What the device needs to know.
 #[derive(Debug, Clone)]
@@ -161,7 +163,7 @@ struct Stored {
 /// was given.
 fn parse_stored(text: &str) -> Result<Stored, String> {
     use serde_json::error::Category;
-    use tessera_engine::model::limits;
+    use tessera_proto::limits;
     // The category only: serde_json's messages can quote the (secret) input.
     let stored: Stored = serde_json::from_str(text).map_err(|e| {
         let what = match e.classify() {
@@ -201,7 +203,9 @@ impl std::fmt::Debug for DeviceClient {
 }
 
 fn system_ms() -> i64 {
-    Timestamp::now_from_system_clock().unix_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl DeviceClient {

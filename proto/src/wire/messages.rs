@@ -1,6 +1,7 @@
 //! Message bodies and codes. Every body is a JSON object; see docs/protocol.md for each field.
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
 
 use serde::{Deserialize, Serialize};
 
@@ -173,8 +174,8 @@ pub struct BeginReq {
     pub instance_nonce: String,
 }
 
-impl std::fmt::Debug for BeginReq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for BeginReq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("BeginReq")
             .field("pt", &"<redacted>")
             .field("device_id", &self.device_id)
@@ -206,8 +207,8 @@ pub struct BeginResp {
     pub server_time_ms: u64,
 }
 
-impl std::fmt::Debug for BeginResp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for BeginResp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("BeginResp")
             .field("operation_id", &self.operation_id)
             .field("secret", &"<redacted>")
@@ -234,8 +235,8 @@ pub struct WaitReq {
     pub timeout_ms: u64,
 }
 
-impl std::fmt::Debug for WaitReq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for WaitReq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("WaitReq")
             .field("operation_id", &self.operation_id)
             .field("secret", &"<redacted>")
@@ -282,8 +283,8 @@ pub struct RtBody {
     pub expires_at: u64,
 }
 
-impl std::fmt::Debug for RtBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for RtBody {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RtBody")
             .field("rt", &"<redacted>")
             .field("device_id", &self.device_id)
@@ -303,8 +304,8 @@ pub struct RtReq {
     pub rt: String,
 }
 
-impl std::fmt::Debug for RtReq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for RtReq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RtReq").field("rt", &"<redacted>").finish()
     }
 }
@@ -349,8 +350,8 @@ pub struct CancelReq {
     pub secret: String,
 }
 
-impl std::fmt::Debug for CancelReq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for CancelReq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CancelReq")
             .field("operation_id", &self.operation_id)
             .field("secret", &"<redacted>")
@@ -369,8 +370,8 @@ pub struct AdminReq {
     pub args: serde_json::Value,
 }
 
-impl std::fmt::Debug for AdminReq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for AdminReq {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("AdminReq")
             .field("token", &"<redacted>")
             .field("args", &self.args)

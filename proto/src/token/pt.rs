@@ -17,20 +17,27 @@
 //! A PT with an unknown id and a known id with a wrong secret therefore fail at the same step,
 //! along the same path, in the same time.
 
+#[cfg(feature = "mac")]
+use alloc::string::String;
+
+#[cfg(feature = "mac")]
 use ring::hmac;
+#[cfg(feature = "mac")]
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::codec;
 use crate::error::TokenFormatError;
-use crate::model::PtId;
+use crate::ids::PtId;
+#[cfg(feature = "mac")]
 use crate::secret::ProvisioningToken;
 
 /// Text prefix of every PT.
 pub const PT_PREFIX: &str = "tspt_";
 /// The only PT version this engine knows.
 pub const PT_VERSION: u8 = 1;
-const SECRET_LEN: usize = 32;
+/// Length of a PT's secret.
+pub const SECRET_LEN: usize = 32;
 const PAYLOAD_LEN: usize = 1 + 4 + 16 + SECRET_LEN;
 /// Length of the binary form, checksum included.
 pub const PT_BINARY_LEN: usize = PAYLOAD_LEN + codec::CHECKSUM_LEN;
@@ -40,11 +47,13 @@ pub const PT_TEXT_LEN: usize = codec::text_len(PT_PREFIX, PT_BINARY_LEN);
 /// A PT whose format has been checked; its secret has not been verified.
 pub struct ParsedPt {
     id: PtId,
+    // Read only by the keyed check, which needs the `mac` feature.
+    #[cfg_attr(not(feature = "mac"), allow(dead_code))]
     secret: Zeroizing<[u8; SECRET_LEN]>,
 }
 
-impl std::fmt::Debug for ParsedPt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for ParsedPt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ParsedPt")
             .field("id", &self.id)
             .finish_non_exhaustive()
@@ -58,7 +67,7 @@ impl ParsedPt {
     }
 
     /// Parse a token of the same layout under another prefix (admin tokens use `tsat_`).
-    pub(crate) fn parse_with_prefix(prefix: &str, text: &[u8]) -> Result<Self, TokenFormatError> {
+    pub fn parse_with_prefix(prefix: &str, text: &[u8]) -> Result<Self, TokenFormatError> {
         let mut bin = Zeroizing::new([0u8; PT_BINARY_LEN]);
         codec::decode_into(prefix, text, &mut bin[..])?;
         if bin[0] != PT_VERSION {
@@ -86,14 +95,17 @@ impl ParsedPt {
     /// The attacker controls the whole token. Whatever the id, this runs one HMAC and one
     /// 16-byte constant-time comparison, so it reveals neither whether the id exists nor how
     /// much of the secret matched.
-    pub(crate) fn check_tag(&self, key: &hmac::Key) -> (bool, Zeroizing<[u8; 32]>) {
+    #[cfg(feature = "mac")]
+    pub fn check_tag(&self, key: &hmac::Key) -> (bool, Zeroizing<[u8; 32]>) {
         let verifier = compute_verifier(key, &self.secret);
         let ok = verifier[..16].ct_eq(self.id.tag()).into();
         (ok, verifier)
     }
 }
 
-pub(crate) fn compute_verifier(key: &hmac::Key, secret: &[u8; SECRET_LEN]) -> Zeroizing<[u8; 32]> {
+/// The verifier of a PT secret: `HMAC-SHA256(key, secret)`.
+#[cfg(feature = "mac")]
+pub fn compute_verifier(key: &hmac::Key, secret: &[u8; SECRET_LEN]) -> Zeroizing<[u8; 32]> {
     let tag = hmac::sign(key, secret);
     let mut v = Zeroizing::new([0u8; 32]);
     v.copy_from_slice(tag.as_ref());
@@ -101,7 +113,8 @@ pub(crate) fn compute_verifier(key: &hmac::Key, secret: &[u8; SECRET_LEN]) -> Ze
 }
 
 /// Make a new PT from a fresh secret: returns the text (shown once), the id and the verifier.
-pub(crate) fn mint(
+#[cfg(feature = "mac")]
+pub fn mint(
     epoch: u32,
     key: &hmac::Key,
     secret: &[u8; SECRET_LEN],
@@ -111,7 +124,8 @@ pub(crate) fn mint(
 }
 
 /// Make a token of the PT layout under `prefix`.
-pub(crate) fn mint_with_prefix(
+#[cfg(feature = "mac")]
+pub fn mint_with_prefix(
     prefix: &str,
     epoch: u32,
     key: &hmac::Key,
@@ -129,7 +143,7 @@ pub(crate) fn mint_with_prefix(
     (text, id, *verifier)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mac"))]
 mod tests {
     use super::*;
 

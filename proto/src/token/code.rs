@@ -5,6 +5,9 @@
 //! display and typed by a technician is hard to get wrong. With the engine's default limit of
 //! 5 attempts, an attacker guessing blindly succeeds with probability 5 / 2^40.
 
+use alloc::string::String;
+
+#[cfg(feature = "mac")]
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
@@ -15,7 +18,8 @@ pub const CODE_LEN: usize = 8;
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// Derive the code of an operation: `HMAC(code_key, op_id)`, first 40 bits, base32.
-pub(crate) fn derive(key: &hmac::Key, operation_id: &[u8]) -> [u8; CODE_LEN] {
+#[cfg(feature = "mac")]
+pub fn derive(key: &hmac::Key, operation_id: &[u8]) -> [u8; CODE_LEN] {
     let tag = hmac::sign(key, operation_id);
     let b = tag.as_ref();
     let bits = (u64::from(b[0]) << 32)
@@ -32,7 +36,7 @@ pub(crate) fn derive(key: &hmac::Key, operation_id: &[u8]) -> [u8; CODE_LEN] {
 }
 
 /// Format a code for display: `ABCD-EFGH`.
-pub(crate) fn display(code: &[u8; CODE_LEN]) -> VerificationCode {
+pub fn display(code: &[u8; CODE_LEN]) -> VerificationCode {
     let mut s = String::with_capacity(CODE_LEN + 1);
     for (i, &c) in code.iter().enumerate() {
         if i == CODE_LEN / 2 {
@@ -74,6 +78,7 @@ pub fn matches(expected: &[u8; CODE_LEN], typed: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "mac")]
     #[test]
     fn derive_display_and_match() {
         let key = hmac::Key::new(hmac::HMAC_SHA256, &[3u8; 32]);

@@ -5,15 +5,18 @@
 //! such before any key is touched. It is not a security mechanism: authenticity comes from the
 //! MAC (RTs) or the keyed verifier (PTs).
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use data_encoding::BASE64URL_NOPAD;
 
 use crate::error::TokenFormatError;
 
 /// Length of the checksum appended to every binary token.
-pub(crate) const CHECKSUM_LEN: usize = 4;
+pub const CHECKSUM_LEN: usize = 4;
 
 /// The checksum of `payload` under `prefix`.
-pub(crate) fn checksum(prefix: &str, payload: &[u8]) -> [u8; CHECKSUM_LEN] {
+pub fn checksum(prefix: &str, payload: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut h = crc32fast::Hasher::new();
     h.update(prefix.as_bytes());
     h.update(payload);
@@ -21,12 +24,12 @@ pub(crate) fn checksum(prefix: &str, payload: &[u8]) -> [u8; CHECKSUM_LEN] {
 }
 
 /// Length of the text form of an `n`-byte binary token (checksum included) under `prefix`.
-pub(crate) const fn text_len(prefix: &str, binary_len: usize) -> usize {
+pub const fn text_len(prefix: &str, binary_len: usize) -> usize {
     prefix.len() + (binary_len * 8).div_ceil(6)
 }
 
 /// Append the checksum to `payload` and encode it under `prefix`.
-pub(crate) fn encode(prefix: &str, payload: &[u8]) -> String {
+pub fn encode(prefix: &str, payload: &[u8]) -> String {
     let mut binary = Vec::with_capacity(payload.len() + CHECKSUM_LEN);
     binary.extend_from_slice(payload);
     binary.extend_from_slice(&checksum(prefix, payload));
@@ -39,11 +42,7 @@ pub(crate) fn encode(prefix: &str, payload: &[u8]) -> String {
 
 /// Decode the text form into `out` (binary, checksum included) and check prefix, length,
 /// alphabet and checksum. Does not allocate.
-pub(crate) fn decode_into(
-    prefix: &str,
-    text: &[u8],
-    out: &mut [u8],
-) -> Result<(), TokenFormatError> {
+pub fn decode_into(prefix: &str, text: &[u8], out: &mut [u8]) -> Result<(), TokenFormatError> {
     let body = text
         .strip_prefix(prefix.as_bytes())
         .ok_or(TokenFormatError::WrongPrefix)?;
@@ -57,7 +56,7 @@ pub(crate) fn decode_into(
 }
 
 /// Check the trailing checksum of a binary token.
-pub(crate) fn check_binary(prefix: &str, binary: &[u8]) -> Result<(), TokenFormatError> {
+pub fn check_binary(prefix: &str, binary: &[u8]) -> Result<(), TokenFormatError> {
     let split = binary
         .len()
         .checked_sub(CHECKSUM_LEN)

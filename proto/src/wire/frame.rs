@@ -8,6 +8,8 @@
 //! offset 8  ...  body: one JSON object, UTF-8
 //! ```
 
+use alloc::vec::Vec;
+
 /// The only protocol version.
 pub const VERSION: u8 = 1;
 /// Length of the frame header.

@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_engine::AdminToken;
+use tessera_proto::wire::messages::AdminReq;
+use tessera_proto::wire::{kind, ADMIN_ALPN};
+use tessera_proto::AdminToken;
 
 use super::transport::{ClientError, Transport, Trust};
-use crate::wire::messages::AdminReq;
-use crate::wire::{kind, ADMIN_ALPN};
 
 /// An operator's connection to the admin endpoint.
 #[derive(Debug)]

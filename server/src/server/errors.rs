@@ -1,18 +1,7 @@
-//! The wire protocol: frames, message bodies, error codes. Pure (no I/O), so it can be fuzzed
-//! and reused by every client.
-
-pub mod frame;
-pub mod messages;
-
-pub use frame::{decode, decode_all, encode, Frame, FrameError};
-pub use messages::{code, kind, ErrorBody};
+//! How engine errors go on the wire: the error code and body for each engine error.
 
 use tessera_engine::Error;
-
-/// ALPN of the device endpoint.
-pub const DEVICE_ALPN: &[u8] = b"tessera/1";
-/// ALPN of the admin endpoint.
-pub const ADMIN_ALPN: &[u8] = b"tessera-admin/1";
+use tessera_proto::wire::{code, ErrorBody};
 
 /// The error body for an engine error. Messages come from the engine's `Display`, which never
 /// includes secrets.
@@ -53,22 +42,4 @@ pub fn error_body(e: &Error, server_time_ms: u64) -> ErrorBody {
         remaining_attempts: remaining,
         server_time_ms,
     }
-}
-
-/// An error response frame.
-pub fn error_frame(body: &ErrorBody) -> Vec<u8> {
-    encode(kind::ERROR, &serde_json::to_vec(body).unwrap_or_default())
-}
-
-/// A success response frame.
-pub fn ok_frame<T: serde::Serialize>(body: &T) -> Vec<u8> {
-    // Serialise straight after a header placeholder: one buffer, no copy.
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(&[frame::VERSION, kind::OK, 0, 0, 0, 0, 0, 0]);
-    if serde_json::to_writer(&mut out, body).is_err() {
-        out.truncate(frame::HEADER_LEN);
-    }
-    let len = u32::try_from(out.len() - frame::HEADER_LEN).unwrap_or(u32::MAX);
-    out[4..8].copy_from_slice(&len.to_be_bytes());
-    out
 }

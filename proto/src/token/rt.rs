@@ -21,11 +21,13 @@
 //! key state; the binary form stays a multiple of three bytes, so the text has no spare bits.
 //! Text form: `tsrt_` + base64url without padding (96 characters).
 
+#[cfg(feature = "mac")]
 use ring::hmac;
 
 use crate::codec;
 use crate::error::TokenFormatError;
-use crate::model::RegistrationId;
+use crate::ids::RegistrationId;
+#[cfg(feature = "mac")]
 use crate::secret::RegistrationToken;
 
 /// Text prefix of every RT.
@@ -36,9 +38,10 @@ pub const RT_VERSION: u8 = 2;
 pub const RT_MAC_INPUT_LEN: usize = 36;
 /// Bindings are below this bound (24 bits).
 pub const RT_BINDING_LIMIT: u32 = 1 << 24;
-const MAC_LEN: usize = 32;
+/// Length of the MAC.
+pub const RT_MAC_LEN: usize = 32;
 /// Length of the binary form, checksum included.
-pub const RT_BINARY_LEN: usize = RT_MAC_INPUT_LEN + MAC_LEN + codec::CHECKSUM_LEN;
+pub const RT_BINARY_LEN: usize = RT_MAC_INPUT_LEN + RT_MAC_LEN + codec::CHECKSUM_LEN;
 /// Length of the text form.
 pub const RT_TEXT_LEN: usize = codec::text_len(RT_PREFIX, RT_BINARY_LEN);
 // One text form per token: base64url of a multiple of three bytes has no spare bits.
@@ -64,7 +67,8 @@ pub struct RtClaims {
 }
 
 impl RtClaims {
-    fn header(&self) -> [u8; RT_MAC_INPUT_LEN] {
+    /// The 36 bytes the MAC covers.
+    pub fn mac_input(&self) -> [u8; RT_MAC_INPUT_LEN] {
         let mut h = [0u8; RT_MAC_INPUT_LEN];
         h[0] = RT_VERSION;
         h[1..5].copy_from_slice(&self.key_id.to_be_bytes());
@@ -81,9 +85,10 @@ impl RtClaims {
     /// Minting is deterministic: the same claims and key give the same token, which is what
     /// makes a refresh retry inside the grace window idempotent. The engine mints with keys
     /// derived from its root; this is public for benchmarks and independent implementations.
+    #[cfg(feature = "mac")]
     pub fn mint(&self, key: &hmac::Key) -> RegistrationToken {
-        let mut bin = [0u8; RT_MAC_INPUT_LEN + MAC_LEN];
-        let header = self.header();
+        let mut bin = [0u8; RT_MAC_INPUT_LEN + RT_MAC_LEN];
+        let header = self.mac_input();
         bin[..RT_MAC_INPUT_LEN].copy_from_slice(&header);
         bin[RT_MAC_INPUT_LEN..].copy_from_slice(hmac::sign(key, &header).as_ref());
         RegistrationToken::new(codec::encode(RT_PREFIX, &bin))
@@ -93,14 +98,14 @@ impl RtClaims {
 /// An RT whose format has been checked but whose MAC has not.
 ///
 /// Accessors are named `untrusted_*`: nothing read from here may be acted on until
-/// [`Engine::validate_rt`](crate::Engine::validate_rt) has verified the MAC.
+/// the engine (or a validator holding the RT keys) has verified the MAC.
 #[derive(Clone)]
 pub struct UntrustedRt {
     bin: [u8; RT_BINARY_LEN],
 }
 
-impl std::fmt::Debug for UntrustedRt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for UntrustedRt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // The token is a bearer credential; show only its public claims.
         f.debug_struct("UntrustedRt")
             .field("claims", &self.untrusted_claims())
@@ -162,18 +167,24 @@ impl UntrustedRt {
         &self.bin[..RT_MAC_INPUT_LEN]
     }
 
+    /// The MAC as presented.
+    pub fn mac(&self) -> &[u8] {
+        &self.bin[RT_MAC_INPUT_LEN..RT_MAC_INPUT_LEN + RT_MAC_LEN]
+    }
+
     /// Verify the MAC in constant time (`ring::hmac::verify`).
+    #[cfg(feature = "mac")]
     pub fn verify_mac(&self, key: &hmac::Key) -> bool {
         hmac::verify(
             key,
             &self.bin[..RT_MAC_INPUT_LEN],
-            &self.bin[RT_MAC_INPUT_LEN..RT_MAC_INPUT_LEN + MAC_LEN],
+            &self.bin[RT_MAC_INPUT_LEN..RT_MAC_INPUT_LEN + RT_MAC_LEN],
         )
         .is_ok()
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mac"))]
 mod tests {
     use super::*;
 
@@ -245,7 +256,7 @@ mod tests {
 
     #[test]
     fn unknown_version_is_reported_after_checksum() {
-        let mut bin = [0u8; RT_MAC_INPUT_LEN + MAC_LEN];
+        let mut bin = [0u8; RT_MAC_INPUT_LEN + RT_MAC_LEN];
         bin[0] = 1;
         let text = codec::encode(RT_PREFIX, &bin);
         assert_eq!(

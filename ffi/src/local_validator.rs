@@ -1,0 +1,95 @@
+//! The local validator: checks RTs against a Tessera server's data directory on the same host.
+//! Only in the `platform` shape of the library, since it opens the server's store.
+
+use std::ffi::c_char;
+
+use crate::result::tessera_result;
+use crate::util::{boundary, str, write};
+use crate::validator::{check_args, identity, tessera_rt_identity};
+
+/// A validator that checks RTs locally against a Tessera server's data directory on the same
+/// host (opaque). Thread-safe: one handle may be used from several threads at once.
+#[derive(Debug)]
+pub struct tessera_local_validator {
+    inner: tessera_engine::LocalValidator,
+}
+
+/// Open a local validator on the server data directory `data_dir` (NUL-terminated path), whose
+/// root key is in its key file (`root.key`; a server whose root is in an HSM needs the network
+/// validator). The store is opened read-only; revocations the server commits are seen by the
+/// next check. On success `*out` owns the handle. `TESSERA_CONFIG` if the directory holds no
+/// store or its key file does not match it.
+#[no_mangle]
+pub extern "C" fn tessera_local_validator_new(
+    data_dir: *const c_char,
+    out: *mut *mut tessera_local_validator,
+) -> tessera_result {
+    boundary(|| {
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        // SAFETY: a NUL-terminated string per the caller's promise.
+        let dir = match unsafe { str(data_dir) } {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        match tessera_engine::LocalValidator::open(std::path::Path::new(dir)) {
+            // SAFETY: `out` is caller-owned storage for one pointer.
+            Ok(inner) => unsafe {
+                write(
+                    out,
+                    Box::into_raw(Box::new(tessera_local_validator { inner })),
+                )
+            },
+            Err(_) => tessera_result::TESSERA_CONFIG,
+        }
+    })
+}
+
+/// Check an RT (`rt`/`rt_len`) against the data directory at the current system time.
+/// `TESSERA_OK` and `*out` filled when valid; otherwise `TESSERA_UNAUTHENTICATED`,
+/// `TESSERA_EXPIRED`, `TESSERA_REVOKED`, `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or
+/// `TESSERA_STORE` if the store could not be read. Does not block on the network.
+#[no_mangle]
+pub extern "C" fn tessera_local_validator_check(
+    validator: *const tessera_local_validator,
+    rt: *const u8,
+    rt_len: usize,
+    out: *mut tessera_rt_identity,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: the caller's promises, as documented above.
+        let (v, text) = match unsafe { check_args(validator, rt, rt_len, out) } {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        match v
+            .inner
+            .validate(text, tessera_engine::Timestamp::now_from_system_clock())
+        {
+            Ok(i) => {
+                let ident = identity(
+                    i.registration_id.get(),
+                    i.generation,
+                    i.expires_at,
+                    i.device_id.as_str(),
+                );
+                // SAFETY: `out` is non-NULL and caller-owned.
+                unsafe { write(out, ident) }
+            }
+            Err(e) => (&e).into(),
+        }
+    })
+}
+
+/// Free a local validator. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn tessera_local_validator_free(validator: *mut tessera_local_validator) {
+    let _ = boundary(|| {
+        if !validator.is_null() {
+            // SAFETY: a pointer from `tessera_local_validator_new`, freed once (caller's promise).
+            drop(unsafe { Box::from_raw(validator) });
+        }
+        tessera_result::TESSERA_OK
+    });
+}
