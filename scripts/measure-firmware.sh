@@ -2,8 +2,10 @@
 # Measure what libtessera costs a firmware build (x86_64): the stripped size of the example
 # firmware linked with the library and with stubs in its place, the library's share by section,
 # the size of libtessera.a, and the peak heap of one provisioning (Valgrind massif) against a
-# real server. Figures go to docs/reliability.md. Needs gcc, valgrind, libpaho-mqtt-dev.
-# Usage: bash scripts/measure-firmware.sh
+# real server, and the time of a clean build of the library. The library is the `device` shape
+# (the default features) in the `firmware` profile. Figures go to docs/reliability.md. Needs
+# gcc, valgrind, libpaho-mqtt-dev.
+# Usage: bash scripts/measure-firmware.sh [--no-clean-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tessera-fw.XXXXXX")"
@@ -11,8 +13,18 @@ SERVER_PID=""
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build -q --profile firmware -p tessera-ffi
-cargo build -q --release -p tessera-server
+if [ "${1:-}" != "--no-clean-build" ]; then
+    # A clean build of the firmware library alone, in a target directory of its own (the
+    # registry's sources are already downloaded; compiling is what is timed).
+    cargo fetch -q --locked
+    start=$(date +%s.%N)
+    CARGO_TARGET_DIR="$WORK/clean-target" cargo build -q --locked --profile firmware -p tessera-ffi
+    end=$(date +%s.%N)
+    echo "clean build of libtessera.a (firmware profile, device): $(awk "BEGIN{printf \"%.0f\", $end-$start}") s on $(nproc) cores"
+    rm -rf "$WORK/clean-target"
+fi
+cargo build -q --locked --profile firmware -p tessera-ffi
+cargo build -q --locked --release -p tessera-server
 LIB=target/firmware/libtessera.a
 CFLAGS="-std=c11 -Wall -Wextra -Wpedantic -Werror -O2 -D_DEFAULT_SOURCE -Iinclude"
 NATIVE="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
