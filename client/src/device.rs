@@ -243,7 +243,7 @@ impl DeviceClient {
             stored
                 .instance_nonce
                 .clone()
-                .unwrap_or_else(|| data_encoding::HEXLOWER.encode(&nonce)),
+                .unwrap_or_else(|| base16ct::lower::encode_string(&nonce)),
         );
         Ok(Self {
             cfg,

@@ -5,19 +5,38 @@
 //! client (every admin request). It depends on neither the engine nor the server, so a device
 //! build carries no store and no server code. docs/protocol.md specifies what they speak.
 //!
-//! ```no_run
-//! use tessera_client::{BlockingDeviceClient, DeviceConfig, NoHooks, Trust};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cfg = DeviceConfig::new(
-//!     "192.0.2.10:4433".parse()?,
-//!     "tessera.example",
-//!     Trust::ca_file("ca.pem".as_ref())?,
-//!     tessera_proto::ProvisioningToken::new(std::fs::read_to_string("pt.txt")?),
-//! );
-//! // Provision (or load the stored RT and refresh it when due), then present it to the broker.
-//! let client = BlockingDeviceClient::new(cfg, Box::new(NoHooks))?;
-//! let rt = client.ensure_registered(std::time::Duration::from_secs(600))?;
-//! println!("registered as {}", rt.device_id);
+//! An operator creates a PT over the admin endpoint; a device provisions with it, collects its
+//! RT and refreshes it. (The example starts a server in-process; a device is given the server's
+//! address, its CA certificate or fingerprint, and the PT from its firmware image.)
+//!
+//! ```
+//! use std::time::Duration;
+//! use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let server = tessera_server::Server::start(
+//! #     tessera_server::ServerConfig::ephemeral(dir.path().join("data"))).await?;
+//! # let (admin_addr, device_addr) = (server.admin_addr(), server.device_addr());
+//! # let ca = server.ca_cert_path();
+//! # let admin_token = server.first_admin_token().unwrap().clone();
+//! let trust = Trust::ca_file(&ca)?;
+//!
+//! // The operator: a PT whose operations are approved without a technician.
+//! let admin = AdminClient::new(admin_addr, "localhost", &trust, admin_token)?;
+//! let (pt_id, pt) = admin
+//!     .create_pt(serde_json::json!({ "label": "line 3", "approval": "automatic" }))
+//!     .await?;
+//!
+//! // The device: provision, then refresh (a real device refreshes when `next_refresh_at` says).
+//! let cfg = DeviceConfig::new(device_addr, "localhost", trust, pt.into());
+//! let device = DeviceClient::new(cfg, Box::new(NoHooks))?;
+//! let first = device.ensure_registered(Duration::from_secs(30)).await?;
+//! let next = device.refresh().await?;
+//! assert_eq!(next.registration_id, first.registration_id);
+//! assert_eq!(next.generation, first.generation + 1);
+//! # let _ = pt_id; admin.close_now().await; device.close().await;
+//! # server.shutdown(Duration::from_secs(1)).await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

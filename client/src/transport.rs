@@ -170,8 +170,7 @@ pub fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig, Cl
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Pin(hex) => {
-            let pin = data_encoding::HEXLOWER_PERMISSIVE
-                .decode(hex.trim().as_bytes())
+            let pin = base16ct::mixed::decode_vec(hex.trim())
                 .ok()
                 .filter(|p| p.len() == 32)
                 .ok_or_else(|| {

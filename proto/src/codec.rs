@@ -8,7 +8,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use data_encoding::BASE64URL_NOPAD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 
 use crate::error::TokenFormatError;
 
@@ -35,7 +36,7 @@ pub fn encode(prefix: &str, payload: &[u8]) -> String {
     binary.extend_from_slice(&checksum(prefix, payload));
     let mut out = String::with_capacity(text_len(prefix, binary.len()));
     out.push_str(prefix);
-    BASE64URL_NOPAD.encode_append(&binary, &mut out);
+    URL_SAFE_NO_PAD.encode_string(&binary, &mut out);
     zeroize::Zeroize::zeroize(&mut binary);
     out
 }
@@ -49,9 +50,13 @@ pub fn decode_into(prefix: &str, text: &[u8], out: &mut [u8]) -> Result<(), Toke
     if body.len() != (out.len() * 8).div_ceil(6) {
         return Err(TokenFormatError::WrongLength);
     }
-    BASE64URL_NOPAD
-        .decode_mut(body, out)
+    // Strict about the unused bits of the last character, so a token has one text form.
+    let n = URL_SAFE_NO_PAD
+        .decode_slice_unchecked(body, out)
         .map_err(|_| TokenFormatError::BadEncoding)?;
+    if n != out.len() {
+        return Err(TokenFormatError::WrongLength);
+    }
     check_binary(prefix, out)
 }
 

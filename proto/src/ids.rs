@@ -7,7 +7,8 @@ use alloc::string::String;
 use core::fmt;
 use core::str::FromStr;
 
-use data_encoding::BASE64URL_NOPAD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
@@ -91,13 +92,13 @@ impl FromStr for PtId {
 /// `prefix` and the id's bytes in base64url: how every id is shown.
 fn show_id(f: &mut fmt::Formatter<'_>, prefix: &str, bytes: &[u8]) -> fmt::Result {
     f.write_str(prefix)?;
-    f.write_str(&BASE64URL_NOPAD.encode(bytes))
+    f.write_str(&URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The bytes of an id shown by [`show_id`]; `bad` for anything else.
 fn parse_id<const N: usize>(s: &str, prefix: &str, bad: InputError) -> Result<[u8; N], InputError> {
     s.strip_prefix(prefix)
-        .and_then(|body| BASE64URL_NOPAD.decode(body.as_bytes()).ok())
+        .and_then(|body| URL_SAFE_NO_PAD.decode(body).ok())
         .and_then(|v| v.try_into().ok())
         .ok_or(bad)
 }
