@@ -59,3 +59,6 @@ valgrind -q --tool=massif --pages-as-heap=no --massif-out-file="$WORK/massif.out
     "$WORK/provision_only" "$DEVICE" "$WORK/data/tls/ca.pem" "$PT" > /dev/null
 peak=$(grep mem_heap_B "$WORK/massif.out" | sed 's/mem_heap_B=//' | sort -n | tail -1)
 echo "peak heap while provisioning: $peak bytes ($((peak / 1024)) KiB), massif"
+# MASSIF_OUT=file keeps the profile, for `ms_print file` (which allocations make the peak).
+[ -n "${MASSIF_OUT:-}" ] && cp "$WORK/massif.out" "$MASSIF_OUT"
+true
