@@ -9,8 +9,8 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 use tessera_benches::{bench_now, open, provision};
-use tessera_engine::token::{RtClaims, UntrustedRt};
 use tessera_engine::{Actor, PtSpec, RegistrationId};
+use tessera_proto::token::{RtClaims, UntrustedRt};
 
 /// The same claims an RT carries, as a JWT.
 #[derive(Serialize, Deserialize)]

@@ -17,8 +17,8 @@
 use dudect_bencher::rand::RngCore;
 use dudect_bencher::{ctbench_main, BenchRng, Class, CtRunner};
 use tessera_benches::{bench_now, open, provision};
-use tessera_engine::token::{UntrustedRt, RT_MAC_INPUT_LEN};
 use tessera_engine::{Actor, Engine, PtSpec};
+use tessera_proto::token::{UntrustedRt, RT_MAC_INPUT_LEN};
 
 const SAMPLES: usize = 100_000;
 /// Where the MAC sits in an RT's binary form, and where the MACed part ends.
@@ -163,7 +163,7 @@ fn code_first_vs_last_char(runner: &mut CtRunner, rng: &mut BenchRng) {
     }
     for (class, expected, text) in inputs {
         runner.run_one(class, || {
-            tessera_engine::token::code_matches(&expected, &text)
+            tessera_proto::token::code_matches(&expected, &text)
         });
     }
 }

@@ -502,7 +502,7 @@ fn main() {
 
     let summary = rt.block_on(async {
         let token = std::fs::read_to_string(data.join("admin.token")).expect("token").trim().to_owned();
-        let admin = tessera_client::AdminClient::new(admin_addr, "localhost", &tessera_client::Trust::ca_file(&ca).expect("ca"), tessera_engine::AdminToken::new(token)).expect("admin");
+        let admin = tessera_client::AdminClient::new(admin_addr, "localhost", &tessera_client::Trust::ca_file(&ca).expect("ca"), tessera_proto::AdminToken::new(token)).expect("admin");
         let (_, pt) = admin
             .create_pt(json!({ "label": "loadgen", "kind": "fleet", "max_registrations": 100_000_000u64, "approval": "automatic" }))
             .await

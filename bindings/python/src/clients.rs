@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tessera_client::{ClientError, DeviceConfig, Trust};
 use tessera_client::{DeviceFaults, DeviceHooks};
-use tessera_engine::{AdminToken, ProvisioningToken};
+use tessera_proto::{AdminToken, ProvisioningToken};
 
 use crate::errors;
 use crate::runtime;

@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tessera_engine::token::{ParsedPt, UntrustedRt};
+use tessera_proto::token::{ParsedPt, UntrustedRt};
 
 use crate::errors;
 use crate::types::Claims;

@@ -2,7 +2,7 @@
 //! zeroizing strings and left out of `repr`.
 
 use pyo3::prelude::*;
-use tessera_engine::token::RtClaims;
+use tessera_proto::token::RtClaims;
 use tessera_proto::wire::messages::RtBody;
 use zeroize::Zeroizing;
 

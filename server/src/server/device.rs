@@ -329,7 +329,7 @@ async fn introspect(
 /// A revoked RT was presented: record a leak signal, at most once a minute per registration.
 fn report_revoked(shared: &Arc<Shared>, rt: &str, source: Option<String>) {
     // The error said "revoked", so the MAC verified and the registration id is authentic.
-    let Ok(parsed) = tessera_engine::token::UntrustedRt::parse(rt.as_bytes()) else {
+    let Ok(parsed) = tessera_proto::token::UntrustedRt::parse(rt.as_bytes()) else {
         return;
     };
     let reg: RegistrationId = parsed.untrusted_claims().registration_id;

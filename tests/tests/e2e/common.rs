@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tessera_client::transport::Transport;
 use tessera_client::{AdminClient, ClientError, Trust};
-use tessera_engine::AdminToken;
 use tessera_proto::wire::messages::{BeginReq, BeginResp, RefreshResp, RtReq, WaitReq, WaitResp};
 use tessera_proto::wire::{kind, DEVICE_ALPN};
+use tessera_proto::AdminToken;
 use tessera_server::server::ManualClock;
 use tessera_server::{Server, ServerConfig};
 

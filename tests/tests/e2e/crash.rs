@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde_json::json;
 use tessera_client::transport::Transport;
 use tessera_client::{AdminClient, Trust};
-use tessera_engine::AdminToken;
 use tessera_proto::wire::{code, kind, DEVICE_ALPN};
+use tessera_proto::AdminToken;
 
 use crate::common::{begin, code_of, introspect, refresh, wait};
 

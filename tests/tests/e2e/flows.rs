@@ -379,7 +379,7 @@ async fn key_rotation_and_emergency_retirement_over_the_admin_endpoint() {
     // RTs minted before keep validating; new ones use the new key id.
     introspect(&t, &old.rt).await.unwrap();
     let new = provisioned_rt(&ts, &t, "rot-2").await;
-    let parsed = tessera_engine::token::UntrustedRt::parse(new.rt.as_bytes()).unwrap();
+    let parsed = tessera_proto::token::UntrustedRt::parse(new.rt.as_bytes()).unwrap();
     assert_eq!(parsed.untrusted_claims().key_id, 2);
     let epochs = ts.admin.call(kind::KEYS_LIST, json!({})).await.unwrap();
     let epochs = epochs["epochs"].as_array().unwrap();

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 use tessera_client::transport::Transport;
 use tessera_client::AdminClient;
-use tessera_engine::AdminToken;
 use tessera_proto::wire::{self, code, kind, ErrorBody, ADMIN_ALPN, DEVICE_ALPN};
+use tessera_proto::AdminToken;
 
 use crate::common::{begin, code_of, manual, refresh, wait, TestServer};
 
