@@ -132,6 +132,18 @@ typedef void (*tessera_save_cb)(void *userdata, const uint8_t *data, size_t len)
 // A log line (never contains secrets). Valid for the call only.
 typedef void (*tessera_log_cb)(void *userdata, const char *line);
 
+// What a valid RT says about its device.
+typedef struct {
+  // The registration.
+  uint64_t registration_id;
+  // Generation of the presented RT.
+  uint32_t generation;
+  // Expiry of the presented RT, Unix seconds.
+  uint64_t expires_at;
+  // The device id, NUL-terminated (at most 64 bytes + NUL).
+  char device_id[65];
+} tessera_rt_identity;
+
 // The public fields of an RT. They are *not* authenticated: only the server (or a validator)
 // can tell whether the RT is genuine.
 typedef struct {
@@ -148,18 +160,6 @@ typedef struct {
   // The registration's binding (the same in every generation; see docs/tokens.md).
   uint32_t binding;
 } tessera_rt_info;
-
-// What a valid RT says about its device.
-typedef struct {
-  // The registration.
-  uint64_t registration_id;
-  // Generation of the presented RT.
-  uint32_t generation;
-  // Expiry of the presented RT, Unix seconds.
-  uint64_t expires_at;
-  // The device id, NUL-terminated (at most 64 bytes + NUL).
-  char device_id[65];
-} tessera_rt_identity;
 
 #ifdef __cplusplus
 extern "C" {
@@ -275,6 +275,31 @@ tessera_result tessera_device_client_next_refresh_at(tessera_device_client *clie
 // Free a client (closing its connection). NULL is a no-op.
 void tessera_device_client_free(tessera_device_client *client_ptr);
 
+#if defined(TESSERA_PLATFORM)
+// Open a local validator on the server data directory `data_dir` (NUL-terminated path), whose
+// root key is in its key file (`root.key`; a server whose root is in an HSM needs the network
+// validator). The store is opened read-only; revocations the server commits are seen by the
+// next check. On success `*out` owns the handle. `TESSERA_CONFIG` if the directory holds no
+// store or its key file does not match it.
+tessera_result tessera_local_validator_new(const char *data_dir, tessera_local_validator **out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Check an RT (`rt`/`rt_len`) against the data directory at the current system time.
+// `TESSERA_OK` and `*out` filled when valid; otherwise `TESSERA_UNAUTHENTICATED`,
+// `TESSERA_EXPIRED`, `TESSERA_REVOKED`, `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or
+// `TESSERA_STORE` if the store could not be read. Does not block on the network.
+tessera_result tessera_local_validator_check(const tessera_local_validator *validator,
+                                             const uint8_t *rt,
+                                             size_t rt_len,
+                                             tessera_rt_identity *out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Free a local validator. NULL is a no-op.
+void tessera_local_validator_free(tessera_local_validator *validator);
+#endif
+
 // The library's version (`MAJOR.MINOR.PATCH`, for example `0.1.0`): a static, NUL-terminated
 // string, never NULL, never to be freed. Firmware logs it at boot.
 //
@@ -342,31 +367,6 @@ tessera_result tessera_validator_check(tessera_validator *validator,
 
 // Free a validator. NULL is a no-op.
 void tessera_validator_free(tessera_validator *validator);
-
-#if defined(TESSERA_PLATFORM)
-// Open a local validator on the server data directory `data_dir` (NUL-terminated path), whose
-// root key is in its key file (`root.key`; a server whose root is in an HSM needs the network
-// validator). The store is opened read-only; revocations the server commits are seen by the
-// next check. On success `*out` owns the handle. `TESSERA_CONFIG` if the directory holds no
-// store or its key file does not match it.
-tessera_result tessera_local_validator_new(const char *data_dir, tessera_local_validator **out);
-#endif
-
-#if defined(TESSERA_PLATFORM)
-// Check an RT (`rt`/`rt_len`) against the data directory at the current system time.
-// `TESSERA_OK` and `*out` filled when valid; otherwise `TESSERA_UNAUTHENTICATED`,
-// `TESSERA_EXPIRED`, `TESSERA_REVOKED`, `TESSERA_SUPERSEDED`, a `TESSERA_TOKEN_*` code, or
-// `TESSERA_STORE` if the store could not be read. Does not block on the network.
-tessera_result tessera_local_validator_check(const tessera_local_validator *validator,
-                                             const uint8_t *rt,
-                                             size_t rt_len,
-                                             tessera_rt_identity *out);
-#endif
-
-#if defined(TESSERA_PLATFORM)
-// Free a local validator. NULL is a no-op.
-void tessera_local_validator_free(tessera_local_validator *validator);
-#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -2,8 +2,9 @@
 # Run every check and test of the project on a fresh machine of the project's kind.
 # Usage: bash scripts/test-all.sh
 # Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
-# libpaho-mqtt-dev), runs fmt, clippy, the header drift check, the crate-boundary checks (no_std
-# protocol crate, device shape of libtessera), the docs build,
+# mosquitto-dev, libmosquitto-dev, mosquitto-clients, libpaho-mqtt-dev), runs fmt, clippy, the
+# header drift check, the crate-boundary checks (no_std protocol crate, device shape of
+# libtessera), the docs build,
 # the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
 # keeper against throw-away SoftHSM2 tokens), the Python package (pip install into a venv,
 # pytest, stubtest, mypy), and ends with the runners' summary lines.
@@ -25,6 +26,9 @@ command -v gcc >/dev/null 2>&1 || need_packages+=(gcc)
 command -v make >/dev/null 2>&1 || need_packages+=(make)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_packages+=(mosquitto)
 [ -e /usr/include/MQTTAsync.h ] || need_packages+=(libpaho-mqtt-dev)
+[ -e /usr/include/mosquitto_plugin.h ] || need_packages+=(mosquitto-dev)
+[ -e /usr/include/mosquitto.h ] || need_packages+=(libmosquitto-dev)
+command -v mosquitto_pub >/dev/null 2>&1 || need_packages+=(mosquitto-clients)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then

@@ -7,25 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-fn static_lib() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let lib = target.join("debug").join("libtessera.a");
-    assert!(
-        lib.exists(),
-        "{} missing: run `cargo build -p tessera-ffi` first",
-        lib.display()
-    );
-    lib
-}
+mod common;
+use common::{root, static_lib};
 
 /// The header declares the local validator only for the `platform` shape: a C file that calls
 /// it compiles with `TESSERA_PLATFORM` defined and not without (an undeclared function is an
@@ -347,111 +330,6 @@ fn panics_become_the_panic_code_and_the_process_survives() {
     let src = std::fs::read_to_string(root().join("ffi/tests/c/test_panic.c")).unwrap();
     let calls = src.matches("PANICS(tessera_").count();
     assert!(out.contains(&format!("{calls} passed, 0 failed")), "{out}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[allow(clippy::zombie_processes)] // the caller kills and waits for the broker
-fn start_mosquitto(dir: &Path, port: u16) -> std::process::Child {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    // Debian installs it in /usr/sbin, which is not on every PATH.
-    let bin = if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    };
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto (Debian package mosquitto; scripts/test-all.sh installs it)");
-    // Ready when it accepts TCP connections.
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("mosquitto did not start");
-}
-
-/// The example firmware (ffi/examples, built with its Makefile) provisions against a real
-/// Tessera server, connects to a real Mosquitto broker with username = device id and password =
-/// RT, publishes, refreshes its RT, and after the broker restarts reconnects by itself
-/// presenting the refreshed RT (through MQTTAsync_setUpdateConnectOptions).
-#[test]
-fn example_firmware_with_mosquitto() {
-    use std::io::{BufRead, BufReader};
-    // -o: use the library the test command built (with the test-only feature) instead of
-    // letting the Makefile rebuild it underneath the other tests.
-    let lib = static_lib();
-    let status = Command::new("make")
-        .args(["-B", "-s", "PROFILE=debug"])
-        .arg(format!("TESSERA_LIB={}", lib.display()))
-        .arg("-o")
-        .arg(&lib)
-        .arg("firmware")
-        .current_dir(root().join("ffi/examples"))
-        .status()
-        .expect("make");
-    assert!(status.success(), "the example firmware did not build");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (server, pt) = rt.block_on(async {
-        let server = tessera_server::Server::start(tessera_server::ServerConfig::ephemeral(dir.path().join("data"))).await.unwrap();
-        let trust = tessera_client::Trust::ca_file(&server.ca_cert_path()).unwrap();
-        let admin = tessera_client::AdminClient::new(server.admin_addr(), "localhost", &trust, server.first_admin_token().unwrap().clone()).unwrap();
-        let (_, pt) = admin
-            .create_pt(serde_json::json!({ "label": "fw", "kind": "fleet", "max_registrations": 10, "approval": "automatic" }))
-            .await
-            .unwrap();
-        admin.close().await;
-        (server, pt)
-    });
-    let port = free_port();
-    let mut broker = start_mosquitto(dir.path(), port);
-    let mut fw = Command::new(root().join("ffi/examples/firmware"))
-        .arg(server.device_addr().to_string())
-        .arg(server.ca_cert_path())
-        .arg(&pt)
-        .arg(format!("tcp://127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(fw.stdout.take().unwrap()).lines();
-    let mut next = || lines.next().expect("firmware output").unwrap();
-    assert!(next().starts_with("registered dev-"));
-    assert_eq!(next(), "connecting with rt generation 1");
-    assert_eq!(next(), "published 1");
-    assert!(next().starts_with("refreshed"));
-    // The broker restarts; the firmware reconnects with the refreshed RT.
-    broker.kill().unwrap();
-    let _ = broker.wait();
-    let mut broker = start_mosquitto(dir.path(), port);
-    assert_eq!(next(), "connecting with rt generation 2");
-    assert_eq!(next(), "published 2");
-    assert!(fw.wait().unwrap().success());
-    broker.kill().unwrap();
-    let _ = broker.wait();
-    rt.block_on(server.shutdown(std::time::Duration::from_secs(1)));
 }
 
 /// Every function the header exports is called by the argument tests (test_api.c), and every

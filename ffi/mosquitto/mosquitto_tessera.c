@@ -1,0 +1,406 @@
+/* mosquitto_tessera.c: a Mosquitto 2.x plugin that lets devices in only with a live Tessera
+ * registration token (username = device id, password = RT), confines each device to its own
+ * topics, and disconnects a session when its RT expires or its registration stops being live.
+ *
+ * Options (mosquitto.conf, after `plugin .../mosquitto_tessera.so`); docs/mqtt.md has the whole
+ * story:
+ *   plugin_opt_data_dir DIR     local mode: the Tessera server's data directory on this host
+ *   plugin_opt_topics PATTERNS  space-separated topic patterns a device may use; %u is its
+ *                               device id (default "devices/%u/#")
+ *   plugin_opt_recheck_ms N     how often live sessions are checked again (default 250)
+ *
+ * Everything runs on the broker's thread: a local check reads the data directory (a few
+ * microseconds, no network). RTs are kept only while their session lives, and wiped then. */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#define TESSERA_PLATFORM 1
+#include "tessera.h"
+
+
+/* One authenticated MQTT session. */
+struct session {
+    const struct mosquitto *client; /* identity only; never dereferenced after DISCONNECT */
+    char *client_id;
+    char *device_id;
+    uint8_t rt[TESSERA_RT_MAX_LEN];
+    size_t rt_len;
+    uint64_t expires_at; /* Unix seconds */
+    struct session *next;
+};
+
+struct plugin {
+    mosquitto_plugin_id_t *id;
+    tessera_local_validator *local;
+    char **patterns;
+    size_t pattern_count;
+    long recheck_ns;
+    struct timespec next_recheck;
+    struct session *sessions;
+};
+
+/* Overwrite a secret so the compiler cannot drop the store. */
+static void wipe(void *p, size_t n) {
+    volatile uint8_t *b = p;
+    while (n--) {
+        *b++ = 0;
+    }
+}
+
+static void session_free(struct session *s) {
+    wipe(s->rt, sizeof s->rt);
+    mosquitto_free(s->client_id);
+    mosquitto_free(s->device_id);
+    mosquitto_free(s);
+}
+
+/* Why a check failed, for the broker log. Never includes the token. */
+static const char *reason(tessera_result r) {
+    switch (r) {
+    case TESSERA_UNAUTHENTICATED:
+        return "not a token this server issued";
+    case TESSERA_EXPIRED:
+        return "expired";
+    case TESSERA_REVOKED:
+        return "revoked";
+    case TESSERA_SUPERSEDED:
+        return "superseded by a newer generation";
+    case TESSERA_TOKEN_WRONG_PREFIX:
+    case TESSERA_TOKEN_WRONG_LENGTH:
+    case TESSERA_TOKEN_BAD_ENCODING:
+    case TESSERA_TOKEN_BAD_CHECKSUM:
+    case TESSERA_TOKEN_UNKNOWN_VERSION:
+        return "malformed token";
+    case TESSERA_STORE:
+        return "the data directory could not be read";
+    default:
+        return tessera_result_message(r);
+    }
+}
+
+static const char *client_label(const struct mosquitto *client) {
+    const char *id = mosquitto_client_id(client);
+    return id ? id : "?";
+}
+
+/* MOSQ_EVT_BASIC_AUTH: username = device id, password = an RT that validates now. */
+static int on_basic_auth(int event, void *event_data, void *userdata) {
+    struct mosquitto_evt_basic_auth *ed = event_data;
+    struct plugin *p = userdata;
+    (void)event;
+    const char *who = client_label(ed->client);
+    if (!ed->username || !ed->password || ed->password[0] == '\0') {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: refused %s from %s: no username or password",
+                             who, mosquitto_client_address(ed->client));
+        return MOSQ_ERR_AUTH;
+    }
+    size_t len = strlen(ed->password);
+    if (len > TESSERA_RT_MAX_LEN) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: refused %s (%s): malformed token", who,
+                             ed->username);
+        return MOSQ_ERR_AUTH;
+    }
+    tessera_rt_identity identity;
+    tessera_result r =
+        tessera_local_validator_check(p->local, (const uint8_t *)ed->password, len, &identity);
+    if (r != TESSERA_OK) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: refused %s (%s): %s", who, ed->username,
+                             reason(r));
+        return MOSQ_ERR_AUTH;
+    }
+    if (strcmp(identity.device_id, ed->username) != 0) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "tessera: refused %s (%s): the token belongs to device %s", who,
+                             ed->username, identity.device_id);
+        return MOSQ_ERR_AUTH;
+    }
+    struct session *s = mosquitto_calloc(1, sizeof *s);
+    const char *client_id = mosquitto_client_id(ed->client);
+    if (!s || !(s->client_id = mosquitto_strdup(client_id ? client_id : "")) ||
+        !(s->device_id = mosquitto_strdup(identity.device_id))) {
+        if (s) {
+            session_free(s);
+        }
+        return MOSQ_ERR_NOMEM;
+    }
+    s->client = ed->client;
+    memcpy(s->rt, ed->password, len);
+    s->rt_len = len;
+    s->expires_at = identity.expires_at;
+    s->next = p->sessions;
+    p->sessions = s;
+    mosquitto_log_printf(MOSQ_LOG_INFO,
+                         "tessera: accepted %s as device %s (registration %llu, generation %u)",
+                         who, identity.device_id, (unsigned long long)identity.registration_id,
+                         identity.generation);
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* Whether every topic the filter `sub` can match is matched by `pattern` (both may use + and
+ * #; for a topic without wildcards this is ordinary MQTT matching). */
+static bool filter_within(const char *pattern, const char *sub) {
+    for (;;) {
+        const char *pe = strchr(pattern, '/');
+        const char *se = strchr(sub, '/');
+        size_t pl = pe ? (size_t)(pe - pattern) : strlen(pattern);
+        size_t sl = se ? (size_t)(se - sub) : strlen(sub);
+        if (pl == 1 && pattern[0] == '#') {
+            return true;
+        }
+        if (sl == 1 && sub[0] == '#') {
+            return false; /* the filter reaches levels the pattern does not allow */
+        }
+        if (pl == 1 && pattern[0] == '+') {
+            /* any one level, a + in the filter included */
+        } else if (pl != sl || memcmp(pattern, sub, pl) != 0 || (sl == 1 && sub[0] == '+')) {
+            return false;
+        }
+        if (!pe && !se) {
+            return true;
+        }
+        if (!se) {
+            /* "a/b" is within "a/b/#": # also matches its parent level */
+            return strcmp(pe + 1, "#") == 0;
+        }
+        if (!pe) {
+            return false;
+        }
+        pattern = pe + 1;
+        sub = se + 1;
+    }
+}
+
+/* `pattern` with every %u replaced by `device_id`, or NULL without memory. */
+static char *expand(const char *pattern, const char *device_id) {
+    size_t n = 1, dl = strlen(device_id);
+    for (const char *c = pattern; *c; c++) {
+        n += (c[0] == '%' && c[1] == 'u') ? (c++, dl) : 1;
+    }
+    char *out = mosquitto_malloc(n), *o = out;
+    if (!out) {
+        return NULL;
+    }
+    for (const char *c = pattern; *c; c++) {
+        if (c[0] == '%' && c[1] == 'u') {
+            memcpy(o, device_id, dl);
+            o += dl;
+            c++;
+        } else {
+            *o++ = *c;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* MOSQ_EVT_ACL_CHECK: a device uses only topics within its patterns. */
+static int on_acl_check(int event, void *event_data, void *userdata) {
+    struct mosquitto_evt_acl_check *ed = event_data;
+    struct plugin *p = userdata;
+    (void)event;
+    const char *device_id = mosquitto_client_username(ed->client);
+    if (!device_id) {
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    for (size_t i = 0; i < p->pattern_count; i++) {
+        char *allowed = expand(p->patterns[i], device_id);
+        if (!allowed) {
+            return MOSQ_ERR_NOMEM;
+        }
+        bool ok = filter_within(allowed, ed->topic);
+        mosquitto_free(allowed);
+        if (ok) {
+            return MOSQ_ERR_SUCCESS;
+        }
+    }
+    if (ed->access != MOSQ_ACL_READ) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: denied %s (%s) %s on %s",
+                             client_label(ed->client), device_id,
+                             ed->access == MOSQ_ACL_WRITE ? "publish" : "subscribe", ed->topic);
+    }
+    return MOSQ_ERR_ACL_DENIED;
+}
+
+/* MOSQ_EVT_DISCONNECT: forget the session and wipe its RT. */
+static int on_disconnect(int event, void *event_data, void *userdata) {
+    struct mosquitto_evt_disconnect *ed = event_data;
+    struct plugin *p = userdata;
+    (void)event;
+    for (struct session **s = &p->sessions; *s; s = &(*s)->next) {
+        if ((*s)->client == ed->client) {
+            struct session *gone = *s;
+            *s = gone->next;
+            session_free(gone);
+            break;
+        }
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
+static bool due(const struct timespec *now, const struct timespec *at) {
+    return now->tv_sec > at->tv_sec || (now->tv_sec == at->tv_sec && now->tv_nsec >= at->tv_nsec);
+}
+
+/* MOSQ_EVT_TICK: check live sessions again; disconnect those whose RT has expired or whose
+ * registration is no longer live (revoked, its PT revoked, its device blocked). A session whose
+ * device has since refreshed presents a superseded RT: that is still a live registration. */
+static int on_tick(int event, void *event_data, void *userdata) {
+    struct plugin *p = userdata;
+    (void)event;
+    (void)event_data;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!due(&now, &p->next_recheck)) {
+        return MOSQ_ERR_SUCCESS;
+    }
+    long ns = now.tv_nsec + p->recheck_ns;
+    p->next_recheck.tv_sec = now.tv_sec + ns / 1000000000L;
+    p->next_recheck.tv_nsec = ns % 1000000000L;
+    struct session **s = &p->sessions;
+    while (*s) {
+        tessera_rt_identity identity;
+        tessera_result r = tessera_local_validator_check(p->local, (*s)->rt, (*s)->rt_len, &identity);
+        if (r == TESSERA_OK || r == TESSERA_SUPERSEDED || r == TESSERA_STORE) {
+            s = &(*s)->next; /* live, or unknown for now: keep it and look again next time */
+            continue;
+        }
+        struct session *gone = *s;
+        *s = gone->next;
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: disconnecting %s (%s): %s", gone->client_id,
+                             gone->device_id, reason(r));
+        mosquitto_kick_client_by_clientid(gone->client_id, false);
+        session_free(gone);
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
+static int fail(const char *why) {
+    mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: %s", why);
+    return MOSQ_ERR_INVAL;
+}
+
+static void plugin_free(struct plugin *p) {
+    if (!p) {
+        return;
+    }
+    while (p->sessions) {
+        struct session *s = p->sessions;
+        p->sessions = s->next;
+        session_free(s);
+    }
+    for (size_t i = 0; i < p->pattern_count; i++) {
+        mosquitto_free(p->patterns[i]);
+    }
+    mosquitto_free(p->patterns);
+    tessera_local_validator_free(p->local);
+    mosquitto_free(p);
+}
+
+/* Split the space-separated patterns into p->patterns. */
+static int parse_topics(struct plugin *p, const char *topics) {
+    char *copy = mosquitto_strdup(topics), *save = NULL;
+    if (!copy) {
+        return MOSQ_ERR_NOMEM;
+    }
+    for (char *t = strtok_r(copy, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        char **grown = mosquitto_realloc(p->patterns, (p->pattern_count + 1) * sizeof *grown);
+        if (!grown || !(grown[p->pattern_count] = mosquitto_strdup(t))) {
+            if (grown) {
+                p->patterns = grown;
+            }
+            mosquitto_free(copy);
+            return MOSQ_ERR_NOMEM;
+        }
+        p->patterns = grown;
+        p->pattern_count++;
+    }
+    mosquitto_free(copy);
+    return p->pattern_count ? MOSQ_ERR_SUCCESS : fail("plugin_opt_topics names no pattern");
+}
+
+/* Plugin interface version 5, the one Mosquitto 2.0 introduced. */
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions) {
+    for (int i = 0; i < supported_version_count; i++) {
+        if (supported_versions[i] == 5) {
+            return 5;
+        }
+    }
+    return -1;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                          struct mosquitto_opt *options, int option_count) {
+    const char *data_dir = NULL, *topics = "devices/%u/#";
+    long recheck_ms = 250;
+    for (int i = 0; i < option_count; i++) {
+        const char *k = options[i].key, *v = options[i].value;
+        if (strcmp(k, "data_dir") == 0) {
+            data_dir = v;
+        } else if (strcmp(k, "topics") == 0) {
+            topics = v;
+        } else if (strcmp(k, "recheck_ms") == 0) {
+            char *end = NULL;
+            recheck_ms = strtol(v, &end, 10);
+            if (!end || *end || recheck_ms < 10 || recheck_ms > 60000) {
+                return fail("plugin_opt_recheck_ms must be 10 to 60000");
+            }
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: unknown option plugin_opt_%s", k);
+            return MOSQ_ERR_INVAL;
+        }
+    }
+    if (!data_dir) {
+        return fail("plugin_opt_data_dir is required (the Tessera server's data directory)");
+    }
+    struct plugin *p = mosquitto_calloc(1, sizeof *p);
+    if (!p) {
+        return MOSQ_ERR_NOMEM;
+    }
+    p->id = identifier;
+    p->recheck_ns = recheck_ms * 1000000L;
+    int rc = parse_topics(p, topics);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        plugin_free(p);
+        return rc;
+    }
+    tessera_result r = tessera_local_validator_new(data_dir, &p->local);
+    if (r != TESSERA_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot open the data directory %s: %s",
+                             data_dir, tessera_result_message(r));
+        plugin_free(p);
+        return MOSQ_ERR_INVAL;
+    }
+    if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p)) {
+        plugin_free(p);
+        return fail("could not register callbacks");
+    }
+    mosquitto_log_printf(MOSQ_LOG_INFO, "tessera: local mode on %s; devices may use: %s", data_dir,
+                         topics);
+    *userdata = p;
+    return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count) {
+    struct plugin *p = userdata;
+    (void)options;
+    (void)option_count;
+    if (p) {
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
+    }
+    plugin_free(p);
+    return MOSQ_ERR_SUCCESS;
+}

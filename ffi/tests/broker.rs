@@ -1,0 +1,412 @@
+//! The Mosquitto plugin (ffi/mosquitto) in a real broker from Debian, against a real Tessera
+//! server in this process, with the clients from mosquitto-clients and the example firmware:
+//! who gets in, which topics each device may use, and sessions ended by revocation.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{free_port, root, static_lib, Broker};
+use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
+use tessera_proto::wire::messages::RtBody;
+
+/// The plugin, built once per run against the test build of libtessera (the `platform` shape).
+fn plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let lib = static_lib();
+        let dir = root().join("ffi/mosquitto");
+        let status = Command::new("make")
+            .args(["-B", "-s", "PROFILE=debug"])
+            .arg(format!("TESSERA_LIB={}", lib.display()))
+            .arg("-o")
+            .arg(&lib)
+            .current_dir(&dir)
+            .status()
+            .expect("make");
+        assert!(status.success(), "the plugin did not build");
+        dir.join("mosquitto_tessera.so")
+    })
+}
+
+/// A Tessera server with a PT whose devices are approved automatically.
+struct Platform {
+    rt: tokio::runtime::Runtime,
+    server: Option<tessera_server::Server>,
+    admin: AdminClient,
+    trust: Trust,
+    pt: String,
+    dir: tempfile::TempDir,
+}
+
+impl Platform {
+    fn start() -> Platform {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (server, admin, trust, pt) = rt.block_on(async {
+            let server =
+                tessera_server::Server::start(tessera_server::ServerConfig::ephemeral(data))
+                    .await
+                    .unwrap();
+            let trust = Trust::ca_file(&server.ca_cert_path()).unwrap();
+            let token = server.first_admin_token().unwrap().clone();
+            let admin = AdminClient::new(server.admin_addr(), "localhost", &trust, token).unwrap();
+            let (_, pt) = admin
+                .create_pt(serde_json::json!({
+                    "label": "broker", "kind": "fleet", "max_registrations": 100,
+                    "approval": "automatic"
+                }))
+                .await
+                .unwrap();
+            (server, admin, trust, pt)
+        });
+        Platform {
+            rt,
+            server: Some(server),
+            admin,
+            trust,
+            pt,
+            dir,
+        }
+    }
+
+    fn server(&self) -> &tessera_server::Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// A provisioned device: its client (to refresh) and its current RT.
+    fn device(&self) -> (DeviceClient, RtBody) {
+        let cfg = DeviceConfig::new(
+            self.server().device_addr(),
+            "localhost",
+            self.trust.clone(),
+            self.pt.clone().into(),
+        );
+        self.rt.block_on(async {
+            let d = DeviceClient::new(cfg, Box::new(NoHooks)).unwrap();
+            let rt = d.ensure_registered(Duration::from_secs(30)).await.unwrap();
+            (d, rt)
+        })
+    }
+
+    /// A broker with the plugin in local mode on this server's data directory.
+    fn broker(&self) -> Broker {
+        self.broker_on(free_port())
+    }
+
+    fn broker_on(&self, port: u16) -> Broker {
+        Broker::start(
+            self.dir.path(),
+            port,
+            &format!(
+                "plugin {}\nplugin_opt_data_dir {}\n",
+                plugin().display(),
+                self.dir.path().join("data").display()
+            ),
+        )
+    }
+
+    fn revoke(&self, registration_id: u64) {
+        self.rt
+            .block_on(self.admin.revoke_registration(registration_id, "test"))
+            .unwrap();
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.shutdown(Duration::from_secs(1)));
+        }
+    }
+}
+
+fn mosquitto_client(bin: &str) -> Command {
+    let path = Path::new("/usr/bin").join(bin);
+    Command::new(if path.exists() { path } else { bin.into() })
+}
+
+/// Publish one message with `mosquitto_pub` (QoS 1, so a refused CONNECT fails the command).
+fn publish(broker: &Broker, user: &str, password: &str, topic: &str) -> Output {
+    mosquitto_client("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args([
+            "-u", user, "-P", password, "-t", topic, "-m", "hello", "-q", "1",
+        ])
+        .output()
+        .expect("mosquitto_pub (Debian package mosquitto-clients)")
+}
+
+fn refused(out: &Output) -> bool {
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not authorised")
+}
+
+/// Who gets in: a good RT with its own device id, and nothing else; the log says why and never
+/// shows the token.
+#[test]
+fn only_a_live_rt_with_its_own_device_id_connects() {
+    let p = Platform::start();
+    let broker = p.broker();
+    let (a_client, a) = p.device();
+    let (_, b) = p.device();
+    let (_, c) = p.device();
+    let topic = |d: &RtBody| format!("devices/{}/telemetry", d.device_id);
+
+    let ok = publish(&broker, &a.device_id, &a.rt, &topic(&a));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Another device's RT under this device's name, garbage, a mistyped RT, nothing.
+    assert!(refused(&publish(&broker, &a.device_id, &b.rt, &topic(&a))));
+    assert!(refused(&publish(
+        &broker,
+        &a.device_id,
+        "hunter2",
+        &topic(&a)
+    )));
+    let mut mistyped = a.rt.clone().into_bytes();
+    mistyped[20] = if mistyped[20] == b'A' { b'B' } else { b'A' };
+    let mistyped = String::from_utf8(mistyped).unwrap();
+    assert!(refused(&publish(
+        &broker,
+        &a.device_id,
+        &mistyped,
+        &topic(&a)
+    )));
+    assert!(refused(&publish(&broker, &a.device_id, "", &topic(&a))));
+
+    // Superseded: the device refreshed, so its old RT no longer opens a session.
+    let next = p.rt.block_on(a_client.refresh()).unwrap();
+    assert!(refused(&publish(&broker, &a.device_id, &a.rt, &topic(&a))));
+    assert!(publish(&broker, &a.device_id, &next.rt, &topic(&a))
+        .status
+        .success());
+
+    // Revoked.
+    p.revoke(c.registration_id);
+    assert!(refused(&publish(&broker, &c.device_id, &c.rt, &topic(&c))));
+
+    let log = broker.log_text();
+    for why in [
+        format!("belongs to device {}", b.device_id),
+        "malformed token".into(),
+        "superseded by a newer generation".into(),
+        "revoked".into(),
+        "no username or password".into(),
+        "accepted".into(),
+    ] {
+        assert!(
+            log.contains(&why),
+            "the broker log does not say {why:?}:\n{log}"
+        );
+    }
+    for secret in [&a.rt, &b.rt, &c.rt, &next.rt, &mistyped] {
+        assert!(!log.contains(secret.as_str()), "the broker log shows an RT");
+    }
+}
+
+/// Device A can neither publish nor subscribe under device B's topics.
+#[test]
+fn a_device_uses_only_its_own_topics() {
+    let p = Platform::start();
+    let broker = p.broker();
+    let (_, a) = p.device();
+    let (_, b) = p.device();
+    let port = broker.port.to_string();
+    // B listens on its own topics and must receive only its own message.
+    let b_sub = mosquitto_client("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &b.device_id,
+            "-P",
+            &b.rt,
+        ])
+        .args([
+            "-t",
+            &format!("devices/{}/#", b.device_id),
+            "-v",
+            "-q",
+            "1",
+            "-C",
+            "1",
+        ])
+        .args(["-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until B's subscription is in place: the broker logs it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !broker
+        .log_text()
+        .contains(&format!("devices/{}/# (QoS 1)", b.device_id))
+    {
+        assert!(Instant::now() < deadline, "B did not subscribe");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A publishes under B's topics: the session is A's, the message goes nowhere.
+    let forged = format!("devices/{}/telemetry", b.device_id);
+    let _ = publish(&broker, &a.device_id, &a.rt, &forged);
+    // A subscribes to B's topics (and to everything): refused.
+    let out = mosquitto_client("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &a.device_id,
+            "-P",
+            &a.rt,
+        ])
+        .args([
+            "-t",
+            &format!("devices/{}/#", b.device_id),
+            "-t",
+            "#",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("denied")
+            || String::from_utf8_lossy(&out.stdout).contains("denied"),
+        "A's subscription was not denied: {out:?}"
+    );
+    // B's own message arrives, and is the first (and, with -C 1, the only) one B sees.
+    let own = format!("devices/{}/telemetry", b.device_id);
+    assert!(publish(&broker, &b.device_id, &b.rt, &own).status.success());
+    let seen = String::from_utf8(b_sub.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        seen.lines().next(),
+        Some(format!("{own} hello").as_str()),
+        "{seen}"
+    );
+    let log = broker.log_text();
+    assert!(log.contains("denied"), "{log}");
+    assert!(log.contains(&format!("publish on {forged}")), "{log}");
+}
+
+/// A connected device whose registration is revoked is disconnected at once and cannot come
+/// back.
+#[test]
+fn a_revoked_device_is_disconnected_and_stays_out() {
+    let p = Platform::start();
+    let broker = p.broker();
+    let (_, a) = p.device();
+    let mut sub = mosquitto_client("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-u", &a.device_id, "-P", &a.rt])
+        .args(["-t", &format!("devices/{}/#", a.device_id)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !broker
+        .log_text()
+        .contains(&format!("as device {}", a.device_id))
+    {
+        assert!(Instant::now() < deadline, "the device did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let revoked_at = Instant::now();
+    p.revoke(a.registration_id);
+    // mosquitto_sub reconnects by itself; refused, it exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if sub.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still connected 10 s after revocation"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = revoked_at.elapsed();
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not authorised"),
+        "{out:?}"
+    );
+    let log = broker.log_text();
+    assert!(
+        log.contains("disconnecting") && log.contains("revoked"),
+        "{log}"
+    );
+    eprintln!("disconnected {took:?} after the revocation was acknowledged");
+}
+
+/// The example firmware (ffi/examples, built with its Makefile) against the validating broker:
+/// it provisions, connects with username = device id and password = RT, publishes under its
+/// own topic, refreshes its RT, and after the broker restarts reconnects by itself presenting
+/// the refreshed RT (through MQTTAsync_setUpdateConnectOptions). Nothing lets it in but the RT.
+#[test]
+fn example_firmware_with_the_validating_broker() {
+    use std::io::{BufRead, BufReader};
+    // -o: use the library the test command built (with the test-only feature) instead of
+    // letting the Makefile rebuild it underneath the other tests.
+    let lib = static_lib();
+    let status = Command::new("make")
+        .args(["-B", "-s", "PROFILE=debug"])
+        .arg(format!("TESSERA_LIB={}", lib.display()))
+        .arg("-o")
+        .arg(&lib)
+        .arg("firmware")
+        .current_dir(root().join("ffi/examples"))
+        .status()
+        .expect("make");
+    assert!(status.success(), "the example firmware did not build");
+    let p = Platform::start();
+    let broker = p.broker();
+    let port = broker.port;
+    let mut fw = Command::new(root().join("ffi/examples/firmware"))
+        .arg(p.server().device_addr().to_string())
+        .arg(p.server().ca_cert_path())
+        .arg(&p.pt)
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(fw.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("firmware output").unwrap();
+    let registered = next();
+    let device_id = registered
+        .strip_prefix("registered ")
+        .and_then(|r| r.split_whitespace().next())
+        .expect("registered <device id>")
+        .to_owned();
+    assert_eq!(next(), "connecting with rt generation 1");
+    assert_eq!(next(), "published 1");
+    assert!(next().starts_with("refreshed"));
+    // The broker restarts; the firmware reconnects with the refreshed RT.
+    broker.kill();
+    let broker = p.broker_on(port);
+    assert_eq!(next(), "connecting with rt generation 2");
+    assert_eq!(next(), "published 2");
+    assert!(fw.wait().unwrap().success());
+    let log = broker.log_text();
+    assert!(
+        log.contains(&format!("as device {device_id}")) && log.contains("generation 2"),
+        "{log}"
+    );
+}

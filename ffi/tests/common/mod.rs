@@ -1,0 +1,110 @@
+//! What the C and broker tests share: paths, the test build of libtessera, and Mosquitto.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// The test build of libtessera.a (scripts/test-all.sh builds it with the `platform` and
+/// `panic-test` features before the tests run).
+pub(crate) fn static_lib() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let lib = target.join("debug").join("libtessera.a");
+    assert!(
+        lib.exists(),
+        "{} missing: run `cargo build -p tessera-ffi --features platform` first",
+        lib.display()
+    );
+    lib
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Mosquitto broker on a loopback port, killed when dropped. `extra` is appended to its
+/// configuration (plugin lines); without it the broker lets anyone in.
+pub(crate) struct Broker {
+    child: Child,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
+}
+
+impl Broker {
+    pub(crate) fn start(dir: &Path, port: u16, extra: &str) -> Broker {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        let log = dir.join(format!("mosquitto-{port}.log"));
+        // Without a plugin the broker lets anyone in. With one, it must read the Tessera data
+        // directory this process made (files of mode 0600): started as root, Mosquitto would
+        // otherwise switch to its own user first (`user` has no effect for other users).
+        let auth = if extra.is_empty() {
+            "allow_anonymous true\n"
+        } else {
+            "user root\n"
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n{auth}persistence false\nlog_dest file {}\n\
+                 log_type all\n{extra}",
+                log.display()
+            ),
+        )
+        .unwrap();
+        // Debian installs it in /usr/sbin, which is not on every PATH.
+        let bin = if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto; scripts/test-all.sh installs it)");
+        // Ready when it accepts TCP connections.
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Broker { child, port, log };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("mosquitto exited ({status}):\n{log}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("mosquitto did not start");
+    }
+
+    /// What the broker has logged so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop it now (SIGKILL) and reap it.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
