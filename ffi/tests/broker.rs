@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{free_port, root, static_lib, Broker};
+use common::{free_port, make_with_test_lib, root, Broker};
 use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
 use tessera_proto::wire::kind;
 use tessera_proto::wire::messages::RtBody;
@@ -18,17 +18,8 @@ use tessera_proto::wire::messages::RtBody;
 fn plugin() -> &'static Path {
     static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
     PLUGIN.get_or_init(|| {
-        let lib = static_lib();
         let dir = root().join("ffi/mosquitto");
-        let status = Command::new("make")
-            .args(["-B", "-s", "PROFILE=debug"])
-            .arg(format!("TESSERA_LIB={}", lib.display()))
-            .arg("-o")
-            .arg(&lib)
-            .current_dir(&dir)
-            .status()
-            .expect("make");
-        assert!(status.success(), "the plugin did not build");
+        make_with_test_lib(&dir, "mosquitto_tessera.so");
         dir.join("mosquitto_tessera.so")
     })
 }
@@ -255,14 +246,10 @@ fn a_device_uses_only_its_own_topics() {
         .spawn()
         .unwrap();
     // Wait until B's subscription is in place: the broker logs it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !broker
-        .log_text()
-        .contains(&format!("devices/{}/# (QoS 1)", b.device_id))
-    {
-        assert!(Instant::now() < deadline, "B did not subscribe");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    broker.wait_for_log(
+        &format!("devices/{}/# (QoS 1)", b.device_id),
+        "B's subscription",
+    );
     // A publishes under B's topics: the session is A's, the message goes nowhere.
     let forged = format!("devices/{}/telemetry", b.device_id);
     let _ = publish(&broker, &a.device_id, &a.rt, &forged);
@@ -353,14 +340,7 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !broker
-            .log_text()
-            .contains(&format!("as device {} ", device.device_id))
-        {
-            assert!(Instant::now() < deadline, "the device did not connect");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        broker.wait_for_log(&format!("as device {} ", device.device_id), "connect");
         let acknowledged = Instant::now();
         action();
         // mosquitto_sub reconnects by itself; refused, it exits. The deadline is generous;
@@ -400,19 +380,7 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
 #[test]
 fn example_firmware_with_the_validating_broker() {
     use std::io::{BufRead, BufReader};
-    // -o: use the library the test command built (with the test-only feature) instead of
-    // letting the Makefile rebuild it underneath the other tests.
-    let lib = static_lib();
-    let status = Command::new("make")
-        .args(["-B", "-s", "PROFILE=debug"])
-        .arg(format!("TESSERA_LIB={}", lib.display()))
-        .arg("-o")
-        .arg(&lib)
-        .arg("firmware")
-        .current_dir(root().join("ffi/examples"))
-        .status()
-        .expect("make");
-    assert!(status.success(), "the example firmware did not build");
+    make_with_test_lib(&root().join("ffi/examples"), "firmware");
     let p = Platform::start();
     let broker = p.broker();
     let port = broker.port;

@@ -26,6 +26,26 @@ pub(crate) fn static_lib() -> PathBuf {
     lib
 }
 
+/// `make -B` in `dir` (a folder with a Makefile over libtessera) against the test build of the
+/// library, which make is told not to rebuild (`-o`): the other tests use it at the same time.
+pub(crate) fn make_with_test_lib(dir: &Path, target: &str) {
+    let lib = static_lib();
+    let status = Command::new("make")
+        .args(["-B", "-s", "PROFILE=debug"])
+        .arg(format!("TESSERA_LIB={}", lib.display()))
+        .arg("-o")
+        .arg(&lib)
+        .arg(target)
+        .current_dir(dir)
+        .status()
+        .expect("make");
+    assert!(
+        status.success(),
+        "make {target} failed in {}",
+        dir.display()
+    );
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -88,6 +108,18 @@ impl Broker {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("mosquitto did not start");
+    }
+
+    /// Wait (10 s at most) until the broker has logged `text`; `what` names it in the failure.
+    pub(crate) fn wait_for_log(&self, text: &str, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.log_text().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the broker never logged {text:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// What the broker has logged so far.
