@@ -1,0 +1,256 @@
+//! MQTT CONNECTs per second through the Tessera Mosquitto plugin (local mode) against the same
+//! broker letting everyone in (the floor), side by side in one run; then the delay from a
+//! revocation being acknowledged to the broker closing that device's session.
+//!
+//! `make -C ffi/mosquitto` first (the plugin), then:
+//! `cargo run --release -p tessera-benches --bin mqtt_connect -- --devices 200 --workers 16
+//!  --secs 5 --rounds 3 --revocations 100`
+//!
+//! The load client is rumqttc: each worker opens a connection, waits for its CONNACK, and
+//! disconnects, over and over, with one of the provisioned devices' id and RT.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
+use tessera_benches::{numeric_flags, provision};
+use tessera_engine::{Actor, Engine, EngineConfig, Provisioned, Timestamp};
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(clippy::zombie_processes)] // a broker that does not start panics the benchmark
+fn start_broker(dir: &Path, name: &str, extra: &str) -> Broker {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\npersistence false\nlog_type error\n{extra}"),
+    )
+    .unwrap();
+    let bin = if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto");
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Broker { child, port };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("mosquitto ({name}) did not start");
+}
+
+/// One CONNECT: `Ok(true)` when accepted.
+async fn connect_once(port: u16, client_id: String, user: &str, password: &str) -> bool {
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+    o.set_credentials(user, password);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(o, 4);
+    let accepted = loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                break ack.code == ConnectReturnCode::Success
+            }
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    if accepted {
+        let _ = client.disconnect().await;
+        // Drive the DISCONNECT out; the broker closes the connection.
+        while events.poll().await.is_ok() {}
+    }
+    accepted
+}
+
+/// CONNECTs per second over `secs` with `workers` connections at a time.
+fn connect_rate(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    devices: &Arc<Vec<(String, String)>>,
+    workers: usize,
+    secs: u64,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (devices, done, refused) = (devices.clone(), done.clone(), refused.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = w;
+                while Instant::now() < end {
+                    let (user, password) = &devices[i % devices.len()];
+                    let ok = connect_once(port, format!("bench-{w}"), user, password).await;
+                    if ok { &done } else { &refused }.fetch_add(1, Ordering::Relaxed);
+                    i += workers;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let n = refused.load(Ordering::Relaxed);
+    assert_eq!(n, 0, "{n} CONNECTs were refused");
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// For each device: connect, revoke its registration, and time until the broker closes it.
+/// Meanwhile the event loop keeps the connection (and its keep-alive) going.
+fn revocation_delays(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    port: u16,
+    devices: &[Provisioned],
+) -> Vec<Duration> {
+    let operator = Actor::operator("bench");
+    devices
+        .iter()
+        .map(|d| {
+            rt.block_on(async {
+                let mut o =
+                    MqttOptions::new(format!("rev-{}", d.registration_id), "127.0.0.1", port);
+                o.set_credentials(d.device_id.as_str(), d.rt.expose());
+                o.set_keep_alive(Duration::from_secs(30));
+                let (_client, mut events) = AsyncClient::new(o, 4);
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                            assert_eq!(a.code, ConnectReturnCode::Success);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => panic!("connect: {e}"),
+                    }
+                }
+                // Revoke at a spread of moments after the CONNECT (0–499 ms), not in step with
+                // the plugin's periodic check.
+                let spread = (d.registration_id.get() * 7_919) % 500;
+                tokio::time::sleep(Duration::from_millis(spread)).await;
+                engine
+                    .revoke_registration(
+                        d.registration_id,
+                        "bench",
+                        &operator,
+                        Timestamp::now_from_system_clock(),
+                    )
+                    .expect("revoke");
+                let acknowledged = Instant::now();
+                while events.poll().await.is_ok() {}
+                acknowledged.elapsed()
+            })
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let flags = numeric_flags();
+    let flag = |name: &str, default: u64| {
+        flags
+            .iter()
+            .find(|(k, _)| k.strip_prefix("--") == Some(name))
+            .map_or(default, |(_, v)| *v)
+    };
+    let (n_devices, workers) = (flag("devices", 200) as usize, flag("workers", 16) as usize);
+    let (secs, rounds, n_revocations) =
+        (flag("secs", 5), flag("rounds", 3), flag("revocations", 100));
+    let plugin =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ffi/mosquitto/mosquitto_tessera.so");
+    assert!(
+        plugin.exists(),
+        "build the plugin first: make -C ffi/mosquitto"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = Timestamp::now_from_system_clock();
+    let engine = Engine::open_dir(&data, EngineConfig::default(), now).expect("engine");
+    let provisioned = provision(&engine, n_devices + n_revocations as usize, now);
+    let (load, to_revoke) = provisioned.split_at(n_devices);
+    let devices: Arc<Vec<(String, String)>> = Arc::new(
+        load.iter()
+            .map(|p| (p.device_id.as_str().to_owned(), p.rt.expose().to_owned()))
+            .collect(),
+    );
+
+    let floor = start_broker(dir.path(), "floor", "allow_anonymous true\n");
+    let local = start_broker(
+        dir.path(),
+        "local",
+        &format!(
+            "user root\nplugin {}\nplugin_opt_data_dir {}\n",
+            plugin.display(),
+            data.display()
+        ),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "mqtt_connect: {n_devices} devices, {workers} connections at a time, {rounds} rounds of \
+         {secs} s each, broker and load client on one machine ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let (mut f, mut l) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        f.push(connect_rate(&rt, floor.port, &devices, workers, secs));
+        l.push(connect_rate(&rt, local.port, &devices, workers, secs));
+        println!(
+            "round {round}: allow_anonymous {:.0}/s, plugin (local) {:.0}/s, ratio {:.2}",
+            f[f.len() - 1],
+            l[l.len() - 1],
+            l[l.len() - 1] / f[f.len() - 1]
+        );
+    }
+    let (fm, lm) = (
+        f.iter().sum::<f64>() / f.len() as f64,
+        l.iter().sum::<f64>() / l.len() as f64,
+    );
+    println!(
+        "mean: allow_anonymous {fm:.0}/s, plugin (local) {lm:.0}/s, ratio {:.2}",
+        lm / fm
+    );
+
+    let mut delays = revocation_delays(&rt, &engine, local.port, to_revoke);
+    delays.sort();
+    println!(
+        "revocation to disconnect over {} revocations: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays[delays.len() - 1]
+    );
+}
