@@ -19,7 +19,7 @@ fn plugin() -> &'static Path {
     static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
     PLUGIN.get_or_init(|| {
         let dir = root().join("ffi/mosquitto");
-        make_with_test_lib(&dir, "mosquitto_tessera.so");
+        make_with_test_lib(&dir, &["mosquitto_tessera.so"]);
         dir.join("mosquitto_tessera.so")
     })
 }
@@ -380,7 +380,7 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
 #[test]
 fn example_firmware_with_the_validating_broker() {
     use std::io::{BufRead, BufReader};
-    make_with_test_lib(&root().join("ffi/examples"), "firmware");
+    make_with_test_lib(&root().join("ffi/examples"), &["firmware"]);
     let p = Platform::start();
     let broker = p.broker();
     let port = broker.port;
@@ -414,5 +414,130 @@ fn example_firmware_with_the_validating_broker() {
     assert!(
         log.contains(&format!("as device {device_id}")) && log.contains("generation 2"),
         "{log}"
+    );
+}
+
+/// Drive the plugin through its paths inside `broker`: a good CONNECT, a refused one, a denied
+/// subscription and a session ended by revocation; then stop the broker cleanly (SIGTERM
+/// unloads the plugin) and return how it exited.
+fn exercise(p: &Platform, broker: Broker) -> std::process::ExitStatus {
+    let (_, a) = p.device();
+    let (_, b) = p.device();
+    let own = format!("devices/{}/telemetry", a.device_id);
+    assert!(publish(&broker, &a.device_id, &a.rt, &own).status.success());
+    assert!(refused(&publish(&broker, &a.device_id, &b.rt, &own)));
+    let port = broker.port.to_string();
+    let mut sub = mosquitto_client("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &b.device_id,
+            "-P",
+            &b.rt,
+        ])
+        .args([
+            "-t",
+            &format!("devices/{}/#", b.device_id),
+            "-t",
+            "elsewhere/#",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    broker.wait_for_log("subscribe on elsewhere/#", "the denied subscription");
+    p.revoke(b.registration_id);
+    broker.wait_for_log(&format!("({}): revoked", b.device_id), "the disconnect");
+    let _ = sub.kill();
+    let _ = sub.wait();
+    broker.terminate()
+}
+
+fn plugin_config(p: &Platform, plugin: &Path) -> String {
+    format!(
+        "plugin {}\nplugin_opt_data_dir {}\n",
+        plugin.display(),
+        p.dir.path().join("data").display()
+    )
+}
+
+/// The plugin inside a broker run by Valgrind: no memory errors and no definite leaks (the
+/// suppression file is the C tests' one).
+#[test]
+fn the_plugin_runs_clean_under_valgrind() {
+    let p = Platform::start();
+    let report = p.dir.path().join("valgrind.log");
+    let valgrind: Vec<String> = [
+        "valgrind",
+        "--quiet",
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        "--show-leak-kinds=definite",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([
+        format!(
+            "--suppressions={}",
+            root().join("ffi/tests/valgrind.supp").display()
+        ),
+        format!("--log-file={}", report.display()),
+    ])
+    .collect();
+    let config = plugin_config(&p, plugin());
+    let broker = Broker::start_under(p.dir.path(), free_port(), &config, &valgrind, &[]);
+    let status = exercise(&p, broker);
+    let report = std::fs::read_to_string(report).unwrap_or_default();
+    assert!(status.success(), "Valgrind: {status}\n{report}");
+}
+
+/// The plugin built with AddressSanitizer and UndefinedBehaviorSanitizer (clang), in a broker
+/// with the sanitizer runtime preloaded: any error aborts the broker.
+#[test]
+fn the_plugin_runs_clean_under_address_and_undefined_behaviour_sanitizers() {
+    let dir = root().join("ffi/mosquitto");
+    make_with_test_lib(
+        &dir,
+        &[
+            "CC=clang",
+            "OUT=mosquitto_tessera_asan.so",
+            "SANITIZE=-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer",
+        ],
+    );
+    let runtime = Command::new("clang")
+        .arg("-print-file-name=libclang_rt.asan-x86_64.so")
+        .output()
+        .expect("clang");
+    let runtime = String::from_utf8(runtime.stdout).unwrap().trim().to_owned();
+    let p = Platform::start();
+    let report = p.dir.path().join("asan");
+    let config = plugin_config(&p, &dir.join("mosquitto_tessera_asan.so"));
+    let env = [
+        ("LD_PRELOAD", runtime),
+        // Leaks are Valgrind's part (the broker itself is not instrumented).
+        (
+            "ASAN_OPTIONS",
+            format!(
+                "detect_leaks=0:abort_on_error=1:log_path={}",
+                report.display()
+            ),
+        ),
+        ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1".into()),
+    ];
+    let broker = Broker::start_under(p.dir.path(), free_port(), &config, &[], &env);
+    let status = exercise(&p, broker);
+    let reports: String = std::fs::read_dir(p.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("asan"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        status.success() && reports.is_empty(),
+        "{status}\n{reports}"
     );
 }

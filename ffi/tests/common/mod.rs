@@ -26,22 +26,23 @@ pub(crate) fn static_lib() -> PathBuf {
     lib
 }
 
-/// `make -B` in `dir` (a folder with a Makefile over libtessera) against the test build of the
-/// library, which make is told not to rebuild (`-o`): the other tests use it at the same time.
-pub(crate) fn make_with_test_lib(dir: &Path, target: &str) {
+/// `make -B ARGS` in `dir` (a folder with a Makefile over libtessera) against the test build of
+/// the library, which make is told not to rebuild (`-o`): the other tests use it at the same
+/// time.
+pub(crate) fn make_with_test_lib(dir: &Path, args: &[&str]) {
     let lib = static_lib();
     let status = Command::new("make")
         .args(["-B", "-s", "PROFILE=debug"])
         .arg(format!("TESSERA_LIB={}", lib.display()))
         .arg("-o")
         .arg(&lib)
-        .arg(target)
+        .args(args)
         .current_dir(dir)
         .status()
         .expect("make");
     assert!(
         status.success(),
-        "make {target} failed in {}",
+        "make {args:?} failed in {}",
         dir.display()
     );
 }
@@ -64,6 +65,18 @@ pub(crate) struct Broker {
 
 impl Broker {
     pub(crate) fn start(dir: &Path, port: u16, extra: &str) -> Broker {
+        Broker::start_under(dir, port, extra, &[], &[])
+    }
+
+    /// [`Broker::start`] with the broker run by `wrapper` (Valgrind and its arguments) and with
+    /// `env` set (a preloaded sanitizer runtime).
+    pub(crate) fn start_under(
+        dir: &Path,
+        port: u16,
+        extra: &str,
+        wrapper: &[String],
+        env: &[(&str, String)],
+    ) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join(format!("mosquitto-{port}.log"));
         // Without a plugin the broker lets anyone in. With one, it must read the Tessera data
@@ -89,15 +102,24 @@ impl Broker {
         } else {
             "mosquitto"
         };
-        let mut child = Command::new(bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto (Debian package mosquitto; scripts/test-all.sh installs it)");
-        // Ready when it accepts TCP connections.
-        for _ in 0..500 {
+        // Ready when it accepts TCP connections (under Valgrind that takes seconds).
+        for _ in 0..3000 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Broker { child, port, log };
             }
@@ -125,6 +147,16 @@ impl Broker {
     /// What the broker has logged so far.
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Ask it to stop (SIGTERM: it unloads its plugins and exits) and return how it exited.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("broker exit")
     }
 
     /// Stop it now (SIGKILL) and reap it.
