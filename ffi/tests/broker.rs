@@ -130,6 +130,17 @@ fn mosquitto_client(bin: &str) -> Command {
     Command::new(if path.exists() { path } else { bin.into() })
 }
 
+/// `mosquitto_sub` as `device` on `topics` (more arguments may follow).
+fn subscriber(broker: &Broker, device: &RtBody, topics: &[&str]) -> Command {
+    let mut c = mosquitto_client("mosquitto_sub");
+    c.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-u", &device.device_id, "-P", &device.rt]);
+    for t in topics {
+        c.args(["-t", t]);
+    }
+    c
+}
+
 /// Publish one message with `mosquitto_pub` (QoS 1, so a refused CONNECT fails the command).
 fn publish(broker: &Broker, user: &str, password: &str, topic: &str) -> Output {
     mosquitto_client("mosquitto_pub")
@@ -219,29 +230,10 @@ fn a_device_uses_only_its_own_topics() {
     let broker = p.broker();
     let (_, a) = p.device();
     let (_, b) = p.device();
-    let port = broker.port.to_string();
     // B listens on its own topics and must receive only its own message.
-    let b_sub = mosquitto_client("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            &b.device_id,
-            "-P",
-            &b.rt,
-        ])
-        .args([
-            "-t",
-            &format!("devices/{}/#", b.device_id),
-            "-v",
-            "-q",
-            "1",
-            "-C",
-            "1",
-        ])
-        .args(["-W", "20"])
+    let b_topics = format!("devices/{}/#", b.device_id);
+    let b_sub = subscriber(&broker, &b, &[&b_topics])
+        .args(["-v", "-q", "1", "-C", "1", "-W", "20"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -254,27 +246,8 @@ fn a_device_uses_only_its_own_topics() {
     let forged = format!("devices/{}/telemetry", b.device_id);
     let _ = publish(&broker, &a.device_id, &a.rt, &forged);
     // A subscribes to B's topics (and to everything): refused.
-    let out = mosquitto_client("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            &a.device_id,
-            "-P",
-            &a.rt,
-        ])
-        .args([
-            "-t",
-            &format!("devices/{}/#", b.device_id),
-            "-t",
-            "#",
-            "-C",
-            "1",
-            "-W",
-            "3",
-        ])
+    let out = subscriber(&broker, &a, &[&b_topics, "#"])
+        .args(["-C", "1", "-W", "3"])
         .output()
         .unwrap();
     assert!(
@@ -332,14 +305,15 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
         ),
     ];
     for (device, action) in actions {
-        let mut sub = mosquitto_client("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-            .args(["-u", &device.device_id, "-P", &device.rt])
-            .args(["-t", &format!("devices/{}/#", device.device_id)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut sub = subscriber(
+            &broker,
+            device,
+            &[&format!("devices/{}/#", device.device_id)],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         broker.wait_for_log(&format!("as device {} ", device.device_id), "connect");
         let acknowledged = Instant::now();
         action();
@@ -426,24 +400,8 @@ fn exercise(p: &Platform, broker: Broker) -> std::process::ExitStatus {
     let own = format!("devices/{}/telemetry", a.device_id);
     assert!(publish(&broker, &a.device_id, &a.rt, &own).status.success());
     assert!(refused(&publish(&broker, &a.device_id, &b.rt, &own)));
-    let port = broker.port.to_string();
-    let mut sub = mosquitto_client("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            &b.device_id,
-            "-P",
-            &b.rt,
-        ])
-        .args([
-            "-t",
-            &format!("devices/{}/#", b.device_id),
-            "-t",
-            "elsewhere/#",
-        ])
+    let b_topics = format!("devices/{}/#", b.device_id);
+    let mut sub = subscriber(&broker, &b, &[&b_topics, "elsewhere/#"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
