@@ -24,6 +24,11 @@
 // The longest device id, in bytes (without the NUL).
 #define TESSERA_DEVICE_ID_MAX_LEN 64
 
+#if defined(TESSERA_PLATFORM)
+// The most registration ids one call of `tessera_local_validator_revocations` returns.
+#define TESSERA_REVOCATIONS_MAX 4096
+#endif
+
 // The result of every fallible function. Numbers are explicit and never reused.
 enum tessera_result
 #ifdef __cplusplus
@@ -298,6 +303,30 @@ tessera_result tessera_local_validator_check(const tessera_local_validator *vali
 #if defined(TESSERA_PLATFORM)
 // Free a local validator. NULL is a no-op.
 void tessera_local_validator_free(tessera_local_validator *validator);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Where to start following revocations (see `tessera_local_validator_revocations`): the
+// newest change the server has committed now. On success `*out` holds the cursor.
+// `TESSERA_STORE` if the store could not be read.
+tessera_result tessera_local_validator_revocation_cursor(const tessera_local_validator *validator,
+                                                         uint64_t *out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// The registrations revoked after `*cursor`, oldest first: a broker holding live sessions
+// calls this periodically instead of checking each session's RT again. A registration
+// appears once the server has committed its revocation, whichever way it was revoked
+// (directly, by blocking its device id, by revoking its PT, or on rotation reuse).
+//
+// Writes at most `cap` ids (1 to `TESSERA_REVOCATIONS_MAX`) to `ids`, their number to
+// `*count`, and moves `*cursor` past them; call again while `*count == cap`. Nothing is
+// written unless the result is `TESSERA_OK`. `TESSERA_STORE` if the store could not be read.
+tessera_result tessera_local_validator_revocations(const tessera_local_validator *validator,
+                                                   uint64_t *cursor,
+                                                   uint64_t *ids,
+                                                   size_t cap,
+                                                   size_t *count);
 #endif
 
 // The library's version (`MAJOR.MINOR.PATCH`, for example `0.1.0`): a static, NUL-terminated

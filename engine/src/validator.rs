@@ -21,7 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::engine::keys::{rt_live, META_ROOT_CHECK};
 use crate::keys::{validator_keys, RtKeyTable, ROOT_CHECK_CONTEXT, VALIDATOR_KEYS_FILE};
-use crate::model::RegistrationStatus;
+use crate::model::{RegistrationId, RegistrationStatus};
 use crate::store::SqliteReader;
 use crate::{Error, Introspection, KeyKeeper, Timestamp};
 use tessera_proto::token::UntrustedRt;
@@ -195,5 +195,26 @@ impl LocalValidator {
             generation: claims.generation,
             expires_at: claims.expires_at,
         })
+    }
+
+    /// Where to start following revocations: the newest audit sequence number now. Pass it
+    /// to [`LocalValidator::revocations_after`].
+    pub fn revocation_cursor(&self) -> Result<u64, Error> {
+        self.reader.read(|db| db.audit_head())
+    }
+
+    /// The registrations revoked after `cursor` (from [`LocalValidator::revocation_cursor`]
+    /// or a previous call), oldest first and at most `limit`, and the cursor to pass next.
+    /// This is how a holder of live sessions (a broker) learns of revocations without
+    /// checking each session again: a registration revoked directly, by blocking its device,
+    /// by revoking its PT or on rotation reuse appears here once the server has committed it.
+    pub fn revocations_after(
+        &self,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<(Vec<RegistrationId>, u64), Error> {
+        let rows = self.reader.read(|db| db.revocations(cursor, limit))?;
+        let next = rows.last().map_or(cursor, |(seq, _)| *seq);
+        Ok((rows.into_iter().map(|(_, id)| id).collect(), next))
     }
 }

@@ -214,3 +214,53 @@ fn follows_refreshes_across_journal_folds_and_reopens() {
     assert!(retry.retried);
     assert_eq!(retry.rt.expose(), next.rt.expose());
 }
+
+/// A holder of live sessions follows revocations instead of checking each session again:
+/// every way a registration stops being live appears once, in commit order, and nothing else
+/// does.
+#[test]
+fn revocations_can_be_followed_from_a_cursor() {
+    let h = Harness::new();
+    let v = validator(&h);
+    let (a, b, c, d) = (
+        h.provision("pump-a"),
+        h.provision("pump-b"),
+        h.provision("pump-c"),
+        h.provision("pump-d"),
+    );
+    let start = v.revocation_cursor().unwrap();
+    assert_eq!(v.revocations_after(start, 100).unwrap(), (vec![], start));
+
+    // A refresh is not a revocation.
+    h.engine
+        .refresh(d.rt.expose(), &Harness::device(), h.now())
+        .unwrap();
+    h.engine
+        .revoke_registration(a.registration_id, "stolen", &Harness::tech(), h.now())
+        .unwrap();
+    h.engine
+        .block_device(
+            &"pump-b".parse().unwrap(),
+            "lost",
+            &Harness::tech(),
+            h.now(),
+        )
+        .unwrap();
+    let c_pt = v.validate(c.rt.expose().as_bytes(), h.now()).unwrap().pt_id;
+    h.engine
+        .revoke_pt(&c_pt, "line closed", &Harness::tech(), h.now())
+        .unwrap();
+
+    let (revoked, next) = v.revocations_after(start, 100).unwrap();
+    assert_eq!(
+        revoked,
+        vec![a.registration_id, b.registration_id, c.registration_id]
+    );
+    assert!(next > start);
+    // Taken two at a time, the same list; and nothing new after the last cursor.
+    let (first, mid) = v.revocations_after(start, 2).unwrap();
+    let (rest, end) = v.revocations_after(mid, 2).unwrap();
+    assert_eq!([first, rest].concat(), revoked);
+    assert_eq!(end, next);
+    assert_eq!(v.revocations_after(next, 100).unwrap(), (vec![], next));
+}

@@ -7,10 +7,12 @@
  *   plugin_opt_data_dir DIR     local mode: the Tessera server's data directory on this host
  *   plugin_opt_topics PATTERNS  space-separated topic patterns a device may use; %u is its
  *                               device id (default "devices/%u/#")
- *   plugin_opt_recheck_ms N     how often live sessions are checked again (default 250)
+ *   plugin_opt_recheck_ms N     how often revocations and expiries are looked for (default 250)
  *
- * Everything runs on the broker's thread: a local check reads the data directory (a few
- * microseconds, no network). RTs are kept only while their session lives, and wiped then. */
+ * Everything runs on the broker's thread: a CONNECT is checked against the data directory (a
+ * few microseconds, no network); live sessions are not checked one by one but through the
+ * server's revocations, which the plugin follows from a cursor, and their RTs' expiry. RTs are
+ * kept only while their session lives, and wiped then. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +35,7 @@ struct session {
     char *device_id;
     uint8_t rt[TESSERA_RT_MAX_LEN];
     size_t rt_len;
+    uint64_t registration_id;
     uint64_t expires_at; /* Unix seconds */
     struct session *next;
 };
@@ -44,6 +47,8 @@ struct plugin {
     size_t pattern_count;
     long recheck_ns;
     struct timespec next_recheck;
+    uint64_t cursor;       /* revocations seen up to here */
+    bool feed_failing;     /* the last read of revocations failed (logged once) */
     struct session *sessions;
 };
 
@@ -134,6 +139,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
     s->client = ed->client;
     memcpy(s->rt, ed->password, len);
     s->rt_len = len;
+    s->registration_id = identity.registration_id;
     s->expires_at = identity.expires_at;
     s->next = p->sessions;
     p->sessions = s;
@@ -249,9 +255,67 @@ static bool due(const struct timespec *now, const struct timespec *at) {
     return now->tv_sec > at->tv_sec || (now->tv_sec == at->tv_sec && now->tv_nsec >= at->tv_nsec);
 }
 
-/* MOSQ_EVT_TICK: check live sessions again; disconnect those whose RT has expired or whose
- * registration is no longer live (revoked, its PT revoked, its device blocked). A session whose
- * device has since refreshed presents a superseded RT: that is still a live registration. */
+/* Disconnect the sessions for which `gone` says so, with `why` in the log. */
+static void kick_where(struct plugin *p, bool (*gone)(struct plugin *, struct session *, const void *),
+                       const void *arg, const char *why) {
+    struct session **s = &p->sessions;
+    while (*s) {
+        if (!gone(p, *s, arg)) {
+            s = &(*s)->next;
+            continue;
+        }
+        struct session *out = *s;
+        *s = out->next;
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: disconnecting %s (%s): %s", out->client_id,
+                             out->device_id, why);
+        mosquitto_kick_client_by_clientid(out->client_id, false);
+        session_free(out);
+    }
+}
+
+static bool of_registration(struct plugin *p, struct session *s, const void *arg) {
+    (void)p;
+    return s->registration_id == *(const uint64_t *)arg;
+}
+
+/* A session whose RT has reached its expiry is checked as a CONNECT would be (the validator
+ * allows the server's clock-skew leeway); one that no longer passes is ended. */
+static bool expired(struct plugin *p, struct session *s, const void *arg) {
+    (void)arg;
+    if ((uint64_t)time(NULL) < s->expires_at) {
+        return false;
+    }
+    tessera_rt_identity identity;
+    tessera_result r = tessera_local_validator_check(p->local, s->rt, s->rt_len, &identity);
+    return r == TESSERA_EXPIRED;
+}
+
+/* Follow the server's revocations from the cursor and end the sessions they name. */
+static void follow_revocations(struct plugin *p) {
+    enum { BATCH = 256 };
+    uint64_t ids[BATCH];
+    size_t n = BATCH;
+    while (n == BATCH) {
+        tessera_result r = tessera_local_validator_revocations(p->local, &p->cursor, ids, BATCH, &n);
+        if (r != TESSERA_OK) {
+            if (!p->feed_failing) {
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     "tessera: cannot read revocations (%s); retrying",
+                                     tessera_result_message(r));
+            }
+            p->feed_failing = true;
+            return;
+        }
+        p->feed_failing = false;
+        for (size_t i = 0; i < n; i++) {
+            kick_where(p, of_registration, &ids[i], "revoked");
+        }
+    }
+}
+
+/* MOSQ_EVT_TICK: every recheck interval, end the sessions whose registration has been revoked
+ * (directly, by blocking the device id, by revoking its PT) and those whose RT has expired. A
+ * session whose device has since refreshed stays: its registration is live. */
 static int on_tick(int event, void *event_data, void *userdata) {
     struct plugin *p = userdata;
     (void)event;
@@ -264,21 +328,8 @@ static int on_tick(int event, void *event_data, void *userdata) {
     long ns = now.tv_nsec + p->recheck_ns;
     p->next_recheck.tv_sec = now.tv_sec + ns / 1000000000L;
     p->next_recheck.tv_nsec = ns % 1000000000L;
-    struct session **s = &p->sessions;
-    while (*s) {
-        tessera_rt_identity identity;
-        tessera_result r = tessera_local_validator_check(p->local, (*s)->rt, (*s)->rt_len, &identity);
-        if (r == TESSERA_OK || r == TESSERA_SUPERSEDED || r == TESSERA_STORE) {
-            s = &(*s)->next; /* live, or unknown for now: keep it and look again next time */
-            continue;
-        }
-        struct session *gone = *s;
-        *s = gone->next;
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: disconnecting %s (%s): %s", gone->client_id,
-                             gone->device_id, reason(r));
-        mosquitto_kick_client_by_clientid(gone->client_id, false);
-        session_free(gone);
-    }
+    follow_revocations(p);
+    kick_where(p, expired, NULL, "expired");
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -372,6 +423,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         return rc;
     }
     tessera_result r = tessera_local_validator_new(data_dir, &p->local);
+    if (r == TESSERA_OK) {
+        r = tessera_local_validator_revocation_cursor(p->local, &p->cursor);
+    }
     if (r != TESSERA_OK) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot open the data directory %s: %s",
                              data_dir, tessera_result_message(r));

@@ -93,3 +93,78 @@ pub extern "C" fn tessera_local_validator_free(validator: *mut tessera_local_val
         tessera_result::TESSERA_OK
     });
 }
+
+/// The most registration ids one call of `tessera_local_validator_revocations` returns.
+pub const TESSERA_REVOCATIONS_MAX: usize = 4096;
+
+/// Where to start following revocations (see `tessera_local_validator_revocations`): the
+/// newest change the server has committed now. On success `*out` holds the cursor.
+/// `TESSERA_STORE` if the store could not be read.
+#[no_mangle]
+pub extern "C" fn tessera_local_validator_revocation_cursor(
+    validator: *const tessera_local_validator,
+    out: *mut u64,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_ref() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        match v.inner.revocation_cursor() {
+            // SAFETY: `out` is non-NULL caller-owned storage for one u64.
+            Ok(c) => unsafe { write(out, c) },
+            Err(e) => (&e).into(),
+        }
+    })
+}
+
+/// The registrations revoked after `*cursor`, oldest first: a broker holding live sessions
+/// calls this periodically instead of checking each session's RT again. A registration
+/// appears once the server has committed its revocation, whichever way it was revoked
+/// (directly, by blocking its device id, by revoking its PT, or on rotation reuse).
+///
+/// Writes at most `cap` ids (1 to `TESSERA_REVOCATIONS_MAX`) to `ids`, their number to
+/// `*count`, and moves `*cursor` past them; call again while `*count == cap`. Nothing is
+/// written unless the result is `TESSERA_OK`. `TESSERA_STORE` if the store could not be read.
+#[no_mangle]
+pub extern "C" fn tessera_local_validator_revocations(
+    validator: *const tessera_local_validator,
+    cursor: *mut u64,
+    ids: *mut u64,
+    cap: usize,
+    count: *mut usize,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_ref() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        if cursor.is_null() || ids.is_null() || count.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        if cap == 0 || cap > TESSERA_REVOCATIONS_MAX {
+            return tessera_result::TESSERA_INVALID_LENGTH;
+        }
+        // SAFETY: `cursor` is non-NULL caller-owned storage for one u64.
+        let from = unsafe { cursor.read() };
+        match v.inner.revocations_after(from, cap) {
+            Ok((revoked, next)) => {
+                // SAFETY: `ids` points to `cap` caller-owned u64s and `revoked.len() <= cap`.
+                let out = unsafe { std::slice::from_raw_parts_mut(ids, revoked.len()) };
+                for (slot, id) in out.iter_mut().zip(&revoked) {
+                    *slot = id.get();
+                }
+                // SAFETY: both are non-NULL caller-owned storage.
+                unsafe {
+                    cursor.write(next);
+                    count.write(revoked.len());
+                }
+                tessera_result::TESSERA_OK
+            }
+            Err(e) => (&e).into(),
+        }
+    })
+}

@@ -302,6 +302,10 @@ fn device_flow(under_valgrind: bool) {
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(next(), "validator after revocation 212");
     assert_eq!(next(), "local validator after revocation 212");
+    assert!(
+        next().starts_with("followed the revocation of registration "),
+        "the local validator's revocation feed"
+    );
     let last = next();
     assert!(last.starts_with("after revocation 212 "), "{last}");
     assert!(child.wait().unwrap().success());

@@ -168,6 +168,12 @@ pub trait StoreRead {
     /// Audit events with `seq > after`, oldest first: the first `limit` of them, or with
     /// `newest` the last `limit`.
     fn audit(&self, after: u64, limit: usize, newest: bool) -> Result<Vec<AuditEvent>, Error>;
+    /// Registrations revoked after audit sequence number `after`, oldest first, at most
+    /// `limit`, each with the sequence number of its revocation. Every revocation (direct, by
+    /// a block, by a PT's revocation, by rotation reuse) is one `registration.revoke` event.
+    fn revocations(&self, after: u64, limit: usize) -> Result<Vec<(u64, RegistrationId)>, Error>;
+    /// The newest audit sequence number (0 for none): where following revocations starts.
+    fn audit_head(&self) -> Result<u64, Error>;
     /// Leak signals with `id > after`, oldest first.
     fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error>;
     /// Row counts.

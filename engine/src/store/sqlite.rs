@@ -839,6 +839,34 @@ impl StoreRead for Db<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn revocations(&self, after: u64, limit: usize) -> Result<Vec<(u64, RegistrationId)>, Error> {
+        // A range scan of the primary key from the cursor; revocations are a small share of
+        // the audit rows after it, and the cursor keeps up.
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, subject FROM audit WHERE seq > ?1 AND action = 'registration.revoke' \
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, subject) = row?;
+            let id = subject
+                .parse::<u64>()
+                .map_err(|_| Error::Store(format!("audit event {seq} names no registration")))?;
+            out.push((seq, RegistrationId::new(id)));
+        }
+        Ok(out)
+    }
+
+    fn audit_head(&self) -> Result<u64, Error> {
+        let head: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))?;
+        Ok(head.unwrap_or(0) as u64)
+    }
+
     fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, at, kind, pt_id, registration_id, operation_id, source, action, detail \

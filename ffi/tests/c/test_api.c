@@ -379,6 +379,22 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
     /* The vector RT is MAC'd under the vectors' root, not this directory's. */
     EXPECT(tessera_local_validator_check(lv, r, rlen, &who), TESSERA_UNAUTHENTICATED);
     CHECK(who.registration_id == 0x5A5A5A5A5A5A5A5AULL); /* nothing written on failure */
+    uint64_t cursor = 0, ids[2];
+    size_t n = 0;
+    EXPECT(tessera_local_validator_revocation_cursor(NULL, &cursor), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_revocation_cursor(lv, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_revocation_cursor(lv, &cursor), TESSERA_OK);
+    uint64_t start = cursor;
+    EXPECT(tessera_local_validator_revocations(NULL, &cursor, ids, 2, &n), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_revocations(lv, NULL, ids, 2, &n), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_revocations(lv, &cursor, NULL, 2, &n), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_revocations(lv, &cursor, ids, 2, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_local_validator_revocations(lv, &cursor, ids, 0, &n), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_local_validator_revocations(lv, &cursor, ids, TESSERA_REVOCATIONS_MAX + 1, &n),
+           TESSERA_INVALID_LENGTH);
+    CHECK(cursor == start && n == 0); /* nothing written on an error */
+    EXPECT(tessera_local_validator_revocations(lv, &cursor, ids, 2, &n), TESSERA_OK);
+    CHECK(n == 0 && cursor == start); /* nothing revoked in this directory */
     tessera_local_validator_free(lv);
     tessera_local_validator_free(NULL);
 }

@@ -135,6 +135,9 @@ int main(int argc, char **argv) {
     typo[rt_len - 1] ^= 1; /* a mistyped token, caught before any key is used */
     tessera_result bad = tessera_local_validator_check(lv, typo, rt_len, &here);
     if (bad != TESSERA_TOKEN_BAD_CHECKSUM && bad != TESSERA_TOKEN_BAD_ENCODING) return 1;
+    /* A broker follows revocations from here on. */
+    uint64_t cursor = 0;
+    TRY(tessera_local_validator_revocation_cursor(lv, &cursor));
     printf("refreshed %u\n", (unsigned)info.generation);
     fflush(stdout);
 
@@ -143,6 +146,18 @@ int main(int argc, char **argv) {
     tessera_result vr = tessera_validator_check(v, rt, rt_len, &who);
     printf("validator after revocation %u\n", (unsigned)vr);
     printf("local validator after revocation %u\n", (unsigned)tessera_local_validator_check(lv, rt, rt_len, &here));
+    uint64_t revoked[4];
+    size_t nrev = 0;
+    uint64_t before = cursor;
+    TRY(tessera_local_validator_revocations(lv, &cursor, revoked, 4, &nrev));
+    if (nrev != 1 || revoked[0] != who.registration_id || cursor <= before) {
+        fprintf(stderr, "revocations: %zu ids, cursor %llu -> %llu\n", nrev,
+                (unsigned long long)before, (unsigned long long)cursor);
+        return 1;
+    }
+    TRY(tessera_local_validator_revocations(lv, &cursor, revoked, 4, &nrev));
+    if (nrev != 0) return 1;
+    printf("followed the revocation of registration %llu\n", (unsigned long long)revoked[0]);
     tessera_local_validator_free(lv);
     tessera_local_validator_free(NULL);
     tessera_validator_free(v);

@@ -44,6 +44,10 @@ int main(void) {
     tessera_local_validator *lv = NULL;
     PANICS(tessera_local_validator_new("/tmp", &lv));
     PANICS(tessera_local_validator_check(lv, tok, 6, &who));
+    uint64_t cursor = 0, ids[1];
+    size_t nrev = 0;
+    PANICS(tessera_local_validator_revocation_cursor(lv, &cursor));
+    PANICS(tessera_local_validator_revocations(lv, &cursor, ids, 1, &nrev));
     tessera_local_validator_free(lv);
     if (lv != NULL) { failures++; fprintf(stderr, "an output was written\n"); }
     tessera_device_config_free(cfg);
