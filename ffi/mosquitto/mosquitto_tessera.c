@@ -136,6 +136,17 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
         }
         return MOSQ_ERR_NOMEM;
     }
+    /* A CONNECT with a client id already in use takes the old connection over: track only the
+     * new one, so an old RT's expiry never ends the session that replaced it. */
+    for (struct session **old = &p->sessions; *old;) {
+        if (strcmp((*old)->client_id, s->client_id) == 0 || (*old)->client == ed->client) {
+            struct session *gone = *old;
+            *old = gone->next;
+            session_free(gone);
+        } else {
+            old = &(*old)->next;
+        }
+    }
     s->client = ed->client;
     memcpy(s->rt, ed->password, len);
     s->rt_len = len;
