@@ -129,6 +129,36 @@ impl AdminClient {
         .await
     }
 
+    /// `REVOCATIONS`: the registrations revoked after `after` (from the server's newest change
+    /// when `None`), oldest first, waiting up to `wait` (at most 30 s) for one when there are
+    /// none yet. Returns the registration ids and the cursor to pass next. Needs a service or
+    /// admin token.
+    pub async fn revocations(
+        &self,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<(Vec<u64>, u64), ClientError> {
+        let v = self
+            .transport
+            .call::<_, Value>(
+                kind::REVOCATIONS,
+                &AdminReq {
+                    token: self.token.expose().to_owned(),
+                    args: json!({ "after": after, "wait_ms": wait.as_millis() as u64 }),
+                },
+                wait,
+            )
+            .await?;
+        let bad = || ClientError::Protocol("REVOCATIONS answer without ids or cursor".into());
+        let ids = v["revocations"]
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|x| x.as_u64().ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        Ok((ids, v["cursor"].as_u64().ok_or_else(bad)?))
+    }
+
     /// Close the connection.
     pub async fn close(&self) {
         self.transport.close().await;

@@ -534,6 +534,9 @@ pub enum AdminRole {
     Technician,
     /// Everything.
     Admin,
+    /// A service that checks RTs (an MQTT broker's validator): introspect RTs and follow
+    /// revocations, nothing else.
+    Service,
 }
 
 impl AdminRole {
@@ -542,6 +545,7 @@ impl AdminRole {
         match self {
             Self::Technician => "technician",
             Self::Admin => "admin",
+            Self::Service => "service",
         }
     }
 }
@@ -552,7 +556,11 @@ impl FromStr for AdminRole {
         match s {
             "technician" => Ok(Self::Technician),
             "admin" => Ok(Self::Admin),
-            _ => Err(InputError::new("role", "expected technician or admin")),
+            "service" => Ok(Self::Service),
+            _ => Err(InputError::new(
+                "role",
+                "expected technician, admin or service",
+            )),
         }
     }
 }

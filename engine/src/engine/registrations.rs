@@ -104,6 +104,26 @@ impl Engine {
         self.inner.families.get(id).is_some()
     }
 
+    /// Where to start following revocations: the newest change committed now. See
+    /// [`Engine::revocations_after`].
+    pub fn revocation_cursor(&self) -> Result<u64, Error> {
+        self.read(|db| db.audit_head())
+    }
+
+    /// The registrations revoked after `cursor`, oldest first and at most `limit`, with the
+    /// cursor to pass next: every way a registration stops being live (revoked directly, by a
+    /// block, by its PT's revocation, on rotation reuse), once each, in commit order. What a
+    /// broker's validator follows to end the sessions of revoked devices.
+    pub fn revocations_after(
+        &self,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<(Vec<RegistrationId>, u64), Error> {
+        let rows = self.read(|db| db.revocations(cursor, limit))?;
+        let next = rows.last().map_or(cursor, |(seq, _)| *seq);
+        Ok((rows.into_iter().map(|(_, id)| id).collect(), next))
+    }
+
     /// Validate an RT and return the identity it carries, for services such as MQTT brokers.
     pub fn introspect(&self, text: &[u8], now: Timestamp) -> Result<Introspection, Error> {
         let v = self.validate_rt(text, now)?;

@@ -59,6 +59,8 @@ pub mod kind {
     pub const AUDIT: u8 = 0x70;
     /// Admin: leak signals.
     pub const LEAKS: u8 = 0x71;
+    /// Service: registrations revoked after a cursor (long poll).
+    pub const REVOCATIONS: u8 = 0x72;
     /// Admin: rotate keys.
     pub const KEYS_ROTATE: u8 = 0x80;
     /// Admin: list key epochs.
@@ -82,6 +84,10 @@ pub mod kind {
         DEVICE_LIST,
         DEVICE_SHOW,
     ];
+
+    /// Requests a service token may make (on the admin endpoint): check RTs and follow
+    /// revocations.
+    pub const SERVICE: &[u8] = &[INTROSPECT, REVOCATIONS];
 }
 
 /// Stable numeric error codes. Numbers are never reused.

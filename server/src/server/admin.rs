@@ -1,6 +1,7 @@
 //! Admin requests. Every request carries an admin token; technician tokens may only handle
 //! operations and look at devices.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,60 @@ struct AuditArgs {
 struct LeaksArgs {
     limit: usize,
     after: u64,
+}
+
+/// INTROSPECT on the admin endpoint (a service token).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RtArgs {
+    rt: String,
+}
+
+/// REVOCATIONS: where to start, how many at most, how long to wait for one.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RevocationsArgs {
+    after: Option<u64>,
+    limit: Option<usize>,
+    wait_ms: u64,
+}
+
+/// The most REVOCATIONS returns at once, and the longest it waits.
+const REVOCATIONS_MAX: usize = 4096;
+const REVOCATIONS_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// REVOCATIONS: the registrations revoked after the cursor (from the newest change when none
+/// is given), waiting up to `wait_ms` for one when there are none yet.
+async fn revocations(shared: &Arc<Shared>, a: RevocationsArgs) -> Result<Value, ErrorBody> {
+    let limit = a.limit.unwrap_or(1000);
+    if limit == 0 || limit > REVOCATIONS_MAX {
+        return Err(input("limit", "must be 1 to 4096"));
+    }
+    let wait = Duration::from_millis(a.wait_ms);
+    if wait > REVOCATIONS_MAX_WAIT {
+        return Err(input("wait_ms", "must be at most 30000"));
+    }
+    // Registered before the read, so a revocation committed between the read and the wait
+    // still wakes it.
+    let woken = shared.revocations.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    let after = match a.after {
+        Some(c) => c,
+        None => blocking(shared, |e, _| e.revocation_cursor()).await?,
+    };
+    let read = move || blocking(shared, move |e, _| e.revocations_after(after, limit));
+    let (mut ids, mut cursor) = read().await?;
+    if ids.is_empty() && !wait.is_zero() {
+        shared.revocation_polls.fetch_add(1, Ordering::Relaxed);
+        let woke = tokio::time::timeout(wait, woken).await.is_ok();
+        shared.revocation_polls.fetch_sub(1, Ordering::Relaxed);
+        if woke {
+            (ids, cursor) = read().await?;
+        }
+    }
+    let ids: Vec<u64> = ids.into_iter().map(|r| r.get()).collect();
+    Ok(json!({ "revocations": ids, "cursor": cursor }))
 }
 
 /// PT_SHOW, OP_SHOW, TOKEN_REVOKE.
@@ -247,9 +302,25 @@ pub(crate) async fn handle(
     let req: AdminReq = parse(frame.body)?;
     let token = req.token.clone();
     let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
-    super::limit(shared, &shared.limits.admin, &who.id)?;
-    if who.role == AdminRole::Technician && !kind::TECHNICIAN.contains(&frame.kind) {
-        return Err(err(code::FORBIDDEN, "this request needs an admin token"));
+    match who.role {
+        // A service (a broker's validator) checks RTs at the rate of CONNECTs: it is held to
+        // the per-source INTROSPECT limit, keyed by its token, not to the operators' one.
+        AdminRole::Service => {
+            super::limit(shared, &shared.limits.introspect, &who.id.to_string())?;
+            if !kind::SERVICE.contains(&frame.kind) {
+                return Err(err(
+                    code::FORBIDDEN,
+                    "a service token may only introspect and follow revocations",
+                ));
+            }
+        }
+        AdminRole::Technician => {
+            super::limit(shared, &shared.limits.admin, &who.id)?;
+            if !kind::TECHNICIAN.contains(&frame.kind) {
+                return Err(err(code::FORBIDDEN, "this request needs an admin token"));
+            }
+        }
+        AdminRole::Admin => super::limit(shared, &shared.limits.admin, &who.id)?,
     }
     let actor = Actor::operator(&who.name).from_source(source.to_string());
     let v: Value = match frame.kind {
@@ -260,6 +331,7 @@ pub(crate) async fn handle(
                 "engine": st,
                 "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
                 "long_polls": shared.waiters.len(),
+                "revocation_polls": shared.revocation_polls.load(std::sync::atomic::Ordering::Relaxed),
                 "retries_sent": shared.retries_sent.load(std::sync::atomic::Ordering::Relaxed),
                 "server_time_ms": shared.now().unix_millis(),
             })
@@ -438,6 +510,12 @@ pub(crate) async fn handle(
                 e.audit(a.after, a.limit)
             }).await? })
         }
+        kind::INTROSPECT => {
+            let rt = args::<RtArgs>(req.args)?.rt;
+            let i = blocking(shared, move |e, t| e.introspect(rt.as_bytes(), t)).await?;
+            serde_json::to_value(super::device::introspection(shared, &i)).unwrap_or_default()
+        }
+        kind::REVOCATIONS => revocations(shared, args(req.args)?).await?,
         kind::LEAKS => {
             let a: LeaksArgs = args(req.args)?;
             json!({ "signals": blocking(shared, move |e, _| e.leak_signals(a.after, a.limit)).await? })

@@ -293,6 +293,19 @@ pub(crate) fn refresh_answer(
     })
 }
 
+/// The INTROSPECT answer for a valid RT (device and admin endpoints).
+pub(crate) fn introspection(shared: &Shared, i: &tessera_engine::Introspection) -> IntrospectResp {
+    IntrospectResp {
+        active: true,
+        device_id: i.device_id.to_string(),
+        registration_id: i.registration_id.get(),
+        pt_id: i.pt_id.to_string(),
+        generation: i.generation,
+        expires_at: i.expires_at,
+        server_time_ms: shared.now().unix_millis(),
+    }
+}
+
 async fn introspect(
     shared: &Arc<Shared>,
     req: RtReq,
@@ -308,15 +321,7 @@ async fn introspect(
     })
     .await;
     match out {
-        Ok(i) => Ok(Handled::ok(&IntrospectResp {
-            active: true,
-            device_id: i.device_id.to_string(),
-            registration_id: i.registration_id.get(),
-            pt_id: i.pt_id.to_string(),
-            generation: i.generation,
-            expires_at: i.expires_at,
-            server_time_ms: shared.now().unix_millis(),
-        })),
+        Ok(i) => Ok(Handled::ok(&introspection(shared, &i))),
         Err(e) => {
             if e.code == code::REVOKED {
                 report_revoked(shared, &rt, source);

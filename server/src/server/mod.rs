@@ -84,6 +84,10 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) connections: Arc<Connections>,
+    /// Woken whenever a revocation has been committed (REVOCATIONS long polls wait on it).
+    pub(crate) revocations: Arc<tokio::sync::Notify>,
+    /// REVOCATIONS long polls waiting now.
+    pub(crate) revocation_polls: AtomicUsize,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) handshakes: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
@@ -312,9 +316,11 @@ impl Server {
         let ca_fingerprint = tls::fingerprint(&ca[0]);
         let waiters = Arc::new(Waiters::default());
         let connections = Arc::new(Connections::default());
+        let revocations = Arc::new(tokio::sync::Notify::new());
         engine.set_observer(Arc::new(Observer {
             waiters: waiters.clone(),
             connections: connections.clone(),
+            revocations: revocations.clone(),
         }));
         let device = endpoint(&config, &files, Role::Device)?;
         let admin = endpoint(&config, &files, Role::Admin)?;
@@ -324,6 +330,8 @@ impl Server {
             config,
             waiters,
             connections,
+            revocations,
+            revocation_polls: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),

@@ -223,6 +223,8 @@ pub struct Observer {
     pub waiters: Arc<Waiters>,
     /// Open connections.
     pub connections: Arc<Connections>,
+    /// REVOCATIONS long polls.
+    pub revocations: Arc<tokio::sync::Notify>,
 }
 
 impl EngineObserver for Observer {
@@ -232,6 +234,7 @@ impl EngineObserver for Observer {
 
     fn registration_revoked(&self, id: RegistrationId) {
         self.connections.close_registration(id);
+        self.revocations.notify_waiters();
         metrics::counter!("tessera_connections_closed_on_revocation_total").increment(1);
     }
 }

@@ -7,3 +7,4 @@ mod crash;
 mod flows;
 mod hardening;
 mod security;
+mod service;

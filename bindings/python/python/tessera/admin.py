@@ -316,7 +316,7 @@ class AdminClient:
         return int(self.call("keys_rotate")["epoch"])
 
     def create_token(self, name: str, role: str = "technician") -> str:
-        """Create an admin token (role ``technician`` or ``admin``); returns its text."""
+        """Create an admin token (role ``technician``, ``admin`` or ``service``); returns its text."""
         _check("name", name, str)
         _check("role", role, str)
         return str(self.call("token_create", name=name, role=role)["token"])

@@ -387,7 +387,7 @@ enum TokenCmd {
         #[command(flatten)]
         conn: Conn,
         name: String,
-        /// technician or admin.
+        /// technician, admin or service (introspect RTs and follow revocations only).
         #[arg(long, default_value = "technician")]
         role: String,
     },

@@ -1,0 +1,173 @@
+//! Service tokens (a broker's validator): introspect RTs and follow revocations over the admin
+//! endpoint, and nothing else.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tessera_client::AdminClient;
+use tessera_proto::wire::{code, kind};
+use tessera_proto::AdminToken;
+
+use crate::common::{begin, code_of, wait, TestServer};
+
+async fn service(ts: &TestServer) -> AdminClient {
+    let v = ts
+        .admin
+        .call(
+            kind::TOKEN_CREATE,
+            json!({ "name": "broker-1", "role": "service" }),
+        )
+        .await
+        .unwrap();
+    AdminClient::new(
+        ts.admin_addr,
+        "localhost",
+        &ts.trust,
+        AdminToken::new(v["token"].as_str().unwrap().to_owned()),
+    )
+    .unwrap()
+}
+
+/// A provisioned device's RT and registration id.
+async fn device(ts: &TestServer, pt: &str, id: &str) -> (String, u64) {
+    let t = ts.device_transport();
+    let op = begin(&t, pt, Some(id), id).await.unwrap();
+    let r = wait(&t, &op, 0).await.unwrap().registration.unwrap();
+    (r.rt, r.registration_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_token_introspects_follows_revocations_and_does_nothing_else() {
+    let ts = TestServer::start().await;
+    let svc = service(&ts).await;
+    let (pt_id, pt) = ts
+        .pt(json!({ "label": "svc", "kind": "fleet", "max_registrations": 10, "approval": "automatic" }))
+        .await;
+    let (rt_a, a) = device(&ts, &pt, "pump-a").await;
+    let (_, b) = device(&ts, &pt, "pump-b").await;
+
+    // Introspection over the admin endpoint, as a service.
+    let i = svc
+        .call(kind::INTROSPECT, json!({ "rt": rt_a }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (i["device_id"].as_str(), i["registration_id"].as_u64()),
+        (Some("pump-a"), Some(a))
+    );
+
+    // Following revocations: nothing yet, then exactly what was revoked, in order.
+    let (none, start) = svc.revocations(None, Duration::ZERO).await.unwrap();
+    assert!(none.is_empty());
+    ts.admin.revoke_registration(a, "stolen").await.unwrap();
+    ts.admin.revoke_pt(&pt_id, "line closed").await.unwrap();
+    let (ids, next) = svc.revocations(Some(start), Duration::ZERO).await.unwrap();
+    assert_eq!(ids, vec![a, b]);
+    assert_eq!(
+        svc.revocations(Some(next), Duration::ZERO).await.unwrap(),
+        (vec![], next)
+    );
+    let refused = svc
+        .call(kind::INTROSPECT, json!({ "rt": rt_a }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&refused), code::REVOKED);
+
+    // Anything else is forbidden to a service token, and changes nothing.
+    for k in [
+        kind::STATUS,
+        kind::PT_LIST,
+        kind::OP_LIST,
+        kind::DEVICE_LIST,
+        kind::AUDIT,
+    ] {
+        let e = svc.call(k, json!({})).await.unwrap_err();
+        assert_eq!(code_of(&e), code::FORBIDDEN, "kind {k:#x}");
+    }
+    let e = svc
+        .call(kind::PT_CREATE, json!({ "label": "x" }))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), code::FORBIDDEN);
+    let pts = ts.admin.call(kind::PT_LIST, json!({})).await.unwrap();
+    assert_eq!(
+        pts["pts"].as_array().unwrap().len(),
+        0,
+        "revoked PTs are not listed"
+    );
+
+    // A technician may not follow revocations; bad arguments are refused.
+    let tech = ts
+        .admin
+        .call(
+            kind::TOKEN_CREATE,
+            json!({ "name": "t", "role": "technician" }),
+        )
+        .await
+        .unwrap();
+    let tech = AdminClient::new(
+        ts.admin_addr,
+        "localhost",
+        &ts.trust,
+        AdminToken::new(tech["token"].as_str().unwrap().to_owned()),
+    )
+    .unwrap();
+    let e = tech.revocations(None, Duration::ZERO).await.unwrap_err();
+    assert_eq!(code_of(&e), code::FORBIDDEN);
+    for args in [
+        json!({ "limit": 0 }),
+        json!({ "limit": 4097 }),
+        json!({ "wait_ms": 30_001 }),
+        json!({ "x": 1 }),
+    ] {
+        let e = svc.call(kind::REVOCATIONS, args.clone()).await.unwrap_err();
+        assert!(
+            matches!(code_of(&e), code::INVALID_INPUT | code::MALFORMED),
+            "{args}"
+        );
+    }
+    svc.close_now().await;
+    tech.close_now().await;
+    ts.shutdown().await;
+}
+
+/// A long poll on REVOCATIONS answers when a revocation is committed, not at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocations_long_poll_wakes_on_the_revocation() {
+    let ts = TestServer::start().await;
+    let svc = service(&ts).await;
+    let (_, pt) = ts
+        .pt(json!({ "label": "svc", "kind": "fleet", "max_registrations": 10, "approval": "automatic" }))
+        .await;
+    let (_, a) = device(&ts, &pt, "pump-a").await;
+    let (_, start) = svc.revocations(None, Duration::ZERO).await.unwrap();
+    let poll = tokio::spawn(async move {
+        let r = svc.revocations(Some(start), Duration::from_secs(30)).await;
+        svc.close_now().await;
+        r
+    });
+    // Once the poll is waiting (the server counts it in STATUS), the revocation wakes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ts.admin.call(kind::STATUS, json!({})).await.unwrap()["revocation_polls"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long poll never started waiting"
+        );
+        tokio::task::yield_now().await;
+    }
+    ts.admin
+        .call(
+            kind::DEVICE_BLOCK,
+            json!({ "device_id": "pump-a", "reason": "lost" }),
+        )
+        .await
+        .unwrap();
+    let (ids, next) = tokio::time::timeout(Duration::from_secs(20), poll)
+        .await
+        .expect("the long poll answered well before its 30 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids, vec![a]);
+    assert!(next > start);
+    ts.shutdown().await;
+}
