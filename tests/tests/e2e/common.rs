@@ -74,6 +74,22 @@ impl TestServer {
         .expect("transport")
     }
 
+    /// An admin client with a new token of `role` (`technician`, `admin`, `service`).
+    pub async fn client_with_role(&self, name: &str, role: &str) -> AdminClient {
+        let v = self
+            .admin
+            .call(kind::TOKEN_CREATE, json!({ "name": name, "role": role }))
+            .await
+            .expect("token create");
+        AdminClient::new(
+            self.admin_addr,
+            "localhost",
+            &self.trust,
+            AdminToken::new(v["token"].as_str().expect("token text").to_owned()),
+        )
+        .expect("admin client")
+    }
+
     /// Create a PT with the given JSON arguments; returns (id, token).
     pub async fn pt(&self, args: Value) -> (String, String) {
         self.admin.create_pt(args).await.expect("create pt")

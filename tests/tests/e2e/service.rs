@@ -6,26 +6,11 @@ use std::time::Duration;
 use serde_json::json;
 use tessera_client::AdminClient;
 use tessera_proto::wire::{code, kind};
-use tessera_proto::AdminToken;
 
 use crate::common::{begin, code_of, wait, TestServer};
 
 async fn service(ts: &TestServer) -> AdminClient {
-    let v = ts
-        .admin
-        .call(
-            kind::TOKEN_CREATE,
-            json!({ "name": "broker-1", "role": "service" }),
-        )
-        .await
-        .unwrap();
-    AdminClient::new(
-        ts.admin_addr,
-        "localhost",
-        &ts.trust,
-        AdminToken::new(v["token"].as_str().unwrap().to_owned()),
-    )
-    .unwrap()
+    ts.client_with_role("broker-1", "service").await
 }
 
 /// A provisioned device's RT and registration id.
@@ -97,21 +82,7 @@ async fn a_service_token_introspects_follows_revocations_and_does_nothing_else()
     );
 
     // A technician may not follow revocations; bad arguments are refused.
-    let tech = ts
-        .admin
-        .call(
-            kind::TOKEN_CREATE,
-            json!({ "name": "t", "role": "technician" }),
-        )
-        .await
-        .unwrap();
-    let tech = AdminClient::new(
-        ts.admin_addr,
-        "localhost",
-        &ts.trust,
-        AdminToken::new(tech["token"].as_str().unwrap().to_owned()),
-    )
-    .unwrap();
+    let tech = ts.client_with_role("t", "technician").await;
     let e = tech.revocations(None, Duration::ZERO).await.unwrap_err();
     assert_eq!(code_of(&e), code::FORBIDDEN);
     for args in [
