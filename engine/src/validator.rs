@@ -213,8 +213,6 @@ impl LocalValidator {
         cursor: u64,
         limit: usize,
     ) -> Result<(Vec<RegistrationId>, u64), Error> {
-        let rows = self.reader.read(|db| db.revocations(cursor, limit))?;
-        let next = rows.last().map_or(cursor, |(seq, _)| *seq);
-        Ok((rows.into_iter().map(|(_, id)| id).collect(), next))
+        self.reader.read(|db| db.revocations(cursor, limit))
     }
 }

@@ -96,6 +96,43 @@ static const char *client_label(const struct mosquitto *client) {
     return id ? id : "?";
 }
 
+/* Take out of the list the sessions `pred` picks, and wipe them. With `why`, each is also
+ * disconnected, with `why` in the log; without, only forgotten (its connection is gone or taken
+ * over). */
+static void drop_where(struct plugin *p,
+                       bool (*pred)(struct plugin *, const struct session *, const void *),
+                       const void *arg, const char *why) {
+    struct session **s = &p->sessions;
+    while (*s) {
+        if (!pred(p, *s, arg)) {
+            s = &(*s)->next;
+            continue;
+        }
+        struct session *out = *s;
+        *s = out->next;
+        if (why) {
+            mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: disconnecting %s (%s): %s",
+                                 out->client_id, out->device_id, why);
+            mosquitto_kick_client_by_clientid(out->client_id, false);
+        }
+        session_free(out);
+    }
+}
+
+/* A session of this connection. */
+static bool of_client(struct plugin *p, const struct session *s, const void *client) {
+    (void)p;
+    return s->client == client;
+}
+
+/* A session the new session `arg` replaces: the same connection, or its client id (a CONNECT
+ * with a client id in use takes the old connection over). */
+static bool replaced_by(struct plugin *p, const struct session *s, const void *arg) {
+    const struct session *fresh = arg;
+    (void)p;
+    return s->client == fresh->client || strcmp(s->client_id, fresh->client_id) == 0;
+}
+
 /* MOSQ_EVT_BASIC_AUTH: username = device id, password = an RT that validates now. */
 static int on_basic_auth(int event, void *event_data, void *userdata) {
     struct mosquitto_evt_basic_auth *ed = event_data;
@@ -136,18 +173,10 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
         }
         return MOSQ_ERR_NOMEM;
     }
-    /* A CONNECT with a client id already in use takes the old connection over: track only the
-     * new one, so an old RT's expiry never ends the session that replaced it. */
-    for (struct session **old = &p->sessions; *old;) {
-        if (strcmp((*old)->client_id, s->client_id) == 0 || (*old)->client == ed->client) {
-            struct session *gone = *old;
-            *old = gone->next;
-            session_free(gone);
-        } else {
-            old = &(*old)->next;
-        }
-    }
     s->client = ed->client;
+    /* Track only the new connection, so an old RT's expiry never ends the session that
+     * replaced it. */
+    drop_where(p, replaced_by, s, NULL);
     memcpy(s->rt, ed->password, len);
     s->rt_len = len;
     s->registration_id = identity.registration_id;
@@ -251,14 +280,7 @@ static int on_disconnect(int event, void *event_data, void *userdata) {
     struct mosquitto_evt_disconnect *ed = event_data;
     struct plugin *p = userdata;
     (void)event;
-    for (struct session **s = &p->sessions; *s; s = &(*s)->next) {
-        if ((*s)->client == ed->client) {
-            struct session *gone = *s;
-            *s = gone->next;
-            session_free(gone);
-            break;
-        }
-    }
+    drop_where(p, of_client, ed->client, NULL);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -266,32 +288,14 @@ static bool due(const struct timespec *now, const struct timespec *at) {
     return now->tv_sec > at->tv_sec || (now->tv_sec == at->tv_sec && now->tv_nsec >= at->tv_nsec);
 }
 
-/* Disconnect the sessions for which `gone` says so, with `why` in the log. */
-static void kick_where(struct plugin *p, bool (*gone)(struct plugin *, struct session *, const void *),
-                       const void *arg, const char *why) {
-    struct session **s = &p->sessions;
-    while (*s) {
-        if (!gone(p, *s, arg)) {
-            s = &(*s)->next;
-            continue;
-        }
-        struct session *out = *s;
-        *s = out->next;
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: disconnecting %s (%s): %s", out->client_id,
-                             out->device_id, why);
-        mosquitto_kick_client_by_clientid(out->client_id, false);
-        session_free(out);
-    }
-}
-
-static bool of_registration(struct plugin *p, struct session *s, const void *arg) {
+static bool of_registration(struct plugin *p, const struct session *s, const void *arg) {
     (void)p;
     return s->registration_id == *(const uint64_t *)arg;
 }
 
 /* A session whose RT has reached its expiry is checked as a CONNECT would be (the validator
  * allows the server's clock-skew leeway); one that no longer passes is ended. */
-static bool expired(struct plugin *p, struct session *s, const void *arg) {
+static bool expired(struct plugin *p, const struct session *s, const void *arg) {
     (void)arg;
     if ((uint64_t)time(NULL) < s->expires_at) {
         return false;
@@ -319,7 +323,7 @@ static void follow_revocations(struct plugin *p) {
         }
         p->feed_failing = false;
         for (size_t i = 0; i < n; i++) {
-            kick_where(p, of_registration, &ids[i], "revoked");
+            drop_where(p, of_registration, &ids[i], "revoked");
         }
     }
 }
@@ -340,7 +344,7 @@ static int on_tick(int event, void *event_data, void *userdata) {
     p->next_recheck.tv_sec = now.tv_sec + ns / 1000000000L;
     p->next_recheck.tv_nsec = ns % 1000000000L;
     follow_revocations(p);
-    kick_where(p, expired, NULL, "expired");
+    drop_where(p, expired, NULL, "expired");
     return MOSQ_ERR_SUCCESS;
 }
 

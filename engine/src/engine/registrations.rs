@@ -119,9 +119,7 @@ impl Engine {
         cursor: u64,
         limit: usize,
     ) -> Result<(Vec<RegistrationId>, u64), Error> {
-        let rows = self.read(|db| db.revocations(cursor, limit))?;
-        let next = rows.last().map_or(cursor, |(seq, _)| *seq);
-        Ok((rows.into_iter().map(|(_, id)| id).collect(), next))
+        self.read(|db| db.revocations(cursor, limit))
     }
 
     /// Validate an RT and return the identity it carries, for services such as MQTT brokers.

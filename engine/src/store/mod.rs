@@ -169,9 +169,10 @@ pub trait StoreRead {
     /// `newest` the last `limit`.
     fn audit(&self, after: u64, limit: usize, newest: bool) -> Result<Vec<AuditEvent>, Error>;
     /// Registrations revoked after audit sequence number `after`, oldest first, at most
-    /// `limit`, each with the sequence number of its revocation. Every revocation (direct, by
-    /// a block, by a PT's revocation, by rotation reuse) is one `registration.revoke` event.
-    fn revocations(&self, after: u64, limit: usize) -> Result<Vec<(u64, RegistrationId)>, Error>;
+    /// `limit`, and the sequence number to continue from (`after` when there are none). Every
+    /// revocation (direct, by a block, by a PT's revocation, by rotation reuse) is one
+    /// `registration.revoke` event.
+    fn revocations(&self, after: u64, limit: usize) -> Result<(Vec<RegistrationId>, u64), Error>;
     /// The newest audit sequence number (0 for none): where following revocations starts.
     fn audit_head(&self) -> Result<u64, Error>;
     /// Leak signals with `id > after`, oldest first.

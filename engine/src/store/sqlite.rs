@@ -839,7 +839,7 @@ impl StoreRead for Db<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn revocations(&self, after: u64, limit: usize) -> Result<Vec<(u64, RegistrationId)>, Error> {
+    fn revocations(&self, after: u64, limit: usize) -> Result<(Vec<RegistrationId>, u64), Error> {
         // A range scan of the primary key from the cursor; revocations are a small share of
         // the audit rows after it, and the cursor keeps up.
         let mut st = self.conn.prepare_cached(
@@ -849,15 +849,16 @@ impl StoreRead for Db<'_> {
         let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
         })?;
-        let mut out = Vec::new();
+        let (mut ids, mut next) = (Vec::new(), after);
         for row in rows {
             let (seq, subject) = row?;
             let id = subject
                 .parse::<u64>()
                 .map_err(|_| Error::Store(format!("audit event {seq} names no registration")))?;
-            out.push((seq, RegistrationId::new(id)));
+            ids.push(RegistrationId::new(id));
+            next = seq;
         }
-        Ok(out)
+        Ok((ids, next))
     }
 
     fn audit_head(&self) -> Result<u64, Error> {

@@ -59,7 +59,8 @@ pub mod kind {
     pub const AUDIT: u8 = 0x70;
     /// Admin: leak signals.
     pub const LEAKS: u8 = 0x71;
-    /// Service: registrations revoked after a cursor (long poll).
+    /// Service: registrations revoked after a cursor (long poll); at most
+    /// [`REVOCATIONS_MAX`](super::REVOCATIONS_MAX) ids per answer.
     pub const REVOCATIONS: u8 = 0x72;
     /// Admin: rotate keys.
     pub const KEYS_ROTATE: u8 = 0x80;
@@ -89,6 +90,9 @@ pub mod kind {
     /// revocations.
     pub const SERVICE: &[u8] = &[INTROSPECT, REVOCATIONS];
 }
+
+/// The most registration ids one REVOCATIONS answer carries (its `limit`, 1 to this).
+pub const REVOCATIONS_MAX: usize = 4096;
 
 /// Stable numeric error codes. Numbers are never reused.
 pub mod code {

@@ -110,15 +110,14 @@ struct RevocationsArgs {
     wait_ms: u64,
 }
 
-/// The most REVOCATIONS returns at once, and the longest it waits.
-const REVOCATIONS_MAX: usize = 4096;
+/// The longest a REVOCATIONS request waits.
 const REVOCATIONS_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// REVOCATIONS: the registrations revoked after the cursor (from the newest change when none
 /// is given), waiting up to `wait_ms` for one when there are none yet.
 async fn revocations(shared: &Arc<Shared>, a: RevocationsArgs) -> Result<Value, ErrorBody> {
     let limit = a.limit.unwrap_or(1000);
-    if limit == 0 || limit > REVOCATIONS_MAX {
+    if limit == 0 || limit > tessera_proto::wire::messages::REVOCATIONS_MAX {
         return Err(input("limit", "must be 1 to 4096"));
     }
     let wait = Duration::from_millis(a.wait_ms);
