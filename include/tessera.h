@@ -51,6 +51,8 @@ enum tessera_result
   TESSERA_INVALID_ARGUMENT = 6,
   // The object has no such value yet (for example: not registered).
   TESSERA_NOT_AVAILABLE = 7,
+  // Not known yet: the answer is being fetched; ask again shortly.
+  TESSERA_PENDING = 8,
   // Token: wrong prefix.
   TESSERA_TOKEN_WRONG_PREFIX = 100,
   // Token: wrong length.
@@ -112,6 +114,12 @@ typedef struct tessera_device_config tessera_device_config;
 // A validator that checks RTs locally against a Tessera server's data directory on the same
 // host (opaque). Thread-safe: one handle may be used from several threads at once.
 typedef struct tessera_local_validator tessera_local_validator;
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// A validator that asks a Tessera server on its own thread (opaque). Its functions may be
+// called from any one thread at a time; none of them waits on the network.
+typedef struct tessera_service_validator tessera_service_validator;
 #endif
 
 // A validator that asks the server (opaque). Use from one thread at a time.
@@ -340,6 +348,89 @@ const char *tessera_version(void);
 //
 // Thread safety: may be called from any thread.
 const char *tessera_result_message(uint32_t code);
+
+#if defined(TESSERA_PLATFORM)
+// Create a service validator for the server's admin endpoint at `server_addr` (`IP:port` or
+// `host:port`) whose certificate names `server_name`, trusting the CA in `ca_pem` (`ca_len`
+// bytes of PEM), authenticating with the service token `token` (`token_len` bytes of its text,
+// `tsat_…`, as `tessera token create --role service` prints it; surrounding white space is
+// ignored). On success `*out` owns it, and its thread starts connecting and following the
+// server's revocations; `tessera_service_validator_status` tells when it is following.
+//
+// `TESSERA_INVALID_ARGUMENT` for a PEM without a certificate or an address without a port;
+// a `TESSERA_TOKEN_*` code for a token that is not one in form.
+tessera_result tessera_service_validator_new(const char *server_addr,
+                                             const char *server_name,
+                                             const uint8_t *ca_pem,
+                                             size_t ca_len,
+                                             const uint8_t *token,
+                                             size_t token_len,
+                                             tessera_service_validator **out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Like `tessera_service_validator_new`, trusting the server chain that contains a certificate
+// with this SHA-256 fingerprint (64 hex characters, NUL-terminated; `TESSERA_INVALID_ARGUMENT`
+// otherwise) instead of a CA.
+tessera_result tessera_service_validator_new_pinned(const char *server_addr,
+                                                    const char *server_name,
+                                                    const char *sha256_hex,
+                                                    const uint8_t *token,
+                                                    size_t token_len,
+                                                    tessera_service_validator **out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Size the cache: at most `entries` RTs (1 to 10,000,000; default 100,000; the oldest entry
+// goes first), each kept at most `max_age_secs` (1 to 3,600; default 60). The lifetime bounds
+// how long an RT that has been superseded by a refresh may still be let in from the cache
+// (revocations and expiry end entries at once). Outside the ranges: `TESSERA_INVALID_ARGUMENT`,
+// nothing changed.
+tessera_result tessera_service_validator_set_cache(tessera_service_validator *validator,
+                                                   uint32_t entries,
+                                                   uint32_t max_age_secs);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Whether the validator is following the server: `TESSERA_OK` when it is (valid RTs are let
+// in from the cache); `TESSERA_PENDING` before the server has answered for the first time;
+// otherwise why not (`TESSERA_CONNECTION`, `TESSERA_TIMEOUT`, `TESSERA_CERTIFICATE`,
+// `TESSERA_UNAUTHENTICATED` or `TESSERA_REVOKED` for a service token the server does not
+// accept, …). It keeps trying on its own.
+tessera_result tessera_service_validator_status(const tessera_service_validator *validator);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Check an RT (`rt`/`rt_len`) without waiting. `TESSERA_OK` and `*out` filled when the cache
+// holds the server's word that it is valid (and the RT has not expired since). Otherwise:
+// - `TESSERA_PENDING`: not known yet; the validator is asking the server now, and a check of
+//   the same RT shortly after (a device's next attempt) is answered from the cache;
+// - `TESSERA_EXPIRED`, `TESSERA_REVOKED`, `TESSERA_SUPERSEDED`, `TESSERA_UNAUTHENTICATED`:
+//   the server's answer, or a revocation seen on the feed; a `TESSERA_TOKEN_*` code for a
+//   malformed RT (answered here);
+// - the status (`tessera_service_validator_status`) when the server is not being followed:
+//   no RT is let in then.
+tessera_result tessera_service_validator_check(tessera_service_validator *validator,
+                                               const uint8_t *rt,
+                                               size_t rt_len,
+                                               tessera_rt_identity *out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// The registrations the validator has seen revoked on the server's feed since the last call
+// (directly, by blocking the device id, by revoking the PT), oldest first, without waiting:
+// a broker ends their sessions. Writes at most `cap` ids (1 to `TESSERA_REVOCATIONS_MAX`) to
+// `ids` and their number to `*count`; call again while `*count == cap`.
+tessera_result tessera_service_validator_revocations(tessera_service_validator *validator,
+                                                     uint64_t *ids,
+                                                     size_t cap,
+                                                     size_t *count);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Stop the validator's thread (closing its connection) and free it. NULL is a no-op.
+void tessera_service_validator_free(tessera_service_validator *validator);
+#endif
 
 // Check a provisioning token's format: prefix, length, alphabet, checksum and version.
 // Returns `TESSERA_OK` or a `TESSERA_TOKEN_*` code. Says nothing about whether the PT exists.

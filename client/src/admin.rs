@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_proto::wire::messages::AdminReq;
+use tessera_proto::wire::messages::{AdminReq, IntrospectResp};
 use tessera_proto::wire::{kind, ADMIN_ALPN};
 use tessera_proto::AdminToken;
 
@@ -26,14 +26,20 @@ impl AdminClient {
         trust: &Trust,
         token: AdminToken,
     ) -> Result<Self, ClientError> {
+        Self::with_timeout(addr, server_name, trust, token, Duration::from_secs(30))
+    }
+
+    /// As [`new`](Self::new), with `timeout` for each request, connecting included (30 s in
+    /// `new`). A long poll's wait comes on top.
+    pub fn with_timeout(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+        token: AdminToken,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         Ok(Self {
-            transport: Transport::new(
-                addr,
-                server_name,
-                trust,
-                ADMIN_ALPN,
-                Duration::from_secs(30),
-            )?,
+            transport: Transport::new(addr, server_name, trust, ADMIN_ALPN, timeout)?,
             token,
         })
     }
@@ -127,6 +133,13 @@ impl AdminClient {
             json!({ "registration_id": registration_id, "reason": reason }),
         )
         .await
+    }
+
+    /// `INTROSPECT` on the admin endpoint (a service token's request): what a valid RT says
+    /// about its device; an RT that is not valid is a server error (10, 11, 12, 13).
+    pub async fn introspect(&self, rt: &str) -> Result<IntrospectResp, ClientError> {
+        let v = self.call(kind::INTROSPECT, json!({ "rt": rt })).await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// `REVOCATIONS`: the registrations revoked after `after` (from the server's newest change

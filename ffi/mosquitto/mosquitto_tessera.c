@@ -3,16 +3,28 @@
  * topics, and disconnects a session when its RT expires or its registration stops being live.
  *
  * Options (mosquitto.conf, after `plugin .../mosquitto_tessera.so`); docs/mqtt.md has the whole
- * story:
+ * story. One of two modes:
  *   plugin_opt_data_dir DIR     local mode: the Tessera server's data directory on this host
+ *   plugin_opt_server ADDR      remote mode: the server's admin endpoint (host:port), with
+ *   plugin_opt_token_file FILE    a file holding a service token (tessera token create
+ *                                 --role service), and one of
+ *   plugin_opt_ca_file FILE       the CA that signed the server's certificate (PEM) or
+ *   plugin_opt_pin HEX            the SHA-256 of a certificate in the server's chain;
+ *   plugin_opt_server_name NAME   the name the certificate carries (default: ADDR's host)
+ *   plugin_opt_cache_entries N    RTs the cache holds (default 100000)
+ *   plugin_opt_cache_secs N       how long an answer is kept at most (default 60)
+ * and in both:
  *   plugin_opt_topics PATTERNS  space-separated topic patterns a device may use; %u is its
  *                               device id (default "devices/%u/#")
  *   plugin_opt_recheck_ms N     how often revocations and expiries are looked for (default 250)
  *
- * Everything runs on the broker's thread: a CONNECT is checked against the data directory (a
- * few microseconds, no network); live sessions are not checked one by one but through the
- * server's revocations, which the plugin follows from a cursor, and their RTs' expiry. RTs are
- * kept only while their session lives, and wiped then. */
+ * Nothing waits on the network on the broker's thread. In local mode a CONNECT is checked
+ * against the data directory (a few microseconds). In remote mode it is answered from the
+ * service validator's cache, whose thread asks the server about RTs it has not seen: the first
+ * CONNECT with a new RT is refused while the server is asked, and the device's next attempt is
+ * answered. Live sessions are not checked one by one but through the server's revocations,
+ * which both modes follow, and their RTs' expiry. RTs are kept only while their session lives,
+ * and wiped then. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,7 +54,9 @@ struct session {
 
 struct plugin {
     mosquitto_plugin_id_t *id;
-    tessera_local_validator *local;
+    tessera_local_validator *local;    /* local mode */
+    tessera_service_validator *remote; /* remote mode */
+    tessera_result remote_status;      /* the service validator's status last logged */
     char **patterns;
     size_t pattern_count;
     long recheck_ns;
@@ -86,6 +100,9 @@ static const char *reason(tessera_result r) {
         return "malformed token";
     case TESSERA_STORE:
         return "the data directory could not be read";
+    case TESSERA_PENDING:
+        return "not verified yet: asking the Tessera server, the device's next attempt is "
+               "answered";
     default:
         return tessera_result_message(r);
     }
@@ -133,6 +150,13 @@ static bool replaced_by(struct plugin *p, const struct session *s, const void *a
     return s->client == fresh->client || strcmp(s->client_id, fresh->client_id) == 0;
 }
 
+/* Check an RT in the plugin's mode; never waits on the network. */
+static tessera_result check(struct plugin *p, const uint8_t *rt, size_t len,
+                            tessera_rt_identity *identity) {
+    return p->local ? tessera_local_validator_check(p->local, rt, len, identity)
+                    : tessera_service_validator_check(p->remote, rt, len, identity);
+}
+
 /* MOSQ_EVT_BASIC_AUTH: username = device id, password = an RT that validates now. */
 static int on_basic_auth(int event, void *event_data, void *userdata) {
     struct mosquitto_evt_basic_auth *ed = event_data;
@@ -150,9 +174,18 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
                              ed->username);
         return MOSQ_ERR_AUTH;
     }
+    if (p->remote) {
+        tessera_result st = tessera_service_validator_status(p->remote);
+        if (st != TESSERA_OK && st != TESSERA_PENDING) {
+            mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                                 "tessera: refused %s (%s): the Tessera server cannot be followed "
+                                 "(%s); new connections are refused until it can",
+                                 who, ed->username, tessera_result_message(st));
+            return MOSQ_ERR_AUTH;
+        }
+    }
     tessera_rt_identity identity;
-    tessera_result r =
-        tessera_local_validator_check(p->local, (const uint8_t *)ed->password, len, &identity);
+    tessera_result r = check(p, (const uint8_t *)ed->password, len, &identity);
     if (r != TESSERA_OK) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: refused %s (%s): %s", who, ed->username,
                              reason(r));
@@ -293,25 +326,47 @@ static bool of_registration(struct plugin *p, const struct session *s, const voi
     return s->registration_id == *(const uint64_t *)arg;
 }
 
-/* A session whose RT has reached its expiry is checked as a CONNECT would be (the validator
- * allows the server's clock-skew leeway); one that no longer passes is ended. */
+/* A session whose RT has reached its expiry is ended. In local mode it is first checked as a
+ * CONNECT would be (the validator allows the server's clock-skew leeway). */
 static bool expired(struct plugin *p, const struct session *s, const void *arg) {
     (void)arg;
     if ((uint64_t)time(NULL) < s->expires_at) {
         return false;
+    }
+    if (p->remote) {
+        return true;
     }
     tessera_rt_identity identity;
     tessera_result r = tessera_local_validator_check(p->local, s->rt, s->rt_len, &identity);
     return r == TESSERA_EXPIRED;
 }
 
-/* Follow the server's revocations from the cursor and end the sessions they name. */
+/* Remote mode: log when the service validator starts or stops following the server. */
+static void log_remote_status(struct plugin *p) {
+    tessera_result st = tessera_service_validator_status(p->remote);
+    if (st == p->remote_status) {
+        return;
+    }
+    if (st == TESSERA_OK) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: following the Tessera server");
+    } else if (st != TESSERA_PENDING) {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             "tessera: cannot follow the Tessera server (%s): new connections are "
+                             "refused, live sessions stay until their RT expires; retrying",
+                             tessera_result_message(st));
+    }
+    p->remote_status = st;
+}
+
+/* Follow the server's revocations and end the sessions they name. */
 static void follow_revocations(struct plugin *p) {
     enum { BATCH = 256 };
     uint64_t ids[BATCH];
     size_t n = BATCH;
     while (n == BATCH) {
-        tessera_result r = tessera_local_validator_revocations(p->local, &p->cursor, ids, BATCH, &n);
+        tessera_result r =
+            p->local ? tessera_local_validator_revocations(p->local, &p->cursor, ids, BATCH, &n)
+                     : tessera_service_validator_revocations(p->remote, ids, BATCH, &n);
         if (r != TESSERA_OK) {
             if (!p->feed_failing) {
                 mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -343,6 +398,9 @@ static int on_tick(int event, void *event_data, void *userdata) {
     long ns = now.tv_nsec + p->recheck_ns;
     p->next_recheck.tv_sec = now.tv_sec + ns / 1000000000L;
     p->next_recheck.tv_nsec = ns % 1000000000L;
+    if (p->remote) {
+        log_remote_status(p);
+    }
     follow_revocations(p);
     drop_where(p, expired, NULL, "expired");
     return MOSQ_ERR_SUCCESS;
@@ -367,6 +425,7 @@ static void plugin_free(struct plugin *p) {
     }
     mosquitto_free(p->patterns);
     tessera_local_validator_free(p->local);
+    tessera_service_validator_free(p->remote);
     mosquitto_free(p);
 }
 
@@ -402,9 +461,120 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
     return -1;
 }
 
+/* The whole of a small file (a CA, a token), NUL-terminated, or NULL. */
+static char *read_small_file(const char *path, size_t *len) {
+    enum { MAX = 256 * 1024 };
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        return NULL;
+    }
+    char *buf = mosquitto_malloc(MAX + 1);
+    *len = buf ? fread(buf, 1, MAX + 1, f) : 0;
+    bool whole = buf && *len <= MAX && !ferror(f);
+    fclose(f);
+    if (!whole) {
+        mosquitto_free(buf);
+        return NULL;
+    }
+    buf[*len] = '\0';
+    return buf;
+}
+
+static bool parse_number(const char *v, long lo, long hi, long *out) {
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    if (!end || end == v || *end || n < lo || n > hi) {
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+/* The options of remote mode. */
+struct remote_options {
+    const char *server, *server_name, *ca, *pin, *token_file;
+    long cache_entries, cache_secs;
+};
+
+/* Start the service validator (remote mode). */
+static int start_remote(struct plugin *p, const struct remote_options *o) {
+    if (!o->token_file || (!o->ca) == (!o->pin)) {
+        return fail("remote mode needs plugin_opt_token_file and one of plugin_opt_ca_file or "
+                    "plugin_opt_pin");
+    }
+    /* The certificate's name defaults to the address's host ("[::1]:4434" gives "::1"). */
+    char name[256];
+    if (o->server_name) {
+        snprintf(name, sizeof name, "%s", o->server_name);
+    } else {
+        const char *colon = strrchr(o->server, ':');
+        size_t n = colon ? (size_t)(colon - o->server) : strlen(o->server);
+        const char *h = o->server;
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+            h++;
+            n -= 2;
+        }
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), h);
+    }
+    size_t token_len = 0, ca_len = 0;
+    char *token = read_small_file(o->token_file, &token_len);
+    if (!token || token_len == 0) {
+        mosquitto_free(token);
+        mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot read the token file %s", o->token_file);
+        return MOSQ_ERR_INVAL;
+    }
+    tessera_result r;
+    if (o->ca) {
+        char *ca = read_small_file(o->ca, &ca_len);
+        if (!ca) {
+            wipe(token, token_len);
+            mosquitto_free(token);
+            mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot read the CA file %s", o->ca);
+            return MOSQ_ERR_INVAL;
+        }
+        r = tessera_service_validator_new(o->server, name, (const uint8_t *)ca, ca_len,
+                                          (const uint8_t *)token, token_len, &p->remote);
+        mosquitto_free(ca);
+    } else {
+        r = tessera_service_validator_new_pinned(o->server, name, o->pin, (const uint8_t *)token,
+                                                 token_len, &p->remote);
+    }
+    wipe(token, token_len);
+    mosquitto_free(token);
+    if (r == TESSERA_OK) {
+        r = tessera_service_validator_set_cache(p->remote, (uint32_t)o->cache_entries,
+                                                (uint32_t)o->cache_secs);
+    }
+    if (r != TESSERA_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot use the server %s (name %s): %s",
+                             o->server, name, tessera_result_message(r));
+        return MOSQ_ERR_INVAL;
+    }
+    p->remote_status = TESSERA_PENDING;
+    mosquitto_log_printf(MOSQ_LOG_INFO, "tessera: remote mode on %s (certificate name %s)",
+                         o->server, name);
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* Start the local validator (local mode). */
+static int start_local(struct plugin *p, const char *data_dir) {
+    tessera_result r = tessera_local_validator_new(data_dir, &p->local);
+    if (r == TESSERA_OK) {
+        r = tessera_local_validator_revocation_cursor(p->local, &p->cursor);
+    }
+    if (r != TESSERA_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot open the data directory %s: %s",
+                             data_dir, tessera_result_message(r));
+        return MOSQ_ERR_INVAL;
+    }
+    mosquitto_log_printf(MOSQ_LOG_INFO, "tessera: local mode on %s", data_dir);
+    return MOSQ_ERR_SUCCESS;
+}
+
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *options, int option_count) {
     const char *data_dir = NULL, *topics = "devices/%u/#";
+    struct remote_options remote = {.cache_entries = 100000, .cache_secs = 60};
     long recheck_ms = 250;
     for (int i = 0; i < option_count; i++) {
         const char *k = options[i].key, *v = options[i].value;
@@ -413,18 +583,35 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         } else if (strcmp(k, "topics") == 0) {
             topics = v;
         } else if (strcmp(k, "recheck_ms") == 0) {
-            char *end = NULL;
-            recheck_ms = strtol(v, &end, 10);
-            if (!end || *end || recheck_ms < 10 || recheck_ms > 60000) {
+            if (!parse_number(v, 10, 60000, &recheck_ms)) {
                 return fail("plugin_opt_recheck_ms must be 10 to 60000");
+            }
+        } else if (strcmp(k, "server") == 0) {
+            remote.server = v;
+        } else if (strcmp(k, "server_name") == 0) {
+            remote.server_name = v;
+        } else if (strcmp(k, "ca_file") == 0) {
+            remote.ca = v;
+        } else if (strcmp(k, "pin") == 0) {
+            remote.pin = v;
+        } else if (strcmp(k, "token_file") == 0) {
+            remote.token_file = v;
+        } else if (strcmp(k, "cache_entries") == 0) {
+            if (!parse_number(v, 1, 10000000, &remote.cache_entries)) {
+                return fail("plugin_opt_cache_entries must be 1 to 10000000");
+            }
+        } else if (strcmp(k, "cache_secs") == 0) {
+            if (!parse_number(v, 1, 3600, &remote.cache_secs)) {
+                return fail("plugin_opt_cache_secs must be 1 to 3600");
             }
         } else {
             mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: unknown option plugin_opt_%s", k);
             return MOSQ_ERR_INVAL;
         }
     }
-    if (!data_dir) {
-        return fail("plugin_opt_data_dir is required (the Tessera server's data directory)");
+    if ((!data_dir) == (!remote.server)) {
+        return fail("give either plugin_opt_data_dir (local mode: the Tessera server's data "
+                    "directory) or plugin_opt_server (remote mode: its admin endpoint)");
     }
     struct plugin *p = mosquitto_calloc(1, sizeof *p);
     if (!p) {
@@ -433,19 +620,12 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     p->id = identifier;
     p->recheck_ns = recheck_ms * 1000000L;
     int rc = parse_topics(p, topics);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = data_dir ? start_local(p, data_dir) : start_remote(p, &remote);
+    }
     if (rc != MOSQ_ERR_SUCCESS) {
         plugin_free(p);
         return rc;
-    }
-    tessera_result r = tessera_local_validator_new(data_dir, &p->local);
-    if (r == TESSERA_OK) {
-        r = tessera_local_validator_revocation_cursor(p->local, &p->cursor);
-    }
-    if (r != TESSERA_OK) {
-        mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot open the data directory %s: %s",
-                             data_dir, tessera_result_message(r));
-        plugin_free(p);
-        return MOSQ_ERR_INVAL;
     }
     if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, p) ||
         mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, p) ||
@@ -454,8 +634,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         plugin_free(p);
         return fail("could not register callbacks");
     }
-    mosquitto_log_printf(MOSQ_LOG_INFO, "tessera: local mode on %s; devices may use: %s", data_dir,
-                         topics);
+    mosquitto_log_printf(MOSQ_LOG_INFO, "tessera: devices may use: %s", topics);
     *userdata = p;
     return MOSQ_ERR_SUCCESS;
 }

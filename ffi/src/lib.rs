@@ -31,6 +31,8 @@ mod device;
 #[cfg(feature = "platform")]
 mod local_validator;
 mod result;
+#[cfg(feature = "platform")]
+mod service_validator;
 mod tokens;
 mod util;
 mod validator;
@@ -39,6 +41,8 @@ pub use device::*;
 #[cfg(feature = "platform")]
 pub use local_validator::*;
 pub use result::*;
+#[cfg(feature = "platform")]
+pub use service_validator::*;
 pub use tokens::*;
 pub use validator::*;
 

@@ -22,6 +22,8 @@ pub enum tessera_result {
     TESSERA_INVALID_ARGUMENT = 6,
     /// The object has no such value yet (for example: not registered).
     TESSERA_NOT_AVAILABLE = 7,
+    /// Not known yet: the answer is being fetched; ask again shortly.
+    TESSERA_PENDING = 8,
 
     /// Token: wrong prefix.
     TESSERA_TOKEN_WRONG_PREFIX = 100,
@@ -129,6 +131,10 @@ const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
         c"an argument was rejected",
     ),
     (tessera_result::TESSERA_NOT_AVAILABLE, c"no such value yet"),
+    (
+        tessera_result::TESSERA_PENDING,
+        c"not known yet: being asked; try again shortly",
+    ),
     (
         tessera_result::TESSERA_TOKEN_WRONG_PREFIX,
         c"token has the wrong prefix",

@@ -24,6 +24,14 @@ fn plugin() -> &'static Path {
     })
 }
 
+/// Where the plugin learns about RTs: the server's data directory on this host, or the server
+/// over the network with a service token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Local,
+    Remote,
+}
+
 /// A Tessera server with a PT whose devices are approved automatically.
 struct Platform {
     rt: tokio::runtime::Runtime,
@@ -32,6 +40,7 @@ struct Platform {
     trust: Trust,
     pt: String,
     dir: tempfile::TempDir,
+    stopped_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl Platform {
@@ -67,6 +76,7 @@ impl Platform {
             trust,
             pt,
             dir,
+            stopped_at: None,
         }
     }
 
@@ -95,19 +105,68 @@ impl Platform {
 
     /// A broker with the plugin in local mode on this server's data directory.
     fn broker(&self) -> Broker {
-        self.broker_on(free_port())
+        self.broker_in(Mode::Local)
     }
 
-    fn broker_on(&self, port: u16) -> Broker {
-        Broker::start(
-            self.dir.path(),
-            port,
-            &format!(
-                "plugin {}\nplugin_opt_data_dir {}\n",
-                plugin().display(),
+    fn broker_in(&self, mode: Mode) -> Broker {
+        self.broker_on(free_port(), mode)
+    }
+
+    fn broker_on(&self, port: u16, mode: Mode) -> Broker {
+        Broker::start(self.dir.path(), port, &self.plugin_config(plugin(), mode))
+    }
+
+    /// The mosquitto.conf lines that load `plugin` in `mode`. Remote mode gets a service token
+    /// of its own, in a file, and the server's CA.
+    fn plugin_config(&self, plugin: &Path, mode: Mode) -> String {
+        let head = format!("plugin {}\n", plugin.display());
+        match mode {
+            Mode::Local => format!(
+                "{head}plugin_opt_data_dir {}\n",
                 self.dir.path().join("data").display()
             ),
-        )
+            Mode::Remote => {
+                let v = self
+                    .rt
+                    .block_on(self.admin.call(
+                        kind::TOKEN_CREATE,
+                        serde_json::json!({ "name": "broker", "role": "service" }),
+                    ))
+                    .unwrap();
+                let file = self
+                    .dir
+                    .path()
+                    .join(format!("service-token-{}", free_port()));
+                std::fs::write(&file, format!("{}\n", v["token"].as_str().unwrap())).unwrap();
+                format!(
+                    "{head}plugin_opt_server {}\nplugin_opt_server_name localhost\n\
+                     plugin_opt_ca_file {}\nplugin_opt_token_file {}\n",
+                    self.server().admin_addr(),
+                    self.server().ca_cert_path().display(),
+                    file.display()
+                )
+            }
+        }
+    }
+
+    /// Stop the server (the broker's validator loses it).
+    fn stop_server(&mut self) {
+        let server = self.server.take().expect("server running");
+        self.stopped_at = Some((server.device_addr(), server.admin_addr()));
+        self.rt.block_on(server.shutdown(Duration::from_secs(1)));
+    }
+
+    /// Start it again on its data directory and addresses.
+    fn restart_server(&mut self) {
+        let (device_addr, admin_addr) = self.stopped_at.take().expect("server stopped");
+        let mut config = tessera_server::ServerConfig::ephemeral(self.dir.path().join("data"));
+        config.device_addr = device_addr;
+        config.admin_addr = admin_addr;
+        let server = self
+            .rt
+            .block_on(tessera_server::Server::start(config))
+            .expect("restart on the same addresses");
+        self.server = Some(server);
     }
 
     fn revoke(&self, registration_id: u64) {
@@ -142,15 +201,27 @@ fn subscriber(broker: &Broker, device: &RtBody, topics: &[&str]) -> Command {
 }
 
 /// Publish one message with `mosquitto_pub` (QoS 1, so a refused CONNECT fails the command).
+/// A CONNECT refused because the plugin was still asking the server about the RT (remote mode,
+/// first sight of an RT) is tried again, as a device would: the result is the settled answer.
 fn publish(broker: &Broker, user: &str, password: &str, topic: &str) -> Output {
-    mosquitto_client("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args([
-            "-u", user, "-P", password, "-t", topic, "-m", "hello", "-q", "1",
-        ])
-        .output()
-        .expect("mosquitto_pub (Debian package mosquitto-clients)")
+    for _ in 0..200 {
+        let pending = broker.log_text().matches(PENDING).count();
+        let out = mosquitto_client("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args([
+                "-u", user, "-P", password, "-t", topic, "-m", "hello", "-q", "1",
+            ])
+            .output()
+            .expect("mosquitto_pub (Debian package mosquitto-clients)");
+        if out.status.success() || broker.log_text().matches(PENDING).count() == pending {
+            return out;
+        }
+    }
+    panic!("the plugin never settled on an answer");
 }
+
+/// What the broker log says of a CONNECT refused while the server is asked (remote mode).
+const PENDING: &str = "not verified yet";
 
 fn refused(out: &Output) -> bool {
     !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not authorised")
@@ -160,8 +231,19 @@ fn refused(out: &Output) -> bool {
 /// shows the token.
 #[test]
 fn only_a_live_rt_with_its_own_device_id_connects() {
+    who_gets_in(Mode::Local);
+}
+
+/// The same through the server (remote mode): each RT's first CONNECT is refused while the
+/// server is asked, and the device's next attempt gets the server's answer.
+#[test]
+fn only_a_live_rt_with_its_own_device_id_connects_in_remote_mode() {
+    who_gets_in(Mode::Remote);
+}
+
+fn who_gets_in(mode: Mode) {
     let p = Platform::start();
-    let broker = p.broker();
+    let broker = p.broker_in(mode);
     let (a_client, a) = p.device();
     let (_, b) = p.device();
     let (_, c) = p.device();
@@ -193,12 +275,13 @@ fn only_a_live_rt_with_its_own_device_id_connects() {
     )));
     assert!(refused(&publish(&broker, &a.device_id, "", &topic(&a))));
 
-    // Superseded: the device refreshed, so its old RT no longer opens a session.
+    // Superseded: the device refreshed (and came back with its new RT), so its old RT no
+    // longer opens a session.
     let next = p.rt.block_on(a_client.refresh()).unwrap();
-    assert!(refused(&publish(&broker, &a.device_id, &a.rt, &topic(&a))));
     assert!(publish(&broker, &a.device_id, &next.rt, &topic(&a))
         .status
         .success());
+    assert!(refused(&publish(&broker, &a.device_id, &a.rt, &topic(&a))));
 
     // Revoked.
     p.revoke(c.registration_id);
@@ -212,7 +295,10 @@ fn only_a_live_rt_with_its_own_device_id_connects() {
         "revoked".into(),
         "no username or password".into(),
         "accepted".into(),
-    ] {
+    ]
+    .into_iter()
+    .chain((mode == Mode::Remote).then(|| PENDING.to_owned()))
+    {
         assert!(
             log.contains(&why),
             "the broker log does not say {why:?}:\n{log}"
@@ -276,8 +362,18 @@ type Change<'a> = Box<dyn Fn() + 'a>;
 /// revoked, its device id is blocked, or its PT is revoked.
 #[test]
 fn a_device_is_disconnected_when_its_registration_stops_being_live() {
+    ends_sessions(Mode::Local);
+}
+
+/// The same through the server's revocation feed (remote mode).
+#[test]
+fn a_device_is_disconnected_when_its_registration_stops_being_live_in_remote_mode() {
+    ends_sessions(Mode::Remote);
+}
+
+fn ends_sessions(mode: Mode) {
     let p = Platform::start();
-    let broker = p.broker();
+    let broker = p.broker_in(mode);
     let (_, a) = p.device();
     let (_, b) = p.device();
     let (other_pt_id, other_pt) =
@@ -305,6 +401,11 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
         ),
     ];
     for (device, action) in actions {
+        // The device has connected before (in remote mode, its RT is known).
+        let own = format!("devices/{}/status", device.device_id);
+        assert!(publish(&broker, &device.device_id, &device.rt, &own)
+            .status
+            .success());
         let mut sub = subscriber(
             &broker,
             device,
@@ -314,7 +415,7 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-        broker.wait_for_log(&format!("as device {} ", device.device_id), "connect");
+        broker.wait_for_logged(&format!("as device {} ", device.device_id), 2, "connect");
         let acknowledged = Instant::now();
         action();
         // mosquitto_sub reconnects by itself; refused, it exits. The deadline is generous;
@@ -353,12 +454,33 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live() {
 /// the refreshed RT (through MQTTAsync_setUpdateConnectOptions). Nothing lets it in but the RT.
 #[test]
 fn example_firmware_with_the_validating_broker() {
+    firmware_against(Mode::Local);
+}
+
+/// The same with the plugin in remote mode: the broker refuses each new RT's first CONNECT while
+/// it asks the server, and the firmware's retry (first connect) and Paho's automatic reconnect
+/// (after the restart) get in.
+#[test]
+fn example_firmware_with_the_validating_broker_in_remote_mode() {
+    firmware_against(Mode::Remote);
+}
+
+/// The example firmware, built once per run against the test build of libtessera.
+fn firmware() -> &'static Path {
+    static FIRMWARE: OnceLock<PathBuf> = OnceLock::new();
+    FIRMWARE.get_or_init(|| {
+        let dir = root().join("ffi/examples");
+        make_with_test_lib(&dir, &["firmware"]);
+        dir.join("firmware")
+    })
+}
+
+fn firmware_against(mode: Mode) {
     use std::io::{BufRead, BufReader};
-    make_with_test_lib(&root().join("ffi/examples"), &["firmware"]);
     let p = Platform::start();
-    let broker = p.broker();
+    let broker = p.broker_in(mode);
     let port = broker.port;
-    let mut fw = Command::new(root().join("ffi/examples/firmware"))
+    let mut fw = Command::new(firmware())
         .arg(p.server().device_addr().to_string())
         .arg(p.server().ca_cert_path())
         .arg(&p.pt)
@@ -376,19 +498,97 @@ fn example_firmware_with_the_validating_broker() {
         .expect("registered <device id>")
         .to_owned();
     assert_eq!(next(), "connecting with rt generation 1");
-    assert_eq!(next(), "published 1");
+    let mut line = next();
+    while mode == Mode::Remote && line == "connecting with rt generation 1" {
+        line = next(); // a retry of the first connect
+    }
+    assert_eq!(line, "published 1");
     assert!(next().starts_with("refreshed"));
     // The broker restarts; the firmware reconnects with the refreshed RT.
     broker.kill();
-    let broker = p.broker_on(port);
+    let broker = p.broker_on(port, mode);
     assert_eq!(next(), "connecting with rt generation 2");
-    assert_eq!(next(), "published 2");
+    let mut line = next();
+    while mode == Mode::Remote && line == "connecting with rt generation 2" {
+        line = next(); // Paho's automatic reconnect, again
+    }
+    assert_eq!(line, "published 2");
     assert!(fw.wait().unwrap().success());
     let log = broker.log_text();
     assert!(
         log.contains(&format!("as device {device_id}")) && log.contains("generation 2"),
         "{log}"
     );
+}
+
+/// Remote mode with the server stopped: new CONNECTs are refused, even with an RT the cache
+/// holds, and say why; live sessions stay and keep working. With the server back, new CONNECTs
+/// get in again.
+#[test]
+fn remote_mode_fails_closed_while_the_server_is_down_and_recovers() {
+    use std::io::Write;
+    let mut p = Platform::start();
+    let broker = p.broker_in(Mode::Remote);
+    broker.wait_for_log("following the Tessera server", "the feed");
+    let (_, a) = p.device();
+    let (_, b) = p.device();
+    let own = |d: &RtBody| format!("devices/{}/telemetry", d.device_id);
+    // Both devices have connected before: their RTs are in the cache.
+    assert!(publish(&broker, &a.device_id, &a.rt, &own(&a))
+        .status
+        .success());
+    assert!(publish(&broker, &b.device_id, &b.rt, &own(&b))
+        .status
+        .success());
+    // A keeps two sessions open: a subscriber and a publisher that sends a line at a time.
+    let sub = subscriber(&broker, &a, &[&own(&a)])
+        .args(["-q", "1", "-C", "1", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut publisher = mosquitto_client("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args([
+            "-u",
+            &a.device_id,
+            "-P",
+            &a.rt,
+            "-t",
+            &own(&a),
+            "-q",
+            "1",
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    broker.wait_for_logged(&format!("as device {} ", a.device_id), 3, "A's sessions");
+    broker.wait_for_log(&format!("{} (QoS 1)", own(&a)), "A's subscription");
+
+    p.stop_server();
+    broker.wait_for_log("cannot follow the Tessera server", "the outage");
+    let out = publish(&broker, &b.device_id, &b.rt, &own(&b));
+    assert!(refused(&out), "{out:?}");
+    assert!(broker.log_text().contains("cannot be followed"));
+    // A's sessions are still there: what its publisher sends reaches its subscriber.
+    let stdin = publisher.stdin.as_mut().unwrap();
+    writeln!(stdin, "still here").unwrap();
+    stdin.flush().unwrap();
+    let seen = sub.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&seen.stdout).trim(), "still here");
+    drop(publisher.stdin.take());
+    assert!(publisher.wait().unwrap().success());
+
+    p.restart_server();
+    broker.wait_for_logged("following the Tessera server", 2, "the recovery");
+    assert!(publish(&broker, &b.device_id, &b.rt, &own(&b))
+        .status
+        .success());
+    let log = broker.log_text();
+    assert!(!log.contains("disconnecting"), "{log}");
+    for secret in [&a.rt, &b.rt] {
+        assert!(!log.contains(secret.as_str()), "the broker log shows an RT");
+    }
 }
 
 /// Drive the plugin through its paths inside `broker`: a good CONNECT, a refused one, a denied
@@ -412,14 +612,6 @@ fn exercise(p: &Platform, broker: Broker) -> std::process::ExitStatus {
     let _ = sub.kill();
     let _ = sub.wait();
     broker.terminate()
-}
-
-fn plugin_config(p: &Platform, plugin: &Path) -> String {
-    format!(
-        "plugin {}\nplugin_opt_data_dir {}\n",
-        plugin.display(),
-        p.dir.path().join("data").display()
-    )
 }
 
 /// The plugin inside a broker run by Valgrind: no memory errors and no definite leaks (the
@@ -446,11 +638,16 @@ fn the_plugin_runs_clean_under_valgrind() {
         format!("--log-file={}", report.display()),
     ])
     .collect();
-    let config = plugin_config(&p, plugin());
-    let broker = Broker::start_under(p.dir.path(), free_port(), &config, &valgrind, &[]);
-    let status = exercise(&p, broker);
-    let report = std::fs::read_to_string(report).unwrap_or_default();
-    assert!(status.success(), "Valgrind: {status}\n{report}");
+    for mode in [Mode::Local, Mode::Remote] {
+        let config = p.plugin_config(plugin(), mode);
+        let broker = Broker::start_under(p.dir.path(), free_port(), &config, &valgrind, &[]);
+        let status = exercise(&p, broker);
+        let report = std::fs::read_to_string(&report).unwrap_or_default();
+        assert!(
+            status.success(),
+            "Valgrind, {mode:?} mode: {status}\n{report}"
+        );
+    }
 }
 
 /// The plugin built with AddressSanitizer and UndefinedBehaviorSanitizer (clang), in a broker
@@ -473,7 +670,6 @@ fn the_plugin_runs_clean_under_address_and_undefined_behaviour_sanitizers() {
     let runtime = String::from_utf8(runtime.stdout).unwrap().trim().to_owned();
     let p = Platform::start();
     let report = p.dir.path().join("asan");
-    let config = plugin_config(&p, &dir.join("mosquitto_tessera_asan.so"));
     let env = [
         ("LD_PRELOAD", runtime),
         // Leaks are Valgrind's part (the broker itself is not instrumented).
@@ -486,16 +682,19 @@ fn the_plugin_runs_clean_under_address_and_undefined_behaviour_sanitizers() {
         ),
         ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1".into()),
     ];
-    let broker = Broker::start_under(p.dir.path(), free_port(), &config, &[], &env);
-    let status = exercise(&p, broker);
-    let reports: String = std::fs::read_dir(p.dir.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("asan"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    assert!(
-        status.success() && reports.is_empty(),
-        "{status}\n{reports}"
-    );
+    for mode in [Mode::Local, Mode::Remote] {
+        let config = p.plugin_config(&dir.join("mosquitto_tessera_asan.so"), mode);
+        let broker = Broker::start_under(p.dir.path(), free_port(), &config, &[], &env);
+        let status = exercise(&p, broker);
+        let reports: String = std::fs::read_dir(p.dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("asan"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        assert!(
+            status.success() && reports.is_empty(),
+            "{mode:?} mode: {status}\n{reports}"
+        );
+    }
 }

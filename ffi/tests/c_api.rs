@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tessera_proto::codec::CHECKSUM_LEN;
 
 mod common;
 use common::{root, static_lib};
@@ -165,6 +166,13 @@ fn data_dir(parent: &Path) -> PathBuf {
     d
 }
 
+/// An admin token's text that is valid in form (no server issued it).
+fn token_of_valid_form() -> String {
+    let mut payload = vec![7u8; tessera_proto::token::PT_BINARY_LEN - CHECKSUM_LEN];
+    payload[0] = tessera_proto::token::PT_VERSION;
+    tessera_proto::codec::encode(tessera_proto::token::ADMIN_TOKEN_PREFIX, &payload)
+}
+
 #[test]
 fn c_api_under_address_and_undefined_behaviour_sanitizers() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,6 +181,7 @@ fn c_api_under_address_and_undefined_behaviour_sanitizers() {
     let out = run(Command::new(&exe)
         .args(vectors_args())
         .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
+        .env("TESSERA_C_TEST_SERVICE_TOKEN", token_of_valid_form())
         .env("TESSERA_C_TEST_VERSION", env!("CARGO_PKG_VERSION"))
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"));
@@ -204,6 +213,7 @@ fn c_api_under_valgrind() {
     compile("gcc", &["-O0"], &exe);
     let out = run(valgrind()
         .env("TESSERA_C_TEST_DATA_DIR", data_dir(dir.path()))
+        .env("TESSERA_C_TEST_SERVICE_TOKEN", token_of_valid_form())
         .env("TESSERA_C_TEST_VERSION", env!("CARGO_PKG_VERSION"))
         .arg(&exe)
         .args(vectors_args()));

@@ -20,7 +20,7 @@ static int checks = 0;
 static const uint8_t *u8(const char *s) { return (const uint8_t *)s; }
 
 static void test_messages(void) {
-    const unsigned codes[] = {0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 102, 103, 104, 210, 211, 212, 213,
+    const unsigned codes[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 103, 104, 210, 211, 212, 213,
                               214, 215, 230, 299, 300, 301, 302, 303, 304, 310, 311, 312};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *m = tessera_result_message(codes[i]);
@@ -397,6 +397,63 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
     CHECK(n == 0 && cursor == start); /* nothing revoked in this directory */
     tessera_local_validator_free(lv);
     tessera_local_validator_free(NULL);
+
+    /* service validator (port 9: nothing listens, so it never follows; no check waits) */
+    const char *tok = getenv("TESSERA_C_TEST_SERVICE_TOKEN"); /* valid in form only */
+    CHECK(tok != NULL);
+    if (!tok) return;
+    size_t tlen = strlen(tok);
+    tessera_service_validator *sv = NULL;
+    EXPECT(tessera_service_validator_new(NULL, "localhost", p, plen, u8(tok), tlen, &sv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", NULL, p, plen, u8(tok), tlen, &sv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", NULL, plen, u8(tok), tlen, &sv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", p, plen, NULL, tlen, &sv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", p, plen, u8(tok), tlen, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", p, 0, u8(tok), tlen, &sv), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", p, plen, u8(tok), 0, &sv), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", u8("not pem"), 7, u8(tok), tlen, &sv), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_new("127.0.0.1", "localhost", p, plen, u8(tok), tlen, &sv), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", p, plen, u8("tsat_short"), 10, &sv), TESSERA_TOKEN_WRONG_LENGTH);
+    EXPECT(tessera_service_validator_new("127.0.0.1:9", "localhost", p, plen, p, plen, &sv), TESSERA_TOKEN_WRONG_PREFIX);
+    EXPECT(tessera_service_validator_new_pinned(NULL, "localhost", "00", u8(tok), tlen, &sv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new_pinned("127.0.0.1:9", "localhost", NULL, u8(tok), tlen, &sv), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new_pinned("127.0.0.1:9", "localhost", "00", u8(tok), tlen, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_new_pinned("127.0.0.1:9", "localhost", "00", u8(tok), tlen, &sv), TESSERA_INVALID_ARGUMENT);
+    CHECK(sv == NULL);
+    EXPECT(tessera_service_validator_new_pinned("127.0.0.1:9", "localhost",
+                                                "00000000000000000000000000000000000000000000000000000000000000aa",
+                                                u8(tok), tlen, &sv), TESSERA_OK);
+    CHECK(sv != NULL);
+    EXPECT(tessera_service_validator_set_cache(NULL, 10, 10), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_set_cache(sv, 0, 10), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_cache(sv, 10, 0), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_cache(sv, 10, 3601), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_cache(sv, 10, 10), TESSERA_OK);
+    EXPECT(tessera_service_validator_status(NULL), TESSERA_NULL_PARAMETER);
+    memset(&who, 0x5A, sizeof who);
+    EXPECT(tessera_service_validator_check(NULL, r, rlen, &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_check(sv, NULL, rlen, &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_check(sv, r, rlen, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_check(sv, r, 0, &who), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_service_validator_check(sv, r, huge, &who), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_service_validator_check(sv, r, 10, &who), TESSERA_TOKEN_WRONG_LENGTH);
+    {
+        /* Not following (yet, or ever: nothing answers): never let in, never waits. */
+        tessera_result st = tessera_service_validator_status(sv);
+        tessera_result rr = tessera_service_validator_check(sv, r, rlen, &who);
+        CHECK(st != TESSERA_OK && rr != TESSERA_OK);
+        CHECK(who.registration_id == 0x5A5A5A5A5A5A5A5AULL);
+    }
+    EXPECT(tessera_service_validator_revocations(NULL, ids, 2, &n), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_revocations(sv, NULL, 2, &n), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_revocations(sv, ids, 2, NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_revocations(sv, ids, 0, &n), TESSERA_INVALID_LENGTH);
+    EXPECT(tessera_service_validator_revocations(sv, ids, TESSERA_REVOCATIONS_MAX + 1, &n), TESSERA_INVALID_LENGTH);
+    n = 7;
+    EXPECT(tessera_service_validator_revocations(sv, ids, 2, &n), TESSERA_OK);
+    CHECK(n == 0);
+    tessera_service_validator_free(sv);
+    tessera_service_validator_free(NULL);
 }
 
 int main(int argc, char **argv) {

@@ -49,6 +49,15 @@ int main(void) {
     PANICS(tessera_local_validator_revocation_cursor(lv, &cursor));
     PANICS(tessera_local_validator_revocations(lv, &cursor, ids, 1, &nrev));
     tessera_local_validator_free(lv);
+    tessera_service_validator *sv = NULL;
+    PANICS(tessera_service_validator_new("127.0.0.1:9", "localhost", tok, 6, tok, 6, &sv));
+    PANICS(tessera_service_validator_new_pinned("127.0.0.1:9", "localhost", "00", tok, 6, &sv));
+    PANICS(tessera_service_validator_set_cache(sv, 1, 1));
+    PANICS(tessera_service_validator_status(sv));
+    PANICS(tessera_service_validator_check(sv, tok, 6, &who));
+    PANICS(tessera_service_validator_revocations(sv, ids, 1, &nrev));
+    tessera_service_validator_free(sv);
+    if (sv != NULL) { failures++; fprintf(stderr, "an output was written\n"); }
     if (lv != NULL) { failures++; fprintf(stderr, "an output was written\n"); }
     tessera_device_config_free(cfg);
     tessera_device_client_free(client);

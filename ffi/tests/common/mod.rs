@@ -134,11 +134,17 @@ impl Broker {
 
     /// Wait (10 s at most) until the broker has logged `text`; `what` names it in the failure.
     pub(crate) fn wait_for_log(&self, text: &str, what: &str) {
+        self.wait_for_logged(text, 1, what);
+    }
+
+    /// Wait (10 s at most) until the broker has logged `text` `times` times.
+    pub(crate) fn wait_for_logged(&self, text: &str, times: usize, what: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !self.log_text().contains(text) {
+        while self.log_text().matches(text).count() < times {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{what}: the broker never logged {text:?}"
+                "{what}: the broker did not log {text:?} {times} times:\n{}",
+                self.log_text()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -135,7 +135,9 @@ async fn revocations(shared: &Arc<Shared>, a: RevocationsArgs) -> Result<Value, 
     };
     let read = move || blocking(shared, move |e, _| e.revocations_after(after, limit));
     let (mut ids, mut cursor) = read().await?;
-    if ids.is_empty() && !wait.is_zero() {
+    // A server shutting down answers at once (and wakes the polls already waiting), so that
+    // no request outlives it.
+    if ids.is_empty() && !wait.is_zero() && !shared.shutting_down.load(Ordering::SeqCst) {
         shared.revocation_polls.fetch_add(1, Ordering::Relaxed);
         let woke = tokio::time::timeout(wait, woken).await.is_ok();
         shared.revocation_polls.fetch_sub(1, Ordering::Relaxed);

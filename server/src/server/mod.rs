@@ -415,6 +415,7 @@ impl Server {
     /// and stop. Long polls in flight are answered when they end or cut off after `grace`.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.shared.revocations.notify_waiters();
         self.device.set_server_config(None);
         self.admin.set_server_config(None);
         let drain = async {

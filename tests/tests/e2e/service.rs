@@ -142,3 +142,43 @@ async fn a_revocations_long_poll_wakes_on_the_revocation() {
     assert!(next > start);
     ts.shutdown().await;
 }
+
+/// Shutting down answers the long polls waiting on REVOCATIONS (empty, cursor unchanged) instead
+/// of leaving them to their timeout: no request outlives the server, and the server's ports are
+/// free again at once (a restart on the same addresses binds them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_answers_the_waiting_revocation_polls() {
+    let ts = TestServer::start().await;
+    let svc = service(&ts).await;
+    let (_, start) = svc.revocations(None, Duration::ZERO).await.unwrap();
+    let poll = tokio::spawn(async move {
+        let r = svc.revocations(Some(start), Duration::from_secs(30)).await;
+        svc.close_now().await;
+        r
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ts.admin.call(kind::STATUS, json!({})).await.unwrap()["revocation_polls"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long poll never started waiting"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (device_addr, admin_addr) = (ts.device_addr, ts.admin_addr);
+    ts.shutdown().await;
+    let (ids, cursor) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long poll answered at shutdown, well before its 30 s")
+        .unwrap()
+        .unwrap();
+    assert!(ids.is_empty());
+    assert_eq!(cursor, start);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tessera_server::ServerConfig::ephemeral(dir.path().to_owned());
+    config.device_addr = device_addr;
+    config.admin_addr = admin_addr;
+    let again = tessera_server::Server::start(config)
+        .await
+        .expect("the same addresses bind again");
+    again.shutdown(Duration::from_secs(1)).await;
+}
