@@ -2,7 +2,8 @@
 # Run every check and test of the project on a fresh machine of the project's kind.
 # Usage: bash scripts/test-all.sh
 # Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
-# mosquitto-dev, libmosquitto-dev, mosquitto-clients, libpaho-mqtt-dev), runs fmt, clippy, the
+# mosquitto-dev, libmosquitto-dev, mosquitto-clients, libpaho-mqtt-dev, libfaketime for the
+# broker tests that move the broker's clock), runs fmt, clippy, the
 # header drift check, the crate-boundary checks (no_std protocol crate, device shape of
 # libtessera), the docs build,
 # the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
@@ -29,6 +30,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_packa
 [ -e /usr/include/mosquitto_plugin.h ] || need_packages+=(mosquitto-dev)
 [ -e /usr/include/mosquitto.h ] || need_packages+=(libmosquitto-dev)
 command -v mosquitto_pub >/dev/null 2>&1 || need_packages+=(mosquitto-clients)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_packages+=(libfaketime)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then

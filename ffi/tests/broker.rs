@@ -6,13 +6,17 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{free_port, make_with_test_lib, root, Broker};
 use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
 use tessera_proto::wire::kind;
 use tessera_proto::wire::messages::RtBody;
+use tessera_server::server::ManualClock;
+
+/// The lifetime of the test devices' RTs.
+const RT_LIFETIME_SECS: u64 = 600;
 
 /// The plugin, built once per run against the test build of libtessera (the `platform` shape).
 fn plugin() -> &'static Path {
@@ -41,6 +45,8 @@ struct Platform {
     pt: String,
     dir: tempfile::TempDir,
     stopped_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The server's clock: it moves only when a test moves it.
+    clock: Arc<ManualClock>,
 }
 
 impl Platform {
@@ -52,18 +58,21 @@ impl Platform {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let clock = ManualClock::new();
         let (server, admin, trust, pt) = rt.block_on(async {
-            let server =
-                tessera_server::Server::start(tessera_server::ServerConfig::ephemeral(data))
-                    .await
-                    .unwrap();
+            let server = tessera_server::Server::start_with_clock(
+                tessera_server::ServerConfig::ephemeral(data),
+                clock.clone(),
+            )
+            .await
+            .unwrap();
             let trust = Trust::ca_file(&server.ca_cert_path()).unwrap();
             let token = server.first_admin_token().unwrap().clone();
             let admin = AdminClient::new(server.admin_addr(), "localhost", &trust, token).unwrap();
             let (_, pt) = admin
                 .create_pt(serde_json::json!({
                     "label": "broker", "kind": "fleet", "max_registrations": 100,
-                    "approval": "automatic"
+                    "approval": "automatic", "rt_lifetime_secs": RT_LIFETIME_SECS
                 }))
                 .await
                 .unwrap();
@@ -77,6 +86,7 @@ impl Platform {
             pt,
             dir,
             stopped_at: None,
+            clock,
         }
     }
 
@@ -164,7 +174,10 @@ impl Platform {
         config.admin_addr = admin_addr;
         let server = self
             .rt
-            .block_on(tessera_server::Server::start(config))
+            .block_on(tessera_server::Server::start_with_clock(
+                config,
+                self.clock.clone(),
+            ))
             .expect("restart on the same addresses");
         self.server = Some(server);
     }
@@ -519,6 +532,93 @@ fn firmware_against(mode: Mode) {
         log.contains(&format!("as device {device_id}")) && log.contains("generation 2"),
         "{log}"
     );
+}
+
+/// A broker whose clock (wall time only) the test sets, through libfaketime: `offset` holds
+/// the seconds it runs ahead of the real clock.
+fn broker_with_clock(p: &Platform, mode: Mode, offset: &Path) -> Broker {
+    std::fs::write(offset, "+0\n").unwrap();
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        Path::new(lib).exists(),
+        "libfaketime (Debian package libfaketime; scripts/test-all.sh installs it)"
+    );
+    let env = [
+        ("LD_PRELOAD", lib.to_owned()),
+        ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ("DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ];
+    let config = p.plugin_config(plugin(), mode);
+    Broker::start_under(p.dir.path(), free_port(), &config, &[], &env)
+}
+
+/// A session ends when its RT expires, and the device's refreshed RT gets it back in: the
+/// device refreshes halfway through its RT's life (the server's clock moved on), and the
+/// broker's clock then passes the old RT's expiry (and the server's leeway for clock skew).
+#[test]
+fn a_session_ends_when_its_rt_expires_and_the_refreshed_rt_gets_in() {
+    session_expires(Mode::Local);
+}
+
+#[test]
+fn a_session_ends_when_its_rt_expires_and_the_refreshed_rt_gets_in_in_remote_mode() {
+    session_expires(Mode::Remote);
+}
+
+fn session_expires(mode: Mode) {
+    let p = Platform::start();
+    let offset = p.dir.path().join("broker-clock");
+    let broker = broker_with_clock(&p, mode, &offset);
+    let (client, first) = p.device();
+    let own = format!("devices/{}/status", first.device_id);
+    assert!(publish(&broker, &first.device_id, &first.rt, &own)
+        .status
+        .success());
+    let mut sub = subscriber(&broker, &first, &[&own])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    broker.wait_for_logged(&format!("as device {} ", first.device_id), 2, "connect");
+
+    p.clock.advance(Duration::from_secs(RT_LIFETIME_SECS / 2));
+    let next = p.rt.block_on(client.refresh()).unwrap();
+    assert!(next.expires_at > first.expires_at);
+    // Refreshing does not end the session: its registration is live.
+    assert!(sub.try_wait().unwrap().is_none());
+
+    // The broker's clock passes the first RT's expiry and the leeway, not the second's.
+    let leeway = 60;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ahead = first.expires_at + leeway + 1 - now;
+    assert!(now + ahead < next.expires_at);
+    std::fs::write(&offset, format!("+{ahead}\n")).unwrap();
+    broker.wait_for_log(&format!("({}): expired", first.device_id), "the expiry");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sub.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "still connected after expiry");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not authorised"),
+        "{out:?}"
+    );
+    // The old RT stays out; the refreshed one gets in.
+    assert!(refused(&publish(
+        &broker,
+        &first.device_id,
+        &first.rt,
+        &own
+    )));
+    assert!(publish(&broker, &next.device_id, &next.rt, &own)
+        .status
+        .success());
 }
 
 /// Remote mode with the server stopped: new CONNECTs are refused, even with an RT the cache
