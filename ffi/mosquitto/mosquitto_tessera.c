@@ -45,7 +45,7 @@ struct session {
     const struct mosquitto *client; /* identity only; never dereferenced after DISCONNECT */
     char *client_id;
     char *device_id;
-    uint8_t rt[TESSERA_RT_MAX_LEN];
+    uint8_t rt[TESSERA_RT_MAX_LEN]; /* local mode: the RT, to check again at its expiry */
     size_t rt_len;
     uint64_t registration_id;
     uint64_t expires_at; /* Unix seconds */
@@ -210,8 +210,10 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
     /* Track only the new connection, so an old RT's expiry never ends the session that
      * replaced it. */
     drop_where(p, replaced_by, s, NULL);
-    memcpy(s->rt, ed->password, len);
-    s->rt_len = len;
+    if (p->local) { /* checked again at its expiry */
+        memcpy(s->rt, ed->password, len);
+        s->rt_len = len;
+    }
     s->registration_id = identity.registration_id;
     s->expires_at = identity.expires_at;
     s->next = p->sessions;

@@ -362,9 +362,15 @@ pub extern "C" fn tessera_service_validator_check(
             Ok(s) => s,
             Err(e) => return e,
         };
-        match s.cache.get(&key, unix_now()) {
-            Some(Verdict::Refused(code)) => return code,
-            Some(Verdict::Valid(ident)) if s.feed == tessera_result::TESSERA_OK => {
+        let found = s.cache.lookup(&key, unix_now());
+        match found {
+            Some((Verdict::Refused(code), _)) => return code,
+            Some((Verdict::Valid(ident), renew)) if s.feed == tessera_result::TESSERA_OK => {
+                // An RT in use is asked about again past half its entry's age, so that its
+                // entry is renewed before it ends (and a device never meets a refusal for it).
+                if renew {
+                    ask(v, &mut s, key, text);
+                }
                 // SAFETY: `out` is non-NULL and caller-owned.
                 return unsafe { write(out, ident) };
             }
@@ -373,20 +379,24 @@ pub extern "C" fn tessera_service_validator_check(
         if s.feed != tessera_result::TESSERA_OK && s.feed != tessera_result::TESSERA_PENDING {
             return s.feed;
         }
-        if s.pending.contains(&key) || s.pending.len() >= MAX_PENDING {
-            return tessera_result::TESSERA_PENDING;
-        }
-        let ask = Ask {
-            key,
-            rt: Zeroizing::new(text.to_owned()),
-        };
-        if let Some(w) = &v.worker {
-            if w.ask(ask) {
-                s.pending.insert(key);
-            }
-        }
+        ask(v, &mut s, key, text);
         tessera_result::TESSERA_PENDING
     })
+}
+
+/// Send an RT to the worker to ask the server about, unless it is already asked about or too
+/// many are.
+fn ask(v: &tessera_service_validator, s: &mut State, key: [u8; 32], rt: &str) {
+    if s.pending.contains(&key) || s.pending.len() >= MAX_PENDING {
+        return;
+    }
+    let ask = Ask {
+        key,
+        rt: Zeroizing::new(rt.to_owned()),
+    };
+    if v.worker.as_ref().is_some_and(|w| w.ask(ask)) {
+        s.pending.insert(key);
+    }
 }
 
 /// The registrations the validator has seen revoked on the server's feed since the last call

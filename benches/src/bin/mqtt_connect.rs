@@ -336,11 +336,18 @@ fn main() {
     );
     let (mut f, mut l, mut r) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        f.push(connect_rate(&rt, floor.port, &devices, workers, secs));
-        l.push(connect_rate(&rt, local.port, &devices, workers, secs));
-        // The cache keeps an answer 60 s at most: let every device in before each round.
-        warm(&rt, remote.port, &devices);
-        r.push(connect_rate(&rt, remote.port, &devices, workers, secs));
+        // The order of the three turns each round, so that none is always first.
+        for k in 0..3 {
+            match (k + round as usize) % 3 {
+                0 => f.push(connect_rate(&rt, floor.port, &devices, workers, secs)),
+                1 => l.push(connect_rate(&rt, local.port, &devices, workers, secs)),
+                _ => {
+                    // Let every device in first: remote mode must have seen each RT once.
+                    warm(&rt, remote.port, &devices);
+                    r.push(connect_rate(&rt, remote.port, &devices, workers, secs));
+                }
+            }
+        }
         let (fl, ll, rl) = (f[f.len() - 1], l[l.len() - 1], r[r.len() - 1]);
         println!(
             "round {round}: allow_anonymous {fl:.0}/s, plugin local {ll:.0}/s ({:.2}), \

@@ -56,17 +56,27 @@ impl Cache {
 
     /// The verdict for an RT, if the cache still holds one. A valid entry whose RT has expired
     /// (by `now_unix`) answers `TESSERA_EXPIRED`.
-    pub(crate) fn get(&mut self, key: &[u8; 32], now_unix: u64) -> Option<Verdict> {
+    #[cfg(test)]
+    fn get(&mut self, key: &[u8; 32], now_unix: u64) -> Option<Verdict> {
+        self.lookup(key, now_unix).map(|(v, _)| v)
+    }
+
+    /// As [`get`](Self::get), and whether a valid entry is past half its age: it should be
+    /// asked about again now, so that an RT in use never drops out of the cache.
+    pub(crate) fn lookup(&mut self, key: &[u8; 32], now_unix: u64) -> Option<(Verdict, bool)> {
         let e = self.entries.get(key)?;
-        if Instant::now() >= e.until {
+        let now = Instant::now();
+        if now >= e.until {
             self.remove(key);
             return None;
         }
+        let renew = now + self.max_age / 2 >= e.until;
         Some(match e.verdict {
             Verdict::Valid(id) if now_unix >= id.expires_at => {
-                Verdict::Refused(tessera_result::TESSERA_EXPIRED)
+                (Verdict::Refused(tessera_result::TESSERA_EXPIRED), false)
             }
-            v => v,
+            v @ Verdict::Valid(_) => (v, renew),
+            v => (v, false),
         })
     }
 
@@ -88,10 +98,10 @@ impl Cache {
             for k in older {
                 self.remove(&k);
             }
-            self.by_registration
-                .entry(id.registration_id)
-                .or_default()
-                .push(key);
+            let keys = self.by_registration.entry(id.registration_id).or_default();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
         }
         let fresh = Entry {
             verdict,
@@ -200,6 +210,26 @@ mod tests {
             code(c.get(&[1; 32], 2_000)),
             Some(tessera_result::TESSERA_EXPIRED)
         );
+    }
+
+    #[test]
+    fn a_valid_entry_past_half_its_age_asks_to_be_renewed() {
+        let mut c = Cache::new(10, Duration::from_secs(60));
+        c.insert([1; 32], valid(7, 1, 2_000));
+        assert!(matches!(c.lookup(&[1; 32], 1_000), Some((_, false))));
+        // The same entry under a lifetime it is past half of; a new answer renews it.
+        c.resize(10, Duration::from_secs(7_200));
+        assert!(matches!(
+            c.lookup(&[1; 32], 1_000),
+            Some((Verdict::Valid(_), true))
+        ));
+        c.insert([1; 32], valid(7, 1, 2_000));
+        assert!(matches!(c.lookup(&[1; 32], 1_000), Some((_, false))));
+        assert_eq!(c.by_registration[&7].len(), 1);
+        // Refusals are not renewed.
+        c.insert([2; 32], Verdict::Refused(tessera_result::TESSERA_REVOKED));
+        c.resize(10, Duration::from_secs(100_000));
+        assert!(matches!(c.lookup(&[2; 32], 1_000), Some((_, false))));
     }
 
     #[test]

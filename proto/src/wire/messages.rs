@@ -382,9 +382,15 @@ pub struct AdminReq {
 
 impl core::fmt::Debug for AdminReq {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Argument values may be secrets (INTROSPECT's `rt`): only their names are shown.
+        let names: alloc::vec::Vec<&str> = self
+            .args
+            .as_object()
+            .map(|o| o.keys().map(alloc::string::String::as_str).collect())
+            .unwrap_or_default();
         f.debug_struct("AdminReq")
             .field("token", &"<redacted>")
-            .field("args", &self.args)
+            .field("args", &names)
             .finish()
     }
 }
@@ -481,6 +487,16 @@ mod tests {
             },
         );
         assert!(!all.contains("SECRET-VALUE"), "{all}");
+        // An admin request's arguments may carry one (a service's INTROSPECT): names only.
+        let introspect = format!(
+            "{:?}",
+            AdminReq {
+                token: s.clone(),
+                args: serde_json::json!({ "rt": s.clone() })
+            }
+        );
+        assert!(!introspect.contains("SECRET-VALUE"), "{introspect}");
+        assert!(introspect.contains("\"rt\""), "{introspect}");
         assert!(all.contains("<redacted>"));
     }
 }
