@@ -97,6 +97,41 @@ pub extern "C" fn tessera_local_validator_free(validator: *mut tessera_local_val
 /// The most registration ids one call of `tessera_local_validator_revocations` returns.
 pub const TESSERA_REVOCATIONS_MAX: usize = 4096;
 
+/// The output buffer of both validators' revocation functions: `ids` and `count` non-NULL,
+/// `cap` from 1 to `TESSERA_REVOCATIONS_MAX`.
+pub(crate) fn revocation_buffer(
+    ids: *mut u64,
+    cap: usize,
+    count: *const usize,
+) -> Result<(), tessera_result> {
+    if ids.is_null() || count.is_null() {
+        return Err(tessera_result::TESSERA_NULL_PARAMETER);
+    }
+    if cap == 0 || cap > TESSERA_REVOCATIONS_MAX {
+        return Err(tessera_result::TESSERA_INVALID_LENGTH);
+    }
+    Ok(())
+}
+
+/// Write `revoked` (at most the buffer's `cap` ids) to `ids` and their number to `count`.
+///
+/// # Safety
+/// A buffer [`revocation_buffer`] accepted, with `revoked` no longer than its `cap`.
+pub(crate) unsafe fn write_ids(
+    ids: *mut u64,
+    count: *mut usize,
+    revoked: impl ExactSizeIterator<Item = u64>,
+) -> tessera_result {
+    let n = revoked.len();
+    // SAFETY: `ids` points to `cap >= n` caller-owned u64s (the caller's promise).
+    let out = unsafe { std::slice::from_raw_parts_mut(ids, n) };
+    for (slot, id) in out.iter_mut().zip(revoked) {
+        *slot = id;
+    }
+    // SAFETY: `count` is non-NULL caller-owned storage.
+    unsafe { write(count, n) }
+}
+
 /// Where to start following revocations (see `tessera_local_validator_revocations`): the
 /// newest change the server has committed now. On success `*out` holds the cursor.
 /// `TESSERA_STORE` if the store could not be read.
@@ -142,27 +177,21 @@ pub extern "C" fn tessera_local_validator_revocations(
         let Some(v) = (unsafe { validator.as_ref() }) else {
             return tessera_result::TESSERA_NULL_PARAMETER;
         };
-        if cursor.is_null() || ids.is_null() || count.is_null() {
+        if cursor.is_null() {
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
-        if cap == 0 || cap > TESSERA_REVOCATIONS_MAX {
-            return tessera_result::TESSERA_INVALID_LENGTH;
+        if let Err(e) = revocation_buffer(ids, cap, count) {
+            return e;
         }
         // SAFETY: `cursor` is non-NULL caller-owned storage for one u64.
         let from = unsafe { cursor.read() };
         match v.inner.revocations_after(from, cap) {
             Ok((revoked, next)) => {
-                // SAFETY: `ids` points to `cap` caller-owned u64s and `revoked.len() <= cap`.
-                let out = unsafe { std::slice::from_raw_parts_mut(ids, revoked.len()) };
-                for (slot, id) in out.iter_mut().zip(&revoked) {
-                    *slot = id.get();
-                }
-                // SAFETY: both are non-NULL caller-owned storage.
+                // SAFETY: `cursor` is non-NULL caller-owned storage; the buffer was checked.
                 unsafe {
                     cursor.write(next);
-                    count.write(revoked.len());
+                    write_ids(ids, count, revoked.iter().map(|r| r.get()))
                 }
-                tessera_result::TESSERA_OK
             }
             Err(e) => (&e).into(),
         }

@@ -24,8 +24,8 @@ use tessera_proto::AdminToken;
 use zeroize::Zeroizing;
 
 use crate::result::tessera_result;
-use crate::util::{boundary, bytes, str, write};
-use crate::validator::{check_args, tessera_rt_identity};
+use crate::util::{boundary, bytes, write};
+use crate::validator::{check_args, server_with_ca, server_with_pin, tessera_rt_identity};
 
 use cache::{Cache, Verdict};
 use worker::{Ask, Worker};
@@ -220,21 +220,12 @@ pub extern "C" fn tessera_service_validator_new(
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
         // SAFETY: NUL-terminated strings and `ca_len` readable bytes per the caller's promise.
-        let (addr, name, pem) =
-            match unsafe { (str(server_addr), str(server_name), bytes(ca_pem, ca_len)) } {
-                (Ok(a), Ok(n), Ok(p)) => (a, n, p),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
-            };
-        // SAFETY: `out` is non-NULL and caller-owned; the token per the caller's promise.
-        unsafe {
-            new_validator(
-                addr,
-                name,
-                Trust::CaPem(pem.to_vec()),
-                token,
-                token_len,
-                out,
-            )
+        match unsafe { server_with_ca(server_addr, server_name, ca_pem, ca_len) } {
+            // SAFETY: `out` is non-NULL and caller-owned; the token per the caller's promise.
+            Ok((addr, name, trust)) => unsafe {
+                new_validator(addr, name, trust, token, token_len, out)
+            },
+            Err(e) => e,
         }
     })
 }
@@ -256,24 +247,12 @@ pub extern "C" fn tessera_service_validator_new_pinned(
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
         // SAFETY: NUL-terminated strings per the caller's promise.
-        let (addr, name, pin) =
-            match unsafe { (str(server_addr), str(server_name), str(sha256_hex)) } {
-                (Ok(a), Ok(n), Ok(p)) => (a, n, p),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
-            };
-        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return tessera_result::TESSERA_INVALID_ARGUMENT;
-        }
-        // SAFETY: `out` is non-NULL and caller-owned; the token per the caller's promise.
-        unsafe {
-            new_validator(
-                addr,
-                name,
-                Trust::Pin(pin.to_owned()),
-                token,
-                token_len,
-                out,
-            )
+        match unsafe { server_with_pin(server_addr, server_name, sha256_hex) } {
+            // SAFETY: `out` is non-NULL and caller-owned; the token per the caller's promise.
+            Ok((addr, name, trust)) => unsafe {
+                new_validator(addr, name, trust, token, token_len, out)
+            },
+            Err(e) => e,
         }
     })
 }
@@ -415,24 +394,16 @@ pub extern "C" fn tessera_service_validator_revocations(
         let Some(v) = (unsafe { validator.as_ref() }) else {
             return tessera_result::TESSERA_NULL_PARAMETER;
         };
-        if ids.is_null() || count.is_null() {
-            return tessera_result::TESSERA_NULL_PARAMETER;
-        }
-        if cap == 0 || cap > crate::TESSERA_REVOCATIONS_MAX {
-            return tessera_result::TESSERA_INVALID_LENGTH;
+        if let Err(e) = crate::local_validator::revocation_buffer(ids, cap, count) {
+            return e;
         }
         let mut s = match v.shared.lock() {
             Ok(s) => s,
             Err(e) => return e,
         };
         let n = cap.min(s.revoked.len());
-        // SAFETY: `ids` points to `cap` caller-owned u64s and `n <= cap`.
-        let out = unsafe { std::slice::from_raw_parts_mut(ids, n) };
-        for (slot, id) in out.iter_mut().zip(s.revoked.drain(..n)) {
-            *slot = id;
-        }
-        // SAFETY: non-NULL caller-owned storage.
-        unsafe { write(count, n) }
+        // SAFETY: the buffer was checked, and at most `cap` ids are written.
+        unsafe { crate::local_validator::write_ids(ids, count, s.revoked.drain(..n)) }
     })
 }
 

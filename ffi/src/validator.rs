@@ -64,6 +64,45 @@ pub(crate) unsafe fn check_args<'a, V>(
     Ok((v, text))
 }
 
+/// The server and its CA, as the `*_new` constructors of both network validators take them
+/// (checked in that order): address, certificate name, `ca_len` bytes of PEM.
+///
+/// # Safety
+/// NULL or NUL-terminated strings; `ca_pem` NULL or `ca_len` readable bytes.
+pub(crate) unsafe fn server_with_ca<'a>(
+    server_addr: *const c_char,
+    server_name: *const c_char,
+    ca_pem: *const u8,
+    ca_len: usize,
+) -> Result<(&'a str, &'a str, Trust), tessera_result> {
+    // SAFETY: the caller's promises.
+    match unsafe { (str(server_addr), str(server_name), bytes(ca_pem, ca_len)) } {
+        (Ok(a), Ok(n), Ok(p)) => Ok((a, n, Trust::CaPem(p.to_vec()))),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+    }
+}
+
+/// As [`server_with_ca`], for the `*_new_pinned` constructors: a SHA-256 fingerprint of 64 hex
+/// characters (`TESSERA_INVALID_ARGUMENT` otherwise).
+///
+/// # Safety
+/// NULL or NUL-terminated strings.
+pub(crate) unsafe fn server_with_pin<'a>(
+    server_addr: *const c_char,
+    server_name: *const c_char,
+    sha256_hex: *const c_char,
+) -> Result<(&'a str, &'a str, Trust), tessera_result> {
+    // SAFETY: the caller's promises.
+    let (addr, name, pin) = match unsafe { (str(server_addr), str(server_name), str(sha256_hex)) } {
+        (Ok(a), Ok(n), Ok(p)) => (a, n, p),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(e),
+    };
+    if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(tessera_result::TESSERA_INVALID_ARGUMENT);
+    }
+    Ok((addr, name, Trust::Pin(pin.to_owned())))
+}
+
 /// A validator that asks the server (opaque). Use from one thread at a time.
 #[derive(Debug)]
 pub struct tessera_validator {
@@ -153,13 +192,11 @@ pub extern "C" fn tessera_validator_new(
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
         // SAFETY: NUL-terminated strings and `ca_len` readable bytes per the caller's promise.
-        let (addr, name, pem) =
-            match unsafe { (str(server_addr), str(server_name), bytes(ca_pem, ca_len)) } {
-                (Ok(a), Ok(n), Ok(p)) => (a, n, p),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
-            };
-        // SAFETY: `out` is non-NULL and caller-owned.
-        unsafe { new_validator(addr, name, Trust::CaPem(pem.to_vec()), out) }
+        match unsafe { server_with_ca(server_addr, server_name, ca_pem, ca_len) } {
+            // SAFETY: `out` is non-NULL and caller-owned.
+            Ok((addr, name, trust)) => unsafe { new_validator(addr, name, trust, out) },
+            Err(e) => e,
+        }
     })
 }
 
@@ -178,16 +215,11 @@ pub extern "C" fn tessera_validator_new_pinned(
             return tessera_result::TESSERA_NULL_PARAMETER;
         }
         // SAFETY: NUL-terminated strings per the caller's promise.
-        let (addr, name, pin) =
-            match unsafe { (str(server_addr), str(server_name), str(sha256_hex)) } {
-                (Ok(a), Ok(n), Ok(p)) => (a, n, p),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
-            };
-        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        match unsafe { server_with_pin(server_addr, server_name, sha256_hex) } {
+            // SAFETY: `out` is non-NULL and caller-owned.
+            Ok((addr, name, trust)) => unsafe { new_validator(addr, name, trust, out) },
+            Err(e) => e,
         }
-        // SAFETY: `out` is non-NULL and caller-owned.
-        unsafe { new_validator(addr, name, Trust::Pin(pin.to_owned()), out) }
     })
 }
 

@@ -13,6 +13,19 @@ async fn service(ts: &TestServer) -> AdminClient {
     ts.client_with_role("broker-1", "service").await
 }
 
+/// Wait (10 s at most) until one REVOCATIONS long poll is waiting: the server counts it in
+/// STATUS.
+async fn one_poll_waits(ts: &TestServer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ts.admin.call(kind::STATUS, json!({})).await.unwrap()["revocation_polls"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long poll never started waiting"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A provisioned device's RT and registration id.
 async fn device(ts: &TestServer, pt: &str, id: &str) -> (String, u64) {
     let t = ts.device_transport();
@@ -117,15 +130,8 @@ async fn a_revocations_long_poll_wakes_on_the_revocation() {
         svc.close_now().await;
         r
     });
-    // Once the poll is waiting (the server counts it in STATUS), the revocation wakes it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while ts.admin.call(kind::STATUS, json!({})).await.unwrap()["revocation_polls"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the long poll never started waiting"
-        );
-        tokio::task::yield_now().await;
-    }
+    // Once the poll is waiting, the revocation wakes it.
+    one_poll_waits(&ts).await;
     ts.admin
         .call(
             kind::DEVICE_BLOCK,
@@ -156,14 +162,7 @@ async fn shutting_down_answers_the_waiting_revocation_polls() {
         svc.close_now().await;
         r
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while ts.admin.call(kind::STATUS, json!({})).await.unwrap()["revocation_polls"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the long poll never started waiting"
-        );
-        tokio::task::yield_now().await;
-    }
+    one_poll_waits(&ts).await;
     let (device_addr, admin_addr) = (ts.device_addr, ts.admin_addr);
     ts.shutdown().await;
     let (ids, cursor) = tokio::time::timeout(Duration::from_secs(5), poll)
