@@ -397,6 +397,7 @@ impl core::fmt::Debug for AdminReq {
 
 /// Arguments of `PT_CREATE` and `PT_BATCH`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PtArgs {
     /// Label.

@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     /// Prometheus metrics (HTTP), or none. Default `127.0.0.1:9464`.
     pub metrics_addr: Option<SocketAddr>,
+    /// The console and the HTTPS admin API (TCP), or none. Default `127.0.0.1:4434`: the
+    /// QUIC admin endpoint's number, on TCP.
+    pub console_addr: Option<SocketAddr>,
     /// Names and addresses in the server certificate. Default `localhost`, `127.0.0.1`, `::1`.
     pub server_names: Vec<String>,
     /// Connections one source IP may hold open. Default 64.
@@ -236,6 +239,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./tessera-data"),
             device_addr: SocketAddr::from(([0, 0, 0, 0], 4433)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 4434)),
+            console_addr: Some(SocketAddr::from(([127, 0, 0, 1], 4434))),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_connections_per_source: 64,
@@ -273,6 +277,7 @@ impl ServerConfig {
             device_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: None,
+            console_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Self::default()
         }
     }

@@ -4,6 +4,7 @@ mod admin;
 pub mod config;
 mod device;
 pub mod errors;
+mod http;
 pub mod registry;
 mod reply;
 pub mod tls;
@@ -32,14 +33,18 @@ pub mod banner {
     pub const DEVICE: &str = "tessera serving devices on";
     /// Start of the line naming the admin endpoint.
     pub const ADMIN: &str = "admin endpoint on";
+    /// Start of the line giving the console's URL.
+    pub const CONSOLE: &str = "console:";
 
     /// Arguments that make `tessera serve` listen on ephemeral loopback ports; tools and tests
     /// read the chosen addresses back from the lines above.
-    pub const EPHEMERAL_SERVE: [&str; 5] = [
+    pub const EPHEMERAL_SERVE: [&str; 7] = [
         "serve",
         "--device-addr",
         "127.0.0.1:0",
         "--admin-addr",
+        "127.0.0.1:0",
+        "--console-addr",
         "127.0.0.1:0",
     ];
 
@@ -191,6 +196,7 @@ pub struct Server {
     files: tls::TlsFiles,
     ca_fingerprint: String,
     first_admin_token: Option<AdminToken>,
+    console_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Server {
@@ -324,6 +330,11 @@ impl Server {
         }));
         let device = endpoint(&config, &files, Role::Device)?;
         let admin = endpoint(&config, &files, Role::Admin)?;
+        let console = match config.console_addr {
+            Some(addr) => Some((http::bind(addr).await?, http::tls_config(&files)?)),
+            None => None,
+        };
+        let console_addr = console.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let limits = Limits::new(&config);
         let shared = Arc::new(Shared {
             engine,
@@ -347,6 +358,9 @@ impl Server {
         tasks.spawn(accept_loop(device.clone(), shared.clone(), Role::Device));
         tasks.spawn(accept_loop(admin.clone(), shared.clone(), Role::Admin));
         tasks.spawn(housekeeping(shared.clone()));
+        if let Some((listener, tls)) = console {
+            tasks.spawn(http::serve(listener, tls, shared.clone()));
+        }
         tracing::info!(device = %device.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                        admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                        "tessera server started");
@@ -358,7 +372,13 @@ impl Server {
             files,
             ca_fingerprint,
             first_admin_token,
+            console_addr,
         })
+    }
+
+    /// Where the console and the HTTPS admin API listen, if they do.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_addr
     }
 
     /// Where devices connect.

@@ -6,5 +6,6 @@ mod conformance;
 mod crash;
 mod flows;
 mod hardening;
+mod http_api;
 mod security;
 mod service;

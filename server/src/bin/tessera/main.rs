@@ -153,6 +153,9 @@ struct ServeArgs {
     /// Prometheus metrics address, or `off`.
     #[arg(long, env = "TESSERA_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// Console and HTTPS admin API address (TCP), or `off`.
+    #[arg(long, env = "TESSERA_CONSOLE_ADDR")]
+    console_addr: Option<String>,
     /// Names in the server certificate (repeat).
     #[arg(
         long = "server-name",
@@ -515,6 +518,16 @@ async fn serve(a: ServeArgs) -> ExitCode {
             }
         };
     }
+    if let Some(c) = a.console_addr {
+        cfg.console_addr = if c == "off" {
+            None
+        } else {
+            match c.parse() {
+                Ok(x) => Some(x),
+                Err(_) => return fail(format!("bad --console-addr {c}")),
+            }
+        };
+    }
     if !a.server_names.is_empty() {
         cfg.server_names = a.server_names;
     }
@@ -544,6 +557,9 @@ async fn serve(a: ServeArgs) -> ExitCode {
         "CA certificate for devices: {}",
         server.ca_cert_path().display()
     );
+    if let Some(c) = server.console_addr() {
+        println!("{} https://{c}/", tessera_server::server::banner::CONSOLE);
+    }
     println!("CA SHA-256 fingerprint (pin): {}", server.ca_fingerprint());
     match tessera_server::server::tls::certificate_names(&cfg.data_dir) {
         Some(names) => println!(

@@ -14,6 +14,10 @@ use tessera_engine::{
     OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId, Timestamp,
 };
 
+pub(crate) mod args;
+
+use args::*;
+
 use super::device::{blocking, parse};
 use super::{engine_err, err, Handled, Shared};
 use tessera_proto::wire::messages::{AdminReq, PtArgs};
@@ -48,66 +52,6 @@ fn input(field: &'static str, reason: &'static str) -> ErrorBody {
 
 fn bad<E: Into<Error>>(e: E) -> ErrorBody {
     engine_err(&e.into())
-}
-
-/// Arguments of a request that takes none (STATUS, KEYS_ROTATE, KEYS_LIST, TOKEN_LIST).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct NoArgs {}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct PtListArgs {
-    limit: usize,
-    include_revoked: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct OpListArgs {
-    limit: usize,
-    state: Option<String>,
-    pt_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct DeviceListArgs {
-    limit: usize,
-    device_id: Option<String>,
-    pt_id: Option<String>,
-    active_only: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct AuditArgs {
-    limit: usize,
-    after: u64,
-    newest: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct LeaksArgs {
-    limit: usize,
-    after: u64,
-}
-
-/// INTROSPECT on the admin endpoint (a service token).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RtArgs {
-    rt: String,
-}
-
-/// REVOCATIONS: where to start, how many at most, how long to wait for one.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RevocationsArgs {
-    after: Option<u64>,
-    limit: Option<usize>,
-    wait_ms: u64,
 }
 
 /// The longest a REVOCATIONS request waits.
@@ -147,79 +91,6 @@ async fn revocations(shared: &Arc<Shared>, a: RevocationsArgs) -> Result<Value, 
     }
     let ids: Vec<u64> = ids.into_iter().map(|r| r.get()).collect();
     Ok(json!({ "revocations": ids, "cursor": cursor }))
-}
-
-/// PT_SHOW, OP_SHOW, TOKEN_REVOKE.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdArgs {
-    id: String,
-}
-
-/// PT_REVOKE, OP_REJECT.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdReasonArgs {
-    id: String,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApproveArgs {
-    id: String,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    device_id: Option<String>,
-    #[serde(default)]
-    rt_lifetime_secs: Option<u64>,
-    #[serde(default)]
-    reassign: bool,
-}
-
-/// DEVICE_REVOKE.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeviceRevokeArgs {
-    #[serde(default)]
-    device_id: Option<String>,
-    #[serde(default)]
-    registration_id: Option<u64>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// DEVICE_SHOW, DEVICE_UNBLOCK.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeviceIdArgs {
-    #[serde(default)]
-    device_id: Option<String>,
-}
-
-/// DEVICE_BLOCK.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeviceBlockArgs {
-    #[serde(default)]
-    device_id: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenArgs {
-    name: String,
-    role: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EpochArgs {
-    epoch: u32,
 }
 
 /// A [`PtSpec`] from PT_CREATE arguments (docs/protocol.md), checked exactly as the admin
@@ -294,21 +165,29 @@ fn reason(r: Option<String>) -> String {
     r.unwrap_or_else(|| "no reason given".into())
 }
 
-pub(crate) async fn handle(
+/// Someone whose admin token verified and whose role may make the request at hand.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// Who the audit log names: the token's name and the source address.
+    pub(crate) actor: Actor,
+}
+
+/// Check an admin token for a request of kind `kind_code` from `source`, in the documented
+/// order: the token verifies and is not revoked; its rate limit; its role may make the request.
+/// Both front ends (QUIC and HTTPS) call this, then [`execute`].
+pub(crate) async fn authorize(
     shared: &Arc<Shared>,
-    frame: Frame<'_>,
+    token: String,
+    kind_code: u8,
     source: std::net::IpAddr,
-    send: &mut quinn::SendStream,
-) -> Result<Handled, ErrorBody> {
-    let req: AdminReq = parse(frame.body)?;
-    let token = req.token.clone();
+) -> Result<Caller, ErrorBody> {
     let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
     match who.role {
         // A service (a broker's validator) checks RTs at the rate of CONNECTs: it is held to
         // the per-source INTROSPECT limit, keyed by its token, not to the operators' one.
         AdminRole::Service => {
             super::limit(shared, &shared.limits.introspect, &who.id.to_string())?;
-            if !kind::SERVICE.contains(&frame.kind) {
+            if !kind::SERVICE.contains(&kind_code) {
                 return Err(err(
                     code::FORBIDDEN,
                     "a service token may only introspect and follow revocations",
@@ -317,16 +196,47 @@ pub(crate) async fn handle(
         }
         AdminRole::Technician => {
             super::limit(shared, &shared.limits.admin, &who.id)?;
-            if !kind::TECHNICIAN.contains(&frame.kind) {
+            if !kind::TECHNICIAN.contains(&kind_code) {
                 return Err(err(code::FORBIDDEN, "this request needs an admin token"));
             }
         }
         AdminRole::Admin => super::limit(shared, &shared.limits.admin, &who.id)?,
     }
-    let actor = Actor::operator(&who.name).from_source(source.to_string());
-    let v: Value = match frame.kind {
+    Ok(Caller {
+        actor: Actor::operator(&who.name).from_source(source.to_string()),
+    })
+}
+
+/// The QUIC admin endpoint's request: authorize, then execute (PT_BATCH streams its lines as
+/// CHUNK frames).
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    frame: Frame<'_>,
+    source: std::net::IpAddr,
+    send: &mut quinn::SendStream,
+) -> Result<Handled, ErrorBody> {
+    let mut req: AdminReq = parse(frame.body)?;
+    let caller = authorize(shared, req.token.clone(), frame.kind, source).await?;
+    let a = std::mem::take(&mut req.args);
+    if frame.kind == kind::PT_BATCH {
+        return batch(shared, args::<PtArgs>(a)?, caller.actor, send).await;
+    }
+    let v = execute(shared, &caller, frame.kind, a).await?;
+    Ok(Handled::ok(&v))
+}
+
+/// Carry out an admin request that `caller` may make (see [`authorize`]) with its JSON
+/// arguments, and answer its JSON response. Every request but PT_BATCH, which streams.
+pub(crate) async fn execute(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    kind_code: u8,
+    raw: Value,
+) -> Result<Value, ErrorBody> {
+    let actor = caller.actor.clone();
+    let v: Value = match kind_code {
         kind::STATUS => {
-            args::<NoArgs>(req.args)?;
+            args::<NoArgs>(raw)?;
             let st = blocking(shared, |e, _| e.status()).await?;
             json!({
                 "engine": st,
@@ -338,27 +248,26 @@ pub(crate) async fn handle(
             })
         }
         kind::PT_CREATE => {
-            let spec = pt_spec(&args::<PtArgs>(req.args)?)?;
+            let spec = pt_spec(&args::<PtArgs>(raw)?)?;
             let (rec, tok) = blocking(shared, move |e, t| e.create_pt(&spec, &actor, t)).await?;
             json!({ "pt": rec, "token": tok.expose() })
         }
-        kind::PT_BATCH => return batch(shared, args::<PtArgs>(req.args)?, actor, send).await,
         kind::PT_LIST => {
-            let a: PtListArgs = args(req.args)?;
+            let a: PtListArgs = args(raw)?;
             json!({ "pts": blocking(shared, move |e, _| e.list_pts(a.limit, a.include_revoked)).await? })
         }
         kind::PT_SHOW => {
-            let id = pt_id(&args::<IdArgs>(req.args)?.id)?;
+            let id = pt_id(&args::<IdArgs>(raw)?.id)?;
             json!({ "pt": blocking(shared, move |e, _| e.pt(&id)).await? })
         }
         kind::PT_REVOKE => {
-            let a: IdReasonArgs = args(req.args)?;
+            let a: IdReasonArgs = args(raw)?;
             let id = pt_id(&a.id)?;
             let r = reason(a.reason);
             json!({ "registrations_revoked": blocking(shared, move |e, t| e.revoke_pt(&id, &r, &actor, t)).await? })
         }
         kind::OP_LIST => {
-            let a: OpListArgs = args(req.args)?;
+            let a: OpListArgs = args(raw)?;
             let wanted = a
                 .state
                 .as_deref()
@@ -391,7 +300,7 @@ pub(crate) async fn handle(
             json!({ "operations": ops })
         }
         kind::OP_SHOW => {
-            let id = op_id(&args::<IdArgs>(req.args)?.id)?;
+            let id = op_id(&args::<IdArgs>(raw)?.id)?;
             let op = blocking(shared, move |e, t| {
                 let mut op = e.operation(&id)?;
                 op.state = op.effective_state(t);
@@ -401,7 +310,7 @@ pub(crate) async fn handle(
             json!({ "operation": op })
         }
         kind::OP_APPROVE => {
-            let a: ApproveArgs = args(req.args)?;
+            let a: ApproveArgs = args(raw)?;
             let id = op_id(&a.id)?;
             let approval = Approval {
                 verification_code: a.code,
@@ -412,14 +321,14 @@ pub(crate) async fn handle(
             json!({ "registration": blocking(shared, move |e, t| e.approve_operation(&id, approval, &actor, t)).await? })
         }
         kind::OP_REJECT => {
-            let a: IdReasonArgs = args(req.args)?;
+            let a: IdReasonArgs = args(raw)?;
             let id = op_id(&a.id)?;
             let r = reason(a.reason);
             blocking(shared, move |e, t| e.reject_operation(&id, &r, &actor, t)).await?;
             json!({})
         }
         kind::DEVICE_LIST => {
-            let a: DeviceListArgs = args(req.args)?;
+            let a: DeviceListArgs = args(raw)?;
             let q = RegistrationQuery {
                 device_id: a.device_id.as_deref().map(device_id).transpose()?,
                 pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
@@ -429,7 +338,7 @@ pub(crate) async fn handle(
             json!({ "registrations": blocking(shared, move |e, _| e.list_registrations(&q)).await? })
         }
         kind::DEVICE_SHOW => {
-            let a: DeviceIdArgs = args(req.args)?;
+            let a: DeviceIdArgs = args(raw)?;
             let d = device_id(
                 a.device_id
                     .as_deref()
@@ -450,7 +359,7 @@ pub(crate) async fn handle(
             json!({ "registrations": regs, "blocked": blocked })
         }
         kind::DEVICE_REVOKE => {
-            let a: DeviceRevokeArgs = args(req.args)?;
+            let a: DeviceRevokeArgs = args(raw)?;
             let r = reason(a.reason);
             let ids: Vec<RegistrationId> = match (a.registration_id, a.device_id) {
                 (Some(id), _) => vec![RegistrationId::new(id)],
@@ -485,7 +394,7 @@ pub(crate) async fn handle(
             json!({ "registrations_revoked": n })
         }
         kind::DEVICE_BLOCK => {
-            let a: DeviceBlockArgs = args(req.args)?;
+            let a: DeviceBlockArgs = args(raw)?;
             let d = device_id(
                 a.device_id
                     .as_deref()
@@ -495,7 +404,7 @@ pub(crate) async fn handle(
             json!({ "registrations_revoked": blocking(shared, move |e, t| e.block_device(&d, &r, &actor, t)).await? })
         }
         kind::DEVICE_UNBLOCK => {
-            let a: DeviceIdArgs = args(req.args)?;
+            let a: DeviceIdArgs = args(raw)?;
             let d = device_id(
                 a.device_id
                     .as_deref()
@@ -504,7 +413,7 @@ pub(crate) async fn handle(
             json!({ "was_blocked": blocking(shared, move |e, t| e.unblock_device(&d, &actor, t)).await? })
         }
         kind::AUDIT => {
-            let a: AuditArgs = args(req.args)?;
+            let a: AuditArgs = args(raw)?;
             json!({ "events": blocking(shared, move |e, _| if a.newest {
                 e.audit_newest(a.after, a.limit)
             } else {
@@ -512,30 +421,30 @@ pub(crate) async fn handle(
             }).await? })
         }
         kind::INTROSPECT => {
-            let rt = args::<RtArgs>(req.args)?.rt;
+            let rt = args::<RtArgs>(raw)?.rt;
             let i = blocking(shared, move |e, t| e.introspect(rt.as_bytes(), t)).await?;
             serde_json::to_value(super::device::introspection(shared, &i)).unwrap_or_default()
         }
-        kind::REVOCATIONS => revocations(shared, args(req.args)?).await?,
+        kind::REVOCATIONS => revocations(shared, args(raw)?).await?,
         kind::LEAKS => {
-            let a: LeaksArgs = args(req.args)?;
+            let a: LeaksArgs = args(raw)?;
             json!({ "signals": blocking(shared, move |e, _| e.leak_signals(a.after, a.limit)).await? })
         }
         kind::KEYS_ROTATE => {
-            args::<NoArgs>(req.args)?;
+            args::<NoArgs>(raw)?;
             json!({ "epoch": blocking(shared, move |e, t| e.rotate_keys(&actor, t)).await? })
         }
         kind::KEYS_LIST => {
-            args::<NoArgs>(req.args)?;
+            args::<NoArgs>(raw)?;
             json!({ "epochs": blocking(shared, |e, _| e.key_epochs()).await? })
         }
         kind::KEYS_RETIRE => {
-            let a: EpochArgs = args(req.args)?;
+            let a: EpochArgs = args(raw)?;
             blocking(shared, move |e, t| e.retire_key_epoch(a.epoch, &actor, t)).await?;
             json!({})
         }
         kind::TOKEN_CREATE => {
-            let a: TokenArgs = args(req.args)?;
+            let a: TokenArgs = args(raw)?;
             let role: AdminRole = a.role.parse().map_err(bad)?;
             let (rec, tok) = blocking(shared, move |e, t| {
                 e.create_admin_token(&a.name, role, &actor, t)
@@ -544,11 +453,11 @@ pub(crate) async fn handle(
             json!({ "admin_token": rec, "token": tok.expose() })
         }
         kind::TOKEN_LIST => {
-            args::<NoArgs>(req.args)?;
+            args::<NoArgs>(raw)?;
             json!({ "admin_tokens": blocking(shared, |e, _| e.list_admin_tokens()).await? })
         }
         kind::TOKEN_REVOKE => {
-            let id: AdminTokenId = args::<IdArgs>(req.args)?.id.parse().map_err(bad)?;
+            let id: AdminTokenId = args::<IdArgs>(raw)?.id.parse().map_err(bad)?;
             json!({ "revoked": blocking(shared, move |e, t| e.revoke_admin_token(&id, &actor, t)).await? })
         }
         _ => {
@@ -558,24 +467,26 @@ pub(crate) async fn handle(
             ))
         }
     };
-    Ok(Handled::ok(&v))
+    Ok(v)
 }
 
 /// How long a batch waits for its reader to take the next chunk before abandoning the batch.
 const BATCH_READER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `PT_BATCH`: stream `pt_id<TAB>token` lines as CHUNK frames while the engine stages the
-/// verifiers, then a final OK (committed) or ERROR (nothing stored; discard the lines). The
-/// engine writes to the channel from a blocking thread, never from a store job.
-async fn batch(
-    shared: &Arc<Shared>,
-    a: PtArgs,
-    actor: Actor,
-    send: &mut quinn::SendStream,
-) -> Result<Handled, ErrorBody> {
-    let spec = pt_spec(&a)?;
+/// A batch being made: its lines arrive on the receiver while the engine stages the PTs; the
+/// job answers the batch's record (committed) or the error (nothing stored). Dropping the
+/// receiver abandons the batch.
+type BatchJob = (
+    tokio::sync::mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<Result<tessera_engine::PtBatch, Error>>,
+);
+
+/// Start `PT_BATCH`. The engine writes to the channel from a blocking thread, never from a
+/// store job.
+fn start_batch(shared: &Arc<Shared>, a: &PtArgs, actor: Actor) -> Result<BatchJob, ErrorBody> {
+    let spec = pt_spec(a)?;
     let count = a.count.ok_or_else(|| input("count", "required"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     struct ChunkWriter {
         buf: Vec<u8>,
         tx: tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -617,6 +528,29 @@ async fn batch(
             t,
         )
     });
+    Ok((rx, job))
+}
+
+/// The end of a batch: its record, or why nothing was stored.
+async fn finish_batch(
+    job: tokio::task::JoinHandle<Result<tessera_engine::PtBatch, Error>>,
+) -> Result<Value, ErrorBody> {
+    match job.await {
+        Ok(Ok(b)) => Ok(serde_json::to_value(b).unwrap_or_default()),
+        Ok(Err(e)) => Err(engine_err(&e)),
+        Err(_) => Err(err(code::INTERNAL, "internal error; nothing was changed")),
+    }
+}
+
+/// `PT_BATCH` on the QUIC endpoint: stream the `pt_id<TAB>token` lines as CHUNK frames, then a
+/// final OK (committed) or ERROR (nothing stored; discard the lines).
+async fn batch(
+    shared: &Arc<Shared>,
+    a: PtArgs,
+    actor: Actor,
+    send: &mut quinn::SendStream,
+) -> Result<Handled, ErrorBody> {
+    let (mut rx, job) = start_batch(shared, &a, actor)?;
     while let Some(mut chunk) = rx.recv().await {
         let mut frame = wire::encode(kind::CHUNK, &chunk);
         zeroize::Zeroize::zeroize(&mut chunk);
@@ -629,9 +563,22 @@ async fn batch(
     // A reader that went away (or stalled past the timeout): closing the channel makes the
     // engine abandon the batch.
     drop(rx);
-    match job.await {
-        Ok(Ok(b)) => Ok(Handled::ok(&b)),
-        Ok(Err(e)) => Err(engine_err(&e)),
-        Err(_) => Err(err(code::INTERNAL, "internal error; nothing was changed")),
+    finish_batch(job).await.map(|b| Handled::ok(&b))
+}
+
+/// `PT_BATCH` for the HTTPS API: the whole file of lines (kept in memory, at most the batch's
+/// size) once the batch has been committed, with its record; nothing if it failed.
+pub(crate) async fn batch_to_memory(
+    shared: &Arc<Shared>,
+    caller: Caller,
+    raw: Value,
+) -> Result<(Vec<u8>, Value), ErrorBody> {
+    let (mut rx, job) = start_batch(shared, &args::<PtArgs>(raw)?, caller.actor)?;
+    let mut lines = zeroize::Zeroizing::new(Vec::new());
+    while let Some(mut chunk) = rx.recv().await {
+        lines.extend_from_slice(&chunk);
+        zeroize::Zeroize::zeroize(&mut chunk);
     }
+    let record = finish_batch(job).await?;
+    Ok((std::mem::take(&mut *lines), record))
 }

@@ -1,0 +1,143 @@
+//! The HTTPS front end: the admin API under `/api/v1/` (and its OpenAPI document), on TCP,
+//! with the server's own certificate, HTTP/1.1 and HTTP/2.
+
+mod openapi;
+pub(crate) mod problem;
+pub(crate) mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use super::{tls, ServerError, Shared};
+use routes::Peer;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The router: every API route, the OpenAPI document, and problem details for everything else.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let mut r = Router::new();
+    for route in routes::routes() {
+        let filter = match route.method {
+            routes::Verb::Post => MethodFilter::POST,
+            routes::Verb::Get => MethodFilter::GET,
+        };
+        r = r.route(
+            route.path,
+            on(filter, move |st, path, q, req| {
+                routes::call(st, route, path, q, req)
+            }),
+        );
+    }
+    let doc = openapi::document()
+        .to_json()
+        .unwrap_or_else(|_| "{}".to_owned());
+    r.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc,
+                )
+            }
+        }),
+    )
+    .method_not_allowed_fallback(|| async {
+        problem::Problem::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            tessera_proto::wire::code::UNKNOWN_REQUEST,
+            "this route does not take that method",
+        )
+    })
+    .fallback(|| async {
+        problem::Problem::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not-found",
+            tessera_proto::wire::code::UNKNOWN_REQUEST,
+            "no such page or API route",
+        )
+    })
+    .layer(axum::middleware::map_response(security_headers))
+    .with_state(shared)
+}
+
+/// Headers every answer carries: no caching of admin data, no framing, no sniffing, HTTPS
+/// only.
+async fn security_headers(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{self, HeaderValue};
+    let h = r.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    r
+}
+
+/// Bind the HTTPS listener (so that a port in use fails the start).
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Io(format!("console {addr}: {e}")))
+}
+
+/// The TLS configuration: the server's certificate, TLS 1.3, ALPN h2 and http/1.1.
+pub(crate) fn tls_config(files: &tls::TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let mut cfg = tls::server_config(files, b"h2")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Accept connections until the task is aborted: each gets its TLS handshake (bounded) and
+/// then HTTP/1.1 or HTTP/2, on a task of its own.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(shared);
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut().insert(Peer(peer));
+                let mut app = app.clone();
+                async move {
+                    use tower::Service;
+                    app.call(req.map(axum::body::Body::new)).await
+                }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,129 @@
+//! The OpenAPI 3.1 document of the HTTPS API, made from the route table and from the argument
+//! types the admin layer parses (their schemas are derived from the Rust types).
+
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder,
+    PathItem, PathsBuilder, Ref, Required, Type,
+};
+
+use super::problem::Problem;
+use super::routes::{routes, Input, Verb};
+use crate::server::admin::args::*;
+use tessera_proto::wire::messages::PtArgs;
+
+fn method(v: Verb) -> HttpMethod {
+    match v {
+        Verb::Get => HttpMethod::Get,
+        Verb::Post => HttpMethod::Post,
+    }
+}
+
+/// The document.
+pub(crate) fn document() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for r in routes() {
+        let mut op = OperationBuilder::new()
+            .operation_id(Some(r.operation_id))
+            .summary(Some(r.summary))
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+        match r.input {
+            Input::Nothing => {}
+            Input::Query { params, .. } => {
+                for p in params() {
+                    op = op.parameter(p);
+                }
+            }
+            Input::PathParam(name) => {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                );
+            }
+            Input::Body(schema) => {
+                op = op.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name(schema)))
+                                .build(),
+                        )
+                        .required(Some(Required::True))
+                        .build(),
+                ));
+            }
+        }
+        let ok = if r.kind == tessera_proto::wire::kind::PT_BATCH {
+            ResponseBuilder::new()
+                .description("The batch's `pt_id<TAB>token` lines, one PT a line")
+                .content(
+                    "text/tab-separated-values",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                )
+        } else {
+            ResponseBuilder::new()
+                .description("The answer, as on the QUIC admin endpoint (docs/protocol.md)")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                        .build(),
+                )
+        };
+        let problem = ResponseBuilder::new()
+            .description("An error, as RFC 9457 problem details with the stable error code")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            );
+        op = op.responses(
+            ResponsesBuilder::new()
+                .response("200", ok)
+                .response("default", problem)
+                .build(),
+        );
+        paths = paths.path(r.path, PathItem::new(method(r.method), op.build()));
+    }
+    let components = ComponentsBuilder::new().security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    let components = components
+        .schema_from::<PtArgs>()
+        .schema_from::<NoArgs>()
+        .schema_from::<IdArgs>()
+        .schema_from::<IdReasonArgs>()
+        .schema_from::<ApproveArgs>()
+        .schema_from::<DeviceRevokeArgs>()
+        .schema_from::<DeviceIdArgs>()
+        .schema_from::<DeviceBlockArgs>()
+        .schema_from::<TokenArgs>()
+        .schema_from::<EpochArgs>()
+        .schema_from::<RtArgs>()
+        .schema_from::<Problem>();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Tessera admin API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Every admin request of the QUIC admin endpoint, over HTTPS, with the same \
+                     admin tokens (Authorization: Bearer tsat_…), roles, checks and error codes.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components.build()))
+        .build()
+}

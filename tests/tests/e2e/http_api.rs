@@ -1,0 +1,511 @@
+//! The HTTPS admin API over real TLS (HTTP/2 and HTTP/1.1): every route, both roles, bad input
+//! answered with problem details and nothing changed, tokens refused with 401, and the OpenAPI
+//! document against the running server's routes.
+
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use tessera_proto::wire::code;
+
+use crate::common::{begin, wait, TestServer};
+
+/// An HTTPS client that trusts the server's CA (and nothing else).
+fn client(ts: &TestServer, http1: bool) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = std::fs::read(ts.server.as_ref().unwrap().ca_cert_path()).unwrap();
+    let b = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(20));
+    if http1 { b.http1_only() } else { b }.build().unwrap()
+}
+
+struct Api {
+    http: Client,
+    base: String,
+}
+
+impl Api {
+    fn new(ts: &TestServer) -> Self {
+        Self::with(ts, false)
+    }
+
+    fn with(ts: &TestServer, http1: bool) -> Self {
+        let addr = ts.server.as_ref().unwrap().console_addr().expect("console");
+        Self {
+            http: client(ts, http1),
+            base: format!("https://localhost:{}", addr.port()),
+        }
+    }
+
+    /// Send a request; answers the status and the JSON body (a problem document on errors).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("HTTPS request");
+        let status = resp.status();
+        let problem = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/problem+json"));
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            assert!(
+                problem,
+                "{path}: an error without a problem document: {status} {v}"
+            );
+            assert_eq!(v["status"], status.as_u16(), "{v}");
+        }
+        (status, v)
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+}
+
+/// An admin token valid in form that no server issued.
+fn unknown_admin_token() -> String {
+    let mut payload =
+        vec![9u8; tessera_proto::token::PT_BINARY_LEN - tessera_proto::codec::CHECKSUM_LEN];
+    payload[0] = tessera_proto::token::PT_VERSION;
+    tessera_proto::codec::encode(tessera_proto::token::ADMIN_TOKEN_PREFIX, &payload)
+}
+
+async fn token_of_role(ts: &TestServer, api: &Api, role: &str) -> (String, String) {
+    let admin = ts.admin_token.expose();
+    let (s, v) = api
+        .post(
+            "/api/v1/tokens",
+            admin,
+            json!({ "name": format!("{role}-1"), "role": role }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    (
+        v["admin_token"]["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A whole provisioning through the API, with every route along the way: create a PT (code
+/// policy), the device begins, the technician lists and approves with the device's code (a
+/// wrong one first), the device gets its RT; then devices, revocation, block, audit, leaks,
+/// keys, tokens, status and a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_works_for_its_role() {
+    let ts = TestServer::start().await;
+    for http1 in [false, true] {
+        let api = Api::with(&ts, http1);
+        let admin = ts.admin_token.expose();
+        let (_, tech) = token_of_role(&ts, &api, "technician").await;
+
+        let (s, v) = api
+            .post(
+                "/api/v1/pts",
+                admin,
+                json!({ "label": "line 3", "kind": "fleet", "max_registrations": 5,
+                        "approval": "manual_with_code" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let pt_id = v["pt"]["id"].as_str().unwrap().to_owned();
+        let pt = v["token"].as_str().unwrap().to_owned();
+        let (s, v) = api.get("/api/v1/pts?limit=10", admin).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["pts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == pt_id));
+        let (s, v) = api.get(&format!("/api/v1/pts/{pt_id}"), admin).await;
+        assert_eq!(
+            (s, v["pt"]["label"].clone()),
+            (StatusCode::OK, json!("line 3"))
+        );
+
+        // The device begins; the technician sees its operation and approves with its code.
+        let t = ts.device_transport();
+        let device = format!("pump-{http1}");
+        let op = begin(&t, &pt, Some(&device), &device).await.unwrap();
+        let (s, v) = api.get("/api/v1/operations?state=pending", &tech).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(v["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["id"] == op.operation_id.as_str()));
+        let (s, _) = api
+            .get(&format!("/api/v1/operations/{}", op.operation_id), &tech)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, v) = api
+            .post(
+                "/api/v1/operations/approve",
+                &tech,
+                json!({ "id": op.operation_id, "code": "AAAA-AAAA" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["code"], code::WRONG_CODE);
+        assert!(v["remaining_attempts"].as_u64().is_some(), "{v}");
+        let code_text = op.verification_code.clone().expect("a code");
+        let (s, v) = api
+            .post(
+                "/api/v1/operations/approve",
+                &tech,
+                json!({ "id": op.operation_id, "code": code_text }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let got = wait(&t, &op, 5_000).await.unwrap();
+        let reg = got.registration.expect("the device has its RT");
+
+        // Devices: list, show, revoke (the RT is refused from then on), block, unblock.
+        let (s, v) = api
+            .get(&format!("/api/v1/devices?device_id={device}"), &tech)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["registrations"].as_array().unwrap().len(), 1);
+        let (s, v) = api.get(&format!("/api/v1/devices/{device}"), &tech).await;
+        assert_eq!((s, v["blocked"].clone()), (StatusCode::OK, Value::Null), "not blocked");
+        let (s, v) = api
+            .post(
+                "/api/v1/devices/revoke",
+                admin,
+                json!({ "registration_id": reg.registration_id, "reason": "test" }),
+            )
+            .await;
+        assert_eq!(
+            (s, v["registrations_revoked"].clone()),
+            (StatusCode::OK, json!(1))
+        );
+        let refused = crate::common::refresh(&t, &reg.rt).await.unwrap_err();
+        assert_eq!(crate::common::code_of(&refused), code::REVOKED);
+        let (s, _) = api
+            .post(
+                "/api/v1/devices/block",
+                admin,
+                json!({ "device_id": device, "reason": "lost" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, v) = api
+            .post(
+                "/api/v1/devices/unblock",
+                admin,
+                json!({ "device_id": device }),
+            )
+            .await;
+        assert_eq!((s, v["was_blocked"].clone()), (StatusCode::OK, json!(true)));
+
+        // Reject, PT revoke, audit, leaks, status.
+        let op2 = begin(&t, &pt, Some("other"), &format!("other-{http1}"))
+            .await
+            .unwrap();
+        let (s, _) = api
+            .post(
+                "/api/v1/operations/reject",
+                &tech,
+                json!({ "id": op2.operation_id, "reason": "not ours" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = api
+            .post(
+                "/api/v1/pts/revoke",
+                admin,
+                json!({ "id": pt_id, "reason": "done" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, v) = api.get("/api/v1/audit?newest=true&limit=50", admin).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["events"].as_array().unwrap().len() >= 5, "{v}");
+        let (s, _) = api.get("/api/v1/leaks", admin).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, v) = api.get("/api/v1/status", &tech).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["engine"].is_object());
+
+        // Keys and tokens.
+        let (s, v) = api.post("/api/v1/keys/rotate", admin, json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = api.get("/api/v1/keys", admin).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["epochs"].as_array().unwrap().len() >= 2);
+        let (s, v) = api
+            .post("/api/v1/keys/retire", admin, json!({ "epoch": 999 }))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (id, svc) = token_of_role(&ts, &api, "service").await;
+        let (s, v) = api.get("/api/v1/tokens", admin).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["admin_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str()));
+
+        // A service introspects and follows revocations, and does nothing else.
+        let (s, v) = api
+            .post("/api/v1/introspect", &svc, json!({ "rt": reg.rt }))
+            .await;
+        assert_eq!(
+            (s, v["code"].clone()),
+            (StatusCode::UNPROCESSABLE_ENTITY, json!(code::REVOKED))
+        );
+        let (s, v) = api.get("/api/v1/revocations", &svc).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(v["cursor"].is_u64());
+        let (s, _) = api.get("/api/v1/status", &svc).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = api
+            .post("/api/v1/tokens/revoke", admin, json!({ "id": id }))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, v) = api.get("/api/v1/revocations", &svc).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token: {v}");
+
+        // A batch: the file of lines, each PT usable.
+        let (s, _) = api
+            .post(
+                "/api/v1/pts/batch",
+                admin,
+                json!({ "label": "factory run", "approval": "automatic", "count": 3 }),
+            )
+            .await;
+        // The body is a file, not JSON: ask again and read it as text.
+        assert_eq!(s, StatusCode::OK);
+        let text = api
+            .http
+            .post(format!("{}/api/v1/pts/batch", api.base))
+            .bearer_auth(admin)
+            .json(&json!({ "label": "factory run 2", "approval": "automatic", "count": 2 }))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first_pt = lines[0].split('\t').nth(1).unwrap();
+        let op3 = begin(
+            &t,
+            first_pt,
+            Some(&format!("batch-{http1}")),
+            &format!("b-{http1}"),
+        )
+        .await
+        .unwrap();
+        assert!(wait(&t, &op3, 5_000).await.unwrap().registration.is_some());
+        t.close().await;
+    }
+    ts.shutdown().await;
+}
+
+/// A technician cannot reach what needs an admin token, and a missing, unknown or malformed
+/// token gets 401 before anything else is looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_tokens_are_enforced() {
+    let ts = TestServer::start().await;
+    let api = Api::new(&ts);
+    let (_, tech) = token_of_role(&ts, &api, "technician").await;
+    let unknown = unknown_admin_token();
+    for (method, path, body) in [
+        (Method::POST, "/api/v1/pts", Some(json!({ "label": "x" }))),
+        (Method::GET, "/api/v1/pts", None),
+        (
+            Method::POST,
+            "/api/v1/devices/revoke",
+            Some(json!({ "device_id": "d" })),
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "n", "role": "admin" })),
+        ),
+        (Method::POST, "/api/v1/keys/rotate", Some(json!({}))),
+        (Method::GET, "/api/v1/audit", None),
+    ] {
+        let (s, v) = api
+            .send(method.clone(), path, Some(&tech), body.clone())
+            .await;
+        assert_eq!(
+            (s, v["code"].clone()),
+            (StatusCode::FORBIDDEN, json!(code::FORBIDDEN)),
+            "{path}"
+        );
+        // No token, a token that is not one, one the server never issued: 401, even with a
+        // body that is itself bad.
+        for token in [None, Some("hunter2"), Some(unknown.as_str())] {
+            let (s, v) = api
+                .send(method.clone(), path, token, Some(json!({ "bogus": 1 })))
+                .await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} {token:?}: {v}");
+        }
+    }
+    let (s, v) = api.get("/api/v1/pts", "").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    ts.shutdown().await;
+}
+
+/// Bad input gets a problem document and changes nothing: malformed JSON, a body that is not
+/// an object, unknown fields, wrong types, an oversized body, a wrong content type, a bad
+/// query string, an unknown route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_problem_and_changes_nothing() {
+    let ts = TestServer::start().await;
+    let api = Api::new(&ts);
+    let admin = ts.admin_token.expose();
+    let url = format!("{}/api/v1/pts", api.base);
+    let raw = |body: Vec<u8>, ctype: &'static str| {
+        api.http
+            .post(&url)
+            .bearer_auth(admin)
+            .header("content-type", ctype)
+            .body(body)
+    };
+    let cases: Vec<(Vec<u8>, &str, StatusCode)> = vec![
+        (
+            b"{\"label\": ".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"[\"label\"]".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"label\":\"x\",\"bogus\":1}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"label\":7}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"label\":\"x\",\"kind\":\"galaxy\"}".to_vec(),
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            format!("{{\"label\":\"{}\"}}", "x".repeat(70_000)).into_bytes(),
+            "application/json",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            b"{\"label\":\"x\"}".to_vec(),
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ];
+    for (body, ctype, want) in cases {
+        let r = raw(body.clone(), ctype).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            want,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/problem+json"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:tessera:problem:"),
+            "{v}"
+        );
+        assert!(v["code"].is_u64() && v["detail"].is_string(), "{v}");
+    }
+    for (path, want) in [
+        ("/api/v1/pts?limit=lots", StatusCode::BAD_REQUEST),
+        ("/api/v1/pts?surprise=1", StatusCode::BAD_REQUEST),
+        ("/api/v1/status?x=1", StatusCode::BAD_REQUEST),
+        ("/api/v1/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        let (s, v) = api.get(path, admin).await;
+        assert_eq!(s, want, "{path}: {v}");
+    }
+    // Nothing was created.
+    let (_, v) = api.get("/api/v1/pts?include_revoked=true", admin).await;
+    assert_eq!(v["pts"], json!([]), "{v}");
+    ts.shutdown().await;
+}
+
+/// The OpenAPI document (3.1, generated from the code) names exactly the routes the server
+/// answers: each documented operation is routed (401 without a token, never 404 or 405), and
+/// the server routes nothing under /api/v1/ that the document leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_running_server() {
+    let ts = TestServer::start().await;
+    let api = Api::new(&ts);
+    let doc: Value = api
+        .http
+        .get(format!("{}/api/v1/openapi.json", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(op["security"].is_array(), "{method} {path}");
+            let concrete = path.replace("{id}", "x").replace("{device_id}", "x");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (s, _) = api.send(m.clone(), &concrete, None, Some(json!({}))).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path}");
+            // The other method on the same path is either documented or not routed.
+            let other = if m == Method::GET { "post" } else { "get" };
+            if item.get(other).is_none() {
+                let om = Method::from_bytes(other.to_uppercase().as_bytes()).unwrap();
+                let (s, _) = api.send(om, &concrete, None, None).await;
+                assert!(
+                    s == StatusCode::METHOD_NOT_ALLOWED || s == StatusCode::NOT_FOUND,
+                    "{other} {path}: {s}"
+                );
+            }
+        }
+    }
+    // Every admin request kind of the QUIC endpoint is in the HTTPS API.
+    assert_eq!(
+        operations,
+        25,
+        "{}",
+        serde_json::to_string_pretty(paths).unwrap()
+    );
+    for schema in ["PtArgs", "ApproveArgs", "Problem"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    ts.shutdown().await;
+}
