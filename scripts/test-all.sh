@@ -3,12 +3,14 @@
 # Usage: bash scripts/test-all.sh
 # Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
 # mosquitto-dev, libmosquitto-dev, mosquitto-clients, libpaho-mqtt-dev, libfaketime for the
-# broker tests that move the broker's clock), runs fmt, clippy, the
+# broker tests that move the broker's clock, chromium for the console's browser tests), runs
+# fmt, clippy, the
 # header drift check, the crate-boundary checks (no_std protocol crate, device shape of
 # libtessera), the docs build,
 # the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
 # keeper against throw-away SoftHSM2 tokens), the Python package (pip install into a venv,
-# pytest, stubtest, mypy), and ends with the runners' summary lines.
+# pytest, stubtest, mypy), the console in headless Chromium (node --test with playwright-core),
+# and ends with the runners' summary lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -31,6 +33,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_packa
 [ -e /usr/include/mosquitto.h ] || need_packages+=(libmosquitto-dev)
 command -v mosquitto_pub >/dev/null 2>&1 || need_packages+=(mosquitto-clients)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_packages+=(libfaketime)
+[ -x /usr/bin/chromium ] || need_packages+=(chromium)
+command -v npm >/dev/null 2>&1 || need_packages+=(npm)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -152,6 +156,17 @@ step "stubs match the native module (mypy.stubtest), and the package type-checks
 (cd "$WORK" && "$VENV/bin/python" -m mypy.stubtest tessera._native) || failures+=("stubtest")
 "$VENV/bin/python" -m mypy --strict --no-incremental bindings/python/python/tessera || failures+=("mypy")
 
+# The console in headless Chromium, driven by playwright-core (installed from the lockfile),
+# against the `tessera` binary the Rust tests built.
+step "console browser tests (node --test, playwright-core, Debian chromium)"
+cargo build -p tessera-server --bin tessera --locked || failures+=("tessera build")
+(cd tests/browser && npm ci --no-audit --no-fund --silent) || failures+=("npm ci")
+set +e
+(cd tests/browser && TESSERA_BIN="$PWD/../../target/debug/tessera" node --test --test-concurrency=1) 2>&1 \
+    | tee "$WORK/browser.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("browser tests")
+set -e
+
 read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$WORK/tests.log")
@@ -159,6 +174,7 @@ read -r passed failed < <(awk '/^test result:/ {
 echo
 echo "rust: ${passed:-0} passed, ${failed:-0} failed"
 echo "python: $(tail -n 1 "$WORK/pytest.log" 2>/dev/null || echo 'not run')"
+echo "browser: $(awk '/^# pass/ {p=$3} /^# fail/ {f=$3} END {print p+0 " passed, " f+0 " failed"}' "$WORK/browser.log")"
 if [ "${#failures[@]}" -ne 0 ]; then
     echo "FAILED: ${failures[*]}"
     exit 1

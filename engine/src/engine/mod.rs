@@ -37,7 +37,8 @@ use crate::time::Timestamp;
 /// Told about changes after they are durable, in commit order, on the store's writer thread.
 /// Implementations must be quick and must not call back into the engine's write methods.
 pub trait EngineObserver: Send + Sync {
-    /// An operation changed state (approved, completed, rejected, cancelled, expired).
+    /// An operation began, or changed state (approved, completed, rejected, cancelled,
+    /// expired).
     fn operation_changed(&self, _id: OperationId, _state: OperationState) {}
     /// A registration was revoked; connections using its RTs should be closed.
     fn registration_revoked(&self, _id: RegistrationId) {}

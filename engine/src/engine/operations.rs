@@ -315,6 +315,7 @@ impl Engine {
                 replaces,
             };
             tx.db.insert_operation(&op)?;
+            tx.effect(Effect::OperationChanged(op.id, op.state));
             tx.audit(
                 &actor,
                 "operation.begin",

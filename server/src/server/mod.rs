@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) revocations: Arc<tokio::sync::Notify>,
     /// REVOCATIONS long polls waiting now.
     pub(crate) revocation_polls: AtomicUsize,
+    /// Bumped on every operation change and revocation (the console's live updates).
+    pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) handshakes: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
@@ -323,10 +325,12 @@ impl Server {
         let waiters = Arc::new(Waiters::default());
         let connections = Arc::new(Connections::default());
         let revocations = Arc::new(tokio::sync::Notify::new());
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
         engine.set_observer(Arc::new(Observer {
             waiters: waiters.clone(),
             connections: connections.clone(),
             revocations: revocations.clone(),
+            changes: changes.clone(),
         }));
         let device = endpoint(&config, &files, Role::Device)?;
         let admin = endpoint(&config, &files, Role::Admin)?;
@@ -342,6 +346,7 @@ impl Server {
             waiters,
             connections,
             revocations,
+            changes,
             revocation_polls: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),

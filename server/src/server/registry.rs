@@ -225,16 +225,20 @@ pub struct Observer {
     pub connections: Arc<Connections>,
     /// REVOCATIONS long polls.
     pub revocations: Arc<tokio::sync::Notify>,
+    /// Bumped on every operation change and revocation: the console's live updates follow it.
+    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl EngineObserver for Observer {
     fn operation_changed(&self, id: OperationId, _state: OperationState) {
         self.waiters.wake(id);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     fn registration_revoked(&self, id: RegistrationId) {
         self.connections.close_registration(id);
         self.revocations.notify_waiters();
+        self.changes.send_modify(|n| *n += 1);
         metrics::counter!("tessera_connections_closed_on_revocation_total").increment(1);
     }
 }

@@ -185,7 +185,11 @@ async fn every_route_works_for_its_role() {
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v["registrations"].as_array().unwrap().len(), 1);
         let (s, v) = api.get(&format!("/api/v1/devices/{device}"), &tech).await;
-        assert_eq!((s, v["blocked"].clone()), (StatusCode::OK, Value::Null), "not blocked");
+        assert_eq!(
+            (s, v["blocked"].clone()),
+            (StatusCode::OK, Value::Null),
+            "not blocked"
+        );
         let (s, v) = api
             .post(
                 "/api/v1/devices/revoke",

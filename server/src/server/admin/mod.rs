@@ -168,6 +168,10 @@ fn reason(r: Option<String>) -> String {
 /// Someone whose admin token verified and whose role may make the request at hand.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
+    /// The token's role.
+    pub(crate) role: AdminRole,
+    /// The token's name.
+    pub(crate) name: String,
     /// Who the audit log names: the token's name and the source address.
     pub(crate) actor: Actor,
 }
@@ -203,6 +207,8 @@ pub(crate) async fn authorize(
         AdminRole::Admin => super::limit(shared, &shared.limits.admin, &who.id)?,
     }
     Ok(Caller {
+        role: who.role,
+        name: who.name.clone(),
         actor: Actor::operator(&who.name).from_source(source.to_string()),
     })
 }

@@ -1,9 +1,11 @@
 //! The HTTPS front end: the admin API under `/api/v1/` (and its OpenAPI document), on TCP,
 //! with the server's own certificate, HTTP/1.1 and HTTP/2.
 
+mod console;
 mod openapi;
 pub(crate) mod problem;
 pub(crate) mod routes;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +22,36 @@ use routes::Peer;
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The router: every API route, the OpenAPI document, and problem details for everything else.
+/// What the HTTPS front end's handlers share.
+pub(crate) struct HttpState {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) sessions: session::Sessions,
+    pub(crate) sign_in: session::SignInLimit,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState").finish_non_exhaustive()
+    }
+}
+
+/// The router: every API route, the OpenAPI document, the console, and problem details for
+/// everything else.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let mut r = Router::new();
+    let state = Arc::new(HttpState {
+        shared,
+        sessions: Default::default(),
+        sign_in: Default::default(),
+    });
+    let mut r = Router::new()
+        .route("/", axum::routing::get(console::root))
+        .route("/console/", axum::routing::get(console::index))
+        .route("/console/app.js", axum::routing::get(console::app_js))
+        .route("/console/app.css", axum::routing::get(console::app_css))
+        .route("/console/login", axum::routing::post(console::login))
+        .route("/console/session", axum::routing::get(console::session))
+        .route("/console/logout", axum::routing::post(console::logout))
+        .route("/api/v1/events", axum::routing::get(routes::events));
     for route in routes::routes() {
         let filter = match route.method {
             routes::Verb::Post => MethodFilter::POST,
@@ -67,7 +96,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
     })
     .layer(axum::middleware::map_response(security_headers))
-    .with_state(shared)
+    .with_state(state)
 }
 
 /// Headers every answer carries: no caching of admin data, no framing, no sniffing, HTTPS

@@ -16,6 +16,7 @@ use utoipa::openapi::path::Parameter;
 use utoipa::IntoParams;
 
 use super::problem::Problem;
+use super::HttpState;
 use crate::server::admin::{self, args::*};
 use crate::server::Shared;
 
@@ -131,20 +132,20 @@ pub(crate) struct Peer(pub(crate) SocketAddr);
 /// Answer one API request: authenticate, take its arguments from where the route says, then
 /// the admin layer.
 pub(crate) async fn call(
-    State(shared): State<Arc<Shared>>,
+    State(st): State<Arc<HttpState>>,
     route: Route,
     path: Option<Path<std::collections::HashMap<String, String>>>,
     RawQuery(q): RawQuery,
     req: Request,
 ) -> Response {
-    match answer(&shared, route, path, q, req).await {
+    match answer(&st, route, path, q, req).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
 }
 
 async fn answer(
-    shared: &Arc<Shared>,
+    st: &HttpState,
     route: Route,
     path: Option<Path<std::collections::HashMap<String, String>>>,
     q: Option<String>,
@@ -154,8 +155,9 @@ async fn answer(
         .extensions()
         .get::<Peer>()
         .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+    let shared = &st.shared;
     // The order of checks is the QUIC endpoint's: the token and its role, then the arguments.
-    let token = bearer(req.headers())?;
+    let token = token(st, route.method, req.headers())?;
     let caller = admin::authorize(shared, token, route.kind, source)
         .await
         .map_err(|e| match e.code {
@@ -201,6 +203,24 @@ fn no_query(q: Option<&str>) -> Result<(), Problem> {
     match q {
         Some(q) if !q.is_empty() => Err(malformed("this request takes no query string")),
         _ => Ok(()),
+    }
+}
+
+/// The admin token of a request: its bearer token or, for the console, its session's (a POST
+/// must then carry the session's CSRF token and come from this site). 401 without either.
+fn token(st: &HttpState, method: Verb, h: &HeaderMap) -> Result<String, Problem> {
+    if h.contains_key(header::AUTHORIZATION) {
+        return bearer(h);
+    }
+    let from_session = st.sessions.with(h, |s| {
+        let allowed = method == Verb::Get
+            || (super::session::same_site(h) && super::console::csrf_matches(h, &s.csrf));
+        allowed.then(|| s.token.to_string())
+    });
+    match from_session {
+        Some(Some(t)) => Ok(t),
+        Some(None) => Err(super::console::csrf_refused()),
+        None => bearer(h),
     }
 }
 
@@ -292,4 +312,42 @@ async fn batch(
         h.insert("x-tessera-batch", v);
     }
     Ok(r)
+}
+
+/// `GET /api/v1/events`: Server-Sent Events for live pages. An event `change` (data: a
+/// counter) follows every operation that begins or changes state and every revocation, coalesced;
+/// a page then asks again for what it shows. The first event comes at once. Needs a token that
+/// may list operations (technician or admin).
+pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let source = req
+        .extensions()
+        .get::<Peer>()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+    let token = match token(&st, Verb::Get, req.headers()) {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(e) = admin::authorize(&st.shared, token, kind::OP_LIST, source).await {
+        return match e.code {
+            code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT => {
+                Problem::unauthorized("the admin token was not accepted", e.code)
+            }
+            _ => Problem::from_error(&e),
+        }
+        .into_response();
+    }
+    let mut rx = st.shared.changes.subscribe();
+    rx.mark_changed();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let n = *rx.borrow_and_update();
+        Some((
+            Ok::<_, std::convert::Infallible>(Event::default().event("change").data(n.to_string())),
+            rx,
+        ))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

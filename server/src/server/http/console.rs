@@ -1,0 +1,157 @@
+//! The console: a web UI served by the `tessera` binary itself (its files are compiled in), and
+//! the sign-in, session and sign-out routes behind it. The UI calls the HTTPS admin API with
+//! its session cookie and CSRF token; what a person may do is what their token's role may.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tessera_proto::wire::{code, kind};
+
+use super::problem::Problem;
+use super::routes::Peer;
+use super::session::{clear_cookie, same_site, set_cookie};
+use super::HttpState;
+use crate::server::admin;
+use tessera_engine::AdminRole;
+
+const INDEX: &str = include_str!("../../../console/index.html");
+const APP_JS: &str = include_str!("../../../console/app.js");
+const APP_CSS: &str = include_str!("../../../console/app.css");
+
+/// The console's Content-Security-Policy: its own files only, no inline script or style.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    r
+}
+
+pub(crate) async fn index() -> Response {
+    asset(INDEX, "text/html; charset=utf-8")
+}
+
+pub(crate) async fn app_js() -> Response {
+    asset(APP_JS, "text/javascript; charset=utf-8")
+}
+
+pub(crate) async fn app_css() -> Response {
+    asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+pub(crate) async fn root() -> Redirect {
+    Redirect::to("/console/")
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+/// `POST /console/login` (a form with `token`): check the token, start a session, and send the
+/// browser back to the console with its cookie. A failure comes back as `?signin=<why>`.
+pub(crate) async fn login(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    let source = req
+        .extensions()
+        .get::<Peer>()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+    if !same_site(req.headers()) {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross-site",
+            code::FORBIDDEN,
+            "sign-in from another site is refused",
+        )
+        .into_response();
+    }
+    if !st.sign_in.take(source) {
+        return Redirect::to("/console/?signin=rate").into_response();
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+        return Redirect::to("/console/?signin=bad").into_response();
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<SignIn>(&body) else {
+        return Redirect::to("/console/?signin=bad").into_response();
+    };
+    let token = form.token.trim().to_owned();
+    // OP_LIST is the first thing the console does, and a request every person's role may make.
+    match admin::authorize(&st.shared, token.clone(), kind::OP_LIST, source).await {
+        Ok(caller) => {
+            let role = match caller.role {
+                AdminRole::Admin => "admin",
+                AdminRole::Technician => "technician",
+                AdminRole::Service => {
+                    return Redirect::to("/console/?signin=service").into_response()
+                }
+            };
+            let id = st.sessions.start(token, role, caller.name);
+            let mut r = Redirect::to("/console/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&set_cookie(&id)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) if e.code == code::FORBIDDEN => {
+            Redirect::to("/console/?signin=service").into_response()
+        }
+        Err(e) if e.code == code::RATE_LIMITED => {
+            Redirect::to("/console/?signin=rate").into_response()
+        }
+        Err(_) => Redirect::to("/console/?signin=refused").into_response(),
+    }
+}
+
+/// `GET /console/session`: who is signed in, and the CSRF token their requests carry.
+pub(crate) async fn session(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    match st.sessions.with(
+        req.headers(),
+        |s| serde_json::json!({ "role": s.role, "name": s.name, "csrf": s.csrf }),
+    ) {
+        Some(v) => axum::Json(v).into_response(),
+        None => Problem::unauthorized("not signed in", code::UNAUTHENTICATED).into_response(),
+    }
+}
+
+/// `POST /console/logout`: end the session (CSRF token required).
+pub(crate) async fn logout(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    let h = req.headers();
+    let ok = same_site(h)
+        && st
+            .sessions
+            .with(h, |s| csrf_matches(h, &s.csrf))
+            .unwrap_or(false);
+    if !ok {
+        return csrf_refused().into_response();
+    }
+    st.sessions.end(h);
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&clear_cookie()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Whether the request carries the session's CSRF token.
+pub(crate) fn csrf_matches(h: &axum::http::HeaderMap, csrf: &str) -> bool {
+    h.get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| bool::from(subtle::ConstantTimeEq::ct_eq(v.as_bytes(), csrf.as_bytes())))
+}
+
+pub(crate) fn csrf_refused() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        code::FORBIDDEN,
+        "a state change needs the session's CSRF token, from this site",
+    )
+}
