@@ -99,6 +99,9 @@ pub struct OperationQuery {
     pub pt_id: Option<PtId>,
     /// At most this many (newest first); 0 means 100.
     pub limit: usize,
+    /// Only operations older than this one (created earlier, or at the same time with a smaller
+    /// id): the next page after the last operation of the previous one.
+    pub before: Option<(Timestamp, OperationId)>,
 }
 
 /// Filters for listing registrations.
@@ -112,6 +115,8 @@ pub struct RegistrationQuery {
     pub active_only: bool,
     /// At most this many (newest first); 0 means 100.
     pub limit: usize,
+    /// Only registrations with a smaller id: the next page after the previous one's last.
+    pub before: Option<RegistrationId>,
 }
 
 /// Row counts, for status and metrics.

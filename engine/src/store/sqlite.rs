@@ -705,14 +705,22 @@ impl StoreRead for Db<'_> {
     fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error> {
         let mut st = self.conn.prepare_cached(
             "SELECT body, nonce_digest FROM operations WHERE (?1 IS NULL OR state = ?1) \
-             AND (?2 IS NULL OR pt_id = ?2) ORDER BY created_at DESC LIMIT ?3",
+             AND (?2 IS NULL OR pt_id = ?2) \
+             AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?3",
         )?;
         let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
+        let (before_at, before_id) = match q.before {
+            Some((at, id)) => (Some(sql_ts(at)), Some(id.to_bytes().to_vec())),
+            None => (None, None),
+        };
         let rows = st.query_map(
             params![
                 q.state.map(OperationState::as_str),
                 pt,
-                limit_or_default(q.limit)
+                limit_or_default(q.limit),
+                before_at,
+                before_id
             ],
             op_row,
         )?;
@@ -734,7 +742,8 @@ impl StoreRead for Db<'_> {
     fn list_registrations(&self, q: &RegistrationQuery) -> Result<Vec<RegistrationRecord>, Error> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {REG_COLUMNS} FROM registrations WHERE (?1 IS NULL OR device_id = ?1) \
-             AND (?2 IS NULL OR pt_id = ?2) AND (NOT ?3 OR active = 1) ORDER BY id DESC LIMIT ?4"
+             AND (?2 IS NULL OR pt_id = ?2) AND (NOT ?3 OR active = 1) \
+             AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?4"
         ))?;
         let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
         let rows = st.query_map(
@@ -742,7 +751,8 @@ impl StoreRead for Db<'_> {
                 q.device_id.as_ref().map(DeviceId::as_str),
                 pt,
                 q.active_only,
-                limit_or_default(q.limit)
+                limit_or_default(q.limit),
+                q.before.map(|b| sql_u64(b.get()))
             ],
             reg_row,
         )?;

@@ -513,3 +513,85 @@ async fn the_openapi_document_matches_the_running_server() {
     }
     ts.shutdown().await;
 }
+
+/// Lists come in pages: `limit` at a time, newest first, `next` leading to the following page
+/// until the last; every item once. A limit above 1,000 or a cursor that no page gave is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_pages_with_a_cursor() {
+    let ts = TestServer::start().await;
+    let api = Api::new(&ts);
+    let admin = ts.admin_token.expose();
+    let (_, pt) = ts
+        .pt(json!({ "label": "pages", "kind": "fleet", "max_registrations": 100, "approval": "manual" }))
+        .await;
+    let t = ts.device_transport();
+    let mut begun = Vec::new();
+    for i in 0..25 {
+        let op = begin(&t, &pt, Some(&format!("dev-{i}")), &format!("page-{i}"))
+            .await
+            .unwrap();
+        begun.push(op.operation_id);
+        // Most a millisecond apart; a few at the same time (ordered by id then).
+        if i % 4 != 2 {
+            ts.clock.advance(Duration::from_millis(1));
+        }
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut sizes = Vec::new();
+    let mut path = "/api/v1/operations?state=pending&limit=10".to_owned();
+    loop {
+        let (s, v) = api.get(&path, admin).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let page = v["operations"].as_array().unwrap();
+        sizes.push(page.len());
+        seen.extend(page.iter().map(|o| o["id"].as_str().unwrap().to_owned()));
+        match v["next"].as_str() {
+            Some(n) => path = format!("/api/v1/operations?state=pending&limit=10&before={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, vec![10, 10, 5]);
+    let mut want = begun.clone();
+    want.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, want, "every operation once");
+    // Newest first: the last begun comes first, the first begun last.
+    assert_eq!(seen[0], begun[24]);
+    assert_eq!(seen[24], begun[0]);
+
+    // Registrations page by id.
+    for op in &begun[..12] {
+        let (s, v) = api
+            .post("/api/v1/operations/approve", admin, json!({ "id": op }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, v1) = api.get("/api/v1/devices?limit=5", admin).await;
+    let n1 = v1["next"].as_u64().expect("a next page");
+    let (_, v2) = api
+        .get(&format!("/api/v1/devices?limit=5&before={n1}"), admin)
+        .await;
+    let n2 = v2["next"].as_u64().expect("a next page");
+    let (_, v3) = api
+        .get(&format!("/api/v1/devices?limit=5&before={n2}"), admin)
+        .await;
+    assert!(v3["next"].is_null());
+    let ids: Vec<u64> = [&v1, &v2, &v3]
+        .iter()
+        .flat_map(|v| v["registrations"].as_array().unwrap().iter())
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=12).rev().collect::<Vec<u64>>());
+
+    for path in [
+        "/api/v1/operations?limit=1001",
+        "/api/v1/operations?before=yesterday",
+        "/api/v1/devices?limit=5000",
+    ] {
+        let (s, v) = api.get(path, admin).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {v}");
+    }
+    t.close().await;
+    ts.shutdown().await;
+}

@@ -22,19 +22,31 @@ pub(crate) struct PtListArgs {
 #[serde(deny_unknown_fields, default)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct OpListArgs {
+    /// At most this many, newest first (1–1,000; 0 or absent: 100).
     pub(crate) limit: usize,
+    /// Only operations in this state (`pending`, `approved`, `completed`, `rejected`,
+    /// `expired`, `cancelled`).
     pub(crate) state: Option<String>,
+    /// Only operations of this PT.
     pub(crate) pt_id: Option<String>,
+    /// The `next` of the previous page: the operations after it.
+    pub(crate) before: Option<String>,
 }
 
 #[derive(Deserialize, Default, Serialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DeviceListArgs {
+    /// At most this many, newest first (1–1,000; 0 or absent: 100).
     pub(crate) limit: usize,
+    /// Only registrations of this device id.
     pub(crate) device_id: Option<String>,
+    /// Only registrations made through this PT.
     pub(crate) pt_id: Option<String>,
+    /// Only registrations whose RTs validate.
     pub(crate) active_only: bool,
+    /// The `next` of the previous page: the registrations after it.
+    pub(crate) before: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Serialize, IntoParams)]

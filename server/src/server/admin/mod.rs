@@ -161,6 +161,26 @@ fn device_id(s: &str) -> Result<DeviceId, ErrorBody> {
     DeviceId::new(s).map_err(bad)
 }
 
+/// A page's size: 1 to 1,000, 0 meaning 100.
+fn page_limit(limit: usize) -> Result<usize, ErrorBody> {
+    match limit {
+        0 => Ok(100),
+        1..=1000 => Ok(limit),
+        _ => Err(input("limit", "must be at most 1000")),
+    }
+}
+
+/// An OP_LIST cursor: `<created_at ms>.<operation id>`, as `next` gave it.
+fn op_cursor(s: &str) -> Result<(Timestamp, OperationId), ErrorBody> {
+    let (at, id) = s
+        .split_once('.')
+        .ok_or_else(|| input("before", "not a cursor from a previous page"))?;
+    let at: u64 = at
+        .parse()
+        .map_err(|_| input("before", "not a cursor from a previous page"))?;
+    Ok((Timestamp::from_unix_millis(at), op_id(id)?))
+}
+
 fn reason(r: Option<String>) -> String {
     r.unwrap_or_else(|| "no reason given".into())
 }
@@ -279,31 +299,43 @@ pub(crate) async fn execute(
                 .as_deref()
                 .map(|s| OperationState::parse(s).ok_or_else(|| input("state", "unknown state")))
                 .transpose()?;
+            let limit = page_limit(a.limit)?;
             let q = OperationQuery {
                 state: wanted,
                 pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
-                limit: a.limit,
+                limit,
+                before: a.before.as_deref().map(op_cursor).transpose()?,
             };
             // An operation past its expiry is shown expired before the sweep has stored that:
-            // asking for expired ones also looks at those stored as pending.
-            let ops = blocking(shared, move |e, t| {
-                let mut ops = e.list_operations(&q)?;
+            // asking for expired ones also looks at those stored as pending. Pages follow the
+            // stored order; one may hold fewer than `limit` (an operation that turned out to
+            // be expired is left out of a page of pending ones) and `next` still leads on.
+            let (ops, next) = blocking(shared, move |e, t| {
+                let mut pages = vec![e.list_operations(&q)?];
                 if wanted == Some(OperationState::Expired) {
-                    ops.extend(e.list_operations(&OperationQuery {
+                    pages.push(e.list_operations(&OperationQuery {
                         state: Some(OperationState::Pending),
                         ..q.clone()
                     })?);
                 }
+                // Every operation newer than the newest of the full pages' last rows was read.
+                let next = pages
+                    .iter()
+                    .filter(|p| p.len() == limit)
+                    .filter_map(|p| p.last().map(|o| (o.created_at, o.id)))
+                    .max();
+                let mut ops: Vec<_> = pages.into_iter().flatten().collect();
+                ops.retain(|o| next.is_none_or(|n| (o.created_at, o.id) >= n));
                 for op in &mut ops {
                     op.state = op.effective_state(t);
                 }
                 ops.retain(|op| wanted.is_none_or(|w| op.state == w));
-                ops.sort_by_key(|op| std::cmp::Reverse(op.created_at));
-                ops.truncate(if q.limit == 0 { 100 } else { q.limit });
-                Ok(ops)
+                ops.sort_by_key(|op| std::cmp::Reverse((op.created_at, op.id)));
+                Ok((ops, next))
             })
             .await?;
-            json!({ "operations": ops })
+            let next = next.map(|(at, id)| format!("{}.{id}", at.unix_millis()));
+            json!({ "operations": ops, "next": next })
         }
         kind::OP_SHOW => {
             let id = op_id(&args::<IdArgs>(raw)?.id)?;
@@ -335,13 +367,19 @@ pub(crate) async fn execute(
         }
         kind::DEVICE_LIST => {
             let a: DeviceListArgs = args(raw)?;
+            let limit = page_limit(a.limit)?;
             let q = RegistrationQuery {
                 device_id: a.device_id.as_deref().map(device_id).transpose()?,
                 pt_id: a.pt_id.as_deref().map(pt_id).transpose()?,
                 active_only: a.active_only,
-                limit: a.limit,
+                limit,
+                before: a.before.map(RegistrationId::new),
             };
-            json!({ "registrations": blocking(shared, move |e, _| e.list_registrations(&q)).await? })
+            let regs = blocking(shared, move |e, _| e.list_registrations(&q)).await?;
+            let next = (regs.len() == limit)
+                .then(|| regs.last().map(|r| r.id.get()))
+                .flatten();
+            json!({ "registrations": regs, "next": next })
         }
         kind::DEVICE_SHOW => {
             let a: DeviceIdArgs = args(raw)?;
