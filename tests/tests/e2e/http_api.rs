@@ -501,10 +501,10 @@ async fn the_openapi_document_matches_the_running_server() {
             }
         }
     }
-    // Every admin request kind of the QUIC endpoint is in the HTTPS API.
+    // Every admin request kind of the QUIC endpoint is in the HTTPS API, and the live events.
     assert_eq!(
         operations,
-        25,
+        26,
         "{}",
         serde_json::to_string_pretty(paths).unwrap()
     );
@@ -592,6 +592,64 @@ async fn lists_come_in_pages_with_a_cursor() {
         let (s, v) = api.get(path, admin).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {v}");
     }
+    t.close().await;
+    ts.shutdown().await;
+}
+
+/// Live updates: an event at once, then one when an operation begins and one when it is
+/// approved, each within a second of the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_operations_as_they_change() {
+    let ts = TestServer::start().await;
+    let api = Api::new(&ts);
+    let (_, tech) = token_of_role(&ts, &api, "technician").await;
+    let mut resp = api
+        .http
+        .get(format!("{}/api/v1/events", api.base))
+        .bearer_auth(&tech)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    // Read until an event named `change` has arrived (keep-alive comments may come between).
+    async fn next_change(resp: &mut reqwest::Response, buf: &mut String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(i) = buf.find("event: change") {
+                buf.drain(..i + "event: change".len());
+                return;
+            }
+            let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("the stream stays open");
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let mut buf = String::new();
+    next_change(&mut resp, &mut buf).await;
+    let (_, pt) = ts.pt(crate::common::manual()).await;
+    let t = ts.device_transport();
+    let op = begin(&t, &pt, Some("sse-1"), "sse-1").await.unwrap();
+    next_change(&mut resp, &mut buf).await;
+    let (s, _) = api
+        .post(
+            "/api/v1/operations/approve",
+            &tech,
+            json!({ "id": op.operation_id }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    next_change(&mut resp, &mut buf).await;
+    // A service token may not follow them.
+    let (_, svc) = token_of_role(&ts, &api, "service").await;
+    let (s, _) = api.get("/api/v1/events", &svc).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
     t.close().await;
     ts.shutdown().await;
 }

@@ -95,6 +95,37 @@ pub(crate) fn document() -> OpenApi {
         );
         paths = paths.path(r.path, PathItem::new(method(r.method), op.build()));
     }
+    paths = paths.path(
+        "/api/v1/events",
+        PathItem::new(
+            HttpMethod::Get,
+            OperationBuilder::new()
+                .operation_id(Some("events"))
+                .summary(Some(
+                    "Live updates (technician): an event `change` at once, then after every \
+                     operation change and revocation",
+                ))
+                .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+                .responses(
+                    ResponsesBuilder::new()
+                        .response(
+                            "200",
+                            ResponseBuilder::new()
+                                .description("Server-Sent Events")
+                                .content(
+                                    "text/event-stream",
+                                    ContentBuilder::new()
+                                        .schema(Some(
+                                            ObjectBuilder::new().schema_type(Type::String),
+                                        ))
+                                        .build(),
+                                ),
+                        )
+                        .build(),
+                )
+                .build(),
+        ),
+    );
     let components = ComponentsBuilder::new().security_scheme(
         "bearer",
         SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
