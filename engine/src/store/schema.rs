@@ -136,6 +136,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE operations ADD COLUMN nonce_digest BLOB;
     "#,
+    // 8: indexes for paged lists (the console): a device id's registrations, revoked ones too,
+    // and the operations of one state, newest first.
+    r#"
+    CREATE INDEX registrations_device_all ON registrations(device_id, id);
+    CREATE INDEX operations_state_created ON operations(state, created_at, id);
+    "#,
 ];
 
 /// The schema version this build writes.

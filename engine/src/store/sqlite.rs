@@ -19,8 +19,8 @@ use super::{
 use crate::error::Error;
 use crate::model::{
     AdminTokenId, AdminTokenRecord, AuditEvent, BlockRecord, DeviceId, LeakKind, LeakSignal,
-    OperationId, OperationRecord, OperationState, PtId, PtRecord, RegistrationId,
-    RegistrationRecord, RegistrationStatus,
+    OperationId, OperationRecord, PtId, PtRecord, RegistrationId, RegistrationRecord,
+    RegistrationStatus,
 };
 use crate::time::Timestamp;
 
@@ -696,34 +696,37 @@ impl StoreRead for Db<'_> {
 
     fn pending_operations(&self, pt: &PtId) -> Result<Vec<OperationRecord>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT body, nonce_digest FROM operations WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
+            // The PT's own index: a PT has few pending operations, all of them may.
+            "SELECT body, nonce_digest FROM operations INDEXED BY operations_pt_state \
+             WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
         )?;
         let rows = st.query_map([&pt.to_bytes()[..]], op_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT body, nonce_digest FROM operations WHERE (?1 IS NULL OR state = ?1) \
-             AND (?2 IS NULL OR pt_id = ?2) \
-             AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?3",
-        )?;
-        let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
-        let (before_at, before_id) = match q.before {
-            Some((at, id)) => (Some(sql_ts(at)), Some(id.to_bytes().to_vec())),
-            None => (None, None),
-        };
-        let rows = st.query_map(
-            params![
-                q.state.map(OperationState::as_str),
-                pt,
-                limit_or_default(q.limit),
-                before_at,
-                before_id
-            ],
-            op_row,
-        )?;
+        // Only the filters given are in the statement, so that SQLite can use their indexes.
+        use rusqlite::types::Value as V;
+        let mut sql = "SELECT body, nonce_digest FROM operations WHERE 1".to_owned();
+        let mut args: Vec<V> = Vec::new();
+        if let Some(state) = q.state {
+            sql.push_str(" AND state = ?");
+            args.push(V::Text(state.as_str().to_owned()));
+        }
+        if let Some(p) = q.pt_id {
+            sql.push_str(" AND pt_id = ?");
+            args.push(V::Blob(p.to_bytes().to_vec()));
+        }
+        if let Some((at, id)) = q.before {
+            // A row value, so that the index seeks to the page's start.
+            sql.push_str(" AND (created_at, id) < (?, ?)");
+            args.push(V::Integer(sql_ts(at)));
+            args.push(V::Blob(id.to_bytes().to_vec()));
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        args.push(V::Integer(limit_or_default(q.limit)));
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), op_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -740,22 +743,29 @@ impl StoreRead for Db<'_> {
     }
 
     fn list_registrations(&self, q: &RegistrationQuery) -> Result<Vec<RegistrationRecord>, Error> {
-        let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {REG_COLUMNS} FROM registrations WHERE (?1 IS NULL OR device_id = ?1) \
-             AND (?2 IS NULL OR pt_id = ?2) AND (NOT ?3 OR active = 1) \
-             AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?4"
-        ))?;
-        let pt = q.pt_id.map(|p| p.to_bytes().to_vec());
-        let rows = st.query_map(
-            params![
-                q.device_id.as_ref().map(DeviceId::as_str),
-                pt,
-                q.active_only,
-                limit_or_default(q.limit),
-                q.before.map(|b| sql_u64(b.get()))
-            ],
-            reg_row,
-        )?;
+        // Only the filters given are in the statement, so that SQLite can use their indexes.
+        use rusqlite::types::Value as V;
+        let mut sql = format!("SELECT {REG_COLUMNS} FROM registrations WHERE 1");
+        let mut args: Vec<V> = Vec::new();
+        if let Some(d) = &q.device_id {
+            sql.push_str(" AND device_id = ?");
+            args.push(V::Text(d.as_str().to_owned()));
+        }
+        if let Some(p) = q.pt_id {
+            sql.push_str(" AND pt_id = ?");
+            args.push(V::Blob(p.to_bytes().to_vec()));
+        }
+        if q.active_only {
+            sql.push_str(" AND active = 1");
+        }
+        if let Some(b) = q.before {
+            sql.push_str(" AND id < ?");
+            args.push(V::Integer(sql_u64(b.get())));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(V::Integer(limit_or_default(q.limit)));
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), reg_row)?;
         let mut out: Vec<RegistrationRecord> = rows.collect::<Result<_, _>>()?;
         for r in &mut out {
             self.overlay(r);
@@ -1248,7 +1258,8 @@ impl StoreTxn for Db<'_> {
         limit: usize,
     ) -> Result<Vec<OperationRecord>, Error> {
         let mut st = self.conn.prepare_cached(
-            "SELECT body, nonce_digest FROM operations WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2",
+            "SELECT body, nonce_digest FROM operations INDEXED BY operations_state_expiry \
+             WHERE state = 'pending' AND expires_at <= ?1 LIMIT ?2",
         )?;
         let rows = st.query_map(params![sql_ts(now), limit_or_default(limit)], op_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
