@@ -266,6 +266,7 @@ async function viewDevices() {
       ["Device", g => g.device_id],
       ["Registration", g => String(g.id)],
       ["Generation", g => String(g.generation)],
+      ["Last refresh", g => when(g.issued_at * 1000)],
       ["Status", g => el("span", { class: "badge " + (g.status === "active" ? "ok" : "bad"), text: g.status })],
       ["RT expires", g => when(g.expires_at * 1000)],
       ["", g => admin && g.status === "active" ? el("div", { class: "row" },
@@ -309,6 +310,15 @@ async function viewPts() {
       message("PT created. It is shown this once: put it in the firmware image now.", true),
       el("p", { class: "secret", id: "new-pt", text: r.data.token }),
       el("div", { class: "row" }, copyButton(r.data.token)));
+    // A QR code of it, for a factory station that scans it.
+    const qr = await fetch("/console/qr", { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": state.session.csrf },
+      body: JSON.stringify({ text: r.data.token }) });
+    if (qr.ok) {
+      const svg = await qr.text();
+      shown.append(el("img", { class: "qr", alt: "QR code of the new PT",
+        src: "data:image/svg+xml;base64," + btoa(svg) }));
+    }
     refreshList();
   };
   const list = el("div");

@@ -123,6 +123,7 @@ test("an admin creates a PT with the code policy, and the PT shown once provisio
   await page.getByRole("button", { name: "Create" }).click();
   const pt = (await page.locator("#new-pt").textContent()).trim();
   assert.match(pt, /^tspt_/);
+  await page.getByAltText("QR code of the new PT").waitFor();
   await shot(page, "admin-pts-desktop");
   // The PT is in the list, and is not shown again there.
   await page.getByRole("cell", { name: "line 7 firmware" }).waitFor();

@@ -155,3 +155,64 @@ pub(crate) fn csrf_refused() -> Problem {
         "a state change needs the session's CSRF token, from this site",
     )
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QrRequest {
+    text: String,
+}
+
+/// `POST /console/qr` (signed in, CSRF token): a QR code of `text` as SVG, for the factory
+/// station that scans a PT the console has just shown. The text is not kept or logged.
+pub(crate) async fn qr(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    let h = req.headers();
+    let allowed = same_site(h)
+        && st
+            .sessions
+            .with(h, |s| csrf_matches(h, &s.csrf))
+            .unwrap_or(false);
+    if !allowed {
+        return csrf_refused().into_response();
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            code::TOO_LARGE,
+            "at most 4 KiB",
+        )
+        .into_response();
+    };
+    let Ok(q) = serde_json::from_slice::<QrRequest>(&body) else {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            code::MALFORMED,
+            "expected {\"text\": …}",
+        )
+        .into_response();
+    };
+    let text = zeroize::Zeroizing::new(q.text);
+    match qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M) {
+        Ok(code) => {
+            let svg = code
+                .render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(240, 240)
+                .quiet_zone(true)
+                .build();
+            let mut r = svg.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            );
+            r
+        }
+        Err(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            code::INVALID_INPUT,
+            "too long for a QR code",
+        )
+        .into_response(),
+    }
+}

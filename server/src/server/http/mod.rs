@@ -51,6 +51,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/console/login", axum::routing::post(console::login))
         .route("/console/session", axum::routing::get(console::session))
         .route("/console/logout", axum::routing::post(console::logout))
+        .route("/console/qr", axum::routing::post(console::qr))
         .route("/api/v1/events", axum::routing::get(routes::events));
     for route in routes::routes() {
         let filter = match route.method {
