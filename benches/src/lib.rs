@@ -106,6 +106,14 @@ pub fn seed_registrations(dir: &Path, n: u64, now: Timestamp) -> rusqlite::Resul
     tx.commit()
 }
 
+/// The number given as `--name NUMBER` on the command line, or `default`.
+pub fn flag(flags: &[(String, u64)], name: &str, default: u64) -> u64 {
+    flags
+        .iter()
+        .find(|(k, _)| k.strip_prefix("--") == Some(name))
+        .map_or(default, |(_, v)| *v)
+}
+
 /// The command line's `--name NUMBER` pairs, in order (panics on a flag without a number).
 pub fn numeric_flags() -> Vec<(String, u64)> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -31,12 +31,7 @@ fn percentiles(mut v: Vec<Duration>) -> String {
 
 fn main() {
     let flags = numeric_flags();
-    let flag = |name: &str, default: u64| {
-        flags
-            .iter()
-            .find(|(k, _)| k.strip_prefix("--") == Some(name))
-            .map_or(default, |(_, v)| *v)
-    };
+    let flag = |name: &str, default: u64| tessera_benches::flag(&flags, name, default);
     let registrations = flag("registrations", 1_000_000);
     let pending = flag("pending", 10_000) as usize;
     let requests = flag("requests", 300) as usize;

@@ -237,12 +237,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let flags = numeric_flags();
-    let flag = |name: &str, default: u64| {
-        flags
-            .iter()
-            .find(|(k, _)| k.strip_prefix("--") == Some(name))
-            .map_or(default, |(_, v)| *v)
-    };
+    let flag = |name: &str, default: u64| tessera_benches::flag(&flags, name, default);
     let (n_devices, workers) = (flag("devices", 200) as usize, flag("workers", 16) as usize);
     let (secs, rounds, n_revocations) =
         (flag("secs", 5), flag("rounds", 3), flag("revocations", 100));

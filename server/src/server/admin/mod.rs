@@ -181,6 +181,11 @@ fn op_cursor(s: &str) -> Result<(Timestamp, OperationId), ErrorBody> {
     Ok((Timestamp::from_unix_millis(at), op_id(id)?))
 }
 
+/// The `device_id` argument of a request that needs one.
+fn required_device_id(d: Option<&str>) -> Result<DeviceId, ErrorBody> {
+    device_id(d.ok_or_else(|| input("device_id", "required"))?)
+}
+
 fn reason(r: Option<String>) -> String {
     r.unwrap_or_else(|| "no reason given".into())
 }
@@ -383,11 +388,7 @@ pub(crate) async fn execute(
         }
         kind::DEVICE_SHOW => {
             let a: DeviceIdArgs = args(raw)?;
-            let d = device_id(
-                a.device_id
-                    .as_deref()
-                    .ok_or_else(|| input("device_id", "required"))?,
-            )?;
+            let d = required_device_id(a.device_id.as_deref())?;
             let d2 = d.clone();
             let regs = blocking(shared, move |e, _| {
                 e.list_registrations(&RegistrationQuery {
@@ -439,21 +440,13 @@ pub(crate) async fn execute(
         }
         kind::DEVICE_BLOCK => {
             let a: DeviceBlockArgs = args(raw)?;
-            let d = device_id(
-                a.device_id
-                    .as_deref()
-                    .ok_or_else(|| input("device_id", "required"))?,
-            )?;
+            let d = required_device_id(a.device_id.as_deref())?;
             let r = reason(a.reason);
             json!({ "registrations_revoked": blocking(shared, move |e, t| e.block_device(&d, &r, &actor, t)).await? })
         }
         kind::DEVICE_UNBLOCK => {
             let a: DeviceIdArgs = args(raw)?;
-            let d = device_id(
-                a.device_id
-                    .as_deref()
-                    .ok_or_else(|| input("device_id", "required"))?,
-            )?;
+            let d = required_device_id(a.device_id.as_deref())?;
             json!({ "was_blocked": blocking(shared, move |e, t| e.unblock_device(&d, &actor, t)).await? })
         }
         kind::AUDIT => {

@@ -124,12 +124,7 @@ pub(crate) async fn session(State(st): State<Arc<HttpState>>, req: Request) -> R
 /// `POST /console/logout`: end the session (CSRF token required).
 pub(crate) async fn logout(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     let h = req.headers();
-    let ok = same_site(h)
-        && st
-            .sessions
-            .with(h, |s| csrf_matches(h, &s.csrf))
-            .unwrap_or(false);
-    if !ok {
+    if !signed_in_change(&st, h) {
         return csrf_refused().into_response();
     }
     st.sessions.end(h);
@@ -138,6 +133,16 @@ pub(crate) async fn logout(State(st): State<Arc<HttpState>>, req: Request) -> Re
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Whether a state-changing console request comes from this site, in a live session, with the
+/// session's CSRF token.
+fn signed_in_change(st: &HttpState, h: &axum::http::HeaderMap) -> bool {
+    same_site(h)
+        && st
+            .sessions
+            .with(h, |s| csrf_matches(h, &s.csrf))
+            .unwrap_or(false)
 }
 
 /// Whether the request carries the session's CSRF token.
@@ -165,13 +170,7 @@ struct QrRequest {
 /// `POST /console/qr` (signed in, CSRF token): a QR code of `text` as SVG, for the factory
 /// station that scans a PT the console has just shown. The text is not kept or logged.
 pub(crate) async fn qr(State(st): State<Arc<HttpState>>, req: Request) -> Response {
-    let h = req.headers();
-    let allowed = same_site(h)
-        && st
-            .sessions
-            .with(h, |s| csrf_matches(h, &s.csrf))
-            .unwrap_or(false);
-    if !allowed {
+    if !signed_in_change(&st, req.headers()) {
         return csrf_refused().into_response();
     }
     let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {

@@ -160,12 +160,7 @@ async fn answer(
     let token = token(st, route.method, req.headers())?;
     let caller = admin::authorize(shared, token, route.kind, source)
         .await
-        .map_err(|e| match e.code {
-            code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT => {
-                Problem::unauthorized("the admin token was not accepted", e.code)
-            }
-            _ => Problem::from_error(&e),
-        })?;
+        .map_err(|e| auth_problem(&e))?;
     let args = match route.input {
         Input::Nothing => {
             no_query(q.as_deref())?;
@@ -193,6 +188,17 @@ async fn answer(
         .await
         .map_err(|e| Problem::from_error(&e))?;
     Ok(axum::Json(v).into_response())
+}
+
+/// A token the admin layer did not accept is 401, whatever the wire code; other refusals (the
+/// role, the rate limit) keep theirs.
+fn auth_problem(e: &ErrorBody) -> Problem {
+    match e.code {
+        code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT => {
+            Problem::unauthorized("the admin token was not accepted", e.code)
+        }
+        _ => Problem::from_error(e),
+    }
 }
 
 fn malformed(detail: &str) -> Problem {
@@ -329,13 +335,7 @@ pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Re
         Err(p) => return p.into_response(),
     };
     if let Err(e) = admin::authorize(&st.shared, token, kind::OP_LIST, source).await {
-        return match e.code {
-            code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT => {
-                Problem::unauthorized("the admin token was not accepted", e.code)
-            }
-            _ => Problem::from_error(&e),
-        }
-        .into_response();
+        return auth_problem(&e).into_response();
     }
     let mut rx = st.shared.changes.subscribe();
     rx.mark_changed();
