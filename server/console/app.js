@@ -183,11 +183,12 @@ async function viewPending() {
     api("GET", "/api/v1/operations?limit=50"),
   ]);
   const ops = pending.ok ? pending.data.operations : [];
+  const pts = pending.ok ? pending.data.pts || {} : {};
   const decided = (recent.ok ? recent.data.operations : [])
     .filter(o => o.state !== "pending" && o.decided_at && Date.now() - o.decided_at < 3600e3);
   return [
     el("h1", { text: "Pending operations" }),
-    ops.length ? el("div", { class: "cards" }, ops.map(pendingCard))
+    ops.length ? el("div", { class: "cards" }, ops.map(o => pendingCard(o, pts[o.pt_id])))
       : el("p", { class: "empty", text: "No device is waiting. New requests appear here by themselves." }),
     el("h2", { text: "Decided in the last hour" }),
     decided.length ? el("ul", { class: "decided" }, decided.map(o => el("li", {},
@@ -203,7 +204,7 @@ function stateBadge(o) {
   return el("span", { class: "badge " + (o.state === "completed" ? "ok" : o.state === "approved" ? "" : "bad"), text });
 }
 
-function pendingCard(o) {
+function pendingCard(o, pt) {
   const id = o.id;
   const codeId = "code-" + id;
   const reasonId = "reason-" + id;
@@ -229,6 +230,9 @@ function pendingCard(o) {
     o.conflict ? el("p", { class: "warn", text: "Other devices are asking on the same PT right now: make sure this is the one in front of you." }) : null,
     (o.replaces || []).length ? el("p", { class: "warn", text: "Approving replaces the registration this device id has now." }) : null,
     o.code_failures ? el("p", { class: "warn", text: o.code_failures + " wrong code(s) entered so far." }) : null,
+    pt && pt.max_registrations && pt.registrations_created >= 0.9 * pt.max_registrations
+      ? el("p", { class: "warn", text: "PT \u201c" + pt.label + "\u201d is near its cap: " +
+        pt.registrations_created + " of " + pt.max_registrations + " registrations used." }) : null,
     o.uses_code ? el("label", { for: codeId, text: "Code shown on the device" }) : null,
     o.uses_code ? el("input", { id: codeId, class: "code-input", inputmode: "text", autocomplete: "off",
       autocapitalize: "characters", spellcheck: "false", placeholder: "ABCD-EFGH" }) : null,

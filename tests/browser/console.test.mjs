@@ -75,9 +75,10 @@ async function api(method, path, token, body) {
 }
 
 /** A device: `tessera simulate`, which prints its code and waits for approval. */
-function simulate(pt, deviceId) {
+function simulate(pt, deviceId, stateFile) {
   const child = spawn(BIN, ["simulate", "--pt", pt, "--server", deviceAddr,
-    "--ca", join(dir, "data", "tls", "ca.pem"), "--device-id", deviceId, "--timeout-secs", "60"],
+    "--ca", join(dir, "data", "tls", "ca.pem"), "--device-id", deviceId, "--timeout-secs", "60",
+    ...(stateFile ? ["--state-file", stateFile] : [])],
   { stdio: ["ignore", "pipe", "inherit"] });
   children.push(child);
   const next = lines(child);
@@ -186,8 +187,13 @@ test("a technician on a phone sees the operation appear, gets the attempts left 
 test("revoking a device in the console refuses its RT from then on", async () => {
   const pt = (await api("POST", "/api/v1/pts", adminToken,
     { label: "line 9", kind: "fleet", max_registrations: 10, approval: "automatic" })).data.token;
-  const dev = simulate(pt, "valve-9");
+  const stateFile = join(dir, "valve-9.json");
+  const dev = simulate(pt, "valve-9", stateFile);
   assert.equal(await dev.exited, 0);
+  // The device's RT, as it keeps it, and a broker's service token to check it with.
+  const rt = JSON.parse(readFileSync(stateFile, "utf8")).rt;
+  const svc = (await api("POST", "/api/v1/tokens", adminToken, { name: "broker", role: "service" })).data.token;
+  assert.equal((await api("POST", "/api/v1/introspect", svc, { rt })).status, 200);
   const ctx = await context({ width: 1280, height: 900 });
   const page = await ctx.newPage();
   await signIn(page, adminToken);
@@ -202,6 +208,9 @@ test("revoking a device in the console refuses its RT from then on", async () =>
   await page.getByRole("row", { name: /valve-9/ }).getByText("revoked").waitFor();
   const regs = (await api("GET", "/api/v1/devices?device_id=valve-9", adminToken)).data.registrations;
   assert.equal(regs[0].status, "revoked");
+  const after = await api("POST", "/api/v1/introspect", svc, { rt });
+  assert.equal(after.status, 422);
+  assert.equal(after.data.code, 12, "revoked");
   await ctx.close();
 });
 

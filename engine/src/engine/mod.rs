@@ -42,6 +42,9 @@ pub trait EngineObserver: Send + Sync {
     fn operation_changed(&self, _id: OperationId, _state: OperationState) {}
     /// A registration was revoked; connections using its RTs should be closed.
     fn registration_revoked(&self, _id: RegistrationId) {}
+    /// A commit wrote audit events or leak signals (refreshes, which journal theirs, do not
+    /// count).
+    fn logged(&self) {}
 }
 
 /// The Tessera engine. Cheap to clone (an `Arc`); share one per data directory.
@@ -106,6 +109,8 @@ pub(crate) enum Effect {
     SwapKeyring(Arc<Keyring>),
     InstallRtKey(u32, ring::hmac::Key),
     RetireRtKey(u32),
+    /// The transaction wrote an audit event or a leak signal.
+    Logged,
 }
 
 /// The context of a write job: the store transaction and the effects to apply on commit.
@@ -117,6 +122,13 @@ pub(crate) struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// Note (once per transaction) that it wrote to the audit log or the leak signals.
+    fn logged(&mut self) {
+        if !self.effects.iter().any(|e| matches!(e, Effect::Logged)) {
+            self.effects.push(Effect::Logged);
+        }
+    }
+
     pub(crate) fn effect(&mut self, e: Effect) {
         self.effects.push(e);
     }
@@ -136,6 +148,7 @@ impl Tx<'_> {
             subject,
             detail,
         })?;
+        self.logged();
         Ok(())
     }
 
@@ -158,6 +171,7 @@ impl Tx<'_> {
             return Ok(());
         }
         self.db.insert_leak(&sig)?;
+        self.logged();
         Ok(())
     }
 }
@@ -512,6 +526,11 @@ impl Inner {
                 Effect::SwapKeyring(k) => self.keys.store(k),
                 Effect::InstallRtKey(epoch, key) => self.rt_keys.install(epoch, key),
                 Effect::RetireRtKey(epoch) => self.rt_keys.retire(epoch),
+                Effect::Logged => {
+                    if let Some(o) = &observer {
+                        o.logged();
+                    }
+                }
             }
         }
     }

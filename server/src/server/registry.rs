@@ -225,13 +225,18 @@ pub struct Observer {
     pub connections: Arc<Connections>,
     /// REVOCATIONS long polls.
     pub revocations: Arc<tokio::sync::Notify>,
-    /// Bumped on every operation change and revocation: the console's live updates follow it.
+    /// Bumped on every operation change, revocation, audit event and leak signal: the console's
+    /// live updates follow it.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl EngineObserver for Observer {
     fn operation_changed(&self, id: OperationId, _state: OperationState) {
         self.waiters.wake(id);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn logged(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
 

@@ -147,6 +147,9 @@ async fn every_route_works_for_its_role() {
         let op = begin(&t, &pt, Some(&device), &device).await.unwrap();
         let (s, v) = api.get("/api/v1/operations?state=pending", &tech).await;
         assert_eq!(s, StatusCode::OK, "{v}");
+        // With how full each operation's PT is (the console warns near the cap).
+        assert_eq!(v["pts"][&pt_id]["max_registrations"], 5, "{v}");
+        assert_eq!(v["pts"][&pt_id]["registrations_created"], 0, "{v}");
         assert!(v["operations"]
             .as_array()
             .unwrap()
@@ -596,8 +599,8 @@ async fn lists_come_in_pages_with_a_cursor() {
     ts.shutdown().await;
 }
 
-/// Live updates: an event at once, then one when an operation begins and one when it is
-/// approved, each within a second of the change.
+/// Live updates: an event at once, then one when an operation begins, one when it is approved,
+/// and one when anything else is audited (a PT created).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_operations_as_they_change() {
     let ts = TestServer::start().await;
@@ -645,6 +648,9 @@ async fn events_follow_operations_as_they_change() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    next_change(&mut resp, &mut buf).await;
+    // Anything the audit log records, a PT's creation say, is one too (the audit page is live).
+    ts.pt(json!({ "label": "audited" })).await;
     next_change(&mut resp, &mut buf).await;
     // A service token may not follow them.
     let (_, svc) = token_of_role(&ts, &api, "service").await;

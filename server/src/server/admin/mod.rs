@@ -340,7 +340,27 @@ pub(crate) async fn execute(
             })
             .await?;
             let next = next.map(|(at, id)| format!("{}.{id}", at.unix_millis()));
-            json!({ "operations": ops, "next": next })
+            // What a technician weighs before approving: how full each operation's PT is.
+            let pt_ids: std::collections::BTreeSet<PtId> = ops.iter().map(|o| o.pt_id).collect();
+            let pts = blocking(shared, move |e, _| {
+                Ok(pt_ids
+                    .into_iter()
+                    .filter_map(|id| e.pt(&id).ok())
+                    .map(|p| {
+                        let max = match p.kind {
+                            PtKind::Fleet { max_registrations } => Some(max_registrations),
+                            PtKind::SingleDevice => None,
+                        };
+                        (
+                            p.id.to_string(),
+                            json!({ "label": p.label, "registrations_created": p.registrations_created,
+                                    "max_registrations": max }),
+                        )
+                    })
+                    .collect::<serde_json::Map<String, Value>>())
+            })
+            .await?;
+            json!({ "operations": ops, "next": next, "pts": pts })
         }
         kind::OP_SHOW => {
             let id = op_id(&args::<IdArgs>(raw)?.id)?;

@@ -321,8 +321,9 @@ async fn batch(
 }
 
 /// `GET /api/v1/events`: Server-Sent Events for live pages. An event `change` (data: a
-/// counter) follows every operation that begins or changes state and every revocation, coalesced;
-/// a page then asks again for what it shows. The first event comes at once. Needs a token that
+/// counter) follows every operation that begins or changes state, every revocation and every
+/// commit that writes the audit log or a leak signal, coalesced; a page then asks again for
+/// what it shows. The first event comes at once. Needs a token that
 /// may list operations (technician or admin).
 pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
