@@ -250,7 +250,18 @@ impl Engine {
 
     /// PTs, newest first (at most `limit`, 0 means 100).
     pub fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error> {
-        self.read(|db| db.list_pts(limit, include_revoked))
+        self.list_pts_before(limit, include_revoked, None)
+    }
+
+    /// As [`list_pts`](Self::list_pts), only those older than `before` (created earlier, or at
+    /// the same time with a smaller id): the page after one that ended there.
+    pub fn list_pts_before(
+        &self,
+        limit: usize,
+        include_revoked: bool,
+        before: Option<(Timestamp, PtId)>,
+    ) -> Result<Vec<PtRecord>, Error> {
+        self.read(|db| db.list_pts(limit, include_revoked, before))
     }
 }
 

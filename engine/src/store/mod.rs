@@ -144,7 +144,12 @@ pub trait StoreRead {
     /// A PT and its verifier.
     fn pt(&self, id: &PtId) -> Result<Option<(PtRecord, [u8; 32])>, Error>;
     /// PTs, newest first.
-    fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error>;
+    fn list_pts(
+        &self,
+        limit: usize,
+        include_revoked: bool,
+        before: Option<(Timestamp, PtId)>,
+    ) -> Result<Vec<PtRecord>, Error>;
     /// An operation.
     fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, Error>;
     /// Operations of a PT stored as pending (possibly past their expiry).

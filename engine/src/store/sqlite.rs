@@ -677,12 +677,25 @@ impl StoreRead for Db<'_> {
             .optional()?)
     }
 
-    fn list_pts(&self, limit: usize, include_revoked: bool) -> Result<Vec<PtRecord>, Error> {
+    fn list_pts(
+        &self,
+        limit: usize,
+        include_revoked: bool,
+        before: Option<(Timestamp, PtId)>,
+    ) -> Result<Vec<PtRecord>, Error> {
         let mut st = self.conn.prepare_cached(&format!(
             "SELECT {PT_COLUMNS} FROM pts WHERE (?1 OR revoked_at IS NULL) AND {PT_VISIBLE} \
-             ORDER BY created_at DESC, id LIMIT ?2"
+             AND (?3 IS NULL OR (created_at, id) < (?3, ?4)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![include_revoked, limit_or_default(limit)], pt_row)?;
+        let (at, id) = match before {
+            Some((at, id)) => (Some(sql_ts(at)), Some(id.to_bytes().to_vec())),
+            None => (None, None),
+        };
+        let rows = st.query_map(
+            params![include_revoked, limit_or_default(limit), at, id],
+            pt_row,
+        )?;
         Ok(rows.map(|r| r.map(|(p, _)| p)).collect::<Result<_, _>>()?)
     }
 

@@ -587,7 +587,42 @@ async fn lists_come_in_pages_with_a_cursor() {
         .collect();
     assert_eq!(ids, (1..=12).rev().collect::<Vec<u64>>());
 
+    // PTs page the same way (the one made above, and 14 more).
+    for i in 0..14 {
+        ts.pt(json!({ "label": format!("pt-{i}") })).await;
+        if i % 3 == 0 {
+            ts.clock.advance(Duration::from_millis(1));
+        }
+    }
+    let mut labels = Vec::new();
+    let mut path = "/api/v1/pts?limit=4".to_owned();
+    loop {
+        let (s, v) = api.get(&path, admin).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        labels.extend(
+            v["pts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["label"].as_str().unwrap().to_owned()),
+        );
+        match v["next"].as_str() {
+            Some(n) => path = format!("/api/v1/pts?limit=4&before={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(labels.len(), 15, "{labels:?}");
+    assert_eq!(
+        labels.last().map(String::as_str),
+        Some("pages"),
+        "oldest last"
+    );
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels.len(), 15, "each PT once");
+
     for path in [
+        "/api/v1/pts?limit=1001",
         "/api/v1/operations?limit=1001",
         "/api/v1/operations?before=yesterday",
         "/api/v1/devices?limit=5000",

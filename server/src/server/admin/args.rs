@@ -14,8 +14,12 @@ pub(crate) struct NoArgs {}
 #[serde(deny_unknown_fields, default)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct PtListArgs {
+    /// At most this many, newest first (1–1,000; 0 or absent: 100).
     pub(crate) limit: usize,
+    /// Revoked PTs too.
     pub(crate) include_revoked: bool,
+    /// The `next` of the previous page: the PTs after it.
+    pub(crate) before: Option<String>,
 }
 
 #[derive(Deserialize, Default, Serialize, IntoParams)]

@@ -170,15 +170,24 @@ fn page_limit(limit: usize) -> Result<usize, ErrorBody> {
     }
 }
 
-/// An OP_LIST cursor: `<created_at ms>.<operation id>`, as `next` gave it.
+/// A list cursor `<created_at ms>.<id>`, as `next` gave it: the time and the id's text.
+fn cursor(s: &str) -> Result<(Timestamp, &str), ErrorBody> {
+    let bad = || input("before", "not a cursor from a previous page");
+    let (at, id) = s.split_once('.').ok_or_else(bad)?;
+    let at: u64 = at.parse().map_err(|_| bad())?;
+    Ok((Timestamp::from_unix_millis(at), id))
+}
+
+/// An OP_LIST cursor.
 fn op_cursor(s: &str) -> Result<(Timestamp, OperationId), ErrorBody> {
-    let (at, id) = s
-        .split_once('.')
-        .ok_or_else(|| input("before", "not a cursor from a previous page"))?;
-    let at: u64 = at
-        .parse()
-        .map_err(|_| input("before", "not a cursor from a previous page"))?;
-    Ok((Timestamp::from_unix_millis(at), op_id(id)?))
+    let (at, id) = cursor(s)?;
+    Ok((at, op_id(id)?))
+}
+
+/// A PT_LIST cursor.
+fn pt_cursor(s: &str) -> Result<(Timestamp, PtId), ErrorBody> {
+    let (at, id) = cursor(s)?;
+    Ok((at, pt_id(id)?))
 }
 
 /// The `device_id` argument of a request that needs one.
@@ -285,7 +294,19 @@ pub(crate) async fn execute(
         }
         kind::PT_LIST => {
             let a: PtListArgs = args(raw)?;
-            json!({ "pts": blocking(shared, move |e, _| e.list_pts(a.limit, a.include_revoked)).await? })
+            let limit = page_limit(a.limit)?;
+            let before = a.before.as_deref().map(pt_cursor).transpose()?;
+            let pts = blocking(shared, move |e, _| {
+                e.list_pts_before(limit, a.include_revoked, before)
+            })
+            .await?;
+            let next = (pts.len() == limit)
+                .then(|| {
+                    pts.last()
+                        .map(|p| format!("{}.{}", p.created_at.unix_millis(), p.id))
+                })
+                .flatten();
+            json!({ "pts": pts, "next": next })
         }
         kind::PT_SHOW => {
             let id = pt_id(&args::<IdArgs>(raw)?.id)?;
