@@ -326,8 +326,14 @@ async function viewPts() {
     refreshList();
   };
   const list = el("div");
+  const filter = el("input", { id: "pt-filter", "aria-label": "Search PTs",
+    placeholder: "Filter by label or id", autocomplete: "off",
+    oninput: () => refreshList() });
   const refreshList = async () => {
     const r = await api("GET", "/api/v1/pts?limit=500&include_revoked=true");
+    const f = filter.value.trim().toLowerCase();
+    const pts = (r.ok ? r.data.pts : []).filter(p => !f ||
+      p.label.toLowerCase().includes(f) || p.id.toLowerCase().includes(f));
     list.replaceChildren(table([
       ["Label", p => p.label],
       ["Id", p => p.id],
@@ -342,7 +348,7 @@ async function viewPts() {
           if (!res.ok) alert(problemText(res.data));
           refreshList();
         } })],
-    ], r.ok ? r.data.pts : [], "No PTs yet."));
+    ], pts, "No PTs."));
   };
   await refreshList();
   const field = (label, input) => el("div", {}, el("label", { for: input.id, text: label }), input);
@@ -363,7 +369,7 @@ async function viewPts() {
         el("option", { value: "technician", text: "the technician's" }))),
       field("Batch: how many (0 for one PT)", el("input", { id: "pt-count", name: "count", type: "number", min: "0", value: "0" })),
       el("div", { class: "row" }, el("button", { type: "submit", class: "primary", text: "Create" }))),
-    shown, el("h2", { text: "All PTs" }), list,
+    shown, el("h2", { text: "All PTs" }), filter, list,
   ];
 }
 

@@ -118,7 +118,7 @@ test("an admin creates a PT with the code policy, and the PT shown once provisio
   });
   await signIn(page, adminToken);
   await page.getByRole("link", { name: "PTs" }).click();
-  await page.getByLabel("Label").fill("line 7 firmware");
+  await page.getByLabel("Label", { exact: true }).fill("line 7 firmware");
   await page.getByLabel("Kind").selectOption("fleet");
   await page.getByLabel("Approval").selectOption("manual_with_code");
   await page.getByRole("button", { name: "Create" }).click();
