@@ -75,15 +75,20 @@ async function api(method, path, token, body) {
 }
 
 /** A device: `tessera simulate`, which prints its code and waits for approval. */
-function simulate(pt, deviceId, stateFile) {
+function simulate(pt, deviceId, stateFile, hold) {
   const child = spawn(BIN, ["simulate", "--pt", pt, "--server", deviceAddr,
     "--ca", join(dir, "data", "tls", "ca.pem"), "--device-id", deviceId, "--timeout-secs", "60",
-    ...(stateFile ? ["--state-file", stateFile] : [])],
-  { stdio: ["ignore", "pipe", "inherit"] });
+    ...(stateFile ? ["--state-file", stateFile] : []), ...(hold ? ["--hold"] : [])],
+  { stdio: [hold ? "pipe" : "ignore", "pipe", "inherit"] });
   children.push(child);
   const next = lines(child);
   const exited = new Promise((r) => child.on("exit", (code) => r(code)));
-  return { next, exited };
+  return { next, exited, child };
+}
+
+/** The server's count of open device connections. */
+async function openConnections() {
+  return (await api("GET", "/api/v1/status", adminToken)).data.open_connections;
 }
 
 async function signIn(page, token) {
@@ -184,12 +189,14 @@ test("a technician on a phone sees the operation appear, gets the attempts left 
   await ctx.close();
 });
 
-test("revoking a device in the console refuses its RT from then on", async () => {
+test("revoking a device in the console closes its connection and refuses its RT from then on", async () => {
   const pt = (await api("POST", "/api/v1/pts", adminToken,
     { label: "line 9", kind: "fleet", max_registrations: 10, approval: "automatic" })).data.token;
   const stateFile = join(dir, "valve-9.json");
-  const dev = simulate(pt, "valve-9", stateFile);
-  assert.equal(await dev.exited, 0);
+  // The device stays connected after registering, and refreshes when told.
+  const dev = simulate(pt, "valve-9", stateFile, true);
+  await lineMatching(dev.next, /^registered: device valve-9/, "its registration");
+  assert.equal(await openConnections(), 1, "the device holds its connection");
   // The device's RT, as it keeps it, and a broker's service token to check it with.
   const rt = JSON.parse(readFileSync(stateFile, "utf8")).rt;
   const svc = (await api("POST", "/api/v1/tokens", adminToken, { name: "broker", role: "service" })).data.token;
@@ -211,6 +218,17 @@ test("revoking a device in the console refuses its RT from then on", async () =>
   const after = await api("POST", "/api/v1/introspect", svc, { rt });
   assert.equal(after.status, 422);
   assert.equal(after.data.code, 12, "revoked");
+  // The server closed the device's connection; its next refresh is refused.
+  const deadline = Date.now() + 10_000;
+  while (await openConnections() !== 0) {
+    assert.ok(Date.now() < deadline, "the connection was not closed");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  dev.child.stdin.write("refresh\n");
+  const outcome = await lineMatching(dev.next, /^(refresh refused|refreshed)/, "the refresh's outcome");
+  assert.equal(outcome[1], "refresh refused", outcome.input);
+  dev.child.stdin.end();
+  assert.equal(await dev.exited, 0);
   await ctx.close();
 });
 

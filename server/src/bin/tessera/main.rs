@@ -430,6 +430,10 @@ struct SimArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Once registered, stay: keep the connection and refresh on each line `refresh` read from
+    /// standard input, printing the outcome; exit at the end of the input.
+    #[arg(long)]
+    hold: bool,
 }
 
 /// Exit status of a command that printed its own output.

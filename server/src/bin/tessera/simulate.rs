@@ -70,8 +70,25 @@ pub(super) fn simulate(a: SimArgs) -> ExitCode {
                 r.generation,
                 output::utc(i64::try_from(r.expires_at).unwrap_or(i64::MAX))
             );
+            if a.hold {
+                hold(&client);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// Stay connected; refresh on each `refresh` line of standard input, until its end.
+fn hold(client: &BlockingDeviceClient) {
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() != "refresh" {
+            continue;
+        }
+        match client.refresh() {
+            Ok(r) => println!("refreshed: generation {}", r.generation),
+            Err(e) => println!("refresh refused: {e}"),
+        }
     }
 }
