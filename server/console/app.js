@@ -168,7 +168,7 @@ async function render() {
   // A live refresh must not wipe what someone is typing: keep the focused input's value.
   const focused = document.activeElement;
   const keep = focused && focused.id && view.contains(focused) ? [focused.id, focused.value] : null;
-  view.replaceChildren(...[].concat(content));
+  view.replaceChildren(...[].concat(content).filter(Boolean));
   if (keep) {
     const again = document.getElementById(keep[0]);
     if (again) { again.value = keep[1]; again.focus(); }
@@ -177,19 +177,31 @@ async function render() {
 
 // Pending operations, newest first, each with what the technician needs to decide.
 const notes = {};
+const PENDING_PAGE = 200;
+let pendingPages = 1;
 async function viewPending() {
-  const [pending, recent] = await Promise.all([
-    api("GET", "/api/v1/operations?state=pending&limit=1000"),
-    api("GET", "/api/v1/operations?limit=50"),
-  ]);
-  const ops = pending.ok ? pending.data.operations : [];
-  const pts = pending.ok ? pending.data.pts || {} : {};
+  // The newest pages of pending operations, as many as have been asked for.
+  const ops = [];
+  const pts = {};
+  let next = null;
+  for (let page = 0; page < pendingPages; page++) {
+    const r = await api("GET", "/api/v1/operations?state=pending&limit=" + PENDING_PAGE +
+      (next ? "&before=" + encodeURIComponent(next) : ""));
+    if (!r.ok) break;
+    ops.push(...r.data.operations);
+    Object.assign(pts, r.data.pts || {});
+    next = r.data.next;
+    if (!next) break;
+  }
+  const recent = await api("GET", "/api/v1/operations?limit=50");
   const decided = (recent.ok ? recent.data.operations : [])
     .filter(o => o.state !== "pending" && o.decided_at && Date.now() - o.decided_at < 3600e3);
   return [
     el("h1", { text: "Pending operations" }),
     ops.length ? el("div", { class: "cards" }, ops.map(o => pendingCard(o, pts[o.pt_id])))
       : el("p", { class: "empty", text: "No device is waiting. New requests appear here by themselves." }),
+    next ? el("div", { class: "row" }, el("button", { type: "button", text: "Show older requests",
+      onclick: () => { pendingPages++; render(); } })) : null,
     el("h2", { text: "Decided in the last hour" }),
     decided.length ? el("ul", { class: "decided" }, decided.map(o => el("li", {},
       el("strong", { text: o.device_id || o.requested_device_id || "—" }), " ", stateBadge(o),

@@ -176,6 +176,13 @@ test("a technician on a phone sees the operation appear, gets the attempts left 
   assert.equal(await dev.exited, 0, "the device received its RT");
   await page.getByText("delivered").first().waitFor();
   await shot(page, "technician-delivered-phone");
+  // No view shows an empty value as text.
+  for (const view of ["#pending", "#devices"]) {
+    await page.goto(base + "/console/" + view);
+    await page.locator("#view h1").waitFor();
+    const text = await page.locator("#view").innerText();
+    assert.doesNotMatch(text, /\b(null|undefined|NaN|false)\b/, view);
+  }
 
   // The API refuses the technician's PT creation too.
   const r = await page.evaluate(async () => {
