@@ -380,6 +380,12 @@ pub struct AdminReq {
     pub args: serde_json::Value,
 }
 
+impl Drop for AdminReq {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
 impl core::fmt::Debug for AdminReq {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Argument values may be secrets (INTROSPECT's `rt`): only their names are shown.

@@ -215,7 +215,7 @@ pub(crate) struct Caller {
 /// Both front ends (QUIC and HTTPS) call this, then [`execute`].
 pub(crate) async fn authorize(
     shared: &Arc<Shared>,
-    token: String,
+    token: zeroize::Zeroizing<String>,
     kind_code: u8,
     source: std::net::IpAddr,
 ) -> Result<Caller, ErrorBody> {
@@ -256,7 +256,13 @@ pub(crate) async fn handle(
     send: &mut quinn::SendStream,
 ) -> Result<Handled, ErrorBody> {
     let mut req: AdminReq = parse(frame.body)?;
-    let caller = authorize(shared, req.token.clone(), frame.kind, source).await?;
+    let caller = authorize(
+        shared,
+        zeroize::Zeroizing::new(std::mem::take(&mut req.token)),
+        frame.kind,
+        source,
+    )
+    .await?;
     let a = std::mem::take(&mut req.args);
     if frame.kind == kind::PT_BATCH {
         return batch(shared, args::<PtArgs>(a)?, caller.actor, send).await;

@@ -82,7 +82,8 @@ pub(crate) async fn login(State(st): State<Arc<HttpState>>, req: Request) -> Res
     let Ok(form) = serde_urlencoded::from_bytes::<SignIn>(&body) else {
         return Redirect::to("/console/?signin=bad").into_response();
     };
-    let token = form.token.trim().to_owned();
+    let form = zeroize::Zeroizing::new(form.token);
+    let token = zeroize::Zeroizing::new(form.trim().to_owned());
     // OP_LIST is the first thing the console does, and a request every person's role may make.
     match admin::authorize(&st.shared, token.clone(), kind::OP_LIST, source).await {
         Ok(caller) => {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tessera_proto::wire::{code, kind, ErrorBody};
 use utoipa::openapi::path::Parameter;
 use utoipa::IntoParams;
+use zeroize::Zeroizing;
 
 use super::problem::Problem;
 use super::HttpState;
@@ -214,14 +215,14 @@ fn no_query(q: Option<&str>) -> Result<(), Problem> {
 
 /// The admin token of a request: its bearer token or, for the console, its session's (a POST
 /// must then carry the session's CSRF token and come from this site). 401 without either.
-fn token(st: &HttpState, method: Verb, h: &HeaderMap) -> Result<String, Problem> {
+fn token(st: &HttpState, method: Verb, h: &HeaderMap) -> Result<Zeroizing<String>, Problem> {
     if h.contains_key(header::AUTHORIZATION) {
         return bearer(h);
     }
     let from_session = st.sessions.with(h, |s| {
         let allowed = method == Verb::Get
             || (super::session::same_site(h) && super::console::csrf_matches(h, &s.csrf));
-        allowed.then(|| s.token.to_string())
+        allowed.then(|| s.token.clone())
     });
     match from_session {
         Some(Some(t)) => Ok(t),
@@ -231,7 +232,7 @@ fn token(st: &HttpState, method: Verb, h: &HeaderMap) -> Result<String, Problem>
 }
 
 /// The bearer token, or 401.
-fn bearer(h: &HeaderMap) -> Result<String, Problem> {
+fn bearer(h: &HeaderMap) -> Result<Zeroizing<String>, Problem> {
     let v = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -248,7 +249,7 @@ fn bearer(h: &HeaderMap) -> Result<String, Problem> {
             code::UNAUTHENTICATED,
         ));
     }
-    Ok(token.trim().to_owned())
+    Ok(Zeroizing::new(token.trim().to_owned()))
 }
 
 /// The request's JSON body (`application/json`, at most [`MAX_BODY`] bytes, one object or

@@ -51,7 +51,12 @@ pub(crate) fn random_id() -> String {
 
 impl Sessions {
     /// Start a session; answers its id (the cookie's value).
-    pub(crate) fn start(&self, token: String, role: &'static str, name: String) -> String {
+    pub(crate) fn start(
+        &self,
+        token: Zeroizing<String>,
+        role: &'static str,
+        name: String,
+    ) -> String {
         let id = random_id();
         let mut m = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -68,7 +73,7 @@ impl Sessions {
         m.insert(
             id.clone(),
             Session {
-                token: Zeroizing::new(token),
+                token,
                 role,
                 name,
                 csrf: random_id(),
