@@ -106,6 +106,11 @@ pub fn seed_registrations(dir: &Path, n: u64, now: Timestamp) -> rusqlite::Resul
     tx.commit()
 }
 
+/// The `p` quantile (0 to 1) of `sorted` latencies, nearest rank. `sorted` is not empty.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// The number given as `--name NUMBER` on the command line, or `default`.
 pub fn flag(flags: &[(String, u64)], name: &str, default: u64) -> u64 {
     flags

@@ -393,10 +393,7 @@ impl Transport {
     /// are refused (a permanent [`ClientError::Config`], so no retry loop reconnects), and this
     /// returns once the endpoint is idle.
     pub async fn close(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.disconnect().await;
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+        self.close_now().await;
         self.endpoint.wait_idle().await;
     }
 

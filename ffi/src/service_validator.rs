@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::result::tessera_result;
 use crate::util::{boundary, bytes, write};
-use crate::validator::{check_args, server_with_ca, server_with_pin, tessera_rt_identity};
+use crate::validator::{check_args, rt_text, server_with_ca, server_with_pin, tessera_rt_identity};
 
 use cache::{Cache, Verdict};
 use worker::{Ask, Worker};
@@ -330,11 +330,9 @@ pub extern "C" fn tessera_service_validator_check(
             Ok(x) => x,
             Err(e) => return e,
         };
-        if let Err(e) = tessera_proto::token::UntrustedRt::parse(text) {
-            return e.into();
-        }
-        let Ok(text) = std::str::from_utf8(text) else {
-            return tessera_result::TESSERA_INVALID_UTF8;
+        let text = match rt_text(text) {
+            Ok(t) => t,
+            Err(e) => return e,
         };
         let key = digest(text.as_bytes());
         let mut s = match v.shared.lock() {

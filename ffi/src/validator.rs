@@ -64,6 +64,12 @@ pub(crate) unsafe fn check_args<'a, V>(
     Ok((v, text))
 }
 
+/// An RT to ask a server about, as text: format errors are answered here, without a round trip.
+pub(crate) fn rt_text(text: &[u8]) -> Result<&str, tessera_result> {
+    tessera_proto::token::UntrustedRt::parse(text).map_err(tessera_result::from)?;
+    std::str::from_utf8(text).map_err(|_| tessera_result::TESSERA_INVALID_UTF8)
+}
+
 /// The server and its CA, as the `*_new` constructors of both network validators take them
 /// (checked in that order): address, certificate name, `ca_len` bytes of PEM.
 ///
@@ -294,12 +300,9 @@ pub extern "C" fn tessera_validator_check(
             Ok(x) => x,
             Err(e) => return e,
         };
-        // Format errors are answered here, without a round trip.
-        if let Err(e) = tessera_proto::token::UntrustedRt::parse(text) {
-            return e.into();
-        }
-        let Ok(text) = std::str::from_utf8(text) else {
-            return tessera_result::TESSERA_INVALID_UTF8;
+        let text = match rt_text(text) {
+            Ok(t) => t,
+            Err(e) => return e,
         };
         let req = RtReq {
             rt: text.to_owned(),

@@ -17,8 +17,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
+    tessera_benches::percentile(sorted, p).as_secs_f64() * 1e3
 }
 
 fn summary(mut v: Vec<Duration>) -> serde_json::Value {

@@ -20,7 +20,7 @@ use tessera_proto::wire::kind;
 
 fn percentiles(mut v: Vec<Duration>) -> String {
     v.sort();
-    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    let p = |q: f64| tessera_benches::percentile(&v, q);
     format!(
         "p50 {:.2} ms, p99 {:.2} ms (n = {})",
         p(0.5).as_secs_f64() * 1e3,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
-use tessera_benches::{numeric_flags, provision};
+use tessera_benches::{numeric_flags, percentile, provision};
 use tessera_engine::{Actor, Engine, Provisioned, Timestamp};
 
 struct Broker {
@@ -229,10 +229,6 @@ fn revocation_delays(
             })
         })
         .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

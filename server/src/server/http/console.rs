@@ -60,10 +60,7 @@ struct SignIn {
 /// `POST /console/login` (a form with `token`): check the token, start a session, and send the
 /// browser back to the console with its cookie. A failure comes back as `?signin=<why>`.
 pub(crate) async fn login(State(st): State<Arc<HttpState>>, req: Request) -> Response {
-    let source = req
-        .extensions()
-        .get::<Peer>()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+    let source = Peer::of(&req);
     if !same_site(req.headers()) {
         return Problem::new(
             StatusCode::FORBIDDEN,

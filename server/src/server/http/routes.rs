@@ -130,6 +130,16 @@ pub(crate) fn routes() -> Vec<Route> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) SocketAddr);
 
+impl Peer {
+    /// The source address of a request (loopback for one that came without a connection, as
+    /// in-process calls do).
+    pub(crate) fn of(req: &Request) -> std::net::IpAddr {
+        req.extensions()
+            .get::<Peer>()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip())
+    }
+}
+
 /// Answer one API request: authenticate, take its arguments from where the route says, then
 /// the admin layer.
 pub(crate) async fn call(
@@ -152,10 +162,7 @@ async fn answer(
     q: Option<String>,
     req: Request,
 ) -> Result<Response, Problem> {
-    let source = req
-        .extensions()
-        .get::<Peer>()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+    let source = Peer::of(&req);
     let shared = &st.shared;
     // The order of checks is the QUIC endpoint's: the token and its role, then the arguments.
     let token = token(st, route.method, req.headers())?;
@@ -328,10 +335,7 @@ async fn batch(
 /// may list operations (technician or admin).
 pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let source = req
-        .extensions()
-        .get::<Peer>()
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+    let source = Peer::of(&req);
     let token = match token(&st, Verb::Get, req.headers()) {
         Ok(t) => t,
         Err(p) => return p.into_response(),
