@@ -27,6 +27,7 @@ pub(crate) fn check_label(field: &'static str, s: &str) -> Result<(), InputError
 /// How many registrations a PT may create.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PtKind {
     /// One device. A new approval supersedes (revokes) the PT's previous registration.
     SingleDevice,
@@ -40,6 +41,7 @@ pub enum PtKind {
 /// One condition of an [`AttributeRule`].
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttributeCondition {
     /// The attribute equals the value (`key=value`).
     Equals {
@@ -63,6 +65,7 @@ pub enum AttributeCondition {
 /// Text form: conditions separated by `;`, each `key=value` or `key^=prefix`, for example
 /// `model=TX-7;serial^=SN26`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttributeRule {
     /// All must hold.
     pub conditions: Vec<AttributeCondition>,
@@ -117,6 +120,7 @@ impl FromStr for AttributeRule {
 /// Who or what approves a PT's provisioning operations.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ApprovalPolicy {
     /// A technician approves.
     Manual,
@@ -138,6 +142,7 @@ impl ApprovalPolicy {
 /// Who chooses the device id of a new registration.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeviceIdPolicy {
     /// The device must request one when it begins the operation.
     Device,
@@ -181,8 +186,10 @@ impl PtSpec {
 
 /// A PT as the store keeps it (without its secret, which is never stored).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PtRecord {
     /// Public id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub id: PtId,
     /// Free text.
@@ -210,6 +217,7 @@ pub struct PtRecord {
 /// The state of a provisioning operation. Terminal states are terminal.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OperationState {
     /// Waiting for a decision.
     Pending,
@@ -265,11 +273,14 @@ impl fmt::Display for OperationState {
 
 /// A provisioning operation as the store keeps it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OperationRecord {
     /// Id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub id: OperationId,
     /// The PT that began it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub pt_id: PtId,
     /// Current state as stored (see [`OperationRecord::effective_state`]).
@@ -328,10 +339,12 @@ impl fmt::Debug for NonceDigest {
 
 /// An active registration that approving an operation would replace.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplacedRegistration {
     /// The registration.
     pub registration_id: RegistrationId,
     /// The PT it was provisioned through.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub pt_id: PtId,
 }
@@ -351,6 +364,7 @@ impl OperationRecord {
 /// Whether a registration's RTs may be used.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RegistrationStatus {
     /// RTs validate.
     Active,
@@ -360,15 +374,18 @@ pub enum RegistrationStatus {
 
 /// A registration (RT family) as the store keeps it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationRecord {
     /// Id (carried in every RT).
     pub id: RegistrationId,
     /// The device's identity.
     pub device_id: DeviceId,
     /// The PT through which it was provisioned.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub pt_id: PtId,
     /// The approved operation that created it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub operation_id: OperationId,
     /// Drawn at random at creation and carried in every RT of the registration, so that no RT
@@ -439,6 +456,7 @@ impl Actor {
 
 /// One audit event. Append-only; `seq` increases by one per event.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Sequence number.
     pub seq: u64,
@@ -459,6 +477,7 @@ pub struct AuditEvent {
 /// The kinds of leak signal.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LeakKind {
     /// Several instances ran operations on one single-device PT (or for one device id) at once.
     ParallelOperations,
@@ -505,6 +524,7 @@ impl LeakKind {
 
 /// A suspected leak, shown to operators.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeakSignal {
     /// Sequence number.
     pub id: u64,
@@ -529,6 +549,7 @@ pub struct LeakSignal {
 /// What an admin token may do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AdminRole {
     /// List, show, approve and reject operations; list and show devices.
     Technician,
@@ -567,8 +588,10 @@ impl FromStr for AdminRole {
 
 /// An admin token as the store keeps it (the secret is never stored).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminTokenRecord {
     /// Public id (`at_…`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "display_fromstr")]
     pub id: AdminTokenId,
     /// Who holds it; recorded as the actor of every change made with it.
@@ -583,6 +606,7 @@ pub struct AdminTokenRecord {
 
 /// A blocked device id.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockRecord {
     /// The blocked id.
     pub device_id: DeviceId,

@@ -419,3 +419,71 @@ mod tests {
         assert!(Attributes::from_raw(&pairs).is_err());
     }
 }
+
+/// OpenAPI schemas of the ids and values as they appear in JSON (the `openapi` feature).
+#[cfg(feature = "openapi")]
+mod schemas {
+    use alloc::borrow::Cow;
+
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::{limits, Attributes, DeviceId, RegistrationId};
+
+    impl PartialSchema for DeviceId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(limits::DEVICE_ID_MAX))
+                .description(Some("A device id: printable ASCII, no spaces"))
+                .into()
+        }
+    }
+    impl ToSchema for DeviceId {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("DeviceId")
+        }
+    }
+
+    impl PartialSchema for RegistrationId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Int64,
+                )))
+                .minimum(Some(0))
+                .description(Some("A registration id"))
+                .into()
+        }
+    }
+    impl ToSchema for RegistrationId {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("RegistrationId")
+        }
+    }
+
+    impl PartialSchema for Attributes {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(limits::ATTRIBUTE_VALUE_MAX)),
+                ))
+                .max_properties(Some(limits::ATTRIBUTES_MAX))
+                .description(Some(
+                    "What a device sent about itself: at most 16 entries, keys of a-z 0-9 . _ -",
+                ))
+                .into()
+        }
+    }
+    impl ToSchema for Attributes {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("Attributes")
+        }
+    }
+}

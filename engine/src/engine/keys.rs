@@ -14,6 +14,7 @@ use crate::time::Timestamp;
 
 /// A key epoch as shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyEpochInfo {
     /// The stored record.
     #[serde(flatten)]

@@ -178,6 +178,7 @@ impl Tx<'_> {
 
 /// Counters for status and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EngineStatus {
     /// Registration families live in memory.
     pub live_families: usize,

@@ -34,12 +34,14 @@ pub struct Refreshed {
 
 /// What a service (an MQTT broker, say) learns from an RT.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Introspection {
     /// The device's identity.
     pub device_id: DeviceId,
     /// The registration.
     pub registration_id: RegistrationId,
     /// The PT it was provisioned through.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(with = "crate::model::display_fromstr")]
     pub pt_id: PtId,
     /// Generation of the presented RT.

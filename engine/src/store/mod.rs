@@ -27,6 +27,7 @@ use crate::time::Timestamp;
 
 /// A key epoch as the store keeps it (never key material).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyEpochRecord {
     /// Epoch number, from 1.
     pub epoch: u32,
@@ -121,6 +122,7 @@ pub struct RegistrationQuery {
 
 /// Row counts, for status and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreCounts {
     /// PTs.
     pub pts: u64,
@@ -287,6 +289,7 @@ pub type WriteJob = Box<dyn FnOnce(&mut dyn StoreTxn) -> JobOutcome + Send>;
 
 /// Counters of the group-commit writer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitStats {
     /// Committed batches (each one fsync).
     pub batches: u64,

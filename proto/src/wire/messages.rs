@@ -314,6 +314,12 @@ pub struct RtReq {
     pub rt: String,
 }
 
+impl Drop for RtReq {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.rt);
+    }
+}
+
 impl core::fmt::Debug for RtReq {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RtReq").field("rt", &"<redacted>").finish()
@@ -333,6 +339,7 @@ pub struct RefreshResp {
 
 /// `INTROSPECT` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntrospectResp {
     /// Always true (inactive RTs get an error response).
     pub active: bool,

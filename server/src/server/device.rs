@@ -314,17 +314,18 @@ async fn introspect(
     if let Some(s) = &source {
         super::limit(shared, &shared.limits.introspect, s)?;
     }
-    let rt = req.rt;
+    let req = Arc::new(req);
     let out = blocking(shared, {
-        let rt = rt.clone();
-        move |e, t| e.introspect(rt.as_bytes(), t)
+        let req = req.clone();
+        move |e, t| e.introspect(req.rt.as_bytes(), t)
     })
     .await;
+    let rt = &req.rt;
     match out {
         Ok(i) => Ok(Handled::ok(&introspection(shared, &i))),
         Err(e) => {
             if e.code == code::REVOKED {
-                report_revoked(shared, &rt, source);
+                report_revoked(shared, rt, source);
             }
             Err(e)
         }

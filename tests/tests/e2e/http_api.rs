@@ -22,21 +22,34 @@ fn client(ts: &TestServer, http1: bool) -> Client {
     if http1 { b.http1_only() } else { b }.build().unwrap()
 }
 
+/// An API client that checks every JSON answer against the OpenAPI document the server serves.
 struct Api {
     http: Client,
     base: String,
+    contract: Contract,
 }
 
 impl Api {
-    fn new(ts: &TestServer) -> Self {
-        Self::with(ts, false)
+    async fn new(ts: &TestServer) -> Self {
+        Self::with(ts, false).await
     }
 
-    fn with(ts: &TestServer, http1: bool) -> Self {
+    async fn with(ts: &TestServer, http1: bool) -> Self {
         let addr = ts.server.as_ref().unwrap().console_addr().expect("console");
+        let http = client(ts, http1);
+        let base = format!("https://localhost:{}", addr.port());
+        let doc: Value = http
+            .get(format!("{base}/api/v1/openapi.json"))
+            .send()
+            .await
+            .expect("the OpenAPI document")
+            .json()
+            .await
+            .expect("the OpenAPI document is JSON");
         Self {
-            http: client(ts, http1),
-            base: format!("https://localhost:{}", addr.port()),
+            http,
+            base,
+            contract: Contract::new(doc),
         }
     }
 
@@ -48,6 +61,7 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let method_s = method.as_str().to_ascii_lowercase();
         let mut r = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             r = r.bearer_auth(t);
@@ -57,11 +71,14 @@ impl Api {
         }
         let resp = r.send().await.expect("HTTPS request");
         let status = resp.status();
-        let problem = resp
+        let media = resp
             .headers()
             .get("content-type")
-            .is_some_and(|v| v.to_str().unwrap().starts_with("application/problem+json"));
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let problem = media.starts_with("application/problem+json");
         let v: Value = resp.json().await.unwrap_or(Value::Null);
+        self.contract.check(&method_s, status, path, &media, &v);
         if !status.is_success() {
             assert!(
                 problem,
@@ -78,6 +95,143 @@ impl Api {
 
     async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+}
+
+/// The OpenAPI document as a contract: each JSON answer must match the schema the document
+/// gives for its route and status (the problem schema for errors). The document's object
+/// schemas are made closed first (`unevaluatedProperties: false`), so that a field the server
+/// sends and the document does not name fails too.
+struct Contract {
+    doc: Value,
+    components: Value,
+}
+
+impl Contract {
+    fn new(doc: Value) -> Self {
+        let mut components = doc["components"].clone();
+        // Schemas that are parts of an `allOf` stay open: the whole is closed instead.
+        let mut parts = Vec::new();
+        collect_all_of_refs(&components, &mut parts);
+        for (name, schema) in components["schemas"].as_object_mut().unwrap() {
+            close(schema, parts.contains(name));
+        }
+        Self { doc, components }
+    }
+
+    /// The response schema the document gives for `method path` answering `status`, or the
+    /// problem schema for an error on a route it does not name.
+    fn schema_for(&self, method: &str, path: &str, status: StatusCode) -> Value {
+        let path = path.split('?').next().unwrap();
+        let op = self.doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(template, _)| matches_template(template, path))
+            .find_map(|(_, item)| item.get(method));
+        let problem = json!({ "$ref": "#/components/schemas/Problem" });
+        match op {
+            Some(op) if status.is_success() => {
+                let content = &op["responses"]["200"]["content"];
+                assert!(
+                    content.get("application/json").is_some(),
+                    "{method} {path}: JSON answered where the document says {content}"
+                );
+                content["application/json"]["schema"].clone()
+            }
+            Some(op) => {
+                op["responses"]["default"]["content"]["application/problem+json"]["schema"].clone()
+            }
+            None => {
+                assert!(
+                    !status.is_success(),
+                    "{method} {path} answered {status} but is not in the document"
+                );
+                problem
+            }
+        }
+    }
+
+    /// Check one answer (JSON answers only: a file or an event stream is checked where it is
+    /// read).
+    fn check(&self, method: &str, status: StatusCode, path: &str, media: &str, v: &Value) {
+        if !(media.starts_with("application/json") || media.starts_with("application/problem+json"))
+        {
+            return;
+        }
+        let schema = self.schema_for(method, path, status);
+        if let Err(e) = self.validate(&schema, v) {
+            panic!("{method} {path} ({status}): the answer does not match the OpenAPI document: {e}\n{v:#}");
+        }
+    }
+
+    /// Validate `v` against `schema`, which may refer to the document's components.
+    fn validate(&self, schema: &Value, v: &Value) -> Result<(), String> {
+        let mut root = schema.clone();
+        root["components"] = self.components.clone();
+        let validator = jsonschema::draft202012::new(&root).map_err(|e| e.to_string())?;
+        let errors: Vec<String> = validator
+            .iter_errors(v)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// Whether `path` is an instance of the OpenAPI path `template` (`{name}` matches a segment).
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+}
+
+/// The component names referred to directly from an `allOf`.
+fn collect_all_of_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(parts)) = m.get("allOf") {
+                for p in parts {
+                    if let Some(r) = p.get("$ref").and_then(Value::as_str) {
+                        out.push(r.rsplit('/').next().unwrap().to_owned());
+                    }
+                }
+            }
+            m.values().for_each(|v| collect_all_of_refs(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_all_of_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Close every object schema in `v` that names its properties (or is an `allOf` of parts)
+/// and does not say what else it takes; the parts of an `allOf` stay open. `open` leaves `v`
+/// itself open.
+fn close(v: &mut Value, open: bool) {
+    match v {
+        Value::Object(m) => {
+            let names_properties = m.contains_key("properties") || m.contains_key("allOf");
+            if names_properties
+                && !open
+                && !m.contains_key("additionalProperties")
+                && !m.contains_key("unevaluatedProperties")
+            {
+                m.insert("unevaluatedProperties".into(), Value::Bool(false));
+            }
+            for (k, child) in m.iter_mut() {
+                match (k.as_str(), child) {
+                    ("allOf", Value::Array(parts)) => parts.iter_mut().for_each(|p| close(p, true)),
+                    (_, child) => close(child, false),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| close(v, false)),
+        _ => {}
     }
 }
 
@@ -113,7 +267,7 @@ async fn token_of_role(ts: &TestServer, api: &Api, role: &str) -> (String, Strin
 async fn every_route_works_for_its_role() {
     let ts = TestServer::start().await;
     for http1 in [false, true] {
-        let api = Api::with(&ts, http1);
+        let api = Api::with(&ts, http1).await;
         let admin = ts.admin_token.expose();
         let (_, tech) = token_of_role(&ts, &api, "technician").await;
 
@@ -334,7 +488,7 @@ async fn every_route_works_for_its_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_and_tokens_are_enforced() {
     let ts = TestServer::start().await;
-    let api = Api::new(&ts);
+    let api = Api::new(&ts).await;
     let (_, tech) = token_of_role(&ts, &api, "technician").await;
     let unknown = unknown_admin_token();
     for (method, path, body) in [
@@ -381,7 +535,7 @@ async fn roles_and_tokens_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_problem_and_changes_nothing() {
     let ts = TestServer::start().await;
-    let api = Api::new(&ts);
+    let api = Api::new(&ts).await;
     let admin = ts.admin_token.expose();
     let url = format!("{}/api/v1/pts", api.base);
     let raw = |body: Vec<u8>, ctype: &'static str| {
@@ -471,7 +625,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_running_server() {
     let ts = TestServer::start().await;
-    let api = Api::new(&ts);
+    let api = Api::new(&ts).await;
     let doc: Value = api
         .http
         .get(format!("{}/api/v1/openapi.json", api.base))
@@ -514,6 +668,45 @@ async fn the_openapi_document_matches_the_running_server() {
     for schema in ["PtArgs", "ApproveArgs", "Problem"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+    // Every answer the tests get is checked against the document (Api::send); the check can
+    // fail: a field the document does not name, a missing one, a wrong type, also inside a
+    // record made of parts (allOf) and a tagged union (oneOf).
+    let admin = ts.admin_token.expose();
+    let c = &api.contract;
+    let revoked = json!({ "$ref": "#/components/schemas/Revoked" });
+    assert!(c
+        .validate(&revoked, &json!({ "registrations_revoked": 1 }))
+        .is_ok());
+    for bad in [
+        json!({ "registrations_revoked": 1, "extra": 1 }),
+        json!({}),
+        json!({ "registrations_revoked": "1" }),
+    ] {
+        assert!(c.validate(&revoked, &bad).is_err(), "{bad}");
+    }
+    let (s, keys) = api.get("/api/v1/keys", admin).await;
+    assert_eq!(s, StatusCode::OK);
+    let epochs = json!({ "$ref": "#/components/schemas/Epochs" });
+    assert!(c.validate(&epochs, &keys).is_ok());
+    let mut extra = keys.clone();
+    extra["epochs"][0]["extra"] = json!(1);
+    assert!(c.validate(&epochs, &extra).is_err());
+    let mut missing = keys.clone();
+    missing["epochs"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("created_at");
+    assert!(c.validate(&epochs, &missing).is_err());
+    let policy = json!({ "$ref": "#/components/schemas/ApprovalPolicy" });
+    let rule = json!({ "policy": "attribute_rule",
+                       "conditions": [{ "equals": { "key": "k", "value": "v" } }] });
+    assert!(c.validate(&policy, &rule).is_ok(), "{rule}");
+    let mut bad_rule = rule.clone();
+    bad_rule["extra"] = json!(1);
+    assert!(c.validate(&policy, &bad_rule).is_err());
+    assert!(c
+        .validate(&policy, &json!({ "policy": "sometimes" }))
+        .is_err());
     ts.shutdown().await;
 }
 
@@ -522,7 +715,7 @@ async fn the_openapi_document_matches_the_running_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_come_in_pages_with_a_cursor() {
     let ts = TestServer::start().await;
-    let api = Api::new(&ts);
+    let api = Api::new(&ts).await;
     let admin = ts.admin_token.expose();
     let (_, pt) = ts
         .pt(json!({ "label": "pages", "kind": "fleet", "max_registrations": 100, "approval": "manual" }))
@@ -639,7 +832,7 @@ async fn lists_come_in_pages_with_a_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_operations_as_they_change() {
     let ts = TestServer::start().await;
-    let api = Api::new(&ts);
+    let api = Api::new(&ts).await;
     let (_, tech) = token_of_role(&ts, &api, "technician").await;
     let mut resp = api
         .http

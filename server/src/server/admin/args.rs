@@ -77,6 +77,12 @@ pub(crate) struct RtArgs {
     pub(crate) rt: String,
 }
 
+impl Drop for RtArgs {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.rt);
+    }
+}
+
 /// REVOCATIONS: where to start, how many at most, how long to wait for one.
 #[derive(Deserialize, Default, Serialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]

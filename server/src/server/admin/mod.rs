@@ -14,6 +14,7 @@ use tessera_engine::{
     OperationId, OperationState, PtId, PtKind, PtSpec, RegistrationId, Timestamp,
 };
 
+pub(crate) mod answers;
 pub(crate) mod args;
 
 use args::*;
@@ -54,6 +55,13 @@ fn bad<E: Into<Error>>(e: E) -> ErrorBody {
     engine_err(&e.into())
 }
 
+/// The answer of a request that revoked `n` registrations.
+fn revoked(n: usize) -> Value {
+    answers::json(&answers::Revoked {
+        registrations_revoked: n as u64,
+    })
+}
+
 /// The longest a REVOCATIONS request waits.
 const REVOCATIONS_MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -90,7 +98,10 @@ async fn revocations(shared: &Arc<Shared>, a: RevocationsArgs) -> Result<Value, 
         }
     }
     let ids: Vec<u64> = ids.into_iter().map(|r| r.get()).collect();
-    Ok(json!({ "revocations": ids, "cursor": cursor }))
+    Ok(answers::json(&answers::RevocationPage {
+        revocations: ids,
+        cursor,
+    }))
 }
 
 /// A [`PtSpec`] from PT_CREATE arguments (docs/protocol.md), checked exactly as the admin
@@ -284,19 +295,22 @@ pub(crate) async fn execute(
         kind::STATUS => {
             args::<NoArgs>(raw)?;
             let st = blocking(shared, |e, _| e.status()).await?;
-            json!({
-                "engine": st,
-                "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
-                "long_polls": shared.waiters.len(),
-                "revocation_polls": shared.revocation_polls.load(std::sync::atomic::Ordering::Relaxed),
-                "retries_sent": shared.retries_sent.load(std::sync::atomic::Ordering::Relaxed),
-                "server_time_ms": shared.now().unix_millis(),
+            answers::json(&answers::StatusAnswer {
+                engine: st,
+                open_connections: shared.open_connections.load(Ordering::Relaxed) as u64,
+                long_polls: shared.waiters.len() as u64,
+                revocation_polls: shared.revocation_polls.load(Ordering::Relaxed) as u64,
+                retries_sent: shared.retries_sent.load(Ordering::Relaxed) as u64,
+                server_time_ms: shared.now().unix_millis(),
             })
         }
         kind::PT_CREATE => {
             let spec = pt_spec(&args::<PtArgs>(raw)?)?;
             let (rec, tok) = blocking(shared, move |e, t| e.create_pt(&spec, &actor, t)).await?;
-            json!({ "pt": rec, "token": tok.expose() })
+            answers::json(&answers::PtCreated {
+                pt: rec,
+                token: tok.expose(),
+            })
         }
         kind::PT_LIST => {
             let a: PtListArgs = args(raw)?;
@@ -312,17 +326,20 @@ pub(crate) async fn execute(
                         .map(|p| format!("{}.{}", p.created_at.unix_millis(), p.id))
                 })
                 .flatten();
-            json!({ "pts": pts, "next": next })
+            answers::json(&answers::PtPage { pts, next })
         }
         kind::PT_SHOW => {
             let id = pt_id(&args::<IdArgs>(raw)?.id)?;
-            json!({ "pt": blocking(shared, move |e, _| e.pt(&id)).await? })
+            answers::json(&answers::PtShown {
+                pt: blocking(shared, move |e, _| e.pt(&id)).await?,
+            })
         }
         kind::PT_REVOKE => {
             let a: IdReasonArgs = args(raw)?;
             let id = pt_id(&a.id)?;
             let r = reason(a.reason);
-            json!({ "registrations_revoked": blocking(shared, move |e, t| e.revoke_pt(&id, &r, &actor, t)).await? })
+            let n = blocking(shared, move |e, t| e.revoke_pt(&id, &r, &actor, t)).await?;
+            revoked(n)
         }
         kind::OP_LIST => {
             let a: OpListArgs = args(raw)?;
@@ -378,16 +395,21 @@ pub(crate) async fn execute(
                             PtKind::Fleet { max_registrations } => Some(max_registrations),
                             PtKind::SingleDevice => None,
                         };
-                        (
-                            p.id.to_string(),
-                            json!({ "label": p.label, "registrations_created": p.registrations_created,
-                                    "max_registrations": max }),
-                        )
+                        let fill = answers::PtFill {
+                            label: p.label,
+                            registrations_created: p.registrations_created,
+                            max_registrations: max,
+                        };
+                        (p.id.to_string(), fill)
                     })
-                    .collect::<serde_json::Map<String, Value>>())
+                    .collect())
             })
             .await?;
-            json!({ "operations": ops, "next": next, "pts": pts })
+            answers::json(&answers::OperationPage {
+                operations: ops,
+                next,
+                pts,
+            })
         }
         kind::OP_SHOW => {
             let id = op_id(&args::<IdArgs>(raw)?.id)?;
@@ -397,7 +419,7 @@ pub(crate) async fn execute(
                 Ok(op)
             })
             .await?;
-            json!({ "operation": op })
+            answers::json(&answers::OperationShown { operation: op })
         }
         kind::OP_APPROVE => {
             let a: ApproveArgs = args(raw)?;
@@ -408,14 +430,18 @@ pub(crate) async fn execute(
                 rt_lifetime: a.rt_lifetime_secs.map(Duration::from_secs),
                 reassign: a.reassign,
             };
-            json!({ "registration": blocking(shared, move |e, t| e.approve_operation(&id, approval, &actor, t)).await? })
+            let registration = blocking(shared, move |e, t| {
+                e.approve_operation(&id, approval, &actor, t)
+            })
+            .await?;
+            answers::json(&answers::Approved { registration })
         }
         kind::OP_REJECT => {
             let a: IdReasonArgs = args(raw)?;
             let id = op_id(&a.id)?;
             let r = reason(a.reason);
             blocking(shared, move |e, t| e.reject_operation(&id, &r, &actor, t)).await?;
-            json!({})
+            answers::json(&answers::Done {})
         }
         kind::DEVICE_LIST => {
             let a: DeviceListArgs = args(raw)?;
@@ -431,7 +457,10 @@ pub(crate) async fn execute(
             let next = (regs.len() == limit)
                 .then(|| regs.last().map(|r| r.id.get()))
                 .flatten();
-            json!({ "registrations": regs, "next": next })
+            answers::json(&answers::RegistrationPage {
+                registrations: regs,
+                next,
+            })
         }
         kind::DEVICE_SHOW => {
             let a: DeviceIdArgs = args(raw)?;
@@ -448,7 +477,10 @@ pub(crate) async fn execute(
                 .await?
                 .into_iter()
                 .find(|b| b.device_id == d);
-            json!({ "registrations": regs, "blocked": blocked })
+            answers::json(&answers::DeviceShown {
+                registrations: regs,
+                blocked,
+            })
         }
         kind::DEVICE_REVOKE => {
             let a: DeviceRevokeArgs = args(raw)?;
@@ -483,49 +515,61 @@ pub(crate) async fn execute(
                     .try_for_each(|id| e.revoke_registration(*id, &r, &actor, t))
             })
             .await?;
-            json!({ "registrations_revoked": n })
+            revoked(n)
         }
         kind::DEVICE_BLOCK => {
             let a: DeviceBlockArgs = args(raw)?;
             let d = required_device_id(a.device_id.as_deref())?;
             let r = reason(a.reason);
-            json!({ "registrations_revoked": blocking(shared, move |e, t| e.block_device(&d, &r, &actor, t)).await? })
+            revoked(blocking(shared, move |e, t| e.block_device(&d, &r, &actor, t)).await?)
         }
         kind::DEVICE_UNBLOCK => {
             let a: DeviceIdArgs = args(raw)?;
             let d = required_device_id(a.device_id.as_deref())?;
-            json!({ "was_blocked": blocking(shared, move |e, t| e.unblock_device(&d, &actor, t)).await? })
+            answers::json(&answers::Unblocked {
+                was_blocked: blocking(shared, move |e, t| e.unblock_device(&d, &actor, t)).await?,
+            })
         }
         kind::AUDIT => {
             let a: AuditArgs = args(raw)?;
-            json!({ "events": blocking(shared, move |e, _| if a.newest {
-                e.audit_newest(a.after, a.limit)
-            } else {
-                e.audit(a.after, a.limit)
-            }).await? })
+            let events = blocking(shared, move |e, _| {
+                if a.newest {
+                    e.audit_newest(a.after, a.limit)
+                } else {
+                    e.audit(a.after, a.limit)
+                }
+            })
+            .await?;
+            answers::json(&answers::AuditPage { events })
         }
         kind::INTROSPECT => {
-            let rt = args::<RtArgs>(raw)?.rt;
-            let i = blocking(shared, move |e, t| e.introspect(rt.as_bytes(), t)).await?;
-            serde_json::to_value(super::device::introspection(shared, &i)).unwrap_or_default()
+            let a: RtArgs = args(raw)?;
+            let i = blocking(shared, move |e, t| e.introspect(a.rt.as_bytes(), t)).await?;
+            answers::json(&super::device::introspection(shared, &i))
         }
         kind::REVOCATIONS => revocations(shared, args(raw)?).await?,
         kind::LEAKS => {
             let a: LeaksArgs = args(raw)?;
-            json!({ "signals": blocking(shared, move |e, _| e.leak_signals(a.after, a.limit)).await? })
+            answers::json(&answers::LeakPage {
+                signals: blocking(shared, move |e, _| e.leak_signals(a.after, a.limit)).await?,
+            })
         }
         kind::KEYS_ROTATE => {
             args::<NoArgs>(raw)?;
-            json!({ "epoch": blocking(shared, move |e, t| e.rotate_keys(&actor, t)).await? })
+            answers::json(&answers::Rotated {
+                epoch: blocking(shared, move |e, t| e.rotate_keys(&actor, t)).await?,
+            })
         }
         kind::KEYS_LIST => {
             args::<NoArgs>(raw)?;
-            json!({ "epochs": blocking(shared, |e, _| e.key_epochs()).await? })
+            answers::json(&answers::Epochs {
+                epochs: blocking(shared, |e, _| e.key_epochs()).await?,
+            })
         }
         kind::KEYS_RETIRE => {
             let a: EpochArgs = args(raw)?;
             blocking(shared, move |e, t| e.retire_key_epoch(a.epoch, &actor, t)).await?;
-            json!({})
+            answers::json(&answers::Done {})
         }
         kind::TOKEN_CREATE => {
             let a: TokenArgs = args(raw)?;
@@ -534,15 +578,22 @@ pub(crate) async fn execute(
                 e.create_admin_token(&a.name, role, &actor, t)
             })
             .await?;
-            json!({ "admin_token": rec, "token": tok.expose() })
+            answers::json(&answers::TokenCreated {
+                admin_token: rec,
+                token: tok.expose(),
+            })
         }
         kind::TOKEN_LIST => {
             args::<NoArgs>(raw)?;
-            json!({ "admin_tokens": blocking(shared, |e, _| e.list_admin_tokens()).await? })
+            answers::json(&answers::TokenList {
+                admin_tokens: blocking(shared, |e, _| e.list_admin_tokens()).await?,
+            })
         }
         kind::TOKEN_REVOKE => {
             let id: AdminTokenId = args::<IdArgs>(raw)?.id.parse().map_err(bad)?;
-            json!({ "revoked": blocking(shared, move |e, t| e.revoke_admin_token(&id, &actor, t)).await? })
+            answers::json(&answers::TokenRevoked {
+                revoked: blocking(shared, move |e, t| e.revoke_admin_token(&id, &actor, t)).await?,
+            })
         }
         _ => {
             return Err(err(

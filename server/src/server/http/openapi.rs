@@ -11,15 +11,32 @@ use utoipa::openapi::{
 };
 
 use super::problem::Problem;
-use super::routes::{routes, Input, Verb};
-use crate::server::admin::args::*;
-use tessera_proto::wire::messages::PtArgs;
+use super::routes::{routes, Input, Output, Verb};
+use crate::server::admin::{answers, args::*};
+use tessera_proto::wire::messages::{IntrospectResp, PtArgs};
+use utoipa::ToSchema;
 
 fn method(v: Verb) -> HttpMethod {
     match v {
         Verb::Get => HttpMethod::Get,
         Verb::Post => HttpMethod::Post,
     }
+}
+
+/// `c` with the schema of `T` and every schema it refers to.
+fn with<T: ToSchema>(c: ComponentsBuilder) -> ComponentsBuilder {
+    let mut deps = Vec::new();
+    T::schemas(&mut deps);
+    c.schema_from::<T>().schemas_from_iter(deps)
+}
+
+/// `c` with the schemas of every type named, and of every type they refer to.
+macro_rules! with_all {
+    ($c:expr; $($t:ty),* $(,)?) => {{
+        let c = $c;
+        $(let c = with::<$t>(c);)*
+        c
+    }};
 }
 
 /// The document.
@@ -60,24 +77,23 @@ pub(crate) fn document() -> OpenApi {
                 ));
             }
         }
-        let ok = if r.kind == tessera_proto::wire::kind::PT_BATCH {
-            ResponseBuilder::new()
+        let ok = match r.output {
+            Output::Tsv => ResponseBuilder::new()
                 .description("The batch's `pt_id<TAB>token` lines, one PT a line")
                 .content(
                     "text/tab-separated-values",
                     ContentBuilder::new()
                         .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
                         .build(),
-                )
-        } else {
-            ResponseBuilder::new()
-                .description("The answer, as on the QUIC admin endpoint (docs/protocol.md)")
+                ),
+            Output::Json(schema) => ResponseBuilder::new()
+                .description("The answer (the same as on the QUIC admin endpoint)")
                 .content(
                     "application/json",
                     ContentBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                        .schema(Some(Ref::from_schema_name(schema)))
                         .build(),
-                )
+                ),
         };
         let problem = ResponseBuilder::new()
             .description("An error, as RFC 9457 problem details with the stable error code")
@@ -130,19 +146,46 @@ pub(crate) fn document() -> OpenApi {
         "bearer",
         SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
     );
-    let components = components
-        .schema_from::<PtArgs>()
-        .schema_from::<NoArgs>()
-        .schema_from::<IdArgs>()
-        .schema_from::<IdReasonArgs>()
-        .schema_from::<ApproveArgs>()
-        .schema_from::<DeviceRevokeArgs>()
-        .schema_from::<DeviceIdArgs>()
-        .schema_from::<DeviceBlockArgs>()
-        .schema_from::<TokenArgs>()
-        .schema_from::<EpochArgs>()
-        .schema_from::<RtArgs>()
-        .schema_from::<Problem>();
+    // Requests, then answers and the records in them.
+    let components = with_all!(
+        components;
+        PtArgs,
+        NoArgs,
+        IdArgs,
+        IdReasonArgs,
+        ApproveArgs,
+        DeviceRevokeArgs,
+        DeviceIdArgs,
+        DeviceBlockArgs,
+        TokenArgs,
+        EpochArgs,
+        RtArgs,
+    );
+    let components = with_all!(
+        components;
+        answers::StatusAnswer,
+        answers::PtCreated<'_>,
+        answers::PtPage,
+        answers::PtShown,
+        answers::Revoked,
+        answers::OperationPage,
+        answers::OperationShown,
+        answers::Approved,
+        answers::Done,
+        answers::RegistrationPage,
+        answers::DeviceShown,
+        answers::Unblocked,
+        answers::AuditPage,
+        answers::LeakPage,
+        answers::RevocationPage,
+        answers::Rotated,
+        answers::Epochs,
+        answers::TokenCreated<'_>,
+        answers::TokenList,
+        answers::TokenRevoked,
+        IntrospectResp,
+        Problem,
+    );
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

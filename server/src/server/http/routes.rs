@@ -47,6 +47,15 @@ pub(crate) enum Verb {
     Post,
 }
 
+/// What a route answers with.
+#[derive(Clone, Copy)]
+pub(crate) enum Output {
+    /// A JSON object, with the name of its schema.
+    Json(&'static str),
+    /// A file of tab-separated lines.
+    Tsv,
+}
+
 /// One route of the API.
 #[derive(Clone, Copy)]
 pub(crate) struct Route {
@@ -56,6 +65,7 @@ pub(crate) struct Route {
     pub(crate) operation_id: &'static str,
     pub(crate) summary: &'static str,
     pub(crate) input: Input,
+    pub(crate) output: Output,
 }
 
 /// A query string as `T`, then as the JSON arguments the admin layer takes.
@@ -89,40 +99,42 @@ pub(crate) fn routes() -> Vec<Route> {
              kind: u8,
              operation_id: &'static str,
              summary: &'static str,
-             input: Input| Route {
+             input: Input,
+             output: Output| Route {
         method,
         path,
         kind,
         operation_id,
         summary,
         input,
+        output,
     };
     vec![
-        r(M::Get, "/api/v1/status", kind::STATUS, "status", "The server's state (technician)", Input::Nothing),
-        r(M::Get, "/api/v1/pts", kind::PT_LIST, "pt_list", "List PTs", q!(PtListArgs)),
-        r(M::Post, "/api/v1/pts", kind::PT_CREATE, "pt_create", "Create a PT (its text is in the answer, once)", Input::Body("PtArgs")),
-        r(M::Get, "/api/v1/pts/{id}", kind::PT_SHOW, "pt_show", "One PT", Input::PathParam("id")),
-        r(M::Post, "/api/v1/pts/revoke", kind::PT_REVOKE, "pt_revoke", "Revoke a PT and every registration it produced", Input::Body("IdReasonArgs")),
-        r(M::Post, "/api/v1/pts/batch", kind::PT_BATCH, "pt_batch", "Create `count` PTs at once: the answer is the file of `pt_id<TAB>token` lines (all or nothing)", Input::Body("PtArgs")),
-        r(M::Get, "/api/v1/operations", kind::OP_LIST, "operation_list", "List provisioning operations (technician)", q!(OpListArgs)),
-        r(M::Get, "/api/v1/operations/{id}", kind::OP_SHOW, "operation_show", "One operation (technician)", Input::PathParam("id")),
-        r(M::Post, "/api/v1/operations/approve", kind::OP_APPROVE, "operation_approve", "Approve an operation, with the code read off the device (technician)", Input::Body("ApproveArgs")),
-        r(M::Post, "/api/v1/operations/reject", kind::OP_REJECT, "operation_reject", "Reject an operation (technician)", Input::Body("IdReasonArgs")),
-        r(M::Get, "/api/v1/devices", kind::DEVICE_LIST, "device_list", "List registrations (technician)", q!(DeviceListArgs)),
-        r(M::Get, "/api/v1/devices/{device_id}", kind::DEVICE_SHOW, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id")),
-        r(M::Post, "/api/v1/devices/revoke", kind::DEVICE_REVOKE, "device_revoke", "Revoke a registration, or every registration of a device id", Input::Body("DeviceRevokeArgs")),
-        r(M::Post, "/api/v1/devices/block", kind::DEVICE_BLOCK, "device_block", "Block a device id (and revoke its registrations)", Input::Body("DeviceBlockArgs")),
-        r(M::Post, "/api/v1/devices/unblock", kind::DEVICE_UNBLOCK, "device_unblock", "Unblock a device id", Input::Body("DeviceIdArgs")),
-        r(M::Get, "/api/v1/audit", kind::AUDIT, "audit", "The audit log", q!(AuditArgs)),
-        r(M::Get, "/api/v1/leaks", kind::LEAKS, "leaks", "Leak signals", q!(LeaksArgs)),
-        r(M::Get, "/api/v1/keys", kind::KEYS_LIST, "keys_list", "Key epochs", Input::Nothing),
-        r(M::Post, "/api/v1/keys/rotate", kind::KEYS_ROTATE, "keys_rotate", "Start a new key epoch", Input::Body("NoArgs")),
-        r(M::Post, "/api/v1/keys/retire", kind::KEYS_RETIRE, "keys_retire", "Retire a key epoch", Input::Body("EpochArgs")),
-        r(M::Get, "/api/v1/tokens", kind::TOKEN_LIST, "token_list", "Admin tokens", Input::Nothing),
-        r(M::Post, "/api/v1/tokens", kind::TOKEN_CREATE, "token_create", "Create an admin, technician or service token (its text is in the answer, once)", Input::Body("TokenArgs")),
-        r(M::Post, "/api/v1/tokens/revoke", kind::TOKEN_REVOKE, "token_revoke", "Revoke an admin token", Input::Body("IdArgs")),
-        r(M::Post, "/api/v1/introspect", kind::INTROSPECT, "introspect", "What a valid RT says about its device (service)", Input::Body("RtArgs")),
-        r(M::Get, "/api/v1/revocations", kind::REVOCATIONS, "revocations", "Registrations revoked after a cursor, waiting up to `wait_ms` for one (service)", q!(RevocationsArgs)),
+        r(M::Get, "/api/v1/status", kind::STATUS, "status", "The server's state (technician)", Input::Nothing, Output::Json("StatusAnswer")),
+        r(M::Get, "/api/v1/pts", kind::PT_LIST, "pt_list", "List PTs", q!(PtListArgs), Output::Json("PtPage")),
+        r(M::Post, "/api/v1/pts", kind::PT_CREATE, "pt_create", "Create a PT (its text is in the answer, once)", Input::Body("PtArgs"), Output::Json("PtCreated")),
+        r(M::Get, "/api/v1/pts/{id}", kind::PT_SHOW, "pt_show", "One PT", Input::PathParam("id"), Output::Json("PtShown")),
+        r(M::Post, "/api/v1/pts/revoke", kind::PT_REVOKE, "pt_revoke", "Revoke a PT and every registration it produced", Input::Body("IdReasonArgs"), Output::Json("Revoked")),
+        r(M::Post, "/api/v1/pts/batch", kind::PT_BATCH, "pt_batch", "Create `count` PTs at once: the answer is the file of `pt_id<TAB>token` lines (all or nothing)", Input::Body("PtArgs"), Output::Tsv),
+        r(M::Get, "/api/v1/operations", kind::OP_LIST, "operation_list", "List provisioning operations (technician)", q!(OpListArgs), Output::Json("OperationPage")),
+        r(M::Get, "/api/v1/operations/{id}", kind::OP_SHOW, "operation_show", "One operation (technician)", Input::PathParam("id"), Output::Json("OperationShown")),
+        r(M::Post, "/api/v1/operations/approve", kind::OP_APPROVE, "operation_approve", "Approve an operation, with the code read off the device (technician)", Input::Body("ApproveArgs"), Output::Json("Approved")),
+        r(M::Post, "/api/v1/operations/reject", kind::OP_REJECT, "operation_reject", "Reject an operation (technician)", Input::Body("IdReasonArgs"), Output::Json("Done")),
+        r(M::Get, "/api/v1/devices", kind::DEVICE_LIST, "device_list", "List registrations (technician)", q!(DeviceListArgs), Output::Json("RegistrationPage")),
+        r(M::Get, "/api/v1/devices/{device_id}", kind::DEVICE_SHOW, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id"), Output::Json("DeviceShown")),
+        r(M::Post, "/api/v1/devices/revoke", kind::DEVICE_REVOKE, "device_revoke", "Revoke a registration, or every registration of a device id", Input::Body("DeviceRevokeArgs"), Output::Json("Revoked")),
+        r(M::Post, "/api/v1/devices/block", kind::DEVICE_BLOCK, "device_block", "Block a device id (and revoke its registrations)", Input::Body("DeviceBlockArgs"), Output::Json("Revoked")),
+        r(M::Post, "/api/v1/devices/unblock", kind::DEVICE_UNBLOCK, "device_unblock", "Unblock a device id", Input::Body("DeviceIdArgs"), Output::Json("Unblocked")),
+        r(M::Get, "/api/v1/audit", kind::AUDIT, "audit", "The audit log", q!(AuditArgs), Output::Json("AuditPage")),
+        r(M::Get, "/api/v1/leaks", kind::LEAKS, "leaks", "Leak signals", q!(LeaksArgs), Output::Json("LeakPage")),
+        r(M::Get, "/api/v1/keys", kind::KEYS_LIST, "keys_list", "Key epochs", Input::Nothing, Output::Json("Epochs")),
+        r(M::Post, "/api/v1/keys/rotate", kind::KEYS_ROTATE, "keys_rotate", "Start a new key epoch", Input::Body("NoArgs"), Output::Json("Rotated")),
+        r(M::Post, "/api/v1/keys/retire", kind::KEYS_RETIRE, "keys_retire", "Retire a key epoch", Input::Body("EpochArgs"), Output::Json("Done")),
+        r(M::Get, "/api/v1/tokens", kind::TOKEN_LIST, "token_list", "Admin tokens", Input::Nothing, Output::Json("TokenList")),
+        r(M::Post, "/api/v1/tokens", kind::TOKEN_CREATE, "token_create", "Create an admin, technician or service token (its text is in the answer, once)", Input::Body("TokenArgs"), Output::Json("TokenCreated")),
+        r(M::Post, "/api/v1/tokens/revoke", kind::TOKEN_REVOKE, "token_revoke", "Revoke an admin token", Input::Body("IdArgs"), Output::Json("TokenRevoked")),
+        r(M::Post, "/api/v1/introspect", kind::INTROSPECT, "introspect", "What a valid RT says about its device (service)", Input::Body("RtArgs"), Output::Json("IntrospectResp")),
+        r(M::Get, "/api/v1/revocations", kind::REVOCATIONS, "revocations", "Registrations revoked after a cursor, waiting up to `wait_ms` for one (service)", q!(RevocationsArgs), Output::Json("RevocationPage")),
     ]
 }
 
