@@ -7,8 +7,8 @@
 # fmt, clippy, the
 # header drift check, the crate-boundary checks (no_std protocol crate, device shape of
 # libtessera), the docs build,
-# the Rust tests (the engine suite twice: with the software key keeper and with the PKCS#11
-# keeper against throw-away SoftHSM2 tokens), the Python package (pip install into a venv,
+# the Rust tests (the engine suite three times: with the software key keeper and with the PKCS#11
+# keeper against throw-away SoftHSM2 tokens, and on PostgreSQL), the Python package (pip install into a venv,
 # pytest, stubtest, mypy), the console in headless Chromium (node --test with playwright-core),
 # and ends with the runners' summary lines.
 set -euo pipefail
@@ -16,7 +16,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL=0
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tessera-test.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+# The PostgreSQL server (started below) runs as its own user inside $WORK.
+chmod 711 "$WORK"
+trap 'bash scripts/postgres-env.sh "$WORK/pg" stop || true; rm -rf "$WORK"' EXIT
 failures=()
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -35,6 +37,7 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_packages+=(mosquitto-clients)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_packages+=(libfaketime)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v npm >/dev/null 2>&1 || need_packages+=(npm)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -134,6 +137,18 @@ TESSERA_HSM_PIN="$TESSERA_TEST_PKCS11_PIN" cargo run -q -p tessera-server --lock
     || failures+=("init-hsm")
 run_tests "engine suite with the PKCS#11 keeper" env TESSERA_TEST_KEEPER=pkcs11 cargo test -p tessera-engine --tests --locked
 run_tests "PKCS#11 keeper tests" cargo test -p tessera-engine --test pkcs11 --locked -- --ignored
+
+step "PostgreSQL: a throw-away server on a loopback port"
+if pg_env="$(bash scripts/postgres-env.sh "$WORK/pg")"; then
+    eval "$pg_env"
+    run_tests "engine suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
+        cargo test -p tessera-engine --tests --locked
+    run_tests "end-to-end suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
+        cargo test -p tessera-tests --test e2e --locked
+else
+    cat "$WORK/pg/server.log" 2>/dev/null || true
+    failures+=("postgresql")
+fi
 run_tests "serve with an HSM root" cargo test -p tessera-server --test cli --locked -- --ignored
 
 # Python: a fresh virtual environment (kept in .venv between runs), the package installed with

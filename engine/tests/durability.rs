@@ -368,7 +368,7 @@ fn sigkill_loses_nothing_acknowledged() {
 #[test]
 fn an_online_backup_restores_the_store_as_it_was_when_taken() {
     use tessera_engine::store::{backup, DATABASE_FILE};
-    let h = Harness::new();
+    let h = Harness::sqlite();
     // Refreshes in the journal (some folded, some not), a revocation, a block: every table.
     let kept = h.provision("bk-1");
     let mut rt = kept.rt.expose().to_owned();
@@ -434,7 +434,13 @@ fn an_online_backup_restores_the_store_as_it_was_when_taken() {
     if root.exists() {
         std::fs::copy(&root, to.path().join(tessera_engine::keys::ROOT_KEY_FILE)).unwrap();
     }
-    let restored = common::open_engine(to.path(), EngineConfig::default(), h.now()).unwrap();
+    let restored = common::open_engine_on(
+        common::StoreKind::Sqlite,
+        to.path(),
+        EngineConfig::default(),
+        h.now(),
+    )
+    .unwrap();
     assert_eq!(snapshot(&restored, &tokens, h.now()), before);
     assert!(restored.validate_rt(rt.as_bytes(), h.now()).is_ok());
     assert!(h.engine.validate_rt(rt.as_bytes(), h.now()).is_err());

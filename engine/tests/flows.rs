@@ -846,11 +846,19 @@ fn key_rotation_keeps_old_rts_until_they_expire_and_retirement_kills_them() {
 fn a_different_root_is_refused() {
     let h = Harness::new();
     drop(h.provision("a"));
-    let store =
-        tessera_engine::store::SqliteStore::open(h.dir.path(), &Default::default()).unwrap();
+    // On either store (with PostgreSQL: a node joining a database made with another root).
     let other = tessera_engine::SoftwareKeeper::from_bytes([42; 32]);
-    let e =
-        tessera_engine::Engine::open(store, other, EngineConfig::default(), h.now()).unwrap_err();
+    let e = match common::postgres_url(h.dir.path()) {
+        Some(url) => {
+            let store = tessera_engine::store::PostgresStore::open(&url, &Default::default());
+            tessera_engine::Engine::open(store.unwrap(), other, EngineConfig::default(), h.now())
+        }
+        None => {
+            let store = tessera_engine::store::SqliteStore::open(h.dir.path(), &Default::default());
+            tessera_engine::Engine::open(store.unwrap(), other, EngineConfig::default(), h.now())
+        }
+    }
+    .unwrap_err();
     assert!(matches!(e, Error::Keys(m) if m.contains("does not match")));
 }
 

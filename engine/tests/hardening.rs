@@ -352,7 +352,7 @@ fn a_complete_batch_commits_every_pt() {
 #[test]
 fn an_rt_lost_in_a_restore_never_validates_as_the_registration_that_reuses_its_id() {
     use tessera_engine::store::backup;
-    let h = Harness::new();
+    let h = Harness::sqlite();
     let kept = h.provision("kept-1");
     let to = tempfile::tempdir().unwrap();
     backup(
@@ -366,8 +366,13 @@ fn an_rt_lost_in_a_restore_never_validates_as_the_registration_that_reuses_its_i
     if root.exists() {
         std::fs::copy(&root, to.path().join(tessera_engine::keys::ROOT_KEY_FILE)).unwrap();
     }
-    let restored =
-        common::open_engine(to.path(), tessera_engine::EngineConfig::default(), h.now()).unwrap();
+    let restored = common::open_engine_on(
+        common::StoreKind::Sqlite,
+        to.path(),
+        tessera_engine::EngineConfig::default(),
+        h.now(),
+    )
+    .unwrap();
     restored
         .validate_rt(kept.rt.expose().as_bytes(), h.now())
         .unwrap();
@@ -376,6 +381,7 @@ fn an_rt_lost_in_a_restore_never_validates_as_the_registration_that_reuses_its_i
         engine: restored,
         clock: common::Clock(h.now()),
         config: tessera_engine::EngineConfig::default(),
+        kind: common::StoreKind::Sqlite,
     };
     let newcomer = restored_h.provision("newcomer-3");
     assert_eq!(
@@ -638,7 +644,7 @@ fn a_local_validator_holds_only_the_rt_keys() {
     use std::os::unix::fs::PermissionsExt;
     use tessera_engine::keys::{ROOT_KEY_FILE, VALIDATOR_KEYS_FILE};
     use tessera_engine::LocalValidator;
-    let h = Harness::new();
+    let h = Harness::sqlite();
     let p = h.provision("brokered-1");
     let dir = h.dir.path();
     let file = dir.join(VALIDATOR_KEYS_FILE);

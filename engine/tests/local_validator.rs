@@ -21,7 +21,7 @@ fn validator(h: &Harness) -> LocalValidator {
 
 #[test]
 fn agrees_with_the_engine_through_refresh_revocation_and_expiry() {
-    let h = Harness::new();
+    let h = Harness::sqlite();
     let v = validator(&h);
     let p = h.provision("pump-1");
     let rt = p.rt.expose().as_bytes();
@@ -58,7 +58,7 @@ fn agrees_with_the_engine_through_refresh_revocation_and_expiry() {
 
 #[test]
 fn forged_malformed_and_retired_keys_are_refused() {
-    let h = Harness::new();
+    let h = Harness::sqlite();
     let v = validator(&h);
     let p = h.provision("pump-2");
     let text = p.rt.expose().to_owned();
@@ -119,7 +119,7 @@ fn forged_malformed_and_retired_keys_are_refused() {
 
 #[test]
 fn refuses_a_wrong_root_and_a_missing_store() {
-    let h = Harness::new();
+    let h = Harness::sqlite();
     assert!(matches!(
         LocalValidator::open_with(h.dir.path(), SoftwareKeeper::from_bytes([9; 32])),
         Err(Error::Keys(_))
@@ -136,7 +136,7 @@ fn refuses_a_wrong_root_and_a_missing_store() {
 /// another "process" see the newest generation at every step, across folds and reopens.
 #[test]
 fn follows_refreshes_across_journal_folds_and_reopens() {
-    let mut h = Harness::new();
+    let mut h = Harness::sqlite();
     let a = h.provision("pump-a");
     let b = h.provision("pump-b");
     let mut rts = [a.rt.expose().to_owned(), b.rt.expose().to_owned()];
@@ -220,7 +220,7 @@ fn follows_refreshes_across_journal_folds_and_reopens() {
 /// does.
 #[test]
 fn revocations_can_be_followed_from_a_cursor() {
-    let h = Harness::new();
+    let h = Harness::sqlite();
     let v = validator(&h);
     let (a, b, c, d) = (
         h.provision("pump-a"),

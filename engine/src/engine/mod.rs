@@ -288,6 +288,31 @@ impl Engine {
         Self::open(store, keeper, config, now)
     }
 
+    /// What and where the store is (never a password).
+    pub fn store_description(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    /// Open the PostgreSQL store at `url` (which several nodes may share) with the root held by
+    /// `keeper`; `dir` keeps what stays on this node (the validator key file). Every node of one
+    /// database needs the same root: a keeper whose root does not match the database's check
+    /// value is refused.
+    pub fn open_postgres(
+        url: &str,
+        dir: &Path,
+        keeper: impl KeyKeeper + 'static,
+        mut config: EngineConfig,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
+        let store = crate::store::PostgresStore::open(url, &Default::default())?;
+        if config.validator_keys_file.is_none() {
+            config.validator_keys_file(dir.join(crate::keys::VALIDATOR_KEYS_FILE));
+        }
+        Self::open(store, keeper, config, now)
+    }
+
     fn rebuild_families(&self, now: Timestamp) -> Result<(), Error> {
         let cutoff = now
             .unix_secs()

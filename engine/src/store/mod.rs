@@ -6,15 +6,19 @@
 //! any of them is acknowledged. A job that fails is rolled back alone (a savepoint), so one bad
 //! request never spoils its batch; a job that makes every check before its first write (a
 //! refresh) may skip its savepoint ([`Store::submit_writes_last`]). Refreshes go to an
-//! append-only journal that is folded into the registration rows in batches (`journal.rs`). A
-//! PostgreSQL backend can implement the same traits with its own group commit.
+//! append-only journal that is folded into the registration rows in batches (`journal.rs`).
+//!
+//! For several nodes on one database, the PostgreSQL store (`pg/`) implements the same traits
+//! with its own group commit, and lets PostgreSQL's locks keep the engine's rules across nodes.
 
 mod backup;
 mod journal;
+mod pg;
 mod schema;
 mod sqlite;
 
 pub use backup::{backup, BackupReport};
+pub use pg::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;
@@ -316,4 +320,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error>;
     /// Writer counters.
     fn commit_stats(&self) -> CommitStats;
+    /// What and where the store is, for operators (never a password).
+    fn describe(&self) -> String;
 }

@@ -488,6 +488,9 @@ impl Store for SqliteStore {
             failed_commits: self.stats.failed.load(Ordering::Relaxed),
         }
     }
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
+    }
 }
 
 /// SQL over one connection: inside a write job, or a read transaction.

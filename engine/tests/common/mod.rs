@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tessera_engine::store::{SqliteOptions, SqliteStore};
+use tessera_engine::store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore};
 use tessera_engine::{
     Actor, Approval, ApprovalPolicy, Attributes, BeginOutcome, BeginRequest, DeviceId,
     DeviceIdPolicy, Engine, EngineConfig, OperationStatus, Provisioned, ProvisioningToken, PtKind,
@@ -38,24 +38,87 @@ pub const TEST_FOLD_SLICE: usize = 1;
 
 /// Which key keeper the suite runs against: the software keeper by default, or the PKCS#11
 /// keeper when `TESSERA_TEST_KEEPER=pkcs11` (scripts/test-all.sh runs the suite both ways,
-/// against a throw-away SoftHSM2 token). The store folds its journal every
-/// [`TEST_FOLD_ROWS`] refreshes, [`TEST_FOLD_SLICE`] registration per batch.
+/// against a throw-away SoftHSM2 token). Which store: SQLite in `dir` by default, folding its
+/// journal every [`TEST_FOLD_ROWS`] refreshes, [`TEST_FOLD_SLICE`] registration per batch; or
+/// PostgreSQL when `TESSERA_TEST_STORE` is a `postgres://` URL (scripts/test-all.sh runs the
+/// suite against a throw-away server), in a schema of its own for each `dir`.
 pub fn open_engine(
+    dir: &std::path::Path,
+    config: EngineConfig,
+    now: Timestamp,
+) -> Result<Engine, tessera_engine::Error> {
+    open_engine_on(StoreKind::FromEnv, dir, config, now)
+}
+
+/// Which store a harness opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The one the environment names (see [`open_engine`]).
+    FromEnv,
+    /// SQLite, always: for tests of what only the embedded store has (the local validator
+    /// reading its file, backups and restores).
+    Sqlite,
+}
+
+/// [`open_engine`] on the store `kind` says.
+pub fn open_engine_on(
+    kind: StoreKind,
     dir: &std::path::Path,
     mut config: EngineConfig,
     now: Timestamp,
 ) -> Result<Engine, tessera_engine::Error> {
     config.validator_keys_file(dir.join(tessera_engine::keys::VALIDATOR_KEYS_FILE));
-    let store = SqliteStore::open(
-        dir,
-        SqliteOptions::default()
-            .journal_fold_rows(TEST_FOLD_ROWS)
-            .journal_fold_slice(TEST_FOLD_SLICE),
-    )?;
+    let url = match kind {
+        StoreKind::FromEnv => postgres_url(dir),
+        StoreKind::Sqlite => None,
+    };
+    match url {
+        Some(url) => {
+            let store = PostgresStore::open(&url, &PostgresOptions::default())?;
+            open_with(store, dir, config, now)
+        }
+        None => {
+            let store = SqliteStore::open(
+                dir,
+                SqliteOptions::default()
+                    .journal_fold_rows(TEST_FOLD_ROWS)
+                    .journal_fold_slice(TEST_FOLD_SLICE),
+            )?;
+            open_with(store, dir, config, now)
+        }
+    }
+}
+
+fn open_with(
+    store: impl tessera_engine::store::Store + 'static,
+    dir: &std::path::Path,
+    config: EngineConfig,
+    now: Timestamp,
+) -> Result<Engine, tessera_engine::Error> {
     match std::env::var("TESSERA_TEST_KEEPER").as_deref() {
         Ok("pkcs11") => Engine::open(store, pkcs11_keeper("tessera-test-root")?, config, now),
         _ => Engine::open(store, SoftwareKeeper::open_or_create(dir)?, config, now),
     }
+}
+
+/// Whether the suite runs against PostgreSQL (`TESSERA_TEST_STORE=postgres://…`).
+pub fn on_postgres() -> bool {
+    std::env::var("TESSERA_TEST_STORE").is_ok_and(|u| u.starts_with("postgres"))
+}
+
+/// With `TESSERA_TEST_STORE=postgres://…`: the URL of a schema of that database for `dir`
+/// (made on first use), so that each test has a database of its own and a reopened engine
+/// finds its data again.
+pub fn postgres_url(dir: &std::path::Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let base = std::env::var("TESSERA_TEST_STORE").ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
+    let schema: String = std::iter::once("t_".to_owned())
+        .chain(digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")))
+        .collect();
+    Some(PostgresStore::schema_url(&base, &schema).expect("test PostgreSQL"))
 }
 
 /// The PKCS#11 test configuration from the environment (set by scripts/test-all.sh).
@@ -103,6 +166,7 @@ pub struct Harness {
     pub engine: Engine,
     pub clock: Clock,
     pub config: EngineConfig,
+    pub kind: StoreKind,
 }
 
 impl Harness {
@@ -111,14 +175,25 @@ impl Harness {
     }
 
     pub fn with_config(config: EngineConfig) -> Self {
+        Self::on(StoreKind::FromEnv, config)
+    }
+
+    /// A harness on SQLite whatever the environment says (see [`StoreKind::Sqlite`]).
+    pub fn sqlite() -> Self {
+        Self::on(StoreKind::Sqlite, EngineConfig::default())
+    }
+
+    pub fn on(kind: StoreKind, config: EngineConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Clock::new();
-        let engine = open_engine(dir.path(), config.clone(), clock.now()).expect("open engine");
+        let engine =
+            open_engine_on(kind, dir.path(), config.clone(), clock.now()).expect("open engine");
         Self {
             dir,
             engine,
             clock,
             config,
+            kind,
         }
     }
 
@@ -127,13 +202,24 @@ impl Harness {
         let placeholder = {
             // Open a throwaway engine so the old one can be dropped (closing its store) first.
             let d = tempfile::tempdir().expect("tempdir");
-            let e = open_engine(d.path(), EngineConfig::default(), self.clock.now()).expect("open");
+            let e = open_engine_on(
+                self.kind,
+                d.path(),
+                EngineConfig::default(),
+                self.clock.now(),
+            )
+            .expect("open");
             (d, e)
         };
         let old = std::mem::replace(&mut self.engine, placeholder.1);
         drop(old);
-        self.engine =
-            open_engine(self.dir.path(), self.config.clone(), self.clock.now()).expect("reopen");
+        self.engine = open_engine_on(
+            self.kind,
+            self.dir.path(),
+            self.config.clone(),
+            self.clock.now(),
+        )
+        .expect("reopen");
     }
 
     pub fn now(&self) -> Timestamp {

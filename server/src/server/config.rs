@@ -59,6 +59,40 @@ pub struct ServerConfig {
     pub engine: EngineSettings,
     /// Where the root key lives.
     pub keys: KeySettings,
+    /// Where the store is.
+    pub store: StoreSettings,
+}
+
+/// Where the store is: the SQLite file in the data directory (the default), or a PostgreSQL
+/// database shared by several nodes (`url = "postgres://…"`).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `postgres://user[:password]@host[:port]/database`, or none for SQLite.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("StoreSettings")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl StoreSettings {
+    /// The PostgreSQL URL, if the store is PostgreSQL; an error for a URL of another kind.
+    pub fn postgres(&self) -> Result<Option<&str>, String> {
+        match self.url.as_deref() {
+            None | Some("") | Some("sqlite") => Ok(None),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok(Some(u)),
+            Some(_) => Err(
+                "the store URL must start with postgres:// (or be absent, for the SQLite file in the data directory)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// Where the root key lives: `software` (a key file in the data directory, the default) or
@@ -259,6 +293,7 @@ impl Default for ServerConfig {
             admin_per_minute: 1200,
             engine: EngineSettings::default(),
             keys: KeySettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }

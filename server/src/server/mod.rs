@@ -77,6 +77,21 @@ pub enum ServerError {
     Io(String),
 }
 
+/// The engine over the store the configuration names: PostgreSQL at `url`, or the SQLite file
+/// in `dir`.
+fn open_engine(
+    dir: &std::path::Path,
+    url: Option<&str>,
+    keeper: impl tessera_engine::KeyKeeper + 'static,
+    config: tessera_engine::EngineConfig,
+    now: tessera_engine::Timestamp,
+) -> Result<Engine, tessera_engine::Error> {
+    match url {
+        Some(url) => Engine::open_postgres(url, dir, keeper, config, now),
+        None => Engine::open_dir_with(dir, keeper, config, now),
+    }
+}
+
 /// Which endpoint a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -291,17 +306,36 @@ impl Server {
         let engine_cfg = config.engine.engine_config();
         let c = clock.clone();
         let hsm = config.keys.pkcs11()?;
+        let store_url = config
+            .store
+            .postgres()
+            .map_err(ServerError::Io)?
+            .map(|u| zeroize::Zeroizing::new(u.to_owned()));
         let (engine, first_admin_token) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+                let now = c.now();
                 let engine = match hsm {
                     // No fallback: if the HSM cannot be opened, the server does not start.
-                    Some(cfg) => Engine::open_dir_with(
+                    Some(cfg) => open_engine(
                         &dir,
+                        store_url.as_ref().map(|u| u.as_str()),
                         tessera_engine::keys::Pkcs11Keeper::open(&cfg)?,
                         engine_cfg,
-                        c.now(),
+                        now,
                     )?,
-                    None => Engine::open_dir(&dir, engine_cfg, c.now())?,
+                    None => {
+                        std::fs::create_dir_all(&dir).map_err(|e| {
+                            ServerError::Io(format!("cannot create {}: {e}", dir.display()))
+                        })?;
+                        let keeper = tessera_engine::SoftwareKeeper::open_or_create(&dir)?;
+                        open_engine(
+                            &dir,
+                            store_url.as_ref().map(|u| u.as_str()),
+                            keeper,
+                            engine_cfg,
+                            now,
+                        )?
+                    }
                 };
                 let first = if engine.list_admin_tokens()?.is_empty() {
                     let (_, tok) = engine.create_admin_token(
@@ -379,6 +413,11 @@ impl Server {
             first_admin_token,
             console_addr,
         })
+    }
+
+    /// What and where the store is (never a password).
+    pub fn store_description(&self) -> String {
+        self.shared.engine.store_description()
     }
 
     /// Where the console and the HTTPS admin API listen, if they do.

@@ -13,6 +13,29 @@ use tessera_proto::AdminToken;
 use tessera_server::server::ManualClock;
 use tessera_server::{Server, ServerConfig};
 
+/// With `TESSERA_TEST_STORE=postgres://…` (scripts/test-all.sh sets it for a run of the suite
+/// on PostgreSQL): a schema of that database of its own for the server in `dir`.
+pub async fn postgres_url(dir: &std::path::Path) -> Option<String> {
+    let base = std::env::var("TESSERA_TEST_STORE")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))?;
+    let name: String = dir
+        .file_name()?
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let schema = format!("e_{}", name.to_ascii_lowercase());
+    // The driver blocks on a runtime of its own: not on this one's threads.
+    let url = tokio::task::spawn_blocking(move || {
+        tessera_engine::store::PostgresStore::schema_url(&base, &schema)
+    })
+    .await
+    .expect("schema task")
+    .expect("test PostgreSQL");
+    Some(url)
+}
+
 pub struct TestServer {
     pub server: Option<Server>,
     pub dir: tempfile::TempDir,
@@ -34,6 +57,9 @@ impl TestServer {
         let mut cfg = ServerConfig::ephemeral(dir.path().to_owned());
         cfg.engine.source_burst = 100_000;
         cfg.engine.source_per_minute = 100_000;
+        if let Some(url) = postgres_url(dir.path()).await {
+            cfg.store.url = Some(url);
+        }
         f(&mut cfg);
         let clock = ManualClock::new();
         let server = Server::start_with_clock(cfg, clock.clone())

@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Console and HTTPS admin API address (TCP), or `off`.
     #[arg(long, env = "TESSERA_CONSOLE_ADDR")]
     console_addr: Option<String>,
+    /// The store: a PostgreSQL URL (`postgres://user@host/db`, shared by several nodes), or
+    /// `sqlite` for the file in the data directory (the default)
+    #[arg(long = "store", env = "TESSERA_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Names in the server certificate (repeat).
     #[arg(
         long = "server-name",
@@ -532,6 +536,12 @@ async fn serve(a: ServeArgs) -> ExitCode {
             }
         };
     }
+    if let Some(u) = a.store {
+        cfg.store.url = Some(u);
+    }
+    if let Err(e) = cfg.store.postgres() {
+        return fail(e);
+    }
     if !a.server_names.is_empty() {
         cfg.server_names = a.server_names;
     }
@@ -565,6 +575,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
         println!("{} https://{c}/", tessera_server::server::banner::CONSOLE);
     }
     println!("CA SHA-256 fingerprint (pin): {}", server.ca_fingerprint());
+    println!("store: {}", server.store_description());
     match tessera_server::server::tls::certificate_names(&cfg.data_dir) {
         Some(names) => println!(
             "server certificate names (devices connect to one of these): {}",

@@ -1,0 +1,457 @@
+//! The PostgreSQL store, for several nodes on one database: the same traits as the SQLite
+//! store, with the same group commit (one writer thread per node; each batch of jobs is one
+//! transaction, each job in a savepoint of its own) and a pool of read connections (`r2d2`).
+//!
+//! What makes the engine's rules hold across nodes is PostgreSQL's locking, not a node's
+//! memory. A write job's reads lock what they read for the rest of its batch's transaction:
+//! the row of a PT, an operation or a registration (`SELECT … FOR UPDATE`), a device id (a
+//! transaction-scoped advisory lock, so that one that has no row yet is locked too) and the key
+//! epochs (an advisory lock). A job on another node that reads the same thing waits until the
+//! first batch has committed and then reads what it committed (each statement at READ
+//! COMMITTED sees the latest committed data), so the check it makes and the change it writes
+//! are never based on a stale read: one successor per generation, the caps, the code attempts
+//! and every revocation hold across nodes. A deadlock between two nodes' batches is broken by
+//! PostgreSQL, which fails one of the batches: nothing in it is acknowledged and its callers
+//! get a store error (and retry).
+//!
+//! Audit sequence numbers and leak signal ids must grow in commit order, or a reader that
+//! follows them from a cursor (REVOCATIONS, the console's audit tail) could skip a row that
+//! commits after a higher number was read. So they are assigned at the end of each batch, from
+//! a row of `counters` that the batch then holds locked until it commits: batches of different
+//! nodes run their jobs in parallel but take their numbers one after another.
+
+mod db;
+mod schema;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+
+use super::{CommitCallback, CommitStats, JobOutcome, Store, StoreRead, WriteJob};
+use crate::error::Error;
+use db::{Db, PendingLog};
+
+/// The store's error for a PostgreSQL error. The driver's messages name statements, columns and
+/// constraints, never bound parameter values.
+pub(crate) fn pg_err(e: postgres::Error) -> Error {
+    Error::Store(match e.as_db_error() {
+        Some(db) => format!("postgresql: {}", db.message()),
+        None => format!("postgresql: {e}"),
+    })
+}
+
+/// How to open the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    max_batch: usize,
+    read_connections: u32,
+    connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            read_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Most jobs committed together in one transaction. Defaults to 1024.
+    pub fn max_batch(&mut self, n: usize) -> &mut Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Connections in the read pool. Defaults to 4.
+    pub fn read_connections(&mut self, n: u32) -> &mut Self {
+        self.read_connections = n.max(1);
+        self
+    }
+
+    /// How long opening a connection may take. Defaults to 5 s.
+    pub fn connect_timeout(&mut self, d: Duration) -> &mut Self {
+        self.connect_timeout = d;
+        self
+    }
+}
+
+/// One connection with its prepared statements.
+pub(crate) struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(pg_err)?;
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    pub(crate) fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let st = self.statement(sql)?;
+        self.client.query(&st, params).map_err(pg_err)
+    }
+
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        let st = self.statement(sql)?;
+        self.client.query_opt(&st, params).map_err(pg_err)
+    }
+
+    pub(crate) fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        let st = self.statement(sql)?;
+        self.client.execute(&st, params).map_err(pg_err)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), Error> {
+        self.client.batch_execute(sql).map_err(pg_err)
+    }
+}
+
+/// Opens connections for the writer and the read pool.
+#[derive(Clone)]
+struct Manager {
+    config: postgres::Config,
+}
+
+impl Manager {
+    fn open(&self) -> Result<Conn, Error> {
+        let client = self.config.connect(NoTls).map_err(|e| {
+            Error::Store(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                describe(&self.config),
+                pg_err(e)
+            ))
+        })?;
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Conn, Error> {
+        self.open()
+    }
+
+    fn is_valid(&self, c: &mut Conn) -> Result<(), Error> {
+        c.client.simple_query("").map(|_| ()).map_err(pg_err)
+    }
+
+    fn has_broken(&self, c: &mut Conn) -> bool {
+        c.client.is_closed()
+    }
+}
+
+/// Where a configuration points, without its password.
+fn describe(c: &postgres::Config) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(s) => s.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{}",
+        c.get_dbname().unwrap_or(c.get_user().unwrap_or(""))
+    )
+}
+
+#[derive(Default)]
+struct Stats {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A job waiting for the writer, and whether it runs inside a savepoint of its own.
+struct Queued {
+    job: WriteJob,
+    savepoint: bool,
+}
+
+/// The PostgreSQL store. Dropping it finishes queued jobs and stops the writer.
+pub struct PostgresStore {
+    target: String,
+    tx: Mutex<Option<Sender<Queued>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Option<r2d2::Pool<Manager>>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connect to the database at `url` (`postgres://user[:password]@host[:port]/database`, or
+    /// the key=value form), migrate its schema and start the writer.
+    pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, Error> {
+        let mut config = postgres::Config::from_str(url).map_err(|e| {
+            // The driver's message never repeats the URL (which may hold a password).
+            Error::Store(format!("not a PostgreSQL connection URL: {e}"))
+        })?;
+        config.connect_timeout(options.connect_timeout);
+        config.application_name("tessera");
+        let manager = Manager { config };
+        let target = describe(&manager.config);
+        let mut writer = manager.open()?;
+        schema::migrate(&mut writer.client)?;
+        let readers = r2d2::Pool::builder()
+            .max_size(options.read_connections)
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout.max(Duration::from_secs(1)))
+            .build(manager.clone())
+            .map_err(|e| Error::Store(format!("read pool: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let st = stats.clone();
+        let max_batch = options.max_batch;
+        let thread = std::thread::Builder::new()
+            .name("tessera-store-writer".into())
+            .spawn(move || writer_loop(writer, &manager, &rx, max_batch, &st))
+            .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            target,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            readers: Some(readers),
+            stats,
+        })
+    }
+
+    /// The URL of `schema` inside the database at `url`, creating the schema if it does not
+    /// exist: several independent deployments (or test runs) can share one database, each in a
+    /// schema of its own. `schema` is a lower-case SQL identifier.
+    pub fn schema_url(url: &str, schema: &str) -> Result<String, Error> {
+        let ok = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(Error::Store(format!("not a schema name: {schema:?}")));
+        }
+        let config = postgres::Config::from_str(url)
+            .map_err(|e| Error::Store(format!("not a PostgreSQL connection URL: {e}")))?;
+        let mut conn = Manager { config }.open()?;
+        conn.batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+    }
+
+    /// Where the store is (host, port and database; never a password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn queue(&self, job: WriteJob, savepoint: bool) {
+        if let Ok(guard) = self.tx.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(Queued { job, savepoint });
+            }
+        }
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The driver closes a connection by blocking on its own runtime, which it cannot do on
+        // a thread that drives an async runtime (the server's): the pool is closed on a thread
+        // of its own.
+        if let Some(pool) = self.readers.take() {
+            let _ = std::thread::Builder::new()
+                .name("tessera-store-close".into())
+                .spawn(move || drop(pool))
+                .map(|t| t.join());
+        }
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Ok(mut t) = self.thread.lock() {
+            if let Some(t) = t.take() {
+                // The last handle may be released by a commit callback on the writer itself.
+                if t.thread().id() != std::thread::current().id() {
+                    let _ = t.join();
+                }
+            }
+        }
+    }
+}
+
+fn writer_loop(
+    conn: Conn,
+    manager: &Manager,
+    rx: &Receiver<Queued>,
+    max_batch: usize,
+    stats: &Stats,
+) {
+    let mut conn = Some(conn);
+    let mut batch: Vec<Queued> = Vec::with_capacity(max_batch);
+    let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        // A lost connection is opened again for the next batch; until then batches fail.
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            conn = manager.open().ok();
+        }
+        let n = batch.len() as u64;
+        let result = match conn.as_mut() {
+            Some(c) => run_batch(c, &mut batch, &mut done),
+            None => {
+                batch.clear();
+                Err(Error::Store("the database cannot be reached".into()))
+            }
+        };
+        stats.jobs.fetch_add(n, Ordering::Relaxed);
+        if result.is_ok() {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        for cb in done.drain(..) {
+            cb(result.clone());
+        }
+    }
+}
+
+/// Run a batch in one transaction, one commit at the end. A job runs inside a savepoint of its
+/// own (rolled back alone if it fails) unless it was submitted as writing last; such a job that
+/// fails after writing, or whose statement failed, fails the whole batch.
+fn run_batch(
+    conn: &mut Conn,
+    batch: &mut Vec<Queued>,
+    done: &mut Vec<CommitCallback>,
+) -> Result<(), Error> {
+    if let Err(e) = conn.batch("BEGIN") {
+        batch.clear();
+        return Err(e);
+    }
+    let mut log = PendingLog::default();
+    let mut failure: Option<Error> = None;
+    for Queued { job, savepoint } in batch.drain(..) {
+        if failure.is_some() {
+            continue; // dropped without running: its caller sees the job vanish
+        }
+        if savepoint {
+            if let Err(e) = conn.batch("SAVEPOINT job") {
+                failure = Some(e);
+                continue;
+            }
+        }
+        log.begin_job();
+        let (outcome, wrote, failed) = {
+            let mut txn = Db::writer(conn, &mut log);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut txn)));
+            (outcome, txn.wrote(), txn.failed())
+        };
+        let keep = matches!(&outcome, Ok(JobOutcome { keep: true, .. }));
+        if !keep {
+            log.rollback_job();
+        }
+        let step = match (savepoint, keep) {
+            (true, true) => conn.batch("RELEASE job"),
+            (true, false) => conn.batch("ROLLBACK TO job; RELEASE job"),
+            // A failed statement aborts the whole transaction in PostgreSQL.
+            (false, _) if failed => Err(Error::Store(
+                "a statement failed; the batch was rolled back".into(),
+            )),
+            (false, false) if wrote => Err(Error::Store(
+                "a write failed part-way; the batch was rolled back".into(),
+            )),
+            (false, _) => Ok(()),
+        };
+        if let Err(e) = step {
+            failure = Some(e);
+        }
+        if let Ok(o) = outcome {
+            done.push(o.on_commit);
+        }
+    }
+    let result = match failure {
+        Some(e) => Err(e),
+        None => log.write(conn).and_then(|()| conn.batch("COMMIT")),
+    };
+    if result.is_err() {
+        let _ = conn.batch("ROLLBACK");
+    }
+    result
+}
+
+impl Store for PostgresStore {
+    fn submit(&self, job: WriteJob) {
+        self.queue(job, true);
+    }
+
+    fn submit_writes_last(&self, job: WriteJob) {
+        self.queue(job, false);
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {
+        let mut conn = self
+            .readers
+            .as_ref()
+            .ok_or_else(|| Error::Store("the store is closed".into()))?
+            .get()
+            .map_err(|e| Error::Store(format!("no read connection: {e}")))?;
+        conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let r = f(&Db::reader(&mut conn));
+        let end = conn.batch("ROLLBACK");
+        r.and(end)
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            jobs: self.stats.jobs.load(Ordering::Relaxed),
+            failed_commits: self.stats.failed.load(Ordering::Relaxed),
+        }
+    }
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}", self.target)
+    }
+}
