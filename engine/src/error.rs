@@ -85,6 +85,10 @@ pub enum Error {
     /// The durable store failed; the change was not made.
     #[error("store: {0}")]
     Store(String),
+    /// This node cannot answer from memory now: it has lost the shared store, or is behind
+    /// the other nodes' changes by more than it may be. Retry (on another node).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<rusqlite::Error> for Error {

@@ -30,6 +30,10 @@ const CHUNK_BITS: u32 = 16;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 const CHUNKS: usize = 1 << 16;
 
+/// A revoked family's slot (generation `u32::MAX` is never a real one: generations stay below
+/// 2^31).
+const REVOKED: u64 = u64::MAX;
+
 /// The largest registration id the table can hold (2^32 − 1).
 pub const MAX_REGISTRATION_ID: u64 = (CHUNK_LEN * CHUNKS - 1) as u64;
 
@@ -112,11 +116,19 @@ impl FamilyTable {
     /// The live state of a family, or `None` if it has none (revoked, pruned, unknown).
     #[inline]
     pub fn get(&self, id: RegistrationId) -> Option<FamilyState> {
-        FamilyState::unpack(self.slot(id.get())?.load(Ordering::Acquire))
+        match self.slot(id.get())?.load(Ordering::Acquire) {
+            REVOKED => None,
+            v => FamilyState::unpack(v),
+        }
     }
 
     /// Set a family's state and the expiry of its current generation (Unix seconds). Returns
     /// false if the id is beyond [`MAX_REGISTRATION_ID`] or the generation is 0.
+    ///
+    /// States only move forward: a state with an older generation than the one held (of the
+    /// same binding) is ignored, and so is any state of a revoked family. So changes may
+    /// arrive in any order (this node's commits and, with several nodes, the change feed of
+    /// the others) and the table still ends in the newest state.
     pub fn set(&self, id: RegistrationId, state: FamilyState, expires_at: u64) -> bool {
         if state.generation == 0 {
             return false;
@@ -124,22 +136,45 @@ impl FamilyTable {
         let Some((slot, expiry)) = self.slot_or_create(id.get()) else {
             return false;
         };
-        expiry.store(
-            u32::try_from(expires_at).unwrap_or(u32::MAX),
-            Ordering::Relaxed,
-        );
-        if slot.swap(state.pack(), Ordering::Release) == 0 {
+        let new = state.pack();
+        let mut cur = slot.load(Ordering::Acquire);
+        loop {
+            let newer = match (cur, FamilyState::unpack(cur)) {
+                (REVOKED, _) => false,
+                (_, Some(held)) if held.binding == state.binding => {
+                    state.generation > held.generation
+                }
+                _ => true,
+            };
+            if !newer {
+                return true;
+            }
+            // A newer generation never expires earlier: the expiry only grows, and it is
+            // stored first, so a prune that sees the new state also sees its expiry.
+            expiry.fetch_max(
+                u32::try_from(expires_at).unwrap_or(u32::MAX),
+                Ordering::AcqRel,
+            );
+            match slot.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        if cur == 0 {
             self.live.fetch_add(1, Ordering::Relaxed);
         }
         true
     }
 
-    /// Remove a family: every RT of it is refused from now on.
+    /// Revoke a family: every RT of it is refused from now on, and no later state brings it
+    /// back (until it is pruned, after its last RT has expired).
     pub fn remove(&self, id: RegistrationId) {
-        if let Some(slot) = self.slot(id.get()) {
-            if slot.swap(0, Ordering::Release) != 0 {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-            }
+        let Some((slot, _)) = self.slot_or_create(id.get()) else {
+            return;
+        };
+        let was = slot.swap(REVOKED, Ordering::AcqRel);
+        if was != 0 && was != REVOKED {
+            self.live.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -150,16 +185,16 @@ impl FamilyTable {
         for (chunk, expiry) in chunks.filter_map(|(c, e)| Some((c.get()?, e.get()?))) {
             for (slot, expires_at) in chunk.iter().zip(expiry.iter()) {
                 let v = slot.load(Ordering::Acquire);
-                if v != 0 {
-                    // Only the writer sets and prunes, so the expiry read belongs to `v`.
-                    if u64::from(expires_at.load(Ordering::Relaxed)) < cutoff_secs
-                        && slot
-                            .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
-                            .is_ok()
-                    {
-                        self.live.fetch_sub(1, Ordering::Relaxed);
-                        n += 1;
-                    }
+                // The expiry only grows and is stored before its state (see `set`).
+                if v != 0
+                    && u64::from(expires_at.load(Ordering::Acquire)) < cutoff_secs
+                    && slot
+                        .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    && v != REVOKED
+                {
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    n += 1;
                 }
             }
         }
@@ -210,5 +245,39 @@ mod tests {
         assert!(!t.set(RegistrationId::new(MAX_REGISTRATION_ID + 1), st(1, 1), 1));
         assert!(!t.set(id, st(0, 1), 1));
         assert_eq!(t.get(RegistrationId::new(u64::MAX)), None);
+    }
+
+    /// States arrive from this node's commits and from other nodes' change feed in any order;
+    /// the table keeps the newest, and a revocation is final.
+    #[test]
+    fn states_only_move_forward_and_a_revocation_is_final() {
+        let t = FamilyTable::new();
+        let id = RegistrationId::new(5);
+        let st = |generation| FamilyState {
+            generation,
+            binding: 3,
+        };
+        assert!(t.set(id, st(4), 400));
+        assert!(t.set(id, st(3), 300));
+        assert_eq!(t.get(id), Some(st(4)));
+        assert_eq!(t.prune(350), 0, "the older state's expiry was not taken");
+        // Another binding (the id handed out again after a restore) replaces the state.
+        let other = FamilyState {
+            generation: 1,
+            binding: 4,
+        };
+        assert!(t.set(id, other, 500));
+        assert_eq!(t.get(id), Some(other));
+        t.remove(id);
+        assert_eq!(t.get(id), None);
+        assert!(t.is_empty());
+        assert!(t.set(id, st(9), 900));
+        assert_eq!(t.get(id), None, "a revoked family stays revoked");
+        assert!(t.is_empty());
+        // Pruned once its last RT has expired; the slot is free again.
+        assert_eq!(t.prune(901), 0, "a revoked family is not a live one");
+        assert!(t.set(id, st(1), 1000));
+        assert_eq!(t.get(id), Some(st(1)));
+        assert_eq!(t.len(), 1);
     }
 }

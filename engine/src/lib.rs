@@ -68,9 +68,9 @@ pub use tessera_proto::token;
 
 pub use engine::{
     Approval, BeginOutcome, BeginRequest, Engine, EngineConfig, EngineObserver, EngineStatus,
-    Introspection, KeyEpochInfo, LeakPolicy, LeakResponse, OperationStatus, Provisioned,
-    PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX, BATCH_CHUNK, MAX_BATCH,
-    MAX_CLOCK_SKEW_LEEWAY,
+    FeedStatus, Introspection, KeyEpochInfo, LeakPolicy, LeakResponse, OperationStatus,
+    Provisioned, PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX, BATCH_CHUNK,
+    MAX_BATCH, MAX_CLOCK_SKEW_LEEWAY,
 };
 pub use error::{Error, InputError, TokenFormatError};
 pub use keys::{KeyKeeper, SoftwareKeeper};

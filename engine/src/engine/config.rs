@@ -48,6 +48,7 @@ pub struct EngineConfig {
     pub(crate) max_rt_lifetime: Duration,
     pub(crate) refresh_grace: Duration,
     pub(crate) clock_skew_leeway: Duration,
+    pub(crate) feed_max_lag: Duration,
     pub(crate) operation_ttl: Duration,
     pub(crate) poll_interval: Duration,
     pub(crate) max_code_attempts: u32,
@@ -71,6 +72,7 @@ impl Default for EngineConfig {
             max_rt_lifetime: Duration::from_secs(365 * 86_400),
             refresh_grace: Duration::from_secs(300),
             clock_skew_leeway: Duration::from_secs(60),
+            feed_max_lag: Duration::from_secs(5),
             operation_ttl: Duration::from_secs(15 * 60),
             poll_interval: Duration::from_secs(5),
             max_code_attempts: 5,
@@ -88,6 +90,17 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// With several nodes on one store: how long ago this node may last have read the change
+    /// feed to its head and still validate RTs from memory. Past it (the database is
+    /// unreachable, or the node cannot keep up) validations and introspections fail closed
+    /// with [`Error::Unavailable`](crate::Error::Unavailable) until the node has caught up.
+    /// The follower reads the feed at least every quarter of it (at most every second).
+    /// Defaults to 5 seconds; at least 100 ms.
+    pub fn feed_max_lag(&mut self, d: Duration) -> &mut Self {
+        self.feed_max_lag = d.max(Duration::from_millis(100));
+        self
+    }
+
     /// Longest RT lifetime any PT may ask for. Defaults to 365 days.
     pub fn max_rt_lifetime(&mut self, d: Duration) -> &mut Self {
         self.max_rt_lifetime = d.max(Duration::from_secs(60));

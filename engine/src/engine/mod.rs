@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod feed;
 pub(crate) mod keys;
 mod operations;
 mod pts;
@@ -16,6 +17,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 pub use admin::ADMIN_TOKEN_PREFIX;
 pub use config::{EngineConfig, LeakPolicy, LeakResponse, MAX_CLOCK_SKEW_LEEWAY};
+pub use feed::FeedStatus;
 pub use keys::KeyEpochInfo;
 pub use operations::{Approval, BeginOutcome, BeginRequest, OperationStatus, Provisioned};
 pub use pts::{PtBatch, BATCH_CHUNK, MAX_BATCH};
@@ -94,7 +96,13 @@ pub(crate) struct Inner {
     pub(crate) rotation: Mutex<()>,
     /// The store's root check value (hex), written into the validator key file.
     pub(crate) root_check: String,
+    /// With several nodes on one store: how far this node has followed the others' changes.
+    pub(crate) feed: std::sync::OnceLock<Arc<crate::store::FeedHealth>>,
 }
+
+/// How long opening an engine on a shared store waits for its first catch-up with the
+/// other nodes' changes.
+const FIRST_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often one leak signal (same kind, PT, registration and operation) is recorded: a burst
 /// of 3, then one a minute.
@@ -195,6 +203,8 @@ pub struct EngineStatus {
     pub failed_resumes: u64,
     /// Leak signals not recorded because the same one was recorded just before (since start).
     pub suppressed_signals: u64,
+    /// With several nodes on one store: where this node is in the change feed.
+    pub feed: Option<FeedStatus>,
 }
 
 /// What [`Engine::prune`] removed.
@@ -252,6 +262,7 @@ impl Engine {
             rng,
             rotation: Mutex::new(()),
             root_check: check_hex.clone(),
+            feed: std::sync::OnceLock::new(),
         });
         let engine = Engine { inner };
         let epochs = engine.write(now, move |tx| keys::init_epochs(tx, &check_hex))?;
@@ -261,6 +272,16 @@ impl Engine {
         engine.inner.keys.store(Arc::new(ring));
         engine.inner.write_validator_keys(&[])?;
         engine.rebuild_families(now)?;
+        // With other nodes on the store: follow their changes (from before the rebuild, so
+        // none is missed).
+        let sink = Arc::new(feed::Sink(Arc::downgrade(&engine.inner)));
+        let poll = feed::poll_interval(engine.inner.config.feed_max_lag);
+        if let Some(health) = engine.inner.store.follow(sink, poll)? {
+            // Ready when it has caught up; until then (and whenever it falls behind later)
+            // validations fail closed.
+            health.wait_caught_up(FIRST_CATCH_UP);
+            let _ = engine.inner.feed.set(health);
+        }
         Ok(engine)
     }
 
@@ -440,6 +461,7 @@ impl Engine {
                 .inner
                 .suppressed_signals
                 .load(std::sync::atomic::Ordering::Relaxed),
+            feed: self.inner.feed_status(),
         })
     }
 
@@ -487,8 +509,15 @@ fn job<T: Send + 'static>(
             now,
             effects: Vec::new(),
         };
-        let result = f(&mut tx);
+        let mut result = f(&mut tx);
         let effects = std::mem::take(&mut tx.effects);
+        // With several nodes on one store, the others learn of these effects from the change
+        // feed, written in this same transaction.
+        if result.is_ok() && tx.db.publishes() {
+            if let Err(e) = tx.db.publish(&changes_of(&effects)) {
+                result = Err(e);
+            }
+        }
         match result {
             Ok(v) => {
                 let inner = inner.clone();
@@ -508,6 +537,35 @@ fn job<T: Send + 'static>(
             },
         }
     })
+}
+
+/// What the other nodes must learn of a transaction's effects.
+fn changes_of(effects: &[Effect]) -> Vec<crate::store::Change> {
+    use crate::store::Change;
+    let mut out = Vec::with_capacity(effects.len());
+    for e in effects {
+        let c = match e {
+            Effect::SetFamily(id, st, expires_at) => Change::Family {
+                id: *id,
+                generation: st.generation,
+                binding: st.binding,
+                expires_at: *expires_at,
+            },
+            Effect::RemoveFamily(id) => Change::Revoked { id: *id },
+            Effect::OperationChanged(id, state) => Change::Operation {
+                id: *id,
+                state: *state,
+            },
+            Effect::SwapKeyring(_) | Effect::InstallRtKey(..) | Effect::RetireRtKey(_) => {
+                Change::Keys
+            }
+            Effect::Logged => Change::Logged,
+        };
+        if !out.contains(&c) || !matches!(c, Change::Keys | Change::Logged) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Inner {

@@ -89,6 +89,7 @@ impl Engine {
     }
 
     fn validate_parsed(&self, rt: &UntrustedRt, now: Timestamp) -> Result<ValidatedRt, Error> {
+        self.inner.check_feed()?;
         let claims = self.authenticate_rt(rt, now)?;
         match self.inner.families.get(claims.registration_id) {
             // An RT of another registration that had this id (before a restore) is refused

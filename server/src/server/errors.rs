@@ -29,6 +29,7 @@ pub fn error_body(e: &Error, server_time_ms: u64) -> ErrorBody {
         Error::TooManyPendingOperations => (code::TOO_MANY_PENDING, None, None),
         Error::RegistrationCapReached => (code::REGISTRATION_CAP, None, None),
         Error::GenerationExhausted => (code::GENERATION_EXHAUSTED, None, None),
+        Error::Unavailable(_) => (code::UNAVAILABLE, None, None),
         _ => (code::INTERNAL, None, None),
     };
     ErrorBody {

@@ -27,7 +27,10 @@ const KEYS_LOCK: i64 = 0x7465_7373_6572_6102;
 pub(crate) struct PendingLog {
     audit: Vec<AuditRow>,
     leaks: Vec<NewLeakSignal>,
-    job_start: (usize, usize),
+    changes: Vec<String>,
+    job_start: (usize, usize, usize),
+    /// This node's id in the change feed.
+    pub(crate) node: i64,
 }
 
 struct AuditRow {
@@ -40,13 +43,21 @@ struct AuditRow {
 }
 
 impl PendingLog {
+    pub(crate) fn new(node: i64) -> Self {
+        Self {
+            node,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn begin_job(&mut self) {
-        self.job_start = (self.audit.len(), self.leaks.len());
+        self.job_start = (self.audit.len(), self.leaks.len(), self.changes.len());
     }
 
     pub(crate) fn rollback_job(&mut self) {
         self.audit.truncate(self.job_start.0);
         self.leaks.truncate(self.job_start.1);
+        self.changes.truncate(self.job_start.2);
     }
 
     /// Number the batch's events from the counters (locking them until the commit) and insert
@@ -75,6 +86,19 @@ impl PendingLog {
                  $5::text[], $6::text[], $7::text[])",
                 &[&seq, &at, &actor, &source, &action, &subject, &detail],
             )?;
+        }
+        if !self.changes.is_empty() {
+            let first = take_numbers(conn, "feed", self.changes.len())?;
+            let body = std::mem::take(&mut self.changes);
+            let seq: Vec<i64> = (first..).take(body.len()).collect();
+            conn.execute(
+                "INSERT INTO changes (seq, node, body) \
+                 SELECT s, $2, b FROM unnest($1::bigint[], $3::text[]) AS t(s, b)",
+                &[&seq, &self.node, &body],
+            )?;
+            // Delivered when the transaction commits; followers also poll, so a lost
+            // notification delays a change but never loses it.
+            conn.batch(&format!("NOTIFY {}", super::feed::CHANNEL))?;
         }
         if !self.leaks.is_empty() {
             let first = take_numbers(conn, "leak", self.leaks.len())?;
@@ -908,6 +932,20 @@ impl StoreTxn for Db<'_> {
         self.log()?.audit.push(row);
         self.wrote.set(true);
         Ok(0)
+    }
+
+    fn publishes(&self) -> bool {
+        true
+    }
+
+    fn publish(&mut self, changes: &[crate::store::Change]) -> Result<(), Error> {
+        let mut bodies = Vec::with_capacity(changes.len());
+        for c in changes {
+            bodies.push(json(c)?);
+        }
+        self.log()?.changes.extend(bodies);
+        self.wrote.set(true);
+        Ok(())
     }
 
     /// Returns 0: the signal is numbered when its batch commits.

@@ -21,6 +21,7 @@
 //! nodes run their jobs in parallel but take their numbers one after another.
 
 mod db;
+mod feed;
 mod schema;
 
 use std::collections::HashMap;
@@ -129,7 +130,7 @@ impl Conn {
         self.client.execute(&st, params).map_err(pg_err)
     }
 
-    fn batch(&mut self, sql: &str) -> Result<(), Error> {
+    pub(crate) fn batch(&mut self, sql: &str) -> Result<(), Error> {
         self.client.batch_execute(sql).map_err(pg_err)
     }
 }
@@ -206,6 +207,12 @@ struct Queued {
 /// The PostgreSQL store. Dropping it finishes queued jobs and stops the writer.
 pub struct PostgresStore {
     target: String,
+    manager: Manager,
+    /// This node's id in the change feed.
+    node: i64,
+    /// The feed's head when the store was opened: a follower starts after it.
+    feed_start: i64,
+    follower: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     tx: Mutex<Option<Sender<Queued>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     readers: Option<r2d2::Pool<Manager>>,
@@ -234,6 +241,13 @@ impl PostgresStore {
         let target = describe(&manager.config);
         let mut writer = manager.open()?;
         schema::migrate(&mut writer.client)?;
+        let feed_start: i64 = writer
+            .query_opt("SELECT value FROM counters WHERE name = 'feed'", &[])?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(pg_err)?
+            .unwrap_or(0);
+        let node = node_id()?;
         let readers = r2d2::Pool::builder()
             .max_size(options.read_connections)
             .min_idle(Some(1))
@@ -244,12 +258,17 @@ impl PostgresStore {
         let stats = Arc::new(Stats::default());
         let st = stats.clone();
         let max_batch = options.max_batch;
+        let wm = manager.clone();
         let thread = std::thread::Builder::new()
             .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer, &manager, &rx, max_batch, &st))
+            .spawn(move || writer_loop(writer, &wm, &rx, max_batch, node, &st))
             .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             target,
+            manager,
+            node,
+            feed_start,
+            follower: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             readers: Some(readers),
@@ -294,15 +313,31 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        // The driver closes a connection by blocking on its own runtime, which it cannot do on
-        // a thread that drives an async runtime (the server's): the pool is closed on a thread
-        // of its own.
-        if let Some(pool) = self.readers.take() {
-            let _ = std::thread::Builder::new()
-                .name("tessera-store-close".into())
-                .spawn(move || drop(pool))
-                .map(|t| t.join());
-        }
+        let follower = self.follower.lock().ok().and_then(|mut f| f.take());
+        // The last handle may be released on the follower itself (while it applies a change):
+        // it then stops on its own.
+        let follower = follower.filter(|(stop, t)| {
+            stop.store(true, Ordering::Release);
+            t.thread().id() != std::thread::current().id()
+        });
+        let pool = self.readers.take();
+        // The driver blocks on a runtime of its own, which it cannot do on a thread that
+        // drives an async runtime (the server's): the follower is woken and the pool closed
+        // on a thread of their own.
+        let _ = std::thread::Builder::new()
+            .name("tessera-store-close".into())
+            .spawn(move || {
+                if let Some((_, t)) = follower {
+                    // Wake it from its wait (it also wakes the other nodes' followers, which
+                    // then find nothing new).
+                    if let Some(mut c) = pool.as_ref().and_then(|p| p.get().ok()) {
+                        let _ = c.batch(&format!("NOTIFY {}", feed::CHANNEL));
+                    }
+                    let _ = t.join();
+                }
+                drop(pool);
+            })
+            .map(|t| t.join());
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
@@ -317,11 +352,20 @@ impl Drop for PostgresStore {
     }
 }
 
+/// A random id for this node's rows in the change feed.
+fn node_id() -> Result<i64, Error> {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| Error::Keys("system random generator failed".into()))?;
+    Ok(i64::from_le_bytes(b))
+}
+
 fn writer_loop(
     conn: Conn,
     manager: &Manager,
     rx: &Receiver<Queued>,
     max_batch: usize,
+    node: i64,
     stats: &Stats,
 ) {
     let mut conn = Some(conn);
@@ -341,7 +385,7 @@ fn writer_loop(
         }
         let n = batch.len() as u64;
         let result = match conn.as_mut() {
-            Some(c) => run_batch(c, &mut batch, &mut done),
+            Some(c) => run_batch(c, node, &mut batch, &mut done),
             None => {
                 batch.clear();
                 Err(Error::Store("the database cannot be reached".into()))
@@ -364,6 +408,7 @@ fn writer_loop(
 /// fails after writing, or whose statement failed, fails the whole batch.
 fn run_batch(
     conn: &mut Conn,
+    node: i64,
     batch: &mut Vec<Queued>,
     done: &mut Vec<CommitCallback>,
 ) -> Result<(), Error> {
@@ -371,7 +416,7 @@ fn run_batch(
         batch.clear();
         return Err(e);
     }
-    let mut log = PendingLog::default();
+    let mut log = PendingLog::new(node);
     let mut failure: Option<Error> = None;
     for Queued { job, savepoint } in batch.drain(..) {
         if failure.is_some() {
@@ -442,6 +487,32 @@ impl Store for PostgresStore {
         let r = f(&Db::reader(&mut conn));
         let end = conn.batch("ROLLBACK");
         r.and(end)
+    }
+
+    fn follow(
+        &self,
+        sink: Arc<dyn super::FeedSink>,
+        poll: Duration,
+    ) -> Result<Option<Arc<super::FeedHealth>>, Error> {
+        let health = Arc::new(super::FeedHealth::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let follower = feed::Follower {
+            manager: self.manager.clone(),
+            node: self.node,
+            position: self.feed_start,
+            sink,
+            health: health.clone(),
+            stop: stop.clone(),
+            poll,
+        };
+        let t = std::thread::Builder::new()
+            .name("tessera-feed".into())
+            .spawn(move || follower.run())
+            .map_err(|e| Error::Store(format!("cannot start the feed follower: {e}")))?;
+        if let Ok(mut f) = self.follower.lock() {
+            *f = Some((stop, t));
+        }
+        Ok(Some(health))
     }
 
     fn commit_stats(&self) -> CommitStats {

@@ -118,6 +118,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         revoked_at BIGINT
     );
     "#,
+    // 2: the change feed: what each transaction changed in the state every node keeps in
+    // memory, numbered in commit order (counter `feed`); `node` is the writing node's id.
+    r#"
+    INSERT INTO counters (name, value) VALUES ('feed', 0);
+    CREATE TABLE changes (
+        seq BIGINT PRIMARY KEY,
+        node BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
