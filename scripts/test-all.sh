@@ -143,8 +143,12 @@ if pg_env="$(bash scripts/postgres-env.sh "$WORK/pg")"; then
     eval "$pg_env"
     run_tests "engine suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
         cargo test -p tessera-engine --tests --locked
+    run_tests "several nodes on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
+        cargo test -p tessera-engine --test nodes --locked -- --ignored
     run_tests "end-to-end suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
         cargo test -p tessera-tests --test e2e --locked
+    run_tests "three nodes end to end on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
+        cargo test -p tessera-tests --test e2e --locked nodes:: -- --ignored
 else
     cat "$WORK/pg/server.log" 2>/dev/null || true
     failures+=("postgresql")

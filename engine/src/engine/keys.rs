@@ -31,7 +31,9 @@ pub(super) fn init_epochs(tx: &mut Tx<'_>, check_hex: &str) -> Result<Vec<KeyEpo
     match tx.db.meta(META_ROOT_CHECK)? {
         Some(stored) if stored != check_hex => {
             return Err(Error::Keys(
-                "the key keeper's root key does not match this data directory".into(),
+                "the key keeper's root key does not match this store's (every node of a store \
+                 needs the same root: the same HSM key or key file)"
+                    .into(),
             ))
         }
         Some(_) => {}

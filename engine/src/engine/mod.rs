@@ -309,6 +309,12 @@ impl Engine {
         Self::open(store, keeper, config, now)
     }
 
+    /// With several nodes on one store: where this node is in the change feed (no store
+    /// access; `None` for a store no other node writes to).
+    pub fn feed_status(&self) -> Option<FeedStatus> {
+        self.inner.feed_status()
+    }
+
     /// What and where the store is (never a password).
     pub fn store_description(&self) -> String {
         self.inner.store.describe()

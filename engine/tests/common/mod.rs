@@ -89,6 +89,19 @@ pub fn open_engine_on(
     }
 }
 
+/// An engine on the PostgreSQL store at `url` (another node of a harness's store), with its
+/// own directory `dir` and the keeper the environment names.
+pub fn open_engine_at(
+    url: &str,
+    dir: &std::path::Path,
+    mut config: EngineConfig,
+    now: Timestamp,
+) -> Result<Engine, tessera_engine::Error> {
+    config.validator_keys_file(dir.join(tessera_engine::keys::VALIDATOR_KEYS_FILE));
+    let store = PostgresStore::open(url, &PostgresOptions::default())?;
+    open_with(store, dir, config, now)
+}
+
 fn open_with(
     store: impl tessera_engine::store::Store + 'static,
     dir: &std::path::Path,

@@ -397,6 +397,7 @@ impl Server {
         tasks.spawn(accept_loop(device.clone(), shared.clone(), Role::Device));
         tasks.spawn(accept_loop(admin.clone(), shared.clone(), Role::Admin));
         tasks.spawn(housekeeping(shared.clone()));
+        tasks.spawn(feed_metrics(shared.clone()));
         if let Some((listener, tls)) = console {
             tasks.spawn(http::serve(listener, tls, shared.clone()));
         }
@@ -527,6 +528,25 @@ async fn housekeeping(shared: Arc<Shared>) {
             Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
             _ => {}
         }
+    }
+}
+
+/// With several nodes on one store: export where this node is in the change feed, every
+/// second.
+async fn feed_metrics(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(f) = shared.engine.feed_status() else {
+            return;
+        };
+        metrics::gauge!("tessera_feed_position").set(f.position as f64);
+        metrics::gauge!("tessera_feed_lag_changes").set(f.lag as f64);
+        metrics::gauge!("tessera_feed_since_caught_up_seconds").set(
+            f.since_caught_up_ms
+                .map_or(f64::INFINITY, |ms| ms as f64 / 1000.0),
+        );
+        metrics::gauge!("tessera_feed_current").set(if f.current { 1.0 } else { 0.0 });
     }
 }
 

@@ -45,6 +45,8 @@ pub struct TestServer {
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub admin_token: AdminToken,
+    /// The PostgreSQL store, when the suite runs on one.
+    pub store_url: Option<String>,
 }
 
 impl TestServer {
@@ -61,6 +63,7 @@ impl TestServer {
             cfg.store.url = Some(url);
         }
         f(&mut cfg);
+        let store_url = cfg.store.url.clone();
         let clock = ManualClock::new();
         let server = Server::start_with_clock(cfg, clock.clone())
             .await
@@ -86,6 +89,50 @@ impl TestServer {
             trust,
             admin,
             admin_token,
+            store_url,
+        }
+    }
+
+    /// Another node of `first`'s PostgreSQL store: its own data directory with `first`'s root
+    /// key and TLS material (every node of one deployment has the same), its own endpoints.
+    pub async fn join(first: &TestServer, f: impl FnOnce(&mut ServerConfig)) -> Self {
+        let url = first.store_url.clone().expect("a PostgreSQL store");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = first.dir.path().join(tessera_engine::keys::ROOT_KEY_FILE);
+        std::fs::copy(&root, dir.path().join(tessera_engine::keys::ROOT_KEY_FILE))
+            .expect("copy the root key");
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        for e in std::fs::read_dir(first.dir.path().join("tls")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), tls.join(e.file_name())).unwrap();
+        }
+        let mut cfg = ServerConfig::ephemeral(dir.path().to_owned());
+        cfg.engine.source_burst = 100_000;
+        cfg.engine.source_per_minute = 100_000;
+        cfg.store.url = Some(url.clone());
+        f(&mut cfg);
+        let clock = ManualClock::new();
+        let server = Server::start_with_clock(cfg, clock.clone())
+            .await
+            .expect("node starts");
+        let admin = AdminClient::new(
+            server.admin_addr(),
+            "localhost",
+            &first.trust,
+            first.admin_token.clone(),
+        )
+        .expect("admin client");
+        Self {
+            device_addr: server.device_addr(),
+            admin_addr: server.admin_addr(),
+            server: Some(server),
+            dir,
+            clock,
+            trust: first.trust.clone(),
+            admin,
+            admin_token: first.admin_token.clone(),
+            store_url: Some(url),
         }
     }
 

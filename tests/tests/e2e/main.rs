@@ -7,5 +7,6 @@ mod crash;
 mod flows;
 mod hardening;
 mod http_api;
+mod nodes;
 mod security;
 mod service;

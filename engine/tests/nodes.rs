@@ -1,0 +1,407 @@
+//! Several nodes on one PostgreSQL store: every rule of the engine holds across nodes, and what
+//! one node changes reaches the memory of the others through the change feed.
+//!
+//! These need PostgreSQL: scripts/test-all.sh starts a throw-away server and runs them with
+//! `TESSERA_TEST_STORE=postgres://…` and `--ignored`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{spec, Harness, StoreKind};
+use tessera_engine::model::{OperationState, RegistrationStatus};
+use tessera_engine::store::RegistrationQuery;
+use tessera_engine::{
+    ApprovalPolicy, EngineConfig, EngineObserver, Error, OperationId, PtKind, RegistrationId,
+};
+
+const NEEDS: &str =
+    "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it";
+
+/// What a node's observer was told.
+#[derive(Default)]
+struct Recorder {
+    operations: Mutex<Vec<(OperationId, OperationState)>>,
+    revoked: Mutex<Vec<RegistrationId>>,
+}
+
+impl EngineObserver for Recorder {
+    fn operation_changed(&self, id: OperationId, state: OperationState) {
+        self.operations.lock().unwrap().push((id, state));
+    }
+    fn registration_revoked(&self, id: RegistrationId) {
+        self.revoked.lock().unwrap().push(id);
+    }
+}
+
+/// A harness on PostgreSQL (node 1).
+fn first_node(config: EngineConfig) -> Harness {
+    assert!(common::on_postgres(), "{NEEDS}");
+    Harness::on(StoreKind::FromEnv, config)
+}
+
+/// Another node of `h`'s store: a directory of its own, the same database and the same root,
+/// reached at `url` (the database's own address, or a proxy in front of it).
+fn node_at(h: &Harness, url: &str, config: EngineConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let root = h.dir.path().join(tessera_engine::keys::ROOT_KEY_FILE);
+    if root.exists() {
+        std::fs::copy(&root, dir.path().join(tessera_engine::keys::ROOT_KEY_FILE)).unwrap();
+    }
+    let engine = common::open_engine_at(url, dir.path(), config.clone(), h.now()).unwrap();
+    Harness {
+        dir,
+        engine,
+        clock: h.clock,
+        config,
+        kind: StoreKind::FromEnv,
+    }
+}
+
+fn node(h: &Harness) -> Harness {
+    let url = common::postgres_url(h.dir.path()).unwrap();
+    node_at(h, &url, h.config.clone())
+}
+
+/// Wait until `f` holds (what another node committed travels through the feed), at most 10 s.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn concurrent_refreshes_of_one_rt_on_two_nodes_give_one_successor() {
+    // Each node limits refreshes per registration on its own (a rate, not a rule): above the
+    // rounds here.
+    let mut config = EngineConfig::default();
+    config.refresh_rate(tessera_engine::Rate::new(100, 100));
+    let a = first_node(config);
+    let b = node(&a);
+    let p = a.provision("twice-1");
+    let mut rt = p.rt.expose().to_owned();
+    for round in 0..20 {
+        let start = Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| {
+                start.wait();
+                a.engine.refresh(&rt, &Harness::device(), a.now())
+            });
+            let tb = s.spawn(|| {
+                start.wait();
+                b.engine.refresh(&rt, &Harness::device(), b.now())
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        // One successor: the same RT from both nodes, one of them the retry of the other.
+        assert_eq!(ra.rt.expose(), rb.rt.expose(), "round {round}");
+        assert!(ra.retried != rb.retried, "round {round}");
+        rt = ra.rt.expose().to_owned();
+    }
+    let reg = a.engine.registration(p.registration_id).unwrap();
+    assert_eq!(reg.generation, 21, "one generation per round");
+    // An older generation presented on one node is reuse: the registration is revoked, and
+    // the other node refuses the current RT too.
+    assert_eq!(
+        a.engine
+            .refresh(p.rt.expose(), &Harness::device(), a.now())
+            .unwrap_err(),
+        Error::RotationReuse
+    );
+    eventually(
+        "node 2 refuses the current RT after the reuse on node 1",
+        || b.engine.validate_rt(rt.as_bytes(), b.now()) == Err(Error::Revoked),
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn a_revocation_on_one_node_reaches_every_node_and_closes_its_connections() {
+    let a = first_node(EngineConfig::default());
+    let b = node(&a);
+    let seen = Arc::new(Recorder::default());
+    a.engine.set_observer(seen.clone());
+    let p = a.provision("revoke-1");
+    let rt = p.rt.expose().as_bytes().to_vec();
+    eventually("node 2 knows the new registration", || {
+        b.engine.validate_rt(&rt, b.now()).is_ok()
+    });
+    b.engine
+        .revoke_registration(p.registration_id, "stolen", &Harness::tech(), b.now())
+        .unwrap();
+    // The store refuses a refresh on node 1 at once ...
+    assert_eq!(
+        a.engine
+            .refresh(p.rt.expose(), &Harness::device(), a.now())
+            .unwrap_err(),
+        Error::Revoked
+    );
+    // ... and node 1's memory follows: validation refuses, its connections are told to close.
+    eventually("node 1 refuses the revoked RT", || {
+        a.engine.validate_rt(&rt, a.now()) == Err(Error::Revoked)
+    });
+    assert!(seen.revoked.lock().unwrap().contains(&p.registration_id));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn an_approval_on_one_node_wakes_the_device_waiting_on_another() {
+    let a = first_node(EngineConfig::default());
+    let b = node(&a);
+    let waiting = Arc::new(Recorder::default());
+    a.engine.set_observer(waiting.clone());
+    let pt = a.pt(spec(PtKind::SingleDevice, ApprovalPolicy::ManualWithCode));
+    let op = a.begin(&pt, Some("wake-1"), b"wake").unwrap();
+    let code = op.verification_code.clone().unwrap();
+    b.approve_with_code(&op.operation_id, Some(code.expose()))
+        .unwrap();
+    eventually("node 1 hears of the approval", || {
+        waiting
+            .operations
+            .lock()
+            .unwrap()
+            .contains(&(op.operation_id, OperationState::Approved))
+    });
+    let p = a.collect(&op);
+    assert!(b.engine.registration(p.registration_id).is_ok());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn caps_and_code_attempts_are_global() {
+    let a = first_node(EngineConfig::default());
+    let b = node(&a);
+    // The fleet cap: two approvals at once on two nodes, one registration left.
+    let pt = a.pt(spec(
+        PtKind::Fleet {
+            max_registrations: 1,
+        },
+        ApprovalPolicy::Manual,
+    ));
+    let op1 = a.begin(&pt, Some("cap-1"), b"cap-1").unwrap();
+    let op2 = b.begin(&pt, Some("cap-2"), b"cap-2").unwrap();
+    let start = Barrier::new(2);
+    let (r1, r2) = std::thread::scope(|s| {
+        let t1 = s.spawn(|| {
+            start.wait();
+            a.approve_with_code(&op1.operation_id, None)
+        });
+        let t2 = s.spawn(|| {
+            start.wait();
+            b.approve_with_code(&op2.operation_id, None)
+        });
+        (t1.join().unwrap(), t2.join().unwrap())
+    });
+    assert_eq!(
+        [&r1, &r2].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{r1:?} {r2:?}"
+    );
+    assert!([r1, r2].contains(&Err(Error::RegistrationCapReached)));
+
+    // The pending cap of a single-device PT (4), filled from both nodes.
+    let single = a.pt(spec(PtKind::SingleDevice, ApprovalPolicy::Manual));
+    for i in 0..4u8 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        n.begin(&single, None, &[b'p', i]).unwrap();
+    }
+    assert_eq!(
+        b.begin(&single, None, b"p-5").unwrap_err(),
+        Error::TooManyPendingOperations
+    );
+
+    // Code attempts: wrong codes typed on both nodes count together.
+    let coded = a.pt(spec(PtKind::SingleDevice, ApprovalPolicy::ManualWithCode));
+    let op = a.begin(&coded, Some("code-1"), b"code").unwrap();
+    let wrong = Harness::wrong_code(&op);
+    let mut last = None;
+    for i in 0..5 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        last = Some(
+            n.approve_with_code(&op.operation_id, Some(wrong))
+                .unwrap_err(),
+        );
+    }
+    assert!(matches!(
+        last,
+        Some(Error::VerificationAttemptsExhausted | Error::WrongVerificationCode { remaining: 0 })
+    ));
+    let right = op.verification_code.as_ref().unwrap().expose();
+    assert!(matches!(
+        b.approve_with_code(&op.operation_id, Some(right)),
+        Err(Error::VerificationAttemptsExhausted | Error::OperationClosed(_))
+    ));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn key_epochs_made_on_one_node_reach_the_others() {
+    let a = first_node(EngineConfig::default());
+    let b = node(&a);
+    let c = node(&a);
+    let p = a.provision("keys-1");
+    assert_eq!(a.engine.rotate_keys(&Harness::tech(), a.now()).unwrap(), 2);
+    eventually("node 3 takes up epoch 2", || {
+        c.engine.status().unwrap().current_key_epoch == 2
+    });
+    let r = c
+        .engine
+        .refresh(p.rt.expose(), &Harness::device(), c.now())
+        .unwrap();
+    assert_eq!(r.claims.key_id, 2, "node 3 mints with the new epoch");
+    assert!(b
+        .engine
+        .validate_rt(r.rt.expose().as_bytes(), b.now())
+        .is_ok());
+    assert_eq!(b.provision("keys-2").claims.key_id, 2);
+    // Retiring epoch 1 on node 1 refuses its RTs on node 2.
+    a.engine
+        .retire_key_epoch(1, &Harness::tech(), a.now())
+        .unwrap();
+    eventually("node 2 drops epoch 1's RT key", || {
+        b.engine
+            .key_epochs()
+            .unwrap()
+            .iter()
+            .any(|e| e.record.epoch == 1 && !e.rt_key_loaded)
+    });
+    assert_eq!(
+        b.engine
+            .validate_rt(p.rt.expose().as_bytes(), b.now())
+            .unwrap_err(),
+        Error::Unauthenticated
+    );
+}
+
+/// A TCP proxy in front of the database that can be cut off and restored.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if c.load(Ordering::Acquire) {
+                    continue; // dropped: refused
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut list = o.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Self { addr, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn via(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
+    let at = url.find('@').unwrap() + 1;
+    let end = at + url[at..].find('/').unwrap();
+    let target: SocketAddr = url[at..end].parse().unwrap();
+    (format!("{}{addr}{}", &url[..at], &url[end..]), target)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn a_node_cut_off_from_the_database_fails_closed_and_recovers_by_itself() {
+    let a = first_node(EngineConfig::default());
+    let url = common::postgres_url(a.dir.path()).unwrap();
+    let (_, target) = via(&url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(target);
+    let (proxied, _) = via(&url, proxy.addr);
+    let mut config = EngineConfig::default();
+    config.feed_max_lag(Duration::from_millis(400));
+    let b = node_at(&a, &proxied, config);
+    let p = a.provision("cut-1");
+    let rt = p.rt.expose().as_bytes().to_vec();
+    eventually("node 2 validates", || {
+        b.engine.validate_rt(&rt, b.now()).is_ok()
+    });
+    assert!(b.engine.status().unwrap().feed.unwrap().current);
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    eventually("node 2 fails closed", || {
+        matches!(
+            b.engine.validate_rt(&rt, b.now()),
+            Err(Error::Unavailable(_))
+        )
+    });
+    // Within the bound (plus the follower's poll interval and scheduling).
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    // Meanwhile node 1 revokes the registration.
+    a.engine
+        .revoke_registration(p.registration_id, "cut", &Harness::tech(), a.now())
+        .unwrap();
+    assert!(matches!(
+        b.engine.validate_rt(&rt, b.now()),
+        Err(Error::Unavailable(_))
+    ));
+
+    proxy.restore();
+    eventually("node 2 catches up and refuses the revoked RT", || {
+        b.engine.validate_rt(&rt, b.now()) == Err(Error::Revoked)
+    });
+    let other = a.provision("cut-2");
+    eventually("node 2 validates again", || {
+        b.engine
+            .validate_rt(other.rt.expose().as_bytes(), b.now())
+            .is_ok()
+    });
+    let active = b
+        .engine
+        .list_registrations(&RegistrationQuery {
+            device_id: Some("cut-1".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(active[0].status, RegistrationStatus::Revoked);
+}
