@@ -3,6 +3,7 @@
 # port only, and print the environment the PostgreSQL tests read.
 # Usage: eval "$(bash scripts/postgres-env.sh DIR)"; stop it with
 #        bash scripts/postgres-env.sh DIR stop      (then remove DIR)
+#        bash scripts/postgres-env.sh DIR restart fast|immediate   (the crash tests do)
 # Uses Debian's PostgreSQL (package postgresql). initdb refuses to run as root, so as root the
 # server runs as the `postgres` user on a directory it owns.
 set -euo pipefail
@@ -15,6 +16,11 @@ as_owner() {
 }
 if [ "$action" = stop ]; then
     [ -f "$dir/data/postmaster.pid" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    exit 0
+fi
+if [ "$action" = restart ]; then
+    # With the options it was started with (pg_ctl keeps them in postmaster.opts).
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m "${3:-fast}" -w restart >/dev/null
     exit 0
 fi
 mkdir -p "$dir"

@@ -148,7 +148,7 @@ if pg_env="$(bash scripts/postgres-env.sh "$WORK/pg")"; then
     run_tests "end-to-end suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
         cargo test -p tessera-tests --test e2e --locked
     run_tests "three nodes end to end on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
-        cargo test -p tessera-tests --test e2e --locked nodes:: -- --ignored
+        cargo test -p tessera-tests --test e2e --locked nodes:: -- --ignored --test-threads=1
 else
     cat "$WORK/pg/server.log" 2>/dev/null || true
     failures+=("postgresql")
