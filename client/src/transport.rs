@@ -191,7 +191,7 @@ pub fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig, Cl
 #[derive(Debug)]
 pub struct Transport {
     endpoint: quinn::Endpoint,
-    server: SocketAddr,
+    server: std::sync::Mutex<SocketAddr>,
     server_name: String,
     conn: Mutex<Option<quinn::Connection>>,
     timeout: Duration,
@@ -239,12 +239,32 @@ impl Transport {
         endpoint.set_default_client_config(cc);
         Ok(Self {
             endpoint,
-            server,
+            server: std::sync::Mutex::new(server),
             server_name: server_name.to_owned(),
             conn: Mutex::new(None),
             timeout,
             closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The server address requests go to.
+    pub fn server(&self) -> SocketAddr {
+        *self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Send the next requests to `server` (another node of the same deployment, or the new
+    /// address of a name): the current connection is closed, and the next request connects
+    /// there, resuming the TLS session if that server can open this client's session ticket
+    /// (every node of one deployment can).
+    pub async fn set_server(&self, server: SocketAddr) {
+        *self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = server;
+        self.disconnect().await;
     }
 
     /// The current connection, connecting if there is none.
@@ -260,7 +280,7 @@ impl Transport {
         }
         let connecting = self
             .endpoint
-            .connect(self.server, &self.server_name)
+            .connect(self.server(), &self.server_name)
             .map_err(|e| ClientError::Connection(e.to_string()))?;
         let c = tokio::time::timeout(self.timeout, connecting)
             .await

@@ -23,7 +23,8 @@ fn main() {
         cfg.server_names = vec!["localhost".into()];
         let files = tessera_server::server::tls::ensure_certificates(&dir, &cfg.server_names)
             .expect("certs");
-        let crypto = tessera_server::server::tls::server_config(&files, b"echo").expect("tls");
+        let crypto =
+            tessera_server::server::tls::server_config(&files, b"echo", None).expect("tls");
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).expect("quic tls");
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
         let mut t = quinn::TransportConfig::default();

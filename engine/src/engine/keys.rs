@@ -190,6 +190,23 @@ impl Engine {
         self.inner.write_validator_keys(&[])
     }
 
+    /// The key epoch new tokens are made under.
+    pub fn current_key_epoch(&self) -> u32 {
+        self.inner.keys.load().current
+    }
+
+    /// The key that seals TLS session tickets of the endpoint speaking `alpn` in key epoch
+    /// `epoch`, derived from the root: every node of a store (and a restarted node) derives the
+    /// same one, so a device resumes its TLS session wherever it reconnects. One keeper call
+    /// (an HSM operation with the PKCS#11 keeper): callers keep the key for the epoch.
+    pub fn tls_ticket_key(&self, alpn: &[u8], epoch: u32) -> Result<crate::KeyBytes, Error> {
+        let mut context = b"tessera/v1/tls-ticket/".to_vec();
+        context.extend_from_slice(&epoch.to_be_bytes());
+        context.push(b'/');
+        context.extend_from_slice(alpn);
+        self.inner.keeper.derive(&context)
+    }
+
     /// Every key epoch, oldest first.
     pub fn key_epochs(&self) -> Result<Vec<KeyEpochInfo>, Error> {
         let ring = self.inner.keys.load();

@@ -7,6 +7,7 @@ pub mod errors;
 mod http;
 pub mod registry;
 mod reply;
+mod tickets;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -99,6 +100,15 @@ pub(crate) enum Role {
     Admin,
 }
 
+impl Role {
+    fn alpn(self) -> &'static [u8] {
+        match self {
+            Role::Device => wire::DEVICE_ALPN,
+            Role::Admin => wire::ADMIN_ALPN,
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) config: ServerConfig,
@@ -114,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) handshakes: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) retries_sent: AtomicUsize,
+    /// Seals the device endpoint's session tickets (and counts resumed handshakes).
+    pub(crate) device_tickets: Arc<tickets::RootTicketer>,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
@@ -268,12 +280,13 @@ fn endpoint(
     config: &ServerConfig,
     files: &tls::TlsFiles,
     role: Role,
+    tickets: Arc<tickets::RootTicketer>,
 ) -> Result<Endpoint, ServerError> {
-    let (addr, alpn) = match role {
-        Role::Device => (config.device_addr, wire::DEVICE_ALPN),
-        Role::Admin => (config.admin_addr, wire::ADMIN_ALPN),
+    let addr = match role {
+        Role::Device => config.device_addr,
+        Role::Admin => config.admin_addr,
     };
-    let crypto = tls::server_config(files, alpn)?;
+    let crypto = tls::server_config(files, role.alpn(), Some(tickets))?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| ServerError::Io(format!("quic tls config: {e}")))?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -366,8 +379,16 @@ impl Server {
             revocations: revocations.clone(),
             changes: changes.clone(),
         }));
-        let device = endpoint(&config, &files, Role::Device)?;
-        let admin = endpoint(&config, &files, Role::Admin)?;
+        let device_tickets = Arc::new(tickets::RootTicketer::new(
+            engine.clone(),
+            Role::Device.alpn(),
+        ));
+        let admin_tickets = Arc::new(tickets::RootTicketer::new(
+            engine.clone(),
+            Role::Admin.alpn(),
+        ));
+        let device = endpoint(&config, &files, Role::Device, device_tickets.clone())?;
+        let admin = endpoint(&config, &files, Role::Admin, admin_tickets)?;
         let console = match config.console_addr {
             Some(addr) => Some((http::bind(addr).await?, http::tls_config(&files)?)),
             None => None,
@@ -386,6 +407,7 @@ impl Server {
             handshakes: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             retries_sent: AtomicUsize::new(0),
+            device_tickets,
             shutting_down: AtomicBool::new(false),
             clock,
             revoked_reports: Default::default(),

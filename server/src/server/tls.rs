@@ -168,7 +168,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Server TLS config for an endpoint speaking `alpn`. TLS 1.3 only; no 0-RTT early data.
-pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
+/// Session tickets are sealed by `ticketer` when given (rustls' in-memory session cache
+/// otherwise).
+pub fn server_config(
+    files: &TlsFiles,
+    alpn: &[u8],
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let chain = load_chain(&files.server_chain)?;
     let key = PrivateKeyDer::from_pem_file(&files.server_key)
         .map_err(|e| TlsError::Cert(format!("{}: {e}", files.server_key.display())))?;
@@ -183,6 +189,9 @@ pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<rustls::ServerConf
     cfg.ignore_client_order = true;
     // 0-RTT is off: no request, state-changing or not, is accepted as early data.
     cfg.max_early_data_size = 0;
+    if let Some(t) = ticketer {
+        cfg.ticketer = t;
+    }
     Ok(cfg)
 }
 
@@ -253,7 +262,7 @@ mod tests {
     fn aes_128_gcm_is_chosen_even_for_a_client_that_prefers_aes_256() {
         let dir = tempfile::tempdir().unwrap();
         let files = ensure_certificates(dir.path(), &["localhost".into()]).unwrap();
-        let server = Arc::new(server_config(&files, wire::DEVICE_ALPN).unwrap());
+        let server = Arc::new(server_config(&files, wire::DEVICE_ALPN, None).unwrap());
         let trust = Trust::ca_file(&files.ca_cert).unwrap();
         let ours = client_tls(&trust, wire::DEVICE_ALPN).unwrap();
         assert_eq!(

@@ -8,5 +8,6 @@ mod flows;
 mod hardening;
 mod http_api;
 mod nodes;
+mod resumption;
 mod security;
 mod service;

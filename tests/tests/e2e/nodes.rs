@@ -150,6 +150,24 @@ async fn a_device_moves_between_three_nodes() {
     n1.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+async fn a_device_resumes_its_tls_session_on_another_node() {
+    let (n1, n2, n3) = three_nodes().await;
+    let t = n1.device_transport();
+    assert!(introspect(&t, "tsrt_x").await.is_err());
+    for n in [&n2, &n3] {
+        t.set_server(n.device_addr).await;
+        assert!(introspect(&t, "tsrt_x").await.is_err());
+        let s = n.admin.call(kind::STATUS, json!({})).await.unwrap();
+        assert_eq!(s["tls_resumed"], 1, "{s}");
+    }
+    t.close().await;
+    n3.shutdown().await;
+    n2.shutdown().await;
+    n1.shutdown().await;
+}
+
 /// The PostgreSQL server the suite runs on, restarted (`fast` or `immediate`) by the script
 /// that started it.
 fn restart_postgres(mode: &str) {

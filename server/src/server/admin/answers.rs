@@ -25,6 +25,9 @@ pub(crate) struct StatusAnswer {
     pub(crate) revocation_polls: u64,
     /// Retry packets sent (address validation under load).
     pub(crate) retries_sent: u64,
+    /// Device handshakes that resumed a TLS session (from a session ticket) instead of a full
+    /// handshake, since start.
+    pub(crate) tls_resumed: u64,
     /// The server's clock, Unix milliseconds.
     pub(crate) server_time_ms: u64,
 }

@@ -301,6 +301,7 @@ pub(crate) async fn execute(
                 long_polls: shared.waiters.len() as u64,
                 revocation_polls: shared.revocation_polls.load(Ordering::Relaxed) as u64,
                 retries_sent: shared.retries_sent.load(Ordering::Relaxed) as u64,
+                tls_resumed: shared.device_tickets.resumed.load(Ordering::Relaxed),
                 server_time_ms: shared.now().unix_millis(),
             })
         }
