@@ -217,3 +217,60 @@ pub fn pkcs11_from_env() -> Option<tessera_engine::keys::Pkcs11Keeper> {
     }
     k.ok()
 }
+
+/// The binary `name` beside this one (the release build's `tessera`, `echo_server`).
+pub fn sibling(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let p = exe.parent().expect("dir").join(name);
+    assert!(
+        p.exists(),
+        "{} missing; build with `cargo build --release -p tessera-server -p tessera-benches`",
+        p.display()
+    );
+    p
+}
+
+/// Spawn a process and wait for the line that starts with `marker`; returns the child, the
+/// address on that line, the lines printed so far and how long it took.
+#[allow(clippy::zombie_processes)] // the caller kills and waits for the child
+pub fn spawn_until(
+    mut cmd: std::process::Command,
+    marker: &str,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    Vec<String>,
+    std::time::Duration,
+) {
+    use std::io::BufRead;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.next().expect("output").expect("line");
+        seen.push(line.clone());
+        if line.starts_with(marker) {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.parse().ok())
+                .expect("address");
+            let took = start.elapsed();
+            // Collect a few more lines (admin address, CA path), without blocking for long.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for l in lines.map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            while let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
+                seen.push(l);
+            }
+            return (child, addr, seen, took);
+        }
+    }
+}

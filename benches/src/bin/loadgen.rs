@@ -10,16 +10,15 @@
 //! target/release/loadgen --devices 10000 --seconds 10
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tessera_benches::rss_of;
+use tessera_benches::{rss_of, sibling, spawn_until};
 use tessera_proto::wire::{self, kind, messages};
 use tessera_server::server::banner;
 
@@ -70,17 +69,6 @@ fn opts() -> Opts {
     o
 }
 
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let p = exe.parent().expect("dir").join(name);
-    assert!(
-        p.exists(),
-        "{} missing; build with `cargo build --release -p tessera-server -p tessera-benches`",
-        p.display()
-    );
-    p
-}
-
 /// CPU seconds process `pid` has used.
 fn cpu_secs(pid: u32) -> f64 {
     tessera_benches::cpu_secs(&format!("/proc/{pid}"))
@@ -99,41 +87,6 @@ fn udp_datagrams() -> u64 {
         .find(|(n, _)| *n == "OutDatagrams")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// Spawn a process and wait for the line that starts with `marker`; returns the address on it.
-#[allow(clippy::zombie_processes)] // the caller kills and waits for the child
-fn spawn_until(mut cmd: Command, marker: &str) -> (Child, SocketAddr, Vec<String>, Duration) {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut seen = Vec::new();
-    loop {
-        let line = lines.next().expect("output").expect("line");
-        seen.push(line.clone());
-        if line.starts_with(marker) {
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.parse().ok())
-                .expect("address");
-            let took = start.elapsed();
-            // Collect a few more lines (admin address, CA path), without blocking for long.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for l in lines.map_while(Result::ok) {
-                    let _ = tx.send(l);
-                }
-            });
-            while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
-                seen.push(l);
-            }
-            return (child, addr, seen, took);
-        }
-    }
 }
 
 fn client_endpoints(n: usize, ca: &Path, alpn: &[u8], resumption: bool) -> Vec<quinn::Endpoint> {
