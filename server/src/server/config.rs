@@ -172,6 +172,10 @@ pub struct EngineSettings {
     pub refresh_grace_secs: u64,
     /// Clock-skew leeway, seconds (at most 300). Default 60.
     pub clock_skew_leeway_secs: u64,
+    /// With several nodes on one PostgreSQL store: how far behind the other nodes' changes
+    /// (milliseconds since this node last read the change feed to its head) it may be and
+    /// still validate RTs; past it validation answers "unavailable". Default 5000.
+    pub feed_max_lag_ms: u64,
     /// Pending operation expiry, seconds. Default 900.
     pub operation_ttl_secs: u64,
     /// Suggested poll interval, seconds. Default 5.
@@ -215,6 +219,7 @@ impl Default for EngineSettings {
             max_rt_lifetime_days: 365,
             refresh_grace_secs: 300,
             clock_skew_leeway_secs: 60,
+            feed_max_lag_ms: 5000,
             operation_ttl_secs: 900,
             poll_interval_secs: 5,
             source_burst: 30,
@@ -242,6 +247,7 @@ impl EngineSettings {
         c.max_rt_lifetime(Duration::from_secs(self.max_rt_lifetime_days * 86_400))
             .refresh_grace(Duration::from_secs(self.refresh_grace_secs))
             .clock_skew_leeway(Duration::from_secs(self.clock_skew_leeway_secs))
+            .feed_max_lag(Duration::from_millis(self.feed_max_lag_ms))
             .operation_ttl(Duration::from_secs(self.operation_ttl_secs))
             .poll_interval(Duration::from_secs(self.poll_interval_secs))
             .source_rate(tessera_engine::Rate::new(

@@ -235,7 +235,9 @@ impl PostgresStore {
             // The driver's message never repeats the URL (which may hold a password).
             Error::Store(format!("not a PostgreSQL connection URL: {e}"))
         })?;
-        config.connect_timeout(options.connect_timeout);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
         config.application_name("tessera");
         let manager = Manager { config };
         let target = describe(&manager.config);
