@@ -9,6 +9,9 @@
 //! cargo build --release -p tessera-server -p tessera-benches
 //! target/release/loadgen --devices 10000 --seconds 10
 //! ```
+//!
+//! With `--nodes N --store postgres://…` it runs the several-node measurement instead
+//! (`nodes.rs`: 1 to N nodes on PostgreSQL beside one on SQLite).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -398,6 +401,16 @@ async fn idle_rss(eps: &[quinn::Endpoint], addr: SocketAddr, pid: u32, n: usize)
 }
 
 fn main() {
+    // Several nodes on PostgreSQL (`--nodes N --store URL`) are measured by the `nodes` load
+    // generator, with these arguments.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--nodes" || a == "--store") {
+        let status = Command::new(sibling("nodes"))
+            .args(&args)
+            .status()
+            .expect("run nodes");
+        std::process::exit(status.code().unwrap_or(1));
+    }
     let o = opts();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
