@@ -405,3 +405,49 @@ fn a_node_cut_off_from_the_database_fails_closed_and_recovers_by_itself() {
         .unwrap();
     assert_eq!(active[0].status, RegistrationStatus::Revoked);
 }
+
+/// The feed keeps its newest changes only: a node that falls further behind (here: cut off
+/// while the rows it missed are trimmed) finds the gap and rebuilds its memory from the tables,
+/// so a revocation whose change it never read is refused all the same.
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn a_node_behind_the_trimmed_feed_rebuilds_its_memory() {
+    let a = first_node(EngineConfig::default());
+    let url = common::postgres_url(a.dir.path()).unwrap();
+    let (_, target) = via(&url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(target);
+    let (proxied, _) = via(&url, proxy.addr);
+    let b = node_at(&a, &proxied, EngineConfig::default());
+    let gone = a.provision("trim-1");
+    let stays = a.provision("trim-2");
+    for p in [&gone, &stays] {
+        let rt = p.rt.expose().as_bytes().to_vec();
+        eventually("node 2 validates", || {
+            b.engine.validate_rt(&rt, b.now()).is_ok()
+        });
+    }
+
+    proxy.cut();
+    a.engine
+        .revoke_registration(gone.registration_id, "trimmed", &Harness::tech(), a.now())
+        .unwrap();
+    let later = a.provision("trim-3");
+    // What the trim does to rows far behind the head, done to every row.
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    assert!(db.execute("DELETE FROM changes", &[]).unwrap() > 0);
+    drop(db);
+    proxy.restore();
+
+    eventually("node 2 refuses the revocation it never read", || {
+        b.engine.validate_rt(gone.rt.expose().as_bytes(), b.now()) == Err(Error::Revoked)
+    });
+    assert!(b
+        .engine
+        .validate_rt(stays.rt.expose().as_bytes(), b.now())
+        .is_ok());
+    eventually("node 2 knows the registration made meanwhile", || {
+        b.engine
+            .validate_rt(later.rt.expose().as_bytes(), b.now())
+            .is_ok()
+    });
+}

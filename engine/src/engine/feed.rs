@@ -26,7 +26,27 @@ impl FeedSink for Sink {
             return Ok(());
         };
         let engine = Engine { inner };
-        engine.rebuild_families(Timestamp::now_from_system_clock())?;
+        let now = Timestamp::now_from_system_clock();
+        // The families from the tables: the live ones (a newer state wins) and the revoked
+        // ones (a revocation is final), whatever the lost changes said.
+        engine.rebuild_families(now)?;
+        let cutoff = now
+            .unix_secs()
+            .saturating_sub(engine.inner.config.clock_skew_leeway.as_secs());
+        let mut revoked = Vec::new();
+        engine
+            .inner
+            .store
+            .read(&mut |db| db.for_each_revoked_registration(cutoff, &mut |id| revoked.push(id)))?;
+        let observer = engine.inner.observer.read().ok().and_then(|o| o.clone());
+        for id in revoked {
+            if engine.inner.families.get(id).is_some() {
+                engine.inner.families.remove(id);
+                if let Some(o) = &observer {
+                    o.registration_revoked(id);
+                }
+            }
+        }
         engine.inner.sync_keys()
     }
 

@@ -519,7 +519,7 @@ fn job<T: Send + 'static>(
         let effects = std::mem::take(&mut tx.effects);
         // With several nodes on one store, the others learn of these effects from the change
         // feed, written in this same transaction.
-        if result.is_ok() && tx.db.publishes() {
+        if result.is_ok() && !effects.is_empty() && tx.db.publishes() {
             if let Err(e) = tx.db.publish(&changes_of(&effects)) {
                 result = Err(e);
             }

@@ -177,6 +177,13 @@ pub trait StoreRead {
         min_expires_at: u64,
         f: &mut dyn FnMut(RegistrationId, u32, u32, u64),
     ) -> Result<(), Error>;
+    /// Call `f(id)` for every revoked registration whose last RT expires at or after
+    /// `min_expires_at` (what a node rebuilding its memory must refuse).
+    fn for_each_revoked_registration(
+        &self,
+        min_expires_at: u64,
+        f: &mut dyn FnMut(RegistrationId),
+    ) -> Result<(), Error>;
     /// The block on a device id, if any.
     fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error>;
     /// All blocked device ids.

@@ -830,6 +830,21 @@ impl StoreRead for Db<'_> {
         Ok(())
     }
 
+    fn for_each_revoked_registration(
+        &self,
+        min_expires_at: u64,
+        f: &mut dyn FnMut(RegistrationId),
+    ) -> Result<(), Error> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM registrations WHERE active = 0 AND expires_at >= ?1")?;
+        let mut rows = st.query([sql_u64(min_expires_at)])?;
+        while let Some(r) = rows.next()? {
+            f(RegistrationId::new(r.get::<_, i64>(0)? as u64));
+        }
+        Ok(())
+    }
+
     fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error> {
         Ok(self
             .conn

@@ -168,6 +168,48 @@ async fn a_device_resumes_its_tls_session_on_another_node() {
     n1.shutdown().await;
 }
 
+/// A node with another root cannot join: `tessera serve` on a database made with a different
+/// root key stops at once with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+async fn serve_refuses_a_database_made_with_another_root() {
+    let n1 = TestServer::start().await;
+    let url = n1
+        .store_url
+        .clone()
+        .expect("needs TESSERA_TEST_STORE=postgres://…");
+    let dir = tempfile::tempdir().unwrap(); // a new root key is made here
+    let mut child = std::process::Command::new(crate::crash::tessera_bin())
+        .args(tessera_server::server::banner::EPHEMERAL_SERVE)
+        .args(["--metrics-addr", "off", "--store", &url])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tessera serve did not stop");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("root key does not match this store's"),
+        "{err}"
+    );
+    assert!(!err.contains(&url), "the store URL is not repeated: {err}");
+    n1.shutdown().await;
+}
+
 /// The PostgreSQL server the suite runs on, restarted (`fast` or `immediate`) by the script
 /// that started it.
 fn restart_postgres(mode: &str) {

@@ -583,6 +583,20 @@ impl StoreRead for Db<'_> {
         Ok(())
     }
 
+    fn for_each_revoked_registration(
+        &self,
+        min_expires_at: u64,
+        f: &mut dyn FnMut(RegistrationId),
+    ) -> Result<(), Error> {
+        for id in ids(self.query(
+            "SELECT id FROM registrations WHERE NOT active AND expires_at >= $1",
+            &[&sql_u64(min_expires_at)],
+        )?)? {
+            f(id);
+        }
+        Ok(())
+    }
+
     fn blocked(&self, d: &DeviceId) -> Result<Option<BlockRecord>, Error> {
         self.lock_device(d)?;
         self.query_opt(

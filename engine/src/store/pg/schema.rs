@@ -138,8 +138,12 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), Error> {
     let mut tx = client.transaction().map_err(pg_err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(pg_err)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-        .map_err(pg_err)?;
+    // No notice ("already exists, skipping") in the server's log on every start.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+    )
+    .map_err(pg_err)?;
     let current: i64 = tx
         .query_opt("SELECT version FROM schema_version", &[])
         .map_err(pg_err)?
