@@ -40,7 +40,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::sqlite::sql_u64;
+use super::sql::sql_u64;
 use super::{RefreshAudit, REFRESH_ACTION};
 use crate::error::Error;
 use crate::model::{Actor, RegistrationRecord};

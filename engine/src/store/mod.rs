@@ -15,6 +15,7 @@ mod backup;
 mod journal;
 mod pg;
 mod schema;
+mod sql;
 mod sqlite;
 
 pub use backup::{backup, BackupReport};

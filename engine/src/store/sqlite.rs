@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::journal::{self, audit_from_journal, BatchJournal, Follower, Overlay, RefreshState};
+use super::sql::{json, limit_or_default, sql_ts, sql_u64, ts, ts_opt, PT_COLUMNS, PT_VISIBLE};
 use super::{
     schema, CommitCallback, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal,
     OperationQuery, RefreshAudit, RegistrationQuery, Store, StoreCounts, StoreRead, StoreTxn,
@@ -531,26 +532,6 @@ impl Db<'_> {
     }
 }
 
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
-}
-
-fn ts_opt(v: Option<i64>) -> Option<Timestamp> {
-    v.map(ts)
-}
-
-fn sql_ts(t: Timestamp) -> i64 {
-    i64::try_from(t.unix_millis()).unwrap_or(i64::MAX)
-}
-
-pub(super) fn sql_u64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
-    serde_json::to_string(v).map_err(|e| Error::Store(format!("encode: {e}")))
-}
-
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
     serde_json::from_str(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -564,12 +545,6 @@ pub(super) const LAST_AUDIT_SEQ: &str = "SELECT max(coalesce((SELECT max(seq) FR
 fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
 }
-
-/// The PTs that exist: none of a batch still staged or abandoned.
-const PT_VISIBLE: &str = "(batch IS NULL OR batch NOT IN (SELECT id FROM pt_batches_staged))";
-
-const PT_COLUMNS: &str = "id, verifier, label, kind, approval, rt_lifetime, device_id_policy, \
-                          expires_at, created_at, revoked_at, registrations_created, batch";
 
 fn pt_row(r: &Row<'_>) -> rusqlite::Result<(PtRecord, [u8; 32])> {
     let id: [u8; PtId::LEN] = r.get(0)?;
@@ -636,14 +611,6 @@ fn reg_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
         revoke_reason: r.get(12)?,
         binding: r.get::<_, i64>(13)? as u32,
     })
-}
-
-fn limit_or_default(n: usize) -> i64 {
-    if n == 0 {
-        100
-    } else {
-        i64::try_from(n).unwrap_or(i64::MAX)
-    }
 }
 
 impl StoreRead for Db<'_> {

@@ -56,23 +56,55 @@ impl TestServer {
 
     pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let url = postgres_url(dir.path()).await;
+        Self::launch(dir, url, None, f).await
+    }
+
+    /// Another node of `first`'s PostgreSQL store: its own data directory with `first`'s root
+    /// key and TLS material (every node of one deployment has the same), its own endpoints.
+    pub async fn join(first: &TestServer, f: impl FnOnce(&mut ServerConfig)) -> Self {
+        let url = first.store_url.clone().expect("a PostgreSQL store");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = first.dir.path().join(tessera_engine::keys::ROOT_KEY_FILE);
+        std::fs::copy(&root, dir.path().join(tessera_engine::keys::ROOT_KEY_FILE))
+            .expect("copy the root key");
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        for e in std::fs::read_dir(first.dir.path().join("tls")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), tls.join(e.file_name())).unwrap();
+        }
+        Self::launch(dir, Some(url), Some(first), f).await
+    }
+
+    /// Start a server on `dir` (on the store `url`, SQLite if none); with `first`, a node of
+    /// its store that uses its admin token.
+    async fn launch(
+        dir: tempfile::TempDir,
+        url: Option<String>,
+        first: Option<&TestServer>,
+        f: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let mut cfg = ServerConfig::ephemeral(dir.path().to_owned());
         cfg.engine.source_burst = 100_000;
         cfg.engine.source_per_minute = 100_000;
-        if let Some(url) = postgres_url(dir.path()).await {
-            cfg.store.url = Some(url);
-        }
+        cfg.store.url = url;
         f(&mut cfg);
         let store_url = cfg.store.url.clone();
         let clock = ManualClock::new();
         let server = Server::start_with_clock(cfg, clock.clone())
             .await
             .expect("server starts");
-        let trust = Trust::ca_file(&server.ca_cert_path()).expect("ca");
-        let admin_token = server
-            .first_admin_token()
-            .expect("first admin token")
-            .clone();
+        let (trust, admin_token) = match first {
+            Some(f) => (f.trust.clone(), f.admin_token.clone()),
+            None => (
+                Trust::ca_file(&server.ca_cert_path()).expect("ca"),
+                server
+                    .first_admin_token()
+                    .expect("first admin token")
+                    .clone(),
+            ),
+        };
         let admin = AdminClient::new(
             server.admin_addr(),
             "localhost",
@@ -90,49 +122,6 @@ impl TestServer {
             admin,
             admin_token,
             store_url,
-        }
-    }
-
-    /// Another node of `first`'s PostgreSQL store: its own data directory with `first`'s root
-    /// key and TLS material (every node of one deployment has the same), its own endpoints.
-    pub async fn join(first: &TestServer, f: impl FnOnce(&mut ServerConfig)) -> Self {
-        let url = first.store_url.clone().expect("a PostgreSQL store");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = first.dir.path().join(tessera_engine::keys::ROOT_KEY_FILE);
-        std::fs::copy(&root, dir.path().join(tessera_engine::keys::ROOT_KEY_FILE))
-            .expect("copy the root key");
-        let tls = dir.path().join("tls");
-        std::fs::create_dir_all(&tls).unwrap();
-        for e in std::fs::read_dir(first.dir.path().join("tls")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), tls.join(e.file_name())).unwrap();
-        }
-        let mut cfg = ServerConfig::ephemeral(dir.path().to_owned());
-        cfg.engine.source_burst = 100_000;
-        cfg.engine.source_per_minute = 100_000;
-        cfg.store.url = Some(url.clone());
-        f(&mut cfg);
-        let clock = ManualClock::new();
-        let server = Server::start_with_clock(cfg, clock.clone())
-            .await
-            .expect("node starts");
-        let admin = AdminClient::new(
-            server.admin_addr(),
-            "localhost",
-            &first.trust,
-            first.admin_token.clone(),
-        )
-        .expect("admin client");
-        Self {
-            device_addr: server.device_addr(),
-            admin_addr: server.admin_addr(),
-            server: Some(server),
-            dir,
-            clock,
-            trust: first.trust.clone(),
-            admin,
-            admin_token: first.admin_token.clone(),
-            store_url: Some(url),
         }
     }
 

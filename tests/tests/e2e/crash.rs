@@ -176,54 +176,15 @@ async fn kill_9_during_mixed_workload_loses_nothing_acknowledged() {
             let (acks, admin, trust, pt_text) =
                 (acks.clone(), admin.clone(), trust.clone(), pt_text.clone());
             let device_addr = proc.device;
-            tasks.spawn(async move {
-                let t = Transport::new(
-                    device_addr,
-                    "localhost",
-                    &trust,
-                    DEVICE_ALPN,
-                    Duration::from_secs(5),
-                )
-                .unwrap();
-                for i in 0u32.. {
-                    let device = format!("c{cycle}-w{w}-{i}");
-                    let Ok(op) = begin(&t, &pt_text, Some(&device), &device).await else {
-                        return;
-                    };
-                    let Ok(reg) = admin.approve(&op.operation_id, None, None).await else {
-                        return;
-                    };
-                    let registration = reg["registration"]["id"].as_u64().unwrap();
-                    acks.lock().unwrap().push(Ack::Provisioned {
-                        device: device.clone(),
-                        registration,
-                    });
-                    let Ok(got) = wait(&t, &op, 0).await else {
-                        return;
-                    };
-                    let mut rt = got.registration.unwrap().rt;
-                    for _ in 0..2 {
-                        let Ok(r) = refresh(&t, &rt).await else {
-                            return;
-                        };
-                        rt = r.registration.rt;
-                        acks.lock().unwrap().push(Ack::Refreshed {
-                            device: device.clone(),
-                            generation: r.registration.generation,
-                        });
-                    }
-                    if i % 3 == 0 {
-                        if admin
-                            .revoke_registration(registration, "crash test")
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        acks.lock().unwrap().push(Ack::Revoked { rt });
-                    }
-                }
-            });
+            tasks.spawn(workload(
+                device_addr,
+                trust,
+                admin,
+                pt_text,
+                format!("c{cycle}-w{w}"),
+                acks,
+                OnError::Stop,
+            ));
         }
         // Kill once enough has been acknowledged; the workload is mid-flight at that moment.
         loop {
@@ -262,6 +223,76 @@ async fn kill_9_during_mixed_workload_loses_nothing_acknowledged() {
         all_acks.iter().any(|a| matches!(a, Ack::Revoked { .. })),
         "the workload never revoked anything"
     );
+}
+
+/// What a workload does when a request fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Stop (one server: a failure means it was killed).
+    Stop,
+    /// Go on with the next device (several nodes: a node may fail a request or two while it
+    /// reconnects after a fault elsewhere).
+    Continue,
+}
+
+/// The crash tests' mixed workload, until it is aborted (or, with [`OnError::Stop`], a request
+/// fails): devices `PREFIX-0, PREFIX-1, …` begin on `device_addr` and are approved through
+/// `admin`, collect their RT and refresh it twice; every third is then revoked. Every
+/// acknowledged step is pushed to `acks`.
+pub(crate) async fn workload(
+    device_addr: SocketAddr,
+    trust: Trust,
+    admin: Arc<AdminClient>,
+    pt: String,
+    prefix: String,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    on_error: OnError,
+) {
+    let t = Transport::new(
+        device_addr,
+        "localhost",
+        &trust,
+        DEVICE_ALPN,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    macro_rules! or_next {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(_) if on_error == OnError::Continue => continue,
+                Err(_) => return,
+            }
+        };
+    }
+    'devices: for i in 0u32.. {
+        let device = format!("{prefix}-{i}");
+        let op = or_next!(begin(&t, &pt, Some(&device), &device).await);
+        let reg = or_next!(admin.approve(&op.operation_id, None, None).await);
+        let registration = reg["registration"]["id"].as_u64().unwrap();
+        acks.lock().unwrap().push(Ack::Provisioned {
+            device: device.clone(),
+            registration,
+        });
+        let got = or_next!(wait(&t, &op, 0).await);
+        let mut rt = got.registration.unwrap().rt;
+        for _ in 0..2 {
+            let r = match refresh(&t, &rt).await {
+                Ok(r) => r,
+                Err(_) if on_error == OnError::Continue => continue 'devices,
+                Err(_) => return,
+            };
+            rt = r.registration.rt;
+            acks.lock().unwrap().push(Ack::Refreshed {
+                device: device.clone(),
+                generation: r.registration.generation,
+            });
+        }
+        if i % 3 == 0 {
+            or_next!(admin.revoke_registration(registration, "crash test").await);
+            acks.lock().unwrap().push(Ack::Revoked { rt });
+        }
+    }
 }
 
 /// The CA trust and an admin client (first admin token) for a server spawned on `dir`.

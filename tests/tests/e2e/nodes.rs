@@ -237,11 +237,10 @@ async fn kill_9_of_a_node_or_a_database_restart_loses_nothing_acknowledged() {
     use std::sync::{Arc, Mutex};
 
     use crate::crash::{
-        connect_admin, cycles, spawn_server_with, verify, Ack, Proc, CONFIG, SAMPLE,
+        connect_admin, cycles, spawn_server_with, verify, workload, Ack, OnError, Proc, CONFIG,
+        SAMPLE,
     };
-    use tessera_client::transport::Transport;
     use tessera_client::AdminClient;
-    use tessera_proto::wire::DEVICE_ALPN;
 
     let dirs = [
         tempfile::tempdir().unwrap(),
@@ -302,57 +301,15 @@ async fn kill_9_of_a_node_or_a_database_restart_loses_nothing_acknowledged() {
             // Devices on node w; their approvals and revocations on the next node.
             let device_addr = procs[w].device;
             let admin = admins[(w + 1) % 3].clone();
-            tasks.spawn(async move {
-                let t = Transport::new(
-                    device_addr,
-                    "localhost",
-                    &trust,
-                    DEVICE_ALPN,
-                    Duration::from_secs(5),
-                )
-                .unwrap();
-                // After a fault a node may fail a request or two while it reconnects: a
-                // failed step moves on to the next device.
-                for i in 0u32.. {
-                    let device = format!("n{cycle}-w{w}-{i}");
-                    let Ok(op) = begin(&t, &pt, Some(&device), &device).await else {
-                        continue;
-                    };
-                    let Ok(reg) = admin.approve(&op.operation_id, None, None).await else {
-                        continue;
-                    };
-                    let registration = reg["registration"]["id"].as_u64().unwrap();
-                    acks.lock().unwrap().push(Ack::Provisioned {
-                        device: device.clone(),
-                        registration,
-                    });
-                    let Ok(got) = wait(&t, &op, 0).await else {
-                        continue;
-                    };
-                    let mut rt = got.registration.unwrap().rt;
-                    let mut refreshed = true;
-                    for _ in 0..2 {
-                        let Ok(r) = refresh(&t, &rt).await else {
-                            refreshed = false;
-                            break;
-                        };
-                        rt = r.registration.rt;
-                        acks.lock().unwrap().push(Ack::Refreshed {
-                            device: device.clone(),
-                            generation: r.registration.generation,
-                        });
-                    }
-                    if refreshed
-                        && i % 3 == 0
-                        && admin
-                            .revoke_registration(registration, "crash test")
-                            .await
-                            .is_ok()
-                    {
-                        acks.lock().unwrap().push(Ack::Revoked { rt });
-                    }
-                }
-            });
+            tasks.spawn(workload(
+                device_addr,
+                trust,
+                admin,
+                pt,
+                format!("n{cycle}-w{w}"),
+                acks,
+                OnError::Continue,
+            ));
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while acks.lock().unwrap().len() < kill_after {

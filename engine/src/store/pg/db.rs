@@ -6,6 +6,9 @@ use std::cell::{Cell, RefCell};
 use postgres::types::{FromSql, ToSql};
 use postgres::Row;
 
+use super::super::sql::{
+    json, limit_or_default, sql_ts, sql_u64, ts, ts_opt, PT_COLUMNS, PT_VISIBLE,
+};
 use super::super::{
     KeyEpochRecord, NewAuditEvent, NewLeakSignal, OperationQuery, RefreshAudit, RegistrationQuery,
     StoreCounts, StoreRead, StoreTxn, REFRESH_ACTION,
@@ -241,32 +244,12 @@ fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, Error> {
         .map_err(|e| Error::Store(format!("postgresql: column {i}: {e}")))
 }
 
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
-}
-
-fn ts_opt(v: Option<i64>) -> Option<Timestamp> {
-    v.map(ts)
-}
-
-fn sql_ts(t: Timestamp) -> i64 {
-    i64::try_from(t.unix_millis()).unwrap_or(i64::MAX)
-}
-
-fn sql_u64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 fn u32_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
-    serde_json::to_string(v).map_err(|e| Error::Store(format!("encode: {e}")))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Error> {
@@ -277,20 +260,6 @@ fn bytes<const N: usize>(v: &[u8]) -> Result<[u8; N], Error> {
     v.try_into()
         .map_err(|_| Error::Store(format!("a stored id is not {N} bytes")))
 }
-
-fn limit_or_default(n: usize) -> i64 {
-    if n == 0 {
-        100
-    } else {
-        i64::try_from(n).unwrap_or(i64::MAX)
-    }
-}
-
-/// The PTs that exist: none of a batch still staged or abandoned.
-const PT_VISIBLE: &str = "(batch IS NULL OR batch NOT IN (SELECT id FROM pt_batches_staged))";
-
-const PT_COLUMNS: &str = "id, verifier, label, kind, approval, rt_lifetime, device_id_policy, \
-                          expires_at, created_at, revoked_at, registrations_created, batch";
 
 fn pt_row(r: &Row) -> Result<(PtRecord, [u8; 32]), Error> {
     let rec = PtRecord {

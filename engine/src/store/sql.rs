@@ -1,0 +1,49 @@
+//! What the SQLite and PostgreSQL stores write alike: times as Unix milliseconds and unsigned
+//! numbers in signed 64-bit columns, JSON for the policy columns, and the statements' shared
+//! parts.
+
+use crate::error::Error;
+use crate::time::Timestamp;
+
+/// A stored time.
+pub(super) fn ts(v: i64) -> Timestamp {
+    Timestamp::from_unix_millis(u64::try_from(v).unwrap_or(0))
+}
+
+/// A stored optional time.
+pub(super) fn ts_opt(v: Option<i64>) -> Option<Timestamp> {
+    v.map(ts)
+}
+
+/// A time as stored.
+pub(super) fn sql_ts(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_millis()).unwrap_or(i64::MAX)
+}
+
+/// An unsigned number as stored.
+pub(super) fn sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A value as the JSON text of its column.
+pub(super) fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+    serde_json::to_string(v).map_err(|e| Error::Store(format!("encode: {e}")))
+}
+
+/// A list's `LIMIT`: 0 means 100.
+pub(super) fn limit_or_default(n: usize) -> i64 {
+    if n == 0 {
+        100
+    } else {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+}
+
+/// The PTs that exist: none of a batch still staged or abandoned.
+pub(super) const PT_VISIBLE: &str =
+    "(batch IS NULL OR batch NOT IN (SELECT id FROM pt_batches_staged))";
+
+/// The columns of a PT row, in the order both stores read them.
+pub(super) const PT_COLUMNS: &str = "id, verifier, label, kind, approval, rt_lifetime, \
+                                     device_id_policy, expires_at, created_at, revoked_at, \
+                                     registrations_created, batch";
