@@ -3,6 +3,7 @@
 //! parts.
 
 use crate::error::Error;
+use crate::model::RegistrationId;
 use crate::time::Timestamp;
 
 /// A stored time.
@@ -47,3 +48,21 @@ pub(super) const PT_VISIBLE: &str =
 pub(super) const PT_COLUMNS: &str = "id, verifier, label, kind, approval, rt_lifetime, \
                                      device_id_policy, expires_at, created_at, revoked_at, \
                                      registrations_created, batch";
+
+/// REVOCATIONS' page from its rows (`seq`, `subject`: the audit events
+/// `registration.revoke` after `after`, in order): the registrations and the next cursor.
+pub(super) fn revocation_page(
+    after: u64,
+    rows: impl IntoIterator<Item = Result<(u64, String), Error>>,
+) -> Result<(Vec<RegistrationId>, u64), Error> {
+    let (mut ids, mut next) = (Vec::new(), after);
+    for row in rows {
+        let (seq, subject) = row?;
+        let id = subject
+            .parse::<u64>()
+            .map_err(|_| Error::Store(format!("audit event {seq} names no registration")))?;
+        ids.push(RegistrationId::new(id));
+        next = seq;
+    }
+    Ok((ids, next))
+}

@@ -867,16 +867,7 @@ impl StoreRead for Db<'_> {
         let rows = st.query_map(params![sql_u64(after), limit_or_default(limit)], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
         })?;
-        let (mut ids, mut next) = (Vec::new(), after);
-        for row in rows {
-            let (seq, subject) = row?;
-            let id = subject
-                .parse::<u64>()
-                .map_err(|_| Error::Store(format!("audit event {seq} names no registration")))?;
-            ids.push(RegistrationId::new(id));
-            next = seq;
-        }
-        Ok((ids, next))
+        super::sql::revocation_page(after, rows.map(|r| r.map_err(Error::from)))
     }
 
     fn audit_head(&self) -> Result<u64, Error> {

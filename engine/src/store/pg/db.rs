@@ -616,17 +616,11 @@ impl StoreRead for Db<'_> {
              ORDER BY seq LIMIT $2",
             &[&sql_u64(after), &limit_or_default(limit)],
         )?;
-        let (mut out, mut next) = (Vec::new(), after);
-        for r in &rows {
-            let seq = u(get(r, 0)?);
-            let subject: &str = get(r, 1)?;
-            let id = subject
-                .parse::<u64>()
-                .map_err(|_| Error::Store(format!("audit event {seq} names no registration")))?;
-            out.push(RegistrationId::new(id));
-            next = seq;
-        }
-        Ok((out, next))
+        super::super::sql::revocation_page(
+            after,
+            rows.iter()
+                .map(|r| Ok((u(get(r, 0)?), get::<String>(r, 1)?))),
+        )
     }
 
     fn audit_head(&self) -> Result<u64, Error> {
