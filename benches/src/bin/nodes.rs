@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo build --release -p tessera-server -p tessera-benches
-//! target/release/nodes --store postgres://user@host/db --nodes 3 --seconds 5
+//! target/release/nodes --store postgres://user@host/db --nodes 3 --seconds 5 [--writers 4]
 //! ```
 //!
 //! Each configuration gets a schema of its own in the database. On a machine smaller than
@@ -73,9 +73,11 @@ fn spawn(dir: &Path, config: &Path) -> Node {
 
 /// `n` nodes on `store` (`None`: one node on SQLite), the first one's root key and TLS
 /// material copied to the others.
-fn start(work: &Path, store: Option<&str>, n: usize) -> Vec<Node> {
+fn start(work: &Path, store: Option<&str>, n: usize, writers: usize) -> Vec<Node> {
     let config = work.join("tessera.toml");
-    let store_toml = store.map_or(String::new(), |u| format!("[store]\nurl = \"{u}\"\n"));
+    let store_toml = store.map_or(String::new(), |u| {
+        format!("[store]\nurl = \"{u}\"\nwriters = {writers}\n")
+    });
     std::fs::write(&config, format!("{LIMITS}{store_toml}{ENGINE_LIMITS}")).expect("config");
     let dirs: Vec<_> = (0..n)
         .map(|i| work.join(format!("node{}", i + 1)))
@@ -410,6 +412,7 @@ struct Opts {
     seconds: u64,
     storm_concurrency: usize,
     revocations: usize,
+    writers: usize,
 }
 
 fn opts() -> Opts {
@@ -421,6 +424,7 @@ fn opts() -> Opts {
         seconds: 5,
         storm_concurrency: 32,
         revocations: 50,
+        writers: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
@@ -440,6 +444,7 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = n() as u64,
             "--storm-concurrency" => o.storm_concurrency = n(),
             "--revocations" => o.revocations = n(),
+            "--writers" => o.writers = n(),
             f => panic!("unknown option {f}"),
         }
     }
@@ -459,16 +464,29 @@ fn main() {
         .unwrap_or_else(|| "target/loadgen".into());
     std::fs::create_dir_all(&base).expect("base dir");
     let mut results = Vec::new();
-    let mut configs: Vec<(String, Option<String>, usize)> = vec![("sqlite".into(), None, 1)];
+    // SQLite, then 1 to `nodes` nodes on PostgreSQL (one writer each), then with `--writers W`
+    // also one node with W writers.
+    let mut configs: Vec<(String, Option<String>, usize, usize)> =
+        vec![("sqlite".into(), None, 1, 1)];
+    let schema_url = |tag: &str| {
+        let schema = format!("bench_{}_{tag}", std::process::id());
+        tessera_engine::store::PostgresStore::schema_url(&store, &schema).expect("schema")
+    };
     for n in 1..=o.nodes {
-        let schema = format!("bench_{}_{n}", std::process::id());
-        let url =
-            tessera_engine::store::PostgresStore::schema_url(&store, &schema).expect("schema");
-        configs.push((format!("postgresql x{n}"), Some(url), n));
+        configs.push((
+            format!("postgresql x{n}"),
+            Some(schema_url(&n.to_string())),
+            n,
+            1,
+        ));
     }
-    for (label, url, n) in configs {
+    if o.writers > 1 {
+        let label = format!("postgresql x1, {} writers", o.writers);
+        configs.push((label, Some(schema_url("w")), 1, o.writers));
+    }
+    for (label, url, n, writers) in configs {
         let work = tempfile::tempdir_in(&base).expect("tempdir");
-        let nodes = start(work.path(), url.as_deref(), n);
+        let nodes = start(work.path(), url.as_deref(), n, writers);
         let r = rt.block_on(measure(&label, &nodes, &work.path().join("node1"), &o));
         eprintln!("{label}: done");
         results.push(r);

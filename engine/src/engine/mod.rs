@@ -320,12 +320,13 @@ impl Engine {
         self.inner.store.describe()
     }
 
-    /// Open the PostgreSQL store at `url` (which several nodes may share) with the root held by
-    /// `keeper`; `dir` keeps what stays on this node (the validator key file). Every node of one
+    /// Open the PostgreSQL store at `url` (which several nodes may share; `options`: its
+    /// writers and pool) with the root held by `keeper`; `dir` keeps what stays on this node (the validator key file). Every node of one
     /// database needs the same root: a keeper whose root does not match the database's check
     /// value is refused.
     pub fn open_postgres(
         url: &str,
+        options: &crate::store::PostgresOptions,
         dir: &Path,
         keeper: impl KeyKeeper + 'static,
         mut config: EngineConfig,
@@ -333,7 +334,7 @@ impl Engine {
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
-        let store = crate::store::PostgresStore::open(url, &Default::default())?;
+        let store = crate::store::PostgresStore::open(url, options)?;
         if config.validator_keys_file.is_none() {
             config.validator_keys_file(dir.join(crate::keys::VALIDATOR_KEYS_FILE));
         }

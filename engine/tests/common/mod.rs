@@ -74,7 +74,7 @@ pub fn open_engine_on(
     };
     match url {
         Some(url) => {
-            let store = PostgresStore::open(&url, &PostgresOptions::default())?;
+            let store = PostgresStore::open(&url, &pg_options())?;
             open_with(store, dir, config, now)
         }
         None => {
@@ -98,7 +98,7 @@ pub fn open_engine_at(
     now: Timestamp,
 ) -> Result<Engine, tessera_engine::Error> {
     config.validator_keys_file(dir.join(tessera_engine::keys::VALIDATOR_KEYS_FILE));
-    let store = PostgresStore::open(url, &PostgresOptions::default())?;
+    let store = PostgresStore::open(url, &pg_options())?;
     open_with(store, dir, config, now)
 }
 
@@ -112,6 +112,19 @@ fn open_with(
         Ok("pkcs11") => Engine::open(store, pkcs11_keeper("tessera-test-root")?, config, now),
         _ => Engine::open(store, SoftwareKeeper::open_or_create(dir)?, config, now),
     }
+}
+
+/// The PostgreSQL store's options: `TESSERA_TEST_PG_WRITERS` writer threads (default 2, so
+/// that the suite runs with batches committing side by side).
+pub fn pg_options() -> PostgresOptions {
+    let mut o = PostgresOptions::default();
+    o.writers(
+        std::env::var("TESSERA_TEST_PG_WRITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2),
+    );
+    o
 }
 
 /// Whether the suite runs against PostgreSQL (`TESSERA_TEST_STORE=postgres://…`).

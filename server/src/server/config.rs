@@ -65,11 +65,22 @@ pub struct ServerConfig {
 
 /// Where the store is: the SQLite file in the data directory (the default), or a PostgreSQL
 /// database shared by several nodes (`url = "postgres://…"`).
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// `postgres://user[:password]@host[:port]/database`, or none for SQLite.
     pub url: Option<String>,
+    /// PostgreSQL: writer threads of this node, each with its own connection. Default 1.
+    pub writers: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            writers: 1,
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreSettings {
@@ -77,6 +88,7 @@ impl std::fmt::Debug for StoreSettings {
         // The URL may hold a password.
         f.debug_struct("StoreSettings")
             .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("writers", &self.writers)
             .finish()
     }
 }

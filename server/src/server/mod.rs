@@ -82,13 +82,17 @@ pub enum ServerError {
 /// in `dir`.
 fn open_engine(
     dir: &std::path::Path,
-    url: Option<&str>,
+    store: Option<(&str, usize)>,
     keeper: impl tessera_engine::KeyKeeper + 'static,
     config: tessera_engine::EngineConfig,
     now: tessera_engine::Timestamp,
 ) -> Result<Engine, tessera_engine::Error> {
-    match url {
-        Some(url) => Engine::open_postgres(url, dir, keeper, config, now),
+    match store {
+        Some((url, writers)) => {
+            let mut options = tessera_engine::store::PostgresOptions::default();
+            options.writers(writers);
+            Engine::open_postgres(url, &options, dir, keeper, config, now)
+        }
         None => Engine::open_dir_with(dir, keeper, config, now),
     }
 }
@@ -319,6 +323,7 @@ impl Server {
         let engine_cfg = config.engine.engine_config();
         let c = clock.clone();
         let hsm = config.keys.pkcs11()?;
+        let writers = config.store.writers;
         let store_url = config
             .store
             .postgres()
@@ -331,7 +336,7 @@ impl Server {
                     // No fallback: if the HSM cannot be opened, the server does not start.
                     Some(cfg) => open_engine(
                         &dir,
-                        store_url.as_ref().map(|u| u.as_str()),
+                        store_url.as_ref().map(|u| (u.as_str(), writers)),
                         tessera_engine::keys::Pkcs11Keeper::open(&cfg)?,
                         engine_cfg,
                         now,
@@ -343,7 +348,7 @@ impl Server {
                         let keeper = tessera_engine::SoftwareKeeper::open_or_create(&dir)?;
                         open_engine(
                             &dir,
-                            store_url.as_ref().map(|u| u.as_str()),
+                            store_url.as_ref().map(|u| (u.as_str(), writers)),
                             keeper,
                             engine_cfg,
                             now,

@@ -53,6 +53,7 @@ pub(crate) fn pg_err(e: postgres::Error) -> Error {
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     max_batch: usize,
+    writers: usize,
     read_connections: u32,
     connect_timeout: Duration,
 }
@@ -61,6 +62,7 @@ impl Default for PostgresOptions {
     fn default() -> Self {
         Self {
             max_batch: 1024,
+            writers: 1,
             read_connections: 4,
             connect_timeout: Duration::from_secs(5),
         }
@@ -71,6 +73,13 @@ impl PostgresOptions {
     /// Most jobs committed together in one transaction. Defaults to 1024.
     pub fn max_batch(&mut self, n: usize) -> &mut Self {
         self.max_batch = n.max(1);
+        self
+    }
+
+    /// Writer threads, each with its own connection, committing batches side by side (as the
+    /// writers of several nodes do: the locks keep the rules). Defaults to 1.
+    pub fn writers(&mut self, n: usize) -> &mut Self {
+        self.writers = n.clamp(1, 64);
         self
     }
 
@@ -214,7 +223,7 @@ pub struct PostgresStore {
     feed_start: i64,
     follower: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     tx: Mutex<Option<Sender<Queued>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     readers: Option<r2d2::Pool<Manager>>,
     stats: Arc<Stats>,
 }
@@ -243,7 +252,11 @@ impl PostgresStore {
         let target = describe(&manager.config);
         let mut writer = manager.open()?;
         schema::migrate(&mut writer.client)?;
-        let feed_start: i64 = writer
+        let mut writers = vec![writer];
+        for _ in 1..options.writers {
+            writers.push(manager.open()?);
+        }
+        let feed_start: i64 = writers[0]
             .query_opt("SELECT value FROM counters WHERE name = 'feed'", &[])?
             .map(|r| r.try_get(0))
             .transpose()
@@ -257,14 +270,21 @@ impl PostgresStore {
             .build(manager.clone())
             .map_err(|e| Error::Store(format!("read pool: {e}")))?;
         let (tx, rx) = mpsc::channel();
+        // The writers take turns at the queue: one waits for jobs and takes what is queued
+        // (a batch), then runs it while the next one waits.
+        let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(Stats::default());
-        let st = stats.clone();
         let max_batch = options.max_batch;
-        let wm = manager.clone();
-        let thread = std::thread::Builder::new()
-            .name("tessera-store-writer".into())
-            .spawn(move || writer_loop(writer, &wm, &rx, max_batch, node, &st))
-            .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
+        let mut threads = Vec::with_capacity(writers.len());
+        for writer in writers {
+            let (wm, rx, st) = (manager.clone(), rx.clone(), stats.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tessera-store-writer".into())
+                    .spawn(move || writer_loop(writer, &wm, &rx, max_batch, node, &st))
+                    .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?,
+            );
+        }
         Ok(Self {
             target,
             manager,
@@ -272,7 +292,7 @@ impl PostgresStore {
             feed_start,
             follower: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
             readers: Some(readers),
             stats,
         })
@@ -343,9 +363,9 @@ impl Drop for PostgresStore {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        if let Ok(mut t) = self.thread.lock() {
-            if let Some(t) = t.take() {
-                // The last handle may be released by a commit callback on the writer itself.
+        if let Ok(mut threads) = self.threads.lock() {
+            for t in threads.drain(..) {
+                // The last handle may be released by a commit callback on a writer itself.
                 if t.thread().id() != std::thread::current().id() {
                     let _ = t.join();
                 }
@@ -365,7 +385,7 @@ fn node_id() -> Result<i64, Error> {
 fn writer_loop(
     conn: Conn,
     manager: &Manager,
-    rx: &Receiver<Queued>,
+    rx: &Mutex<Receiver<Queued>>,
     max_batch: usize,
     node: i64,
     stats: &Stats,
@@ -373,12 +393,16 @@ fn writer_loop(
     let mut conn = Some(conn);
     let mut batch: Vec<Queued> = Vec::with_capacity(max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+    loop {
+        {
+            let Ok(rx) = rx.lock() else { return };
+            let Ok(first) = rx.recv() else { return };
+            batch.push(first);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
             }
         }
         // A lost connection is opened again for the next batch; until then batches fail.
