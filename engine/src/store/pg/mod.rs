@@ -1,6 +1,7 @@
 //! The PostgreSQL store, for several nodes on one database: the same traits as the SQLite
-//! store, with the same group commit (one writer thread per node; each batch of jobs is one
-//! transaction, each job in a savepoint of its own) and a pool of read connections (`r2d2`).
+//! store, with the same group commit (a writer thread per node, or several side by side with
+//! [`PostgresOptions::writers`]; each batch of jobs is one transaction, each job in a savepoint
+//! of its own) and a pool of read connections (`r2d2`).
 //!
 //! What makes the engine's rules hold across nodes is PostgreSQL's locking, not a node's
 //! memory. A write job's reads lock what they read for the rest of its batch's transaction:
