@@ -546,32 +546,37 @@ fn job<T: Send + 'static>(
     })
 }
 
-/// What the other nodes must learn of a transaction's effects.
+/// What the other nodes must learn of a transaction's effects: each family, revocation and
+/// operation change, then one `Keys` and one `Logged` at most.
 fn changes_of(effects: &[Effect]) -> Vec<crate::store::Change> {
     use crate::store::Change;
-    let mut out = Vec::with_capacity(effects.len());
-    for e in effects {
-        let c = match e {
-            Effect::SetFamily(id, st, expires_at) => Change::Family {
+    let (mut keys, mut logged) = (false, false);
+    let mut out: Vec<Change> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SetFamily(id, st, expires_at) => Some(Change::Family {
                 id: *id,
                 generation: st.generation,
                 binding: st.binding,
                 expires_at: *expires_at,
-            },
-            Effect::RemoveFamily(id) => Change::Revoked { id: *id },
-            Effect::OperationChanged(id, state) => Change::Operation {
+            }),
+            Effect::RemoveFamily(id) => Some(Change::Revoked { id: *id }),
+            Effect::OperationChanged(id, state) => Some(Change::Operation {
                 id: *id,
                 state: *state,
-            },
+            }),
             Effect::SwapKeyring(_) | Effect::InstallRtKey(..) | Effect::RetireRtKey(_) => {
-                Change::Keys
+                keys = true;
+                None
             }
-            Effect::Logged => Change::Logged,
-        };
-        if !out.contains(&c) || !matches!(c, Change::Keys | Change::Logged) {
-            out.push(c);
-        }
-    }
+            Effect::Logged => {
+                logged = true;
+                None
+            }
+        })
+        .collect();
+    out.extend(keys.then_some(Change::Keys));
+    out.extend(logged.then_some(Change::Logged));
     out
 }
 

@@ -3,14 +3,15 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::journal::{self, audit_from_journal, BatchJournal, Follower, Overlay, RefreshState};
+use super::queue::{self, JobQueue, Queued, Stats};
 use super::sql::{json, limit_or_default, sql_ts, sql_u64, ts, ts_opt, PT_COLUMNS, PT_VISIBLE};
 use super::{
     schema, CommitCallback, CommitStats, JobOutcome, KeyEpochRecord, NewAuditEvent, NewLeakSignal,
@@ -90,7 +91,7 @@ impl SqliteOptions {
 }
 
 struct Writer {
-    tx: Mutex<Option<Sender<Queued>>>,
+    queue: JobQueue,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -135,13 +136,6 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     stats: Arc<Stats>,
     overlay: Arc<Overlay>,
-}
-
-#[derive(Default)]
-struct Stats {
-    batches: AtomicU64,
-    jobs: AtomicU64,
-    failed: AtomicU64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -218,7 +212,7 @@ impl SqliteStore {
         Ok(Self {
             path,
             writer: Writer {
-                tx: Mutex::new(Some(tx)),
+                queue: JobQueue::new(tx),
                 thread: Mutex::new(Some(thread)),
             },
             checkpointer: Checkpointer {
@@ -235,14 +229,6 @@ impl SqliteStore {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn queue(&self, job: WriteJob, savepoint: bool) {
-        if let Ok(guard) = self.writer.tx.lock() {
-            if let Some(tx) = guard.as_ref() {
-                let _ = tx.send(Queued { job, savepoint });
-            }
-        }
     }
 }
 
@@ -299,17 +285,9 @@ impl SqliteReader {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        if let Ok(mut tx) = self.writer.tx.lock() {
-            tx.take();
-        }
-        if let Ok(mut t) = self.writer.thread.lock() {
-            if let Some(t) = t.take() {
-                // The last handle to the engine may be released by a commit callback running on
-                // the writer itself; it then exits on its own once the channel is closed.
-                if t.thread().id() != std::thread::current().id() {
-                    let _ = t.join();
-                }
-            }
+        self.writer.queue.close();
+        if let Some(t) = self.writer.thread.lock().ok().and_then(|mut t| t.take()) {
+            queue::join(t);
         }
         {
             let (lock, cv) = &*self.checkpointer.stop;
@@ -318,20 +296,16 @@ impl Drop for SqliteStore {
             }
             cv.notify_all();
         }
-        if let Ok(mut t) = self.checkpointer.thread.lock() {
-            if let Some(t) = t.take() {
-                if t.thread().id() != std::thread::current().id() {
-                    let _ = t.join();
-                }
-            }
+        if let Some(t) = self
+            .checkpointer
+            .thread
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+        {
+            queue::join(t);
         }
     }
-}
-
-/// A job waiting for the writer, and whether it runs inside a savepoint of its own.
-struct Queued {
-    job: WriteJob,
-    savepoint: bool,
 }
 
 /// How the writer batches and folds.
@@ -351,24 +325,15 @@ fn writer_loop(
 ) {
     let mut batch: Vec<Queued> = Vec::with_capacity(w.max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(w.max_batch);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < w.max_batch {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
+    while queue::take_batch(&rx, w.max_batch, &mut batch) {
         let n = batch.len() as u64;
         let result = run_batch(&conn, w, &mut journal, &mut batch, &mut done);
-        stats.jobs.fetch_add(n, Ordering::Relaxed);
+        stats.record(n, result.is_ok());
         if result.is_ok() {
-            stats.batches.fetch_add(1, Ordering::Relaxed);
             // Readers see the batch's refreshes before any of its callers is answered.
             journal.committed();
             w.overlay.commit(&mut journal);
         } else {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
             journal.clear();
         }
         for cb in done.drain(..) {
@@ -457,11 +422,11 @@ fn run_batch(
 
 impl Store for SqliteStore {
     fn submit(&self, job: WriteJob) {
-        self.queue(job, true);
+        self.writer.queue.send(job, true);
     }
 
     fn submit_writes_last(&self, job: WriteJob) {
-        self.queue(job, false);
+        self.writer.queue.send(job, false);
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {
@@ -483,11 +448,7 @@ impl Store for SqliteStore {
     }
 
     fn commit_stats(&self) -> CommitStats {
-        CommitStats {
-            batches: self.stats.batches.load(Ordering::Relaxed),
-            jobs: self.stats.jobs.load(Ordering::Relaxed),
-            failed_commits: self.stats.failed.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
     fn describe(&self) -> String {
         format!("SQLite {}", self.path.display())

@@ -28,8 +28,8 @@ mod schema;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use std::time::Duration;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
+use super::queue::{self, JobQueue, Queued, Stats};
 use super::{CommitCallback, CommitStats, JobOutcome, Store, StoreRead, WriteJob};
 use crate::error::Error;
 use db::{Db, PendingLog};
@@ -201,19 +202,6 @@ fn describe(c: &postgres::Config) -> String {
     )
 }
 
-#[derive(Default)]
-struct Stats {
-    batches: AtomicU64,
-    jobs: AtomicU64,
-    failed: AtomicU64,
-}
-
-/// A job waiting for the writer, and whether it runs inside a savepoint of its own.
-struct Queued {
-    job: WriteJob,
-    savepoint: bool,
-}
-
 /// The PostgreSQL store. Dropping it finishes queued jobs and stops the writer.
 pub struct PostgresStore {
     target: String,
@@ -223,7 +211,7 @@ pub struct PostgresStore {
     /// The feed's head when the store was opened: a follower starts after it.
     feed_start: i64,
     follower: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
-    tx: Mutex<Option<Sender<Queued>>>,
+    queue: JobQueue,
     threads: Mutex<Vec<JoinHandle<()>>>,
     readers: Option<r2d2::Pool<Manager>>,
     stats: Arc<Stats>,
@@ -292,7 +280,7 @@ impl PostgresStore {
             node,
             feed_start,
             follower: Mutex::new(None),
-            tx: Mutex::new(Some(tx)),
+            queue: JobQueue::new(tx),
             threads: Mutex::new(threads),
             readers: Some(readers),
             stats,
@@ -324,14 +312,6 @@ impl PostgresStore {
     pub fn target(&self) -> &str {
         &self.target
     }
-
-    fn queue(&self, job: WriteJob, savepoint: bool) {
-        if let Ok(guard) = self.tx.lock() {
-            if let Some(tx) = guard.as_ref() {
-                let _ = tx.send(Queued { job, savepoint });
-            }
-        }
-    }
 }
 
 impl Drop for PostgresStore {
@@ -361,16 +341,9 @@ impl Drop for PostgresStore {
                 drop(pool);
             })
             .map(|t| t.join());
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
+        self.queue.close();
         if let Ok(mut threads) = self.threads.lock() {
-            for t in threads.drain(..) {
-                // The last handle may be released by a commit callback on a writer itself.
-                if t.thread().id() != std::thread::current().id() {
-                    let _ = t.join();
-                }
-            }
+            threads.drain(..).for_each(queue::join);
         }
     }
 }
@@ -395,16 +368,12 @@ fn writer_loop(
     let mut batch: Vec<Queued> = Vec::with_capacity(max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);
     loop {
-        {
-            let Ok(rx) = rx.lock() else { return };
-            let Ok(first) = rx.recv() else { return };
-            batch.push(first);
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
-                }
-            }
+        // The writers take turns at the queue.
+        let taken = rx
+            .lock()
+            .is_ok_and(|rx| queue::take_batch(&rx, max_batch, &mut batch));
+        if !taken {
+            return;
         }
         // A lost connection is opened again for the next batch; until then batches fail.
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
@@ -418,12 +387,7 @@ fn writer_loop(
                 Err(Error::Store("the database cannot be reached".into()))
             }
         };
-        stats.jobs.fetch_add(n, Ordering::Relaxed);
-        if result.is_ok() {
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-        } else {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        stats.record(n, result.is_ok());
         for cb in done.drain(..) {
             cb(result.clone());
         }
@@ -496,11 +460,11 @@ fn run_batch(
 
 impl Store for PostgresStore {
     fn submit(&self, job: WriteJob) {
-        self.queue(job, true);
+        self.queue.send(job, true);
     }
 
     fn submit_writes_last(&self, job: WriteJob) {
-        self.queue(job, false);
+        self.queue.send(job, false);
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {
@@ -543,11 +507,7 @@ impl Store for PostgresStore {
     }
 
     fn commit_stats(&self) -> CommitStats {
-        CommitStats {
-            batches: self.stats.batches.load(Ordering::Relaxed),
-            jobs: self.stats.jobs.load(Ordering::Relaxed),
-            failed_commits: self.stats.failed.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.target)

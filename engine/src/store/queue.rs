@@ -1,0 +1,89 @@
+//! What the SQLite and PostgreSQL stores' writers share: the queue jobs are submitted to, how a
+//! writer takes a batch from it, the commit counters, and stopping the threads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use super::{CommitStats, WriteJob};
+
+/// A job waiting for a writer, and whether it runs inside a savepoint of its own.
+pub(super) struct Queued {
+    pub(super) job: WriteJob,
+    pub(super) savepoint: bool,
+}
+
+/// Where jobs are submitted; closed when the store is dropped (the writers then finish what
+/// is queued and stop).
+pub(super) struct JobQueue(Mutex<Option<Sender<Queued>>>);
+
+impl JobQueue {
+    pub(super) fn new(tx: Sender<Queued>) -> Self {
+        Self(Mutex::new(Some(tx)))
+    }
+
+    /// Queue a job; once the queue is closed the job is dropped without running.
+    pub(super) fn send(&self, job: WriteJob, savepoint: bool) {
+        if let Ok(guard) = self.0.lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(Queued { job, savepoint });
+            }
+        }
+    }
+
+    pub(super) fn close(&self) {
+        if let Ok(mut tx) = self.0.lock() {
+            tx.take();
+        }
+    }
+}
+
+/// Wait for a job, then take it and whatever else is queued, up to `max` in `batch`. False once
+/// the queue is closed and empty.
+pub(super) fn take_batch(rx: &Receiver<Queued>, max: usize, batch: &mut Vec<Queued>) -> bool {
+    let Ok(first) = rx.recv() else {
+        return false;
+    };
+    batch.push(first);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(j) => batch.push(j),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// The writers' counters.
+#[derive(Default)]
+pub(super) struct Stats {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Stats {
+    /// A batch of `jobs` committed (`ok`) or failed.
+    pub(super) fn record(&self, jobs: u64, ok: bool) {
+        self.jobs.fetch_add(jobs, Ordering::Relaxed);
+        let counter = if ok { &self.batches } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            jobs: self.jobs.load(Ordering::Relaxed),
+            failed_commits: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Wait for a store thread to end, unless this is that thread: the last handle to a store may
+/// be released by a callback running on one of its own threads, which then ends by itself.
+pub(super) fn join(t: JoinHandle<()>) {
+    if t.thread().id() != std::thread::current().id() {
+        let _ = t.join();
+    }
+}
