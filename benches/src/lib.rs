@@ -27,6 +27,17 @@ pub fn lenient_config() -> EngineConfig {
 }
 
 /// A fleet PT spec with automatic approval.
+/// The arguments of an automatic fleet PT with room for every device a benchmark makes, for
+/// benchmarks that go through the admin endpoint.
+pub fn auto_fleet_args(label: &str) -> tessera_proto::admin::requests::PtArgs {
+    tessera_proto::admin::requests::PtArgs {
+        kind: Some("fleet".into()),
+        max_registrations: Some(100_000_000),
+        approval: Some("automatic".into()),
+        ..tessera_proto::admin::requests::PtArgs::new(label)
+    }
+}
+
 pub fn auto_fleet() -> PtSpec {
     PtSpec {
         label: "bench".into(),

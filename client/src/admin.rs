@@ -1,9 +1,20 @@
-//! The admin client: every admin request, over the admin endpoint.
+//! The admin client: every admin request over the admin endpoint, typed.
+//!
+//! [`AdminClient::send`] takes any request type of `tessera_proto::admin::requests` and returns
+//! its answer type, so a field the server renames is a compile error here and in every caller.
+//! [`AdminClient::call`] passes raw JSON through, for protocol tests and for bindings whose own
+//! API is JSON (the Python package).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use tessera_proto::admin::requests::{
+    Introspect, OpApprove, OpList, OpReject, PtArgs, PtBatch, PtCreate, PtRevoke, Revocations,
+};
+use tessera_proto::admin::{
+    AdminCall, AdminRequest, Approved, Done, OperationRecord, PtBatchDone, PtCreated, Revoked,
+};
 use tessera_proto::wire::messages::{AdminReq, IntrospectResp};
 use tessera_proto::wire::{kind, ADMIN_ALPN};
 use tessera_proto::AdminToken;
@@ -44,7 +55,28 @@ impl AdminClient {
         })
     }
 
-    /// Make any admin request by kind with JSON arguments; returns the JSON response.
+    /// Make an admin request; returns its answer.
+    pub async fn send<R: AdminRequest>(&self, req: &R) -> Result<R::Answer, ClientError> {
+        self.send_waiting(req, Duration::ZERO).await
+    }
+
+    /// As [`send`](Self::send), for a request that may wait up to `wait` on the server (a
+    /// long poll) before it answers.
+    pub async fn send_waiting<R: AdminRequest>(
+        &self,
+        req: &R,
+        wait: Duration,
+    ) -> Result<R::Answer, ClientError> {
+        let call = AdminCall {
+            token: self.token.expose(),
+            args: req,
+        };
+        self.transport.call(R::KIND, &call, wait).await
+    }
+
+    /// Make any admin request by kind with raw JSON arguments; returns the raw JSON answer.
+    /// For tests of the protocol itself and for bindings that pass JSON through; Rust callers
+    /// use [`send`](Self::send).
     pub async fn call(&self, kind_code: u8, args: Value) -> Result<Value, ClientError> {
         self.transport
             .call(
@@ -62,14 +94,16 @@ impl AdminClient {
     /// answer is an error, nothing was stored and the lines must be discarded.
     pub async fn create_pt_batch(
         &self,
-        args: Value,
+        req: &PtBatch,
         on_lines: impl FnMut(&[u8]),
-    ) -> Result<Value, ClientError> {
-        let body = serde_json::to_vec(&AdminReq {
-            token: self.token.expose().to_owned(),
-            args,
-        })
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    ) -> Result<PtBatchDone, ClientError> {
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(&AdminCall {
+                token: self.token.expose(),
+                args: req,
+            })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
         let r = self
             .transport
             .request_streaming(kind::PT_BATCH, &body, Duration::from_secs(3600), on_lines)
@@ -77,20 +111,21 @@ impl AdminClient {
         serde_json::from_slice(&r.body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Create a PT; returns `(pt_id, token text)`.
-    pub async fn create_pt(&self, args: Value) -> Result<(String, String), ClientError> {
-        let v = self.call(kind::PT_CREATE, args).await?;
-        let id = v["pt"]["id"].as_str().unwrap_or_default().to_owned();
-        let tok = v["token"].as_str().unwrap_or_default().to_owned();
-        Ok((id, tok))
+    /// Create a PT: its record and its text (shown once).
+    pub async fn create_pt(&self, args: &PtArgs) -> Result<PtCreated, ClientError> {
+        self.send(&PtCreate(args.clone())).await
     }
 
-    /// Pending operations, newest first.
-    pub async fn pending_operations(&self) -> Result<Vec<Value>, ClientError> {
-        let v = self
-            .call(kind::OP_LIST, json!({ "state": "pending", "limit": 1000 }))
+    /// Pending operations, newest first (the first 1,000).
+    pub async fn pending_operations(&self) -> Result<Vec<OperationRecord>, ClientError> {
+        let page = self
+            .send(&OpList {
+                state: Some("pending".into()),
+                limit: 1000,
+                ..OpList::default()
+            })
             .await?;
-        Ok(v["operations"].as_array().cloned().unwrap_or_default())
+        Ok(page.operations)
     }
 
     /// Approve an operation, optionally with the verification code and a device id.
@@ -99,27 +134,32 @@ impl AdminClient {
         operation_id: &str,
         code: Option<&str>,
         device_id: Option<&str>,
-    ) -> Result<Value, ClientError> {
-        self.call(
-            kind::OP_APPROVE,
-            json!({ "id": operation_id, "code": code, "device_id": device_id }),
-        )
+    ) -> Result<Approved, ClientError> {
+        self.send(&OpApprove {
+            id: operation_id.into(),
+            code: code.map(str::to_owned),
+            device_id: device_id.map(str::to_owned),
+            ..OpApprove::default()
+        })
         .await
     }
 
     /// Reject an operation.
-    pub async fn reject(&self, operation_id: &str, reason: &str) -> Result<Value, ClientError> {
-        self.call(
-            kind::OP_REJECT,
-            json!({ "id": operation_id, "reason": reason }),
-        )
+    pub async fn reject(&self, operation_id: &str, reason: &str) -> Result<Done, ClientError> {
+        self.send(&OpReject {
+            id: operation_id.into(),
+            reason: Some(reason.into()),
+        })
         .await
     }
 
     /// Revoke a PT (and every registration it produced).
-    pub async fn revoke_pt(&self, pt_id: &str, reason: &str) -> Result<Value, ClientError> {
-        self.call(kind::PT_REVOKE, json!({ "id": pt_id, "reason": reason }))
-            .await
+    pub async fn revoke_pt(&self, pt_id: &str, reason: &str) -> Result<Revoked, ClientError> {
+        self.send(&PtRevoke {
+            id: pt_id.into(),
+            reason: Some(reason.into()),
+        })
+        .await
     }
 
     /// Revoke a registration.
@@ -127,19 +167,19 @@ impl AdminClient {
         &self,
         registration_id: u64,
         reason: &str,
-    ) -> Result<Value, ClientError> {
-        self.call(
-            kind::DEVICE_REVOKE,
-            json!({ "registration_id": registration_id, "reason": reason }),
-        )
+    ) -> Result<Revoked, ClientError> {
+        self.send(&tessera_proto::admin::requests::DeviceRevoke {
+            registration_id: Some(registration_id),
+            reason: Some(reason.into()),
+            ..Default::default()
+        })
         .await
     }
 
     /// `INTROSPECT` on the admin endpoint (a service token's request): what a valid RT says
     /// about its device; an RT that is not valid is a server error (10, 11, 12, 13).
     pub async fn introspect(&self, rt: &str) -> Result<IntrospectResp, ClientError> {
-        let v = self.call(kind::INTROSPECT, json!({ "rt": rt })).await?;
-        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
+        self.send(&Introspect { rt: rt.into() }).await
     }
 
     /// `REVOCATIONS`: the registrations revoked after `after` (from the server's newest change
@@ -151,25 +191,13 @@ impl AdminClient {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<(Vec<u64>, u64), ClientError> {
-        let v = self
-            .transport
-            .call::<_, Value>(
-                kind::REVOCATIONS,
-                &AdminReq {
-                    token: self.token.expose().to_owned(),
-                    args: json!({ "after": after, "wait_ms": wait.as_millis() as u64 }),
-                },
-                wait,
-            )
-            .await?;
-        let bad = || ClientError::Protocol("REVOCATIONS answer without ids or cursor".into());
-        let ids = v["revocations"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .map(|x| x.as_u64().ok_or_else(bad))
-            .collect::<Result<_, _>>()?;
-        Ok((ids, v["cursor"].as_u64().ok_or_else(bad)?))
+        let req = Revocations {
+            after,
+            limit: None,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let page = self.send_waiting(&req, wait).await?;
+        Ok((page.revocations, page.cursor))
     }
 
     /// Close the connection.

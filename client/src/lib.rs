@@ -12,6 +12,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
+//! use tessera_proto::admin::requests::PtArgs;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
@@ -24,18 +25,17 @@
 //!
 //! // The operator: a PT whose operations are approved without a technician.
 //! let admin = AdminClient::new(admin_addr, "localhost", &trust, admin_token)?;
-//! let (pt_id, pt) = admin
-//!     .create_pt(serde_json::json!({ "label": "line 3", "approval": "automatic" }))
-//!     .await?;
+//! let args = PtArgs { approval: Some("automatic".into()), ..PtArgs::new("line 3") };
+//! let created = admin.create_pt(&args).await?;
 //!
 //! // The device: provision, then refresh (a real device refreshes when `next_refresh_at` says).
-//! let cfg = DeviceConfig::new(device_addr, "localhost", trust, pt.into());
+//! let cfg = DeviceConfig::new(device_addr, "localhost", trust, created.token.clone().into());
 //! let device = DeviceClient::new(cfg, Box::new(NoHooks))?;
 //! let first = device.ensure_registered(Duration::from_secs(30)).await?;
 //! let next = device.refresh().await?;
 //! assert_eq!(next.registration_id, first.registration_id);
 //! assert_eq!(next.generation, first.generation + 1);
-//! # let _ = pt_id; admin.close_now().await; device.close().await;
+//! # admin.close_now().await; device.close().await;
 //! # server.shutdown(Duration::from_secs(1)).await;
 //! # Ok(()) }
 //! ```

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tessera_proto::admin::requests::PtArgs;
 
 use common::{free_port, make_with_test_lib, root, Broker};
 use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
@@ -69,13 +70,18 @@ impl Platform {
             let trust = Trust::ca_file(&server.ca_cert_path()).unwrap();
             let token = server.first_admin_token().unwrap().clone();
             let admin = AdminClient::new(server.admin_addr(), "localhost", &trust, token).unwrap();
-            let (_, pt) = admin
-                .create_pt(serde_json::json!({
-                    "label": "broker", "kind": "fleet", "max_registrations": 100,
-                    "approval": "automatic", "rt_lifetime_secs": RT_LIFETIME_SECS
-                }))
+            let pt = admin
+                .create_pt(&PtArgs {
+                    kind: Some("fleet".into()),
+                    max_registrations: Some(100),
+                    approval: Some("automatic".into()),
+                    rt_lifetime_secs: Some(RT_LIFETIME_SECS),
+                    ..PtArgs::new("broker")
+                })
                 .await
-                .unwrap();
+                .unwrap()
+                .token
+                .clone();
             (server, admin, trust, pt)
         });
         Platform {
@@ -389,11 +395,15 @@ fn ends_sessions(mode: Mode) {
     let broker = p.broker_in(mode);
     let (_, a) = p.device();
     let (_, b) = p.device();
-    let (other_pt_id, other_pt) =
-        p.rt.block_on(p.admin.create_pt(serde_json::json!({
-            "label": "line 4", "kind": "fleet", "max_registrations": 10, "approval": "automatic"
-        })))
+    let other =
+        p.rt.block_on(p.admin.create_pt(&PtArgs {
+            kind: Some("fleet".into()),
+            max_registrations: Some(10),
+            approval: Some("automatic".into()),
+            ..PtArgs::new("line 4")
+        }))
         .unwrap();
+    let (other_pt_id, other_pt) = (other.pt.id.to_string(), other.token.clone());
     let (_, c) = p.device_with(&other_pt);
     let block = serde_json::json!({ "device_id": b.device_id, "reason": "stolen" });
     let actions: [(&RtBody, Change<'_>); 3] = [

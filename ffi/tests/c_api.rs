@@ -253,10 +253,15 @@ fn device_flow(under_valgrind: bool) {
         let admin =
             tessera_client::AdminClient::new(server.admin_addr(), "localhost", &trust, token)
                 .unwrap();
-        let (_, pt) = admin
-            .create_pt(serde_json::json!({ "label": "c", "approval": "manual_with_code" }))
+        let pt = admin
+            .create_pt(&tessera_proto::admin::requests::PtArgs {
+                approval: Some("manual_with_code".into()),
+                ..tessera_proto::admin::requests::PtArgs::new("c")
+            })
             .await
-            .unwrap();
+            .unwrap()
+            .token
+            .clone();
         (server, admin, pt)
     });
     let exe = dir.path().join("test_flow");
@@ -290,10 +295,11 @@ fn device_flow(under_valgrind: bool) {
     rt.block_on(async {
         let ops = admin.pending_operations().await.unwrap();
         assert_eq!(ops.len(), 1);
-        assert_eq!(ops[0]["requested_device_id"], "c-device-1");
-        assert_eq!(ops[0]["attributes"]["fw"], "1.0.0");
+        let requested = ops[0].requested_device_id.as_ref().map(|d| d.as_str());
+        assert_eq!(requested, Some("c-device-1"));
+        assert_eq!(ops[0].attributes.get("fw"), Some("1.0.0"));
         admin
-            .approve(ops[0]["id"].as_str().unwrap(), Some(&code), None)
+            .approve(&ops[0].id.to_string(), Some(&code), None)
             .await
             .unwrap();
     });

@@ -34,10 +34,12 @@
 
 extern crate alloc;
 
+pub mod admin;
 pub mod codec;
 mod error;
 pub mod ids;
 mod secret;
+mod time;
 pub mod token;
 pub mod wire;
 
@@ -46,3 +48,4 @@ pub use ids::{limits, AdminTokenId, Attributes, DeviceId, OperationId, PtId, Reg
 pub use secret::{
     AdminToken, OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode,
 };
+pub use time::Timestamp;

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tessera_benches::{bench_now, numeric_flags, open, seed_registrations};
 use tessera_client::{AdminClient, Trust};
 use tessera_engine::{Actor, ApprovalPolicy, BeginRequest, DeviceIdPolicy, PtKind, PtSpec};
-use tessera_proto::wire::kind;
+use tessera_proto::admin::requests::OpList;
 
 fn percentiles(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -201,9 +201,13 @@ fn main() {
         let mut lat = Vec::new();
         for _ in 0..requests {
             let t = Instant::now();
-            quic.call(kind::OP_LIST, json!({ "state": "pending", "limit": 100 }))
-                .await
-                .unwrap();
+            quic.send(&OpList {
+                state: Some("pending".into()),
+                limit: 100,
+                ..OpList::default()
+            })
+            .await
+            .unwrap();
             lat.push(t.elapsed());
         }
         println!(

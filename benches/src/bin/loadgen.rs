@@ -469,10 +469,11 @@ fn main() {
     let summary = rt.block_on(async {
         let token = std::fs::read_to_string(data.join("admin.token")).expect("token").trim().to_owned();
         let admin = tessera_client::AdminClient::new(admin_addr, "localhost", &tessera_client::Trust::ca_file(&ca).expect("ca"), tessera_proto::AdminToken::new(token)).expect("admin");
-        let (_, pt) = admin
-            .create_pt(json!({ "label": "loadgen", "kind": "fleet", "max_registrations": 100_000_000u64, "approval": "automatic" }))
+        let created = admin
+            .create_pt(&tessera_benches::auto_fleet_args("loadgen"))
             .await
             .expect("pt");
+        let pt = created.token.clone();
         let eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, true);
         let conns = connect_all(&eps, device_addr, o.connections).await;
 
@@ -556,10 +557,10 @@ fn main() {
         }
         // Group commits so far (provisioning included): jobs per commit under load.
         let commits = admin
-            .call(kind::STATUS, json!({}))
+            .send(&tessera_proto::admin::requests::Status {})
             .await
-            .map(|s| s["engine"]["commits"].clone())
-            .unwrap_or(Value::Null);
+            .ok()
+            .map(|s| s.engine.commits);
         let refresh = refresh_acc.summary();
         let echo_rr = echo_acc.summary();
         for c in econns.iter().chain(conns.iter()) {

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use tessera_benches::{cpu_secs, percentile, sibling, spawn_until};
 use tessera_client::transport::Transport;
 use tessera_client::{AdminClient, Trust};
+use tessera_proto::admin::requests::Status;
 use tessera_proto::wire::{kind, messages, DEVICE_ALPN};
 use tessera_server::server::banner;
 
@@ -171,10 +172,11 @@ async fn measure(label: &str, nodes: &[Node], data: &Path, o: &Opts) -> Value {
         tessera_proto::AdminToken::new(token.trim().to_owned()),
     )
     .expect("admin");
-    let (_, pt) = admin
-        .create_pt(json!({ "label": "nodes", "kind": "fleet", "max_registrations": 100_000_000u64, "approval": "automatic" }))
+    let created = admin
+        .create_pt(&tessera_benches::auto_fleet_args("nodes"))
         .await
         .expect("pt");
+    let pt = created.token.clone();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.device).collect();
 
     // Provisioning: `conns` connections spread over the nodes, each provisioning its share.
@@ -397,8 +399,8 @@ async fn admin_clients(nodes: &[Node], trust: &Trust, token: &str) -> Vec<AdminC
 async fn resumed_total(admins: &[AdminClient]) -> u64 {
     let mut total = 0;
     for a in admins {
-        let s = a.call(kind::STATUS, json!({})).await.expect("status");
-        total += s["tls_resumed"].as_u64().unwrap_or(0);
+        let s = a.send(&Status {}).await.expect("status");
+        total += s.tls_resumed;
         a.close().await;
     }
     total

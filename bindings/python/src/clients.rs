@@ -94,7 +94,7 @@ impl AdminClient {
 
     /// PT_BATCH: returns the final JSON answer and the `pt_id\ttoken` lines.
     fn create_pt_batch(&self, py: Python<'_>, args_json: &str) -> PyResult<(String, Vec<String>)> {
-        let args: serde_json::Value =
+        let args: tessera_proto::admin::requests::PtBatch =
             serde_json::from_str(args_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let c = self.inner.clone();
         let rt = runtime::clients()?;
@@ -102,7 +102,7 @@ impl AdminClient {
             rt.block_on(async move {
                 let mut buf = Vec::new();
                 let v = c
-                    .create_pt_batch(args, |chunk| buf.extend_from_slice(chunk))
+                    .create_pt_batch(&args, |chunk| buf.extend_from_slice(chunk))
                     .await?;
                 Ok::<_, ClientError>((v, buf))
             })
@@ -113,7 +113,8 @@ impl AdminClient {
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
             .collect();
-        Ok((v.to_string(), lines))
+        let v = serde_json::to_string(&v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok((v, lines))
     }
 
     /// Close the connection. Returns once the close is sent; the shared client runtime lets the

@@ -7,7 +7,6 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use serde_json::json;
 use tessera_engine::{
     Actor, Approval, Attributes, BeginRequest, DeviceId, EngineConfig, OperationId,
     OperationStatus, ProvisioningToken, PtId, RegistrationId, SoftwareKeeper, Timestamp,
@@ -241,13 +240,19 @@ impl Engine {
         actor: &str,
     ) -> PyResult<(String, String)> {
         let inner = self.engine(py)?;
-        let spec = tessera_server::server::pt_spec_from_args(json!({
-            "label": label, "kind": kind, "approval": approval,
-            "max_registrations": max_registrations, "rule": rule,
-            "rt_lifetime_secs": rt_lifetime_secs, "device_id_policy": device_id_policy,
-            "expires_at_ms": expires_at_ms,
-        }))
-        .map_err(|b| errors::body(py, b))?;
+        let args = tessera_proto::admin::requests::PtArgs {
+            label: label.to_owned(),
+            kind: Some(kind.to_owned()),
+            approval: Some(approval.to_owned()),
+            max_registrations,
+            rule: rule.map(str::to_owned),
+            rt_lifetime_secs,
+            device_id_policy: device_id_policy.map(str::to_owned),
+            expires_at_ms,
+            count: None,
+        };
+        let spec =
+            tessera_engine::PtSpec::try_from(&args).map_err(|e| errors::engine(py, &e.into()))?;
         let now = self.now(py)?;
         let actor = Actor::operator(actor);
         let (rec, tok) = py

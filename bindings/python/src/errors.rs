@@ -106,11 +106,6 @@ fn wire(b: ErrorBody) -> Raised {
     }
 }
 
-/// An error body from the server, or from the admin-argument checks shared with it.
-pub(crate) fn body(py: Python<'_>, b: ErrorBody) -> PyErr {
-    wire(b).into_pyerr(py)
-}
-
 fn client_raised(e: &ClientError) -> Raised {
     match e {
         ClientError::Config(m) => Raised::new(client_code::CONFIG, format!("configuration: {m}")),

@@ -60,21 +60,7 @@ pub(super) fn poll_interval(max_lag: Duration) -> Duration {
     (max_lag / 4).min(Duration::from_secs(1))
 }
 
-/// Where this node is in the change feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct FeedStatus {
-    /// The last change applied (its sequence number).
-    pub position: u64,
-    /// The newest change in the feed when last read.
-    pub head: u64,
-    /// Changes behind the head when last read.
-    pub lag: u64,
-    /// Milliseconds since the node last read the feed to its head (absent: not yet).
-    pub since_caught_up_ms: Option<u64>,
-    /// Whether the node answers validations (it is within the allowed lag).
-    pub current: bool,
-}
+pub use tessera_proto::admin::records::FeedStatus;
 
 impl Inner {
     /// Fail closed when this node's view of the other nodes' changes is too old.

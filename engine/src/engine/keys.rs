@@ -12,18 +12,7 @@ use crate::model::Actor;
 use crate::store::KeyEpochRecord;
 use crate::time::Timestamp;
 
-/// A key epoch as shown to operators.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct KeyEpochInfo {
-    /// The stored record.
-    #[serde(flatten)]
-    pub record: KeyEpochRecord,
-    /// New RTs are minted under this epoch.
-    pub current: bool,
-    /// RTs under this epoch still validate.
-    pub rt_key_loaded: bool,
-}
+pub use tessera_proto::admin::records::KeyEpochInfo;
 
 pub(crate) const META_ROOT_CHECK: &str = "root_check";
 

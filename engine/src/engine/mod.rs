@@ -31,8 +31,8 @@ use crate::model::{
 };
 use crate::ratelimit::RateLimiter;
 use crate::store::{
-    CommitStats, JobOutcome, NewAuditEvent, NewLeakSignal, SqliteOptions, SqliteStore, Store,
-    StoreCounts, StoreRead, StoreTxn,
+    JobOutcome, NewAuditEvent, NewLeakSignal, SqliteOptions, SqliteStore, Store, StoreRead,
+    StoreTxn,
 };
 use crate::time::Timestamp;
 
@@ -184,28 +184,7 @@ impl Tx<'_> {
     }
 }
 
-/// Counters for status and metrics.
-#[derive(Debug, Clone, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct EngineStatus {
-    /// Registration families live in memory.
-    pub live_families: usize,
-    /// Memory held by the family table.
-    pub family_table_bytes: usize,
-    /// Current key epoch.
-    pub current_key_epoch: u32,
-    /// Row counts.
-    pub counts: StoreCounts,
-    /// Group-commit counters.
-    pub commits: CommitStats,
-    /// BEGINs refused because their instance nonce matched no pending operation of a PT at
-    /// its pending cap (since start).
-    pub failed_resumes: u64,
-    /// Leak signals not recorded because the same one was recorded just before (since start).
-    pub suppressed_signals: u64,
-    /// With several nodes on one store: where this node is in the change feed.
-    pub feed: Option<FeedStatus>,
-}
+pub use tessera_proto::admin::records::EngineStatus;
 
 /// What [`Engine::prune`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

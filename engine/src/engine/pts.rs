@@ -15,13 +15,7 @@ use crate::time::Timestamp;
 use tessera_proto::token::pt::{self, ParsedPt};
 
 /// The result of a batch creation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PtBatch {
-    /// The batch id recorded on every PT of the batch.
-    pub batch_id: String,
-    /// How many PTs were created.
-    pub count: u64,
-}
+pub use tessera_proto::admin::answers::PtBatchDone as PtBatch;
 
 /// Most PTs in one batch.
 pub const MAX_BATCH: u64 = 10_000_000;

@@ -42,7 +42,7 @@ pub struct Introspection {
     pub registration_id: RegistrationId,
     /// The PT it was provisioned through.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    #[serde(with = "crate::model::display_fromstr")]
+    #[serde(with = "tessera_proto::admin::records::display_fromstr")]
     pub pt_id: PtId,
     /// Generation of the presented RT.
     pub generation: u32,
@@ -314,6 +314,28 @@ impl Engine {
                 .registration(id)?
                 .ok_or(Error::NotFound("registration"))?;
             revoke_in_tx(tx, id, &reason, &actor)
+        })
+    }
+
+    /// Revoke every active registration of a device id, in one transaction: all of them or,
+    /// on any failure, none. There is no cap: a device id with 20,000 registrations (a fleet
+    /// PT that gave every unit the same id) loses all 20,000 at once. Returns how many were
+    /// revoked; 0 when the device id has no active registration.
+    pub fn revoke_device(
+        &self,
+        device_id: &DeviceId,
+        reason: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<usize, Error> {
+        check_label("reason", reason)?;
+        let (d, reason, actor) = (device_id.clone(), reason.to_owned(), actor.clone());
+        self.write(now, move |tx| {
+            let regs = tx.db.active_registrations_of_device(&d)?;
+            for r in &regs {
+                revoke_in_tx(tx, *r, &reason, &actor)?;
+            }
+            Ok(regs.len())
         })
     }
 

@@ -32,7 +32,7 @@ pub enum Change {
     /// An operation began or changed state.
     Operation {
         /// The operation.
-        #[serde(with = "crate::model::display_fromstr")]
+        #[serde(with = "tessera_proto::admin::records::display_fromstr")]
         id: OperationId,
         /// Its state now.
         state: OperationState,

@@ -33,19 +33,7 @@ use crate::model::{
 };
 use crate::time::Timestamp;
 
-/// A key epoch as the store keeps it (never key material).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct KeyEpochRecord {
-    /// Epoch number, from 1.
-    pub epoch: u32,
-    /// When it started.
-    pub created_at: Timestamp,
-    /// Once superseded: RTs under this epoch may validate until this time.
-    pub rt_keep_until: Option<Timestamp>,
-    /// Set when retired in an emergency: no RT under it validates any more.
-    pub retired_at: Option<Timestamp>,
-}
+pub use tessera_proto::admin::records::{CommitStats, KeyEpochRecord, StoreCounts};
 
 /// The action of the audit events [`StoreTxn::refresh_registration`] records.
 pub const REFRESH_ACTION: &str = "registration.refresh";
@@ -126,23 +114,6 @@ pub struct RegistrationQuery {
     pub limit: usize,
     /// Only registrations with a smaller id: the next page after the previous one's last.
     pub before: Option<RegistrationId>,
-}
-
-/// Row counts, for status and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StoreCounts {
-    /// PTs.
-    pub pts: u64,
-    /// Operations still pending (as stored).
-    pub pending_operations: u64,
-    /// Active registrations.
-    pub active_registrations: u64,
-    /// The latest audit sequence number: the number of audit events, plus any numbers that
-    /// rolled-back writes left unused.
-    pub audit_events: u64,
-    /// Leak signals.
-    pub leak_signals: u64,
 }
 
 /// Reads, inside a write job or on a read connection.
@@ -311,18 +282,6 @@ impl std::fmt::Debug for JobOutcome {
 
 /// A unit of work for the writer.
 pub type WriteJob = Box<dyn FnOnce(&mut dyn StoreTxn) -> JobOutcome + Send>;
-
-/// Counters of the group-commit writer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CommitStats {
-    /// Committed batches (each one fsync).
-    pub batches: u64,
-    /// Jobs run.
-    pub jobs: u64,
-    /// Commits that failed.
-    pub failed_commits: u64,
-}
 
 /// A durable store.
 pub trait Store: Send + Sync + std::fmt::Debug {

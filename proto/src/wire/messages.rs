@@ -408,38 +408,7 @@ impl core::fmt::Debug for AdminReq {
     }
 }
 
-/// Arguments of `PT_CREATE` and `PT_BATCH`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct PtArgs {
-    /// Label.
-    pub label: String,
-    /// `single` (default) or `fleet`.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// Cap for fleet PTs.
-    #[serde(default)]
-    pub max_registrations: Option<u64>,
-    /// `manual` (default), `manual_with_code`, `automatic`, or `rule`.
-    #[serde(default)]
-    pub approval: Option<String>,
-    /// The attribute rule when `approval` is `rule`.
-    #[serde(default)]
-    pub rule: Option<String>,
-    /// RT lifetime in seconds (default 30 days).
-    #[serde(default)]
-    pub rt_lifetime_secs: Option<u64>,
-    /// `device`, `technician` or `either` (default).
-    #[serde(default)]
-    pub device_id_policy: Option<String>,
-    /// Expiry, Unix milliseconds.
-    #[serde(default)]
-    pub expires_at_ms: Option<u64>,
-    /// For `PT_BATCH`: how many.
-    #[serde(default)]
-    pub count: Option<u64>,
-}
+pub use crate::admin::requests::PtArgs;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ pub mod errors;
 mod http;
 pub mod registry;
 mod reply;
+mod service;
 mod tickets;
 pub mod tls;
 
@@ -20,7 +21,6 @@ use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
 use tessera_engine::{Actor, AdminRole, AdminToken, Engine, Timestamp};
 use tokio::task::JoinSet;
 
-pub use admin::pt_spec_from_args;
 pub use config::ServerConfig;
 use registry::{Connections, Observer, Waiters};
 

@@ -154,7 +154,12 @@ impl TestServer {
 
     /// Create a PT with the given JSON arguments; returns (id, token).
     pub async fn pt(&self, args: Value) -> (String, String) {
-        self.admin.create_pt(args).await.expect("create pt")
+        let created = self
+            .admin
+            .create_pt(&pt_args(args))
+            .await
+            .expect("create pt");
+        (created.pt.id.to_string(), created.token.clone())
     }
 
     pub async fn shutdown(mut self) {
@@ -214,4 +219,9 @@ pub fn manual() -> Value {
 pub fn code_of(e: &ClientError) -> u16 {
     e.code()
         .unwrap_or_else(|| panic!("expected a server error, got {e:?}"))
+}
+
+/// PT arguments written as JSON, as docs/protocol.md shows them.
+pub fn pt_args(args: Value) -> tessera_proto::admin::requests::PtArgs {
+    serde_json::from_value(args).expect("PT arguments")
 }

@@ -158,10 +158,12 @@ async fn kill_9_during_mixed_workload_loses_nothing_acknowledged() {
         let pt_text = match &pt {
             Some(p) => p.clone(),
             None => {
-                let (_, p) = admin
-                    .create_pt(json!({ "label": "crash", "kind": "fleet", "max_registrations": 1_000_000, "approval": "manual" }))
+                let p = admin
+                    .create_pt(&crate::common::pt_args(json!({ "label": "crash", "kind": "fleet", "max_registrations": 1_000_000, "approval": "manual" })))
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .token
+                    .clone();
                 pt = Some(p.clone());
                 p
             }
@@ -269,7 +271,7 @@ pub(crate) async fn workload(
         let device = format!("{prefix}-{i}");
         let op = or_next!(begin(&t, &pt, Some(&device), &device).await);
         let reg = or_next!(admin.approve(&op.operation_id, None, None).await);
-        let registration = reg["registration"]["id"].as_u64().unwrap();
+        let registration = reg.registration.id.get();
         acks.lock().unwrap().push(Ack::Provisioned {
             device: device.clone(),
             registration,

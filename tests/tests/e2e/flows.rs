@@ -51,7 +51,7 @@ async fn manual_approval_with_verification_code_through_the_device_client() {
     let shown = codes.recv().await.expect("device showed a code");
     let pending = ts.admin.pending_operations().await.unwrap();
     assert_eq!(pending.len(), 1);
-    let op = pending[0]["id"].as_str().unwrap();
+    let op = &pending[0].id.to_string();
     let wrong = if shown == "0000-0000" {
         "1111-1111"
     } else {
@@ -75,7 +75,7 @@ async fn manual_approval_with_verification_code_through_the_device_client() {
             .map(|s| serde_json::from_str(s).unwrap())
             .collect();
         assert_eq!(docs.len(), 2, "the pending operation, then the RT");
-        assert_eq!(docs[0]["pending"]["operation_id"], op);
+        assert_eq!(docs[0]["pending"]["operation_id"], op.as_str());
         assert_eq!(
             docs[1]["rt"], reg.rt,
             "the RT was persisted through the hook"
@@ -194,7 +194,7 @@ async fn parallel_operations_are_flagged_and_settled_by_one_approval() {
     let b = begin(&t, &pt, Some("gw"), "instance-b").await.unwrap();
     let pending = ts.admin.pending_operations().await.unwrap();
     assert_eq!(pending.len(), 2);
-    assert!(pending.iter().all(|o| o["conflict"] == true));
+    assert!(pending.iter().all(|o| o.conflict));
     let leaks = ts.admin.call(kind::LEAKS, json!({})).await.unwrap();
     assert!(leaks["signals"]
         .as_array()
@@ -325,7 +325,7 @@ async fn pt_revocation_cascades() {
         .revoke_pt(&pt_id, "firmware image leaked")
         .await
         .unwrap();
-    assert_eq!(v["registrations_revoked"], 2);
+    assert_eq!(v.registrations_revoked, 2);
     for rt in &rts {
         assert_eq!(
             code_of(&introspect(&t, rt).await.unwrap_err()),

@@ -203,8 +203,8 @@ async fn a_rebooted_device_resumes_its_operation_and_forgets_a_revoked_rt() {
         }
     };
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0]["id"], op);
-    assert_eq!(pending[0]["conflict"], false);
+    assert_eq!(pending[0].id.to_string(), op);
+    assert!(!pending[0].conflict);
     ts.admin.approve(&op, None, None).await.unwrap();
     let (second, reg) = waiting.await.unwrap();
     let reg = reg.unwrap();
@@ -272,7 +272,7 @@ async fn wait_introspect_and_admin_requests_are_rate_limited() {
     }
     let e = ts
         .admin
-        .create_pt(json!({ "label": "one too many" }))
+        .create_pt(&crate::common::pt_args(json!({ "label": "one too many" })))
         .await
         .unwrap_err();
     assert_eq!(code_of(&e), code::RATE_LIMITED);

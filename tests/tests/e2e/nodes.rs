@@ -266,10 +266,12 @@ async fn kill_9_of_a_node_or_a_database_restart_loses_nothing_acknowledged() {
     let token = first_admin_token(dirs[0].path());
     let admin_of =
         |p: &Proc| Arc::new(AdminClient::new(p.admin, "localhost", &trust, token.clone()).unwrap());
-    let (_, pt) = first_admin
-        .create_pt(json!({ "label": "nodes-crash", "kind": "fleet", "max_registrations": 1_000_000, "approval": "manual" }))
+    let pt = first_admin
+        .create_pt(&crate::common::pt_args(json!({ "label": "nodes-crash", "kind": "fleet", "max_registrations": 1_000_000, "approval": "manual" })))
         .await
-        .unwrap();
+        .unwrap()
+        .token
+        .clone();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
         seed ^= seed << 13;

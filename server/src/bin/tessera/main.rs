@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use tessera_proto::admin::requests::PtArgs;
 use tessera_server::{Server, ServerConfig};
 
 /// mimalloc instead of the C library's allocator: the server allocates on one thread (a request
@@ -195,16 +195,29 @@ struct PtSpecArgs {
 }
 
 impl PtSpecArgs {
-    fn to_json(&self) -> Value {
-        json!({
-            "label": self.label,
-            "kind": if self.fleet.is_some() { "fleet" } else { "single" },
-            "max_registrations": self.fleet,
-            "approval": if self.approval == "code" { "manual_with_code" } else { self.approval.as_str() },
-            "rule": self.rule,
-            "rt_lifetime_secs": self.lifetime_days * 86_400,
-            "device_id_policy": self.device_id_policy,
-        })
+    /// The PT arguments of `PT_CREATE` and `PT_BATCH` (`count` unset).
+    fn to_args(&self) -> PtArgs {
+        let approval = if self.approval == "code" {
+            "manual_with_code"
+        } else {
+            self.approval.as_str()
+        };
+        PtArgs {
+            kind: Some(
+                if self.fleet.is_some() {
+                    "fleet"
+                } else {
+                    "single"
+                }
+                .into(),
+            ),
+            max_registrations: self.fleet,
+            approval: Some(approval.into()),
+            rule: self.rule.clone(),
+            rt_lifetime_secs: Some(self.lifetime_days * 86_400),
+            device_id_policy: Some(self.device_id_policy.clone()),
+            ..PtArgs::new(self.label.clone())
+        }
     }
 }
 

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tessera_client::{AdminClient, Trust};
 use tessera_engine::AdminToken;
-use tessera_proto::wire::kind;
+use tessera_proto::admin::requests::*;
+use tessera_proto::admin::{AdminRequest, AuditPage};
 
 use super::output::{self, Col};
 use super::{done, wait_for_signal, Cmd, Conn, DeviceCmd, KeysCmd, OpCmd, PtCmd, TokenCmd};
@@ -50,9 +51,9 @@ impl Session {
     }
 
     /// One request on the command's connection.
-    async fn call(&mut self, conn: &Conn, kind: u8, args: Value) -> Result<Value, String> {
+    async fn send<R: AdminRequest>(&mut self, conn: &Conn, req: R) -> Result<R::Answer, String> {
         let c = self.client(conn)?;
-        c.call(kind, args).await.map_err(|e| e.to_string())
+        c.send(&req).await.map_err(|e| e.to_string())
     }
 
     async fn close(self) {
@@ -73,13 +74,12 @@ pub(super) async fn operate(cmd: Cmd) -> std::process::ExitCode {
 async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
     match cmd {
         Cmd::Pt(PtCmd::Create { conn, spec }) => {
-            let v = session.call(&conn, kind::PT_CREATE, spec.to_json()).await?;
+            let a = session.send(&conn, PtCreate(spec.to_args())).await?;
             let text = format!(
                 "PT id:    {}\nPT token: {}\n(the token is shown once; put it in the device's firmware image)",
-                v["pt"]["id"].as_str().unwrap_or(""),
-                v["token"].as_str().unwrap_or("")
+                a.pt.id, a.token
             );
-            print_done(&conn, &v, text);
+            print_done(&conn, &a, text);
         }
         Cmd::Pt(PtCmd::Batch {
             conn,
@@ -97,28 +97,27 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                 .open(&out)
                 .map_err(|x| format!("{}: {x}", out.display()))?;
             let mut werr = None;
-            let mut args = spec.to_json();
-            args["count"] = json!(count);
+            let req = PtBatch(PtArgs {
+                count: Some(count),
+                ..spec.to_args()
+            });
             let r = c
-                .create_pt_batch(args, |chunk| {
+                .create_pt_batch(&req, |chunk| {
                     if werr.is_none() {
                         werr = f.write_all(chunk).err();
                     }
                 })
                 .await;
             match (r, werr) {
-                (Ok(v), None) => {
+                (Ok(b), None) => {
                     f.sync_all().map_err(|x| x.to_string())?;
-                    if conn.json {
-                        println!("{v}");
-                    } else {
-                        println!(
-                            "created {} PTs in batch {}; tokens in {}",
-                            v["count"],
-                            v["batch_id"].as_str().unwrap_or(""),
-                            out.display()
-                        );
-                    }
+                    let text = format!(
+                        "created {} PTs in batch {}; tokens in {}",
+                        b.count,
+                        b.batch_id,
+                        out.display()
+                    );
+                    print_done(&conn, &b, text);
                 }
                 (r, w) => {
                     drop(f);
@@ -132,54 +131,42 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             }
         }
         Cmd::Pt(PtCmd::List { conn, all, limit }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::PT_LIST,
-                    json!({ "limit": limit, "include_revoked": all }),
-                )
-                .await?;
-            print_list(&conn, &v["pts"], output::PT_LIST);
+            let req = PtList {
+                limit,
+                include_revoked: all,
+                before: None,
+            };
+            let page = session.send(&conn, req).await?;
+            print_list(&conn, &page.pts, output::PT_LIST);
         }
         Cmd::Pt(PtCmd::Show { conn, id }) => {
-            let v = session
-                .call(&conn, kind::PT_SHOW, json!({ "id": id }))
-                .await?;
-            print_record(&conn, &v, &v["pt"], output::PT_SHOW);
+            let a = session.send(&conn, PtShow { id }).await?;
+            print_record(&conn, &a, &a.pt, output::PT_SHOW);
         }
         Cmd::Pt(PtCmd::Revoke { conn, id, reason }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::PT_REVOKE,
-                    json!({ "id": id, "reason": reason }),
-                )
-                .await?;
-            print_done(
-                &conn,
-                &v,
-                format!(
-                    "revoked {id}; registrations revoked with it: {}",
-                    v["registrations_revoked"]
-                ),
+            let req = PtRevoke {
+                id: id.clone(),
+                reason: Some(reason),
+            };
+            let a = session.send(&conn, req).await?;
+            let text = format!(
+                "revoked {id}; registrations revoked with it: {}",
+                a.registrations_revoked
             );
+            print_done(&conn, &a, text);
         }
         Cmd::Op(OpCmd::List { conn, state, limit }) => {
-            let st = if state == "all" {
-                Value::Null
-            } else {
-                json!(state)
+            let req = OpList {
+                limit,
+                state: (state != "all").then_some(state),
+                ..OpList::default()
             };
-            let v = session
-                .call(&conn, kind::OP_LIST, json!({ "state": st, "limit": limit }))
-                .await?;
-            print_list(&conn, &v["operations"], output::OP_LIST);
+            let page = session.send(&conn, req).await?;
+            print_list(&conn, &page.operations, output::OP_LIST);
         }
         Cmd::Op(OpCmd::Show { conn, id }) => {
-            let v = session
-                .call(&conn, kind::OP_SHOW, json!({ "id": id }))
-                .await?;
-            print_record(&conn, &v, &v["operation"], output::OP_SHOW);
+            let a = session.send(&conn, OpShow { id }).await?;
+            print_record(&conn, &a, &a.operation, output::OP_SHOW);
         }
         Cmd::Op(OpCmd::Approve {
             conn,
@@ -188,64 +175,63 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             device_id,
             reassign,
         }) => {
-            let mut args = json!({ "id": id, "code": code, "device_id": device_id });
-            if reassign {
-                args["reassign"] = json!(true);
-            }
-            let v = session.call(&conn, kind::OP_APPROVE, args).await?;
+            let req = OpApprove {
+                id,
+                code,
+                device_id,
+                rt_lifetime_secs: None,
+                reassign,
+            };
+            let a = session.send(&conn, req).await?;
             let text = format!(
                 "approved: device {} registration {}",
-                v["registration"]["device_id"].as_str().unwrap_or(""),
-                v["registration"]["id"]
+                a.registration.device_id, a.registration.id
             );
-            print_done(&conn, &v, text);
+            print_done(&conn, &a, text);
         }
         Cmd::Op(OpCmd::Reject { conn, id, reason }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::OP_REJECT,
-                    json!({ "id": id, "reason": reason }),
-                )
-                .await?;
-            print_done(&conn, &v, format!("rejected {id}"));
+            let req = OpReject {
+                id: id.clone(),
+                reason: Some(reason),
+            };
+            let a = session.send(&conn, req).await?;
+            print_done(&conn, &a, format!("rejected {id}"));
         }
         Cmd::Device(DeviceCmd::List {
             conn,
             active,
             limit,
         }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::DEVICE_LIST,
-                    json!({ "active_only": active, "limit": limit }),
-                )
-                .await?;
-            print_list(&conn, &v["registrations"], output::REGISTRATIONS);
+            let req = DeviceList {
+                limit,
+                active_only: active,
+                ..DeviceList::default()
+            };
+            let page = session.send(&conn, req).await?;
+            print_list(&conn, &page.registrations, output::REGISTRATIONS);
         }
         Cmd::Device(DeviceCmd::Show { conn, device_id }) => {
-            let v = session
-                .call(&conn, kind::DEVICE_SHOW, json!({ "device_id": device_id }))
-                .await?;
+            let req = DeviceShow {
+                device_id: Some(device_id.clone()),
+            };
+            let a = session.send(&conn, req).await?;
             if conn.json {
-                println!("{v}");
+                print_json(&a);
             } else {
-                match &v["blocked"] {
-                    Value::Null => println!("device {device_id}: not blocked"),
-                    b => print!(
+                match &a.blocked {
+                    None => println!("device {device_id}: not blocked"),
+                    Some(b) => print!(
                         "device {device_id}: BLOCKED\n{}",
                         output::record(b, output::BLOCK)
                     ),
                 }
-                let regs = v["registrations"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                if regs.is_empty() {
+                if a.registrations.is_empty() {
                     println!("no registrations");
                 } else {
-                    print!("{}", output::table(regs, output::REGISTRATION_DETAIL));
+                    print!(
+                        "{}",
+                        output::table(&a.registrations, output::REGISTRATION_DETAIL)
+                    );
                 }
             }
         }
@@ -255,99 +241,78 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             registration,
             reason,
         }) => {
-            let v = session.call(&conn, kind::DEVICE_REVOKE, json!({ "device_id": device_id, "registration_id": registration, "reason": reason })).await?;
-            print_done(
-                &conn,
-                &v,
-                format!("registrations revoked: {}", v["registrations_revoked"]),
-            );
+            let req = DeviceRevoke {
+                device_id,
+                registration_id: registration,
+                reason: Some(reason),
+            };
+            let a = session.send(&conn, req).await?;
+            let text = format!("registrations revoked: {}", a.registrations_revoked);
+            print_done(&conn, &a, text);
         }
         Cmd::Device(DeviceCmd::Block {
             conn,
             device_id,
             reason,
         }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::DEVICE_BLOCK,
-                    json!({ "device_id": device_id, "reason": reason }),
-                )
-                .await?;
-            print_done(
-                &conn,
-                &v,
-                format!(
-                    "blocked {device_id}; registrations revoked: {}",
-                    v["registrations_revoked"]
-                ),
+            let req = DeviceBlock {
+                device_id: Some(device_id.clone()),
+                reason: Some(reason),
+            };
+            let a = session.send(&conn, req).await?;
+            let text = format!(
+                "blocked {device_id}; registrations revoked: {}",
+                a.registrations_revoked
             );
+            print_done(&conn, &a, text);
         }
         Cmd::Device(DeviceCmd::Unblock { conn, device_id }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::DEVICE_UNBLOCK,
-                    json!({ "device_id": device_id }),
-                )
-                .await?;
-            let text = if v["was_blocked"] == Value::Bool(true) {
+            let req = DeviceUnblock {
+                device_id: Some(device_id.clone()),
+            };
+            let a = session.send(&conn, req).await?;
+            let text = if a.was_blocked {
                 format!("unblocked {device_id}")
             } else {
                 format!("{device_id} was not blocked")
             };
-            print_done(&conn, &v, text);
+            print_done(&conn, &a, text);
         }
         Cmd::Keys(KeysCmd::Rotate { conn }) => {
-            let v = session.call(&conn, kind::KEYS_ROTATE, json!({})).await?;
-            print_done(
-                &conn,
-                &v,
-                format!("current key epoch is now {}", v["epoch"]),
-            );
+            let a = session.send(&conn, KeysRotate {}).await?;
+            let text = format!("current key epoch is now {}", a.epoch);
+            print_done(&conn, &a, text);
         }
         Cmd::Keys(KeysCmd::List { conn }) => {
-            let v = session.call(&conn, kind::KEYS_LIST, json!({})).await?;
-            print_list(&conn, &v["epochs"], output::KEY_EPOCHS);
+            let a = session.send(&conn, KeysList {}).await?;
+            print_list(&conn, &a.epochs, output::KEY_EPOCHS);
         }
         Cmd::Keys(KeysCmd::Retire { conn, epoch }) => {
-            let v = session
-                .call(&conn, kind::KEYS_RETIRE, json!({ "epoch": epoch }))
-                .await?;
-            print_done(
-                &conn,
-                &v,
-                format!("retired key epoch {epoch}; its RTs no longer validate"),
-            );
+            let a = session.send(&conn, KeysRetire { epoch }).await?;
+            let text = format!("retired key epoch {epoch}; its RTs no longer validate");
+            print_done(&conn, &a, text);
         }
         Cmd::Token(TokenCmd::Create { conn, name, role }) => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::TOKEN_CREATE,
-                    json!({ "name": name, "role": role }),
-                )
-                .await?;
-            let text = format!(
-                "admin token for {name} ({role}), shown once: {}",
-                v["token"].as_str().unwrap_or("")
-            );
-            print_done(&conn, &v, text);
+            let req = TokenCreate {
+                name: name.clone(),
+                role: role.clone(),
+            };
+            let a = session.send(&conn, req).await?;
+            let text = format!("admin token for {name} ({role}), shown once: {}", a.token);
+            print_done(&conn, &a, text);
         }
         Cmd::Token(TokenCmd::List { conn }) => {
-            let v = session.call(&conn, kind::TOKEN_LIST, json!({})).await?;
-            print_list(&conn, &v["admin_tokens"], output::ADMIN_TOKENS);
+            let a = session.send(&conn, TokenList {}).await?;
+            print_list(&conn, &a.admin_tokens, output::ADMIN_TOKENS);
         }
         Cmd::Token(TokenCmd::Revoke { conn, id }) => {
-            let v = session
-                .call(&conn, kind::TOKEN_REVOKE, json!({ "id": id }))
-                .await?;
-            let text = if v["revoked"] == Value::Bool(true) {
+            let a = session.send(&conn, TokenRevoke { id: id.clone() }).await?;
+            let text = if a.revoked {
                 format!("revoked admin token {id}")
             } else {
                 format!("admin token {id} was already revoked")
             };
-            print_done(&conn, &v, text);
+            print_done(&conn, &a, text);
         }
         Cmd::Audit {
             conn,
@@ -358,32 +323,30 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         } => {
             // Without --after: the end of the log.
             let start = after.unwrap_or(0);
-            let first = json!({ "after": start, "limit": limit, "newest": after.is_none() });
-            let v = session.call(&conn, kind::AUDIT, first).await?;
+            let first = Audit {
+                after: start,
+                limit,
+                newest: after.is_none(),
+            };
+            let page = session.send(&conn, first).await?;
             if follow {
                 let c = session.client(&conn)?;
                 let interval = Duration::from_millis(interval_ms);
-                follow_audit(c, conn.json, start, v, interval).await?;
+                follow_audit(c, conn.json, start, page, interval).await?;
             } else {
-                print_list(&conn, &v["events"], output::AUDIT);
+                print_list(&conn, &page.events, output::AUDIT);
             }
         }
         Cmd::Leaks { conn, after, limit } => {
-            let v = session
-                .call(
-                    &conn,
-                    kind::LEAKS,
-                    json!({ "after": after, "limit": limit }),
-                )
-                .await?;
-            print_list(&conn, &v["signals"], output::LEAKS);
+            let page = session.send(&conn, Leaks { after, limit }).await?;
+            print_list(&conn, &page.signals, output::LEAKS);
         }
         Cmd::Status { conn } => {
-            let v = session.call(&conn, kind::STATUS, json!({})).await?;
+            let a = session.send(&conn, Status {}).await?;
             if conn.json {
-                println!("{v}");
+                print_json(&a);
             } else {
-                print!("{}", output::flattened(&v));
+                print!("{}", output::status(&a));
             }
         }
         Cmd::Serve(_)
@@ -401,7 +364,7 @@ async fn follow_audit(
     c: &AdminClient,
     json: bool,
     mut after: u64,
-    first: Value,
+    first: AuditPage,
     interval: Duration,
 ) -> Result<(), String> {
     use std::io::Write;
@@ -412,16 +375,15 @@ async fn follow_audit(
     let mut headings = !json;
     let mut layout = output::Layout::default();
     loop {
-        let events = answer["events"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        if let Some(seq) = events.last().and_then(|ev| ev["seq"].as_u64()) {
-            after = after.max(seq);
+        let events = &answer.events;
+        if let Some(ev) = events.last() {
+            after = after.max(ev.seq);
         }
         let mut out = std::io::stdout().lock();
         let written = if json {
-            events.iter().try_for_each(|ev| writeln!(out, "{ev}"))
+            events.iter().try_for_each(|ev| {
+                writeln!(out, "{}", serde_json::to_string(ev).unwrap_or_default())
+            })
         } else if headings || !events.is_empty() {
             let text = layout.render(events, output::AUDIT, headings);
             headings = false;
@@ -440,38 +402,45 @@ async fn follow_audit(
                 _ = tokio::time::sleep(interval) => {}
             }
         }
-        let next = json!({ "after": after, "limit": PAGE });
+        let next = Audit {
+            after,
+            limit: PAGE,
+            newest: false,
+        };
         answer = tokio::select! {
             _ = &mut stop => return Ok(()),
-            r = c.call(kind::AUDIT, next) => r.map_err(|x| x.to_string())?,
+            r = c.send(&next) => r.map_err(|x| x.to_string())?,
         };
     }
 }
 
-fn print_list(conn: &Conn, rows: &Value, cols: &[Col]) {
+/// A value as one line of JSON, as the admin endpoint sent it.
+fn print_json<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// A list: its records as a JSON array with `--json`, else a table.
+fn print_list<T: Serialize>(conn: &Conn, rows: &[T], cols: &[Col<T>]) {
     if conn.json {
-        println!("{rows}");
+        print_json(&rows);
     } else {
-        print!(
-            "{}",
-            output::table(rows.as_array().map(Vec::as_slice).unwrap_or(&[]), cols)
-        );
+        print!("{}", output::table(rows, cols));
     }
 }
 
 /// A single record: the whole answer with `--json`, else the record's fields.
-fn print_record(conn: &Conn, answer: &Value, rec: &Value, cols: &[Col]) {
+fn print_record<A: Serialize, T>(conn: &Conn, answer: &A, rec: &T, cols: &[Col<T>]) {
     if conn.json {
-        println!("{answer}");
+        print_json(answer);
     } else {
         print!("{}", output::record(rec, cols));
     }
 }
 
 /// The outcome of a change: the answer with `--json`, else one sentence.
-fn print_done(conn: &Conn, answer: &Value, text: String) {
+fn print_done<A: Serialize>(conn: &Conn, answer: &A, text: String) {
     if conn.json {
-        println!("{answer}");
+        print_json(answer);
     } else {
         println!("{text}");
     }

@@ -2,153 +2,300 @@
 //! tables, single records as aligned `field  value` lines, times as UTC dates. `--json` bypasses
 //! all of this and prints the answer as it came.
 //!
-//! The answers' records carry engine timestamps (Unix milliseconds) and, for a registration's
-//! RT times `issued_at` / `expires_at`, Unix seconds (docs/protocol.md); each column says which.
+//! Every column reads a field of the answer's record type, so a field the protocol renames is a
+//! compile error here. Records carry engine timestamps (Unix milliseconds) and, for a
+//! registration's RT times `issued_at` / `expires_at`, Unix seconds (docs/protocol.md).
 
-use serde_json::Value;
+use tessera_proto::admin::records::{
+    AdminTokenRecord, ApprovalPolicy, AttributeCondition, AuditEvent, BlockRecord, KeyEpochInfo,
+    LeakSignal, OperationRecord, PtKind, PtRecord, RegistrationRecord,
+};
+use tessera_proto::admin::StatusAnswer;
+use tessera_proto::Timestamp;
 
-/// How one value is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Show {
-    /// As it is (strings without quotes, `null` as `-`).
-    Plain,
-    /// Unix milliseconds as a UTC date; `null` as `-`.
-    Millis,
-    /// Unix seconds as a UTC date; `null` as `-`.
-    Secs,
-    /// A number of seconds as a duration (`30d`, `12h`, `90s`).
-    Duration,
+/// A column of a table, or a line of a record view: a heading and the value's text.
+pub(crate) struct Col<T>(pub &'static str, pub fn(&T) -> String);
+
+/// A time in Unix milliseconds as a UTC date, `-` when absent.
+fn millis(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "-".into(), |t| utc(t.unix_secs() as i64))
 }
 
-/// A column of a table, or a line of a record view: a heading, where the value is in the record
-/// (a dotted path) and how to show it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Col(pub &'static str, pub &'static str, pub Show);
+/// Unix seconds as a UTC date.
+fn secs(s: u64) -> String {
+    utc(s as i64)
+}
 
-pub(crate) const PT_LIST: &[Col] = &[
-    Col("ID", "id", Show::Plain),
-    Col("LABEL", "label", Show::Plain),
-    Col("KIND", "kind.kind", Show::Plain),
-    Col("POLICY", "approval.policy", Show::Plain),
-    Col("REGISTRATIONS", "registrations_created", Show::Plain),
-    Col("CREATED", "created_at", Show::Millis),
-    Col("REVOKED", "revoked_at", Show::Millis),
+/// Text, `-` when absent.
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// The name a value of a protocol enum has on the wire (`single_device`, `manual_with_code`).
+fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "-".into(),
+    }
+}
+
+fn kind(k: &PtKind) -> String {
+    match k {
+        PtKind::SingleDevice => "single_device".into(),
+        PtKind::Fleet { .. } => "fleet".into(),
+    }
+}
+
+fn policy(p: &ApprovalPolicy) -> String {
+    match p {
+        ApprovalPolicy::Manual => "manual",
+        ApprovalPolicy::ManualWithCode => "manual_with_code",
+        ApprovalPolicy::Automatic => "automatic",
+        ApprovalPolicy::AttributeRule(_) => "attribute_rule",
+    }
+    .into()
+}
+
+/// An attribute rule in its text form (`model=TX-7;serial^=SN26`), `-` for other policies.
+fn rule(p: &ApprovalPolicy) -> String {
+    match p {
+        ApprovalPolicy::AttributeRule(r) => r
+            .conditions
+            .iter()
+            .map(|c| match c {
+                AttributeCondition::Equals { key, value } => format!("{key}={value}"),
+                AttributeCondition::Prefix { key, prefix } => format!("{key}^={prefix}"),
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+        _ => "-".into(),
+    }
+}
+
+fn yes(b: bool) -> String {
+    b.to_string()
+}
+
+pub(crate) const PT_LIST: &[Col<PtRecord>] = &[
+    Col("ID", |p| p.id.to_string()),
+    Col("LABEL", |p| p.label.clone()),
+    Col("KIND", |p| kind(&p.kind)),
+    Col("POLICY", |p| policy(&p.approval)),
+    Col("REGISTRATIONS", |p| p.registrations_created.to_string()),
+    Col("CREATED", |p| millis(Some(p.created_at))),
+    Col("REVOKED", |p| millis(p.revoked_at)),
 ];
 
-pub(crate) const PT_SHOW: &[Col] = &[
-    Col("id", "id", Show::Plain),
-    Col("label", "label", Show::Plain),
-    Col("kind", "kind.kind", Show::Plain),
-    Col("max registrations", "kind.max_registrations", Show::Plain),
-    Col("registrations", "registrations_created", Show::Plain),
-    Col("approval", "approval.policy", Show::Plain),
-    Col("rule", "approval.rule", Show::Plain),
-    Col("device ids from", "device_id_policy", Show::Plain),
-    Col("RT lifetime", "rt_lifetime_secs", Show::Duration),
-    Col("batch", "batch", Show::Plain),
-    Col("created", "created_at", Show::Millis),
-    Col("expires", "expires_at", Show::Millis),
-    Col("revoked", "revoked_at", Show::Millis),
+pub(crate) const PT_SHOW: &[Col<PtRecord>] = &[
+    Col("id", |p| p.id.to_string()),
+    Col("label", |p| p.label.clone()),
+    Col("kind", |p| kind(&p.kind)),
+    Col("max registrations", |p| match p.kind {
+        PtKind::Fleet { max_registrations } => max_registrations.to_string(),
+        PtKind::SingleDevice => "-".into(),
+    }),
+    Col("registrations", |p| p.registrations_created.to_string()),
+    Col("approval", |p| policy(&p.approval)),
+    Col("rule", |p| rule(&p.approval)),
+    Col("device ids from", |p| wire_name(&p.device_id_policy)),
+    Col("RT lifetime", |p| duration(p.rt_lifetime_secs)),
+    Col("batch", |p| opt(p.batch.as_deref())),
+    Col("created", |p| millis(Some(p.created_at))),
+    Col("expires", |p| millis(p.expires_at)),
+    Col("revoked", |p| millis(p.revoked_at)),
 ];
 
-pub(crate) const OP_LIST: &[Col] = &[
-    Col("ID", "id", Show::Plain),
-    Col("STATE", "state", Show::Plain),
-    Col("PT", "pt_id", Show::Plain),
-    Col("DEVICE", "requested_device_id", Show::Plain),
-    Col("NEEDS CODE", "uses_code", Show::Plain),
-    Col("CONFLICT", "conflict", Show::Plain),
-    Col("SOURCE", "source", Show::Plain),
-    Col("EXPIRES", "expires_at", Show::Millis),
+pub(crate) const OP_LIST: &[Col<OperationRecord>] = &[
+    Col("ID", |o| o.id.to_string()),
+    Col("STATE", |o| o.state.to_string()),
+    Col("PT", |o| o.pt_id.to_string()),
+    Col("DEVICE", |o| opt(o.requested_device_id.as_ref())),
+    Col("NEEDS CODE", |o| yes(o.uses_code)),
+    Col("CONFLICT", |o| yes(o.conflict)),
+    Col("SOURCE", |o| opt(o.source.as_deref())),
+    Col("EXPIRES", |o| millis(Some(o.expires_at))),
 ];
 
-pub(crate) const OP_SHOW: &[Col] = &[
-    Col("id", "id", Show::Plain),
-    Col("state", "state", Show::Plain),
-    Col("PT", "pt_id", Show::Plain),
-    Col("requested device id", "requested_device_id", Show::Plain),
-    Col("device id", "device_id", Show::Plain),
-    Col("attributes", "attributes", Show::Plain),
-    Col("needs code", "uses_code", Show::Plain),
-    Col("wrong codes", "code_failures", Show::Plain),
-    Col("conflict", "conflict", Show::Plain),
-    Col("replaces", "replaces", Show::Plain),
-    Col("source", "source", Show::Plain),
-    Col("created", "created_at", Show::Millis),
-    Col("expires", "expires_at", Show::Millis),
-    Col("decided", "decided_at", Show::Millis),
-    Col("decided by", "decided_by", Show::Plain),
-    Col("reason", "reason", Show::Plain),
-    Col("registration", "registration_id", Show::Plain),
-    Col("key epoch", "key_epoch", Show::Plain),
+pub(crate) const OP_SHOW: &[Col<OperationRecord>] = &[
+    Col("id", |o| o.id.to_string()),
+    Col("state", |o| o.state.to_string()),
+    Col("PT", |o| o.pt_id.to_string()),
+    Col("requested device id", |o| {
+        opt(o.requested_device_id.as_ref())
+    }),
+    Col("device id", |o| opt(o.device_id.as_ref())),
+    Col("attributes", |o| {
+        let pairs: Vec<String> = o
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if pairs.is_empty() {
+            "-".into()
+        } else {
+            pairs.join(", ")
+        }
+    }),
+    Col("needs code", |o| yes(o.uses_code)),
+    Col("wrong codes", |o| o.code_failures.to_string()),
+    Col("conflict", |o| yes(o.conflict)),
+    Col("replaces", |o| {
+        let r: Vec<String> = o
+            .replaces
+            .iter()
+            .map(|r| format!("pt_id={}, registration_id={}", r.pt_id, r.registration_id))
+            .collect();
+        if r.is_empty() {
+            "-".into()
+        } else {
+            r.join("; ")
+        }
+    }),
+    Col("source", |o| opt(o.source.as_deref())),
+    Col("created", |o| millis(Some(o.created_at))),
+    Col("expires", |o| millis(Some(o.expires_at))),
+    Col("decided", |o| millis(o.decided_at)),
+    Col("decided by", |o| opt(o.decided_by.as_deref())),
+    Col("reason", |o| opt(o.reason.as_deref())),
+    Col("registration", |o| opt(o.registration_id)),
+    Col("key epoch", |o| o.key_epoch.to_string()),
 ];
 
-pub(crate) const REGISTRATIONS: &[Col] = &[
-    Col("REGISTRATION", "id", Show::Plain),
-    Col("DEVICE", "device_id", Show::Plain),
-    Col("STATUS", "status", Show::Plain),
-    Col("GENERATION", "generation", Show::Plain),
-    Col("EXPIRES", "expires_at", Show::Secs),
-    Col("PT", "pt_id", Show::Plain),
+pub(crate) const REGISTRATIONS: &[Col<RegistrationRecord>] = &[
+    Col("REGISTRATION", |r| r.id.to_string()),
+    Col("DEVICE", |r| r.device_id.to_string()),
+    Col("STATUS", |r| wire_name(&r.status)),
+    Col("GENERATION", |r| r.generation.to_string()),
+    Col("EXPIRES", |r| secs(r.expires_at)),
+    Col("PT", |r| r.pt_id.to_string()),
 ];
 
 /// `device show`: the list's columns and what a list leaves out.
-pub(crate) const REGISTRATION_DETAIL: &[Col] = &[
-    Col("REGISTRATION", "id", Show::Plain),
-    Col("STATUS", "status", Show::Plain),
-    Col("GENERATION", "generation", Show::Plain),
-    Col("KEY EPOCH", "key_epoch", Show::Plain),
-    Col("ISSUED", "issued_at", Show::Secs),
-    Col("EXPIRES", "expires_at", Show::Secs),
-    Col("LIFETIME", "lifetime_secs", Show::Duration),
-    Col("PT", "pt_id", Show::Plain),
-    Col("OPERATION", "operation_id", Show::Plain),
-    Col("CREATED", "created_at", Show::Millis),
-    Col("REVOKED", "revoked_at", Show::Millis),
-    Col("REASON", "revoke_reason", Show::Plain),
+pub(crate) const REGISTRATION_DETAIL: &[Col<RegistrationRecord>] = &[
+    Col("REGISTRATION", |r| r.id.to_string()),
+    Col("STATUS", |r| wire_name(&r.status)),
+    Col("GENERATION", |r| r.generation.to_string()),
+    Col("KEY EPOCH", |r| r.key_epoch.to_string()),
+    Col("ISSUED", |r| secs(r.issued_at)),
+    Col("EXPIRES", |r| secs(r.expires_at)),
+    Col("LIFETIME", |r| duration(r.lifetime_secs)),
+    Col("PT", |r| r.pt_id.to_string()),
+    Col("OPERATION", |r| r.operation_id.to_string()),
+    Col("CREATED", |r| millis(Some(r.created_at))),
+    Col("REVOKED", |r| millis(r.revoked_at)),
+    Col("REASON", |r| opt(r.revoke_reason.as_deref())),
 ];
 
-pub(crate) const BLOCK: &[Col] = &[
-    Col("blocked since", "at", Show::Millis),
-    Col("blocked by", "by", Show::Plain),
-    Col("reason", "reason", Show::Plain),
+pub(crate) const BLOCK: &[Col<BlockRecord>] = &[
+    Col("blocked since", |b| millis(Some(b.at))),
+    Col("blocked by", |b| b.by.clone()),
+    Col("reason", |b| b.reason.clone()),
 ];
 
-pub(crate) const KEY_EPOCHS: &[Col] = &[
-    Col("EPOCH", "epoch", Show::Plain),
-    Col("CURRENT", "current", Show::Plain),
-    Col("RT KEY LOADED", "rt_key_loaded", Show::Plain),
-    Col("CREATED", "created_at", Show::Millis),
-    Col("KEEP UNTIL", "rt_keep_until", Show::Millis),
-    Col("RETIRED", "retired_at", Show::Millis),
+pub(crate) const KEY_EPOCHS: &[Col<KeyEpochInfo>] = &[
+    Col("EPOCH", |k| k.record.epoch.to_string()),
+    Col("CURRENT", |k| yes(k.current)),
+    Col("RT KEY LOADED", |k| yes(k.rt_key_loaded)),
+    Col("CREATED", |k| millis(Some(k.record.created_at))),
+    Col("KEEP UNTIL", |k| millis(k.record.rt_keep_until)),
+    Col("RETIRED", |k| millis(k.record.retired_at)),
 ];
 
-pub(crate) const ADMIN_TOKENS: &[Col] = &[
-    Col("ID", "id", Show::Plain),
-    Col("NAME", "name", Show::Plain),
-    Col("ROLE", "role", Show::Plain),
-    Col("CREATED", "created_at", Show::Millis),
-    Col("REVOKED", "revoked_at", Show::Millis),
+pub(crate) const ADMIN_TOKENS: &[Col<AdminTokenRecord>] = &[
+    Col("ID", |t| t.id.to_string()),
+    Col("NAME", |t| t.name.clone()),
+    Col("ROLE", |t| t.role.as_str().into()),
+    Col("CREATED", |t| millis(Some(t.created_at))),
+    Col("REVOKED", |t| millis(t.revoked_at)),
 ];
 
-pub(crate) const AUDIT: &[Col] = &[
-    Col("SEQ", "seq", Show::Plain),
-    Col("AT", "at", Show::Millis),
-    Col("ACTOR", "actor", Show::Plain),
-    Col("ACTION", "action", Show::Plain),
-    Col("SUBJECT", "subject", Show::Plain),
-    Col("SOURCE", "source", Show::Plain),
+pub(crate) const AUDIT: &[Col<AuditEvent>] = &[
+    Col("SEQ", |e| e.seq.to_string()),
+    Col("AT", |e| millis(Some(e.at))),
+    Col("ACTOR", |e| e.actor.clone()),
+    Col("ACTION", |e| e.action.clone()),
+    Col("SUBJECT", |e| e.subject.clone()),
+    Col("SOURCE", |e| opt(e.source.as_deref())),
 ];
 
-pub(crate) const LEAKS: &[Col] = &[
-    Col("ID", "id", Show::Plain),
-    Col("AT", "at", Show::Millis),
-    Col("KIND", "kind", Show::Plain),
-    Col("PT", "pt_id", Show::Plain),
-    Col("REGISTRATION", "registration_id", Show::Plain),
-    Col("ACTION", "action", Show::Plain),
-    Col("DETAIL", "detail", Show::Plain),
+pub(crate) const LEAKS: &[Col<LeakSignal>] = &[
+    Col("ID", |l| l.id.to_string()),
+    Col("AT", |l| millis(Some(l.at))),
+    Col("KIND", |l| l.kind.as_str().into()),
+    Col("PT", |l| opt(l.pt_id.as_deref())),
+    Col("REGISTRATION", |l| opt(l.registration_id)),
+    Col("ACTION", |l| l.action.clone()),
+    Col("DETAIL", |l| l.detail.clone()),
 ];
+
+/// `status`: each counter on a line of its own.
+pub(crate) fn status(s: &StatusAnswer) -> String {
+    let e = &s.engine;
+    let mut pairs: Vec<(String, String)> = vec![
+        ("engine.live_families".into(), e.live_families.to_string()),
+        (
+            "engine.family_table_bytes".into(),
+            e.family_table_bytes.to_string(),
+        ),
+        (
+            "engine.current_key_epoch".into(),
+            e.current_key_epoch.to_string(),
+        ),
+        ("engine.counts.pts".into(), e.counts.pts.to_string()),
+        (
+            "engine.counts.pending_operations".into(),
+            e.counts.pending_operations.to_string(),
+        ),
+        (
+            "engine.counts.active_registrations".into(),
+            e.counts.active_registrations.to_string(),
+        ),
+        (
+            "engine.counts.audit_events".into(),
+            e.counts.audit_events.to_string(),
+        ),
+        (
+            "engine.counts.leak_signals".into(),
+            e.counts.leak_signals.to_string(),
+        ),
+        (
+            "engine.commits.batches".into(),
+            e.commits.batches.to_string(),
+        ),
+        ("engine.commits.jobs".into(), e.commits.jobs.to_string()),
+        (
+            "engine.commits.failed_commits".into(),
+            e.commits.failed_commits.to_string(),
+        ),
+        ("engine.failed_resumes".into(), e.failed_resumes.to_string()),
+        (
+            "engine.suppressed_signals".into(),
+            e.suppressed_signals.to_string(),
+        ),
+    ];
+    match &e.feed {
+        None => pairs.push(("engine.feed".into(), "-".into())),
+        Some(f) => pairs.extend([
+            ("engine.feed.position".into(), f.position.to_string()),
+            ("engine.feed.head".into(), f.head.to_string()),
+            ("engine.feed.lag".into(), f.lag.to_string()),
+            (
+                "engine.feed.since_caught_up_ms".into(),
+                opt(f.since_caught_up_ms),
+            ),
+            ("engine.feed.current".into(), yes(f.current)),
+        ]),
+    }
+    pairs.extend([
+        ("open_connections".into(), s.open_connections.to_string()),
+        ("long_polls".into(), s.long_polls.to_string()),
+        ("revocation_polls".into(), s.revocation_polls.to_string()),
+        ("retries_sent".into(), s.retries_sent.to_string()),
+        ("tls_resumed".into(), s.tls_resumed.to_string()),
+        ("server_time_ms".into(), s.server_time_ms.to_string()),
+    ]);
+    pairs_text(&pairs)
+}
 
 /// A UTC date to the second, `2026-12-03 15:53:31Z`.
 pub(crate) fn utc(unix_secs: i64) -> String {
@@ -178,53 +325,8 @@ pub(crate) fn duration(secs: u64) -> String {
     }
 }
 
-/// The value at `path` (dot-separated keys; empty for the record itself), `Null` when absent.
-fn at<'a>(record: &'a Value, path: &str) -> &'a Value {
-    if path.is_empty() {
-        return record;
-    }
-    path.split('.').fold(record, |v, key| &v[key])
-}
-
-/// One value as text.
-pub(crate) fn cell(record: &Value, col: &Col) -> String {
-    let v = at(record, col.1);
-    match (v, col.2) {
-        (Value::Null, _) => "-".into(),
-        (Value::Number(n), Show::Millis) => match n.as_i64() {
-            Some(ms) => utc(ms.div_euclid(1000)),
-            None => n.to_string(),
-        },
-        (Value::Number(n), Show::Secs) => match n.as_i64() {
-            Some(s) => utc(s),
-            None => n.to_string(),
-        },
-        (Value::Number(n), Show::Duration) => match n.as_u64() {
-            Some(s) => duration(s),
-            None => n.to_string(),
-        },
-        (Value::Array(items), _) if items.is_empty() => "-".into(),
-        (Value::Array(items), _) => items
-            .iter()
-            .map(|item| cell(item, &Col("", "", Show::Plain)))
-            .collect::<Vec<_>>()
-            .join("; "),
-        (Value::Object(map), _) if map.is_empty() => "-".into(),
-        (Value::Object(map), _) => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        (Value::String(s), _) => s.clone(),
-        (other, _) => other.to_string(),
-    }
-}
-
 /// Rows under headings, columns padded to their widest cell.
-pub(crate) fn table(rows: &[Value], cols: &[Col]) -> String {
+pub(crate) fn table<T>(rows: &[T], cols: &[Col<T>]) -> String {
     Layout::default().render(rows, cols, true)
 }
 
@@ -237,10 +339,10 @@ pub(crate) struct Layout {
 
 impl Layout {
     /// `rows` padded to the widths so far, widened for these rows; `headings` first if asked.
-    pub(crate) fn render(&mut self, rows: &[Value], cols: &[Col], headings: bool) -> String {
+    pub(crate) fn render<T>(&mut self, rows: &[T], cols: &[Col<T>], headings: bool) -> String {
         let data: Vec<Vec<String>> = rows
             .iter()
-            .map(|r| cols.iter().map(|c| cell(r, c)).collect())
+            .map(|r| cols.iter().map(|c| (c.1)(r)).collect())
             .collect();
         self.widths.resize(cols.len(), 0);
         for (i, c) in cols.iter().enumerate() {
@@ -272,36 +374,8 @@ impl Layout {
 }
 
 /// One record as `field  value` lines.
-pub(crate) fn record(rec: &Value, cols: &[Col]) -> String {
-    let pairs: Vec<(String, String)> = cols
-        .iter()
-        .map(|c| (c.0.to_owned(), cell(rec, c)))
-        .collect();
-    pairs_text(&pairs)
-}
-
-/// Every leaf of a JSON object as `dotted.key  value` lines, in the object's order (for
-/// `status`, whose fields grow with the server).
-pub(crate) fn flattened(v: &Value) -> String {
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-        match v {
-            Value::Object(map) if !map.is_empty() => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-            Value::Null => out.push((prefix.to_owned(), "-".into())),
-            other => out.push((prefix.to_owned(), other.to_string())),
-        }
-    }
-    let mut pairs = Vec::new();
-    walk("", v, &mut pairs);
+pub(crate) fn record<T>(rec: &T, cols: &[Col<T>]) -> String {
+    let pairs: Vec<(String, String)> = cols.iter().map(|c| (c.0.to_owned(), (c.1)(rec))).collect();
     pairs_text(&pairs)
 }
 
@@ -320,7 +394,6 @@ fn pairs_text(pairs: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn dates_are_utc_to_the_second() {
@@ -341,68 +414,63 @@ mod tests {
         assert_eq!(duration(0), "0s");
     }
 
-    #[test]
-    fn cells_know_milliseconds_from_seconds() {
-        let r = json!({ "created_at": 1_796_313_243_837u64, "expires_at": 1_798_905_243u64,
-                        "revoked_at": null, "none": [],
-                        "replaces": [{ "pt_id": "pt_x", "registration_id": 3 }, { "pt_id": "pt_y", "registration_id": 4 }], "attrs": { "model": "TX-7", "rev": 2 },
-                        "empty": {}, "label": "line 3", "n": 4, "ok": true });
-        let c = |path, show| cell(&r, &Col("", path, show));
-        assert_eq!(c("created_at", Show::Millis), "2026-12-03 15:54:03Z");
-        assert_eq!(c("expires_at", Show::Secs), "2027-01-02 15:54:03Z");
-        assert_eq!(c("revoked_at", Show::Millis), "-");
-        assert_eq!(c("missing.deeper", Show::Plain), "-");
-        assert_eq!(
-            c("replaces", Show::Plain),
-            "pt_id=pt_x, registration_id=3; pt_id=pt_y, registration_id=4"
-        );
-        assert_eq!(c("none", Show::Plain), "-");
-        assert_eq!(c("attrs", Show::Plain), "model=TX-7, rev=2");
-        assert_eq!(c("empty", Show::Plain), "-");
-        assert_eq!(c("label", Show::Plain), "line 3");
-        assert_eq!(c("n", Show::Plain), "4");
-        assert_eq!(c("ok", Show::Plain), "true");
+    /// A row of the table tests.
+    struct Row {
+        id: u64,
+        device_id: &'static str,
+    }
+
+    const COLS: &[Col<Row>] = &[
+        Col("ID", |r| r.id.to_string()),
+        Col("DEVICE", |r| r.device_id.into()),
+    ];
+
+    fn row(id: u64, device_id: &'static str) -> Row {
+        Row { id, device_id }
     }
 
     #[test]
     fn tables_pad_columns_to_the_widest_cell() {
-        let rows = [
-            json!({ "id": 1, "device_id": "pump-17" }),
-            json!({ "id": 22, "device_id": "v" }),
-        ];
-        let cols = [
-            Col("ID", "id", Show::Plain),
-            Col("DEVICE", "device_id", Show::Plain),
-        ];
-        assert_eq!(table(&rows, &cols), "ID  DEVICE\n1   pump-17\n22  v\n");
-        assert_eq!(table(&[], &cols), "ID  DEVICE\n");
+        let rows = [row(1, "pump-17"), row(22, "v")];
+        assert_eq!(table(&rows, COLS), "ID  DEVICE\n1   pump-17\n22  v\n");
+        assert_eq!(table(&[], COLS), "ID  DEVICE\n");
         // Later batches keep the earlier widths, and widen only for wider cells.
         let mut layout = Layout::default();
         assert_eq!(
-            layout.render(&rows, &cols, true),
+            layout.render(&rows, COLS, true),
             "ID  DEVICE\n1   pump-17\n22  v\n"
         );
-        let next = [json!({ "id": 3, "device_id": "w" })];
-        assert_eq!(layout.render(&next, &cols, false), "3   w\n");
-        let wide = [json!({ "id": 1234, "device_id": "x" })];
-        assert_eq!(layout.render(&wide, &cols, false), "1234  x\n");
+        assert_eq!(layout.render(&[row(3, "w")], COLS, false), "3   w\n");
+        assert_eq!(layout.render(&[row(1234, "x")], COLS, false), "1234  x\n");
     }
 
     #[test]
-    fn records_and_flattened_objects_align_their_values() {
-        let r = json!({ "id": "pt_x", "kind": { "kind": "fleet", "max_registrations": 5 } });
-        let cols = [
-            Col("id", "id", Show::Plain),
-            Col("max registrations", "kind.max_registrations", Show::Plain),
+    fn records_align_their_values() {
+        let cols: &[Col<Row>] = &[
+            Col("id", |r| r.id.to_string()),
+            Col("max registrations", |r| r.device_id.into()),
         ];
         assert_eq!(
-            record(&r, &cols),
-            "id                 pt_x\nmax registrations  5\n"
+            record(&row(7, "5"), cols),
+            "id                 7\nmax registrations  5\n"
         );
-        let status = json!({ "engine": { "counts": { "pts": 1 }, "epoch": 2 }, "long_polls": null, "open": 0 });
+    }
+
+    #[test]
+    fn times_and_absent_values() {
         assert_eq!(
-            flattened(&status),
-            "engine.counts.pts  1\nengine.epoch       2\nlong_polls         -\nopen               0\n"
+            millis(Some(Timestamp::from_unix_millis(1_796_313_243_837))),
+            "2026-12-03 15:54:03Z"
+        );
+        assert_eq!(secs(1_798_905_243), "2027-01-02 15:54:03Z");
+        assert_eq!(millis(None), "-");
+        assert_eq!(opt(None::<u64>), "-");
+        assert_eq!(rule(&ApprovalPolicy::Manual), "-");
+        let r: tessera_proto::admin::records::AttributeRule =
+            "model=TX-7;serial^=SN26".parse().unwrap();
+        assert_eq!(
+            rule(&ApprovalPolicy::AttributeRule(r)),
+            "model=TX-7;serial^=SN26"
         );
     }
 }

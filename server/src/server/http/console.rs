@@ -14,7 +14,6 @@ use super::problem::Problem;
 use super::routes::Peer;
 use super::session::{clear_cookie, same_site, set_cookie};
 use super::HttpState;
-use crate::server::admin;
 use tessera_engine::AdminRole;
 
 const INDEX: &str = include_str!("../../../console/index.html");
@@ -82,7 +81,8 @@ pub(crate) async fn login(State(st): State<Arc<HttpState>>, req: Request) -> Res
     let form = zeroize::Zeroizing::new(form.token);
     let token = zeroize::Zeroizing::new(form.trim().to_owned());
     // OP_LIST is the first thing the console does, and a request every person's role may make.
-    match admin::authorize(&st.shared, token.clone(), kind::OP_LIST, source).await {
+    match crate::server::service::authorize(&st.shared, token.clone(), kind::OP_LIST, source).await
+    {
         Ok(caller) => {
             let role = match caller.role {
                 AdminRole::Admin => "admin",

@@ -1,5 +1,5 @@
-//! The OpenAPI 3.1 document of the HTTPS API, made from the route table and from the argument
-//! types the admin layer parses (their schemas are derived from the Rust types).
+//! The OpenAPI 3.1 document of the HTTPS API, made from the route table: each route's request
+//! and answer types (from `tessera_proto::admin`) give its schemas.
 
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
@@ -12,8 +12,6 @@ use utoipa::openapi::{
 
 use super::problem::Problem;
 use super::routes::{routes, Input, Output, Verb};
-use crate::server::admin::{answers, args::*};
-use tessera_proto::wire::messages::{IntrospectResp, PtArgs};
 use utoipa::ToSchema;
 
 fn method(v: Verb) -> HttpMethod {
@@ -23,26 +21,12 @@ fn method(v: Verb) -> HttpMethod {
     }
 }
 
-/// `c` with the schema of `T` and every schema it refers to.
-fn with<T: ToSchema>(c: ComponentsBuilder) -> ComponentsBuilder {
-    let mut deps = Vec::new();
-    T::schemas(&mut deps);
-    c.schema_from::<T>().schemas_from_iter(deps)
-}
-
-/// `c` with the schemas of every type named, and of every type they refer to.
-macro_rules! with_all {
-    ($c:expr; $($t:ty),* $(,)?) => {{
-        let c = $c;
-        $(let c = with::<$t>(c);)*
-        c
-    }};
-}
-
 /// The document.
 pub(crate) fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
+    let mut schemas = Vec::new();
     for r in routes() {
+        (r.schemas)(&mut schemas);
         let mut op = OperationBuilder::new()
             .operation_id(Some(r.operation_id))
             .summary(Some(r.summary))
@@ -69,7 +53,7 @@ pub(crate) fn document() -> OpenApi {
                         .content(
                             "application/json",
                             ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name(schema)))
+                                .schema(Some(Ref::from_schema_name(schema())))
                                 .build(),
                         )
                         .required(Some(Required::True))
@@ -91,7 +75,7 @@ pub(crate) fn document() -> OpenApi {
                 .content(
                     "application/json",
                     ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(schema)))
+                        .schema(Some(Ref::from_schema_name(schema())))
                         .build(),
                 ),
         };
@@ -146,46 +130,11 @@ pub(crate) fn document() -> OpenApi {
         "bearer",
         SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
     );
-    // Requests, then answers and the records in them.
-    let components = with_all!(
-        components;
-        PtArgs,
-        NoArgs,
-        IdArgs,
-        IdReasonArgs,
-        ApproveArgs,
-        DeviceRevokeArgs,
-        DeviceIdArgs,
-        DeviceBlockArgs,
-        TokenArgs,
-        EpochArgs,
-        RtArgs,
-    );
-    let components = with_all!(
-        components;
-        answers::StatusAnswer,
-        answers::PtCreated<'_>,
-        answers::PtPage,
-        answers::PtShown,
-        answers::Revoked,
-        answers::OperationPage,
-        answers::OperationShown,
-        answers::Approved,
-        answers::Done,
-        answers::RegistrationPage,
-        answers::DeviceShown,
-        answers::Unblocked,
-        answers::AuditPage,
-        answers::LeakPage,
-        answers::RevocationPage,
-        answers::Rotated,
-        answers::Epochs,
-        answers::TokenCreated<'_>,
-        answers::TokenList,
-        answers::TokenRevoked,
-        IntrospectResp,
-        Problem,
-    );
+    // The routes' requests, answers and the records in them, and the errors.
+    Problem::schemas(&mut schemas);
+    let components = components
+        .schema_from::<Problem>()
+        .schemas_from_iter(schemas);
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()

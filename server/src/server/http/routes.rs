@@ -1,8 +1,10 @@
-//! The HTTPS admin API: one table maps each route to an admin request kind and to where its
-//! arguments come from. The router and the OpenAPI document are both made from this table, and
-//! every route goes through the same admin layer as the QUIC endpoint (authorize, then execute),
-//! so the API has the same roles, checks and error codes.
+//! The HTTPS admin API: one table maps each route to an admin request type (and so to its kind
+//! and answer type) and to where its arguments come from. The router and the OpenAPI document
+//! are both made from this table, and every route goes through the same service layer as the
+//! QUIC endpoint (authorize, then execute), so the API has the same roles, checks and error
+//! codes.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,18 +13,28 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use tessera_proto::admin::requests::*;
+use tessera_proto::admin::AdminRequest;
 use tessera_proto::wire::{code, kind, ErrorBody};
 use utoipa::openapi::path::Parameter;
-use utoipa::IntoParams;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
 use super::problem::Problem;
 use super::HttpState;
-use crate::server::admin::{self, args::*};
+use crate::server::service;
 use crate::server::Shared;
 
 /// The largest request body taken, in bytes.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
+
+/// A schema's name.
+pub(crate) type SchemaName = fn() -> Cow<'static, str>;
+
+/// Schemas, each with every schema it refers to, for the OpenAPI document's components.
+pub(crate) type Schemas = fn(&mut Vec<(String, RefOr<Schema>)>);
 
 /// Where a route's arguments come from.
 #[derive(Clone, Copy)]
@@ -36,8 +48,8 @@ pub(crate) enum Input {
     },
     /// One path parameter, the request's only argument (`{name}` in the path).
     PathParam(&'static str),
-    /// A JSON body: the request's arguments object; with the name of its schema.
-    Body(&'static str),
+    /// A JSON body: the request's arguments object; with its schema.
+    Body(SchemaName),
 }
 
 /// The HTTP methods the API uses.
@@ -50,8 +62,8 @@ pub(crate) enum Verb {
 /// What a route answers with.
 #[derive(Clone, Copy)]
 pub(crate) enum Output {
-    /// A JSON object, with the name of its schema.
-    Json(&'static str),
+    /// A JSON object: the request's answer type, by its schema.
+    Json(SchemaName),
     /// A file of tab-separated lines.
     Tsv,
 }
@@ -66,9 +78,11 @@ pub(crate) struct Route {
     pub(crate) summary: &'static str,
     pub(crate) input: Input,
     pub(crate) output: Output,
+    /// The schemas of the route's body and answer.
+    pub(crate) schemas: Schemas,
 }
 
-/// A query string as `T`, then as the JSON arguments the admin layer takes.
+/// A query string as `T`, then as the JSON arguments the service layer takes.
 fn query<T>(q: &str) -> Result<Value, ErrorBody>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
@@ -82,7 +96,14 @@ fn params<T: IntoParams>() -> Vec<Parameter> {
     T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
 }
 
-macro_rules! q {
+/// `T`'s schema and every schema it refers to.
+fn schemas_of<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
+    out.push((T::name().into_owned(), T::schema()));
+    T::schemas(out);
+}
+
+/// The arguments of `$t` from the query string.
+macro_rules! query {
     ($t:ty) => {
         Input::Query {
             parse: query::<$t>,
@@ -91,50 +112,66 @@ macro_rules! q {
     };
 }
 
+/// The route of request type `$req`, answering its answer type as JSON; its arguments from a
+/// JSON body of type `$body`, or from `$input`.
+macro_rules! route {
+    ($method:ident $path:literal, $req:ty, $op:literal, $summary:literal, body $body:ty) => {
+        route!(@ $method $path, $req, $op, $summary, Input::Body(<$body as ToSchema>::name), |out| {
+            schemas_of::<$body>(out);
+            schemas_of::<<$req as AdminRequest>::Answer>(out);
+        })
+    };
+    ($method:ident $path:literal, $req:ty, $op:literal, $summary:literal, $input:expr) => {
+        route!(@ $method $path, $req, $op, $summary, $input, |out| {
+            schemas_of::<<$req as AdminRequest>::Answer>(out)
+        })
+    };
+    (@ $method:ident $path:literal, $req:ty, $op:literal, $summary:literal, $input:expr, $schemas:expr) => {
+        Route {
+            method: Verb::$method,
+            path: $path,
+            kind: <$req as AdminRequest>::KIND,
+            operation_id: $op,
+            summary: $summary,
+            input: $input,
+            output: Output::Json(<<$req as AdminRequest>::Answer as ToSchema>::name),
+            schemas: $schemas,
+        }
+    };
+}
+
 /// Every route, in the order the OpenAPI document lists them.
 pub(crate) fn routes() -> Vec<Route> {
-    use Verb as M;
-    let r = |method: Verb,
-             path: &'static str,
-             kind: u8,
-             operation_id: &'static str,
-             summary: &'static str,
-             input: Input,
-             output: Output| Route {
-        method,
-        path,
-        kind,
-        operation_id,
-        summary,
-        input,
-        output,
-    };
     vec![
-        r(M::Get, "/api/v1/status", kind::STATUS, "status", "The server's state (technician)", Input::Nothing, Output::Json("StatusAnswer")),
-        r(M::Get, "/api/v1/pts", kind::PT_LIST, "pt_list", "List PTs", q!(PtListArgs), Output::Json("PtPage")),
-        r(M::Post, "/api/v1/pts", kind::PT_CREATE, "pt_create", "Create a PT (its text is in the answer, once)", Input::Body("PtArgs"), Output::Json("PtCreated")),
-        r(M::Get, "/api/v1/pts/{id}", kind::PT_SHOW, "pt_show", "One PT", Input::PathParam("id"), Output::Json("PtShown")),
-        r(M::Post, "/api/v1/pts/revoke", kind::PT_REVOKE, "pt_revoke", "Revoke a PT and every registration it produced", Input::Body("IdReasonArgs"), Output::Json("Revoked")),
-        r(M::Post, "/api/v1/pts/batch", kind::PT_BATCH, "pt_batch", "Create `count` PTs at once: the answer is the file of `pt_id<TAB>token` lines (all or nothing)", Input::Body("PtArgs"), Output::Tsv),
-        r(M::Get, "/api/v1/operations", kind::OP_LIST, "operation_list", "List provisioning operations (technician)", q!(OpListArgs), Output::Json("OperationPage")),
-        r(M::Get, "/api/v1/operations/{id}", kind::OP_SHOW, "operation_show", "One operation (technician)", Input::PathParam("id"), Output::Json("OperationShown")),
-        r(M::Post, "/api/v1/operations/approve", kind::OP_APPROVE, "operation_approve", "Approve an operation, with the code read off the device (technician)", Input::Body("ApproveArgs"), Output::Json("Approved")),
-        r(M::Post, "/api/v1/operations/reject", kind::OP_REJECT, "operation_reject", "Reject an operation (technician)", Input::Body("IdReasonArgs"), Output::Json("Done")),
-        r(M::Get, "/api/v1/devices", kind::DEVICE_LIST, "device_list", "List registrations (technician)", q!(DeviceListArgs), Output::Json("RegistrationPage")),
-        r(M::Get, "/api/v1/devices/{device_id}", kind::DEVICE_SHOW, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id"), Output::Json("DeviceShown")),
-        r(M::Post, "/api/v1/devices/revoke", kind::DEVICE_REVOKE, "device_revoke", "Revoke a registration, or every registration of a device id", Input::Body("DeviceRevokeArgs"), Output::Json("Revoked")),
-        r(M::Post, "/api/v1/devices/block", kind::DEVICE_BLOCK, "device_block", "Block a device id (and revoke its registrations)", Input::Body("DeviceBlockArgs"), Output::Json("Revoked")),
-        r(M::Post, "/api/v1/devices/unblock", kind::DEVICE_UNBLOCK, "device_unblock", "Unblock a device id", Input::Body("DeviceIdArgs"), Output::Json("Unblocked")),
-        r(M::Get, "/api/v1/audit", kind::AUDIT, "audit", "The audit log", q!(AuditArgs), Output::Json("AuditPage")),
-        r(M::Get, "/api/v1/leaks", kind::LEAKS, "leaks", "Leak signals", q!(LeaksArgs), Output::Json("LeakPage")),
-        r(M::Get, "/api/v1/keys", kind::KEYS_LIST, "keys_list", "Key epochs", Input::Nothing, Output::Json("Epochs")),
-        r(M::Post, "/api/v1/keys/rotate", kind::KEYS_ROTATE, "keys_rotate", "Start a new key epoch", Input::Body("NoArgs"), Output::Json("Rotated")),
-        r(M::Post, "/api/v1/keys/retire", kind::KEYS_RETIRE, "keys_retire", "Retire a key epoch", Input::Body("EpochArgs"), Output::Json("Done")),
-        r(M::Get, "/api/v1/tokens", kind::TOKEN_LIST, "token_list", "Admin tokens", Input::Nothing, Output::Json("TokenList")),
-        r(M::Post, "/api/v1/tokens", kind::TOKEN_CREATE, "token_create", "Create an admin, technician or service token (its text is in the answer, once)", Input::Body("TokenArgs"), Output::Json("TokenCreated")),
-        r(M::Post, "/api/v1/tokens/revoke", kind::TOKEN_REVOKE, "token_revoke", "Revoke an admin token", Input::Body("IdArgs"), Output::Json("TokenRevoked")),
-        r(M::Post, "/api/v1/introspect", kind::INTROSPECT, "introspect", "What a valid RT says about its device (service)", Input::Body("RtArgs"), Output::Json("IntrospectResp")),
-        r(M::Get, "/api/v1/revocations", kind::REVOCATIONS, "revocations", "Registrations revoked after a cursor, waiting up to `wait_ms` for one (service)", q!(RevocationsArgs), Output::Json("RevocationPage")),
+        route!(Get "/api/v1/status", Status, "status", "The server's state (technician)", Input::Nothing),
+        route!(Get "/api/v1/pts", PtList, "pt_list", "List PTs", query!(PtList)),
+        route!(Post "/api/v1/pts", PtCreate, "pt_create", "Create a PT (its text is in the answer, once)", body PtArgs),
+        route!(Get "/api/v1/pts/{id}", PtShow, "pt_show", "One PT", Input::PathParam("id")),
+        route!(Post "/api/v1/pts/revoke", PtRevoke, "pt_revoke", "Revoke a PT and every registration it produced", body PtRevoke),
+        Route {
+            output: Output::Tsv,
+            schemas: schemas_of::<PtArgs>,
+            ..route!(Post "/api/v1/pts/batch", PtBatch, "pt_batch", "Create `count` PTs at once: the answer is the file of `pt_id<TAB>token` lines (all or nothing)", body PtArgs)
+        },
+        route!(Get "/api/v1/operations", OpList, "operation_list", "List provisioning operations (technician)", query!(OpList)),
+        route!(Get "/api/v1/operations/{id}", OpShow, "operation_show", "One operation (technician)", Input::PathParam("id")),
+        route!(Post "/api/v1/operations/approve", OpApprove, "operation_approve", "Approve an operation, with the code read off the device (technician)", body OpApprove),
+        route!(Post "/api/v1/operations/reject", OpReject, "operation_reject", "Reject an operation (technician)", body OpReject),
+        route!(Get "/api/v1/devices", DeviceList, "device_list", "List registrations (technician)", query!(DeviceList)),
+        route!(Get "/api/v1/devices/{device_id}", DeviceShow, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id")),
+        route!(Post "/api/v1/devices/revoke", DeviceRevoke, "device_revoke", "Revoke a registration, or every registration of a device id (in one transaction)", body DeviceRevoke),
+        route!(Post "/api/v1/devices/block", DeviceBlock, "device_block", "Block a device id (and revoke its registrations)", body DeviceBlock),
+        route!(Post "/api/v1/devices/unblock", DeviceUnblock, "device_unblock", "Unblock a device id", body DeviceUnblock),
+        route!(Get "/api/v1/audit", Audit, "audit", "The audit log", query!(Audit)),
+        route!(Get "/api/v1/leaks", Leaks, "leaks", "Leak signals", query!(Leaks)),
+        route!(Get "/api/v1/keys", KeysList, "keys_list", "Key epochs", Input::Nothing),
+        route!(Post "/api/v1/keys/rotate", KeysRotate, "keys_rotate", "Start a new key epoch", body KeysRotate),
+        route!(Post "/api/v1/keys/retire", KeysRetire, "keys_retire", "Retire a key epoch", body KeysRetire),
+        route!(Get "/api/v1/tokens", TokenList, "token_list", "Admin tokens", Input::Nothing),
+        route!(Post "/api/v1/tokens", TokenCreate, "token_create", "Create an admin, technician or service token (its text is in the answer, once)", body TokenCreate),
+        route!(Post "/api/v1/tokens/revoke", TokenRevoke, "token_revoke", "Revoke an admin token", body TokenRevoke),
+        route!(Post "/api/v1/introspect", Introspect, "introspect", "What a valid RT says about its device (service)", body Introspect),
+        route!(Get "/api/v1/revocations", Revocations, "revocations", "Registrations revoked after a cursor, waiting up to `wait_ms` for one (service)", query!(Revocations)),
     ]
 }
 
@@ -178,7 +215,7 @@ async fn answer(
     let shared = &st.shared;
     // The order of checks is the QUIC endpoint's: the token and its role, then the arguments.
     let token = token(st, route.method, req.headers())?;
-    let caller = admin::authorize(shared, token, route.kind, source)
+    let caller = service::authorize(shared, token, route.kind, source)
         .await
         .map_err(|e| auth_problem(&e))?;
     let args = match route.input {
@@ -204,7 +241,7 @@ async fn answer(
     if route.kind == kind::PT_BATCH {
         return batch(shared, caller, args).await;
     }
-    let v = admin::execute(shared, &caller, route.kind, args)
+    let v = service::execute(shared, &caller, route.kind, args)
         .await
         .map_err(|e| Problem::from_error(&e))?;
     Ok(axum::Json(v).into_response())
@@ -311,16 +348,23 @@ async fn json_body(req: Request) -> Result<Value, Problem> {
     Ok(v)
 }
 
-/// PT_BATCH: the whole batch is made first (all or nothing), then sent as a file.
+/// PT_BATCH: the whole batch is made first (all or nothing, kept in memory, at most the batch's
+/// size), then sent as a file with its record in a header.
 async fn batch(
     shared: &Arc<Shared>,
-    caller: admin::Caller,
+    caller: service::Caller,
     args: Value,
 ) -> Result<Response, Problem> {
-    let (lines, record) = admin::batch_to_memory(shared, caller, args)
-        .await
-        .map_err(|e| Problem::from_error(&e))?;
-    let mut r = Response::new(Body::from(lines));
+    let problem = |e: ErrorBody| Problem::from_error(&e);
+    let PtBatch(a) = service::decode(args).map_err(problem)?;
+    let mut job = service::start_batch(shared, &a, caller.actor).map_err(problem)?;
+    let mut lines = Zeroizing::new(Vec::new());
+    while let Some(mut chunk) = job.lines.recv().await {
+        lines.extend_from_slice(&chunk);
+        zeroize::Zeroize::zeroize(&mut chunk);
+    }
+    let record = job.finish().await.map_err(problem)?;
+    let mut r = Response::new(Body::from(std::mem::take(&mut *lines)));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -334,7 +378,8 @@ async fn batch(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    if let Ok(v) = header::HeaderValue::from_str(&record.to_string()) {
+    let record = serde_json::to_string(&record).unwrap_or_default();
+    if let Ok(v) = header::HeaderValue::from_str(&record) {
         h.insert("x-tessera-batch", v);
     }
     Ok(r)
@@ -352,7 +397,7 @@ pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Re
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
-    if let Err(e) = admin::authorize(&st.shared, token, kind::OP_LIST, source).await {
+    if let Err(e) = service::authorize(&st.shared, token, kind::OP_LIST, source).await {
         return auth_problem(&e).into_response();
     }
     let mut rx = st.shared.changes.subscribe();
