@@ -15,7 +15,7 @@ use crate::model::{
     RegistrationRecord, RegistrationStatus, ReplacedRegistration,
 };
 use crate::secret::{OperationSecret, ProvisioningToken, RegistrationToken, VerificationCode};
-use crate::store::{NewLeakSignal, OperationQuery};
+use crate::store::{NewLeakSignal, OperationCursor, OperationQuery};
 use crate::time::Timestamp;
 use tessera_proto::token::op as op_secret;
 use tessera_proto::token::{code, RtClaims};
@@ -668,7 +668,7 @@ impl Engine {
         &self,
         q: &OperationQuery,
         now: Timestamp,
-    ) -> Result<(Vec<OperationRecord>, Option<(Timestamp, OperationId)>), Error> {
+    ) -> Result<(Vec<OperationRecord>, Option<OperationCursor>), Error> {
         let limit = if q.limit == 0 { 100 } else { q.limit };
         let wanted = q.state;
         let mut pages = vec![self.list_operations(q)?];

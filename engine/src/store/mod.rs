@@ -87,6 +87,9 @@ pub struct NewLeakSignal {
     pub detail: String,
 }
 
+/// Where a page of operations ends: the last one's creation time and id.
+pub type OperationCursor = (Timestamp, OperationId);
+
 /// Filters for listing operations.
 #[derive(Debug, Clone, Default)]
 pub struct OperationQuery {
@@ -98,7 +101,7 @@ pub struct OperationQuery {
     pub limit: usize,
     /// Only operations older than this one (created earlier, or at the same time with a smaller
     /// id): the next page after the last operation of the previous one.
-    pub before: Option<(Timestamp, OperationId)>,
+    pub before: Option<OperationCursor>,
 }
 
 /// Filters for listing registrations.
