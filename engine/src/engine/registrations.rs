@@ -330,13 +330,7 @@ impl Engine {
     ) -> Result<usize, Error> {
         check_label("reason", reason)?;
         let (d, reason, actor) = (device_id.clone(), reason.to_owned(), actor.clone());
-        self.write(now, move |tx| {
-            let regs = tx.db.active_registrations_of_device(&d)?;
-            for r in &regs {
-                revoke_in_tx(tx, *r, &reason, &actor)?;
-            }
-            Ok(regs.len())
-        })
+        self.write(now, move |tx| revoke_device_in_tx(tx, &d, &reason, &actor))
     }
 
     /// Block a device id: no further provisioning for it, and its active registrations are
@@ -357,19 +351,16 @@ impl Engine {
                 by: actor.name.clone(),
                 reason: reason.clone(),
             })?;
-            let regs = tx.db.active_registrations_of_device(&d)?;
-            for r in &regs {
-                revoke_in_tx(tx, *r, &format!("device blocked: {reason}"), &actor)?;
-            }
+            let n = revoke_device_in_tx(tx, &d, &format!("device blocked: {reason}"), &actor)?;
             tx.audit(
                 &actor,
                 "device.block",
                 d.as_str(),
                 serde_json::json!({
-                    "reason": reason, "registrations_revoked": regs.len(),
+                    "reason": reason, "registrations_revoked": n,
                 }),
             )?;
-            Ok(regs.len())
+            Ok(n)
         })
     }
 
@@ -503,6 +494,20 @@ pub(crate) fn set_family(reg: &RegistrationRecord) -> Effect {
 }
 
 /// Revoke a registration inside a write job (no-op if already revoked).
+/// Revoke every active registration of `device_id` in this transaction; how many.
+fn revoke_device_in_tx(
+    tx: &mut Tx<'_>,
+    device_id: &DeviceId,
+    reason: &str,
+    actor: &Actor,
+) -> Result<usize, Error> {
+    let regs = tx.db.active_registrations_of_device(device_id)?;
+    for r in &regs {
+        revoke_in_tx(tx, *r, reason, actor)?;
+    }
+    Ok(regs.len())
+}
+
 pub(crate) fn revoke_in_tx(
     tx: &mut Tx<'_>,
     id: RegistrationId,
