@@ -63,6 +63,8 @@ enum tessera_result
   TESSERA_TOKEN_BAD_CHECKSUM = 103,
   // Token: unknown version.
   TESSERA_TOKEN_UNKNOWN_VERSION = 104,
+  // Token: malformed, as the server found it (its log message says which check failed).
+  TESSERA_TOKEN_MALFORMED = 105,
   // Server: credential not accepted.
   TESSERA_UNAUTHENTICATED = 210,
   // Server: credential expired.
@@ -77,13 +79,17 @@ enum tessera_result
   TESSERA_DEVICE_BLOCKED = 215,
   // Server: rate limited; retry later.
   TESSERA_RATE_LIMITED = 230,
+  // Server: unavailable now (shutting down, overloaded, or behind the shared store); retry
+  // later, or on another node.
+  TESSERA_UNAVAILABLE = 231,
   // Server: another error (see the log callback).
   TESSERA_SERVER_ERROR = 299,
   // Could not connect, or the connection broke.
   TESSERA_CONNECTION = 300,
   // No answer in time.
   TESSERA_TIMEOUT = 301,
-  // The server's answer was not valid protocol.
+  // The server's answer was not valid protocol, or the server did not understand the
+  // request (the two ends speak different versions).
   TESSERA_PROTOCOL = 302,
   // The configuration is incomplete or invalid (CA, pin, PT, address).
   TESSERA_CONFIG = 303,
@@ -389,6 +395,15 @@ tessera_result tessera_service_validator_new_pinned(const char *server_addr,
 tessera_result tessera_service_validator_set_cache(tessera_service_validator *validator,
                                                    uint32_t entries,
                                                    uint32_t max_age_secs);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Judge RTs with a clock-skew leeway of `seconds` (0 to 300; default 60): set it to the
+// server's `clock_skew_leeway_secs`, so that an RT the server still accepts just past its
+// expiry is not refused from the cache, and the other way round. Outside the range:
+// `TESSERA_INVALID_ARGUMENT`, nothing changed.
+tessera_result tessera_service_validator_set_clock_skew_leeway(tessera_service_validator *validator,
+                                                               uint32_t seconds);
 #endif
 
 #if defined(TESSERA_PLATFORM)

@@ -15,10 +15,12 @@
 //! threads, and it costs 12 bytes per registration.
 //!
 //! Each slot packs `generation << 32 | binding` (the registration's random binding, which its
-//! RTs carry); 0 means "no live family" (never existed, revoked, or pruned) and is rejected.
-//! Revocation and pruning both store 0: a revoked family needs no entry of its own, because an
-//! id that is absent is refused. Validation reads that one word. The expiry of the current
-//! generation, which only pruning needs, sits in a parallel array of `u32`s off the hot path.
+//! RTs carry). 0 means "no state" (never existed, or pruned); `u64::MAX` marks a revoked
+//! registration (a tombstone: no later state brings it back, so a change arriving late from
+//! another node cannot revive it). Both are refused. Validation reads that one word. Pruning
+//! stores 0 again once the registration's last RT has expired, tombstones included. The
+//! expiry of the current generation, which only pruning needs, sits in a parallel array of
+//! `u32`s off the hot path.
 //! Memory for fully pruned segments is given back when the table is rebuilt at the next open.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -37,26 +39,17 @@ const REVOKED: u64 = u64::MAX;
 /// The largest registration id the table can hold (2^32 − 1).
 pub const MAX_REGISTRATION_ID: u64 = (CHUNK_LEN * CHUNKS - 1) as u64;
 
-/// The live state of one registration family: what validation compares an RT with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FamilyState {
-    /// The current generation: the lowest one validation accepts (the floor).
-    pub generation: u32,
-    /// The registration's binding, which every RT of it carries.
-    pub binding: u32,
+pub use tessera_proto::token::FamilyState;
+
+fn pack(s: FamilyState) -> u64 {
+    (u64::from(s.generation) << 32) | u64::from(s.binding)
 }
 
-impl FamilyState {
-    fn pack(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.binding)
-    }
-
-    fn unpack(v: u64) -> Option<Self> {
-        (v != 0).then_some(Self {
-            generation: (v >> 32) as u32,
-            binding: v as u32,
-        })
-    }
+fn unpack(v: u64) -> Option<FamilyState> {
+    (v != 0).then_some(FamilyState {
+        generation: (v >> 32) as u32,
+        binding: v as u32,
+    })
 }
 
 /// Lock-free family table. See the module docs for the reasoning.
@@ -118,7 +111,7 @@ impl FamilyTable {
     pub fn get(&self, id: RegistrationId) -> Option<FamilyState> {
         match self.slot(id.get())?.load(Ordering::Acquire) {
             REVOKED => None,
-            v => FamilyState::unpack(v),
+            v => unpack(v),
         }
     }
 
@@ -136,10 +129,10 @@ impl FamilyTable {
         let Some((slot, expiry)) = self.slot_or_create(id.get()) else {
             return false;
         };
-        let new = state.pack();
+        let new = pack(state);
         let mut cur = slot.load(Ordering::Acquire);
         loop {
-            let newer = match (cur, FamilyState::unpack(cur)) {
+            let newer = match (cur, unpack(cur)) {
                 (REVOKED, _) => false,
                 (_, Some(held)) if held.binding == state.binding => {
                     state.generation > held.generation

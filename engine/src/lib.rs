@@ -72,7 +72,7 @@ pub use engine::{
     Provisioned, PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX, BATCH_CHUNK,
     MAX_BATCH, MAX_CLOCK_SKEW_LEEWAY,
 };
-pub use error::{Error, InputError, TokenFormatError};
+pub use error::{Error, InputError, StoreError, TokenFormatError};
 pub use keys::{KeyKeeper, SoftwareKeeper};
 pub use model::{
     Actor, AdminRole, AdminTokenId, AdminTokenRecord, ApprovalPolicy, Attributes, DeviceId,

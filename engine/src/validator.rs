@@ -24,6 +24,7 @@ use crate::keys::{validator_keys, RtKeyTable, ROOT_CHECK_CONTEXT, VALIDATOR_KEYS
 use crate::model::{RegistrationId, RegistrationStatus};
 use crate::store::SqliteReader;
 use crate::{Error, Introspection, KeyKeeper, Timestamp};
+use tessera_proto::token::judge::{self, FamilyState, Standing};
 use tessera_proto::token::UntrustedRt;
 
 /// Where a validator gets its RT keys.
@@ -61,7 +62,7 @@ impl LocalValidator {
         let reader = SqliteReader::open(dir)?;
         let root_check = reader
             .read(|db| db.meta(META_ROOT_CHECK))?
-            .ok_or_else(|| Error::Store("the data directory is not initialised".into()))?;
+            .ok_or_else(|| Error::store("the data directory is not initialised".into()))?;
         let path = dir.join(VALIDATOR_KEYS_FILE);
         let validator = Self::new(reader, KeySource::File(path), root_check)?;
         validator.reload()?;
@@ -83,7 +84,7 @@ impl LocalValidator {
                     "the key keeper's root key does not match this data directory".into(),
                 ))
             }
-            None => return Err(Error::Store("the data directory is not initialised".into())),
+            None => return Err(Error::store("the data directory is not initialised".into())),
         }
         Self::new(reader, KeySource::Keeper(Box::new(keeper)), check_hex)
     }
@@ -153,7 +154,8 @@ impl LocalValidator {
     /// Validate an RT (text form) as the server would at `now`, and return the identity it
     /// carries. Errors as [`Engine::validate_rt`](crate::Engine::validate_rt): a format error,
     /// the opaque `Unauthenticated`, or (only after the MAC verified) `Expired`, `Revoked` or
-    /// `Superseded`.
+    /// `Superseded`, judged by the same rules ([`tessera_proto::token::judge`]) with the
+    /// store's state of the registration.
     pub fn validate(&self, text: &[u8], now: Timestamp) -> Result<Introspection, Error> {
         let rt = UntrustedRt::parse(text)?;
         let claims = rt.untrusted_claims();
@@ -164,29 +166,34 @@ impl LocalValidator {
                 .any(|e| e.epoch == claims.key_id && rt_live(e, now)))
         })?;
         let key = if live { self.key(claims.key_id)? } else { None };
-        let known = key.is_some();
-        let key = key.unwrap_or_else(|| self.dummy.clone());
-        if !(rt.verify_mac(&key) && known) {
-            return Err(Error::Unauthenticated);
-        }
-        if now.unix_secs() >= claims.expires_at.saturating_add(self.leeway.as_secs()) {
-            return Err(Error::Expired);
-        }
-        let reg = self
-            .reader
-            .read(|db| db.registration(claims.registration_id))?
-            .ok_or(Error::Revoked)?;
-        // The binding: an RT of a registration that had this id before a restore is refused.
-        if reg.status != RegistrationStatus::Active || reg.binding != claims.binding {
-            return Err(Error::Revoked);
-        }
-        if claims.generation < reg.generation {
-            return Err(Error::Superseded);
-        }
-        if claims.generation > reg.generation {
-            // Impossible for an RT the server issued (the generation is stored before the RT
-            // leaves); refuse rather than guess.
-            return Err(Error::Revoked);
+        let mut held = None;
+        let (claims, standing) = judge::judge_rt(
+            &rt,
+            key.as_ref(),
+            &self.dummy,
+            now.unix_secs(),
+            self.leeway.as_secs(),
+            |id| {
+                let reg = self
+                    .reader
+                    .read(|db| db.registration(id))?
+                    .filter(|r| r.status == RegistrationStatus::Active);
+                let state = reg.as_ref().map(|r| FamilyState {
+                    generation: r.generation,
+                    binding: r.binding,
+                });
+                held = reg;
+                Ok::<_, Error>(state)
+            },
+        )?;
+        let reg = held.ok_or(Error::Revoked)?;
+        if standing == Standing::Ahead {
+            // The store is the authority: an RT ahead of it was never issued by it.
+            let state = FamilyState {
+                generation: reg.generation,
+                binding: reg.binding,
+            };
+            judge::settle(&claims, Some(state))?;
         }
         Ok(Introspection {
             device_id: reg.device_id,

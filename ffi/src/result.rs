@@ -35,6 +35,8 @@ pub enum tessera_result {
     TESSERA_TOKEN_BAD_CHECKSUM = 103,
     /// Token: unknown version.
     TESSERA_TOKEN_UNKNOWN_VERSION = 104,
+    /// Token: malformed, as the server found it (its log message says which check failed).
+    TESSERA_TOKEN_MALFORMED = 105,
 
     /// Server: credential not accepted.
     TESSERA_UNAUTHENTICATED = 210,
@@ -50,6 +52,9 @@ pub enum tessera_result {
     TESSERA_DEVICE_BLOCKED = 215,
     /// Server: rate limited; retry later.
     TESSERA_RATE_LIMITED = 230,
+    /// Server: unavailable now (shutting down, overloaded, or behind the shared store); retry
+    /// later, or on another node.
+    TESSERA_UNAVAILABLE = 231,
     /// Server: another error (see the log callback).
     TESSERA_SERVER_ERROR = 299,
 
@@ -57,7 +62,8 @@ pub enum tessera_result {
     TESSERA_CONNECTION = 300,
     /// No answer in time.
     TESSERA_TIMEOUT = 301,
-    /// The server's answer was not valid protocol.
+    /// The server's answer was not valid protocol, or the server did not understand the
+    /// request (the two ends speak different versions).
     TESSERA_PROTOCOL = 302,
     /// The configuration is incomplete or invalid (CA, pin, PT, address).
     TESSERA_CONFIG = 303,
@@ -152,6 +158,10 @@ const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
         c"token checksum mismatch",
     ),
     (
+        tessera_result::TESSERA_TOKEN_MALFORMED,
+        c"the server found the token malformed",
+    ),
+    (
         tessera_result::TESSERA_TOKEN_UNKNOWN_VERSION,
         c"unknown token version",
     ),
@@ -173,6 +183,10 @@ const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
     (
         tessera_result::TESSERA_RATE_LIMITED,
         c"rate limited; retry later",
+    ),
+    (
+        tessera_result::TESSERA_UNAVAILABLE,
+        c"the server is unavailable now; retry later or on another node",
     ),
     (
         tessera_result::TESSERA_SERVER_ERROR,
@@ -207,6 +221,18 @@ const MESSAGES: &[(tessera_result, &std::ffi::CStr)] = &[
     ),
 ];
 
+impl From<tessera_proto::token::RtRefusal> for tessera_result {
+    fn from(r: tessera_proto::token::RtRefusal) -> Self {
+        use tessera_proto::token::RtRefusal as R;
+        match r {
+            R::Unauthenticated => tessera_result::TESSERA_UNAUTHENTICATED,
+            R::Expired => tessera_result::TESSERA_EXPIRED,
+            R::Revoked => tessera_result::TESSERA_REVOKED,
+            R::Superseded => tessera_result::TESSERA_SUPERSEDED,
+        }
+    }
+}
+
 impl From<tessera_proto::TokenFormatError> for tessera_result {
     fn from(e: tessera_proto::TokenFormatError) -> Self {
         use tessera_proto::TokenFormatError as T;
@@ -220,22 +246,45 @@ impl From<tessera_proto::TokenFormatError> for tessera_result {
     }
 }
 
+impl tessera_result {
+    /// The result code for a wire protocol error code: the one table from the protocol's codes
+    /// (docs/protocol.md) to the C library's. Codes a device or a broker can act on get a code
+    /// of their own; the rest are `TESSERA_SERVER_ERROR` (the log callback has the message).
+    pub(crate) fn from_wire_code(c: u16) -> Self {
+        use tessera_proto::wire::code;
+        match c {
+            code::MALFORMED
+            | code::UNSUPPORTED_VERSION
+            | code::UNKNOWN_REQUEST
+            | code::TOO_LARGE => Self::TESSERA_PROTOCOL,
+            code::INVALID_INPUT => Self::TESSERA_INVALID_ARGUMENT,
+            code::TOKEN_FORMAT => Self::TESSERA_TOKEN_MALFORMED,
+            code::UNAUTHENTICATED => Self::TESSERA_UNAUTHENTICATED,
+            code::EXPIRED => Self::TESSERA_EXPIRED,
+            code::REVOKED => Self::TESSERA_REVOKED,
+            code::SUPERSEDED => Self::TESSERA_SUPERSEDED,
+            code::ROTATION_REUSE => Self::TESSERA_ROTATION_REUSE,
+            code::DEVICE_BLOCKED => Self::TESSERA_DEVICE_BLOCKED,
+            code::RATE_LIMITED | code::TOO_MANY_PENDING => Self::TESSERA_RATE_LIMITED,
+            code::TIMEOUT => Self::TESSERA_TIMEOUT,
+            code::UNAVAILABLE => Self::TESSERA_UNAVAILABLE,
+            _ => Self::TESSERA_SERVER_ERROR,
+        }
+    }
+}
+
+/// An engine error (the local validator's): its wire code through the one table, except what
+/// only happens locally: a malformed token says which check failed, and the store and the key
+/// file are this process's own.
 #[cfg(feature = "platform")]
 impl From<&tessera_engine::Error> for tessera_result {
     fn from(e: &tessera_engine::Error) -> Self {
         use tessera_engine::Error as E;
         match e {
             E::TokenFormat(f) => (*f).into(),
-            E::Unauthenticated => Self::TESSERA_UNAUTHENTICATED,
-            E::Expired => Self::TESSERA_EXPIRED,
-            E::Revoked => Self::TESSERA_REVOKED,
-            E::Superseded => Self::TESSERA_SUPERSEDED,
-            E::RotationReuse => Self::TESSERA_ROTATION_REUSE,
-            E::DeviceBlocked => Self::TESSERA_DEVICE_BLOCKED,
-            E::RateLimited { .. } => Self::TESSERA_RATE_LIMITED,
             E::Store(_) => Self::TESSERA_STORE,
             E::Keys(_) => Self::TESSERA_CONFIG,
-            _ => Self::TESSERA_INVALID_ARGUMENT,
+            e => Self::from_wire_code(e.wire_code()),
         }
     }
 }
@@ -243,24 +292,113 @@ impl From<&tessera_engine::Error> for tessera_result {
 impl From<&tessera_client::ClientError> for tessera_result {
     fn from(e: &tessera_client::ClientError) -> Self {
         use tessera_client::ClientError as C;
-        use tessera_proto::wire::code;
         match e {
             C::Config(_) => Self::TESSERA_CONFIG,
             C::Connection(_) => Self::TESSERA_CONNECTION,
             C::Certificate(_) => Self::TESSERA_CERTIFICATE,
             C::Timeout => Self::TESSERA_TIMEOUT,
             C::Protocol(_) => Self::TESSERA_PROTOCOL,
-            C::Server(b) => match b.code {
-                code::UNAUTHENTICATED => Self::TESSERA_UNAUTHENTICATED,
-                code::EXPIRED => Self::TESSERA_EXPIRED,
-                code::REVOKED => Self::TESSERA_REVOKED,
-                code::SUPERSEDED => Self::TESSERA_SUPERSEDED,
-                code::ROTATION_REUSE => Self::TESSERA_ROTATION_REUSE,
-                code::DEVICE_BLOCKED => Self::TESSERA_DEVICE_BLOCKED,
-                code::RATE_LIMITED => Self::TESSERA_RATE_LIMITED,
-                code::TOKEN_FORMAT => Self::TESSERA_TOKEN_BAD_CHECKSUM,
-                _ => Self::TESSERA_SERVER_ERROR,
-            },
+            C::Server(b) => Self::from_wire_code(b.code),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+    use tessera_proto::wire::code;
+
+    fn message(r: tessera_result) -> &'static str {
+        // SAFETY: `tessera_result_message` returns a static NUL-terminated string.
+        unsafe { CStr::from_ptr(tessera_result_message(r as u32)) }
+            .to_str()
+            .unwrap()
+    }
+
+    /// Every wire code, through the C table: each gets a code with a message of its own, the
+    /// credential and rate codes keep their meaning, and nothing maps to a code that blames
+    /// the caller's arguments or the token's checksum when the server said otherwise.
+    #[test]
+    fn every_wire_code_maps_to_a_c_code_with_a_message() {
+        for &(c, name) in code::ALL {
+            let r = tessera_result::from_wire_code(c);
+            assert_ne!(r, tessera_result::TESSERA_OK, "{name}");
+            assert_ne!(message(r), "unknown result code", "{name}");
+            let want = match c {
+                code::UNAUTHENTICATED => Some(tessera_result::TESSERA_UNAUTHENTICATED),
+                code::EXPIRED => Some(tessera_result::TESSERA_EXPIRED),
+                code::REVOKED => Some(tessera_result::TESSERA_REVOKED),
+                code::SUPERSEDED => Some(tessera_result::TESSERA_SUPERSEDED),
+                code::ROTATION_REUSE => Some(tessera_result::TESSERA_ROTATION_REUSE),
+                code::DEVICE_BLOCKED => Some(tessera_result::TESSERA_DEVICE_BLOCKED),
+                code::RATE_LIMITED => Some(tessera_result::TESSERA_RATE_LIMITED),
+                code::TOKEN_FORMAT => Some(tessera_result::TESSERA_TOKEN_MALFORMED),
+                code::UNAVAILABLE => Some(tessera_result::TESSERA_UNAVAILABLE),
+                code::INVALID_INPUT => Some(tessera_result::TESSERA_INVALID_ARGUMENT),
+                _ => None,
+            };
+            if let Some(want) = want {
+                assert_eq!(r, want, "{name}");
+            }
+        }
+        assert_eq!(
+            tessera_result::from_wire_code(9_999),
+            tessera_result::TESSERA_SERVER_ERROR
+        );
+    }
+
+    /// The local validator's errors agree with the server's: an engine error gives the same
+    /// C code locally as the server's answer about it gives over the network.
+    #[cfg(feature = "platform")]
+    #[test]
+    fn an_engine_error_gives_the_code_its_wire_answer_gives() {
+        use std::time::Duration;
+        use tessera_engine::{Error, InputError, TokenFormatError};
+        let errors = [
+            Error::Unauthenticated,
+            Error::Expired,
+            Error::PtExpired,
+            Error::Revoked,
+            Error::Superseded,
+            Error::RotationReuse,
+            Error::DeviceBlocked,
+            Error::DeviceIdInUse,
+            Error::InvalidInput(InputError::new("device_id", "too long")),
+            Error::NotFound("registration"),
+            Error::VerificationAttemptsExhausted,
+            Error::VerificationCodeRequired,
+            Error::WrongVerificationCode { remaining: 2 },
+            Error::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::TooManyPendingOperations,
+            Error::RegistrationCapReached,
+            Error::GenerationExhausted,
+            Error::Unavailable("behind".into()),
+        ];
+        for e in &errors {
+            let remote = tessera_client::ClientError::Server(e.to_wire(0));
+            assert_eq!(
+                tessera_result::from(e),
+                tessera_result::from(&remote),
+                "{e}"
+            );
+        }
+        // The two that differ on purpose: which format check failed is known locally, and a
+        // local store or key file is this process's own.
+        let format = Error::TokenFormat(TokenFormatError::BadChecksum);
+        assert_eq!(
+            tessera_result::from(&format),
+            tessera_result::TESSERA_TOKEN_BAD_CHECKSUM
+        );
+        assert_eq!(
+            tessera_result::from(&Error::Unavailable("x".into())),
+            tessera_result::TESSERA_UNAVAILABLE
+        );
+        assert_eq!(
+            tessera_result::from(&Error::store("x".into())),
+            tessera_result::TESSERA_STORE
+        );
     }
 }

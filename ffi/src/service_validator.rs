@@ -25,7 +25,9 @@ use zeroize::Zeroizing;
 
 use crate::result::tessera_result;
 use crate::util::{boundary, bytes, write};
-use crate::validator::{check_args, rt_text, server_with_ca, server_with_pin, tessera_rt_identity};
+use crate::validator::{
+    check_args, rt_claims, server_with_ca, server_with_pin, tessera_rt_identity,
+};
 
 use cache::{Cache, Verdict};
 use worker::{Ask, Worker};
@@ -37,6 +39,10 @@ const MAX_PENDING: usize = 1024;
 /// Default cache size and entry lifetime.
 const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 const DEFAULT_CACHE_SECS: u64 = 60;
+/// Default clock-skew leeway: the server's default.
+const DEFAULT_LEEWAY_SECS: u64 = 60;
+/// The largest leeway: the server's largest.
+const MAX_LEEWAY_SECS: u32 = 300;
 
 /// A validator that asks a Tessera server on its own thread (opaque). Its functions may be
 /// called from any one thread at a time; none of them waits on the network.
@@ -176,6 +182,7 @@ unsafe fn new_validator(
             cache: Cache::new(
                 DEFAULT_CACHE_ENTRIES,
                 Duration::from_secs(DEFAULT_CACHE_SECS),
+                DEFAULT_LEEWAY_SECS,
             ),
             revoked: Default::default(),
             pending: Default::default(),
@@ -287,6 +294,33 @@ pub extern "C" fn tessera_service_validator_set_cache(
     })
 }
 
+/// Judge RTs with a clock-skew leeway of `seconds` (0 to 300; default 60): set it to the
+/// server's `clock_skew_leeway_secs`, so that an RT the server still accepts just past its
+/// expiry is not refused from the cache, and the other way round. Outside the range:
+/// `TESSERA_INVALID_ARGUMENT`, nothing changed.
+#[no_mangle]
+pub extern "C" fn tessera_service_validator_set_clock_skew_leeway(
+    validator: *mut tessera_service_validator,
+    seconds: u32,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_ref() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        if seconds > MAX_LEEWAY_SECS {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        }
+        match v.shared.lock() {
+            Ok(mut s) => {
+                s.cache.set_leeway(seconds.into());
+                tessera_result::TESSERA_OK
+            }
+            Err(e) => e,
+        }
+    })
+}
+
 /// Whether the validator is following the server: `TESSERA_OK` when it is (valid RTs are let
 /// in from the cache); `TESSERA_PENDING` before the server has answered for the first time;
 /// otherwise why not (`TESSERA_CONNECTION`, `TESSERA_TIMEOUT`, `TESSERA_CERTIFICATE`,
@@ -330,7 +364,7 @@ pub extern "C" fn tessera_service_validator_check(
             Ok(x) => x,
             Err(e) => return e,
         };
-        let text = match rt_text(text) {
+        let (text, claims) = match rt_claims(text) {
             Ok(t) => t,
             Err(e) => return e,
         };
@@ -339,14 +373,14 @@ pub extern "C" fn tessera_service_validator_check(
             Ok(s) => s,
             Err(e) => return e,
         };
-        let found = s.cache.lookup(&key, unix_now());
+        let found = s.cache.lookup(&key, &claims, unix_now());
         match found {
             Some((Verdict::Refused(code), _)) => return code,
             Some((Verdict::Valid(ident), renew)) if s.feed == tessera_result::TESSERA_OK => {
                 // An RT in use is asked about again past half its entry's age, so that its
                 // entry is renewed before it ends (and a device never meets a refusal for it).
                 if renew {
-                    ask(v, &mut s, key, text);
+                    ask(v, &mut s, key, text, claims.binding);
                 }
                 // SAFETY: `out` is non-NULL and caller-owned.
                 return unsafe { write(out, ident) };
@@ -356,20 +390,21 @@ pub extern "C" fn tessera_service_validator_check(
         if s.feed != tessera_result::TESSERA_OK && s.feed != tessera_result::TESSERA_PENDING {
             return s.feed;
         }
-        ask(v, &mut s, key, text);
+        ask(v, &mut s, key, text, claims.binding);
         tessera_result::TESSERA_PENDING
     })
 }
 
 /// Send an RT to the worker to ask the server about, unless it is already asked about or too
 /// many are.
-fn ask(v: &tessera_service_validator, s: &mut State, key: [u8; 32], rt: &str) {
+fn ask(v: &tessera_service_validator, s: &mut State, key: [u8; 32], rt: &str, binding: u32) {
     if s.pending.contains(&key) || s.pending.len() >= MAX_PENDING {
         return;
     }
     let ask = Ask {
         key,
         rt: Zeroizing::new(rt.to_owned()),
+        binding,
     };
     if v.worker.as_ref().is_some_and(|w| w.ask(ask)) {
         s.pending.insert(key);

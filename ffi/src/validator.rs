@@ -66,8 +66,16 @@ pub(crate) unsafe fn check_args<'a, V>(
 
 /// An RT to ask a server about, as text: format errors are answered here, without a round trip.
 pub(crate) fn rt_text(text: &[u8]) -> Result<&str, tessera_result> {
-    tessera_proto::token::UntrustedRt::parse(text).map_err(tessera_result::from)?;
-    std::str::from_utf8(text).map_err(|_| tessera_result::TESSERA_INVALID_UTF8)
+    rt_claims(text).map(|(t, _)| t)
+}
+
+/// As [`rt_text`], with the claims the RT carries (not authenticated).
+pub(crate) fn rt_claims(
+    text: &[u8],
+) -> Result<(&str, tessera_proto::token::RtClaims), tessera_result> {
+    let rt = tessera_proto::token::UntrustedRt::parse(text).map_err(tessera_result::from)?;
+    let text = std::str::from_utf8(text).map_err(|_| tessera_result::TESSERA_INVALID_UTF8)?;
+    Ok((text, rt.untrusted_claims()))
 }
 
 /// The server and its CA, as the `*_new` constructors of both network validators take them

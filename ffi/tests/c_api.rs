@@ -9,7 +9,7 @@ use std::process::Command;
 use tessera_proto::codec::CHECKSUM_LEN;
 
 mod common;
-use common::{root, static_lib};
+use common::{compile_file, root, C_WARNINGS, PLATFORM, SANITIZERS};
 
 /// The header declares the local validator only for the `platform` shape: a C file that calls
 /// it compiles with `TESSERA_PLATFORM` defined and not without (an undeclared function is an
@@ -58,17 +58,6 @@ fn header_declares_platform_functions_only_for_the_platform_shape() {
     );
 }
 
-/// The system libraries a Rust static library needs (`rustc --print native-static-libs`).
-const NATIVE_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
-
 fn vectors_args() -> Vec<String> {
     let text = std::fs::read_to_string(root().join("docs/token-vectors.json")).expect("vectors");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -106,32 +95,6 @@ fn compile(compiler: &str, extra: &[&str], out: &Path) {
     compile_file("test_api.c", compiler, extra, out);
 }
 
-/// The C standard and warnings every C file of the project compiles with.
-const C_WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
-
-/// The test build of libtessera is the `platform` shape (the C tests cover the local
-/// validator too), so the tests see its declarations.
-const PLATFORM: &str = "-DTESSERA_PLATFORM";
-
-fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
-    let lib = static_lib();
-    let status = Command::new(compiler)
-        .args(C_WARNINGS)
-        .arg(PLATFORM)
-        .arg("-g")
-        .args(extra)
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(root().join("ffi/tests/c").join(file))
-        .arg(&lib)
-        .args(NATIVE_LIBS)
-        .arg("-o")
-        .arg(out)
-        .status()
-        .unwrap_or_else(|e| panic!("{compiler} not found ({e}); scripts/test-all.sh installs it"));
-    assert!(status.success(), "{compiler} failed to build the C tests");
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run C test");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -144,13 +107,6 @@ fn run(cmd: &mut Command) -> String {
     println!("{stdout}");
     stdout
 }
-
-/// clang flags for the AddressSanitizer + UndefinedBehaviorSanitizer builds.
-const SANITIZERS: &[&str] = &[
-    "-fsanitize=address,undefined",
-    "-fno-sanitize-recover=all",
-    "-fno-omit-frame-pointer",
-];
 
 /// A Tessera data directory (store and key file) for the local validator's argument tests.
 fn data_dir(parent: &Path) -> PathBuf {

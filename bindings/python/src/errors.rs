@@ -81,7 +81,7 @@ pub(crate) fn engine(py: Python<'_>, e: &Error) -> PyErr {
         // The wire maps these to INTERNAL with a fixed message; locally the caller owns the
         // engine, and key-keeper and store messages carry no secrets.
         Error::Keys(_) | Error::Store(_) => Raised::new(code::INTERNAL, e.to_string()),
-        _ => wire(tessera_server::server::errors::error_body(e, 0)),
+        _ => wire(e.to_wire(0)),
     };
     if let Error::TokenFormat(f) = e {
         r.detail = Some(format_detail(*f));

@@ -20,6 +20,9 @@ mod types;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Every wire protocol error code and its name: what `tessera.errors.CODES` is checked
+    // against.
+    m.add("WIRE_CODES", tessera_proto::wire::code::ALL.to_vec())?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<clients::AdminClient>()?;

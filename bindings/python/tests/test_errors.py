@@ -21,6 +21,49 @@ def test_every_code_has_a_class_and_the_hierarchy_holds():
     assert type(errors._make(999, "future code")) is tessera.TesseraError
 
 
+#: What every wire code of the protocol raises (docs/protocol.md, "Errors").
+WIRE_CLASSES = {
+    "MALFORMED": tessera.ProtocolError,
+    "UNSUPPORTED_VERSION": tessera.ProtocolError,
+    "UNKNOWN_REQUEST": tessera.ProtocolError,
+    "TOO_LARGE": tessera.ProtocolError,
+    "INVALID_INPUT": tessera.InvalidInput,
+    "TOKEN_FORMAT": tessera.MalformedToken,
+    "UNAUTHENTICATED": tessera.Unauthenticated,
+    "EXPIRED": tessera.Expired,
+    "REVOKED": tessera.Revoked,
+    "SUPERSEDED": tessera.Superseded,
+    "ROTATION_REUSE": tessera.RotationReuse,
+    "DEVICE_BLOCKED": tessera.DeviceBlocked,
+    "NOT_FOUND": tessera.NotFound,
+    "OPERATION_CLOSED": tessera.OperationClosed,
+    "WRONG_CODE": tessera.WrongVerificationCode,
+    "CODE_ATTEMPTS_EXHAUSTED": tessera.VerificationAttemptsExhausted,
+    "CODE_REQUIRED": tessera.VerificationCodeRequired,
+    "DEVICE_ID_IN_USE": tessera.DeviceIdInUse,
+    "RATE_LIMITED": tessera.RateLimited,
+    "TOO_MANY_PENDING": tessera.TooManyPendingOperations,
+    "REGISTRATION_CAP": tessera.RegistrationCapReached,
+    "GENERATION_EXHAUSTED": tessera.GenerationExhausted,
+    "FORBIDDEN": tessera.Forbidden,
+    "TIMEOUT": tessera.TesseraTimeout,
+    "INTERNAL": tessera.ServerError,
+    "UNAVAILABLE": tessera.Unavailable,
+}
+
+
+def test_every_wire_code_raises_its_class():
+    """The protocol's own list of codes (from the native module), walked through the table."""
+    from tessera import _native
+
+    names = {name for _, name in _native.WIRE_CODES}
+    assert names == set(WIRE_CLASSES), "a wire code without a class here, or one gone"
+    for code, name in _native.WIRE_CODES:
+        assert errors.CODES[code] is WIRE_CLASSES[name], name
+        assert type(errors._make(code, "m")) is WIRE_CLASSES[name], name
+    assert issubclass(tessera.Unavailable, tessera.ServerError)
+
+
 @pytest.mark.parametrize(
     "call, exc",
     [

@@ -63,7 +63,7 @@ pub(super) fn load_keys(
     let mut out = Vec::with_capacity(epochs.len());
     for (i, rec) in epochs.iter().enumerate() {
         if rec.epoch as usize != i + 1 {
-            return Err(Error::Store(format!(
+            return Err(Error::store(format!(
                 "key epochs are not contiguous at {}",
                 rec.epoch
             )));
@@ -78,7 +78,7 @@ pub(super) fn load_keys(
     let current = epochs
         .last()
         .map(|e| e.epoch)
-        .ok_or_else(|| Error::Store("no key epoch".into()))?;
+        .ok_or_else(|| Error::store("no key epoch".into()))?;
     Ok(Keyring::new(current, out, dummy))
 }
 
@@ -105,7 +105,7 @@ impl Engine {
         self.write(now, move |tx| {
             let mut epochs = tx.db.key_epochs()?;
             if epochs.last().map(|e| e.epoch) != Some(old.current) {
-                return Err(Error::Store(
+                return Err(Error::store(
                     "key epochs changed underneath the rotation".into(),
                 ));
             }

@@ -108,6 +108,27 @@ const FIRST_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 /// of 3, then one a minute.
 pub(crate) const SIGNAL_RATE: crate::Rate = crate::Rate::new(3, 1);
 
+/// What a write job that may refuse after writing decided. Its writes are committed either
+/// way: a refusal that must leave a trace (a leak signal, a wrong code counted, a revocation on
+/// reuse) is still a refusal to the caller. A job that returns `Err` instead rolls back.
+#[derive(Debug)]
+pub(crate) enum Committed<T> {
+    /// The answer.
+    Answer(T),
+    /// The refusal the caller gets once the job's writes are durable.
+    Refusal(Error),
+}
+
+impl<T> Committed<T> {
+    /// The caller's result.
+    pub(crate) fn into_result(self) -> Result<T, Error> {
+        match self {
+            Committed::Answer(v) => Ok(v),
+            Committed::Refusal(e) => Err(e),
+        }
+    }
+}
+
 /// A change to in-memory state, applied after the batch that made it is durable.
 pub(crate) enum Effect {
     /// A family's state and the expiry of its current generation, Unix seconds.
@@ -268,7 +289,7 @@ impl Engine {
     /// keeper `dir/root.key` (created on first use).
     pub fn open_dir(dir: &Path, config: EngineConfig, now: Timestamp) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| Error::store(format!("cannot create {}: {e}", dir.display())))?;
         let keeper = SoftwareKeeper::open_or_create(dir)?;
         Self::open_dir_with(dir, keeper, config, now)
     }
@@ -312,7 +333,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| Error::store(format!("cannot create {}: {e}", dir.display())))?;
         let store = crate::store::PostgresStore::open(url, options)?;
         if config.validator_keys_file.is_none() {
             config.validator_keys_file(dir.join(crate::keys::VALIDATOR_KEYS_FILE));
@@ -336,7 +357,7 @@ impl Engine {
             })
         })?;
         if overflow {
-            return Err(Error::Store(
+            return Err(Error::store(
                 "registration id beyond the family table's range".into(),
             ));
         }
@@ -357,9 +378,9 @@ impl Engine {
 
     /// Run a write job on the store's writer and wait until its batch is durable.
     ///
-    /// `f` returning `Err` rolls back everything it wrote. To commit and still report an error
-    /// to the caller (for example a leak signal recorded on a refused request), return
-    /// `Ok(Err(e))` and flatten.
+    /// `f` returning `Err` rolls back everything it wrote. To commit and still refuse (for
+    /// example a leak signal recorded on a refused request), return [`Committed::Refusal`] and
+    /// flatten with [`Committed::into_result`].
     pub(crate) fn write<T: Send + 'static>(
         &self,
         now: Timestamp,
@@ -370,7 +391,7 @@ impl Engine {
             let _ = reply.send(r);
         });
         rx.recv()
-            .unwrap_or_else(|_| Err(Error::Store("the store's writer failed".into())))
+            .unwrap_or_else(|_| Err(Error::store("the store's writer failed".into())))
     }
 
     /// Like [`Engine::write`], but instead of blocking, `done` is called on the writer thread
@@ -400,7 +421,7 @@ impl Engine {
             }
             Ok(())
         })?;
-        out.ok_or_else(|| Error::Store("read did not run".into()))
+        out.ok_or_else(|| Error::store("read did not run".into()))
     }
 
     pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], Error> {

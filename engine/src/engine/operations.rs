@@ -6,7 +6,7 @@ use ring::hmac;
 
 use super::pts::{check_pt_row, revoke_pt_in_tx};
 use super::registrations::{claims_of, set_family};
-use super::{Effect, Engine, LeakResponse, Tx};
+use super::{Committed, Effect, Engine, LeakResponse, Tx};
 use crate::error::{Error, InputError};
 use crate::family::MAX_REGISTRATION_ID;
 use crate::model::{
@@ -203,7 +203,7 @@ impl Engine {
                         action: "refused".into(),
                         detail: "revoked provisioning token presented".into(),
                     })?;
-                    return Ok(Err(Error::Revoked));
+                    return Ok(Committed::Refusal(Error::Revoked));
                 }
                 Err(e) => return Err(e),
             };
@@ -248,7 +248,7 @@ impl Engine {
                 }
             }
             if let Some(existing) = resumed {
-                return Ok(Ok(engine.outcome_for(existing, true)));
+                return Ok(Committed::Answer(engine.outcome_for(existing, true)));
             }
             let cap = if fleet {
                 tx.inner.config.max_pending_fleet
@@ -274,7 +274,7 @@ impl Engine {
                              is at its pending cap"
                         .into(),
                 })?;
-                return Ok(Err(Error::TooManyPendingOperations));
+                return Ok(Committed::Refusal(Error::TooManyPendingOperations));
             }
             if let PtKind::Fleet { max_registrations } = pt.kind {
                 if pt.registrations_created >= max_registrations {
@@ -349,7 +349,7 @@ impl Engine {
                 })?;
                 if revoke {
                     revoke_pt_in_tx(tx, &pt_id, "parallel operations", &Actor::system())?;
-                    return Ok(Err(Error::Revoked));
+                    return Ok(Committed::Refusal(Error::Revoked));
                 }
             }
             let auto = match &pt.approval {
@@ -376,9 +376,9 @@ impl Engine {
                 };
                 approve_in_tx(tx, &mut op, &mut pt, decision, &Actor::system())?;
             }
-            Ok(Ok(engine.outcome_for(&op, false)))
+            Ok(Committed::Answer(engine.outcome_for(&op, false)))
         });
-        result.and_then(|r| r)
+        result.and_then(Committed::into_result)
     }
 
     /// Check an operation's id + secret and return its record.
@@ -539,7 +539,7 @@ impl Engine {
                     .code_key(op.key_epoch)
                     .ok_or(Error::Keys("code key missing".into()))?;
                 if !code::matches(&code::derive(key, &op.id.to_bytes()), typed) {
-                    return Ok(Err(wrong_code(tx, &mut op, &actor)?));
+                    return Ok(Committed::Refusal(wrong_code(tx, &mut op, &actor)?));
                 }
             }
             let device_id = match pt.device_id_policy {
@@ -578,9 +578,9 @@ impl Engine {
                 lifetime_secs: lifetime,
                 reassign: approval.reassign,
             };
-            approve_in_tx(tx, &mut op, &mut pt, decision, &actor).map(Ok)
+            approve_in_tx(tx, &mut op, &mut pt, decision, &actor).map(Committed::Answer)
         })
-        .and_then(|r| r)
+        .and_then(Committed::into_result)
     }
 
     /// Reject a pending operation.
@@ -906,7 +906,7 @@ fn approve_in_tx(
     };
     reg.id = tx.db.insert_registration(&reg)?;
     if reg.id.get() > MAX_REGISTRATION_ID {
-        return Err(Error::Store("registration id space exhausted".into()));
+        return Err(Error::store("registration id space exhausted".into()));
     }
     pt.registrations_created += 1;
     tx.db.update_pt(pt)?;

@@ -129,7 +129,7 @@ impl Engine {
                 let (bid, spec, actor) = (batch_id.clone(), spec.clone(), actor.clone());
                 self.write(now, move |tx| {
                     if !tx.db.commit_pt_batch(&bid)? {
-                        return Err(Error::Store("the batch was abandoned".into()));
+                        return Err(Error::store("the batch was abandoned".into()));
                     }
                     tx.audit(&actor, "pt.batch_create", &bid, serde_json::json!({
                         "count": count, "label": spec.label, "kind": spec.kind, "approval": spec.approval,

@@ -1,6 +1,6 @@
 //! Registrations: RT validation (the hot path), refresh with rotation, revocation, blocking.
 
-use super::{Effect, Engine, LeakResponse, Tx};
+use super::{Committed, Effect, Engine, LeakResponse, Tx};
 use crate::error::Error;
 use crate::family::FamilyState;
 use crate::model::{
@@ -10,6 +10,7 @@ use crate::model::{
 use crate::secret::RegistrationToken;
 use crate::store::{NewLeakSignal, RefreshAudit, RegistrationQuery};
 use crate::time::Timestamp;
+use tessera_proto::token::judge::{self, Standing};
 use tessera_proto::token::{RtClaims, UntrustedRt};
 
 /// An RT that passed validation.
@@ -72,33 +73,55 @@ impl Engine {
         self.validate_parsed(&rt, now)
     }
 
+    /// Authentic and not expired (rules 1 and 2 of the judgement): what a refresh checks
+    /// before it reads the registration.
     fn authenticate_rt(&self, rt: &UntrustedRt, now: Timestamp) -> Result<RtClaims, Error> {
+        let inner = &self.inner;
         let claims = rt.untrusted_claims();
-        let (key, known) = match self.inner.rt_keys.get(claims.key_id) {
-            Some(k) => (k, true),
-            None => (&self.inner.dummy_rt_key, false),
-        };
-        if !(rt.verify_mac(key) && known) {
-            return Err(Error::Unauthenticated);
-        }
-        let leeway = self.inner.config.clock_skew_leeway.as_secs();
-        if now.unix_secs() >= claims.expires_at.saturating_add(leeway) {
-            return Err(Error::Expired);
-        }
+        let key = inner.rt_keys.get(claims.key_id);
+        let leeway = inner.config.clock_skew_leeway.as_secs();
+        judge::admit(
+            judge::authenticate(rt, key, &inner.dummy_rt_key),
+            &claims,
+            now.unix_secs(),
+            leeway,
+        )?;
         Ok(claims)
     }
 
+    #[inline]
     fn validate_parsed(&self, rt: &UntrustedRt, now: Timestamp) -> Result<ValidatedRt, Error> {
-        self.inner.check_feed()?;
-        let claims = self.authenticate_rt(rt, now)?;
-        match self.inner.families.get(claims.registration_id) {
-            // An RT of another registration that had this id (before a restore) is refused
-            // like a revoked one: its registration is gone.
-            Some(f) if f.binding != claims.binding => Err(Error::Revoked),
-            Some(f) if claims.generation < f.generation => Err(Error::Superseded),
-            Some(_) => Ok(ValidatedRt { claims }),
-            None => Err(Error::Revoked),
+        let inner = &self.inner;
+        inner.check_feed()?;
+        let key = inner.rt_keys.get(rt.untrusted_claims().key_id);
+        let leeway = inner.config.clock_skew_leeway.as_secs();
+        let (claims, standing) = judge::judge_rt(
+            rt,
+            key,
+            &inner.dummy_rt_key,
+            now.unix_secs(),
+            leeway,
+            |id| Ok::<_, Error>(inner.families.get(id)),
+        )?;
+        if standing == Standing::Ahead {
+            self.settle_ahead(&claims)?;
         }
+        Ok(ValidatedRt { claims })
+    }
+
+    /// An authentic RT of a generation this node has not seen yet (another node refreshed it
+    /// and its change has not arrived): the store, which every node commits to before an RT
+    /// leaves, decides.
+    #[cold]
+    fn settle_ahead(&self, claims: &RtClaims) -> Result<(), Error> {
+        let reg = self.read(|db| db.registration(claims.registration_id))?;
+        let state = reg
+            .filter(|r| r.status == RegistrationStatus::Active)
+            .map(|r| FamilyState {
+                generation: r.generation,
+                binding: r.binding,
+            });
+        Ok(judge::settle(claims, state)?)
     }
 
     /// Whether a registration is live in memory (not revoked, not pruned after expiry): what
@@ -156,7 +179,7 @@ impl Engine {
             let _ = tx.send(r);
         });
         rx.recv()
-            .unwrap_or_else(|_| Err(Error::Store("the store's writer failed".into())))
+            .unwrap_or_else(|_| Err(Error::store("the store's writer failed".into())))
     }
 
     /// [`Engine::refresh`] without blocking: the RT is checked on the calling thread (parse,
@@ -207,7 +230,7 @@ impl Engine {
                             presented.generation
                         ),
                     ))?;
-                    return Ok(Err(Error::Revoked));
+                    return Ok(Committed::Refusal(Error::Revoked));
                 }
                 let ring = tx.inner.keys.load();
                 let now_secs = tx.now.unix_secs();
@@ -234,10 +257,10 @@ impl Engine {
                     tx.db.refresh_registration(&reg, audit)?;
                     tx.effect(set_family(&reg));
                     if many_sources(tx, &reg, &actor)? {
-                        return Ok(Err(Error::Revoked));
+                        return Ok(Committed::Refusal(Error::Revoked));
                     }
                     let claims = claims_of(&reg);
-                    return Ok(Ok(Refreshed {
+                    return Ok(Committed::Answer(Refreshed {
                         rt: claims.mint(key),
                         claims,
                         retried: false,
@@ -250,7 +273,7 @@ impl Engine {
                 {
                     let key = tx.inner.rt_keys.get(reg.key_epoch).ok_or(Error::Revoked)?;
                     let claims = claims_of(&reg);
-                    return Ok(Ok(Refreshed {
+                    return Ok(Committed::Answer(Refreshed {
                         rt: claims.mint(key),
                         claims,
                         retried: true,
@@ -290,9 +313,9 @@ impl Engine {
                         &Actor::system(),
                     )?;
                 }
-                Ok(Err(Error::RotationReuse))
+                Ok(Committed::Refusal(Error::RotationReuse))
             },
-            move |r| done(r.and_then(|r| r)),
+            move |r| done(r.and_then(Committed::into_result)),
         );
         self.inner.store.submit_writes_last(job);
     }

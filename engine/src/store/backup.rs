@@ -31,7 +31,7 @@ pub struct BackupReport {
 pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, Error> {
     let src_path = dir.join(DATABASE_FILE);
     if !src_path.is_file() {
-        return Err(Error::Store(format!(
+        return Err(Error::store(format!(
             "no Tessera store at {}",
             src_path.display()
         )));
@@ -64,12 +64,12 @@ fn place(partial: &Path, out: &Path) -> Result<(), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(out)),
         Err(_) if out.exists() => Err(exists(out)),
         Err(_) => std::fs::rename(partial, out)
-            .map_err(|e| Error::Store(format!("cannot rename to {}: {e}", out.display()))),
+            .map_err(|e| Error::store(format!("cannot rename to {}: {e}", out.display()))),
     }
 }
 
 fn exists(out: &Path) -> Error {
-    Error::Store(format!(
+    Error::store(format!(
         "{} exists; a backup never overwrites a file",
         out.display()
     ))
@@ -105,32 +105,32 @@ fn copy(src_path: &Path, partial: &Path) -> Result<BackupReport, Error> {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                _ => return Err(Error::Store("the store stayed locked; try again".into())),
+                _ => return Err(Error::store("the store stayed locked; try again".into())),
             }
         }
     }
     // The copy carries the source's WAL flag; one self-contained file is what a backup should be.
     let mode: String = dst.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("delete") {
-        return Err(Error::Store(format!(
+        return Err(Error::store(format!(
             "cannot leave WAL mode in the copy (got {mode})"
         )));
     }
     let check: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if check != "ok" {
-        return Err(Error::Store(format!(
+        return Err(Error::store(format!(
             "the copy failed its integrity check: {check}"
         )));
     }
     let last_audit_seq: i64 = dst.query_row(LAST_AUDIT_SEQ, [], |r| r.get(0))?;
     dst.close().map_err(|(_, e)| Error::from(e))?;
     let file = std::fs::File::open(partial)
-        .map_err(|e| Error::Store(format!("cannot open {}: {e}", partial.display())))?;
+        .map_err(|e| Error::store(format!("cannot open {}: {e}", partial.display())))?;
     file.sync_all()
-        .map_err(|e| Error::Store(format!("cannot sync {}: {e}", partial.display())))?;
+        .map_err(|e| Error::store(format!("cannot sync {}: {e}", partial.display())))?;
     let bytes = file
         .metadata()
-        .map_err(|e| Error::Store(format!("{}: {e}", partial.display())))?
+        .map_err(|e| Error::store(format!("{}: {e}", partial.display())))?
         .len();
     Ok(BackupReport {
         bytes,
@@ -146,7 +146,7 @@ fn sync_parent(out: &Path) -> Result<(), Error> {
     };
     std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::Store(format!("cannot sync {}: {e}", parent.display())))
+        .map_err(|e| Error::store(format!("cannot sync {}: {e}", parent.display())))
 }
 
 #[cfg(test)]

@@ -221,10 +221,13 @@ pub trait StoreTxn: StoreRead {
     fn block(&mut self, rec: &BlockRecord) -> Result<(), Error>;
     /// Unblock a device id; false if it was not blocked.
     fn unblock(&mut self, d: &DeviceId) -> Result<bool, Error>;
-    /// Append an audit event; returns its sequence number.
-    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error>;
-    /// Record a leak signal; returns its id.
-    fn insert_leak(&mut self, sig: &NewLeakSignal) -> Result<u64, Error>;
+    /// Append an audit event. Its sequence number is assigned by the store, at the latest when
+    /// its batch commits (PostgreSQL numbers a batch's events as it commits, so that writers
+    /// committing side by side never leave a gap a reader could skip over): read it back with
+    /// the audit queries, never from here.
+    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<(), Error>;
+    /// Record a leak signal; its id is assigned as an audit event's sequence number is.
+    fn insert_leak(&mut self, sig: &NewLeakSignal) -> Result<(), Error>;
     /// Insert an admin token with its verifier.
     fn insert_admin_token(
         &mut self,

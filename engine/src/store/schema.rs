@@ -151,7 +151,7 @@ pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > SCHEMA_VERSION {
-        return Err(Error::Store(format!(
+        return Err(Error::store(format!(
             "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
         )));
     }

@@ -28,7 +28,7 @@ pub(super) fn sql_u64(v: u64) -> i64 {
 
 /// A value as the JSON text of its column.
 pub(super) fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
-    serde_json::to_string(v).map_err(|e| Error::Store(format!("encode: {e}")))
+    serde_json::to_string(v).map_err(|e| Error::store(format!("encode: {e}")))
 }
 
 /// A list's `LIMIT`: 0 means 100.
@@ -60,7 +60,7 @@ pub(super) fn revocation_page(
         let (seq, subject) = row?;
         let id = subject
             .parse::<u64>()
-            .map_err(|_| Error::Store(format!("audit event {seq} names no registration")))?;
+            .map_err(|_| Error::store(format!("audit event {seq} names no registration")))?;
         ids.push(RegistrationId::new(id));
         next = seq;
     }

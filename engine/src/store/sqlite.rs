@@ -151,7 +151,7 @@ fn configure(conn: &Connection, full: bool) -> Result<(), Error> {
     conn.set_prepared_statement_cache_capacity(64);
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Store(format!("cannot enable WAL mode (got {mode})")));
+        return Err(Error::store(format!("cannot enable WAL mode (got {mode})")));
     }
     conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
@@ -168,7 +168,7 @@ impl SqliteStore {
     /// Open (or create) `dir/tessera.db`, migrating the schema, and start the writer.
     pub fn open(dir: &Path, options: &SqliteOptions) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Store(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| Error::store(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
         configure(&conn, options.synchronous_full)?;
@@ -183,7 +183,7 @@ impl SqliteStore {
         let ckpt_thread = std::thread::Builder::new()
             .name("tessera-store-checkpoint".into())
             .spawn(move || checkpointer_loop(ckpt_conn, &ckpt_stop))
-            .map_err(|e| Error::Store(format!("cannot start checkpoint thread: {e}")))?;
+            .map_err(|e| Error::store(format!("cannot start checkpoint thread: {e}")))?;
         let mut readers = Vec::with_capacity(options.read_connections);
         for _ in 0..options.read_connections {
             let r = Connection::open_with_flags(
@@ -208,7 +208,7 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("tessera-store-writer".into())
             .spawn(move || writer_loop(conn, journal, rx, &writer, &st))
-            .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| Error::store(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             path,
             writer: Writer {
@@ -250,7 +250,7 @@ impl SqliteReader {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(DATABASE_FILE);
         if !path.is_file() {
-            return Err(Error::Store(format!(
+            return Err(Error::store(format!(
                 "no Tessera store at {}",
                 path.display()
             )));
@@ -392,7 +392,7 @@ fn run_batch(
             (true, false) => exec_cached(conn, "ROLLBACK TO job")
                 .and_then(|()| exec_cached(conn, "RELEASE job"))
                 .map_err(Error::from),
-            (false, false) if conn.total_changes() != changes => Err(Error::Store(
+            (false, false) if conn.total_changes() != changes => Err(Error::store(
                 "a write failed part-way; the batch was rolled back".into(),
             )),
             (false, _) => Ok(()),
@@ -402,7 +402,7 @@ fn run_batch(
         } else if conn.is_autocommit() {
             // Some errors (a full disk, an I/O error) make SQLite roll back the whole
             // transaction by itself: nothing in this batch may be acknowledged then.
-            failure = Some(Error::Store(
+            failure = Some(Error::store(
                 "the batch's transaction was rolled back".into(),
             ));
         }
@@ -436,7 +436,7 @@ impl Store for SqliteStore {
         let guard = (0..n)
             .find_map(|i| self.readers[(start + i) % n].try_lock().ok())
             .map_or_else(|| self.readers[start % n].lock(), Ok)
-            .map_err(|_| Error::Store("read connection poisoned".into()))?;
+            .map_err(|_| Error::store("read connection poisoned".into()))?;
         let conn: &Connection = &guard;
         conn.execute_batch("BEGIN")?;
         let r = f(&Db {
@@ -476,7 +476,7 @@ impl Db<'_> {
     fn writer_journal(&mut self) -> Result<&mut BatchJournal, Error> {
         match &mut self.view {
             View::Writer(_, batch) => Ok(batch),
-            _ => Err(Error::Store("write outside the store's writer".into())),
+            _ => Err(Error::store("write outside the store's writer".into())),
         }
     }
 
@@ -1085,7 +1085,7 @@ impl StoreTxn for Db<'_> {
             > 0)
     }
 
-    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error> {
+    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<(), Error> {
         // Numbered by the writer, in one sequence with the refresh events in the journal.
         let seq = self.writer_journal()?.next_seq();
         self.conn
@@ -1102,10 +1102,10 @@ impl StoreTxn for Db<'_> {
                 ev.subject,
                 json(&ev.detail)?
             ])?;
-        Ok(seq as u64)
+        Ok(())
     }
 
-    fn insert_leak(&mut self, s: &NewLeakSignal) -> Result<u64, Error> {
+    fn insert_leak(&mut self, s: &NewLeakSignal) -> Result<(), Error> {
         self.conn
             .prepare_cached(
                 "INSERT INTO leak_signals (at, kind, pt_id, registration_id, operation_id, source, action, detail) \
@@ -1121,7 +1121,7 @@ impl StoreTxn for Db<'_> {
                 s.action,
                 s.detail
             ])?;
-        Ok(self.conn.last_insert_rowid() as u64)
+        Ok(())
     }
 
     fn insert_admin_token(

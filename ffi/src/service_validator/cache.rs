@@ -1,8 +1,18 @@
 //! The service validator's cache: the server's answers about RTs, by the RT's SHA-256 digest
 //! (the cache never holds an RT), bounded in entries and in age.
+//!
+//! A valid answer is not given back as it was kept: each lookup judges the RT again by the
+//! rules every validator applies ([`tessera_proto::token::judge`]), with the server's word as
+//! its authenticity (the entry is keyed by the RT's digest, so the server vouched for this very
+//! RT) and the cache's own view of the registration (the newest generation the server called
+//! valid, or revoked once the feed said so) as its state. So the cache answers expired, revoked
+//! and superseded exactly as the server would, and at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use tessera_proto::token::judge::{judge, FamilyState, RtRefusal, Standing};
+use tessera_proto::token::RtClaims;
 
 use crate::result::tessera_result;
 use crate::validator::tessera_rt_identity;
@@ -23,6 +33,16 @@ struct Entry {
     until: Instant,
 }
 
+/// What the cache knows of a registration it holds valid answers for.
+#[derive(Debug, Default)]
+struct Registration {
+    /// The newest generation the server called valid, with the registration's binding; `None`
+    /// once the feed reported it revoked.
+    state: Option<FamilyState>,
+    /// The digests of the valid answers about it.
+    keys: Vec<[u8; 32]>,
+}
+
 /// Bounded map from RT digest to verdict, with an index by registration so that a revocation or
 /// a newer generation ends the entries it makes wrong.
 #[derive(Debug)]
@@ -30,19 +50,21 @@ pub(crate) struct Cache {
     entries: HashMap<[u8; 32], Entry>,
     /// Insertion order, oldest first, for eviction; may hold digests already removed.
     order: VecDeque<[u8; 32]>,
-    by_registration: HashMap<u64, Vec<[u8; 32]>>,
+    by_registration: HashMap<u64, Registration>,
     capacity: usize,
     max_age: Duration,
+    leeway_secs: u64,
 }
 
 impl Cache {
-    pub(crate) fn new(capacity: usize, max_age: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, max_age: Duration, leeway_secs: u64) -> Self {
         Self {
             entries: HashMap::new(),
             order: VecDeque::new(),
             by_registration: HashMap::new(),
             capacity,
             max_age,
+            leeway_secs,
         }
     }
 
@@ -54,16 +76,25 @@ impl Cache {
         }
     }
 
-    /// The verdict for an RT, if the cache still holds one. A valid entry whose RT has expired
-    /// (by `now_unix`) answers `TESSERA_EXPIRED`.
+    /// The clock-skew leeway RTs are judged with (the server's, so that both agree).
+    pub(crate) fn set_leeway(&mut self, leeway_secs: u64) {
+        self.leeway_secs = leeway_secs;
+    }
+
+    /// The verdict for an RT (its digest and claims), if the cache still holds one.
     #[cfg(test)]
-    fn get(&mut self, key: &[u8; 32], now_unix: u64) -> Option<Verdict> {
-        self.lookup(key, now_unix).map(|(v, _)| v)
+    fn get(&mut self, key: &[u8; 32], claims: &RtClaims, now_unix: u64) -> Option<Verdict> {
+        self.lookup(key, claims, now_unix).map(|(v, _)| v)
     }
 
     /// As [`get`](Self::get), and whether a valid entry is past half its age: it should be
     /// asked about again now, so that an RT in use never drops out of the cache.
-    pub(crate) fn lookup(&mut self, key: &[u8; 32], now_unix: u64) -> Option<(Verdict, bool)> {
+    pub(crate) fn lookup(
+        &mut self,
+        key: &[u8; 32],
+        claims: &RtClaims,
+        now_unix: u64,
+    ) -> Option<(Verdict, bool)> {
         let e = self.entries.get(key)?;
         let now = Instant::now();
         if now >= e.until {
@@ -71,36 +102,53 @@ impl Cache {
             return None;
         }
         let renew = now + self.max_age / 2 >= e.until;
-        Some(match e.verdict {
-            Verdict::Valid(id) if now_unix >= id.expires_at => {
-                (Verdict::Refused(tessera_result::TESSERA_EXPIRED), false)
-            }
-            v @ Verdict::Valid(_) => (v, renew),
-            v => (v, false),
-        })
+        let Verdict::Valid(id) = e.verdict else {
+            return Some((e.verdict, false));
+        };
+        // The server vouched for this very RT: it is authentic.
+        let registrations = &self.by_registration;
+        let state = |rid: tessera_proto::RegistrationId| {
+            Ok::<_, RtRefusal>(registrations.get(&rid.get()).and_then(|r| r.state))
+        };
+        match judge(true, claims, now_unix, self.leeway_secs, state) {
+            Ok(Standing::Current) => Some((Verdict::Valid(id), renew)),
+            // Above the newest generation the server vouched for: not this entry's RT (the
+            // cache keeps none such); ask the server.
+            Ok(Standing::Ahead) => None,
+            Err(refusal) => Some((Verdict::Refused(refusal.into()), false)),
+        }
     }
 
-    /// Keep the server's answer about an RT. A valid answer ends the entries of older
-    /// generations of the same registration: the server has refreshed it since.
-    pub(crate) fn insert(&mut self, key: [u8; 32], verdict: Verdict) {
+    /// Keep the server's answer about an RT (`binding`: the RT's). A valid answer ends the
+    /// entries of older generations of the same registration: the server has refreshed it
+    /// since.
+    pub(crate) fn insert(&mut self, key: [u8; 32], verdict: Verdict, binding: u32) {
         if let Verdict::Valid(id) = verdict {
-            let older: Vec<[u8; 32]> = self
+            let fresh = FamilyState {
+                generation: id.generation,
+                binding,
+            };
+            let reg = self
                 .by_registration
-                .get(&id.registration_id)
-                .into_iter()
-                .flatten()
-                .filter(|k| {
-                    matches!(self.entries.get(*k),
-                        Some(Entry { verdict: Verdict::Valid(o), .. }) if o.generation < id.generation)
-                })
-                .copied()
-                .collect();
-            for k in older {
-                self.remove(&k);
+                .entry(id.registration_id)
+                .or_insert_with(|| Registration {
+                    state: Some(fresh),
+                    keys: Vec::new(),
+                });
+            let older = match reg.state {
+                // Another binding (an id handed out again after a restore on the server),
+                // or a newer generation: the entries held are wrong now.
+                Some(held) if held.binding != binding || held.generation < fresh.generation => {
+                    reg.state = Some(fresh);
+                    std::mem::take(&mut reg.keys)
+                }
+                _ => Vec::new(),
+            };
+            if !reg.keys.contains(&key) {
+                reg.keys.push(key);
             }
-            let keys = self.by_registration.entry(id.registration_id).or_default();
-            if !keys.contains(&key) {
-                keys.push(key);
+            for k in older.into_iter().filter(|k| *k != key) {
+                self.entries.remove(&k);
             }
         }
         let fresh = Entry {
@@ -122,14 +170,8 @@ impl Cache {
 
     /// A registration was revoked: its RTs are refused from now on.
     pub(crate) fn revoke(&mut self, registration_id: u64) {
-        for k in self
-            .by_registration
-            .remove(&registration_id)
-            .unwrap_or_default()
-        {
-            if let Some(e) = self.entries.get_mut(&k) {
-                e.verdict = Verdict::Refused(tessera_result::TESSERA_REVOKED);
-            }
+        if let Some(reg) = self.by_registration.get_mut(&registration_id) {
+            reg.state = None;
         }
     }
 
@@ -147,9 +189,9 @@ impl Cache {
             return;
         };
         if let Verdict::Valid(id) = e.verdict {
-            if let Some(keys) = self.by_registration.get_mut(&id.registration_id) {
-                keys.retain(|k| k != key);
-                if keys.is_empty() {
+            if let Some(reg) = self.by_registration.get_mut(&id.registration_id) {
+                reg.keys.retain(|k| k != key);
+                if reg.keys.is_empty() {
                     self.by_registration.remove(&id.registration_id);
                 }
             }
@@ -165,14 +207,27 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_proto::RegistrationId;
 
-    fn valid(registration_id: u64, generation: u32, expires_at: u64) -> Verdict {
-        Verdict::Valid(crate::validator::identity(
+    const BINDING: u32 = 5;
+
+    /// The claims of an RT and the server's valid answer about it.
+    fn rt(registration_id: u64, generation: u32, expires_at: u64) -> (RtClaims, Verdict) {
+        let claims = RtClaims {
+            key_id: 1,
+            registration_id: RegistrationId::new(registration_id),
+            binding: BINDING,
+            generation,
+            issued_at: 0,
+            expires_at,
+        };
+        let verdict = Verdict::Valid(crate::validator::identity(
             registration_id,
             generation,
             expires_at,
             "pump-1",
-        ))
+        ));
+        (claims, verdict)
     }
 
     fn code(v: Option<Verdict>) -> Option<tessera_result> {
@@ -182,78 +237,105 @@ mod tests {
         })
     }
 
+    fn cache(capacity: usize) -> Cache {
+        Cache::new(capacity, Duration::from_secs(60), 60)
+    }
+
     #[test]
     fn a_revocation_turns_the_registrations_entries_into_refusals() {
-        let mut c = Cache::new(10, Duration::from_secs(60));
-        c.insert([1; 32], valid(7, 1, 2_000));
-        c.insert([2; 32], valid(8, 1, 2_000));
+        let mut c = cache(10);
+        let (a, va) = rt(7, 1, 2_000);
+        let (b, vb) = rt(8, 1, 2_000);
+        c.insert([1; 32], va, BINDING);
+        c.insert([2; 32], vb, BINDING);
         c.revoke(7);
         assert_eq!(
-            code(c.get(&[1; 32], 1_000)),
+            code(c.get(&[1; 32], &a, 1_000)),
             Some(tessera_result::TESSERA_REVOKED)
         );
         assert_eq!(
-            code(c.get(&[2; 32], 1_000)),
+            code(c.get(&[2; 32], &b, 1_000)),
             Some(tessera_result::TESSERA_OK)
         );
     }
 
     #[test]
-    fn a_valid_entry_answers_expired_once_its_rt_has_expired() {
-        let mut c = Cache::new(10, Duration::from_secs(60));
-        c.insert([1; 32], valid(7, 1, 2_000));
+    fn a_valid_entry_answers_expired_once_its_rt_is_past_the_leeway() {
+        let mut c = cache(10);
+        let (a, va) = rt(7, 1, 2_000);
+        c.insert([1; 32], va, BINDING);
         assert_eq!(
-            code(c.get(&[1; 32], 1_999)),
+            code(c.get(&[1; 32], &a, 2_059)),
             Some(tessera_result::TESSERA_OK)
         );
         assert_eq!(
-            code(c.get(&[1; 32], 2_000)),
+            code(c.get(&[1; 32], &a, 2_060)),
+            Some(tessera_result::TESSERA_EXPIRED)
+        );
+        c.set_leeway(0);
+        assert_eq!(
+            code(c.get(&[1; 32], &a, 2_000)),
             Some(tessera_result::TESSERA_EXPIRED)
         );
     }
 
     #[test]
     fn a_valid_entry_past_half_its_age_asks_to_be_renewed() {
-        let mut c = Cache::new(10, Duration::from_secs(60));
-        c.insert([1; 32], valid(7, 1, 2_000));
-        assert!(matches!(c.lookup(&[1; 32], 1_000), Some((_, false))));
+        let mut c = cache(10);
+        let (a, va) = rt(7, 1, 2_000);
+        c.insert([1; 32], va, BINDING);
+        assert!(matches!(c.lookup(&[1; 32], &a, 1_000), Some((_, false))));
         // The same entry under a lifetime it is past half of; a new answer renews it.
         c.resize(10, Duration::from_secs(7_200));
         assert!(matches!(
-            c.lookup(&[1; 32], 1_000),
+            c.lookup(&[1; 32], &a, 1_000),
             Some((Verdict::Valid(_), true))
         ));
-        c.insert([1; 32], valid(7, 1, 2_000));
-        assert!(matches!(c.lookup(&[1; 32], 1_000), Some((_, false))));
-        assert_eq!(c.by_registration[&7].len(), 1);
+        c.insert([1; 32], va, BINDING);
+        assert!(matches!(c.lookup(&[1; 32], &a, 1_000), Some((_, false))));
+        assert_eq!(c.by_registration[&7].keys.len(), 1);
         // Refusals are not renewed.
-        c.insert([2; 32], Verdict::Refused(tessera_result::TESSERA_REVOKED));
+        c.insert(
+            [2; 32],
+            Verdict::Refused(tessera_result::TESSERA_REVOKED),
+            BINDING,
+        );
         c.resize(10, Duration::from_secs(100_000));
-        assert!(matches!(c.lookup(&[2; 32], 1_000), Some((_, false))));
+        assert!(matches!(c.lookup(&[2; 32], &a, 1_000), Some((_, false))));
     }
 
     #[test]
     fn a_newer_generation_ends_the_older_ones() {
-        let mut c = Cache::new(10, Duration::from_secs(60));
-        c.insert([1; 32], valid(7, 1, 2_000));
-        c.insert([2; 32], valid(7, 2, 3_000));
-        assert_eq!(code(c.get(&[1; 32], 1_000)), None);
+        let mut c = cache(10);
+        let (a, va) = rt(7, 1, 2_000);
+        let (b, vb) = rt(7, 2, 3_000);
+        c.insert([1; 32], va, BINDING);
+        c.insert([2; 32], vb, BINDING);
+        assert_eq!(code(c.get(&[1; 32], &a, 1_000)), None);
         assert_eq!(
-            code(c.get(&[2; 32], 1_000)),
+            code(c.get(&[2; 32], &b, 1_000)),
             Some(tessera_result::TESSERA_OK)
+        );
+        // An answer about the older generation arriving late is judged superseded.
+        c.insert([1; 32], va, BINDING);
+        assert_eq!(
+            code(c.get(&[1; 32], &a, 1_000)),
+            Some(tessera_result::TESSERA_SUPERSEDED)
         );
     }
 
     #[test]
     fn the_oldest_entry_goes_when_full_and_entries_end_at_their_age() {
-        let mut c = Cache::new(2, Duration::from_secs(60));
-        c.insert([1; 32], valid(1, 1, 2_000));
-        c.insert([2; 32], valid(2, 1, 2_000));
-        c.insert([3; 32], valid(3, 1, 2_000));
+        let mut c = cache(2);
+        let (a, va) = rt(1, 1, 2_000);
+        c.insert([1; 32], va, BINDING);
+        c.insert([2; 32], rt(2, 1, 2_000).1, BINDING);
+        let (third, v3) = rt(3, 1, 2_000);
+        c.insert([3; 32], v3, BINDING);
         assert_eq!(c.len(), 2);
-        assert_eq!(code(c.get(&[1; 32], 1_000)), None);
+        assert_eq!(code(c.get(&[1; 32], &a, 1_000)), None);
         assert_eq!(
-            code(c.get(&[3; 32], 1_000)),
+            code(c.get(&[3; 32], &third, 1_000)),
             Some(tessera_result::TESSERA_OK)
         );
         // Shrinking evicts at once; a lifetime of zero ends every entry.
@@ -262,12 +344,13 @@ mod tests {
         c.insert(
             [4; 32],
             Verdict::Refused(tessera_result::TESSERA_SUPERSEDED),
+            BINDING,
         );
-        assert_eq!(code(c.get(&[4; 32], 1_000)), None);
+        assert_eq!(code(c.get(&[4; 32], &a, 1_000)), None);
         // Removed digests do not pile up in the eviction order.
         c.resize(2, Duration::from_secs(60));
         for i in 0..100u8 {
-            c.insert([i; 32], valid(u64::from(i), 1, 2_000));
+            c.insert([i; 32], rt(u64::from(i), 1, 2_000).1, BINDING);
             c.revoke(u64::from(i));
         }
         assert!(c.order.len() <= 32);

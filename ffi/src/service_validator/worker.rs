@@ -21,6 +21,8 @@ use crate::validator::identity;
 pub(crate) struct Ask {
     pub(crate) key: [u8; 32],
     pub(crate) rt: Zeroizing<String>,
+    /// The RT's binding (from its claims), which the cache keeps with a valid answer.
+    pub(crate) binding: u32,
 }
 
 /// How long one request may take, connecting included (a long poll's wait comes on top).
@@ -178,7 +180,7 @@ async fn answer(client: &Arc<AdminClient>, shared: &Arc<Shared>, mut rx: mpsc::R
                 }
                 Err(_) => return,
             };
-            s.cache.insert(ask.key, verdict);
+            s.cache.insert(ask.key, verdict, ask.binding);
         });
     }
 }

@@ -429,6 +429,10 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
     EXPECT(tessera_service_validator_set_cache(sv, 10, 0), TESSERA_INVALID_ARGUMENT);
     EXPECT(tessera_service_validator_set_cache(sv, 10, 3601), TESSERA_INVALID_ARGUMENT);
     EXPECT(tessera_service_validator_set_cache(sv, 10, 10), TESSERA_OK);
+    EXPECT(tessera_service_validator_set_clock_skew_leeway(NULL, 60), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_set_clock_skew_leeway(sv, 301), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_clock_skew_leeway(sv, 0), TESSERA_OK);
+    EXPECT(tessera_service_validator_set_clock_skew_leeway(sv, 300), TESSERA_OK);
     EXPECT(tessera_service_validator_status(NULL), TESSERA_NULL_PARAMETER);
     memset(&who, 0x5A, sizeof who);
     EXPECT(tessera_service_validator_check(NULL, r, rlen, &who), TESSERA_NULL_PARAMETER);

@@ -53,6 +53,7 @@ int main(void) {
     PANICS(tessera_service_validator_new("127.0.0.1:9", "localhost", tok, 6, tok, 6, &sv));
     PANICS(tessera_service_validator_new_pinned("127.0.0.1:9", "localhost", "00", tok, 6, &sv));
     PANICS(tessera_service_validator_set_cache(sv, 1, 1));
+    PANICS(tessera_service_validator_set_clock_skew_leeway(sv, 1));
     PANICS(tessera_service_validator_status(sv));
     PANICS(tessera_service_validator_check(sv, tok, 6, &who));
     PANICS(tessera_service_validator_revocations(sv, ids, 1, &nrev));

@@ -26,6 +26,52 @@ pub(crate) fn static_lib() -> PathBuf {
     lib
 }
 
+/// The system libraries a Rust static library needs (`rustc --print native-static-libs`).
+pub(crate) const NATIVE_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+/// The C standard and warnings every C file of the project compiles with.
+pub(crate) const C_WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+
+/// The test build of libtessera is the `platform` shape (the C tests cover the local
+/// validator too), so the tests see its declarations.
+pub(crate) const PLATFORM: &str = "-DTESSERA_PLATFORM";
+
+/// clang flags for the AddressSanitizer + UndefinedBehaviorSanitizer builds.
+pub(crate) const SANITIZERS: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+];
+
+/// Compile `ffi/tests/c/FILE` with `compiler` against the header and the test build of the
+/// library.
+pub(crate) fn compile_file(file: &str, compiler: &str, extra: &[&str], out: &Path) {
+    let lib = static_lib();
+    let status = Command::new(compiler)
+        .args(C_WARNINGS)
+        .arg(PLATFORM)
+        .arg("-g")
+        .args(extra)
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join("ffi/tests/c").join(file))
+        .arg(&lib)
+        .args(NATIVE_LIBS)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .unwrap_or_else(|e| panic!("{compiler} not found ({e}); scripts/test-all.sh installs it"));
+    assert!(status.success(), "{compiler} failed to build the C tests");
+}
+
 /// `make -B ARGS` in `dir` (a folder with a Makefile over libtessera) against the test build of
 /// the library, which make is told not to rebuild (`-o`): the other tests use it at the same
 /// time.

@@ -6,11 +6,13 @@
 //! Minting and verifying need the keys and the `mac` feature.
 
 pub mod code;
+pub mod judge;
 pub mod op;
 pub mod pt;
 pub mod rt;
 
 pub use code::{matches as code_matches, normalize_code, CODE_LEN};
+pub use judge::{admit, judge, settle, FamilyState, RtRefusal, Standing};
 pub use pt::{ParsedPt, PT_BINARY_LEN, PT_PREFIX, PT_TEXT_LEN, PT_VERSION};
 pub use rt::{
     RtClaims, UntrustedRt, RT_BINARY_LEN, RT_BINDING_LIMIT, RT_MAC_INPUT_LEN, RT_MAC_LEN,

@@ -148,6 +148,37 @@ pub mod code {
     pub const INTERNAL: u16 = 50;
     /// The server is shutting down or overloaded; retry later.
     pub const UNAVAILABLE: u16 = 51;
+
+    /// Every code and its name as docs/protocol.md lists it: what the C and Python error
+    /// tables are checked against (each code must map to an outcome of its own there).
+    pub const ALL: &[(u16, &str)] = &[
+        (MALFORMED, "MALFORMED"),
+        (UNSUPPORTED_VERSION, "UNSUPPORTED_VERSION"),
+        (UNKNOWN_REQUEST, "UNKNOWN_REQUEST"),
+        (TOO_LARGE, "TOO_LARGE"),
+        (INVALID_INPUT, "INVALID_INPUT"),
+        (TOKEN_FORMAT, "TOKEN_FORMAT"),
+        (UNAUTHENTICATED, "UNAUTHENTICATED"),
+        (EXPIRED, "EXPIRED"),
+        (REVOKED, "REVOKED"),
+        (SUPERSEDED, "SUPERSEDED"),
+        (ROTATION_REUSE, "ROTATION_REUSE"),
+        (DEVICE_BLOCKED, "DEVICE_BLOCKED"),
+        (NOT_FOUND, "NOT_FOUND"),
+        (OPERATION_CLOSED, "OPERATION_CLOSED"),
+        (WRONG_CODE, "WRONG_CODE"),
+        (CODE_ATTEMPTS_EXHAUSTED, "CODE_ATTEMPTS_EXHAUSTED"),
+        (CODE_REQUIRED, "CODE_REQUIRED"),
+        (DEVICE_ID_IN_USE, "DEVICE_ID_IN_USE"),
+        (RATE_LIMITED, "RATE_LIMITED"),
+        (TOO_MANY_PENDING, "TOO_MANY_PENDING"),
+        (REGISTRATION_CAP, "REGISTRATION_CAP"),
+        (GENERATION_EXHAUSTED, "GENERATION_EXHAUSTED"),
+        (FORBIDDEN, "FORBIDDEN"),
+        (TIMEOUT, "TIMEOUT"),
+        (INTERNAL, "INTERNAL"),
+        (UNAVAILABLE, "UNAVAILABLE"),
+    ];
 }
 
 /// The body of an error response.

@@ -3,7 +3,6 @@
 mod admin;
 pub mod config;
 mod device;
-pub mod errors;
 mod http;
 pub mod registry;
 mod reply;
@@ -699,7 +698,7 @@ pub(crate) fn err(code: u16, message: &str) -> ErrorBody {
 }
 
 pub(crate) fn engine_err(e: &tessera_engine::Error) -> ErrorBody {
-    errors::error_body(e, now().unix_millis())
+    e.to_wire(now().unix_millis())
 }
 
 /// What a request handler produced.

@@ -9,6 +9,8 @@ from .errors import TesseraError
 from .records import RegistrationRecord
 
 __version__: str
+#: Every wire protocol error code and its name (docs/protocol.md, "Errors").
+WIRE_CODES: List[Tuple[int, str]]
 __all__ = [
     "AdminClient",
     "Claims",

@@ -37,6 +37,7 @@ __all__ = [
     "TesseraTimeout",
     "DeadlineExceeded",
     "ServerError",
+    "Unavailable",
     "ProtocolError",
     "TesseraConnectionError",
     "CertificateError",
@@ -182,6 +183,11 @@ class ServerError(TesseraError):
     """The server failed internally or is unavailable; nothing changed. Codes 50, 51."""
 
 
+class Unavailable(ServerError):
+    """The server cannot answer now: shutting down, overloaded, or (several nodes) behind the
+    shared store. Retry later, or on another node. Code 51."""
+
+
 class ProtocolError(TesseraError):
     """A malformed, unknown or oversized message. Codes 1-4, and 102 from the client."""
 
@@ -251,7 +257,7 @@ CODES: Dict[int, Type[TesseraError]] = {
     40: Forbidden,
     41: TesseraTimeout,
     50: ServerError,
-    51: ServerError,
+    51: Unavailable,
     100: TesseraConnectionError,
     101: TesseraTimeout,
     102: ProtocolError,

@@ -137,7 +137,7 @@ fn take_numbers(conn: &mut Conn, counter: &str, n: usize) -> Result<i64, Error> 
         &[&counter, &n],
     )?;
     let top: i64 = get(
-        &row.ok_or_else(|| Error::Store(format!("no counter {counter}")))?,
+        &row.ok_or_else(|| Error::store(format!("no counter {counter}")))?,
         0,
     )?;
     Ok(top - n + 1)
@@ -241,7 +241,7 @@ impl<'c> Db<'c> {
 
 fn get<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, Error> {
     r.try_get(i)
-        .map_err(|e| Error::Store(format!("postgresql: column {i}: {e}")))
+        .map_err(|e| Error::store(format!("postgresql: column {i}: {e}")))
 }
 
 fn u(v: i64) -> u64 {
@@ -253,12 +253,12 @@ fn u32_of(v: i64) -> u32 {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Error> {
-    serde_json::from_str(s).map_err(|e| Error::Store(format!("decode: {e}")))
+    serde_json::from_str(s).map_err(|e| Error::store(format!("decode: {e}")))
 }
 
 fn bytes<const N: usize>(v: &[u8]) -> Result<[u8; N], Error> {
     v.try_into()
-        .map_err(|_| Error::Store(format!("a stored id is not {N} bytes")))
+        .map_err(|_| Error::store(format!("a stored id is not {N} bytes")))
 }
 
 fn pt_row(r: &Row) -> Result<(PtRecord, [u8; 32]), Error> {
@@ -296,7 +296,7 @@ fn reg_row(r: &Row) -> Result<RegistrationRecord, Error> {
     Ok(RegistrationRecord {
         id: RegistrationId::new(u(get(r, 0)?)),
         device_id: DeviceId::new(get::<String>(r, 1)?)
-            .map_err(|e| Error::Store(format!("a stored device id: {e}")))?,
+            .map_err(|e| Error::store(format!("a stored device id: {e}")))?,
         pt_id: PtId::from_bytes(bytes(get::<&[u8]>(r, 2)?)?),
         operation_id: OperationId::from_bytes(bytes(get::<&[u8]>(r, 3)?)?),
         status: if get::<bool>(r, 4)? {
@@ -319,7 +319,7 @@ fn reg_row(r: &Row) -> Result<RegistrationRecord, Error> {
 fn block_row(r: &Row) -> Result<BlockRecord, Error> {
     Ok(BlockRecord {
         device_id: DeviceId::new(get::<String>(r, 0)?)
-            .map_err(|e| Error::Store(format!("a stored device id: {e}")))?,
+            .map_err(|e| Error::store(format!("a stored device id: {e}")))?,
         at: ts(get(r, 1)?),
         by: get(r, 2)?,
         reason: get(r, 3)?,
@@ -334,7 +334,7 @@ fn admin_row(r: &Row) -> Result<(AdminTokenRecord, [u8; 32]), Error> {
             name: get(r, 2)?,
             role: role
                 .parse()
-                .map_err(|e| Error::Store(format!("a stored role: {e}")))?,
+                .map_err(|e| Error::store(format!("a stored role: {e}")))?,
             created_at: ts(get(r, 4)?),
             revoked_at: ts_opt(get(r, 5)?),
         },
@@ -641,7 +641,7 @@ impl StoreRead for Db<'_> {
                 id: u(get(r, 0)?),
                 at: ts(get(r, 1)?),
                 kind: LeakKind::parse(kind)
-                    .ok_or_else(|| Error::Store(format!("unknown leak kind {kind}")))?,
+                    .ok_or_else(|| Error::store(format!("unknown leak kind {kind}")))?,
                 pt_id: get(r, 3)?,
                 registration_id: get::<Option<i64>>(r, 4)?.map(|v| RegistrationId::new(u(v))),
                 operation_id: get(r, 5)?,
@@ -665,7 +665,7 @@ impl StoreRead for Db<'_> {
                 ),
                 &[],
             )?
-            .ok_or_else(|| Error::Store("counts: no row".into()))?;
+            .ok_or_else(|| Error::store("counts: no row".into()))?;
         Ok(StoreCounts {
             pts: u(get(&r, 0)?),
             pending_operations: u(get(&r, 1)?),
@@ -704,7 +704,7 @@ impl Db<'_> {
     fn log(&mut self) -> Result<&mut PendingLog, Error> {
         self.log
             .as_deref_mut()
-            .ok_or_else(|| Error::Store("write outside the store's writer".into()))
+            .ok_or_else(|| Error::store("write outside the store's writer".into()))
     }
 }
 
@@ -818,7 +818,7 @@ impl StoreTxn for Db<'_> {
                     &i64::from(rec.binding),
                 ],
             )?
-            .ok_or_else(|| Error::Store("insert returned no id".into()))?;
+            .ok_or_else(|| Error::store("insert returned no id".into()))?;
         self.wrote.set(true);
         Ok(RegistrationId::new(u(get(&row, 0)?)))
     }
@@ -895,9 +895,8 @@ impl StoreTxn for Db<'_> {
         )? > 0)
     }
 
-    /// Returns 0: the event is numbered when its batch commits (see the module's
-    /// documentation).
-    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<u64, Error> {
+    /// The event is numbered when its batch commits (see the module's documentation).
+    fn append_audit(&mut self, ev: &NewAuditEvent<'_>) -> Result<(), Error> {
         let row = AuditRow {
             at: sql_ts(ev.at),
             actor: ev.actor.to_owned(),
@@ -908,7 +907,7 @@ impl StoreTxn for Db<'_> {
         };
         self.log()?.audit.push(row);
         self.wrote.set(true);
-        Ok(0)
+        Ok(())
     }
 
     fn publishes(&self) -> bool {
@@ -925,11 +924,11 @@ impl StoreTxn for Db<'_> {
         Ok(())
     }
 
-    /// Returns 0: the signal is numbered when its batch commits.
-    fn insert_leak(&mut self, sig: &NewLeakSignal) -> Result<u64, Error> {
+    /// The signal is numbered when its batch commits.
+    fn insert_leak(&mut self, sig: &NewLeakSignal) -> Result<(), Error> {
         self.log()?.leaks.push(sig.clone());
         self.wrote.set(true);
-        Ok(0)
+        Ok(())
     }
 
     fn insert_admin_token(

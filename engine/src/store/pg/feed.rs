@@ -116,7 +116,7 @@ impl Follower {
                 if node != self.node {
                     let body: &str = get(r, 2)?;
                     let change: Change = serde_json::from_str(body)
-                        .map_err(|e| Error::Store(format!("change {seq}: {e}")))?;
+                        .map_err(|e| Error::store(format!("change {seq}: {e}")))?;
                     batch.push(change);
                 }
                 self.position = seq;
@@ -158,5 +158,5 @@ fn trim(c: &mut Conn, head: i64) -> Result<u64, Error> {
 
 fn get<'a, T: postgres::types::FromSql<'a>>(r: &'a postgres::Row, i: usize) -> Result<T, Error> {
     r.try_get(i)
-        .map_err(|e| Error::Store(format!("postgresql: column {i}: {e}")))
+        .map_err(|e| Error::store(format!("postgresql: column {i}: {e}")))
 }

@@ -45,10 +45,11 @@ use db::{Db, PendingLog};
 /// The store's error for a PostgreSQL error. The driver's messages name statements, columns and
 /// constraints, never bound parameter values.
 pub(crate) fn pg_err(e: postgres::Error) -> Error {
-    Error::Store(match e.as_db_error() {
+    let message = match e.as_db_error() {
         Some(db) => format!("postgresql: {}", db.message()),
         None => format!("postgresql: {e}"),
-    })
+    };
+    Error::Store(crate::error::StoreError::caused_by(message, e))
 }
 
 /// How to open the PostgreSQL store.
@@ -155,7 +156,7 @@ struct Manager {
 impl Manager {
     fn open(&self) -> Result<Conn, Error> {
         let client = self.config.connect(NoTls).map_err(|e| {
-            Error::Store(format!(
+            Error::store(format!(
                 "cannot connect to PostgreSQL at {}: {}",
                 describe(&self.config),
                 pg_err(e)
@@ -231,7 +232,7 @@ impl PostgresStore {
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, Error> {
         let mut config = postgres::Config::from_str(url).map_err(|e| {
             // The driver's message never repeats the URL (which may hold a password).
-            Error::Store(format!("not a PostgreSQL connection URL: {e}"))
+            Error::store(format!("not a PostgreSQL connection URL: {e}"))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
@@ -257,7 +258,7 @@ impl PostgresStore {
             .min_idle(Some(1))
             .connection_timeout(options.connect_timeout.max(Duration::from_secs(1)))
             .build(manager.clone())
-            .map_err(|e| Error::Store(format!("read pool: {e}")))?;
+            .map_err(|e| Error::store(format!("read pool: {e}")))?;
         let (tx, rx) = mpsc::channel();
         // The writers take turns at the queue: one waits for jobs and takes what is queued
         // (a batch), then runs it while the next one waits.
@@ -271,7 +272,7 @@ impl PostgresStore {
                 std::thread::Builder::new()
                     .name("tessera-store-writer".into())
                     .spawn(move || writer_loop(writer, &wm, &rx, max_batch, node, &st))
-                    .map_err(|e| Error::Store(format!("cannot start writer thread: {e}")))?,
+                    .map_err(|e| Error::store(format!("cannot start writer thread: {e}")))?,
             );
         }
         Ok(Self {
@@ -298,10 +299,10 @@ impl PostgresStore {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !ok {
-            return Err(Error::Store(format!("not a schema name: {schema:?}")));
+            return Err(Error::store(format!("not a schema name: {schema:?}")));
         }
         let config = postgres::Config::from_str(url)
-            .map_err(|e| Error::Store(format!("not a PostgreSQL connection URL: {e}")))?;
+            .map_err(|e| Error::store(format!("not a PostgreSQL connection URL: {e}")))?;
         let mut conn = Manager { config }.open()?;
         conn.batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))?;
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -384,7 +385,7 @@ fn writer_loop(
             Some(c) => run_batch(c, node, &mut batch, &mut done),
             None => {
                 batch.clear();
-                Err(Error::Store("the database cannot be reached".into()))
+                Err(Error::store("the database cannot be reached".into()))
             }
         };
         stats.record(n, result.is_ok());
@@ -433,10 +434,10 @@ fn run_batch(
             (true, true) => conn.batch("RELEASE job"),
             (true, false) => conn.batch("ROLLBACK TO job; RELEASE job"),
             // A failed statement aborts the whole transaction in PostgreSQL.
-            (false, _) if failed => Err(Error::Store(
+            (false, _) if failed => Err(Error::store(
                 "a statement failed; the batch was rolled back".into(),
             )),
-            (false, false) if wrote => Err(Error::Store(
+            (false, false) if wrote => Err(Error::store(
                 "a write failed part-way; the batch was rolled back".into(),
             )),
             (false, _) => Ok(()),
@@ -471,9 +472,9 @@ impl Store for PostgresStore {
         let mut conn = self
             .readers
             .as_ref()
-            .ok_or_else(|| Error::Store("the store is closed".into()))?
+            .ok_or_else(|| Error::store("the store is closed".into()))?
             .get()
-            .map_err(|e| Error::Store(format!("no read connection: {e}")))?;
+            .map_err(|e| Error::store(format!("no read connection: {e}")))?;
         conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         let r = f(&Db::reader(&mut conn));
         let end = conn.batch("ROLLBACK");
@@ -499,7 +500,7 @@ impl Store for PostgresStore {
         let t = std::thread::Builder::new()
             .name("tessera-feed".into())
             .spawn(move || follower.run())
-            .map_err(|e| Error::Store(format!("cannot start the feed follower: {e}")))?;
+            .map_err(|e| Error::store(format!("cannot start the feed follower: {e}")))?;
         if let Ok(mut f) = self.follower.lock() {
             *f = Some((stop, t));
         }

@@ -149,7 +149,7 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), Error> {
         .map_err(pg_err)?
         .map_or(0, |r| r.get(0));
     if current > SCHEMA_VERSION {
-        return Err(Error::Store(format!(
+        return Err(Error::store(format!(
             "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
         )));
     }
