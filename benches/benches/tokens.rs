@@ -94,6 +94,47 @@ fn rt_benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // Where the time above the floor goes: the text decoding (the codec's base64 against
+    // data-encoding on the same text) and the checksum, each alone.
+    let mut g = c.benchmark_group("rt_parse");
+    g.bench_function("tessera", |b| {
+        b.iter(|| UntrustedRt::parse(black_box(&rt_text)).is_ok())
+    });
+    let body = &rt_text[tessera_proto::token::RT_PREFIX.len()..];
+    g.bench_function("base64_decode", |b| {
+        use base64::Engine;
+        let mut out = [0u8; tessera_proto::token::RT_BINARY_LEN];
+        b.iter(|| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode_slice_unchecked(black_box(body), &mut out)
+                .is_ok()
+        })
+    });
+    g.bench_function("data_encoding_decode", |b| {
+        let mut out = [0u8; tessera_proto::token::RT_BINARY_LEN];
+        b.iter(|| {
+            data_encoding::BASE64URL_NOPAD
+                .decode_mut(black_box(body), &mut out)
+                .is_ok()
+        })
+    });
+    g.bench_function("base64_simd_decode", |b| {
+        let mut out = [0u8; tessera_proto::token::RT_BINARY_LEN];
+        b.iter(|| {
+            base64_simd::URL_SAFE_NO_PAD
+                .decode(black_box(body), base64_simd::Out::from_slice(&mut out))
+                .is_ok()
+        })
+    });
+    let binary = parsed.to_bytes();
+    g.bench_function("checksum", |b| {
+        b.iter(|| {
+            tessera_proto::codec::check_binary(tessera_proto::token::RT_PREFIX, black_box(&binary))
+                .is_ok()
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("rt_mint");
     let mint_claims = RtClaims {
         registration_id: RegistrationId::new(77),

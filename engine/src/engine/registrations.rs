@@ -93,7 +93,7 @@ impl Engine {
     fn validate_parsed(&self, rt: &UntrustedRt, now: Timestamp) -> Result<ValidatedRt, Error> {
         let inner = &self.inner;
         inner.check_feed()?;
-        let key = inner.rt_keys.get(rt.untrusted_claims().key_id);
+        let key = inner.rt_keys.get(rt.untrusted_key_id());
         let leeway = inner.config.clock_skew_leeway.as_secs();
         let (claims, standing) = judge::judge_rt(
             rt,

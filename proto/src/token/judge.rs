@@ -26,7 +26,9 @@
 #[cfg(feature = "mac")]
 use ring::hmac;
 
-use super::rt::{RtClaims, UntrustedRt};
+use super::rt::RtClaims;
+#[cfg(feature = "mac")]
+use super::rt::UntrustedRt;
 use crate::ids::RegistrationId;
 
 /// The live state of a registration: what an RT is compared with.

@@ -116,6 +116,7 @@ impl core::fmt::Debug for UntrustedRt {
 impl UntrustedRt {
     /// Parse the text form. Checks prefix, length, alphabet, checksum and version; does not
     /// allocate.
+    #[inline]
     pub fn parse(text: &[u8]) -> Result<Self, TokenFormatError> {
         let mut bin = [0u8; RT_BINARY_LEN];
         codec::decode_into(RT_PREFIX, text, &mut bin)?;
@@ -131,6 +132,7 @@ impl UntrustedRt {
         Self::check_version(bin)
     }
 
+    #[inline]
     fn check_version(bin: [u8; RT_BINARY_LEN]) -> Result<Self, TokenFormatError> {
         if bin[0] != RT_VERSION {
             return Err(TokenFormatError::UnknownVersion);
@@ -144,6 +146,7 @@ impl UntrustedRt {
     }
 
     /// The claims, not yet authenticated.
+    #[inline]
     pub fn untrusted_claims(&self) -> RtClaims {
         let b = &self.bin;
         let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -162,6 +165,13 @@ impl UntrustedRt {
         }
     }
 
+    /// The key epoch it names, not yet authenticated: which key to check its MAC with.
+    #[inline]
+    pub fn untrusted_key_id(&self) -> u32 {
+        let b = &self.bin;
+        u32::from_be_bytes([b[1], b[2], b[3], b[4]])
+    }
+
     /// The 36 bytes the MAC covers.
     pub fn mac_input(&self) -> &[u8] {
         &self.bin[..RT_MAC_INPUT_LEN]
@@ -174,6 +184,7 @@ impl UntrustedRt {
 
     /// Verify the MAC in constant time (`ring::hmac::verify`).
     #[cfg(feature = "mac")]
+    #[inline]
     pub fn verify_mac(&self, key: &hmac::Key) -> bool {
         hmac::verify(
             key,
