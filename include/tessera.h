@@ -4,9 +4,16 @@
  *   device    (the default; what firmware links): token helpers, the device client and the
  *             network validator. No store and no server code.
  *   platform  everything in device, plus the local validator (tessera_local_validator_*),
- *             which opens a Tessera server's data directory. Its declarations are under
- *             #if defined(TESSERA_PLATFORM): define TESSERA_PLATFORM when building against
- *             this shape. */
+ *             which opens a Tessera server's data directory, and the service validator
+ *             (tessera_service_validator_*), which follows a server over the network. Their
+ *             declarations are under #if defined(TESSERA_PLATFORM): define TESSERA_PLATFORM
+ *             when building against this shape.
+ *
+ * Outputs. Every fallible function returns a tessera_result and writes its outputs through
+ * its trailing pointer arguments only when it returns TESSERA_OK, with one exception: a
+ * function that copies into a caller's buffer and has a size output (`written`) writes the
+ * size needed there when it returns TESSERA_BUFFER_TOO_SMALL, and leaves the buffer untouched,
+ * so the call can be retried with a buffer that large. No other result writes any output. */
 
 #ifndef TESSERA_H
 #define TESSERA_H
@@ -43,7 +50,9 @@ enum tessera_result
   TESSERA_INVALID_LENGTH = 2,
   // Text was not valid UTF-8 (or contained a NUL).
   TESSERA_INVALID_UTF8 = 3,
-  // The output buffer is too small; nothing was written.
+  // The output buffer is too small. Nothing was copied into it; the function's size output
+  // (`*written`) holds the size needed, so the call can be retried with a buffer that large.
+  // Every other output is left as it was.
   TESSERA_BUFFER_TOO_SMALL = 4,
   // A panic was caught at the boundary; the call had no effect.
   TESSERA_PANIC = 5,
@@ -275,13 +284,18 @@ tessera_result tessera_device_client_ensure_registered(tessera_device_client *cl
 tessera_result tessera_device_client_refresh(tessera_device_client *client_ptr);
 
 // Copy the current RT (a secret; not NUL-terminated) into `buf` (`cap` bytes); its length goes
-// to `*written`. `TESSERA_NOT_AVAILABLE` when not registered; nothing written on failure.
+// to `*written`. Outputs for each result:
+// - `TESSERA_OK`: the RT in `buf[0..*written]`;
+// - `TESSERA_BUFFER_TOO_SMALL`: `buf` untouched, `*written` = the size needed (the RT's length);
+// - `TESSERA_NOT_AVAILABLE` (not registered) and every other code: nothing written.
 tessera_result tessera_device_client_copy_rt(tessera_device_client *client_ptr,
                                              uint8_t *buf,
                                              size_t cap,
                                              size_t *written);
 
-// Copy the device id (not NUL-terminated) into `buf`; its length goes to `*written`.
+// Copy the device id (not NUL-terminated) into `buf` (`cap` bytes); its length goes to
+// `*written`. Outputs as [`tessera_device_client_copy_rt`]: `*written` is the size needed on
+// `TESSERA_BUFFER_TOO_SMALL`, and nothing is written on any other failure.
 tessera_result tessera_device_client_copy_device_id(tessera_device_client *client_ptr,
                                                     uint8_t *buf,
                                                     size_t cap,

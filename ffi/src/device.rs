@@ -512,7 +512,10 @@ pub extern "C" fn tessera_device_client_refresh(
 }
 
 /// Copy the current RT (a secret; not NUL-terminated) into `buf` (`cap` bytes); its length goes
-/// to `*written`. `TESSERA_NOT_AVAILABLE` when not registered; nothing written on failure.
+/// to `*written`. Outputs for each result:
+/// - `TESSERA_OK`: the RT in `buf[0..*written]`;
+/// - `TESSERA_BUFFER_TOO_SMALL`: `buf` untouched, `*written` = the size needed (the RT's length);
+/// - `TESSERA_NOT_AVAILABLE` (not registered) and every other code: nothing written.
 #[no_mangle]
 pub extern "C" fn tessera_device_client_copy_rt(
     client_ptr: *mut tessera_device_client,
@@ -523,7 +526,9 @@ pub extern "C" fn tessera_device_client_copy_rt(
     copy_current(client_ptr, buf, cap, written, |r| r.rt.as_bytes())
 }
 
-/// Copy the device id (not NUL-terminated) into `buf`; its length goes to `*written`.
+/// Copy the device id (not NUL-terminated) into `buf` (`cap` bytes); its length goes to
+/// `*written`. Outputs as [`tessera_device_client_copy_rt`]: `*written` is the size needed on
+/// `TESSERA_BUFFER_TOO_SMALL`, and nothing is written on any other failure.
 #[no_mangle]
 pub extern "C" fn tessera_device_client_copy_device_id(
     client_ptr: *mut tessera_device_client,

@@ -14,7 +14,9 @@ pub enum tessera_result {
     TESSERA_INVALID_LENGTH = 2,
     /// Text was not valid UTF-8 (or contained a NUL).
     TESSERA_INVALID_UTF8 = 3,
-    /// The output buffer is too small; nothing was written.
+    /// The output buffer is too small. Nothing was copied into it; the function's size output
+    /// (`*written`) holds the size needed, so the call can be retried with a buffer that large.
+    /// Every other output is left as it was.
     TESSERA_BUFFER_TOO_SMALL = 4,
     /// A panic was caught at the boundary; the call had no effect.
     TESSERA_PANIC = 5,
