@@ -8,9 +8,10 @@ use tessera_proto::admin::requests::PtBatch;
 use tessera_proto::wire::messages::AdminReq;
 use tessera_proto::wire::{self, kind, ErrorBody, Frame};
 
-use super::device::parse;
+use super::body::parse;
+use super::reply::Handled;
 use super::service::{self, start_batch};
-use super::{Handled, Shared};
+use super::shared::Shared;
 
 /// How long a batch waits for its reader to take the next chunk before abandoning the batch.
 const BATCH_READER_TIMEOUT: Duration = Duration::from_secs(60);

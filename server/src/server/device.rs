@@ -3,71 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use tessera_engine::{
-    Actor, Attributes, BeginRequest, DeviceId, Engine, Error, OperationId, OperationStatus,
-    Provisioned, ProvisioningToken, RegistrationId, Timestamp,
+    Actor, Attributes, BeginRequest, DeviceId, Error, OperationId, OperationStatus, Provisioned,
+    ProvisioningToken, RegistrationId,
 };
 
-use super::reply::{Deferred, Reply};
-use super::{engine_err, err, Handled, Shared};
+use super::body::parse;
+use super::outbox::Deferred;
+use super::reply::{engine_err, err, Handled, Reply};
+use super::shared::{blocking, limit, Shared};
 use tessera_proto::wire::messages::{
     BeginReq, BeginResp, CancelReq, IntrospectResp, RefreshResp, RtBody, RtReq, WaitReq, WaitResp,
 };
 use tessera_proto::wire::{code, kind, ErrorBody, Frame};
-
-/// A request body as `T`. The body must be one JSON object (an array would otherwise be read as
-/// positional fields); unknown fields are refused by `T` itself.
-pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ErrorBody> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(err(
-            code::MALFORMED,
-            "malformed request body: not a JSON object",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        // serde_json's messages name fields and positions, not values.
-        err(
-            code::MALFORMED,
-            &format!("malformed request body: {}", e.classify_message()),
-        )
-    })
-}
-
-trait ClassifyMessage {
-    fn classify_message(&self) -> String;
-}
-
-impl ClassifyMessage for serde_json::Error {
-    fn classify_message(&self) -> String {
-        match self.classify() {
-            serde_json::error::Category::Data => {
-                // "unknown field `x`", "missing field `y`", "invalid type": no input values.
-                let s = self.to_string();
-                s.split(" at line")
-                    .next()
-                    .unwrap_or("invalid data")
-                    .to_owned()
-            }
-            serde_json::error::Category::Syntax => "invalid JSON".into(),
-            serde_json::error::Category::Eof => "truncated JSON".into(),
-            serde_json::error::Category::Io => "I/O".into(),
-        }
-    }
-}
-
-/// Run a blocking engine call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    shared: &Shared,
-    f: impl FnOnce(&Engine, Timestamp) -> Result<T, Error> + Send + 'static,
-) -> Result<T, ErrorBody> {
-    let e = shared.engine.clone();
-    let t = shared.now();
-    match tokio::task::spawn_blocking(move || f(&e, t)).await {
-        Ok(r) => r.map_err(|e| engine_err(&e)),
-        Err(_) => Err(err(code::INTERNAL, "internal error; nothing was changed")),
-    }
-}
 
 pub(crate) fn rt_body(p: &Provisioned) -> RtBody {
     RtBody {
@@ -169,7 +117,7 @@ async fn wait(
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
     if let Some(s) = &source {
-        super::limit(shared, &shared.limits.wait, s)?;
+        limit(shared, &shared.limits.wait, s)?;
     }
     let id = parse_op(&req.operation_id)?;
     let hold = Duration::from_millis(req.timeout_ms.min(shared.config.max_wait_ms));
@@ -259,20 +207,22 @@ fn refresh(shared: &Shared, req: RtReq, source: Option<String>, reply: Reply) {
     // runs on the store's writer, which hands the result to the outbox once it is durable: no
     // thread or task waits per refresh.
     let outbox = shared.outbox.clone();
+    let clock = shared.clock.clone();
     shared
         .engine
         .refresh_then(&req.rt, &Actor::device(source), shared.now(), move |r| {
             outbox.push(Deferred {
                 reply,
                 refreshed: r,
+                at_ms: clock.now().unix_millis(),
             });
         });
 }
 
 /// The answer to a refresh, once its result is known.
 pub(crate) fn refresh_answer(
-    shared: &Shared,
     r: Result<tessera_engine::Refreshed, Error>,
+    at_ms: u64,
 ) -> Result<Handled, ErrorBody> {
     let r = r.map_err(|e| engine_err(&e))?;
     let body = RtBody {
@@ -287,7 +237,7 @@ pub(crate) fn refresh_answer(
         frames: tessera_proto::wire::ok_frame(&RefreshResp {
             registration: body,
             retried: r.retried,
-            server_time_ms: shared.now().unix_millis(),
+            server_time_ms: at_ms,
         }),
         attach: Some(r.claims.registration_id),
     })
@@ -312,7 +262,7 @@ async fn introspect(
     source: Option<String>,
 ) -> Result<Handled, ErrorBody> {
     if let Some(s) = &source {
-        super::limit(shared, &shared.limits.introspect, s)?;
+        limit(shared, &shared.limits.introspect, s)?;
     }
     let req = Arc::new(req);
     let out = blocking(shared, {

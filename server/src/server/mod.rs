@@ -1,12 +1,30 @@
-//! The QUIC server: a device endpoint and an admin endpoint over one engine.
+//! The Tessera server: the QUIC endpoints for devices and operators, the HTTPS console and
+//! API, over one engine. `Server::start` opens the engine and starts everything; the modules
+//! below each do one job.
+//!
+//! - `endpoint`: the QUIC endpoints, accepting connections, reading and dispatching requests;
+//! - `device` and `admin`: device requests, and admin requests over QUIC;
+//! - `service`: the admin service every admin front end calls (QUIC, HTTPS, console);
+//! - `http`: the HTTPS console and API;
+//! - `reply` and `outbox`: answering requests, and writing refresh answers in batches;
+//! - `registry`: open connections, which registration each used, and long-poll waiters;
+//! - `shared`: what the handlers share; `body`: request bodies; `clock`, `config`, `tls`,
+//!   `tickets`, `banner`, `error`.
 
 mod admin;
+pub mod banner;
+mod body;
+mod clock;
 pub mod config;
 mod device;
+mod endpoint;
+mod error;
 mod http;
+mod outbox;
 pub mod registry;
 mod reply;
 mod service;
+mod shared;
 mod tickets;
 pub mod tls;
 
@@ -16,66 +34,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
-use tessera_engine::{Actor, AdminRole, AdminToken, Engine, Timestamp};
+use quinn::{Endpoint, VarInt};
+use tessera_engine::{Actor, AdminRole, AdminToken, Engine};
 use tokio::task::JoinSet;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::ServerConfig;
+use endpoint::{accept_loop, endpoint};
+pub use error::ServerError;
 use registry::{Connections, Observer, Waiters};
-
-use tessera_proto::wire::{self, code, ErrorBody};
-
-/// The lines `tessera serve` prints about where it listens, and how tools read them back.
-pub mod banner {
-    use std::net::SocketAddr;
-
-    /// Start of the line naming the device endpoint.
-    pub const DEVICE: &str = "tessera serving devices on";
-    /// Start of the line naming the admin endpoint.
-    pub const ADMIN: &str = "admin endpoint on";
-    /// Start of the line giving the console's URL.
-    pub const CONSOLE: &str = "console:";
-
-    /// Arguments that make `tessera serve` listen on ephemeral loopback ports; tools and tests
-    /// read the chosen addresses back from the lines above.
-    pub const EPHEMERAL_SERVE: [&str; 7] = [
-        "serve",
-        "--device-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--console-addr",
-        "127.0.0.1:0",
-    ];
-
-    /// The address on `line` if it starts with `prefix`.
-    pub fn address(line: &str, prefix: &str) -> Option<SocketAddr> {
-        line.strip_prefix(prefix)?
-            .split_whitespace()
-            .find_map(|w| w.parse().ok())
-    }
-}
-
-/// QUIC application close code: the registration whose RT this connection used was revoked.
-pub const CLOSE_REVOKED: u32 = 0x10;
-/// QUIC application close code: the server is shutting down.
-pub const CLOSE_SHUTDOWN: u32 = 0x11;
-/// QUIC application close code: wrong ALPN.
-pub const CLOSE_PROTOCOL: u32 = 0x12;
-
-/// Errors starting the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The engine could not open.
-    #[error("engine: {0}")]
-    Engine(#[from] tessera_engine::Error),
-    /// TLS setup failed.
-    #[error("tls: {0}")]
-    Tls(#[from] tls::TlsError),
-    /// A socket could not be bound or configured.
-    #[error("{0}")]
-    Io(String),
-}
+pub use registry::{CLOSE_PROTOCOL, CLOSE_REVOKED, CLOSE_SHUTDOWN};
+use shared::{Limits, Role, Shared};
 
 /// The engine over the store the configuration names: PostgreSQL at `url`, or the SQLite file
 /// in `dir`.
@@ -93,129 +62,6 @@ fn open_engine(
             Engine::open_postgres(url, &options, dir, keeper, config, now)
         }
         None => Engine::open_dir_with(dir, keeper, config, now),
-    }
-}
-
-/// Which endpoint a connection arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Device,
-    Admin,
-}
-
-impl Role {
-    fn alpn(self) -> &'static [u8] {
-        match self {
-            Role::Device => wire::DEVICE_ALPN,
-            Role::Admin => wire::ADMIN_ALPN,
-        }
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    pub(crate) config: ServerConfig,
-    pub(crate) waiters: Arc<Waiters>,
-    pub(crate) connections: Arc<Connections>,
-    /// Woken whenever a revocation has been committed (REVOCATIONS long polls wait on it).
-    pub(crate) revocations: Arc<tokio::sync::Notify>,
-    /// REVOCATIONS long polls waiting now.
-    pub(crate) revocation_polls: AtomicUsize,
-    /// Bumped on every operation change and revocation (the console's live updates).
-    pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
-    pub(crate) open_connections: AtomicUsize,
-    pub(crate) handshakes: AtomicUsize,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) retries_sent: AtomicUsize,
-    /// Seals the device endpoint's session tickets (and counts resumed handshakes).
-    pub(crate) device_tickets: Arc<tickets::RootTicketer>,
-    pub(crate) shutting_down: AtomicBool,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) revoked_reports: std::sync::Mutex<std::collections::HashMap<u64, Timestamp>>,
-    pub(crate) outbox: Arc<reply::Outbox>,
-    /// WAIT per source address, INTROSPECT per source address, admin requests per token.
-    pub(crate) limits: Limits,
-}
-
-/// The server's own rate limits (the engine limits BEGIN and REFRESH itself).
-#[derive(Debug)]
-pub(crate) struct Limits {
-    pub(crate) wait: tessera_engine::RateLimiter<String>,
-    pub(crate) introspect: tessera_engine::RateLimiter<String>,
-    pub(crate) admin: tessera_engine::RateLimiter<tessera_engine::AdminTokenId>,
-}
-
-impl Limits {
-    fn new(c: &ServerConfig) -> Self {
-        use tessera_engine::{Rate, RateLimiter};
-        Self {
-            wait: RateLimiter::new(Rate::new(c.wait_burst, c.wait_per_minute)),
-            introspect: RateLimiter::new(Rate::new(c.introspect_burst, c.introspect_per_minute)),
-            admin: RateLimiter::new(Rate::new(c.admin_burst, c.admin_per_minute)),
-        }
-    }
-}
-
-/// Take one token from `limiter` for `key`, or the rate-limited error with its retry hint.
-pub(crate) fn limit<K: std::hash::Hash + Eq + Clone>(
-    shared: &Shared,
-    limiter: &tessera_engine::RateLimiter<K>,
-    key: &K,
-) -> Result<(), ErrorBody> {
-    limiter
-        .check(key, shared.now())
-        .map_err(|retry_after| engine_err(&tessera_engine::Error::RateLimited { retry_after }))
-}
-
-/// Where the server gets the time. The engine never reads a clock; the server asks this one,
-/// so end-to-end tests can move time forward instead of waiting.
-pub trait Clock: Send + Sync + 'static {
-    /// The current time.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::now_from_system_clock()
-    }
-}
-
-/// A clock that starts at the system time and moves only when told to (for tests).
-#[derive(Debug)]
-pub struct ManualClock(std::sync::atomic::AtomicU64);
-
-impl ManualClock {
-    /// Starts at the current system time.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self(std::sync::atomic::AtomicU64::new(
-            Timestamp::now_from_system_clock().unix_millis(),
-        )))
-    }
-
-    /// Move forward.
-    pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// System time, for error bodies and logs (request handling uses the server's [`Clock`]).
-pub(crate) fn now() -> Timestamp {
-    Timestamp::now_from_system_clock()
-}
-
-impl Shared {
-    pub(crate) fn now(&self) -> Timestamp {
-        self.clock.now()
     }
 }
 
@@ -238,72 +84,6 @@ impl std::fmt::Debug for Server {
             .field("admin_addr", &self.admin_addr())
             .finish_non_exhaustive()
     }
-}
-
-fn transport(config: &ServerConfig, role: Role) -> TransportConfig {
-    let mut t = TransportConfig::default();
-    let streams = match role {
-        Role::Device => config.max_streams_per_connection,
-        Role::Admin => 64,
-    };
-    t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(match role {
-            Role::Device => 64 * 1024,
-            Role::Admin => 2 * 1024 * 1024,
-        }))
-        .receive_window(VarInt::from_u32(match role {
-            Role::Device => 256 * 1024,
-            Role::Admin => 8 * 1024 * 1024,
-        }))
-        .send_window(8 * 1024 * 1024)
-        .max_idle_timeout(IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok())
-        .mtu_discovery_config(None);
-    t
-}
-
-fn bind(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, ServerError> {
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-        .map_err(|e| ServerError::Io(format!("socket: {e}")))?;
-    // The kernel may cap these (net.core.rmem_max); what it grants is logged.
-    let _ = s.set_recv_buffer_size(buffer);
-    let _ = s.set_send_buffer_size(buffer);
-    s.bind(&addr.into())
-        .map_err(|e| ServerError::Io(format!("bind {addr}: {e}")))?;
-    tracing::debug!(%addr, recv_buffer = s.recv_buffer_size().unwrap_or(0), "bound UDP socket");
-    Ok(s.into())
-}
-
-fn endpoint(
-    config: &ServerConfig,
-    files: &tls::TlsFiles,
-    role: Role,
-    tickets: Arc<tickets::RootTicketer>,
-) -> Result<Endpoint, ServerError> {
-    let addr = match role {
-        Role::Device => config.device_addr,
-        Role::Admin => config.admin_addr,
-    };
-    let crypto = tls::server_config(files, role.alpn(), Some(tickets))?;
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .map_err(|e| ServerError::Io(format!("quic tls config: {e}")))?;
-    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    sc.transport_config(Arc::new(transport(config, role)));
-    sc.migration(false);
-    sc.max_incoming(config.max_connections.min(65_536));
-    let socket = bind(addr, config.socket_buffer_bytes)?;
-    Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(sc),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| ServerError::Io(format!("endpoint {addr}: {e}")))
 }
 
 impl Server {
@@ -419,7 +199,7 @@ impl Server {
             limits,
         });
         let mut tasks = JoinSet::new();
-        tasks.spawn(shared.outbox.clone().run());
+        tasks.spawn(shared.outbox.clone().run(device::refresh_answer));
         tasks.spawn(accept_loop(device.clone(), shared.clone(), Role::Device));
         tasks.spawn(accept_loop(admin.clone(), shared.clone(), Role::Admin));
         tasks.spawn(housekeeping(shared.clone()));
@@ -573,282 +353,5 @@ async fn feed_metrics(shared: Arc<Shared>) {
                 .map_or(f64::INFINITY, |ms| ms as f64 / 1000.0),
         );
         metrics::gauge!("tessera_feed_current").set(if f.current { 1.0 } else { 0.0 });
-    }
-}
-
-async fn accept_loop(ep: Endpoint, shared: Arc<Shared>, role: Role) {
-    while let Some(incoming) = ep.accept().await {
-        if shared.shutting_down.load(Ordering::Relaxed) {
-            incoming.refuse();
-            continue;
-        }
-        let ip = incoming.remote_address().ip();
-        if role == Role::Device {
-            if shared.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections {
-                metrics::counter!("tessera_connections_refused_total", "reason" => "capacity")
-                    .increment(1);
-                incoming.refuse();
-                continue;
-            }
-            if shared.handshakes.load(Ordering::Relaxed) >= shared.config.retry_above_handshakes
-                && !incoming.remote_address_validated()
-            {
-                metrics::counter!("tessera_retry_sent_total").increment(1);
-                shared.retries_sent.fetch_add(1, Ordering::Relaxed);
-                let _ = incoming.retry();
-                continue;
-            }
-            if !shared
-                .connections
-                .admit_source(ip, shared.config.max_connections_per_source)
-            {
-                metrics::counter!("tessera_connections_refused_total", "reason" => "per_source")
-                    .increment(1);
-                incoming.refuse();
-                continue;
-            }
-        }
-        match incoming.accept() {
-            Ok(connecting) => {
-                tokio::spawn(connection(connecting, shared.clone(), role, ip));
-            }
-            Err(e) => {
-                if role == Role::Device {
-                    shared.connections.release_source(ip);
-                }
-                tracing::debug!(error = %e, "incoming connection failed");
-            }
-        }
-    }
-}
-
-async fn connection(
-    connecting: quinn::Connecting,
-    shared: Arc<Shared>,
-    role: Role,
-    ip: std::net::IpAddr,
-) {
-    shared.handshakes.fetch_add(1, Ordering::Relaxed);
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting).await;
-    shared.handshakes.fetch_sub(1, Ordering::Relaxed);
-    let conn = match conn {
-        Ok(Ok(c)) => c,
-        _ => {
-            if role == Role::Device {
-                shared.connections.release_source(ip);
-            }
-            return;
-        }
-    };
-    let expected = if role == Role::Device {
-        wire::DEVICE_ALPN
-    } else {
-        wire::ADMIN_ALPN
-    };
-    let alpn_ok = conn
-        .handshake_data()
-        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|h| h.protocol)
-        .is_some_and(|p| p == expected);
-    shared.open_connections.fetch_add(1, Ordering::Relaxed);
-    metrics::gauge!("tessera_open_connections").increment(1.0);
-    let mut attached: Vec<tessera_engine::RegistrationId> = Vec::new();
-    if !alpn_ok {
-        conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"wrong ALPN");
-    } else {
-        let state = registry::ConnState::new(conn.clone());
-        while let Ok((send, mut recv)) = conn.accept_bi().await {
-            let reply = reply::Reply::new(send, shared.clone(), state.clone());
-            // A request usually arrives whole in one packet before its stream is accepted.
-            // Then a refresh is handled right here (it only checks the RT and queues the
-            // rotation); anything else, or a request still arriving, gets a task of its own.
-            // The request may carry a PT, an RT or a secret: wiped when dropped.
-            let mut buf = zeroize::Zeroizing::new(Vec::new());
-            match read_arrived(&mut recv, &mut buf, max_request(role)) {
-                Ok(true) => {
-                    if let Some(reply) = dispatch_now(&shared, &buf, reply, role) {
-                        tokio::spawn(dispatch(buf, reply, role));
-                    }
-                }
-                Ok(false) => {
-                    tokio::spawn(stream(recv, buf, reply, role));
-                }
-                Err(ReadError::TooLong) => reply.finish(Err(too_large())),
-                Err(ReadError::Gone) => {}
-            }
-        }
-        attached = state.attached();
-    }
-    shared.connections.detach_all(&conn, &attached);
-    shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-    metrics::gauge!("tessera_open_connections").decrement(1.0);
-    if role == Role::Device {
-        shared.connections.release_source(ip);
-    }
-}
-
-pub(crate) fn err(code: u16, message: &str) -> ErrorBody {
-    ErrorBody {
-        code,
-        message: message.into(),
-        retry_after_ms: None,
-        remaining_attempts: None,
-        server_time_ms: now().unix_millis(),
-    }
-}
-
-pub(crate) fn engine_err(e: &tessera_engine::Error) -> ErrorBody {
-    e.to_wire(now().unix_millis())
-}
-
-/// What a request handler produced.
-pub(crate) struct Handled {
-    /// Frames to send.
-    pub(crate) frames: Vec<u8>,
-    /// A registration this connection now uses (for closing on revocation).
-    pub(crate) attach: Option<tessera_engine::RegistrationId>,
-}
-
-impl Handled {
-    pub(crate) fn ok<T: serde::Serialize>(body: &T) -> Self {
-        Self {
-            frames: wire::ok_frame(body),
-            attach: None,
-        }
-    }
-}
-
-fn max_request(role: Role) -> usize {
-    wire::frame::HEADER_LEN
-        + match role {
-            Role::Device => wire::frame::DEVICE_REQUEST_MAX,
-            Role::Admin => wire::frame::ADMIN_REQUEST_MAX,
-        }
-}
-
-fn too_large() -> ErrorBody {
-    err(code::TOO_LARGE, "request too large")
-}
-
-enum ReadError {
-    /// More than the request size cap.
-    TooLong,
-    /// The peer reset the stream or the connection ended: nobody to answer.
-    Gone,
-}
-
-fn add_chunk(buf: &mut Vec<u8>, chunk: &[u8], limit: usize) -> Result<(), ReadError> {
-    if buf.len() + chunk.len() > limit {
-        return Err(ReadError::TooLong);
-    }
-    buf.extend_from_slice(chunk);
-    Ok(())
-}
-
-/// Take what has already arrived on `recv` without waiting; `Ok(true)` once the stream has
-/// ended (the whole request is in `buf`).
-fn read_arrived(
-    recv: &mut quinn::RecvStream,
-    buf: &mut Vec<u8>,
-    limit: usize,
-) -> Result<bool, ReadError> {
-    use std::future::Future;
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        // `read_chunk` takes data only when it returns it, so dropping a pending one loses
-        // nothing; the task that goes on reading registers its own waker.
-        let read = std::pin::pin!(recv.read_chunk(usize::MAX, true));
-        match read.poll(&mut cx) {
-            std::task::Poll::Ready(Ok(Some(chunk))) => add_chunk(buf, &chunk.bytes, limit)?,
-            std::task::Poll::Ready(Ok(None)) => return Ok(true),
-            std::task::Poll::Ready(Err(_)) => return Err(ReadError::Gone),
-            std::task::Poll::Pending => return Ok(false),
-        }
-    }
-}
-
-/// Read the rest of a request into `buf`.
-async fn read_rest(
-    recv: &mut quinn::RecvStream,
-    buf: &mut Vec<u8>,
-    limit: usize,
-) -> Result<(), ReadError> {
-    loop {
-        match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => add_chunk(buf, &chunk.bytes, limit)?,
-            Ok(None) => return Ok(()),
-            Err(_) => return Err(ReadError::Gone),
-        }
-    }
-}
-
-/// A request still arriving: read the rest within the deadline, then dispatch it.
-async fn stream(
-    mut recv: quinn::RecvStream,
-    mut buf: zeroize::Zeroizing<Vec<u8>>,
-    reply: reply::Reply,
-    role: Role,
-) {
-    let deadline = Duration::from_millis(reply.shared().config.request_deadline_ms);
-    match tokio::time::timeout(deadline, read_rest(&mut recv, &mut buf, max_request(role))).await {
-        Err(_) => reply.finish(Err(err(
-            code::TIMEOUT,
-            "request not received within the deadline",
-        ))),
-        Ok(Err(ReadError::TooLong)) => reply.finish(Err(too_large())),
-        Ok(Err(ReadError::Gone)) => {}
-        Ok(Ok(())) => dispatch(buf, reply, role).await,
-    }
-}
-
-fn decode(buf: &[u8], role: Role) -> Result<wire::Frame<'_>, ErrorBody> {
-    let max_body = max_request(role) - wire::frame::HEADER_LEN;
-    wire::decode(buf, max_body).map_err(|e| match e {
-        wire::FrameError::UnsupportedVersion => {
-            err(code::UNSUPPORTED_VERSION, "unsupported protocol version")
-        }
-        wire::FrameError::TooLarge => too_large(),
-        e => err(code::MALFORMED, &e.to_string()),
-    })
-}
-
-/// Answer a whole request that needs no waiting (a malformed frame, a refresh) at once; hands
-/// the reply back for any other request.
-fn dispatch_now(
-    shared: &Shared,
-    buf: &[u8],
-    reply: reply::Reply,
-    role: Role,
-) -> Option<reply::Reply> {
-    match decode(buf, role) {
-        Err(e) => {
-            reply.finish(Err(e));
-            None
-        }
-        Ok(frame) if role == Role::Device && frame.kind == wire::kind::REFRESH => {
-            tracing::debug!(endpoint = ?role, kind = frame.kind, "request");
-            device::refresh_frame(shared, frame, reply);
-            None
-        }
-        Ok(_) => Some(reply),
-    }
-}
-
-/// Handle a whole request that may wait (for the store, a long poll, an admin stream).
-async fn dispatch(buf: zeroize::Zeroizing<Vec<u8>>, mut reply: reply::Reply, role: Role) {
-    let shared = reply.shared().clone();
-    let frame = match decode(&buf, role) {
-        Ok(f) => f,
-        Err(e) => return reply.finish(Err(e)),
-    };
-    // The kind only: bodies carry tokens and secrets.
-    tracing::debug!(endpoint = ?role, kind = frame.kind, "request");
-    match role {
-        Role::Device => device::handle(&shared, frame, reply).await,
-        Role::Admin => {
-            let source = reply.remote_ip();
-            let result = admin::handle(&shared, frame, source, reply.stream()).await;
-            reply.finish(result);
-        }
     }
 }

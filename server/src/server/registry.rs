@@ -8,6 +8,13 @@ use std::sync::{Arc, Mutex};
 use tessera_engine::{EngineObserver, OperationId, OperationState, RegistrationId};
 use tokio::sync::Notify;
 
+/// QUIC application close code: the registration whose RT this connection used was revoked.
+pub const CLOSE_REVOKED: u32 = 0x10;
+/// QUIC application close code: the server is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 0x11;
+/// QUIC application close code: wrong ALPN.
+pub const CLOSE_PROTOCOL: u32 = 0x12;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -103,7 +110,7 @@ impl ConnState {
 
     fn close_revoked(&self) {
         self.conn.close(
-            quinn::VarInt::from_u32(crate::server::CLOSE_REVOKED),
+            quinn::VarInt::from_u32(CLOSE_REVOKED),
             b"registration revoked",
         );
     }

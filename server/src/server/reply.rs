@@ -1,24 +1,16 @@
-//! Answering requests: one [`Reply`] per request stream, and the [`Outbox`] through which
-//! answers that complete on the store's writer (refreshes) are written in batches.
-//!
-//! A refresh is answered once its group commit is durable. The writer completes a whole group
-//! at once; if each answer woke its own task, each task's write would wake its connection's
-//! driver straight away and every answer would leave in a UDP datagram (and a system call) of
-//! its own. Instead the writer drops the completed answers into the outbox, one task writes them
-//! all in one go, and each connection's driver then runs once and packs the answers that are
-//! ready for it into as few packets as fit.
+//! Answering requests: one [`Reply`] per request stream, what a handler produces
+//! ([`Handled`]) and the error answers ([`err`], [`engine_err`]). Answers that complete on the
+//! store's writer go out through the outbox (`outbox.rs`).
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tessera_engine::RegistrationId;
-use tokio::sync::Notify;
 
 use super::registry::ConnState;
-use super::{Handled, Shared};
+use tessera_engine::Timestamp;
 use tessera_proto::wire::{self, code, ErrorBody};
 
 /// The answering half of one request stream, with the bookkeeping that ends with it.
@@ -32,30 +24,41 @@ pub(crate) struct Reply {
 /// connection only after its answers) until dropped — also when an answer never comes because
 /// the store's writer stopped.
 struct InFlight {
-    shared: Arc<Shared>,
+    tracker: Arc<dyn Tracker>,
     state: Arc<ConnState>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.state.request_done();
-        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.tracker.request_done();
     }
 }
 
+/// Who counts requests in flight and tracks which registrations a connection uses (the
+/// server's shared state).
+pub(crate) trait Tracker: Send + Sync {
+    /// A request started.
+    fn request_started(&self);
+    /// A request ended (answered, or never to be).
+    fn request_done(&self);
+    /// The connection of `state` used `reg` (it is closed if `reg` is revoked).
+    fn attach(&self, reg: RegistrationId, state: &Arc<ConnState>);
+}
+
 impl Reply {
-    pub(crate) fn new(send: quinn::SendStream, shared: Arc<Shared>, state: Arc<ConnState>) -> Self {
-        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new(
+        send: quinn::SendStream,
+        tracker: Arc<dyn Tracker>,
+        state: Arc<ConnState>,
+    ) -> Self {
+        tracker.request_started();
         state.request_started();
         Self {
             send,
             started: Instant::now(),
-            in_flight: InFlight { shared, state },
+            in_flight: InFlight { tracker, state },
         }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.in_flight.shared
     }
 
     /// The peer's IP address.
@@ -110,10 +113,8 @@ impl Reply {
     /// Remember the registration this connection used, then end the request.
     fn attach(self, reg: Option<RegistrationId>) {
         if let Some(reg) = reg {
-            let InFlight { shared, state } = &self.in_flight;
-            shared
-                .connections
-                .attach(reg, state, |r| shared.engine.is_registration_live(r));
+            let InFlight { tracker, state } = &self.in_flight;
+            tracker.attach(reg, state);
         }
     }
 }
@@ -132,45 +133,36 @@ fn write_now(send: &mut quinn::SendStream, mut buf: &[u8]) -> usize {
     total - buf.len()
 }
 
-/// A refresh whose result is known, waiting for the outbox to answer it.
-pub(crate) struct Deferred {
-    pub(crate) reply: Reply,
-    pub(crate) refreshed: Result<tessera_engine::Refreshed, tessera_engine::Error>,
-}
-
-/// Answers completed off the async threads, written by one task in batches.
-#[derive(Default)]
-pub(crate) struct Outbox {
-    queue: Mutex<Vec<Deferred>>,
-    ready: Notify,
-}
-
-impl Outbox {
-    /// Queue an answer (from any thread). Wakes the writing task when the queue was empty.
-    pub(crate) fn push(&self, d: Deferred) {
-        let was_empty = {
-            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            q.push(d);
-            q.len() == 1
-        };
-        if was_empty {
-            self.ready.notify_one();
-        }
+/// An error answer (server time from the system clock: error bodies are for logs and
+/// retries, request handling uses the server's clock).
+pub(crate) fn err(code: u16, message: &str) -> ErrorBody {
+    ErrorBody {
+        code,
+        message: message.into(),
+        retry_after_ms: None,
+        remaining_attempts: None,
+        server_time_ms: Timestamp::now_from_system_clock().unix_millis(),
     }
+}
 
-    /// Write queued answers as they arrive; runs for the server's lifetime.
-    pub(crate) async fn run(self: Arc<Self>) {
-        let mut batch = Vec::new();
-        loop {
-            self.ready.notified().await;
-            std::mem::swap(
-                &mut batch,
-                &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
-            );
-            for d in batch.drain(..) {
-                let result = super::device::refresh_answer(d.reply.shared(), d.refreshed);
-                d.reply.finish(result);
-            }
+/// The answer for an engine error.
+pub(crate) fn engine_err(e: &tessera_engine::Error) -> ErrorBody {
+    e.to_wire(Timestamp::now_from_system_clock().unix_millis())
+}
+
+/// What a request handler produced.
+pub(crate) struct Handled {
+    /// Frames to send.
+    pub(crate) frames: Vec<u8>,
+    /// A registration this connection now uses (for closing on revocation).
+    pub(crate) attach: Option<tessera_engine::RegistrationId>,
+}
+
+impl Handled {
+    pub(crate) fn ok<T: serde::Serialize>(body: &T) -> Self {
+        Self {
+            frames: wire::ok_frame(body),
+            attach: None,
         }
     }
 }

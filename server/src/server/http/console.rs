@@ -12,7 +12,7 @@ use tessera_proto::wire::{code, kind};
 
 use super::problem::Problem;
 use super::routes::Peer;
-use super::session::{clear_cookie, same_site, set_cookie};
+use super::session::{clear_cookie, csrf_matches, csrf_refused, same_site, set_cookie};
 use super::HttpState;
 use tessera_engine::AdminRole;
 
@@ -141,22 +141,6 @@ fn signed_in_change(st: &HttpState, h: &axum::http::HeaderMap) -> bool {
             .sessions
             .with(h, |s| csrf_matches(h, &s.csrf))
             .unwrap_or(false)
-}
-
-/// Whether the request carries the session's CSRF token.
-pub(crate) fn csrf_matches(h: &axum::http::HeaderMap, csrf: &str) -> bool {
-    h.get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| bool::from(subtle::ConstantTimeEq::ct_eq(v.as_bytes(), csrf.as_bytes())))
-}
-
-pub(crate) fn csrf_refused() -> Problem {
-    Problem::new(
-        StatusCode::FORBIDDEN,
-        "csrf",
-        code::FORBIDDEN,
-        "a state change needs the session's CSRF token, from this site",
-    )
 }
 
 #[derive(Deserialize)]

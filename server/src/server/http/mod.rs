@@ -16,7 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use super::{tls, ServerError, Shared};
+use super::error::ServerError;
+use super::shared::Shared;
+use super::tls;
 use routes::Peer;
 
 /// How long a client has to finish its TLS handshake.

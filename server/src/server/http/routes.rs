@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 use super::problem::Problem;
 use super::HttpState;
 use crate::server::service;
-use crate::server::Shared;
+use crate::server::shared::Shared;
 
 /// The largest request body taken, in bytes.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -87,9 +87,10 @@ fn query<T>(q: &str) -> Result<Value, ErrorBody>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
-    let t: T = serde_urlencoded::from_str(q)
-        .map_err(|e| crate::server::err(code::MALFORMED, &format!("bad query string: {e}")))?;
-    serde_json::to_value(t).map_err(|_| crate::server::err(code::INTERNAL, "internal error"))
+    let t: T = serde_urlencoded::from_str(q).map_err(|e| {
+        crate::server::reply::err(code::MALFORMED, &format!("bad query string: {e}"))
+    })?;
+    serde_json::to_value(t).map_err(|_| crate::server::reply::err(code::INTERNAL, "internal error"))
 }
 
 fn params<T: IntoParams>() -> Vec<Parameter> {
@@ -259,7 +260,7 @@ fn auth_problem(e: &ErrorBody) -> Problem {
 }
 
 fn malformed(detail: &str) -> Problem {
-    Problem::from_error(&crate::server::err(code::MALFORMED, detail))
+    Problem::from_error(&crate::server::reply::err(code::MALFORMED, detail))
 }
 
 fn no_query(q: Option<&str>) -> Result<(), Problem> {
@@ -277,12 +278,12 @@ fn token(st: &HttpState, method: Verb, h: &HeaderMap) -> Result<Zeroizing<String
     }
     let from_session = st.sessions.with(h, |s| {
         let allowed = method == Verb::Get
-            || (super::session::same_site(h) && super::console::csrf_matches(h, &s.csrf));
+            || (super::session::same_site(h) && super::session::csrf_matches(h, &s.csrf));
         allowed.then(|| s.token.clone())
     });
     match from_session {
         Some(Some(t)) => Ok(t),
-        Some(None) => Err(super::console::csrf_refused()),
+        Some(None) => Err(super::session::csrf_refused()),
         None => bearer(h),
     }
 }
@@ -320,7 +321,7 @@ async fn json_body(req: Request) -> Result<Value, Problem> {
     let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|_| {
-            Problem::from_error(&crate::server::err(
+            Problem::from_error(&crate::server::reply::err(
                 code::TOO_LARGE,
                 "the request body is larger than 64 KiB",
             ))

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
+use tessera_proto::wire::code;
+
+use super::problem::Problem;
 use zeroize::Zeroizing;
 
 /// The session cookie's name.
@@ -186,4 +189,21 @@ impl SignInLimit {
             false
         }
     }
+}
+
+/// Whether the request carries the session's CSRF token.
+pub(crate) fn csrf_matches(h: &HeaderMap, csrf: &str) -> bool {
+    h.get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| bool::from(subtle::ConstantTimeEq::ct_eq(v.as_bytes(), csrf.as_bytes())))
+}
+
+/// The refusal of a state change without the session's CSRF token.
+pub(crate) fn csrf_refused() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        code::FORBIDDEN,
+        "a state change needs the session's CSRF token, from this site",
+    )
 }

@@ -17,7 +17,9 @@ use tessera_proto::admin::requests::*;
 use tessera_proto::admin::AdminRequest;
 use tessera_proto::wire::{code, kind, ErrorBody};
 
-use super::{engine_err, err, Shared};
+use super::body::describe;
+use super::reply::{engine_err, err};
+use super::shared::{limit, Shared};
 
 mod devices;
 mod keys;
@@ -70,12 +72,12 @@ pub(crate) async fn authorize(
     kind_code: u8,
     source: std::net::IpAddr,
 ) -> Result<Caller, ErrorBody> {
-    let who = super::device::blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
+    let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
     match who.role {
         // A service (a broker's validator) checks RTs at the rate of CONNECTs: it is held to
         // the per-source INTROSPECT limit, keyed by its token, not to the operators' one.
         AdminRole::Service => {
-            super::limit(shared, &shared.limits.introspect, &who.id.to_string())?;
+            limit(shared, &shared.limits.introspect, &who.id.to_string())?;
             if !kind::SERVICE.contains(&kind_code) {
                 return Err(err(
                     code::FORBIDDEN,
@@ -84,12 +86,12 @@ pub(crate) async fn authorize(
             }
         }
         AdminRole::Technician => {
-            super::limit(shared, &shared.limits.admin, &who.id)?;
+            limit(shared, &shared.limits.admin, &who.id)?;
             if !kind::TECHNICIAN.contains(&kind_code) {
                 return Err(err(code::FORBIDDEN, "this request needs an admin token"));
             }
         }
-        AdminRole::Admin => super::limit(shared, &shared.limits.admin, &who.id)?,
+        AdminRole::Admin => limit(shared, &shared.limits.admin, &who.id)?,
     }
     Ok(Caller {
         role: who.role,
@@ -112,15 +114,8 @@ pub(crate) fn decode<R: for<'de> Deserialize<'de>>(v: Value) -> Result<R, ErrorB
             "bad arguments: args must be a JSON object",
         ));
     }
-    serde_json::from_value(v).map_err(|e| {
-        err(
-            code::MALFORMED,
-            &format!(
-                "bad arguments: {}",
-                e.to_string().split(" at line").next().unwrap_or("")
-            ),
-        )
-    })
+    serde_json::from_value(v)
+        .map_err(|e| err(code::MALFORMED, &format!("bad arguments: {}", describe(&e))))
 }
 
 /// Decode, serve and encode one request of type `R`.
@@ -159,7 +154,7 @@ pub(crate) async fn execute(
 }
 
 /// Run `f` on the engine off the async threads, at the server's time.
-pub(crate) use super::device::blocking;
+pub(crate) use super::shared::blocking;
 
 /// An argument the engine's rules refuse (error 5).
 fn input(field: &'static str, reason: &'static str) -> ErrorBody {

@@ -8,7 +8,8 @@ use tessera_proto::admin::{PtBatchDone, PtCreated, PtPage, PtShown, Revoked};
 use tessera_proto::wire::{code, ErrorBody};
 
 use super::{bad, blocking, cursor, id, input, next_cursor, page_limit, reason, Cx, Serve};
-use crate::server::{engine_err, err, Shared};
+use crate::server::reply::{engine_err, err};
+use crate::server::shared::Shared;
 
 fn spec(a: &PtArgs) -> Result<PtSpec, ErrorBody> {
     PtSpec::try_from(a).map_err(bad)
