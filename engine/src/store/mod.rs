@@ -11,18 +11,15 @@
 //! For several nodes on one database, the PostgreSQL store (`pg/`) implements the same traits
 //! with its own group commit, and lets PostgreSQL's locks keep the engine's rules across nodes.
 
-mod backup;
 mod feed;
-mod journal;
 mod pg;
 mod queue;
-mod schema;
 mod sql;
 mod sqlite;
 
-pub use backup::{backup, BackupReport};
 pub use feed::{Change, FeedHealth, FeedSink};
 pub use pg::{PostgresOptions, PostgresStore};
+pub use sqlite::{backup, BackupReport};
 pub use sqlite::{SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;

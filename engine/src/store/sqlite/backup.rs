@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::sqlite::{DATABASE_FILE, LAST_AUDIT_SEQ};
+use super::{db::LAST_AUDIT_SEQ, DATABASE_FILE};
 use crate::error::Error;
 
 /// What a backup holds.
