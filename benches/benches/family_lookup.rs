@@ -44,7 +44,7 @@ impl Families for FamilyTable {
         );
     }
     fn remove(&self, id: u64) {
-        FamilyTable::remove(self, RegistrationId::new(id));
+        FamilyTable::revoke(self, RegistrationId::new(id));
     }
 }
 

@@ -161,7 +161,7 @@ impl FamilyTable {
 
     /// Revoke a family: every RT of it is refused from now on, and no later state brings it
     /// back (until it is pruned, after its last RT has expired).
-    pub fn remove(&self, id: RegistrationId) {
+    pub fn revoke(&self, id: RegistrationId) {
         let Some((slot, _)) = self.slot_or_create(id.get()) else {
             return;
         };
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.prune(101), 1);
         assert_eq!(t.get(id), None);
-        t.remove(RegistrationId::new(1));
+        t.revoke(RegistrationId::new(1));
         assert!(t.is_empty());
         assert!(!t.set(RegistrationId::new(MAX_REGISTRATION_ID + 1), st(1, 1), 1));
         assert!(!t.set(id, st(0, 1), 1));
@@ -261,7 +261,7 @@ mod tests {
         };
         assert!(t.set(id, other, 500));
         assert_eq!(t.get(id), Some(other));
-        t.remove(id);
+        t.revoke(id);
         assert_eq!(t.get(id), None);
         assert!(t.is_empty());
         assert!(t.set(id, st(9), 900));

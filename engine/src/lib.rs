@@ -7,10 +7,13 @@
 //! approves it (optionally after typing the verification code shown on the device); the device
 //! collects an RT that names its registration, expires, rotates on refresh and can be revoked.
 //!
-//! The engine is sans-IO in the way `quinn-proto` is: it opens no sockets, runs no async
-//! runtime and reads no clock — every time-dependent call takes `now`. The only I/O it owns is
-//! its [`store`]. RT validation ([`Engine::validate_rt`]) takes no lock, allocates nothing and
-//! never touches the store.
+//! The engine opens no sockets, runs no async runtime and reads no clock: every time-dependent
+//! call takes `now`. It is not sans-IO in the way `quinn-proto` is, though: it owns its
+//! [`store`] (the SQLite files or the PostgreSQL connections, and the writer threads that
+//! commit to them) and its key keeper (a key file or an HSM session). The sans-IO half of
+//! Tessera is `tessera-proto`. RT validation ([`Engine::validate_rt`]) takes no lock, allocates
+//! nothing and does not touch the store, except for an authentic RT of a generation this node
+//! has not seen yet (another node refreshed it), which the store settles.
 //!
 //! ```
 //! use tessera_engine::{Actor, Approval, BeginRequest, Engine, EngineConfig, OperationStatus,

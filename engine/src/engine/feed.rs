@@ -41,7 +41,7 @@ impl FeedSink for Sink {
         let observer = engine.inner.observer.read().ok().and_then(|o| o.clone());
         for id in revoked {
             if engine.inner.families.get(id).is_some() {
-                engine.inner.families.remove(id);
+                engine.inner.families.revoke(id);
                 if let Some(o) = &observer {
                     o.registration_revoked(id);
                 }
@@ -113,7 +113,7 @@ impl Inner {
                     let _ = self.families.set(*id, st, *expires_at);
                 }
                 Change::Revoked { id } => {
-                    self.families.remove(*id);
+                    self.families.revoke(*id);
                     if let Some(o) = &observer {
                         o.registration_revoked(*id);
                     }

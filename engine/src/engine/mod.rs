@@ -133,7 +133,7 @@ impl<T> Committed<T> {
 pub(crate) enum Effect {
     /// A family's state and the expiry of its current generation, Unix seconds.
     SetFamily(RegistrationId, FamilyState, u64),
-    RemoveFamily(RegistrationId),
+    Revoked(RegistrationId),
     OperationChanged(OperationId, OperationState),
     SwapKeyring(Arc<Keyring>),
     InstallRtKey(u32, ring::hmac::Key),
@@ -560,7 +560,7 @@ fn changes_of(effects: &[Effect]) -> Vec<crate::store::Change> {
                 binding: st.binding,
                 expires_at: *expires_at,
             }),
-            Effect::RemoveFamily(id) => Some(Change::Revoked { id: *id }),
+            Effect::Revoked(id) => Some(Change::Revoked { id: *id }),
             Effect::OperationChanged(id, state) => Some(Change::Operation {
                 id: *id,
                 state: *state,
@@ -608,8 +608,8 @@ impl Inner {
                     // Ids are range-checked before the registration is written.
                     let _ = self.families.set(id, st, expires_at);
                 }
-                Effect::RemoveFamily(id) => {
-                    self.families.remove(id);
+                Effect::Revoked(id) => {
+                    self.families.revoke(id);
                     if let Some(o) = &observer {
                         o.registration_revoked(id);
                     }

@@ -53,8 +53,11 @@ pub struct Introspection {
 
 impl Engine {
     /// Validate an RT's text form. This is the hot path: parse (fixed layout, no allocation),
-    /// MAC check with `ring::hmac::verify`, expiry with the configured clock-skew leeway, and
-    /// one lock-free lookup of the family state. It takes no lock and never touches the store.
+    /// then the one RT judgement ([`tessera_proto::token::judge`]): MAC check with
+    /// `ring::hmac::verify`, expiry with the configured clock-skew leeway, and one lock-free
+    /// lookup of the family state. It takes no lock and does not touch the store, except for an
+    /// authentic RT of a generation above the one this node holds (another node refreshed it
+    /// and its change has not arrived yet), which the store settles.
     ///
     /// # Security
     /// The caller controls `text`. Format errors are precise ([`Error::TokenFormat`]); every
@@ -555,6 +558,6 @@ pub(crate) fn revoke_in_tx(
             "reason": reason, "device_id": reg.device_id,
         }),
     )?;
-    tx.effect(Effect::RemoveFamily(id));
+    tx.effect(Effect::Revoked(id));
     Ok(())
 }

@@ -129,21 +129,15 @@ pub fn pg_options() -> PostgresOptions {
 
 /// Whether the suite runs against PostgreSQL (`TESSERA_TEST_STORE=postgres://…`).
 pub fn on_postgres() -> bool {
-    std::env::var("TESSERA_TEST_STORE").is_ok_and(|u| u.starts_with("postgres"))
+    tessera_tests::postgres::on_postgres()
 }
 
 /// With `TESSERA_TEST_STORE=postgres://…`: the URL of a schema of that database for `dir`
 /// (made on first use), so that each test has a database of its own and a reopened engine
 /// finds its data again.
 pub fn postgres_url(dir: &std::path::Path) -> Option<String> {
-    if !on_postgres() {
-        return None;
-    }
-    let base = std::env::var("TESSERA_TEST_STORE").ok()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
-    let schema: String = std::iter::once("t_".to_owned())
-        .chain(digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")))
-        .collect();
+    let base = tessera_tests::postgres::base_url()?;
+    let schema = tessera_tests::postgres::schema_for(dir);
     Some(PostgresStore::schema_url(&base, &schema).expect("test PostgreSQL"))
 }
 
@@ -355,12 +349,9 @@ impl Harness {
     }
 }
 
-/// The instance nonce of the test device instance called `label`: at least 16 bytes, as the
-/// engine requires (the label alone is often shorter).
+/// The instance nonce of the test device instance called `label` (`tessera_tests`).
 pub fn instance_nonce(label: &[u8]) -> Vec<u8> {
-    let mut n = b"test-instance-nonce:".to_vec();
-    n.extend_from_slice(label);
-    n
+    tessera_tests::instance_nonce(&String::from_utf8_lossy(label)).into_bytes()
 }
 
 pub fn spec(kind: PtKind, approval: ApprovalPolicy) -> PtSpec {

@@ -161,7 +161,7 @@ impl Connections {
             // connection state they keep alive) when it ends.
             lock(&conn.attached).insert(reg);
         }
-        // Still under the lock the revocation's `close_registration` takes: see above.
+        // Still under the lock the revocation's `close_revoked` takes: see above.
         if !live(reg) {
             if let Some(v) = m.get_mut(&reg) {
                 v.retain(|c| c.conn.stable_id() != conn.conn.stable_id());
@@ -192,7 +192,7 @@ impl Connections {
         }
     }
 
-    fn close_registration(&self, reg: RegistrationId) {
+    fn close_revoked(&self, reg: RegistrationId) {
         if let Some(conns) = lock(&self.by_registration).remove(&reg) {
             for c in conns {
                 c.close_when_idle();
@@ -248,7 +248,7 @@ impl EngineObserver for Observer {
     }
 
     fn registration_revoked(&self, id: RegistrationId) {
-        self.connections.close_registration(id);
+        self.connections.close_revoked(id);
         self.revocations.notify_waiters();
         self.changes.send_modify(|n| *n += 1);
         metrics::counter!("tessera_connections_closed_on_revocation_total").increment(1);

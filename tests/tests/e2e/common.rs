@@ -16,16 +16,8 @@ use tessera_server::{Server, ServerConfig};
 /// With `TESSERA_TEST_STORE=postgres://…` (scripts/test-all.sh sets it for a run of the suite
 /// on PostgreSQL): a schema of that database of its own for the server in `dir`.
 pub async fn postgres_url(dir: &std::path::Path) -> Option<String> {
-    let base = std::env::var("TESSERA_TEST_STORE")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))?;
-    let name: String = dir
-        .file_name()?
-        .to_string_lossy()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    let schema = format!("e_{}", name.to_ascii_lowercase());
+    let base = tessera_tests::postgres::base_url()?;
+    let schema = tessera_tests::postgres::schema_for(dir);
     // The driver blocks on a runtime of its own: not on this one's threads.
     let url = tokio::task::spawn_blocking(move || {
         tessera_engine::store::PostgresStore::schema_url(&base, &schema)
@@ -170,10 +162,9 @@ impl TestServer {
     }
 }
 
-/// The instance nonce of the test device instance called `label` (the server wants 16 bytes or
-/// more; labels are often shorter).
+/// The instance nonce of the test device instance called `label` (`tessera_tests`).
 pub fn instance_nonce(label: &str) -> String {
-    format!("e2e-instance-nonce:{label}")
+    tessera_tests::instance_nonce(label)
 }
 
 /// BEGIN as the device instance called `label` (see [`instance_nonce`]).
