@@ -19,6 +19,7 @@ __all__ = [
     "Operation",
     "Registration",
     "Server",
+    "WIRE_CODES",
     "__version__",
     "check_pt",
     "inspect_rt",
