@@ -154,7 +154,7 @@ impl LocalValidator {
     /// Validate an RT (text form) as the server would at `now`, and return the identity it
     /// carries. Errors as [`Engine::validate_rt`](crate::Engine::validate_rt): a format error,
     /// the opaque `Unauthenticated`, or (only after the MAC verified) `Expired`, `Revoked` or
-    /// `Superseded`, judged by the same rules ([`tessera_proto::token::judge`]) with the
+    /// `Superseded`, judged by the same rules ([`tessera_proto::token::judge()`]) with the
     /// store's state of the registration.
     pub fn validate(&self, text: &[u8], now: Timestamp) -> Result<Introspection, Error> {
         let rt = UntrustedRt::parse(text)?;

@@ -53,7 +53,7 @@ pub struct Introspection {
 
 impl Engine {
     /// Validate an RT's text form. This is the hot path: parse (fixed layout, no allocation),
-    /// then the one RT judgement ([`tessera_proto::token::judge`]): MAC check with
+    /// then the one RT judgement ([`tessera_proto::token::judge()`]): MAC check with
     /// `ring::hmac::verify`, expiry with the configured clock-skew leeway, and one lock-free
     /// lookup of the family state. It takes no lock and does not touch the store, except for an
     /// authentic RT of a generation above the one this node holds (another node refreshed it

@@ -2,7 +2,7 @@
 //! (the cache never holds an RT), bounded in entries and in age.
 //!
 //! A valid answer is not given back as it was kept: each lookup judges the RT again by the
-//! rules every validator applies ([`tessera_proto::token::judge`]), with the server's word as
+//! rules every validator applies ([`tessera_proto::token::judge()`]), with the server's word as
 //! its authenticity (the entry is keyed by the RT's digest, so the server vouched for this very
 //! RT) and the cache's own view of the registration (the newest generation the server called
 //! valid, or revoked once the feed said so) as its state. So the cache answers expired, revoked
