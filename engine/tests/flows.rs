@@ -1159,3 +1159,64 @@ fn admin_tokens_verify_revoke_and_stay_secret() {
     );
     assert!(!dump.contains(tok.expose()));
 }
+
+#[test]
+fn operation_pages_follow_the_state_operators_see() {
+    let mut cfg = EngineConfig::default();
+    cfg.operation_ttl(Duration::from_secs(600));
+    let mut h = Harness::with_config(cfg);
+    // Six operations a minute apart; the last one is rejected.
+    let mut ops = Vec::new();
+    for i in 0..6u8 {
+        let pt = h.pt(manual());
+        ops.push(h.begin(&pt, None, &[b'o', i]).unwrap().operation_id);
+        h.clock.advance(Duration::from_secs(60));
+    }
+    h.engine
+        .reject_operation(&ops[5], "not ours", &Harness::tech(), h.now())
+        .unwrap();
+    // Twelve minutes after the first: operations 0, 1 and 2 have expired (2 exactly now), but
+    // no sweep has stored that.
+    h.clock.0 = ops_start(&h, &ops[0]).saturating_add(Duration::from_secs(720));
+    let page = |state, before| {
+        let q = OperationQuery {
+            state: Some(state),
+            limit: 2,
+            before,
+            ..OperationQuery::default()
+        };
+        h.engine.operations_page(&q, h.now()).unwrap()
+    };
+    let ids =
+        |p: &[tessera_engine::model::OperationRecord]| p.iter().map(|o| o.id).collect::<Vec<_>>();
+
+    let (first, next) = page(OperationState::Expired, None);
+    assert_eq!(ids(&first), [ops[2], ops[1]]);
+    assert!(first.iter().all(|o| o.state == OperationState::Expired));
+    let (second, next) = page(OperationState::Expired, next);
+    assert_eq!(ids(&second), [ops[0]]);
+    assert_eq!(next, None, "a short page is the last");
+
+    let (pending, next) = page(OperationState::Pending, None);
+    assert_eq!(ids(&pending), [ops[4], ops[3]]);
+    assert!(pending.iter().all(|o| o.state == OperationState::Pending));
+    let (rest, next) = page(OperationState::Pending, next);
+    assert!(rest.is_empty() && next.is_none());
+
+    let (rejected, _) = page(OperationState::Rejected, None);
+    assert_eq!(ids(&rejected), [ops[5]]);
+    // With no state asked for, every operation, each in the state operators see.
+    let q = OperationQuery::default();
+    let (all, next) = h.engine.operations_page(&q, h.now()).unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(next, None);
+    let expired = all
+        .iter()
+        .filter(|o| o.state == OperationState::Expired)
+        .count();
+    assert_eq!(expired, 3);
+}
+
+fn ops_start(h: &Harness, id: &tessera_engine::OperationId) -> tessera_engine::Timestamp {
+    h.engine.operation(id).unwrap().created_at
+}

@@ -660,37 +660,27 @@ impl Engine {
     /// One page of operations as operators see them at `now`, newest first, and the position
     /// after which the next page starts (`None` on the last page).
     ///
-    /// A pending operation past its expiry is shown expired before the sweep has stored that,
-    /// so asking for expired ones also reads those stored as pending. Pages follow the stored
-    /// order; one may hold fewer than `limit` (an operation that turned out to be expired is
-    /// left out of a page of pending ones) and the position still leads on.
+    /// The store pages by the state as of `now` (a pending operation whose expiry has come is
+    /// listed as expired before the sweep has stored that), so every page but the last is full.
     pub fn operations_page(
         &self,
         q: &OperationQuery,
         now: Timestamp,
     ) -> Result<(Vec<OperationRecord>, Option<OperationCursor>), Error> {
         let limit = if q.limit == 0 { 100 } else { q.limit };
-        let wanted = q.state;
-        let mut pages = vec![self.list_operations(q)?];
-        if wanted == Some(OperationState::Expired) {
-            pages.push(self.list_operations(&OperationQuery {
-                state: Some(OperationState::Pending),
-                ..q.clone()
-            })?);
-        }
-        // Every operation newer than the newest of the full pages' last rows was read.
-        let next = pages
-            .iter()
-            .filter(|p| p.len() == limit)
-            .filter_map(|p| p.last().map(|o| (o.created_at, o.id)))
-            .max();
-        let mut ops: Vec<_> = pages.into_iter().flatten().collect();
-        ops.retain(|o| next.is_none_or(|n| (o.created_at, o.id) >= n));
+        let q = OperationQuery {
+            as_of: Some(now),
+            limit,
+            ..q.clone()
+        };
+        let mut ops = self.list_operations(&q)?;
+        let next = ops
+            .last()
+            .filter(|_| ops.len() == limit)
+            .map(|o| (o.created_at, o.id));
         for op in &mut ops {
             op.state = op.effective_state(now);
         }
-        ops.retain(|op| wanted.is_none_or(|w| op.state == w));
-        ops.sort_by_key(|op| std::cmp::Reverse((op.created_at, op.id)));
         Ok((ops, next))
     }
 }

@@ -90,8 +90,12 @@ pub type OperationCursor = (Timestamp, OperationId);
 /// Filters for listing operations.
 #[derive(Debug, Clone, Default)]
 pub struct OperationQuery {
-    /// Only this state (as stored).
+    /// Only this state: as stored, or as operators see it at [`as_of`](Self::as_of) if that is
+    /// given.
     pub state: Option<OperationState>,
+    /// Judge states at this time: a pending operation whose expiry has come counts as expired
+    /// (before the sweep has stored that), and no longer as pending.
+    pub as_of: Option<Timestamp>,
     /// Only this PT.
     pub pt_id: Option<PtId>,
     /// At most this many (newest first); 0 means 100.

@@ -23,6 +23,7 @@ impl Serve for OpList {
             pt_id: self.pt_id.as_deref().map(id).transpose()?,
             limit: page_limit(self.limit)?,
             before: self.before.as_deref().map(cursor).transpose()?,
+            ..OperationQuery::default()
         };
         let (operations, next) = blocking(cx.shared, move |e, t| e.operations_page(&q, t)).await?;
         // What a technician weighs before approving: how full each operation's PT is.

@@ -1,6 +1,7 @@
 //! The engine's reads over PostgreSQL.
 
 use super::*;
+use crate::model::OperationState;
 
 impl StoreRead for Db<'_> {
     fn meta(&self, key: &str) -> Result<Option<String>, Error> {
@@ -97,8 +98,19 @@ impl StoreRead for Db<'_> {
     fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error> {
         let mut p = Params::default();
         let mut sql = format!("SELECT {OP_COLUMNS} FROM operations WHERE true");
-        if let Some(state) = q.state {
-            sql.push_str(&format!(" AND state = {}", p.add(state.as_str())));
+        match (q.state, q.as_of) {
+            (Some(OperationState::Pending), Some(now)) => {
+                let now = p.add(sql_ts(now));
+                sql.push_str(&format!(" AND state = 'pending' AND expires_at > {now}"));
+            }
+            (Some(OperationState::Expired), Some(now)) => {
+                let now = p.add(sql_ts(now));
+                sql.push_str(&format!(
+                    " AND (state = 'expired' OR (state = 'pending' AND expires_at <= {now}))"
+                ));
+            }
+            (Some(state), _) => sql.push_str(&format!(" AND state = {}", p.add(state.as_str()))),
+            (None, _) => {}
         }
         if let Some(pt) = q.pt_id {
             sql.push_str(&format!(" AND pt_id = {}", p.add(pt.to_bytes().to_vec())));

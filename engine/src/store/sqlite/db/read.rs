@@ -8,7 +8,7 @@ use super::super::super::{
 };
 use super::super::journal::audit_from_journal;
 use super::*;
-use crate::model::{AuditEvent, LeakKind, LeakSignal, OperationId};
+use crate::model::{AuditEvent, LeakKind, LeakSignal, OperationId, OperationState};
 use crate::time::Timestamp;
 
 impl StoreRead for Db<'_> {
@@ -90,9 +90,20 @@ impl StoreRead for Db<'_> {
         use rusqlite::types::Value as V;
         let mut sql = "SELECT body, nonce_digest FROM operations WHERE 1".to_owned();
         let mut args: Vec<V> = Vec::new();
-        if let Some(state) = q.state {
-            sql.push_str(" AND state = ?");
-            args.push(V::Text(state.as_str().to_owned()));
+        match (q.state, q.as_of) {
+            (Some(OperationState::Pending), Some(now)) => {
+                sql.push_str(" AND state = 'pending' AND expires_at > ?");
+                args.push(V::Integer(sql_ts(now)));
+            }
+            (Some(OperationState::Expired), Some(now)) => {
+                sql.push_str(" AND (state = 'expired' OR (state = 'pending' AND expires_at <= ?))");
+                args.push(V::Integer(sql_ts(now)));
+            }
+            (Some(state), _) => {
+                sql.push_str(" AND state = ?");
+                args.push(V::Text(state.as_str().to_owned()));
+            }
+            (None, _) => {}
         }
         if let Some(p) = q.pt_id {
             sql.push_str(" AND pt_id = ?");
