@@ -6,15 +6,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tessera_proto::admin::requests::PtArgs;
 
+use common::platform::Platform;
 use common::{free_port, make_with_test_lib, root, Broker};
-use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
-use tessera_proto::wire::kind;
+use tessera_proto::admin::requests::{DeviceBlock, PtArgs};
 use tessera_proto::wire::messages::RtBody;
-use tessera_server::server::ManualClock;
 
 /// The lifetime of the test devices' RTs.
 const RT_LIFETIME_SECS: u64 = 600;
@@ -37,88 +35,19 @@ enum Mode {
     Remote,
 }
 
-/// A Tessera server with a PT whose devices are approved automatically.
-struct Platform {
-    rt: tokio::runtime::Runtime,
-    server: Option<tessera_server::Server>,
-    admin: AdminClient,
-    trust: Trust,
-    pt: String,
-    dir: tempfile::TempDir,
-    stopped_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
-    /// The server's clock: it moves only when a test moves it.
-    clock: Arc<ManualClock>,
+/// The platform the broker tests run on: a server whose clock moves only when a test moves it,
+/// and a PT whose devices are approved automatically.
+fn platform() -> Platform {
+    Platform::start_with_manual_clock(PtArgs {
+        kind: Some("fleet".into()),
+        max_registrations: Some(100),
+        approval: Some("automatic".into()),
+        rt_lifetime_secs: Some(RT_LIFETIME_SECS),
+        ..PtArgs::new("broker")
+    })
 }
 
 impl Platform {
-    fn start() -> Platform {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let clock = ManualClock::new();
-        let (server, admin, trust, pt) = rt.block_on(async {
-            let server = tessera_server::Server::start_with_clock(
-                tessera_server::ServerConfig::ephemeral(data),
-                clock.clone(),
-            )
-            .await
-            .unwrap();
-            let trust = Trust::ca_file(&server.ca_cert_path()).unwrap();
-            let token = server.first_admin_token().unwrap().clone();
-            let admin = AdminClient::new(server.admin_addr(), "localhost", &trust, token).unwrap();
-            let pt = admin
-                .create_pt(&PtArgs {
-                    kind: Some("fleet".into()),
-                    max_registrations: Some(100),
-                    approval: Some("automatic".into()),
-                    rt_lifetime_secs: Some(RT_LIFETIME_SECS),
-                    ..PtArgs::new("broker")
-                })
-                .await
-                .unwrap()
-                .token
-                .clone();
-            (server, admin, trust, pt)
-        });
-        Platform {
-            rt,
-            server: Some(server),
-            admin,
-            trust,
-            pt,
-            dir,
-            stopped_at: None,
-            clock,
-        }
-    }
-
-    fn server(&self) -> &tessera_server::Server {
-        self.server.as_ref().expect("server running")
-    }
-
-    /// A provisioned device: its client (to refresh) and its current RT.
-    fn device(&self) -> (DeviceClient, RtBody) {
-        self.device_with(&self.pt)
-    }
-
-    fn device_with(&self, pt: &str) -> (DeviceClient, RtBody) {
-        let cfg = DeviceConfig::new(
-            self.server().device_addr(),
-            "localhost",
-            self.trust.clone(),
-            pt.to_owned().into(),
-        );
-        self.rt.block_on(async {
-            let d = DeviceClient::new(cfg, Box::new(NoHooks)).unwrap();
-            let rt = d.ensure_registered(Duration::from_secs(30)).await.unwrap();
-            (d, rt)
-        })
-    }
-
     /// A broker with the plugin in local mode on this server's data directory.
     fn broker(&self) -> Broker {
         self.broker_in(Mode::Local)
@@ -137,68 +66,14 @@ impl Platform {
     fn plugin_config(&self, plugin: &Path, mode: Mode) -> String {
         let head = format!("plugin {}\n", plugin.display());
         match mode {
-            Mode::Local => format!(
-                "{head}plugin_opt_data_dir {}\n",
-                self.dir.path().join("data").display()
+            Mode::Local => format!("{head}plugin_opt_data_dir {}\n", self.data_dir().display()),
+            Mode::Remote => format!(
+                "{head}plugin_opt_server {}\nplugin_opt_server_name localhost\n\
+                 plugin_opt_ca_file {}\nplugin_opt_token_file {}\n",
+                self.server().admin_addr(),
+                self.server().ca_cert_path().display(),
+                self.service_token_file().display()
             ),
-            Mode::Remote => {
-                let v = self
-                    .rt
-                    .block_on(self.admin.call(
-                        kind::TOKEN_CREATE,
-                        serde_json::json!({ "name": "broker", "role": "service" }),
-                    ))
-                    .unwrap();
-                let file = self
-                    .dir
-                    .path()
-                    .join(format!("service-token-{}", free_port()));
-                std::fs::write(&file, format!("{}\n", v["token"].as_str().unwrap())).unwrap();
-                format!(
-                    "{head}plugin_opt_server {}\nplugin_opt_server_name localhost\n\
-                     plugin_opt_ca_file {}\nplugin_opt_token_file {}\n",
-                    self.server().admin_addr(),
-                    self.server().ca_cert_path().display(),
-                    file.display()
-                )
-            }
-        }
-    }
-
-    /// Stop the server (the broker's validator loses it).
-    fn stop_server(&mut self) {
-        let server = self.server.take().expect("server running");
-        self.stopped_at = Some((server.device_addr(), server.admin_addr()));
-        self.rt.block_on(server.shutdown(Duration::from_secs(1)));
-    }
-
-    /// Start it again on its data directory and addresses.
-    fn restart_server(&mut self) {
-        let (device_addr, admin_addr) = self.stopped_at.take().expect("server stopped");
-        let mut config = tessera_server::ServerConfig::ephemeral(self.dir.path().join("data"));
-        config.device_addr = device_addr;
-        config.admin_addr = admin_addr;
-        let server = self
-            .rt
-            .block_on(tessera_server::Server::start_with_clock(
-                config,
-                self.clock.clone(),
-            ))
-            .expect("restart on the same addresses");
-        self.server = Some(server);
-    }
-
-    fn revoke(&self, registration_id: u64) {
-        self.rt
-            .block_on(self.admin.revoke_registration(registration_id, "test"))
-            .unwrap();
-    }
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.rt.block_on(server.shutdown(Duration::from_secs(1)));
         }
     }
 }
@@ -261,7 +136,7 @@ fn only_a_live_rt_with_its_own_device_id_connects_in_remote_mode() {
 }
 
 fn who_gets_in(mode: Mode) {
-    let p = Platform::start();
+    let p = platform();
     let broker = p.broker_in(mode);
     let (a_client, a) = p.device();
     let (_, b) = p.device();
@@ -331,7 +206,7 @@ fn who_gets_in(mode: Mode) {
 /// Device A can neither publish nor subscribe under device B's topics.
 #[test]
 fn a_device_uses_only_its_own_topics() {
-    let p = Platform::start();
+    let p = platform();
     let broker = p.broker();
     let (_, a) = p.device();
     let (_, b) = p.device();
@@ -391,7 +266,7 @@ fn a_device_is_disconnected_when_its_registration_stops_being_live_in_remote_mod
 }
 
 fn ends_sessions(mode: Mode) {
-    let p = Platform::start();
+    let p = platform();
     let broker = p.broker_in(mode);
     let (_, a) = p.device();
     let (_, b) = p.device();
@@ -405,14 +280,16 @@ fn ends_sessions(mode: Mode) {
         .unwrap();
     let (other_pt_id, other_pt) = (other.pt.id.to_string(), other.token.clone());
     let (_, c) = p.device_with(&other_pt);
-    let block = serde_json::json!({ "device_id": b.device_id, "reason": "stolen" });
+    let block = DeviceBlock {
+        device_id: Some(b.device_id.to_string()),
+        reason: Some("stolen".into()),
+    };
     let actions: [(&RtBody, Change<'_>); 3] = [
         (&a, Box::new(|| p.revoke(a.registration_id))),
         (
             &b,
             Box::new(|| {
-                p.rt.block_on(p.admin.call(kind::DEVICE_BLOCK, block.clone()))
-                    .unwrap();
+                p.rt.block_on(p.admin.send(&block)).unwrap();
             }),
         ),
         (
@@ -500,7 +377,7 @@ fn firmware() -> &'static Path {
 
 fn firmware_against(mode: Mode) {
     use std::io::{BufRead, BufReader};
-    let p = Platform::start();
+    let p = platform();
     let broker = p.broker_in(mode);
     let port = broker.port;
     let mut fw = Command::new(firmware())
@@ -578,7 +455,7 @@ fn a_session_ends_when_its_rt_expires_and_the_refreshed_rt_gets_in_in_remote_mod
 }
 
 fn session_expires(mode: Mode) {
-    let p = Platform::start();
+    let p = platform();
     let offset = p.dir.path().join("broker-clock");
     let broker = broker_with_clock(&p, mode, &offset);
     let (client, first) = p.device();
@@ -593,7 +470,7 @@ fn session_expires(mode: Mode) {
         .unwrap();
     broker.wait_for_logged(&format!("as device {} ", first.device_id), 2, "connect");
 
-    p.clock.advance(Duration::from_secs(RT_LIFETIME_SECS / 2));
+    p.advance(Duration::from_secs(RT_LIFETIME_SECS / 2));
     let next = p.rt.block_on(client.refresh()).unwrap();
     assert!(next.expires_at > first.expires_at);
     // Refreshing does not end the session: its registration is live.
@@ -637,7 +514,7 @@ fn session_expires(mode: Mode) {
 #[test]
 fn remote_mode_fails_closed_while_the_server_is_down_and_recovers() {
     use std::io::Write;
-    let mut p = Platform::start();
+    let mut p = platform();
     let broker = p.broker_in(Mode::Remote);
     broker.wait_for_log("following the Tessera server", "the feed");
     let (_, a) = p.device();
@@ -728,7 +605,7 @@ fn exercise(p: &Platform, broker: Broker) -> std::process::ExitStatus {
 /// suppression file is the C tests' one).
 #[test]
 fn the_plugin_runs_clean_under_valgrind() {
-    let p = Platform::start();
+    let p = platform();
     let report = p.dir.path().join("valgrind.log");
     let valgrind: Vec<String> = [
         "valgrind",
@@ -778,7 +655,7 @@ fn the_plugin_runs_clean_under_address_and_undefined_behaviour_sanitizers() {
         .output()
         .expect("clang");
     let runtime = String::from_utf8(runtime.stdout).unwrap().trim().to_owned();
-    let p = Platform::start();
+    let p = platform();
     let report = p.dir.path().join("asan");
     let env = [
         ("LD_PRELOAD", runtime),

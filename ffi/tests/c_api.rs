@@ -9,7 +9,9 @@ use std::process::Command;
 use tessera_proto::codec::CHECKSUM_LEN;
 
 mod common;
+use common::platform::Platform;
 use common::{compile_file, root, C_WARNINGS, PLATFORM, SANITIZERS};
+use tessera_proto::admin::requests::{DeviceRevoke, PtArgs};
 
 /// The header declares the local validator only for the `platform` shape: a C file that calls
 /// it compiles with `TESSERA_PLATFORM` defined and not without (an undeclared function is an
@@ -193,34 +195,12 @@ fn c_device_flow_under_valgrind() {
 fn device_flow(under_valgrind: bool) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
-    use tessera_proto::wire::kind;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (server, admin, pt) = rt.block_on(async {
-        let cfg = tessera_server::ServerConfig::ephemeral(dir.path().join("data"));
-        let server = tessera_server::Server::start(cfg).await.unwrap();
-        let trust = tessera_client::Trust::ca_file(&server.ca_cert_path()).unwrap();
-        let token = server.first_admin_token().unwrap().clone();
-        let admin =
-            tessera_client::AdminClient::new(server.admin_addr(), "localhost", &trust, token)
-                .unwrap();
-        let pt = admin
-            .create_pt(&tessera_proto::admin::requests::PtArgs {
-                approval: Some("manual_with_code".into()),
-                ..tessera_proto::admin::requests::PtArgs::new("c")
-            })
-            .await
-            .unwrap()
-            .token
-            .clone();
-        (server, admin, pt)
+    let p = Platform::start(PtArgs {
+        approval: Some("manual_with_code".into()),
+        ..PtArgs::new("c")
     });
-    let exe = dir.path().join("test_flow");
+    let exe = p.dir.path().join("test_flow");
     let mut cmd = if under_valgrind {
         compile_file("test_flow.c", "gcc", &["-O0"], &exe);
         let mut v = valgrind();
@@ -231,10 +211,10 @@ fn device_flow(under_valgrind: bool) {
         Command::new(&exe)
     };
     let mut child = cmd
-        .arg(server.device_addr().to_string())
-        .arg(server.ca_cert_path())
-        .arg(&pt)
-        .arg(dir.path().join("data"))
+        .arg(p.server().device_addr().to_string())
+        .arg(p.server().ca_cert_path())
+        .arg(&p.pt)
+        .arg(p.data_dir())
         .env("ASAN_OPTIONS", "detect_leaks=1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -248,29 +228,27 @@ fn device_flow(under_valgrind: bool) {
         .strip_prefix("code ")
         .expect("code line")
         .to_owned();
-    rt.block_on(async {
-        let ops = admin.pending_operations().await.unwrap();
+    p.rt.block_on(async {
+        let ops = p.admin.pending_operations().await.unwrap();
         assert_eq!(ops.len(), 1);
         let requested = ops[0].requested_device_id.as_ref().map(|d| d.as_str());
         assert_eq!(requested, Some("c-device-1"));
         assert_eq!(ops[0].attributes.get("fw"), Some("1.0.0"));
-        admin
+        p.admin
             .approve(&ops[0].id.to_string(), Some(&code), None)
             .await
             .unwrap();
     });
     assert_eq!(next(), "registered c-device-1 1");
     assert_eq!(next(), "refreshed 2");
-    rt.block_on(async {
-        let v = admin
-            .call(
-                kind::DEVICE_REVOKE,
-                serde_json::json!({ "device_id": "c-device-1", "reason": "test" }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(v["registrations_revoked"], 1);
-    });
+    let revoked =
+        p.rt.block_on(p.admin.send(&DeviceRevoke {
+            device_id: Some("c-device-1".into()),
+            reason: Some("test".into()),
+            ..DeviceRevoke::default()
+        }))
+        .unwrap();
+    assert_eq!(revoked.registrations_revoked, 1);
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(next(), "validator after revocation 212");
     assert_eq!(next(), "local validator after revocation 212");
@@ -281,10 +259,6 @@ fn device_flow(under_valgrind: bool) {
     let last = next();
     assert!(last.starts_with("after revocation 212 "), "{last}");
     assert!(child.wait().unwrap().success());
-    rt.block_on(async {
-        admin.close().await;
-        server.shutdown(std::time::Duration::from_secs(1)).await;
-    });
 }
 
 /// Every function, made to panic inside its boundary by the test-only `panic-test` feature,

@@ -9,11 +9,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use common::platform::Platform;
 use common::{compile_file, SANITIZERS};
-use tessera_client::{AdminClient, DeviceClient, DeviceConfig, NoHooks, Trust};
-use tessera_proto::admin::requests::{PtArgs, TokenCreate};
+use tessera_proto::admin::requests::PtArgs;
 use tessera_tests::judgement::{self, Outcome, State, CASES};
 
 /// The C library's result code for an outcome.
@@ -29,76 +28,33 @@ fn c_code(o: Outcome) -> u32 {
 
 #[test]
 fn the_service_validator_judges_every_case_of_the_table() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (server, presented, token_file) = rt.block_on(async {
-        let server =
-            tessera_server::Server::start(tessera_server::ServerConfig::ephemeral(data.clone()))
-                .await
-                .unwrap();
-        let trust = Trust::ca_file(&server.ca_cert_path()).unwrap();
-        let token = server.first_admin_token().unwrap().clone();
-        let admin = AdminClient::new(server.admin_addr(), "localhost", &trust, token).unwrap();
-        let pt = admin
-            .create_pt(&PtArgs {
-                kind: Some("fleet".into()),
-                max_registrations: Some(100),
-                approval: Some("automatic".into()),
-                ..PtArgs::new("judged")
-            })
-            .await
-            .unwrap()
-            .token
-            .clone();
-        let service = admin
-            .send(&TokenCreate {
-                name: "broker".into(),
-                role: "service".into(),
-            })
-            .await
-            .unwrap();
-        let token_file = dir.path().join("service-token");
-        std::fs::write(&token_file, service.token.as_str()).unwrap();
-        let keys = judgement::rt_keys(&data);
-        let mut presented = Vec::new();
-        for case in CASES {
-            let cfg = DeviceConfig::new(
-                server.device_addr(),
-                "localhost",
-                trust.clone(),
-                pt.clone().into(),
-            );
-            let device = DeviceClient::new(cfg, Box::new(NoHooks)).unwrap();
-            device
-                .ensure_registered(Duration::from_secs(30))
-                .await
-                .unwrap();
-            let current = device.refresh().await.unwrap();
-            assert_eq!(current.generation, 2);
-            if case.state == State::Revoked {
-                admin
-                    .revoke_registration(current.registration_id, "judged")
-                    .await
-                    .unwrap();
-            }
-            let now = tessera_proto::Timestamp::now_from_system_clock().unix_secs();
-            presented.push(judgement::present(case, &current.rt, now, &keys));
-            device.close().await;
-        }
-        admin.close().await;
-        (server, presented, token_file)
+    // The system clock: the C validator's cache judges expiry by it too.
+    let p = Platform::start(PtArgs {
+        kind: Some("fleet".into()),
+        max_registrations: Some(100),
+        approval: Some("automatic".into()),
+        ..PtArgs::new("judged")
     });
+    let token_file = p.service_token_file();
+    let keys = judgement::rt_keys(&p.data_dir());
+    let mut presented = Vec::new();
+    for case in CASES {
+        let (device, _) = p.device();
+        let current = p.rt.block_on(device.refresh()).unwrap();
+        assert_eq!(current.generation, 2);
+        if case.state == State::Revoked {
+            p.revoke(current.registration_id);
+        }
+        let now = tessera_proto::Timestamp::now_from_system_clock().unix_secs();
+        presented.push(judgement::present(case, &current.rt, now, &keys));
+        p.rt.block_on(device.close());
+    }
 
-    let exe = dir.path().join("test_judgement");
+    let exe = p.dir.path().join("test_judgement");
     compile_file("test_judgement.c", "clang", SANITIZERS, &exe);
     let mut child = Command::new(&exe)
-        .arg(server.admin_addr().to_string())
-        .arg(server.ca_cert_path())
+        .arg(p.server().admin_addr().to_string())
+        .arg(p.server().ca_cert_path())
         .arg(&token_file)
         .env("ASAN_OPTIONS", "detect_leaks=1")
         .stdin(Stdio::piped())
@@ -126,5 +82,4 @@ fn the_service_validator_judges_every_case_of_the_table() {
             case.name
         );
     }
-    rt.block_on(server.shutdown(Duration::from_secs(1)));
 }

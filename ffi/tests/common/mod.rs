@@ -1,5 +1,8 @@
-//! What the C and broker tests share: paths, the test build of libtessera, and Mosquitto.
+//! What the C and broker tests share: paths, the test build of libtessera, a running server
+//! ([`platform`]) and Mosquitto.
 #![allow(dead_code)] // each test binary uses its own part
+
+pub(crate) mod platform;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
