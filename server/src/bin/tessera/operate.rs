@@ -10,7 +10,8 @@ use tessera_proto::admin::requests::*;
 use tessera_proto::admin::{AdminRequest, AuditPage};
 
 use super::output::{self, Col};
-use super::{done, wait_for_signal, Cmd, Conn, DeviceCmd, KeysCmd, OpCmd, PtCmd, TokenCmd};
+use super::serve::wait_for_signal;
+use super::{done, Cmd, Conn, DeviceCmd, KeysCmd, OpCmd, PtCmd, TokenCmd};
 
 fn admin_client(c: &Conn) -> Result<AdminClient, String> {
     let ca =
