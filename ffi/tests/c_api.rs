@@ -10,7 +10,7 @@ use tessera_proto::codec::CHECKSUM_LEN;
 
 mod common;
 use common::platform::Platform;
-use common::{compile_file, root, C_WARNINGS, PLATFORM, SANITIZERS};
+use common::{compile_file, root, spawn_piped, C_WARNINGS, PLATFORM, SANITIZERS};
 use tessera_proto::admin::requests::{DeviceRevoke, PtArgs};
 
 /// The header declares the local validator only for the `platform` shape: a C file that calls
@@ -194,7 +194,6 @@ fn c_device_flow_under_valgrind() {
 
 fn device_flow(under_valgrind: bool) {
     use std::io::{BufRead, BufReader, Write};
-    use std::process::Stdio;
 
     let p = Platform::start(PtArgs {
         approval: Some("manual_with_code".into()),
@@ -210,17 +209,12 @@ fn device_flow(under_valgrind: bool) {
         compile_file("test_flow.c", "clang", SANITIZERS, &exe);
         Command::new(&exe)
     };
-    let mut child = cmd
-        .arg(p.server().device_addr().to_string())
-        .arg(p.server().ca_cert_path())
-        .arg(&p.pt)
-        .arg(p.data_dir())
-        .env("ASAN_OPTIONS", "detect_leaks=1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        cmd.arg(p.server().device_addr().to_string())
+            .arg(p.server().ca_cert_path())
+            .arg(&p.pt)
+            .arg(p.data_dir()),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = || lines.next().expect("a line from the C program").unwrap();
     let code_line = next();

@@ -8,10 +8,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::platform::Platform;
-use common::{compile_file, SANITIZERS};
+use common::{compile_file, spawn_piped, SANITIZERS};
 use tessera_proto::admin::requests::PtArgs;
 use tessera_tests::judgement::{self, Outcome, State, CASES};
 
@@ -52,16 +52,12 @@ fn the_service_validator_judges_every_case_of_the_table() {
 
     let exe = p.dir.path().join("test_judgement");
     compile_file("test_judgement.c", "clang", SANITIZERS, &exe);
-    let mut child = Command::new(&exe)
-        .arg(p.server().admin_addr().to_string())
-        .arg(p.server().ca_cert_path())
-        .arg(&token_file)
-        .env("ASAN_OPTIONS", "detect_leaks=1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        Command::new(&exe)
+            .arg(p.server().admin_addr().to_string())
+            .arg(p.server().ca_cert_path())
+            .arg(&token_file),
+    );
     let mut stdin = child.stdin.take().unwrap();
     for rt in &presented {
         writeln!(stdin, "{rt}").unwrap();

@@ -96,6 +96,17 @@ pub(crate) fn make_with_test_lib(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Start a C test program that reads commands on stdin and answers on stdout, with leak
+/// detection on when it runs under AddressSanitizer.
+pub(crate) fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.env("ASAN_OPTIONS", "detect_leaks=1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the C test program")
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
