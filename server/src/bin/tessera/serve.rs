@@ -1,0 +1,134 @@
+//! `tessera serve`: the configuration (file, then flags), metrics, the server, its banner, and
+//! a clean shutdown on SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tessera_server::{Server, ServerConfig};
+
+use crate::{fail, ServeArgs};
+
+pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&a.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut cfg = match &a.config {
+        Some(p) => match ServerConfig::from_toml_file(p) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        },
+        None => ServerConfig::default(),
+    };
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(x) = a.device_addr {
+        cfg.device_addr = x;
+    }
+    if let Some(x) = a.admin_addr {
+        cfg.admin_addr = x;
+    }
+    if let Some(m) = a.metrics_addr {
+        cfg.metrics_addr = if m == "off" {
+            None
+        } else {
+            match m.parse() {
+                Ok(x) => Some(x),
+                Err(_) => return fail(format!("bad --metrics-addr {m}")),
+            }
+        };
+    }
+    if let Some(c) = a.console_addr {
+        cfg.console_addr = if c == "off" {
+            None
+        } else {
+            match c.parse() {
+                Ok(x) => Some(x),
+                Err(_) => return fail(format!("bad --console-addr {c}")),
+            }
+        };
+    }
+    if let Some(u) = a.store {
+        cfg.store.url = Some(u);
+    }
+    if let Err(e) = cfg.store.postgres() {
+        return fail(e);
+    }
+    if !a.server_names.is_empty() {
+        cfg.server_names = a.server_names;
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+        {
+            return fail(format!("metrics on {addr}: {e}"));
+        }
+    }
+    let server = match Server::start(cfg.clone()).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    println!(
+        "{} {} (ALPN tessera/1)",
+        tessera_server::server::banner::DEVICE,
+        server.device_addr()
+    );
+    println!(
+        "{} {} (ALPN tessera-admin/1)",
+        tessera_server::server::banner::ADMIN,
+        server.admin_addr()
+    );
+    println!(
+        "CA certificate for devices: {}",
+        server.ca_cert_path().display()
+    );
+    if let Some(c) = server.console_addr() {
+        println!("{} https://{c}/", tessera_server::server::banner::CONSOLE);
+    }
+    println!("CA SHA-256 fingerprint (pin): {}", server.ca_fingerprint());
+    println!("store: {}", server.store_description());
+    match tessera_server::server::tls::certificate_names(&cfg.data_dir) {
+        Some(names) => println!(
+            "server certificate names (devices connect to one of these): {}",
+            names.join(", ")
+        ),
+        None => println!("server certificate: supplied in the data directory's tls/ folder"),
+    }
+    if let Some(m) = cfg.metrics_addr {
+        println!("metrics: http://{m}/metrics");
+    }
+    if let Some(t) = server.first_admin_token() {
+        println!(
+            "first admin token (shown once; also in {}): {}",
+            cfg.data_dir.join("admin.token").display(),
+            t.expose()
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(5)).await;
+    ExitCode::SUCCESS
+}
+
+pub(crate) async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
