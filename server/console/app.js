@@ -170,6 +170,7 @@ const SIGNIN_ERRORS = {
   rate: "Too many attempts. Wait a minute and try again.",
   bad: "The sign-in form was not complete.",
   expired: "Your session has ended. Sign in again.",
+  pair: "That pairing code was not accepted. A code works once, for 10 minutes: ask for a new one.",
 };
 
 function showSignIn(reason) {
@@ -182,7 +183,10 @@ function showSignIn(reason) {
   const err = document.getElementById("signin-error");
   err.hidden = !reason;
   err.textContent = reason ? (SIGNIN_ERRORS[reason] || SIGNIN_ERRORS.refused) : "";
-  document.getElementById("token").focus();
+  // A phone sent here to pair (the QR code an admin shows) starts at the pairing code.
+  const pairing = location.hash === "#pair" || reason === "pair";
+  if (reason === "pair") document.getElementById("pair").after(err);
+  document.getElementById(pairing ? "pair-code" : "token").focus();
 }
 
 async function boot() {
@@ -614,6 +618,8 @@ function auditText(e) {
     case "keys.retire": return "Key epoch retired: its RTs no longer validate";
     case "admin_token.create": return label("role", d.role) + " token created for " + d.name;
     case "admin_token.revoke": return "Token revoked";
+    case "admin_token.pairing_issued": return "Pairing code issued, valid until " + when(d.expires_at);
+    case "admin_token.paired": return "A phone was paired with its pairing code";
     default: return Object.keys(d).length ? JSON.stringify(d) : "";
   }
 }
@@ -625,6 +631,7 @@ const ACTIONS = {
   "device.unblock": "Unblock", "pt.create": "PT created", "pt.batch_create": "PT batch", "pt.revoke": "PT revoked",
   "keys.init": "Keys", "keys.rotate": "Key rotation", "keys.retire": "Key retired",
   "admin_token.create": "Token created", "admin_token.revoke": "Token revoked",
+  "admin_token.pairing_issued": "Pairing code", "admin_token.paired": "Phone paired",
 };
 
 async function viewAudit() {
@@ -675,6 +682,29 @@ async function viewTokens() {
     el("p", { class: "secret", text: res.data.token }), el("div", { class: "row" }, copyButton(res.data.token, "token")));
     refreshList();
   };
+  // Pairing a phone: a one-time code instead of a token to paste.
+  const paired = el("div", { "aria-live": "polite" });
+  const pair = async (ev) => {
+    ev.preventDefault();
+    const formEl = ev.target;
+    const name = new FormData(formEl).get("name");
+    const r = await fetch("/console/pairings", { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": state.session.csrf },
+      body: JSON.stringify({ name }) });
+    const data = await r.json().catch(() => null);
+    if (!r.ok) { paired.replaceChildren(message(problemText(data))); return; }
+    formEl.reset();
+    const url = location.origin + "/console/#pair";
+    const img = await qrImage(url, "QR code of the console's pairing page");
+    paired.replaceChildren(
+      message("Pairing code for " + data.admin_token.name + ", valid until " + when(data.expires_at) +
+        ". It works once.", true),
+      el("p", { class: "pairing-code", id: "pairing-code", text: data.code }),
+      el("p", {}, "On the phone, scan the QR code or open ", el("strong", { text: url }),
+        ", and type the code under “Pair this phone”."),
+      img);
+    refreshList();
+  };
   await refreshList();
   return [el("h1", { text: "Admin tokens" }),
     el("form", { class: "inline", onsubmit: create, autocomplete: "off" },
@@ -682,7 +712,13 @@ async function viewTokens() {
       el("div", {}, el("label", { for: "tok-role", text: "Role" }), el("select", { id: "tok-role", name: "role" },
         ["technician", "admin", "service"].map(v => el("option", { value: v, text: label("role", v) })))),
       el("div", { class: "row" }, el("button", { type: "submit", class: "primary", text: "Create" }))),
-    shown, el("h2", { text: "All tokens" }), list];
+    shown,
+    el("h2", { text: "Pair a technician's phone" }),
+    el("form", { class: "inline", onsubmit: pair, autocomplete: "off" },
+      el("div", {}, el("label", { for: "pair-name", text: "Whose phone (their name)" }), el("input", { id: "pair-name", name: "name", required: true })),
+      el("div", { class: "row" }, el("button", { type: "submit", class: "primary", text: "Issue a pairing code" }))),
+    paired,
+    el("h2", { text: "All tokens" }), list];
 }
 
 async function viewKeys() {

@@ -247,3 +247,52 @@ test("Tokens shows a token as soon as it is made, forms are empty after Create, 
   assert.deepEqual(page.errors, []);
   await ctx.close();
 });
+
+test("an admin pairs a technician's phone with a one-time code: no token is pasted, and the code works once", async () => {
+  const desk = await context(DESKTOP);
+  const admin = await watchedPage(desk);
+  await signIn(admin, t.adminToken);
+  await admin.getByRole("link", { name: "Tokens" }).click();
+  await admin.getByLabel("Whose phone (their name)").fill("Eve (line 2)");
+  await admin.getByRole("button", { name: "Issue a pairing code" }).click();
+  const code = (await admin.locator("#pairing-code").textContent()).trim();
+  assert.match(code, /^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$/);
+  await admin.getByAltText("QR code of the console's pairing page").waitFor();
+  await admin.getByRole("cell", { name: "Eve (line 2) (phone)", exact: true }).waitFor();
+  await shot(admin, "admin-pairing-desktop");
+
+  // The phone opens the pairing page (what the QR code holds: no secret in it), and types the
+  // code as people do: lower case, without the dash.
+  const phoneCtx = await context(PHONE);
+  const phone = await watchedPage(phoneCtx);
+  await phone.goto(t.base + "/console/#pair");
+  const field = phone.getByLabel("Pairing code");
+  await field.waitFor();
+  assert.ok(await field.evaluate((e) => e === document.activeElement), "the pairing code field has the focus");
+  assert.deepEqual(await axeViolations(phone), [], "sign-in page at 360 px");
+  assert.deepEqual(await layoutProblems(phone), [], "sign-in page at 360 px");
+  await shot(phone, "technician-pair-phone");
+  await field.fill(code.replace("-", "").toLowerCase());
+  await phone.getByRole("button", { name: "Pair" }).click();
+  await phone.getByRole("heading", { name: "Pending operations" }).waitFor();
+  assert.match(await phone.locator("#who").innerText(), /Eve \(line 2\) \(phone\)/);
+  assert.equal(await phone.getByLabel("Token").count(), 1, "the token field exists but was never used");
+
+  // The code works once.
+  const againCtx = await context(PHONE);
+  const again = await againCtx.newPage();
+  await again.goto(t.base + "/console/#pair");
+  await again.getByLabel("Pairing code").fill(code);
+  await again.getByRole("button", { name: "Pair" }).click();
+  await again.getByText("That pairing code was not accepted.", { exact: false }).waitFor();
+  assert.equal((await again.context().cookies()).filter((c) => c.name === "tessera_session").length, 0);
+
+  // Both steps are in the audit log; the code is nowhere in it.
+  const events = (await api("GET", "/api/v1/audit?newest=true&limit=50")).data.events;
+  const actions = events.map((e) => e.action);
+  assert.ok(actions.includes("admin_token.pairing_issued") && actions.includes("admin_token.paired"), actions.join());
+  assert.ok(!JSON.stringify(events).includes(code) && !JSON.stringify(events).includes(code.replace("-", "")));
+  assert.deepEqual(admin.errors, []);
+  assert.deepEqual(phone.errors, []);
+  for (const c of [desk, phoneCtx, againCtx]) await c.close();
+});

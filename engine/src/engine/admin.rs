@@ -15,6 +15,18 @@ use tessera_proto::token::pt::{self, ParsedPt};
 
 pub use tessera_proto::token::ADMIN_TOKEN_PREFIX;
 
+/// A step of pairing a phone with an admin token (see [`Engine::record_pairing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingStep {
+    /// An admin issued a pairing code, valid until `expires_at`.
+    Issued {
+        /// When the code stops working.
+        expires_at: Timestamp,
+    },
+    /// A phone exchanged the code for a console session.
+    Used,
+}
+
 impl Engine {
     /// Create an admin token for `name` with `role`. The text is returned once.
     pub fn create_admin_token(
@@ -108,6 +120,32 @@ impl Engine {
                 )?;
             }
             Ok(changed)
+        })
+    }
+
+    /// Record a step of pairing a phone with admin token `id` in the audit log: the pairing
+    /// code was issued (valid until `expires_at`), or a phone exchanged it for a session. The
+    /// code itself is never recorded.
+    pub fn record_pairing(
+        &self,
+        id: &AdminTokenId,
+        step: PairingStep,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let (id, actor) = (*id, actor.clone());
+        self.write(now, move |tx| {
+            tx.db
+                .admin_token(&id)?
+                .ok_or(Error::NotFound("admin token"))?;
+            let (action, detail) = match step {
+                PairingStep::Issued { expires_at } => (
+                    "admin_token.pairing_issued",
+                    serde_json::json!({ "expires_at": expires_at }),
+                ),
+                PairingStep::Used => ("admin_token.paired", serde_json::json!({})),
+            };
+            tx.audit(&actor, action, &id.to_string(), detail)
         })
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwap;
 use ring::rand::{SecureRandom, SystemRandom};
 
-pub use admin::ADMIN_TOKEN_PREFIX;
+pub use admin::{PairingStep, ADMIN_TOKEN_PREFIX};
 pub use config::{EngineConfig, LeakPolicy, LeakResponse, MAX_CLOCK_SKEW_LEEWAY};
 pub use feed::FeedStatus;
 pub use keys::KeyEpochInfo;

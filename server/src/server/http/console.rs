@@ -135,7 +135,7 @@ pub(crate) async fn logout(State(st): State<Arc<HttpState>>, req: Request) -> Re
 
 /// Whether a state-changing console request comes from this site, in a live session, with the
 /// session's CSRF token.
-fn signed_in_change(st: &HttpState, h: &axum::http::HeaderMap) -> bool {
+pub(crate) fn signed_in_change(st: &HttpState, h: &axum::http::HeaderMap) -> bool {
     same_site(h)
         && st
             .sessions

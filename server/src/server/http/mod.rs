@@ -3,6 +3,7 @@
 
 mod console;
 mod openapi;
+mod pairing;
 pub(crate) mod problem;
 pub(crate) mod routes;
 mod session;
@@ -29,6 +30,7 @@ pub(crate) struct HttpState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) sessions: session::Sessions,
     pub(crate) sign_in: session::SignInLimit,
+    pub(crate) pairings: pairing::Pairings,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -44,6 +46,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         shared,
         sessions: Default::default(),
         sign_in: Default::default(),
+        pairings: Default::default(),
     });
     let mut r = Router::new()
         .route("/", axum::routing::get(console::root))
@@ -54,6 +57,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/console/session", axum::routing::get(console::session))
         .route("/console/logout", axum::routing::post(console::logout))
         .route("/console/qr", axum::routing::post(console::qr))
+        .route("/console/pairings", axum::routing::post(pairing::issue))
+        .route("/console/pair", axum::routing::post(pairing::exchange))
         .route("/api/v1/events", axum::routing::get(routes::events));
     for route in routes::routes() {
         let filter = match route.method {
