@@ -18,7 +18,7 @@ use tessera_proto::wire::messages::{
 use tessera_proto::wire::{code, kind, DEVICE_ALPN};
 use tessera_proto::ProvisioningToken;
 
-use super::transport::{ClientError, Transport, Trust};
+use super::transport::{ClientError, ConnectionClosed, Transport, Trust};
 
 /// What the device needs to know.
 #[derive(Debug, Clone)]
@@ -561,6 +561,13 @@ impl DeviceClient {
                 }
             }
         }
+    }
+
+    /// Wait until the device's current connection ends (the server closes it when the
+    /// registration is revoked, or when it shuts down), and say how; `None` at once when the
+    /// client holds no connection. The next request connects again.
+    pub async fn connection_closed(&self) -> Option<ConnectionClosed> {
+        self.transport.closed().await
     }
 
     /// Close the connection.

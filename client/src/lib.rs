@@ -53,4 +53,4 @@ pub use device::{
     BlockingDeviceClient, DeviceClient, DeviceConfig, DeviceError, DeviceFaults, DeviceHooks,
     NoHooks,
 };
-pub use transport::{ClientError, Transport, Trust};
+pub use transport::{ClientError, ConnectionClosed, Transport, Trust};

@@ -187,6 +187,41 @@ pub fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig, Cl
     Ok(cfg)
 }
 
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// The server closed it with an application close code (docs/protocol.md: `0x10` the
+    /// registration was revoked, `0x11` the server is shutting down) and a reason text.
+    ByServer {
+        /// The application close code.
+        code: u64,
+        /// The server's reason text.
+        reason: String,
+    },
+    /// This client closed it.
+    Locally,
+    /// It was lost: an idle timeout, a reset, a transport error (the text says which).
+    Lost(String),
+}
+
+impl std::fmt::Display for ConnectionClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ByServer { code: 0x10, .. } => {
+                f.write_str("closed by the server: the registration was revoked (0x10)")
+            }
+            Self::ByServer { code: 0x11, .. } => {
+                f.write_str("closed by the server: it is shutting down (0x11)")
+            }
+            Self::ByServer { code, reason } => {
+                write!(f, "closed by the server: code {code:#x} ({reason})")
+            }
+            Self::Locally => f.write_str("closed by this client"),
+            Self::Lost(e) => write!(f, "lost: {e}"),
+        }
+    }
+}
+
 /// One endpoint's connection.
 #[derive(Debug)]
 pub struct Transport {
@@ -298,6 +333,20 @@ impl Transport {
             })?;
         *g = Some(c.clone());
         Ok(c)
+    }
+
+    /// Wait until the current connection ends, and say how; `None` at once when there is no
+    /// connection (none made yet, or dropped with [`Transport::disconnect`]).
+    pub async fn closed(&self) -> Option<ConnectionClosed> {
+        let c = self.conn.lock().await.clone()?;
+        Some(match c.closed().await {
+            quinn::ConnectionError::ApplicationClosed(a) => ConnectionClosed::ByServer {
+                code: a.error_code.into_inner(),
+                reason: String::from_utf8_lossy(&a.reason).into_owned(),
+            },
+            quinn::ConnectionError::LocallyClosed => ConnectionClosed::Locally,
+            e => ConnectionClosed::Lost(e.to_string()),
+        })
     }
 
     /// Drop the connection (the next request reconnects).

@@ -135,7 +135,8 @@ fn operator_walkthrough() {
         .expect("a code line")
         .to_owned();
 
-    let ops = json(&cli(dir.path(), admin, &["op", "list", "--json"]));
+    let page = json(&cli(dir.path(), admin, &["op", "list", "--json"]));
+    let ops = &page["operations"];
     let op_id = ops[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(ops[0]["requested_device_id"], "pump-17");
     let approved = String::from_utf8(
@@ -155,7 +156,8 @@ fn operator_walkthrough() {
     );
     assert!(sim.wait().unwrap().success());
 
-    let devices = json(&cli(dir.path(), admin, &["device", "list", "--json"]));
+    let devices =
+        json(&cli(dir.path(), admin, &["device", "list", "--json"]))["registrations"].take();
     assert_eq!(devices[0]["device_id"], "pump-17");
     assert_eq!(devices[0]["status"], "active");
     let revoked = json(&cli(
@@ -171,7 +173,8 @@ fn operator_walkthrough() {
         ],
     ));
     assert_eq!(revoked["registrations_revoked"], 1);
-    let devices = json(&cli(dir.path(), admin, &["device", "list", "--json"]));
+    let devices =
+        json(&cli(dir.path(), admin, &["device", "list", "--json"]))["registrations"].take();
     assert_eq!(devices[0]["status"], "revoked");
     let audit =
         String::from_utf8(cli(dir.path(), admin, &["audit", "--limit", "1000"]).stdout).unwrap();

@@ -137,6 +137,9 @@ test("revoking a device in the console closes its connection and refuses its RT 
     assert.ok(Date.now() < deadline, "the connection was not closed");
     await new Promise((r) => setTimeout(r, 50));
   }
+  // The device says so at once, before it tries anything.
+  await lineMatching(dev.next, /^connection closed by the server: the registration was revoked \(0x10\)$/,
+    "the closed connection");
   dev.child.stdin.write("refresh\n");
   const outcome = await lineMatching(dev.next, /^(refresh refused|refreshed)/, "the refresh's outcome");
   assert.equal(outcome[1], "refresh refused", outcome.input);

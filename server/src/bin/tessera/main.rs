@@ -251,6 +251,9 @@ enum PtCmd {
         all: bool,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The page after this one: the `next` of the previous page (its `--json` output).
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Show a PT.
     Show {
@@ -279,6 +282,9 @@ enum OpCmd {
         state: String,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The page after this one: the `next` of the previous page (its `--json` output).
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Show an operation.
     Show {
@@ -323,6 +329,9 @@ enum DeviceCmd {
         active: bool,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The page after this one: the `next` of the previous page (its `--json` output).
+        #[arg(long)]
+        before: Option<u64>,
     },
     /// Show a device's registrations and block.
     Show {

@@ -131,14 +131,19 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                 }
             }
         }
-        Cmd::Pt(PtCmd::List { conn, all, limit }) => {
+        Cmd::Pt(PtCmd::List {
+            conn,
+            all,
+            limit,
+            before,
+        }) => {
             let req = PtList {
                 limit,
                 include_revoked: all,
-                before: None,
+                before,
             };
             let page = session.send(&conn, req).await?;
-            print_list(&conn, &page.pts, output::PT_LIST);
+            print_list(&conn, &page, &page.pts, output::PT_LIST);
         }
         Cmd::Pt(PtCmd::Show { conn, id }) => {
             let a = session.send(&conn, PtShow { id }).await?;
@@ -156,14 +161,20 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             );
             print_done(&conn, &a, text);
         }
-        Cmd::Op(OpCmd::List { conn, state, limit }) => {
+        Cmd::Op(OpCmd::List {
+            conn,
+            state,
+            limit,
+            before,
+        }) => {
             let req = OpList {
                 limit,
                 state: (state != "all").then_some(state),
+                before,
                 ..OpList::default()
             };
             let page = session.send(&conn, req).await?;
-            print_list(&conn, &page.operations, output::OP_LIST);
+            print_list(&conn, &page, &page.operations, output::OP_LIST);
         }
         Cmd::Op(OpCmd::Show { conn, id }) => {
             let a = session.send(&conn, OpShow { id }).await?;
@@ -202,14 +213,16 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             conn,
             active,
             limit,
+            before,
         }) => {
             let req = DeviceList {
                 limit,
                 active_only: active,
+                before,
                 ..DeviceList::default()
             };
             let page = session.send(&conn, req).await?;
-            print_list(&conn, &page.registrations, output::REGISTRATIONS);
+            print_list(&conn, &page, &page.registrations, output::REGISTRATIONS);
         }
         Cmd::Device(DeviceCmd::Show { conn, device_id }) => {
             let req = DeviceShow {
@@ -286,7 +299,7 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         }
         Cmd::Keys(KeysCmd::List { conn }) => {
             let a = session.send(&conn, KeysList {}).await?;
-            print_list(&conn, &a.epochs, output::KEY_EPOCHS);
+            print_list(&conn, &a, &a.epochs, output::KEY_EPOCHS);
         }
         Cmd::Keys(KeysCmd::Retire { conn, epoch }) => {
             let a = session.send(&conn, KeysRetire { epoch }).await?;
@@ -304,7 +317,7 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         }
         Cmd::Token(TokenCmd::List { conn }) => {
             let a = session.send(&conn, TokenList {}).await?;
-            print_list(&conn, &a.admin_tokens, output::ADMIN_TOKENS);
+            print_list(&conn, &a, &a.admin_tokens, output::ADMIN_TOKENS);
         }
         Cmd::Token(TokenCmd::Revoke { conn, id }) => {
             let a = session.send(&conn, TokenRevoke { id: id.clone() }).await?;
@@ -335,12 +348,12 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                 let interval = Duration::from_millis(interval_ms);
                 follow_audit(c, conn.json, start, page, interval).await?;
             } else {
-                print_list(&conn, &page.events, output::AUDIT);
+                print_list(&conn, &page, &page.events, output::AUDIT);
             }
         }
         Cmd::Leaks { conn, after, limit } => {
             let page = session.send(&conn, Leaks { after, limit }).await?;
-            print_list(&conn, &page.signals, output::LEAKS);
+            print_list(&conn, &page, &page.signals, output::LEAKS);
         }
         Cmd::Status { conn } => {
             let a = session.send(&conn, Status {}).await?;
@@ -420,10 +433,11 @@ fn print_json<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
-/// A list: its records as a JSON array with `--json`, else a table.
-fn print_list<T: Serialize>(conn: &Conn, rows: &[T], cols: &[Col<T>]) {
+/// A list: the whole answer with `--json` (the records and, for a page, its `next`), else a
+/// table of the records.
+fn print_list<A: Serialize, T>(conn: &Conn, answer: &A, rows: &[T], cols: &[Col<T>]) {
     if conn.json {
-        print_json(&rows);
+        print_json(answer);
     } else {
         print!("{}", output::table(rows, cols));
     }

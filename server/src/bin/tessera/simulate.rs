@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tessera_client::device::{DeviceConfig, DeviceHooks};
-use tessera_client::{BlockingDeviceClient, Trust};
+use tessera_client::{DeviceClient, Trust};
 
 use super::{fail, output, SimArgs};
 
@@ -41,6 +41,20 @@ impl DeviceHooks for SimHooks {
 }
 
 pub(super) fn simulate(a: SimArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let code = rt.block_on(run(a));
+    // The stdin reader of `--hold` may still be blocked in a read: do not wait for it.
+    rt.shutdown_background();
+    code
+}
+
+async fn run(a: SimArgs) -> ExitCode {
     let trust = match Trust::ca_file(&a.ca) {
         Ok(t) => t,
         Err(e) => return fail(e),
@@ -52,7 +66,7 @@ pub(super) fn simulate(a: SimArgs) -> ExitCode {
         tessera_engine::ProvisioningToken::new(a.pt),
     );
     cfg.device_id = a.device_id;
-    let client = match BlockingDeviceClient::new(
+    let client = match DeviceClient::new(
         cfg,
         Box::new(SimHooks {
             state_file: a.state_file,
@@ -61,7 +75,10 @@ pub(super) fn simulate(a: SimArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match client.ensure_registered(Duration::from_secs(a.timeout_secs)) {
+    let code = match client
+        .ensure_registered(Duration::from_secs(a.timeout_secs))
+        .await
+    {
         Ok(r) => {
             println!(
                 "registered: device {} registration {} generation {} expires {}",
@@ -71,22 +88,48 @@ pub(super) fn simulate(a: SimArgs) -> ExitCode {
                 output::utc(i64::try_from(r.expires_at).unwrap_or(i64::MAX))
             );
             if a.hold {
-                hold(&client);
+                hold(&client).await;
             }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
-    }
+    };
+    client.close().await;
+    code
 }
 
-/// Stay connected; refresh on each `refresh` line of standard input, until its end.
-fn hold(client: &BlockingDeviceClient) {
-    for line in std::io::stdin().lines() {
-        let Ok(line) = line else { break };
+/// Stay connected; refresh on each `refresh` line of standard input, until its end. When the
+/// server closes the connection (a revocation, a shutdown), say so at once.
+async fn hold(client: &DeviceClient) {
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Whether the connection the device holds has been reported closed (the next refresh
+    // opens another).
+    let mut reported = false;
+    loop {
+        let line = tokio::select! {
+            line = lines.recv() => match line {
+                Some(l) => l,
+                None => return,
+            },
+            Some(how) = client.connection_closed(), if !reported => {
+                println!("connection {how}");
+                reported = true;
+                continue;
+            }
+        };
         if line.trim() != "refresh" {
             continue;
         }
-        match client.refresh() {
+        reported = false;
+        match client.refresh().await {
             Ok(r) => println!("refreshed: generation {}", r.generation),
             Err(e) => println!("refresh refused: {e}"),
         }
