@@ -186,6 +186,41 @@ set +e
 [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("browser tests")
 set -e
 
+# The HTTPS API against its own OpenAPI document: Schemathesis (pinned in
+# tests/api/requirements.txt, in a venv of its own) with every check against a `tessera serve`
+# started here with rate limits high enough for a fuzzer (tests/api/schemathesis.toml).
+step "API fuzzing against the OpenAPI document (schemathesis, every check)"
+API_VENV="${TESSERA_API_VENV:-$PWD/.venv-api}"
+[ -x "$API_VENV/bin/python" ] || python3 -m venv "$API_VENV"
+"$API_VENV/bin/pip" install -q --disable-pip-version-check -r tests/api/requirements.txt \
+    || failures+=("schemathesis install")
+API_DIR="$WORK/api"
+mkdir -p "$API_DIR"
+printf 'admin_burst = 1000000\nadmin_per_minute = 10000000\n' > "$API_DIR/tessera.toml"
+target/debug/tessera serve --config "$API_DIR/tessera.toml" --data-dir "$API_DIR/data" \
+    --device-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --console-addr 127.0.0.1:0 \
+    --metrics-addr off > "$API_DIR/serve.out" 2> "$API_DIR/serve.err" &
+API_SERVER=$!
+API_URL=""
+for _ in $(seq 1 300); do
+    API_URL=$(sed -n 's#^console: \(https://[^ ]*\)/$#\1#p' "$API_DIR/serve.out")
+    [ -n "$API_URL" ] && break
+    sleep 0.1
+done
+set +e
+if [ -n "$API_URL" ]; then
+    (cd tests/api && TESSERA_ADMIN_TOKEN="$(cat "$API_DIR/data/admin.token")" \
+        "$API_VENV/bin/schemathesis" --config-file schemathesis.toml run \
+        "$API_URL/api/v1/openapi.json" --checks all --seed 1) 2>&1 | tee "$WORK/api.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("schemathesis")
+else
+    echo "the server for the API fuzzing did not start:"; cat "$API_DIR/serve.err"
+    failures+=("schemathesis")
+fi
+set -e
+kill "$API_SERVER" 2>/dev/null || true
+wait "$API_SERVER" 2>/dev/null || true
+
 read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$WORK/tests.log")
@@ -194,6 +229,7 @@ echo
 echo "rust: ${passed:-0} passed, ${failed:-0} failed"
 echo "python: $(tail -n 1 "$WORK/pytest.log" 2>/dev/null || echo 'not run')"
 echo "browser: $(awk '/^# pass/ {p=$3} /^# fail/ {f=$3} END {print p+0 " passed, " f+0 " failed"}' "$WORK/browser.log")"
+echo "api: $(grep -E '^ +[0-9]+ generated, ' "$WORK/api.log" 2>/dev/null | tail -n 1 | sed 's/^ *//') ($(grep -cE '^ +❌ ' "$WORK/api.log" 2>/dev/null) kinds of failure)"
 if [ "${#failures[@]}" -ne 0 ]; then
     echo "FAILED: ${failures[*]}"
     exit 1

@@ -17,10 +17,11 @@ pub use tessera_proto::ids::{
     limits, AdminTokenId, Attributes, DeviceId, OperationId, PtId, RegistrationId,
 };
 
-/// Check a label, actor name or reason: at most 128 bytes, no control characters.
+/// Check a label, actor name or reason: at most 128 characters, no control characters (the
+/// rule the API document states as `maxLength` and a pattern).
 pub(crate) fn check_label(field: &'static str, s: &str) -> Result<(), InputError> {
-    if s.len() > limits::LABEL_MAX {
-        return Err(InputError::new(field, "longer than 128 bytes"));
+    if s.chars().count() > limits::LABEL_MAX {
+        return Err(InputError::new(field, "longer than 128 characters"));
     }
     if s.chars().any(char::is_control) {
         return Err(InputError::new(field, "contains control characters"));
@@ -31,7 +32,7 @@ pub(crate) fn check_label(field: &'static str, s: &str) -> Result<(), InputError
 /// What to create a PT with.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PtSpec {
-    /// Free text for operators (at most 128 bytes).
+    /// Free text for operators (at most 128 characters).
     pub label: String,
     /// Single-device or fleet.
     pub kind: PtKind,
@@ -67,6 +68,9 @@ impl TryFrom<&tessera_proto::admin::requests::PtArgs> for PtSpec {
     /// side, no expiry). Every front end and embedder (the Python bindings) takes PT arguments
     /// through this one function.
     fn try_from(a: &tessera_proto::admin::requests::PtArgs) -> Result<Self, InputError> {
+        if a.max_registrations == Some(0) {
+            return Err(InputError::new("max_registrations", "must be at least 1"));
+        }
         let kind = match a.kind.as_deref().unwrap_or("single") {
             "single" => PtKind::SingleDevice,
             "fleet" => PtKind::Fleet {
@@ -77,15 +81,15 @@ impl TryFrom<&tessera_proto::admin::requests::PtArgs> for PtSpec {
             },
             _ => return Err(InputError::new("kind", "expected single or fleet")),
         };
+        // A rule given is checked whatever the policy, so that a malformed one is never stored
+        // silently unused.
+        let rule: Option<AttributeRule> = a.rule.as_deref().map(str::parse).transpose()?;
         let approval = match a.approval.as_deref().unwrap_or("manual") {
             "manual" => ApprovalPolicy::Manual,
             "manual_with_code" | "code" => ApprovalPolicy::ManualWithCode,
             "automatic" => ApprovalPolicy::Automatic,
             "rule" => ApprovalPolicy::AttributeRule(
-                a.rule
-                    .as_deref()
-                    .ok_or(InputError::new("rule", "required for the rule policy"))?
-                    .parse()?,
+                rule.ok_or(InputError::new("rule", "required for the rule policy"))?,
             ),
             _ => {
                 return Err(InputError::new(

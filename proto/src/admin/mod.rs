@@ -23,6 +23,7 @@ use serde::Serialize;
 pub mod answers;
 pub mod records;
 pub mod requests;
+pub mod whole;
 
 pub use answers::*;
 pub use records::*;

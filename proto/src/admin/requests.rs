@@ -15,6 +15,12 @@ use super::AdminRequest;
 use crate::wire::kind;
 use crate::wire::messages::IntrospectResp;
 
+// The rules the server applies to the arguments, as the API document states them (utoipa
+// attributes need literals, so they are written out where they are used):
+//   an id: `pt_`/`at_` and 27 base64url characters, `op_` and 22, the last one carrying no
+//   bits beyond the id's bytes; a device id: 1–64 of `A-Z a-z 0-9 . _ : -`; a label, name or
+//   reason: at most 128 characters, none a control character; a page: 1–1,000 (0: 100).
+
 /// Tie a request type to its kind and answer.
 macro_rules! request {
     ($($req:ty => $kind:ident, $answer:ty;)*) => {$(
@@ -75,15 +81,16 @@ no_args! {
     TokenList;
 }
 
-/// Requests whose only argument is an `id`.
+/// Requests whose only argument is an `id`, with its schema's name and the id's pattern.
 macro_rules! id_args {
-    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident as $schema:ident, $pattern:literal;)*) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = IdArgs))]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = $schema))]
         #[serde(deny_unknown_fields)]
         pub struct $name {
-            /// The id (`pt_…`, `op_…` or `at_…`).
+            /// The id.
+            #[cfg_attr(feature = "openapi", schema(pattern = $pattern))]
             pub id: String,
         }
     )*};
@@ -91,25 +98,28 @@ macro_rules! id_args {
 
 id_args! {
     /// `PT_SHOW`: one PT.
-    PtShow;
+    PtShow as PtIdArgs, "^pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$";
     /// `OP_SHOW`: one operation (technician).
-    OpShow;
+    OpShow as OpIdArgs, "^op_[A-Za-z0-9_-]{21}[AQgw]$";
     /// `TOKEN_REVOKE`: revoke an admin token.
-    TokenRevoke;
+    TokenRevoke as TokenIdArgs, "^at_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$";
 }
 
-/// Requests that name an `id` and give a `reason`.
+/// Requests that name an `id` and give a `reason`, with their schema's name and the id's
+/// pattern.
 macro_rules! id_reason_args {
-    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident as $schema:ident, $pattern:literal;)*) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = IdReasonArgs))]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = $schema))]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             /// The id.
+            #[cfg_attr(feature = "openapi", schema(pattern = $pattern))]
             pub id: String,
             /// Why (recorded in the audit log; "no reason given" when absent).
             #[serde(default)]
+            #[cfg_attr(feature = "openapi", schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"))]
             pub reason: Option<String>,
         }
     )*};
@@ -117,9 +127,9 @@ macro_rules! id_reason_args {
 
 id_reason_args! {
     /// `PT_REVOKE`: revoke a PT and every registration it produced.
-    PtRevoke;
+    PtRevoke as PtRevokeArgs, "^pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$";
     /// `OP_REJECT`: reject an operation (technician).
-    OpReject;
+    OpReject as OpRejectArgs, "^op_[A-Za-z0-9_-]{21}[AQgw]$";
 }
 
 /// What a PT is made with: the arguments of `PT_CREATE` and `PT_BATCH`.
@@ -128,30 +138,59 @@ id_reason_args! {
 #[serde(deny_unknown_fields)]
 pub struct PtArgs {
     /// Label.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")
+    )]
     pub label: String,
     /// `single` (default) or `fleet`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(single|fleet)$"))]
     pub kind: Option<String>,
-    /// Cap for fleet PTs.
-    #[serde(default)]
+    /// Cap for fleet PTs (required with `kind` `fleet`).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9223372036854775807_u64)
+    )]
     pub max_registrations: Option<u64>,
-    /// `manual` (default), `manual_with_code`, `automatic`, or `rule`.
+    /// `manual` (default), `manual_with_code` (or `code`), `automatic`, or `rule`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(manual|manual_with_code|code|automatic|rule)$")
+    )]
     pub approval: Option<String>,
-    /// The attribute rule when `approval` is `rule`.
+    /// The attribute rule when `approval` is `rule` (required then): 1–16 conditions
+    /// `key=value` or `key^=prefix`, separated by `;`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^ *[a-z0-9._-]{1,32} *\\^?=[^;^]*(; *[a-z0-9._-]{1,32} *\\^?=[^;^]*){0,15}$"
+        )
+    )]
     pub rule: Option<String>,
-    /// RT lifetime in seconds (default 30 days).
-    #[serde(default)]
+    /// RT lifetime in seconds (default 30 days; at least 60, at most the server's maximum, a
+    /// year unless configured otherwise).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 31536000))]
     pub rt_lifetime_secs: Option<u64>,
     /// `device`, `technician` or `either` (default).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(device|technician|either)$"))]
     pub device_id_policy: Option<String>,
     /// Expiry, Unix milliseconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9223372036854775807_u64)
+    )]
     pub expires_at_ms: Option<u64>,
-    /// For `PT_BATCH`: how many.
-    #[serde(default)]
+    /// For `PT_BATCH`: how many (1–10,000,000 on the QUIC admin endpoint; at most 10,000 a
+    /// request over HTTPS). `PT_CREATE` ignores it.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub count: Option<u64>,
 }
 
@@ -181,10 +220,16 @@ pub struct PtBatch(pub PtArgs);
 #[serde(deny_unknown_fields, default)]
 pub struct PtList {
     /// At most this many, newest first (1–1,000; 0 or absent: 100).
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 1000))]
     pub limit: usize,
     /// Revoked PTs too.
     pub include_revoked: bool,
     /// The `next` of the previous page: the PTs after it.
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = "^[0-9]{1,15}\\.pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$")
+    )]
     pub before: Option<String>,
 }
 
@@ -194,13 +239,27 @@ pub struct PtList {
 #[serde(deny_unknown_fields, default)]
 pub struct OpList {
     /// At most this many, newest first (1–1,000; 0 or absent: 100).
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 1000))]
     pub limit: usize,
     /// Only operations in this state (`pending`, `approved`, `completed`, `rejected`,
     /// `expired`, `cancelled`).
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = "^(pending|approved|completed|rejected|expired|cancelled)$")
+    )]
     pub state: Option<String>,
     /// Only operations of this PT.
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = "^pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$")
+    )]
     pub pt_id: Option<String>,
     /// The `next` of the previous page: the operations after it.
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = "^[0-9]{1,15}\\.op_[A-Za-z0-9_-]{21}[AQgw]$")
+    )]
     pub before: Option<String>,
 }
 
@@ -210,15 +269,19 @@ pub struct OpList {
 #[serde(deny_unknown_fields)]
 pub struct OpApprove {
     /// The operation.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^op_[A-Za-z0-9_-]{21}[AQgw]$"))]
     pub id: String,
     /// The verification code read off the device, when its PT's policy uses one.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub code: Option<String>,
     /// The device id to register (within the PT's device-id policy).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
     pub device_id: Option<String>,
     /// The RT lifetime in seconds, at most the PT's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 31536000))]
     pub rt_lifetime_secs: Option<u64>,
     /// Take the device id over from a registration under another PT.
     #[serde(default)]
@@ -252,14 +315,26 @@ impl Drop for OpApprove {
 #[serde(deny_unknown_fields, default)]
 pub struct DeviceList {
     /// At most this many, newest first (1–1,000; 0 or absent: 100).
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 1000))]
     pub limit: usize,
     /// Only registrations of this device id.
+    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
     pub device_id: Option<String>,
     /// Only registrations made through this PT.
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = "^pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$")
+    )]
     pub pt_id: Option<String>,
     /// Only registrations whose RTs validate.
     pub active_only: bool,
     /// The `next` of the previous page: the registrations after it.
+    #[serde(deserialize_with = "super::whole::query_opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 0, maximum = 9223372036854775807_u64)
+    )]
     pub before: Option<u64>,
 }
 
@@ -273,6 +348,7 @@ macro_rules! device_id_args {
         pub struct $name {
             /// The device id (required).
             #[serde(default)]
+            #[cfg_attr(feature = "openapi", schema(value_type = String, required = true, nullable = false, pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
             pub device_id: Option<String>,
         }
     )*};
@@ -292,12 +368,21 @@ device_id_args! {
 pub struct DeviceRevoke {
     /// Every active registration of this device id.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
     pub device_id: Option<String>,
     /// This registration (takes precedence over `device_id`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9223372036854775807_u64)
+    )]
     pub registration_id: Option<u64>,
     /// Why.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")
+    )]
     pub reason: Option<String>,
 }
 
@@ -308,9 +393,14 @@ pub struct DeviceRevoke {
 pub struct DeviceBlock {
     /// The device id (required).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true, nullable = false, pattern = "^[A-Za-z0-9._:-]{1,64}$"))]
     pub device_id: Option<String>,
     /// Why.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")
+    )]
     pub reason: Option<String>,
 }
 
@@ -319,9 +409,16 @@ pub struct DeviceBlock {
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields, default)]
 pub struct Audit {
-    /// At most this many (0: 100).
+    /// At most this many (1–1,000; 0: 100).
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 1000))]
     pub limit: usize,
     /// Events after this sequence number.
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 0, maximum = 9223372036854775807_u64)
+    )]
     pub after: u64,
     /// The newest events (ignoring `after`), oldest first.
     pub newest: bool,
@@ -332,9 +429,16 @@ pub struct Audit {
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields, default)]
 pub struct Leaks {
-    /// At most this many (0: 100).
+    /// At most this many (1–1,000; 0: 100).
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 1000))]
     pub limit: usize,
     /// Signals after this id.
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 0, maximum = 9223372036854775807_u64)
+    )]
     pub after: u64,
 }
 
@@ -344,10 +448,19 @@ pub struct Leaks {
 #[serde(deny_unknown_fields, default)]
 pub struct Revocations {
     /// The cursor of the previous answer (absent: from the newest change).
+    #[serde(deserialize_with = "super::whole::query_opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 0, maximum = 9223372036854775807_u64)
+    )]
     pub after: Option<u64>,
     /// At most this many (1–4,096; absent: 1,000).
+    #[serde(deserialize_with = "super::whole::query_opt")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 4096))]
     pub limit: Option<usize>,
     /// Wait up to this long for a revocation when there is none yet (at most 30,000).
+    #[serde(deserialize_with = "super::whole::query_num")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 30000))]
     pub wait_ms: u64,
 }
 
@@ -357,6 +470,10 @@ pub struct Revocations {
 #[serde(deny_unknown_fields)]
 pub struct Introspect {
     /// The RT (`tsrt_…`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^tsrt_[A-Za-z0-9_-]+$", max_length = 512)
+    )]
     pub rt: String,
 }
 
@@ -378,6 +495,8 @@ impl Drop for Introspect {
 #[serde(deny_unknown_fields)]
 pub struct KeysRetire {
     /// The epoch.
+    #[serde(deserialize_with = "super::whole::num")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295_u64))]
     pub epoch: u32,
 }
 
@@ -387,7 +506,16 @@ pub struct KeysRetire {
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
     /// Who holds it.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub name: String,
     /// `technician`, `admin` or `service`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(technician|admin|service)$"))]
     pub role: String,
 }

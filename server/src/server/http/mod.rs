@@ -72,9 +72,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             }),
         );
     }
-    let doc = openapi::document()
-        .to_json()
-        .unwrap_or_else(|_| "{}".to_owned());
+    let doc = openapi::document_json();
     r.route(
         "/api/v1/openapi.json",
         axum::routing::get(move || {

@@ -11,7 +11,8 @@ use utoipa::openapi::{
 };
 
 use super::problem::Problem;
-use super::routes::{routes, Input, Output, Verb};
+use super::routes::{routes, Input, Output, Route, Verb};
+use tessera_proto::wire::kind;
 use utoipa::ToSchema;
 
 fn method(v: Verb) -> HttpMethod {
@@ -19,6 +20,60 @@ fn method(v: Verb) -> HttpMethod {
         Verb::Get => HttpMethod::Get,
         Verb::Post => HttpMethod::Post,
     }
+}
+
+/// An error answer: RFC 9457 problem details with the stable error code.
+fn problem(status: u16) -> ResponseBuilder {
+    let why = match status {
+        400 => "The body or query string is not what the request takes (error 1)",
+        401 => "No admin token, or one that is unknown, wrong or revoked",
+        403 => "The token's role may not make this request, or a console request came without its CSRF token",
+        404 => "No such PT, operation, registration, token or key epoch",
+        409 => "The request conflicts with the current state (an operation no longer pending, a registration cap reached, too many pending, a device id in use)",
+        413 => "The body is larger than 64 KiB",
+        415 => "The body is not `application/json`",
+        422 => "An argument breaks a rule the server applies (error 5 and its field), or a token or code that does not verify",
+        429 => "The token's or the address's rate limit",
+        503 => "This node is behind the store's change feed and cannot answer now",
+        _ => "An internal error; nothing was changed",
+    };
+    ResponseBuilder::new().description(why).content(
+        "application/problem+json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build(),
+    )
+}
+
+/// The error statuses a route can answer: every route a malformed request's (400: a query
+/// string where none is taken, too), the token's (401, 403, 429) and the server's (500, 503); a
+/// route with arguments 422; with a body 413 and 415; with an id 404; a state change 409.
+fn errors(r: &Route) -> Vec<u16> {
+    let mut out = vec![400, 401, 403, 429, 500, 503];
+    if !matches!(r.input, Input::Nothing) {
+        out.push(422);
+    }
+    if matches!(r.input, Input::Body(_)) {
+        out.extend([413, 415]);
+    }
+    let names_a_thing = matches!(r.input, Input::PathParam(..))
+        || matches!(
+            r.kind,
+            kind::PT_REVOKE
+                | kind::OP_APPROVE
+                | kind::OP_REJECT
+                | kind::DEVICE_REVOKE
+                | kind::KEYS_RETIRE
+                | kind::TOKEN_REVOKE
+        );
+    if names_a_thing {
+        out.push(404);
+    }
+    if r.method == Verb::Post && r.kind != kind::INTROSPECT {
+        out.push(409);
+    }
+    out.sort_unstable();
+    out
 }
 
 /// The document.
@@ -38,16 +93,26 @@ pub(crate) fn document() -> OpenApi {
                     op = op.parameter(p);
                 }
             }
-            Input::PathParam(name) => {
+            Input::PathParam(name, pattern) => {
                 op = op.parameter(
                     ParameterBuilder::new()
                         .name(name)
                         .parameter_in(ParameterIn::Path)
                         .required(Required::True)
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                        .schema(Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some(pattern)),
+                        )),
                 );
             }
             Input::Body(schema) => {
+                // A request without arguments may come without a body (`{}` is the same).
+                let required = if schema() == "NoArgs" {
+                    Required::False
+                } else {
+                    Required::True
+                };
                 op = op.request_body(Some(
                     RequestBodyBuilder::new()
                         .content(
@@ -56,7 +121,7 @@ pub(crate) fn document() -> OpenApi {
                                 .schema(Some(Ref::from_schema_name(schema())))
                                 .build(),
                         )
-                        .required(Some(Required::True))
+                        .required(Some(required))
                         .build(),
                 ));
             }
@@ -79,20 +144,11 @@ pub(crate) fn document() -> OpenApi {
                         .build(),
                 ),
         };
-        let problem = ResponseBuilder::new()
-            .description("An error, as RFC 9457 problem details with the stable error code")
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            );
-        op = op.responses(
-            ResponsesBuilder::new()
-                .response("200", ok)
-                .response("default", problem)
-                .build(),
-        );
+        let mut responses = ResponsesBuilder::new().response("200", ok);
+        for status in errors(&r) {
+            responses = responses.response(status.to_string(), problem(status));
+        }
+        op = op.responses(responses.build());
         paths = paths.path(r.path, PathItem::new(method(r.method), op.build()));
     }
     paths = paths.path(
@@ -107,7 +163,11 @@ pub(crate) fn document() -> OpenApi {
                 ))
                 .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
                 .responses(
-                    ResponsesBuilder::new()
+                    [401, 403, 429, 500, 503]
+                        .into_iter()
+                        .fold(ResponsesBuilder::new(), |b, status| {
+                            b.response(status.to_string(), problem(status))
+                        })
                         .response(
                             "200",
                             ResponseBuilder::new()
@@ -116,7 +176,25 @@ pub(crate) fn document() -> OpenApi {
                                     "text/event-stream",
                                     ContentBuilder::new()
                                         .schema(Some(
-                                            ObjectBuilder::new().schema_type(Type::String),
+                                            ObjectBuilder::new()
+                                                .schema_type(Type::Object)
+                                                .description(Some(
+                                                    "Each event: `change`, its data a counter",
+                                                ))
+                                                .property(
+                                                    "event",
+                                                    ObjectBuilder::new()
+                                                        .schema_type(Type::String)
+                                                        .enum_values(Some(["change"])),
+                                                )
+                                                .property(
+                                                    "data",
+                                                    ObjectBuilder::new()
+                                                        .schema_type(Type::String)
+                                                        .pattern(Some("^[0-9]+$")),
+                                                )
+                                                .required("event")
+                                                .required("data"),
                                         ))
                                         .build(),
                                 ),
@@ -149,4 +227,59 @@ pub(crate) fn document() -> OpenApi {
         .paths(paths.build())
         .components(Some(components.build()))
         .build()
+}
+
+/// The document as served: [`document`], with the rules that join fields, which the types'
+/// derives cannot state (JSON Schema `if`/`then` and `anyOf`).
+pub(crate) fn document_json() -> String {
+    let mut v = match serde_json::to_value(document()) {
+        Ok(v) => v,
+        Err(_) => return "{}".to_owned(),
+    };
+    let schemas = &mut v["components"]["schemas"];
+    // A fleet PT needs its cap; the rule policy needs its rule; a PT that approves by itself
+    // needs device-chosen ids. Only a batch takes a count, and needs one.
+    let mut batch = schemas["PtArgs"].clone();
+    if let Some(props) = schemas["PtArgs"]["properties"].as_object_mut() {
+        props.remove("count");
+    }
+    batch["description"] = "The arguments of a PT batch: a PT's, and how many.".into();
+    batch["properties"]["count"]["type"] = "integer".into();
+    match batch["required"].as_array_mut() {
+        Some(r) => r.push("count".into()),
+        None => batch["required"] = serde_json::json!(["count"]),
+    }
+    schemas["PtArgs"]["allOf"] = serde_json::json!([
+        {
+            "if": { "properties": { "kind": { "const": "fleet" } }, "required": ["kind"] },
+            "then": {
+                "properties": { "max_registrations": { "type": "integer" } },
+                "required": ["max_registrations"]
+            }
+        },
+        {
+            "if": { "properties": { "approval": { "const": "rule" } }, "required": ["approval"] },
+            "then": { "properties": { "rule": { "type": "string" } }, "required": ["rule"] }
+        },
+        {
+            "if": {
+                "properties": { "approval": { "enum": ["automatic", "rule"] } },
+                "required": ["approval"]
+            },
+            "then": { "properties": { "device_id_policy": { "not": { "const": "technician" } } } }
+        }
+    ]);
+    batch["allOf"] = schemas["PtArgs"]["allOf"].clone();
+    schemas["PtBatchArgs"] = batch;
+    // DEVICE_REVOKE names a registration or a device id.
+    schemas["DeviceRevokeArgs"]["anyOf"] = serde_json::json!([
+        {
+            "properties": { "registration_id": { "type": "integer" } },
+            "required": ["registration_id"]
+        },
+        { "properties": { "device_id": { "type": "string" } }, "required": ["device_id"] }
+    ]);
+    v["paths"]["/api/v1/pts/batch"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"] = serde_json::json!({ "$ref": "#/components/schemas/PtBatchArgs" });
+    v.to_string()
 }

@@ -46,8 +46,9 @@ pub(crate) enum Input {
         parse: fn(&str) -> Result<Value, ErrorBody>,
         params: fn() -> Vec<Parameter>,
     },
-    /// One path parameter, the request's only argument (`{name}` in the path).
-    PathParam(&'static str),
+    /// One path parameter, the request's only argument (`{name}` in the path), and the pattern
+    /// its value must match.
+    PathParam(&'static str, &'static str),
     /// A JSON body: the request's arguments object; with its schema.
     Body(SchemaName),
 }
@@ -141,13 +142,24 @@ macro_rules! route {
     };
 }
 
+/// A PT id as a path parameter (the last character carries no bits beyond the id's 20 bytes).
+const PT_ID: &str = "^pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$";
+/// An operation id (16 bytes).
+const OP_ID: &str = "^op_[A-Za-z0-9_-]{21}[AQgw]$";
+/// A device id.
+const DEVICE_ID: &str = "^[A-Za-z0-9._:-]{1,64}$";
+
+/// The most PTs one `POST /api/v1/pts/batch` makes (the QUIC admin endpoint takes up to
+/// 10,000,000 in one request, streamed; over HTTPS a larger run is several requests).
+pub(crate) const HTTPS_BATCH_MAX: u64 = 10_000;
+
 /// Every route, in the order the OpenAPI document lists them.
 pub(crate) fn routes() -> Vec<Route> {
     vec![
         route!(Get "/api/v1/status", Status, "status", "The server's state (technician)", Input::Nothing),
         route!(Get "/api/v1/pts", PtList, "pt_list", "List PTs", query!(PtList)),
         route!(Post "/api/v1/pts", PtCreate, "pt_create", "Create a PT (its text is in the answer, once)", body PtArgs),
-        route!(Get "/api/v1/pts/{id}", PtShow, "pt_show", "One PT", Input::PathParam("id")),
+        route!(Get "/api/v1/pts/{id}", PtShow, "pt_show", "One PT", Input::PathParam("id", PT_ID)),
         route!(Post "/api/v1/pts/revoke", PtRevoke, "pt_revoke", "Revoke a PT and every registration it produced", body PtRevoke),
         Route {
             output: Output::Tsv,
@@ -155,11 +167,11 @@ pub(crate) fn routes() -> Vec<Route> {
             ..route!(Post "/api/v1/pts/batch", PtBatch, "pt_batch", "Create `count` PTs at once: the answer is the file of `pt_id<TAB>token` lines (all or nothing)", body PtArgs)
         },
         route!(Get "/api/v1/operations", OpList, "operation_list", "List provisioning operations (technician)", query!(OpList)),
-        route!(Get "/api/v1/operations/{id}", OpShow, "operation_show", "One operation (technician)", Input::PathParam("id")),
+        route!(Get "/api/v1/operations/{id}", OpShow, "operation_show", "One operation (technician)", Input::PathParam("id", OP_ID)),
         route!(Post "/api/v1/operations/approve", OpApprove, "operation_approve", "Approve an operation, with the code read off the device (technician)", body OpApprove),
         route!(Post "/api/v1/operations/reject", OpReject, "operation_reject", "Reject an operation (technician)", body OpReject),
         route!(Get "/api/v1/devices", DeviceList, "device_list", "List registrations (technician)", query!(DeviceList)),
-        route!(Get "/api/v1/devices/{device_id}", DeviceShow, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id")),
+        route!(Get "/api/v1/devices/{device_id}", DeviceShow, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id", DEVICE_ID)),
         route!(Post "/api/v1/devices/revoke", DeviceRevoke, "device_revoke", "Revoke a registration, or every registration of a device id (in one transaction)", body DeviceRevoke),
         route!(Post "/api/v1/devices/block", DeviceBlock, "device_block", "Block a device id (and revoke its registrations)", body DeviceBlock),
         route!(Post "/api/v1/devices/unblock", DeviceUnblock, "device_unblock", "Unblock a device id", body DeviceUnblock),
@@ -227,7 +239,7 @@ async fn answer(
         Input::Query { parse, .. } => {
             parse(q.as_deref().unwrap_or("")).map_err(|e| Problem::from_error(&e))?
         }
-        Input::PathParam(name) => {
+        Input::PathParam(name, _) => {
             no_query(q.as_deref())?;
             let v = path
                 .and_then(|Path(m)| m.get(name).cloned())
@@ -358,6 +370,11 @@ async fn batch(
 ) -> Result<Response, Problem> {
     let problem = |e: ErrorBody| Problem::from_error(&e);
     let PtBatch(a) = service::decode(args).map_err(problem)?;
+    if a.count.is_some_and(|n| n > HTTPS_BATCH_MAX) {
+        return Err(problem(crate::server::reply::engine_err(
+            &tessera_engine::InputError::new("count", "at most 10000 a request over HTTPS").into(),
+        )));
+    }
     let mut job = service::start_batch(shared, &a, caller.actor).map_err(problem)?;
     let mut lines = Zeroizing::new(Vec::new());
     while let Some(mut chunk) = job.lines.recv().await {

@@ -17,6 +17,9 @@ fn spec(a: &PtArgs) -> Result<PtSpec, ErrorBody> {
 
 impl Serve for PtCreate {
     async fn serve(self, cx: Cx<'_>) -> Result<PtCreated, ErrorBody> {
+        if self.0.count.is_some() {
+            return Err(input("count", "only PT_BATCH takes a count"));
+        }
         let spec = spec(&self.0)?;
         let actor = cx.actor();
         let (pt, tok) = blocking(cx.shared, move |e, t| e.create_pt(&spec, &actor, t)).await?;
