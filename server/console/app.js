@@ -571,7 +571,7 @@ async function viewPts() {
         ["manual_with_code", "manual", "automatic"].map(v => el("option", { value: v, text: label("approval", v) })))),
       field("Device id", el("select", { id: "pt-policy", name: "device_id_policy" },
         ["either", "device", "technician"].map(v => el("option", { value: v, text: label("device_id_policy", v) })))),
-      field("Batch: how many (0 for one PT)", el("input", { id: "pt-count", name: "count", type: "number", min: "0", value: "0" })),
+      field("Batch: how many (0 for one PT, at most 10,000)", el("input", { id: "pt-count", name: "count", type: "number", min: "0", max: "10000", value: "0" })),
       el("div", { class: "row" }, el("button", { type: "submit", class: "primary", text: "Create" }))),
     shown, el("h2", { text: "All PTs" }), filter, list,
   ];

@@ -477,6 +477,18 @@ async fn every_route_works_for_its_role() {
             .unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
+        // Over HTTPS a batch is at most 10,000 PTs; more is refused before anything is made.
+        let (s, v) = api
+            .post(
+                "/api/v1/pts/batch",
+                admin,
+                json!({ "label": "too many", "count": 10_001 }),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].clone()),
+            (StatusCode::UNPROCESSABLE_ENTITY, json!(5))
+        );
         let first_pt = lines[0].split('\t').nth(1).unwrap();
         let op3 = begin(
             &t,

@@ -128,7 +128,7 @@ pub(crate) fn document() -> OpenApi {
         }
         let ok = match r.output {
             Output::Tsv => ResponseBuilder::new()
-                .description("The batch's `pt_id<TAB>token` lines, one PT a line")
+                .description("The batch's `pt_id<TAB>token` lines, one PT a line, streamed (a body that ends in an error means nothing was stored)")
                 .content(
                     "text/tab-separated-values",
                     ContentBuilder::new()

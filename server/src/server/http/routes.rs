@@ -361,8 +361,11 @@ async fn json_body(req: Request) -> Result<Value, Problem> {
     Ok(v)
 }
 
-/// PT_BATCH: the whole batch is made first (all or nothing, kept in memory, at most the batch's
-/// size), then sent as a file with its record in a header.
+/// `POST /api/v1/pts/batch`: the `pt_id<TAB>token` lines, streamed as the engine makes the PTs
+/// (at most [`HTTPS_BATCH_MAX`] a request). The batch is all or nothing: when it fails after the
+/// first lines were sent, the body ends with an error (an HTTP/1.1 chunked body without its last
+/// chunk, an HTTP/2 stream reset) instead of its end, and nothing was stored; a client discards
+/// what it read, as on the QUIC endpoint. Every chunk is wiped once sent.
 async fn batch(
     shared: &Arc<Shared>,
     caller: service::Caller,
@@ -375,14 +378,28 @@ async fn batch(
             &tessera_engine::InputError::new("count", "at most 10000 a request over HTTPS").into(),
         )));
     }
-    let mut job = service::start_batch(shared, &a, caller.actor).map_err(problem)?;
-    let mut lines = Zeroizing::new(Vec::new());
-    while let Some(mut chunk) = job.lines.recv().await {
-        lines.extend_from_slice(&chunk);
-        zeroize::Zeroize::zeroize(&mut chunk);
-    }
-    let record = job.finish().await.map_err(problem)?;
-    let mut r = Response::new(Body::from(std::mem::take(&mut *lines)));
+    let job = service::start_batch(shared, &a, caller.actor).map_err(problem)?;
+    let chunks = futures_util::stream::unfold(Some(job), |job| async move {
+        let mut job = job?;
+        match job.lines.recv().await {
+            // The chunk holds PT secrets: the owner wipes it when the body has sent it.
+            Some(chunk) => Some((
+                Ok(axum::body::Bytes::from_owner(Zeroizing::new(chunk))),
+                Some(job),
+            )),
+            None => match job.finish().await {
+                Ok(_) => None,
+                Err(e) => Some((
+                    Err(std::io::Error::other(format!(
+                        "the batch failed and nothing was stored (error {}): {}",
+                        e.code, e.message
+                    ))),
+                    None,
+                )),
+            },
+        }
+    });
+    let mut r = Response::new(Body::from_stream(chunks));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -396,10 +413,6 @@ async fn batch(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    let record = serde_json::to_string(&record).unwrap_or_default();
-    if let Ok(v) = header::HeaderValue::from_str(&record) {
-        h.insert("x-tessera-batch", v);
-    }
     Ok(r)
 }
 
