@@ -124,11 +124,21 @@ export async function openConnections() {
   return (await api("GET", "/api/v1/status")).data.open_connections;
 }
 
+/** Session cookies by token: the server limits sign-ins per address (10 at once, then one
+ *  every 6 s), so a test that signs in again with a token reuses its live session. */
+const sessions = new Map();
+
 export async function signIn(page, token) {
+  const cookies = sessions.get(token);
+  if (cookies) await page.context().addCookies(cookies);
   await page.goto(t.base + "/console/");
+  await page.waitForFunction(() => !document.getElementById("who").hidden ||
+    !document.getElementById("signin-view").hidden);
+  if (await page.locator("#who").isVisible()) return;
   await page.getByLabel("Token").fill(token);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#who").waitFor();
+  sessions.set(token, (await page.context().cookies()).filter((c) => c.name === "tessera_session"));
 }
 
 export async function context(viewport, extra) {
