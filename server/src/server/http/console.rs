@@ -143,6 +143,32 @@ pub(crate) fn signed_in_change(st: &HttpState, h: &axum::http::HeaderMap) -> boo
             .unwrap_or(false)
 }
 
+/// A console request's JSON body (at most 4 KiB) as `T`; `expected` shows its shape in the
+/// refusal of anything else.
+pub(crate) async fn small_json<T: serde::de::DeserializeOwned>(
+    req: Request,
+    expected: &str,
+) -> Result<T, Response> {
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            code::TOO_LARGE,
+            "at most 4 KiB",
+        )
+        .into_response());
+    };
+    serde_json::from_slice(&body).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            code::MALFORMED,
+            &format!("expected {expected}"),
+        )
+        .into_response()
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QrRequest {
@@ -155,23 +181,9 @@ pub(crate) async fn qr(State(st): State<Arc<HttpState>>, req: Request) -> Respon
     if !signed_in_change(&st, req.headers()) {
         return csrf_refused().into_response();
     }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            code::TOO_LARGE,
-            "at most 4 KiB",
-        )
-        .into_response();
-    };
-    let Ok(q) = serde_json::from_slice::<QrRequest>(&body) else {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            code::MALFORMED,
-            "expected {\"text\": …}",
-        )
-        .into_response();
+    let q: QrRequest = match small_json(req, "{\"text\": …}").await {
+        Ok(q) => q,
+        Err(r) => return r,
     };
     let text = zeroize::Zeroizing::new(q.text);
     match qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M) {

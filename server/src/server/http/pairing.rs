@@ -24,7 +24,7 @@ use tessera_proto::admin::requests::TokenCreate;
 use tessera_proto::wire::{code, kind};
 use zeroize::Zeroizing;
 
-use super::console::signed_in_change;
+use super::console::{signed_in_change, small_json};
 use super::problem::Problem;
 use super::routes::Peer;
 use super::session::{csrf_refused, same_site, set_cookie};
@@ -154,23 +154,9 @@ pub(crate) async fn issue(State(st): State<Arc<HttpState>>, req: Request) -> Res
         .into_response();
     }
     let source = Peer::of(&req);
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            code::TOO_LARGE,
-            "at most 4 KiB",
-        )
-        .into_response();
-    };
-    let Ok(Issue { name }) = serde_json::from_slice::<Issue>(&body) else {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            code::MALFORMED,
-            "expected {\"name\": …}",
-        )
-        .into_response();
+    let Issue { name } = match small_json(req, "{\"name\": …}").await {
+        Ok(i) => i,
+        Err(r) => return r,
     };
     let name = name.trim().to_owned();
     if st
