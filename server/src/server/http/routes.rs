@@ -378,8 +378,20 @@ async fn batch(
             &tessera_engine::InputError::new("count", "at most 10000 a request over HTTPS").into(),
         )));
     }
-    let job = service::start_batch(shared, &a, caller.actor).map_err(problem)?;
-    let chunks = futures_util::stream::unfold(Some(job), |job| async move {
+    let mut job = service::start_batch(shared, &a, caller.actor).map_err(problem)?;
+    // The engine checks the batch's arguments before it makes the first PT: wait for the first
+    // lines (or the end) before answering, so that a refusal is still a problem document.
+    let first = match job.lines.recv().await {
+        Some(chunk) => chunk,
+        None => {
+            job.finish().await.map_err(problem)?;
+            return Ok(tsv_file(Body::empty()));
+        }
+    };
+    let first = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_owner(Zeroizing::new(first)))
+    });
+    let rest = futures_util::stream::unfold(Some(job), |job| async move {
         let mut job = job?;
         match job.lines.recv().await {
             // The chunk holds PT secrets: the owner wipes it when the body has sent it.
@@ -399,7 +411,14 @@ async fn batch(
             },
         }
     });
-    let mut r = Response::new(Body::from_stream(chunks));
+    Ok(tsv_file(Body::from_stream(futures_util::StreamExt::chain(
+        first, rest,
+    ))))
+}
+
+/// The answer of a batch: a file of tab-separated lines, not to be cached.
+fn tsv_file(body: Body) -> Response {
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -413,7 +432,7 @@ async fn batch(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    Ok(r)
+    r
 }
 
 /// `GET /api/v1/events`: Server-Sent Events for live pages. An event `change` (data: a
