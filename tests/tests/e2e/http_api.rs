@@ -908,3 +908,70 @@ async fn events_follow_operations_as_they_change() {
     t.close().await;
     ts.shutdown().await;
 }
+
+/// The live-update stream checks its token again: revoking the token ends the streams it holds
+/// (the revocation is itself an event); a token holds at most 16 streams at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_ends_when_its_token_is_revoked() {
+    let ts = TestServer::start().await;
+    let api = Api::new(&ts).await;
+    let admin = ts.admin_token.expose();
+    let (id, tech) = token_of_role(&ts, &api, "technician").await;
+    let open = || async {
+        api.http
+            .get(format!("{}/api/v1/events", api.base))
+            .bearer_auth(&tech)
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let r = open().await;
+        assert_eq!(r.status(), StatusCode::OK);
+        streams.push(r);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Each stream has its first event; then the token is revoked.
+    for r in &mut streams {
+        let first = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("the first event")
+            .unwrap()
+            .expect("an event");
+        assert!(String::from_utf8_lossy(&first).contains("event: change"));
+    }
+    let (s, _) = api
+        .post("/api/v1/tokens/revoke", admin, json!({ "id": id }))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for r in &mut streams {
+        // Whatever was in flight, then the end of the stream (not another event).
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match r.chunk().await {
+                    Ok(Some(c)) => assert!(
+                        !String::from_utf8_lossy(&c).contains("event: change"),
+                        "an event after the revocation"
+                    ),
+                    _ => return,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the stream outlived its token");
+    }
+    // Its slots are free again, for a token that works.
+    drop(streams);
+    let (_, other) = token_of_role(&ts, &api, "technician").await;
+    let r = api
+        .http
+        .get(format!("{}/api/v1/events", api.base))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    ts.shutdown().await;
+}

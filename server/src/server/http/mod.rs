@@ -31,6 +31,8 @@ pub(crate) struct HttpState {
     pub(crate) sessions: session::Sessions,
     pub(crate) sign_in: session::SignInLimit,
     pub(crate) pairings: pairing::Pairings,
+    /// Open event streams by the SHA-256 of their token (see `routes::events`).
+    pub(crate) event_streams: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -47,6 +49,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         sessions: Default::default(),
         sign_in: Default::default(),
         pairings: Default::default(),
+        event_streams: Default::default(),
     });
     let mut r = Router::new()
         .route("/", axum::routing::get(console::root))

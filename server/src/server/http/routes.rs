@@ -438,29 +438,110 @@ fn tsv_file(body: Body) -> Response {
 /// `GET /api/v1/events`: Server-Sent Events for live pages. An event `change` (data: a
 /// counter) follows every operation that begins or changes state, every revocation and every
 /// commit that writes the audit log or a leak signal, coalesced; a page then asks again for
-/// what it shows. The first event comes at once. Needs a token that
-/// may list operations (technician or admin).
+/// what it shows. The first event comes at once. Needs a token that may list operations
+/// (technician or admin).
+///
+/// The stream checks its caller again before every event and every [`EVENTS_RECHECK`]: it ends
+/// as soon as the token is revoked (its revocation is itself an event) or the console session
+/// it came with has ended. A token holds at most [`EVENTS_PER_TOKEN`] streams at once; another
+/// is refused with 429.
 pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let source = Peer::of(&req);
-    let token = match token(&st, Verb::Get, req.headers()) {
+    let headers = req.headers().clone();
+    let token = match token(&st, Verb::Get, &headers) {
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
-    if let Err(e) = service::authorize(&st.shared, token, kind::OP_LIST, source).await {
+    // With a session cookie and no bearer token, the stream lives as long as the session.
+    let session = !headers.contains_key(header::AUTHORIZATION);
+    if let Err(e) = service::authorize(&st.shared, token.clone(), kind::OP_LIST, source).await {
         return auth_problem(&e).into_response();
     }
+    let Some(slot) = EventSlot::take(&st, &token) else {
+        return Problem::from_error(&crate::server::reply::err(
+            code::RATE_LIMITED,
+            "this token already holds the most live-update streams (16)",
+        ))
+        .into_response();
+    };
     let mut rx = st.shared.changes.subscribe();
     rx.mark_changed();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.changed().await.ok()?;
-        let n = *rx.borrow_and_update();
-        Some((
-            Ok::<_, std::convert::Infallible>(Event::default().event("change").data(n.to_string())),
-            rx,
-        ))
-    });
+    let state = (rx, st, token, headers, slot);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut rx, st, token, headers, slot)| async move {
+            loop {
+                let changed = tokio::select! {
+                    r = rx.changed() => { r.ok()?; true }
+                    _ = tokio::time::sleep(EVENTS_RECHECK) => false,
+                };
+                // Still allowed? The session still live, the token still valid.
+                if session && st.sessions.with(&headers, |_| ()).is_none() {
+                    return None;
+                }
+                let t = token.clone();
+                service::blocking(&st.shared, move |e, now| e.verify_admin_token(&t, now))
+                    .await
+                    .ok()?;
+                if changed {
+                    let n = *rx.borrow_and_update();
+                    let event = Event::default().event("change").data(n.to_string());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (rx, st, token, headers, slot),
+                    ));
+                }
+            }
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// How often an event stream checks its caller when nothing happens.
+const EVENTS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most event streams one token holds open at once.
+pub(crate) const EVENTS_PER_TOKEN: usize = 16;
+
+/// One open event stream, counted against its token until dropped.
+struct EventSlot {
+    st: Arc<HttpState>,
+    key: [u8; 32],
+}
+
+impl EventSlot {
+    fn take(st: &Arc<HttpState>, token: &str) -> Option<Self> {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(d.as_ref());
+        let mut m = st.event_streams.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= EVENTS_PER_TOKEN {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            st: st.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for EventSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .st
+            .event_streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
 }
