@@ -54,7 +54,7 @@ impl<'de, T: TryFrom<u64>> Visitor<'de> for Whole<T> {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
         // 2^63 as a float: every whole float below it is exact as a u64.
-        if (0.0..9_223_372_036_854_775_808.0).contains(&v) && v == libm_trunc(v) {
+        if (0.0..9_223_372_036_854_775_808.0).contains(&v) && v == whole_part(v) {
             Self::take(v as u64)
         } else {
             Err(E::custom(
@@ -79,9 +79,8 @@ impl<'de, T: TryFrom<u64>> Visitor<'de> for Whole<T> {
     }
 }
 
-/// `trunc` without `std` (the crate is `no_std`): the whole part of a finite, non-negative
-/// float below 2^63.
-fn libm_trunc(v: f64) -> f64 {
+/// The whole part of a non-negative float below 2^63 (`f64::trunc` needs `std`).
+fn whole_part(v: f64) -> f64 {
     (v as u64) as f64
 }
 

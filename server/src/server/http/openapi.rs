@@ -4,10 +4,11 @@
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder,
-    PathItem, PathsBuilder, Ref, Required, Type,
+    PathItem, PathsBuilder, Ref, RefOr, Required, Type,
 };
 
 use super::problem::Problem;
@@ -93,17 +94,20 @@ pub(crate) fn document() -> OpenApi {
                     op = op.parameter(p);
                 }
             }
-            Input::PathParam(name, pattern) => {
+            Input::PathParam(name, request) => {
+                // The request type's field of that name: its pattern is the parameter's.
+                let field = match request() {
+                    RefOr::T(Schema::Object(o)) => o.properties.get(name).cloned(),
+                    _ => None,
+                };
                 op = op.parameter(
                     ParameterBuilder::new()
                         .name(name)
                         .parameter_in(ParameterIn::Path)
                         .required(Required::True)
-                        .schema(Some(
-                            ObjectBuilder::new()
-                                .schema_type(Type::String)
-                                .pattern(Some(pattern)),
-                        )),
+                        .schema(Some(field.unwrap_or_else(|| {
+                            ObjectBuilder::new().schema_type(Type::String).into()
+                        }))),
                 );
             }
             Input::Body(schema) => {

@@ -19,7 +19,7 @@ use tessera_proto::wire::{code, kind, ErrorBody};
 use utoipa::openapi::path::Parameter;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use zeroize::Zeroizing;
 
 use super::problem::Problem;
@@ -46,9 +46,9 @@ pub(crate) enum Input {
         parse: fn(&str) -> Result<Value, ErrorBody>,
         params: fn() -> Vec<Parameter>,
     },
-    /// One path parameter, the request's only argument (`{name}` in the path), and the pattern
-    /// its value must match.
-    PathParam(&'static str, &'static str),
+    /// One path parameter, the request's only argument (`{name}` in the path), and the request
+    /// type's schema, whose field of that name states what the value must be.
+    PathParam(&'static str, fn() -> RefOr<Schema>),
     /// A JSON body: the request's arguments object; with its schema.
     Body(SchemaName),
 }
@@ -142,13 +142,6 @@ macro_rules! route {
     };
 }
 
-/// A PT id as a path parameter (the last character carries no bits beyond the id's 20 bytes).
-const PT_ID: &str = "^pt_[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]$";
-/// An operation id (16 bytes).
-const OP_ID: &str = "^op_[A-Za-z0-9_-]{21}[AQgw]$";
-/// A device id.
-const DEVICE_ID: &str = "^[A-Za-z0-9._:-]{1,64}$";
-
 /// The most PTs one `POST /api/v1/pts/batch` makes (the QUIC admin endpoint takes up to
 /// 10,000,000 in one request, streamed; over HTTPS a larger run is several requests).
 pub(crate) const HTTPS_BATCH_MAX: u64 = 10_000;
@@ -159,7 +152,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route!(Get "/api/v1/status", Status, "status", "The server's state (technician)", Input::Nothing),
         route!(Get "/api/v1/pts", PtList, "pt_list", "List PTs", query!(PtList)),
         route!(Post "/api/v1/pts", PtCreate, "pt_create", "Create a PT (its text is in the answer, once)", body PtArgs),
-        route!(Get "/api/v1/pts/{id}", PtShow, "pt_show", "One PT", Input::PathParam("id", PT_ID)),
+        route!(Get "/api/v1/pts/{id}", PtShow, "pt_show", "One PT", Input::PathParam("id", PtShow::schema)),
         route!(Post "/api/v1/pts/revoke", PtRevoke, "pt_revoke", "Revoke a PT and every registration it produced", body PtRevoke),
         Route {
             output: Output::Tsv,
@@ -167,11 +160,11 @@ pub(crate) fn routes() -> Vec<Route> {
             ..route!(Post "/api/v1/pts/batch", PtBatch, "pt_batch", "Create `count` PTs at once: the answer is the file of `pt_id<TAB>token` lines (all or nothing)", body PtArgs)
         },
         route!(Get "/api/v1/operations", OpList, "operation_list", "List provisioning operations (technician)", query!(OpList)),
-        route!(Get "/api/v1/operations/{id}", OpShow, "operation_show", "One operation (technician)", Input::PathParam("id", OP_ID)),
+        route!(Get "/api/v1/operations/{id}", OpShow, "operation_show", "One operation (technician)", Input::PathParam("id", OpShow::schema)),
         route!(Post "/api/v1/operations/approve", OpApprove, "operation_approve", "Approve an operation, with the code read off the device (technician)", body OpApprove),
         route!(Post "/api/v1/operations/reject", OpReject, "operation_reject", "Reject an operation (technician)", body OpReject),
         route!(Get "/api/v1/devices", DeviceList, "device_list", "List registrations (technician)", query!(DeviceList)),
-        route!(Get "/api/v1/devices/{device_id}", DeviceShow, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id", DEVICE_ID)),
+        route!(Get "/api/v1/devices/{device_id}", DeviceShow, "device_show", "A device id's registrations and whether it is blocked (technician)", Input::PathParam("device_id", DeviceShow::schema)),
         route!(Post "/api/v1/devices/revoke", DeviceRevoke, "device_revoke", "Revoke a registration, or every registration of a device id (in one transaction)", body DeviceRevoke),
         route!(Post "/api/v1/devices/block", DeviceBlock, "device_block", "Block a device id (and revoke its registrations)", body DeviceBlock),
         route!(Post "/api/v1/devices/unblock", DeviceUnblock, "device_unblock", "Unblock a device id", body DeviceUnblock),
