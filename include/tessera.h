@@ -172,6 +172,32 @@ typedef struct {
   char device_id[65];
 } tessera_rt_identity;
 
+#if defined(TESSERA_PLATFORM)
+// What a service validator has done since it was created (each count only grows), and what
+// it holds now: how much of its service token's quota on the server it spends, and on what.
+typedef struct {
+  // RTs asked about (one INTROSPECT each, charged to the service token's rate limit).
+  uint64_t asked;
+  // Of those, answered valid.
+  uint64_t answered_valid;
+  // Of those, answered with a lasting refusal (revoked, expired, superseded, not issued).
+  uint64_t answered_refused;
+  // Of those, refused by the server's rate limit on the service token: the quota is spent.
+  uint64_t over_quota;
+  // Of those, not answered for another reason (the connection, a timeout).
+  uint64_t failed;
+  // Unknown RTs not asked about because their client address had asked too many
+  // (`tessera_service_validator_check_from`).
+  uint64_t throttled;
+  // Valid answers held now.
+  uint64_t cached_valid;
+  // Refusals held now (bounded apart from valid answers, so they never push one out).
+  uint64_t cached_refused;
+  // RTs asked about and not answered yet.
+  uint64_t pending;
+} tessera_service_validator_stats;
+#endif
+
 // The public fields of an RT. They are *not* authenticated: only the server (or a validator)
 // can tell whether the RT is genuine.
 typedef struct {
@@ -422,7 +448,8 @@ tessera_result tessera_service_validator_set_clock_skew_leeway(tessera_service_v
 
 #if defined(TESSERA_PLATFORM)
 // Whether the validator is following the server: `TESSERA_OK` when it is (valid RTs are let
-// in from the cache); `TESSERA_PENDING` before the server has answered for the first time;
+// in from the cache); `TESSERA_PENDING` before the server has answered for the first time,
+// and while it catches up with revocations it missed (a page of them as long as it asks for);
 // otherwise why not (`TESSERA_CONNECTION`, `TESSERA_TIMEOUT`, `TESSERA_CERTIFICATE`,
 // `TESSERA_UNAUTHENTICATED` or `TESSERA_REVOKED` for a service token the server does not
 // accept, …). It keeps trying on its own.
@@ -443,6 +470,38 @@ tessera_result tessera_service_validator_check(tessera_service_validator *valida
                                                const uint8_t *rt,
                                                size_t rt_len,
                                                tessera_rt_identity *out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// As `tessera_service_validator_check`, for a client at `source` (its address as text,
+// NUL-terminated, such as `mosquitto_client_address` gives; NULL for none): an RT the cache
+// does not know is asked about only while that address has questions left (by default 20 at
+// once, then 10 a second; `tessera_service_validator_set_source_limit`). Past that the answer
+// is `TESSERA_RATE_LIMITED` and the server is not asked: a client making up RTs spends its
+// own share, not the broker's quota on the server. What the cache knows is answered whatever
+// the address. `TESSERA_INVALID_UTF8` for a source that is not UTF-8.
+tessera_result tessera_service_validator_check_from(tessera_service_validator *validator,
+                                                    const uint8_t *rt,
+                                                    size_t rt_len,
+                                                    const char *source,
+                                                    tessera_rt_identity *out);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// Limit each client address to `burst` unknown RTs at once, then `per_sec` a second (see
+// `tessera_service_validator_check_from`); `burst` 1 to 1,000,000, `per_sec` 1 to 1,000,000.
+// Outside the ranges: `TESSERA_INVALID_ARGUMENT`, nothing changed.
+tessera_result tessera_service_validator_set_source_limit(tessera_service_validator *validator,
+                                                          uint32_t burst,
+                                                          uint32_t per_sec);
+#endif
+
+#if defined(TESSERA_PLATFORM)
+// What the validator has done and holds now (see `tessera_service_validator_stats`), into
+// `*out`; a broker reports it, so that an operator sees how much of the service token's quota
+// is spent and on what.
+tessera_result tessera_service_validator_get_stats(const tessera_service_validator *validator,
+                                                   tessera_service_validator_stats *out);
 #endif
 
 #if defined(TESSERA_PLATFORM)

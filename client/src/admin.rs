@@ -191,9 +191,20 @@ impl AdminClient {
         after: Option<u64>,
         wait: Duration,
     ) -> Result<(Vec<u64>, u64), ClientError> {
+        self.revocation_page(after, None, wait).await
+    }
+
+    /// As [`revocations`](Self::revocations), at most `limit` of them (1–4,096; absent: the
+    /// server's default, 1,000): a page as long as the limit may have more behind it.
+    pub async fn revocation_page(
+        &self,
+        after: Option<u64>,
+        limit: Option<usize>,
+        wait: Duration,
+    ) -> Result<(Vec<u64>, u64), ClientError> {
         let req = Revocations {
             after,
-            limit: None,
+            limit,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         };
         let page = self.send_waiting(&req, wait).await?;

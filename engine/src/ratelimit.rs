@@ -61,6 +61,19 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         b.at = now.max(b.at);
     }
 
+    /// Give back one token taken by [`check`](Self::check) (a reservation that turned out
+    /// not to count), up to the bucket's size.
+    pub fn refund(&self, key: &K) {
+        let full = u64::from(self.rate.burst) * 1000;
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = map.get_mut(key) {
+            b.milli_tokens = (b.milli_tokens + 1000).min(full);
+        }
+    }
+
     /// Take one token, or say how long until one is available.
     pub fn check(&self, key: &K, now: Timestamp) -> Result<(), Duration> {
         let full = u64::from(self.rate.burst) * 1000;
@@ -110,5 +123,21 @@ mod tests {
         assert_eq!(rl.check(&"a", t1), Err(Duration::from_millis(500)));
         let t2 = t0.saturating_add(Duration::from_secs(1));
         assert!(rl.check(&"a", t2).is_ok());
+    }
+
+    #[test]
+    fn a_refund_gives_back_one_token_up_to_the_burst() {
+        let rl = RateLimiter::new(Rate::new(1, 60));
+        let t0 = Timestamp::from_unix_secs(1000);
+        assert!(rl.check(&"a", t0).is_ok());
+        assert!(rl.check(&"a", t0).is_err());
+        rl.refund(&"a");
+        rl.refund(&"a");
+        assert!(rl.check(&"a", t0).is_ok());
+        assert!(rl.check(&"a", t0).is_err());
+        // A key never seen has nothing to give back.
+        rl.refund(&"b");
+        assert!(rl.check(&"b", t0).is_ok());
+        assert!(rl.check(&"b", t0).is_err());
     }
 }

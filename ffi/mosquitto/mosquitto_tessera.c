@@ -13,10 +13,17 @@
  *   plugin_opt_server_name NAME   the name the certificate carries (default: ADDR's host)
  *   plugin_opt_cache_entries N    RTs the cache holds (default 100000)
  *   plugin_opt_cache_secs N       how long an answer is kept at most (default 60)
+ *   plugin_opt_source_rate N      unknown RTs one client address may have the server asked
+ *                                 about: N a second, 2N at once (default 10)
  * and in both:
  *   plugin_opt_topics PATTERNS  space-separated topic patterns a device may use; %u is its
  *                               device id (default "devices/%u/#")
  *   plugin_opt_recheck_ms N     how often revocations and expiries are looked for (default 250)
+ *
+ * A client must connect with its device id as its MQTT client id (and as its username), or
+ * with its device id, a slash and anything (`pump-17/sub`) for a device that keeps several
+ * sessions: a client id names one session, and a CONNECT with one in use takes that session
+ * over, so a device may only take over its own (no device id contains a slash).
  *
  * Nothing waits on the network on the broker's thread. In local mode a CONNECT is checked
  * against the data directory (a few microseconds). In remote mode it is answered from the
@@ -57,6 +64,8 @@ struct plugin {
     tessera_local_validator *local;    /* local mode */
     tessera_service_validator *remote; /* remote mode */
     tessera_result remote_status;      /* the service validator's status last logged */
+    tessera_service_validator_stats reported; /* its figures when last logged */
+    struct timespec next_report;
     char **patterns;
     size_t pattern_count;
     long recheck_ns;
@@ -103,6 +112,8 @@ static const char *reason(tessera_result r) {
     case TESSERA_PENDING:
         return "not verified yet: asking the Tessera server, the device's next attempt is "
                "answered";
+    case TESSERA_RATE_LIMITED:
+        return "too many unknown tokens from this address; not asking the Tessera server";
     default:
         return tessera_result_message(r);
     }
@@ -150,14 +161,21 @@ static bool replaced_by(struct plugin *p, const struct session *s, const void *a
     return s->client == fresh->client || strcmp(s->client_id, fresh->client_id) == 0;
 }
 
-/* Check an RT in the plugin's mode; never waits on the network. */
-static tessera_result check(struct plugin *p, const uint8_t *rt, size_t len,
+/* Check an RT of a client at `address` in the plugin's mode; never waits on the network. */
+static tessera_result check(struct plugin *p, const uint8_t *rt, size_t len, const char *address,
                             tessera_rt_identity *identity) {
     return p->local ? tessera_local_validator_check(p->local, rt, len, identity)
-                    : tessera_service_validator_check(p->remote, rt, len, identity);
+                    : tessera_service_validator_check_from(p->remote, rt, len, address, identity);
 }
 
-/* MOSQ_EVT_BASIC_AUTH: username = device id, password = an RT that validates now. */
+/* Whether `client_id` is one device `device_id` may use: its id, or its id, '/' and more. */
+static bool own_client_id(const char *client_id, const char *device_id) {
+    size_t n = strlen(device_id);
+    return strncmp(client_id, device_id, n) == 0 && (client_id[n] == '\0' || client_id[n] == '/');
+}
+
+/* MOSQ_EVT_BASIC_AUTH: username = device id, password = an RT that validates now, client id =
+ * device id (or device id/suffix). */
 static int on_basic_auth(int event, void *event_data, void *userdata) {
     struct mosquitto_evt_basic_auth *ed = event_data;
     struct plugin *p = userdata;
@@ -185,7 +203,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
         }
     }
     tessera_rt_identity identity;
-    tessera_result r = check(p, (const uint8_t *)ed->password, len, &identity);
+    tessera_result r = check(p, (const uint8_t *)ed->password, len,
+                             mosquitto_client_address(ed->client), &identity);
     if (r != TESSERA_OK) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "tessera: refused %s (%s): %s", who, ed->username,
                              reason(r));
@@ -197,8 +216,16 @@ static int on_basic_auth(int event, void *event_data, void *userdata) {
                              ed->username, identity.device_id);
         return MOSQ_ERR_AUTH;
     }
-    struct session *s = mosquitto_calloc(1, sizeof *s);
+    /* A CONNECT with a client id in use takes that session over: only the device itself may. */
     const char *client_id = mosquitto_client_id(ed->client);
+    if (!client_id || !own_client_id(client_id, identity.device_id)) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "tessera: refused %s (%s): the client id must be the device id "
+                             "(or the device id, a slash and a suffix)",
+                             who, ed->username);
+        return MOSQ_ERR_AUTH;
+    }
+    struct session *s = mosquitto_calloc(1, sizeof *s);
     if (!s || !(s->client_id = mosquitto_strdup(client_id ? client_id : "")) ||
         !(s->device_id = mosquitto_strdup(identity.device_id))) {
         if (s) {
@@ -360,6 +387,38 @@ static void log_remote_status(struct plugin *p) {
     p->remote_status = st;
 }
 
+/* Remote mode, once a minute when anything changed: how many RTs the server was asked about
+ * (each charged to the service token's rate limit), how many its limit refused, and how many
+ * unknown RTs were refused without asking because their address sent too many. */
+static void report_quota(struct plugin *p, const struct timespec *now) {
+    if (!due(now, &p->next_report)) {
+        return;
+    }
+    p->next_report.tv_sec = now->tv_sec + 60;
+    p->next_report.tv_nsec = now->tv_nsec;
+    tessera_service_validator_stats st;
+    if (tessera_service_validator_get_stats(p->remote, &st) != TESSERA_OK) {
+        return;
+    }
+    const tessera_service_validator_stats *was = &p->reported;
+    if (st.asked == was->asked && st.throttled == was->throttled) {
+        return;
+    }
+    mosquitto_log_printf(
+        st.over_quota > was->over_quota ? MOSQ_LOG_WARNING : MOSQ_LOG_INFO,
+        "tessera: in the last minute asked the Tessera server about %llu RTs (%llu valid, %llu "
+        "refused, %llu over the service token's rate limit, %llu failed); refused %llu unknown "
+        "RTs from addresses that sent too many; holding %llu valid and %llu refused answers",
+        (unsigned long long)(st.asked - was->asked),
+        (unsigned long long)(st.answered_valid - was->answered_valid),
+        (unsigned long long)(st.answered_refused - was->answered_refused),
+        (unsigned long long)(st.over_quota - was->over_quota),
+        (unsigned long long)(st.failed - was->failed),
+        (unsigned long long)(st.throttled - was->throttled), (unsigned long long)st.cached_valid,
+        (unsigned long long)st.cached_refused);
+    p->reported = st;
+}
+
 /* Follow the server's revocations and end the sessions they name. */
 static void follow_revocations(struct plugin *p) {
     enum { BATCH = 256 };
@@ -402,6 +461,7 @@ static int on_tick(int event, void *event_data, void *userdata) {
     p->next_recheck.tv_nsec = ns % 1000000000L;
     if (p->remote) {
         log_remote_status(p);
+        report_quota(p, &now);
     }
     follow_revocations(p);
     drop_where(p, expired, NULL, "expired");
@@ -495,7 +555,7 @@ static bool parse_number(const char *v, long lo, long hi, long *out) {
 /* The options of remote mode. */
 struct remote_options {
     const char *server, *server_name, *ca, *pin, *token_file;
-    long cache_entries, cache_secs;
+    long cache_entries, cache_secs, source_rate;
 };
 
 /* Start the service validator (remote mode). */
@@ -547,6 +607,10 @@ static int start_remote(struct plugin *p, const struct remote_options *o) {
         r = tessera_service_validator_set_cache(p->remote, (uint32_t)o->cache_entries,
                                                 (uint32_t)o->cache_secs);
     }
+    if (r == TESSERA_OK) {
+        r = tessera_service_validator_set_source_limit(p->remote, (uint32_t)(2 * o->source_rate),
+                                                       (uint32_t)o->source_rate);
+    }
     if (r != TESSERA_OK) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "tessera: cannot use the server %s (name %s): %s",
                              o->server, name, tessera_result_message(r));
@@ -576,7 +640,7 @@ static int start_local(struct plugin *p, const char *data_dir) {
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *options, int option_count) {
     const char *data_dir = NULL, *topics = "devices/%u/#";
-    struct remote_options remote = {.cache_entries = 100000, .cache_secs = 60};
+    struct remote_options remote = {.cache_entries = 100000, .cache_secs = 60, .source_rate = 10};
     long recheck_ms = 250;
     for (int i = 0; i < option_count; i++) {
         const char *k = options[i].key, *v = options[i].value;
@@ -601,6 +665,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         } else if (strcmp(k, "cache_entries") == 0) {
             if (!parse_number(v, 1, 10000000, &remote.cache_entries)) {
                 return fail("plugin_opt_cache_entries must be 1 to 10000000");
+            }
+        } else if (strcmp(k, "source_rate") == 0) {
+            if (!parse_number(v, 1, 100000, &remote.source_rate)) {
+                return fail("plugin_opt_source_rate must be 1 to 100000");
             }
         } else if (strcmp(k, "cache_secs") == 0) {
             if (!parse_number(v, 1, 3600, &remote.cache_secs)) {

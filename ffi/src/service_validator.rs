@@ -13,6 +13,7 @@
 //! reached, every check fails closed until the feed has caught up again.
 
 mod cache;
+mod sources;
 mod worker;
 
 use std::ffi::c_char;
@@ -30,6 +31,7 @@ use crate::validator::{
 };
 
 use cache::{Cache, Verdict};
+use sources::SourceLimit;
 use worker::{Ask, Worker};
 
 /// The most RTs waiting for the server's answer at once; more are refused with
@@ -79,6 +81,36 @@ pub(crate) struct State {
     /// How many revocations the feed has reported, and the latest of them (number, registration).
     pub(crate) revocations_seen: u64,
     recent: std::collections::VecDeque<(u64, u64)>,
+    /// Unknown RTs per client address ([`tessera_service_validator_check_from`]).
+    pub(crate) sources: SourceLimit,
+    /// What the validator has done, for [`tessera_service_validator_stats`].
+    pub(crate) stats: tessera_service_validator_stats,
+}
+
+/// What a service validator has done since it was created (each count only grows), and what
+/// it holds now: how much of its service token's quota on the server it spends, and on what.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct tessera_service_validator_stats {
+    /// RTs asked about (one INTROSPECT each, charged to the service token's rate limit).
+    pub asked: u64,
+    /// Of those, answered valid.
+    pub answered_valid: u64,
+    /// Of those, answered with a lasting refusal (revoked, expired, superseded, not issued).
+    pub answered_refused: u64,
+    /// Of those, refused by the server's rate limit on the service token: the quota is spent.
+    pub over_quota: u64,
+    /// Of those, not answered for another reason (the connection, a timeout).
+    pub failed: u64,
+    /// Unknown RTs not asked about because their client address had asked too many
+    /// (`tessera_service_validator_check_from`).
+    pub throttled: u64,
+    /// Valid answers held now.
+    pub cached_valid: u64,
+    /// Refusals held now (bounded apart from valid answers, so they never push one out).
+    pub cached_refused: u64,
+    /// RTs asked about and not answered yet.
+    pub pending: u64,
 }
 
 /// How many of the latest revocations are remembered to settle an answer that crossed one.
@@ -118,6 +150,27 @@ impl State {
 }
 
 impl Shared {
+    /// Before the server has answered: nothing known, the status `TESSERA_PENDING`.
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(State {
+                feed: tessera_result::TESSERA_PENDING,
+                cache: Cache::new(
+                    DEFAULT_CACHE_ENTRIES,
+                    Duration::from_secs(DEFAULT_CACHE_SECS),
+                    DEFAULT_LEEWAY_SECS,
+                ),
+                revoked: Default::default(),
+                pending: Default::default(),
+                following: false,
+                revocations_seen: 0,
+                recent: Default::default(),
+                sources: SourceLimit::new(sources::DEFAULT_BURST, sources::DEFAULT_PER_SEC),
+                stats: Default::default(),
+            }),
+        }
+    }
+
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>, tessera_result> {
         // A panic while the state was held may have left it half updated: fail closed.
         self.state.lock().map_err(|_| tessera_result::TESSERA_PANIC)
@@ -176,21 +229,7 @@ unsafe fn new_validator(
         return tessera_result::TESSERA_INVALID_ARGUMENT;
     }
 
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            feed: tessera_result::TESSERA_PENDING,
-            cache: Cache::new(
-                DEFAULT_CACHE_ENTRIES,
-                Duration::from_secs(DEFAULT_CACHE_SECS),
-                DEFAULT_LEEWAY_SECS,
-            ),
-            revoked: Default::default(),
-            pending: Default::default(),
-            following: false,
-            revocations_seen: 0,
-            recent: Default::default(),
-        }),
-    });
+    let shared = Arc::new(Shared::new());
     let worker = match Worker::start(addr, name, &trust, token, shared.clone(), MAX_PENDING) {
         Ok(w) => w,
         Err(e) => return e,
@@ -322,7 +361,8 @@ pub extern "C" fn tessera_service_validator_set_clock_skew_leeway(
 }
 
 /// Whether the validator is following the server: `TESSERA_OK` when it is (valid RTs are let
-/// in from the cache); `TESSERA_PENDING` before the server has answered for the first time;
+/// in from the cache); `TESSERA_PENDING` before the server has answered for the first time,
+/// and while it catches up with revocations it missed (a page of them as long as it asks for);
 /// otherwise why not (`TESSERA_CONNECTION`, `TESSERA_TIMEOUT`, `TESSERA_CERTIFICATE`,
 /// `TESSERA_UNAUTHENTICATED` or `TESSERA_REVOKED` for a service token the server does not
 /// accept, …). It keeps trying on its own.
@@ -358,7 +398,34 @@ pub extern "C" fn tessera_service_validator_check(
     rt_len: usize,
     out: *mut tessera_rt_identity,
 ) -> tessera_result {
+    tessera_service_validator_check_from(validator, rt, rt_len, std::ptr::null(), out)
+}
+
+/// As `tessera_service_validator_check`, for a client at `source` (its address as text,
+/// NUL-terminated, such as `mosquitto_client_address` gives; NULL for none): an RT the cache
+/// does not know is asked about only while that address has questions left (by default 20 at
+/// once, then 10 a second; `tessera_service_validator_set_source_limit`). Past that the answer
+/// is `TESSERA_RATE_LIMITED` and the server is not asked: a client making up RTs spends its
+/// own share, not the broker's quota on the server. What the cache knows is answered whatever
+/// the address. `TESSERA_INVALID_UTF8` for a source that is not UTF-8.
+#[no_mangle]
+pub extern "C" fn tessera_service_validator_check_from(
+    validator: *mut tessera_service_validator,
+    rt: *const u8,
+    rt_len: usize,
+    source: *const c_char,
+    out: *mut tessera_rt_identity,
+) -> tessera_result {
     boundary(|| {
+        let source = if source.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL and NUL-terminated per the caller's promise.
+            match unsafe { crate::util::str(source) } {
+                Ok(s) => Some(s),
+                Err(e) => return e,
+            }
+        };
         // SAFETY: the caller's promises, as documented above.
         let (v, text) = match unsafe { check_args(validator.cast_const(), rt, rt_len, out) } {
             Ok(x) => x,
@@ -390,6 +457,14 @@ pub extern "C" fn tessera_service_validator_check(
         if s.feed != tessera_result::TESSERA_OK && s.feed != tessera_result::TESSERA_PENDING {
             return s.feed;
         }
+        if !s.pending.contains(&key) {
+            if let Some(source) = source {
+                if !s.sources.take(source, std::time::Instant::now()) {
+                    s.stats.throttled += 1;
+                    return tessera_result::TESSERA_RATE_LIMITED;
+                }
+            }
+        }
         ask(v, &mut s, key, text, claims.binding);
         tessera_result::TESSERA_PENDING
     })
@@ -408,7 +483,67 @@ fn ask(v: &tessera_service_validator, s: &mut State, key: [u8; 32], rt: &str, bi
     };
     if v.worker.as_ref().is_some_and(|w| w.ask(ask)) {
         s.pending.insert(key);
+        s.stats.asked += 1;
     }
+}
+
+/// Limit each client address to `burst` unknown RTs at once, then `per_sec` a second (see
+/// `tessera_service_validator_check_from`); `burst` 1 to 1,000,000, `per_sec` 1 to 1,000,000.
+/// Outside the ranges: `TESSERA_INVALID_ARGUMENT`, nothing changed.
+#[no_mangle]
+pub extern "C" fn tessera_service_validator_set_source_limit(
+    validator: *mut tessera_service_validator,
+    burst: u32,
+    per_sec: u32,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_ref() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        if !(1..=1_000_000).contains(&burst) || !(1..=1_000_000).contains(&per_sec) {
+            return tessera_result::TESSERA_INVALID_ARGUMENT;
+        }
+        match v.shared.lock() {
+            Ok(mut s) => {
+                s.sources = SourceLimit::new(burst, per_sec);
+                tessera_result::TESSERA_OK
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// What the validator has done and holds now (see `tessera_service_validator_stats`), into
+/// `*out`; a broker reports it, so that an operator sees how much of the service token's quota
+/// is spent and on what.
+#[no_mangle]
+pub extern "C" fn tessera_service_validator_get_stats(
+    validator: *const tessera_service_validator,
+    out: *mut tessera_service_validator_stats,
+) -> tessera_result {
+    boundary(|| {
+        // SAFETY: NULL or a live validator per the caller's promise.
+        let Some(v) = (unsafe { validator.as_ref() }) else {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        };
+        if out.is_null() {
+            return tessera_result::TESSERA_NULL_PARAMETER;
+        }
+        let s = match v.shared.lock() {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let (valid, refused) = s.cache.counts();
+        let stats = tessera_service_validator_stats {
+            cached_valid: valid as u64,
+            cached_refused: refused as u64,
+            pending: s.pending.len() as u64,
+            ..s.stats
+        };
+        // SAFETY: `out` is non-NULL caller-owned storage (the caller's promise).
+        unsafe { write(out, stats) }
+    })
 }
 
 /// The registrations the validator has seen revoked on the server's feed since the last call

@@ -87,6 +87,7 @@ fn mosquitto_client(bin: &str) -> Command {
 fn subscriber(broker: &Broker, device: &RtBody, topics: &[&str]) -> Command {
     let mut c = mosquitto_client("mosquitto_sub");
     c.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-i", &device.device_id])
         .args(["-u", &device.device_id, "-P", &device.rt]);
     for t in topics {
         c.args(["-t", t]);
@@ -94,7 +95,8 @@ fn subscriber(broker: &Broker, device: &RtBody, topics: &[&str]) -> Command {
     c
 }
 
-/// Publish one message with `mosquitto_pub` (QoS 1, so a refused CONNECT fails the command).
+/// Publish one message with `mosquitto_pub` (QoS 1, so a refused CONNECT fails the command),
+/// as client id `<user>/pub` (a session of its own, beside the device's subscriber).
 /// A CONNECT refused because the plugin was still asking the server about the RT (remote mode,
 /// first sight of an RT) is tried again, as a device would: the result is the settled answer.
 fn publish(broker: &Broker, user: &str, password: &str, topic: &str) -> Output {
@@ -103,7 +105,18 @@ fn publish(broker: &Broker, user: &str, password: &str, topic: &str) -> Output {
         let out = mosquitto_client("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
             .args([
-                "-u", user, "-P", password, "-t", topic, "-m", "hello", "-q", "1",
+                "-i",
+                &format!("{user}/pub"),
+                "-u",
+                user,
+                "-P",
+                password,
+                "-t",
+                topic,
+                "-m",
+                "hello",
+                "-q",
+                "1",
             ])
             .output()
             .expect("mosquitto_pub (Debian package mosquitto-clients)");
@@ -536,6 +549,8 @@ fn remote_mode_fails_closed_while_the_server_is_down_and_recovers() {
     let mut publisher = mosquitto_client("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
         .args([
+            "-i",
+            &format!("{}/publisher", a.device_id),
             "-u",
             &a.device_id,
             "-P",
@@ -599,6 +614,234 @@ fn exercise(p: &Platform, broker: Broker) -> std::process::ExitStatus {
     let _ = sub.kill();
     let _ = sub.wait();
     broker.terminate()
+}
+
+/// A device cannot take over another device's session: a CONNECT with a client id in use
+/// takes that session over, so the plugin lets a device use only its own device id as client
+/// id (or its id, a slash and a suffix). Before, `mosquitto_pub -i pump-18 -u pump-17 -P <RT
+/// of pump-17>` disconnected pump-18, over and over.
+#[test]
+fn a_device_cannot_take_over_another_devices_session() {
+    let p = platform();
+    let broker = p.broker();
+    let (_, victim) = p.device();
+    let (_, intruder) = p.device();
+    let mut sub = subscriber(
+        &broker,
+        &victim,
+        &[&format!("devices/{}/#", victim.device_id)],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    broker.wait_for_log(
+        &format!("accepted {} as device", victim.device_id),
+        "the victim's session",
+    );
+    let attempt = |client_id: &str| {
+        mosquitto_client("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args([
+                "-i",
+                client_id,
+                "-u",
+                &intruder.device_id,
+                "-P",
+                &intruder.rt,
+            ])
+            .args(["-t", &format!("devices/{}/x", intruder.device_id)])
+            .args(["-m", "hello", "-q", "1"])
+            .output()
+            .unwrap()
+    };
+    // The intruder's own name and RT, with the victim's client id or one of its suffixed ones,
+    // or a made-up one.
+    for client_id in [
+        victim.device_id.clone(),
+        format!("{}/sub", victim.device_id),
+        "anything".to_owned(),
+        format!("{}x", intruder.device_id),
+    ] {
+        let out = attempt(&client_id);
+        assert!(refused(&out), "{client_id}: {out:?}");
+    }
+    // Its own id (or a suffixed one) lets it in.
+    assert!(attempt(&intruder.device_id).status.success());
+    assert!(attempt(&format!("{}/pub", intruder.device_id))
+        .status
+        .success());
+    // The victim's session was never taken over.
+    assert!(
+        sub.try_wait().unwrap().is_none(),
+        "the victim was disconnected"
+    );
+    let log = broker.log_text();
+    assert!(log.contains("the client id must be the device id"), "{log}");
+    assert!(
+        !log.contains(&format!("Client {} already connected", victim.device_id)),
+        "{log}"
+    );
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+/// An MQTT 3.1.1 CONNECT packet with a username and password.
+fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60];
+    for field in [client_id, username, password] {
+        body.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    let mut n = body.len();
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        packet.push(if n > 0 { byte | 0x80 } else { byte });
+        if n == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Send one CONNECT to the broker on `port` from the loopback address `from` (Linux answers
+/// every 127.0.0.0/8 address on the loopback interface, so the broker sees another client
+/// address) and read the CONNACK's return code.
+fn raw_connect(port: u16, from: std::net::Ipv4Addr, packet: &[u8]) -> u8 {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .unwrap();
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(packet).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).expect("a CONNACK");
+    assert_eq!(connack[0], 0x20);
+    connack[3]
+}
+
+/// A made-up RT: well formed, with a correct checksum, under a key the server never had.
+fn forged_rt(i: u64) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"not the server's key");
+    let claims = tessera_proto::token::RtClaims {
+        key_id: 1,
+        registration_id: tessera_proto::RegistrationId::new(1_000_000 + i),
+        binding: 1,
+        generation: 1,
+        issued_at: 1,
+        expires_at: u64::MAX / 2,
+    };
+    claims.mint(&key).expose().to_owned()
+}
+
+/// Made-up RTs from one client address cost the broker's service token at most that address's
+/// share: 20 at once, then 10 a second, are asked about; the rest are refused without a
+/// question. A real device from another address gets in while the flood goes on, and the
+/// refusals never push its valid answer out of the cache.
+#[test]
+fn forged_rts_spend_only_their_addresss_share_in_remote_mode() {
+    const FLOOD: u64 = 2_000;
+    let p = platform();
+    // A cache of 4 answers: without refusals bounded apart, 20 of them would push out the
+    // device's valid one.
+    let config = format!(
+        "{}plugin_opt_cache_entries 4\n",
+        p.plugin_config(plugin(), Mode::Remote)
+    );
+    let broker = Broker::start(p.dir.path(), free_port(), &config);
+    broker.wait_for_log("following the Tessera server", "the service validator");
+    let (_, good) = p.device();
+    let good_topic = format!("devices/{}/telemetry", good.device_id);
+    assert!(publish(&broker, &good.device_id, &good.rt, &good_topic)
+        .status
+        .success());
+    let before = broker.log_text().len();
+
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let started = Instant::now();
+    let flood = std::thread::spawn({
+        let port = broker.port;
+        move || {
+            (0..FLOOD)
+                .filter(|&i| {
+                    let id = format!("forged-{i}");
+                    raw_connect(port, attacker, &connect_packet(&id, &id, &forged_rt(i))) == 0
+                })
+                .count()
+        }
+    });
+    // Meanwhile the real device, from 127.0.0.1, comes back.
+    let during = Instant::now();
+    let out = publish(&broker, &good.device_id, &good.rt, &good_topic);
+    let legit_latency = during.elapsed();
+    let accepted = flood.join().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(accepted, 0, "a forged RT got in");
+    assert!(out.status.success(), "{out:?}");
+
+    let log = broker.log_text()[before..].to_owned();
+    let asked = log.matches(PENDING).count();
+    let throttled = log
+        .matches("too many unknown tokens from this address")
+        .count();
+    let allowed = 20.0 + 10.0 * elapsed.as_secs_f64() + 1.0;
+    assert!(
+        (asked as f64) <= allowed,
+        "{asked} forged RTs reached the server in {elapsed:?} (at most {allowed})"
+    );
+    assert_eq!(asked + throttled, FLOOD as usize, "{log}");
+
+    // Once the server's refusals of the forged RTs asked about are in the cache (each is
+    // answered from it when tried again, from another address), the device still gets in from
+    // the cache: no question to the server for it.
+    let asked_ids: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(PENDING))
+        .filter_map(|l| {
+            l.split("refused ")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    let retry_from = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    for id in &asked_ids {
+        let i: u64 = id.trim_start_matches("forged-").parse().unwrap();
+        let cached = format!("refused {id} ({id}): not a token this server issued");
+        let mut tries = 0;
+        while !broker.log_text().contains(&cached) {
+            tries += 1;
+            assert!(tries < 2_000, "the server never answered about {id}");
+            let _ = raw_connect(
+                broker.port,
+                retry_from,
+                &connect_packet(id, id, &forged_rt(i)),
+            );
+        }
+    }
+    let before = broker.log_text().len();
+    assert!(publish(&broker, &good.device_id, &good.rt, &good_topic)
+        .status
+        .success());
+    assert!(
+        !broker.log_text()[before..].contains(PENDING),
+        "the device's valid answer was pushed out of the cache"
+    );
+    eprintln!(
+        "forged-RT flood: {FLOOD} CONNECTs from one address in {elapsed:?}: {asked} asked the \
+         server, {throttled} refused unasked; a real device got in in {legit_latency:?} meanwhile"
+    );
+    assert!(legit_latency < Duration::from_secs(2), "{legit_latency:?}");
 }
 
 /// The plugin inside a broker run by Valgrind: no memory errors and no definite leaks (the

@@ -179,6 +179,13 @@ impl Engine {
         self.inner.write_validator_keys(&[])
     }
 
+    /// Whether RTs minted under `epoch` may still validate on this node: the current epoch,
+    /// or an earlier one neither retired nor past the time its RTs are kept. What else was
+    /// sealed under an epoch (TLS session tickets) follows the same rule.
+    pub fn key_epoch_in_use(&self, epoch: u32) -> bool {
+        self.inner.rt_keys.get(epoch).is_some()
+    }
+
     /// The key epoch new tokens are made under.
     pub fn current_key_epoch(&self) -> u32 {
         self.inner.keys.load().current

@@ -45,11 +45,19 @@ struct Registration {
 
 /// Bounded map from RT digest to verdict, with an index by registration so that a revocation or
 /// a newer generation ends the entries it makes wrong.
+///
+/// Valid answers and refusals are bounded apart, each to the capacity: a flood of made-up RTs
+/// (each one a refusal) pushes out older refusals, never a valid answer a device relies on.
 #[derive(Debug)]
 pub(crate) struct Cache {
     entries: HashMap<[u8; 32], Entry>,
-    /// Insertion order, oldest first, for eviction; may hold digests already removed.
+    /// Insertion order of valid answers, oldest first, for eviction; may hold digests already
+    /// removed.
     order: VecDeque<[u8; 32]>,
+    /// The same for refusals.
+    refused_order: VecDeque<[u8; 32]>,
+    /// How many entries are valid answers (the rest are refusals).
+    valid: usize,
     by_registration: HashMap<u64, Registration>,
     capacity: usize,
     max_age: Duration,
@@ -61,6 +69,8 @@ impl Cache {
         Self {
             entries: HashMap::new(),
             order: VecDeque::new(),
+            refused_order: VecDeque::new(),
+            valid: 0,
             by_registration: HashMap::new(),
             capacity,
             max_age,
@@ -71,8 +81,24 @@ impl Cache {
     pub(crate) fn resize(&mut self, capacity: usize, max_age: Duration) {
         self.capacity = capacity;
         self.max_age = max_age;
-        while self.entries.len() > self.capacity {
-            self.evict_oldest();
+        self.evict_over_capacity();
+    }
+
+    /// How many valid answers and refusals are held.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.valid, self.entries.len() - self.valid)
+    }
+
+    fn evict_over_capacity(&mut self) {
+        while self.valid > self.capacity {
+            if !self.evict_oldest(true) {
+                break;
+            }
+        }
+        while self.entries.len() - self.valid > self.capacity {
+            if !self.evict_oldest(false) {
+                break;
+            }
         }
     }
 
@@ -148,23 +174,40 @@ impl Cache {
                 reg.keys.push(key);
             }
             for k in older.into_iter().filter(|k| *k != key) {
-                self.entries.remove(&k);
+                self.remove(&k);
             }
         }
+        let valid = matches!(verdict, Verdict::Valid(_));
         let fresh = Entry {
             verdict,
             until: Instant::now() + self.max_age,
         };
-        if self.entries.insert(key, fresh).is_none() {
-            self.order.push_back(key);
+        // A fresh answer about an RT already held takes its entry's place in the same
+        // segment; one that changes segment moves to the newest end of the other.
+        match self.entries.insert(key, fresh).map(|old| old.verdict) {
+            None if valid => {
+                self.valid += 1;
+                self.order.push_back(key);
+            }
+            None => self.refused_order.push_back(key),
+            Some(Verdict::Valid(id)) if !valid => {
+                self.valid -= 1;
+                self.forget_key(id.registration_id, &key);
+                self.refused_order.push_back(key);
+            }
+            Some(Verdict::Refused(_)) if valid => {
+                self.valid += 1;
+                self.order.push_back(key);
+            }
+            Some(_) => {}
         }
-        while self.entries.len() > self.capacity {
-            self.evict_oldest();
-        }
-        // Digests of entries removed otherwise linger in `order`; drop them now and then.
-        if self.order.len() > 2 * self.capacity.max(16) {
-            let entries = &self.entries;
-            self.order.retain(|k| entries.contains_key(k));
+        self.evict_over_capacity();
+        // Digests of entries removed otherwise linger in the orders; drop them now and then.
+        let entries = &self.entries;
+        for order in [&mut self.order, &mut self.refused_order] {
+            if order.len() > 2 * self.capacity.max(16) {
+                order.retain(|k| entries.contains_key(k));
+            }
         }
     }
 
@@ -175,25 +218,47 @@ impl Cache {
         }
     }
 
-    fn evict_oldest(&mut self) {
-        while let Some(k) = self.order.pop_front() {
-            if self.entries.contains_key(&k) {
+    /// Remove the oldest valid answer (`valid`) or refusal; false when there is none.
+    fn evict_oldest(&mut self, valid: bool) -> bool {
+        loop {
+            let order = if valid {
+                &mut self.order
+            } else {
+                &mut self.refused_order
+            };
+            let Some(k) = order.pop_front() else {
+                return false;
+            };
+            // The digest may be of an entry removed since, or one that changed segment.
+            let here = self
+                .entries
+                .get(&k)
+                .is_some_and(|e| matches!(e.verdict, Verdict::Valid(_)) == valid);
+            if here {
                 self.remove(&k);
-                return;
+                return true;
             }
         }
     }
 
+    /// Remove an entry.
     fn remove(&mut self, key: &[u8; 32]) {
         let Some(e) = self.entries.remove(key) else {
             return;
         };
         if let Verdict::Valid(id) = e.verdict {
-            if let Some(reg) = self.by_registration.get_mut(&id.registration_id) {
-                reg.keys.retain(|k| k != key);
-                if reg.keys.is_empty() {
-                    self.by_registration.remove(&id.registration_id);
-                }
+            self.valid -= 1;
+            self.forget_key(id.registration_id, key);
+        }
+    }
+
+    /// A valid answer about a registration is gone: its index forgets it (and the
+    /// registration, with its last answer).
+    fn forget_key(&mut self, registration_id: u64, key: &[u8; 32]) {
+        if let Some(reg) = self.by_registration.get_mut(&registration_id) {
+            reg.keys.retain(|k| k != key);
+            if reg.keys.is_empty() {
+                self.by_registration.remove(&registration_id);
             }
         }
     }
@@ -321,6 +386,49 @@ mod tests {
         assert_eq!(
             code(c.get(&[1; 32], &a, 1_000)),
             Some(tessera_result::TESSERA_SUPERSEDED)
+        );
+    }
+
+    #[test]
+    fn a_flood_of_refusals_never_pushes_out_a_valid_answer() {
+        let mut c = cache(4);
+        let held: Vec<_> = (1..=4u8)
+            .map(|i| {
+                let (claims, v) = rt(u64::from(i), 1, 2_000);
+                c.insert([i; 32], v, BINDING);
+                (i, claims)
+            })
+            .collect();
+        for i in 0..1_000u32 {
+            let mut key = [0xff; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            c.insert(
+                key,
+                Verdict::Refused(tessera_result::TESSERA_UNAUTHENTICATED),
+                BINDING,
+            );
+        }
+        assert_eq!(c.counts(), (4, 4));
+        for (i, claims) in held {
+            assert_eq!(
+                code(c.get(&[i; 32], &claims, 1_000)),
+                Some(tessera_result::TESSERA_OK)
+            );
+        }
+        // An RT refused once and valid later (or the other way round) moves between the two.
+        let (claims, v) = rt(9, 1, 2_000);
+        c.insert(
+            [9; 32],
+            Verdict::Refused(tessera_result::TESSERA_REVOKED),
+            BINDING,
+        );
+        c.insert([9; 32], v, BINDING);
+        // Its refusal is gone; as a fifth valid answer it pushed out the oldest valid one.
+        assert_eq!(c.counts(), (4, 3));
+        assert_eq!(code(c.get(&[1; 32], &rt(1, 1, 2_000).0, 1_000)), None);
+        assert_eq!(
+            code(c.get(&[9; 32], &claims, 1_000)),
+            Some(tessera_result::TESSERA_OK)
         );
     }
 

@@ -68,7 +68,7 @@ impl Worker {
                 rt.block_on(async move {
                     let client = Arc::new(client);
                     tokio::select! {
-                        () = follow(&client, &shared) => {}
+                        () = follow(&*client, &shared) => {}
                         () = answer(&client, &shared, rx) => {}
                         _ = stopped => {}
                     }
@@ -99,28 +99,57 @@ impl Worker {
     }
 }
 
+/// Revocations a page of the feed asks for: a page this long may have more behind it.
+const FEED_PAGE: usize = 1_000;
+
+/// Where the follower reads revocations: the server, or a script in tests.
+pub(crate) trait Feed {
+    /// Up to [`FEED_PAGE`] revocations after `after`, waiting up to `wait` for one; and the
+    /// cursor to ask from next.
+    fn page(
+        &self,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = Result<(Vec<u64>, u64), ClientError>> + Send;
+}
+
+impl Feed for AdminClient {
+    async fn page(
+        &self,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<(Vec<u64>, u64), ClientError> {
+        self.revocation_page(after, Some(FEED_PAGE), wait).await
+    }
+}
+
 /// Follow the revocation feed for as long as the validator lives: each revoked registration
 /// ends its cache entries and is queued for the broker. After a failure the status says why and
 /// the feed is asked again from the same cursor, so nothing revoked meanwhile is missed; the
-/// status turns back to OK only once the feed has caught up.
-async fn follow(client: &AdminClient, shared: &Shared) {
+/// status turns back to OK only once the feed has caught up: a full page means more may wait
+/// behind it, and the status says `TESSERA_PENDING` until a page comes back short.
+pub(crate) async fn follow(feed: &impl Feed, shared: &Shared) {
     let mut cursor = None;
     let mut retry = RETRY_FIRST;
-    // Whether the last request succeeded: only then does the next one wait on the server (the
-    // first after a failure catches up at once, so the status turns back without delay).
+    // Whether the last page was the end of the feed: only then does the next request wait on
+    // the server (until then, pages are asked for back to back).
     let mut caught_up = false;
     loop {
         let wait = if caught_up { FEED_WAIT } else { Duration::ZERO };
-        match client.revocations(cursor, wait).await {
+        match feed.page(cursor, wait).await {
             Ok((ids, next)) => {
+                caught_up = ids.len() < FEED_PAGE;
                 let Ok(mut s) = shared.lock() else { return };
                 for id in ids {
                     s.revoked(id);
                 }
                 s.following = true;
-                s.feed = tessera_result::TESSERA_OK;
+                s.feed = if caught_up {
+                    tessera_result::TESSERA_OK
+                } else {
+                    tessera_result::TESSERA_PENDING
+                };
                 cursor = Some(next);
-                caught_up = true;
                 retry = RETRY_FIRST;
             }
             Err(e) => {
@@ -157,6 +186,21 @@ async fn answer(client: &Arc<AdminClient>, shared: &Arc<Shared>, mut rx: mpsc::R
             drop(permit);
             let Ok(mut s) = shared.lock() else { return };
             s.pending.remove(&ask.key);
+            match &r {
+                Ok(_) => s.stats.answered_valid += 1,
+                Err(ClientError::Server(b)) if b.code == code::RATE_LIMITED => {
+                    s.stats.over_quota += 1;
+                }
+                Err(ClientError::Server(b))
+                    if matches!(
+                        b.code,
+                        code::UNAUTHENTICATED | code::EXPIRED | code::REVOKED | code::SUPERSEDED
+                    ) =>
+                {
+                    s.stats.answered_refused += 1;
+                }
+                Err(_) => s.stats.failed += 1,
+            }
             let verdict = match r {
                 Ok(i) => match before.and_then(|n| s.revoked_since(i.registration_id, n)) {
                     Some(false) => Verdict::Valid(identity(
@@ -182,5 +226,80 @@ async fn answer(client: &Arc<AdminClient>, shared: &Arc<Shared>, mut rx: mpsc::R
             };
             s.cache.insert(ask.key, verdict, ask.binding);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Mutex as AsyncMutex;
+
+    /// One page of the feed, or why there is none.
+    type Page = Result<(Vec<u64>, u64), ClientError>;
+
+    /// A feed whose pages the test hands out one at a time.
+    struct Script {
+        pages: AsyncMutex<mpsc::Receiver<Page>>,
+        asked: AtomicUsize,
+        asking: tokio::sync::Notify,
+    }
+
+    impl Feed for Script {
+        async fn page(&self, _after: Option<u64>, _wait: Duration) -> Page {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            self.asking.notify_one();
+            match self.pages.lock().await.recv().await {
+                Some(p) => p,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Hand out `page`, then wait until the follower has dealt with it and asks again.
+    async fn step(tx: &mpsc::Sender<Page>, feed: &Script, page: Page) {
+        let before = feed.asked.load(Ordering::SeqCst);
+        tx.send(page).await.unwrap();
+        while feed.asked.load(Ordering::SeqCst) == before {
+            feed.asking.notified().await;
+        }
+    }
+
+    fn status(shared: &Shared) -> tessera_result {
+        shared.lock().unwrap().feed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_status_says_following_only_once_the_feed_has_caught_up() {
+        let (tx, rx) = mpsc::channel(1);
+        let feed = Script {
+            pages: AsyncMutex::new(rx),
+            asked: AtomicUsize::new(0),
+            asking: tokio::sync::Notify::new(),
+        };
+        let shared = Shared::new();
+        let run = async {
+            tokio::select! {
+                () = follow(&feed, &shared) => {}
+                () = async {
+                    step(&tx, &feed, Ok((vec![], 10))).await;
+                    assert_eq!(status(&shared), tessera_result::TESSERA_OK);
+                    // An outage.
+                    step(&tx, &feed, Err(ClientError::Timeout)).await;
+                    assert_eq!(status(&shared), tessera_result::TESSERA_TIMEOUT);
+                    // Back, with a full page: more may wait behind it.
+                    let full: Vec<u64> = (0..FEED_PAGE as u64).collect();
+                    step(&tx, &feed, Ok((full.clone(), 1_010))).await;
+                    assert_eq!(status(&shared), tessera_result::TESSERA_PENDING);
+                    step(&tx, &feed, Ok((full, 2_010))).await;
+                    assert_eq!(status(&shared), tessera_result::TESSERA_PENDING);
+                    // A short page: caught up.
+                    step(&tx, &feed, Ok((vec![5_000], 2_011))).await;
+                    assert_eq!(status(&shared), tessera_result::TESSERA_OK);
+                    assert_eq!(shared.lock().unwrap().revocations_seen, 2 * FEED_PAGE as u64 + 1);
+                } => {}
+            }
+        };
+        run.await;
     }
 }

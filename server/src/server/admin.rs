@@ -9,6 +9,7 @@ use tessera_proto::wire::messages::AdminReq;
 use tessera_proto::wire::{self, kind, ErrorBody, Frame};
 
 use super::body::parse;
+use super::registry::ConnState;
 use super::reply::Handled;
 use super::service::{self, start_batch};
 use super::shared::Shared;
@@ -21,6 +22,7 @@ pub(crate) async fn handle(
     shared: &Arc<Shared>,
     frame: Frame<'_>,
     source: std::net::IpAddr,
+    conn: &ConnState,
     send: &mut quinn::SendStream,
 ) -> Result<Handled, ErrorBody> {
     let mut req: AdminReq = parse(frame.body)?;
@@ -31,6 +33,7 @@ pub(crate) async fn handle(
         source,
     )
     .await?;
+    conn.authenticated();
     let args = std::mem::take(&mut req.args);
     if frame.kind == kind::PT_BATCH {
         let PtBatch(a) = service::decode(args)?;

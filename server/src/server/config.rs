@@ -55,12 +55,55 @@ pub struct ServerConfig {
     pub admin_burst: u32,
     /// Admin requests per admin token: per minute. Default 1,200.
     pub admin_per_minute: u32,
+    /// Failed authentications (a wrong admin token, sign-in or pairing code) per source
+    /// address, on every admin route of both endpoints: burst. Default 10.
+    pub auth_failure_burst: u32,
+    /// Failed authentications per source address: per minute. Default 10.
+    pub auth_failures_per_minute: u32,
+    /// Connections one source may hold open on the QUIC admin endpoint. Default 16.
+    pub admin_max_connections_per_source: usize,
+    /// The HTTPS console and API's connection limits and timeouts.
+    pub http: HttpSettings,
     /// Engine settings.
     pub engine: EngineSettings,
     /// Where the root key lives.
     pub keys: KeySettings,
     /// Where the store is.
     pub store: StoreSettings,
+}
+
+/// The HTTPS front end's limits (`[http]`): how many connections it holds, how long a client
+/// may take, how many HTTP/2 streams a connection may open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Open connections in all. When full, the oldest connection that has not sent a whole
+    /// request yet is closed to make room; without one, the new connection is closed at once.
+    /// Default 1,024 (and at most what the process may open, less a reserve).
+    pub max_connections: usize,
+    /// Open connections per source address (IPv6: per /64). Default 64.
+    pub max_connections_per_source: usize,
+    /// Time to finish the TLS handshake and to send a request's headers. Default 10 s.
+    pub header_timeout_ms: u64,
+    /// Time to send a request's body. Default 30 s.
+    pub body_timeout_ms: u64,
+    /// A connection that moves no byte for this long is closed. Default 60 s.
+    pub idle_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection. Default 64.
+    pub max_streams: u32,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_streams: 64,
+        }
+    }
 }
 
 /// Where the store is: the SQLite file in the data directory (the default), or a PostgreSQL
@@ -309,6 +352,10 @@ impl Default for ServerConfig {
             introspect_per_minute: 60_000,
             admin_burst: 200,
             admin_per_minute: 1200,
+            auth_failure_burst: 10,
+            auth_failures_per_minute: 10,
+            admin_max_connections_per_source: 16,
+            http: HttpSettings::default(),
             engine: EngineSettings::default(),
             keys: KeySettings::default(),
             store: StoreSettings::default(),

@@ -19,9 +19,11 @@ use super::{admin, device, tickets, tls};
 
 fn transport(config: &ServerConfig, role: Role) -> TransportConfig {
     let mut t = TransportConfig::default();
+    // An admin connection starts with a few streams; its first request whose token verifies
+    // raises them (see `registry::ConnState::authenticated`).
     let streams = match role {
         Role::Device => config.max_streams_per_connection,
-        Role::Admin => 64,
+        Role::Admin => registry::PRE_AUTH_STREAMS,
     };
     t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
@@ -84,45 +86,50 @@ pub(crate) fn endpoint(
 }
 
 pub(crate) async fn accept_loop(ep: Endpoint, shared: Arc<Shared>, role: Role) {
+    let admin = role == Role::Admin;
+    let per_source = if admin {
+        shared.config.admin_max_connections_per_source
+    } else {
+        shared.config.max_connections_per_source
+    };
     while let Some(incoming) = ep.accept().await {
         if shared.shutting_down.load(Ordering::Relaxed) {
             incoming.refuse();
             continue;
         }
         let ip = incoming.remote_address().ip();
-        if role == Role::Device {
-            if shared.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections {
-                metrics::counter!("tessera_connections_refused_total", "reason" => "capacity")
-                    .increment(1);
-                incoming.refuse();
-                continue;
-            }
-            if shared.handshakes.load(Ordering::Relaxed) >= shared.config.retry_above_handshakes
-                && !incoming.remote_address_validated()
-            {
-                metrics::counter!("tessera_retry_sent_total").increment(1);
-                shared.retries_sent.fetch_add(1, Ordering::Relaxed);
-                let _ = incoming.retry();
-                continue;
-            }
-            if !shared
-                .connections
-                .admit_source(ip, shared.config.max_connections_per_source)
-            {
-                metrics::counter!("tessera_connections_refused_total", "reason" => "per_source")
-                    .increment(1);
-                incoming.refuse();
-                continue;
-            }
+        let endpoint = if admin { "admin" } else { "device" };
+        if role == Role::Device
+            && shared.open_connections.load(Ordering::Relaxed) >= shared.config.max_connections
+        {
+            metrics::counter!("tessera_connections_refused_total", "reason" => "capacity", "endpoint" => endpoint)
+                .increment(1);
+            incoming.refuse();
+            continue;
+        }
+        // Under load (many handshakes at once, on either endpoint), a client proves its address
+        // first: a spoofed source cannot make the server spend a handshake.
+        if shared.handshakes.load(Ordering::Relaxed) >= shared.config.retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            metrics::counter!("tessera_retry_sent_total", "endpoint" => endpoint).increment(1);
+            shared.retries_sent.fetch_add(1, Ordering::Relaxed);
+            let _ = incoming.retry();
+            continue;
+        }
+        if !shared.connections.admit_source(ip, per_source, admin) {
+            metrics::counter!("tessera_connections_refused_total", "reason" => "per_source", "endpoint" => endpoint)
+                .increment(1);
+            incoming.refuse();
+            continue;
         }
         match incoming.accept() {
             Ok(connecting) => {
                 tokio::spawn(connection(connecting, shared.clone(), role, ip));
             }
             Err(e) => {
-                if role == Role::Device {
-                    shared.connections.release_source(ip);
-                }
+                shared.connections.release_source(ip, admin);
                 tracing::debug!(error = %e, "incoming connection failed");
             }
         }
@@ -141,9 +148,7 @@ async fn connection(
     let conn = match conn {
         Ok(Ok(c)) => c,
         _ => {
-            if role == Role::Device {
-                shared.connections.release_source(ip);
-            }
+            shared.connections.release_source(ip, role == Role::Admin);
             return;
         }
     };
@@ -171,14 +176,15 @@ async fn connection(
             // rotation); anything else, or a request still arriving, gets a task of its own.
             // The request may carry a PT, an RT or a secret: wiped when dropped.
             let mut buf = zeroize::Zeroizing::new(Vec::new());
-            match read_arrived(&mut recv, &mut buf, max_request(role)) {
+            let cap = request_cap(role, &state);
+            match read_arrived(&mut recv, &mut buf, cap) {
                 Ok(true) => {
                     if let Some(reply) = dispatch_now(&shared, &buf, reply, role) {
                         tokio::spawn(dispatch(shared.clone(), buf, reply, role));
                     }
                 }
                 Ok(false) => {
-                    tokio::spawn(stream(shared.clone(), recv, buf, reply, role));
+                    tokio::spawn(stream(shared.clone(), recv, buf, reply, role, cap));
                 }
                 Err(ReadError::TooLong) => reply.finish(Err(too_large())),
                 Err(ReadError::Gone) => {}
@@ -189,9 +195,7 @@ async fn connection(
     shared.connections.detach_all(&conn, &attached);
     shared.open_connections.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("tessera_open_connections").decrement(1.0);
-    if role == Role::Device {
-        shared.connections.release_source(ip);
-    }
+    shared.connections.release_source(ip, role == Role::Admin);
 }
 
 fn max_request(role: Role) -> usize {
@@ -200,6 +204,17 @@ fn max_request(role: Role) -> usize {
             Role::Device => wire::frame::DEVICE_REQUEST_MAX,
             Role::Admin => wire::frame::ADMIN_REQUEST_MAX,
         }
+}
+
+/// The largest request a stream of this connection may carry now: an admin connection whose
+/// token has not verified yet gets a small one, so that a client without a token cannot make
+/// the server hold much.
+fn request_cap(role: Role, state: &registry::ConnState) -> usize {
+    if role == Role::Admin && !state.is_authenticated() {
+        wire::frame::HEADER_LEN + registry::PRE_AUTH_REQUEST_MAX
+    } else {
+        max_request(role)
+    }
 }
 
 fn too_large() -> ErrorBody {
@@ -265,9 +280,10 @@ async fn stream(
     mut buf: zeroize::Zeroizing<Vec<u8>>,
     reply: Reply,
     role: Role,
+    cap: usize,
 ) {
     let deadline = Duration::from_millis(shared.config.request_deadline_ms);
-    match tokio::time::timeout(deadline, read_rest(&mut recv, &mut buf, max_request(role))).await {
+    match tokio::time::timeout(deadline, read_rest(&mut recv, &mut buf, cap)).await {
         Err(_) => reply.finish(Err(err(
             code::TIMEOUT,
             "request not received within the deadline",
@@ -323,7 +339,8 @@ async fn dispatch(
         Role::Device => device::handle(&shared, frame, reply).await,
         Role::Admin => {
             let source = reply.remote_ip();
-            let result = admin::handle(&shared, frame, source, reply.stream()).await;
+            let conn = reply.conn_state().clone();
+            let result = admin::handle(&shared, frame, source, &conn, reply.stream()).await;
             reply.finish(result);
         }
     }

@@ -67,7 +67,18 @@ pub struct ConnState {
     /// Every registration attached, to detach them when the connection ends (and to skip
     /// the shared registry for one already attached: a gateway's connection carries many).
     attached: Mutex<std::collections::HashSet<RegistrationId>>,
+    /// Admin endpoint: a request on this connection carried a token that verified.
+    authenticated: std::sync::atomic::AtomicBool,
 }
+
+/// Admin endpoint: concurrent requests a connection may open before one of its requests has
+/// carried a token that verified, and how large each may be; after, [`ADMIN_STREAMS`] and the
+/// admin request cap.
+pub const PRE_AUTH_STREAMS: u32 = 4;
+/// See [`PRE_AUTH_STREAMS`]: at most 64 KiB a request before authentication.
+pub const PRE_AUTH_REQUEST_MAX: usize = 64 * 1024;
+/// Concurrent requests on an authenticated admin connection.
+pub const ADMIN_STREAMS: u32 = 64;
 
 impl ConnState {
     /// Track a new connection.
@@ -77,7 +88,26 @@ impl ConnState {
             in_flight: Default::default(),
             close_pending: Default::default(),
             attached: Mutex::new(Default::default()),
+            authenticated: Default::default(),
         })
+    }
+
+    /// Whether a request on this (admin) connection has carried a token that verified.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A request on this admin connection carried a token that verified: the connection may
+    /// open its full number of concurrent requests, each up to the admin request cap.
+    pub fn authenticated(&self) {
+        if !self
+            .authenticated
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.conn
+                .set_max_concurrent_bi_streams(quinn::VarInt::from_u32(ADMIN_STREAMS));
+        }
     }
 
     /// The registrations this connection has used.
@@ -130,6 +160,8 @@ impl ConnState {
 pub struct Connections {
     by_registration: Mutex<HashMap<RegistrationId, Vec<Arc<ConnState>>>>,
     by_source: Mutex<HashMap<IpAddr, usize>>,
+    /// Admin endpoint connections per source, counted apart from devices'.
+    admin_by_source: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Connections {
@@ -200,10 +232,11 @@ impl Connections {
         }
     }
 
-    /// Count a new connection from `ip`; false if it is over `max`.
-    pub fn admit_source(&self, ip: IpAddr, max: usize) -> bool {
-        let mut m = lock(&self.by_source);
-        let n = m.entry(ip).or_insert(0);
+    /// Count a new connection from `ip` (on the admin endpoint when `admin`); false if its
+    /// source (an IPv4 address, an IPv6 /64) holds `max` already.
+    pub fn admit_source(&self, ip: IpAddr, max: usize, admin: bool) -> bool {
+        let mut m = lock(self.sources(admin));
+        let n = m.entry(crate::server::shared::source_key(ip)).or_insert(0);
         if *n >= max {
             return false;
         }
@@ -212,13 +245,22 @@ impl Connections {
     }
 
     /// A connection from `ip` ended.
-    pub fn release_source(&self, ip: IpAddr) {
-        let mut m = lock(&self.by_source);
-        if let Some(n) = m.get_mut(&ip) {
+    pub fn release_source(&self, ip: IpAddr, admin: bool) {
+        let mut m = lock(self.sources(admin));
+        let key = crate::server::shared::source_key(ip);
+        if let Some(n) = m.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&ip);
+                m.remove(&key);
             }
+        }
+    }
+
+    fn sources(&self, admin: bool) -> &Mutex<HashMap<IpAddr, usize>> {
+        if admin {
+            &self.admin_by_source
+        } else {
+            &self.by_source
         }
     }
 }

@@ -66,6 +66,11 @@ impl Reply {
         self.in_flight.state.conn.remote_address().ip()
     }
 
+    /// The connection the request came on.
+    pub(crate) fn conn_state(&self) -> &Arc<ConnState> {
+        &self.in_flight.state
+    }
+
     /// The stream, for handlers that send several frames (PT batches).
     pub(crate) fn stream(&mut self) -> &mut quinn::SendStream {
         &mut self.send

@@ -63,6 +63,24 @@ pub(crate) struct Limits {
     pub(crate) wait: tessera_engine::RateLimiter<String>,
     pub(crate) introspect: tessera_engine::RateLimiter<String>,
     pub(crate) admin: tessera_engine::RateLimiter<tessera_engine::AdminTokenId>,
+    /// Failed authentications per source ([`source_key`]): every admin route of both
+    /// endpoints, console sign-in and pairing codes.
+    pub(crate) auth_failures: tessera_engine::RateLimiter<std::net::IpAddr>,
+}
+
+/// The address a per-source limit counts under: an IPv4 address (an IPv4-mapped IPv6 one
+/// included) as it is; an IPv6 address by its /64, the block one host is usually given.
+pub(crate) fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => {
+                let s = v6.segments();
+                std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).into()
+            }
+        },
+        v4 => v4,
+    }
 }
 
 impl Limits {
@@ -72,6 +90,10 @@ impl Limits {
             wait: RateLimiter::new(Rate::new(c.wait_burst, c.wait_per_minute)),
             introspect: RateLimiter::new(Rate::new(c.introspect_burst, c.introspect_per_minute)),
             admin: RateLimiter::new(Rate::new(c.admin_burst, c.admin_per_minute)),
+            auth_failures: RateLimiter::new(Rate::new(
+                c.auth_failure_burst,
+                c.auth_failures_per_minute,
+            )),
         }
     }
 }
@@ -90,6 +112,25 @@ pub(crate) fn limit<K: std::hash::Hash + Eq + Clone>(
 impl Shared {
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Reserve one failed authentication for `source` before checking what it presents, or
+    /// the rate-limited error (with its retry hint) when the source has none left. A check
+    /// that succeeds gives it back ([`Shared::auth_succeeded`]). Reserving first bounds a
+    /// flood of concurrent guesses by the burst, not by how many arrive before the first
+    /// fails.
+    pub(crate) fn auth_attempt(&self, source: std::net::IpAddr) -> Result<(), ErrorBody> {
+        limit(self, &self.limits.auth_failures, &source_key(source)).map_err(|mut e| {
+            "too many failed authentications from this address; try again later"
+                .clone_into(&mut e.message);
+            metrics::counter!("tessera_auth_throttled_total").increment(1);
+            e
+        })
+    }
+
+    /// The attempt reserved by [`Shared::auth_attempt`] succeeded: it does not count.
+    pub(crate) fn auth_succeeded(&self, source: std::net::IpAddr) {
+        self.limits.auth_failures.refund(&source_key(source));
     }
 }
 

@@ -8,7 +8,8 @@
 //! them (AES-256-GCM) with a key derived from the root for the current key epoch and the
 //! endpoint's ALPN: every node of a store, and a restarted node, opens every other's tickets.
 //! Tickets of the current and the previous epoch are accepted, so a key rotation retires
-//! tickets too. 0-RTT stays off (no early data is accepted, see `tls.rs`).
+//! tickets too; an emergency retirement of the previous epoch (`keys retire`) ends its tickets
+//! at once, with its RTs. 0-RTT stays off (no early data is accepted, see `tls.rs`).
 //!
 //! A ticket is `epoch (4 bytes, big-endian) || nonce (12) || AES-256-GCM(state) || tag (16)`,
 //! the epoch and the ALPN bound in as associated data.
@@ -53,10 +54,13 @@ impl RootTicketer {
     }
 
     /// The key of `epoch`, derived once (one keeper call per epoch), if it may be used now:
-    /// the current epoch or the one before.
+    /// the current epoch, or the one before while its RTs still validate (a retired epoch's
+    /// tickets stop at once, as its RTs do).
     fn key(&self, epoch: u32) -> Option<Arc<LessSafeKey>> {
         let current = self.engine.current_key_epoch();
-        if epoch != current && epoch.checked_add(1) != Some(current) {
+        if epoch != current
+            && (epoch.checked_add(1) != Some(current) || !self.engine.key_epoch_in_use(epoch))
+        {
             return None;
         }
         if let Some(k) = self.keys.read().ok()?.get(&epoch) {
@@ -179,5 +183,12 @@ mod tests {
         e.rotate_keys(&tech, now).unwrap();
         assert!(b.decrypt(&t).is_none());
         assert!(b.decrypt(&t2).is_some());
+
+        // An emergency retirement of the previous epoch ends its tickets at once; the current
+        // epoch's still open.
+        let t3 = a.encrypt(b"current").unwrap();
+        e.retire_key_epoch(2, &tech, now).unwrap();
+        assert!(b.decrypt(&t2).is_none());
+        assert!(b.decrypt(&t3).is_some());
     }
 }

@@ -12,6 +12,7 @@ use tessera_proto::wire::{code, kind};
 
 use super::problem::Problem;
 use super::routes::Peer;
+use super::routes::{read_body, BodyError};
 use super::session::{clear_cookie, csrf_matches, csrf_refused, same_site, set_cookie};
 use super::HttpState;
 use tessera_engine::AdminRole;
@@ -69,10 +70,7 @@ pub(crate) async fn login(State(st): State<Arc<HttpState>>, req: Request) -> Res
         )
         .into_response();
     }
-    if !st.sign_in.take(source) {
-        return Redirect::to("/console/?signin=rate").into_response();
-    }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+    let Ok(body) = read_body(&st, req.into_body(), 4096).await else {
         return Redirect::to("/console/?signin=bad").into_response();
     };
     let Ok(form) = serde_urlencoded::from_bytes::<SignIn>(&body) else {
@@ -146,17 +144,22 @@ pub(crate) fn signed_in_change(st: &HttpState, h: &axum::http::HeaderMap) -> boo
 /// A console request's JSON body (at most 4 KiB) as `T`; `expected` shows its shape in the
 /// refusal of anything else.
 pub(crate) async fn small_json<T: serde::de::DeserializeOwned>(
+    st: &HttpState,
     req: Request,
     expected: &str,
 ) -> Result<T, Response> {
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            code::TOO_LARGE,
-            "at most 4 KiB",
-        )
-        .into_response());
+    let body = match read_body(st, req.into_body(), 4096).await {
+        Ok(b) => b,
+        Err(BodyError::Slow) => return Err(BodyError::slow().into_response()),
+        Err(BodyError::TooLarge) => {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                code::TOO_LARGE,
+                "at most 4 KiB",
+            )
+            .into_response())
+        }
     };
     serde_json::from_slice(&body).map_err(|_| {
         Problem::new(
@@ -181,7 +184,7 @@ pub(crate) async fn qr(State(st): State<Arc<HttpState>>, req: Request) -> Respon
     if !signed_in_change(&st, req.headers()) {
         return csrf_refused().into_response();
     }
-    let q: QrRequest = match small_json(req, "{\"text\": …}").await {
+    let q: QrRequest = match small_json(&st, req, "{\"text\": …}").await {
         Ok(q) => q,
         Err(r) => return r,
     };

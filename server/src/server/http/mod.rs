@@ -1,7 +1,9 @@
 //! The HTTPS front end: the admin API under `/api/v1/` (and its OpenAPI document), on TCP,
 //! with the server's own certificate, HTTP/1.1 and HTTP/2.
 
+mod answer;
 mod console;
+mod listener;
 mod openapi;
 mod pairing;
 pub(crate) mod problem;
@@ -10,26 +12,24 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{on, MethodFilter};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use super::config::HttpSettings;
 use super::error::ServerError;
 use super::shared::Shared;
 use super::tls;
 use routes::Peer;
 
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What the HTTPS front end's handlers share.
 pub(crate) struct HttpState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) sessions: session::Sessions,
-    pub(crate) sign_in: session::SignInLimit,
     pub(crate) pairings: pairing::Pairings,
     /// Open event streams by the SHA-256 of their token (see `routes::events`).
     pub(crate) event_streams: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
@@ -47,7 +47,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let state = Arc::new(HttpState {
         shared,
         sessions: Default::default(),
-        sign_in: Default::default(),
         pairings: Default::default(),
         event_streams: Default::default(),
     });
@@ -145,40 +144,111 @@ pub(crate) fn tls_config(files: &tls::TlsFiles) -> Result<Arc<rustls::ServerConf
     Ok(Arc::new(cfg))
 }
 
-/// Accept connections until the task is aborted: each gets its TLS handshake (bounded) and
-/// then HTTP/1.1 or HTTP/2, on a task of its own.
+/// Accept connections until the task is aborted: each gets a place in the connection table
+/// (or is closed at once, see `listener`), then its TLS handshake and HTTP/1.1 or HTTP/2, on a
+/// task of its own, within the timeouts.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
 ) {
+    let settings = shared.config.http.clone();
+    let conns = listener::Connections::new(
+        listener::connection_cap(&settings),
+        settings.max_connections_per_source,
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(shared);
+    let mut backoff = listener::AcceptBackoff::new();
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(wait) = backoff.after(&e) {
+                    tokio::time::sleep(wait).await;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        let Ok(slot) = conns.admit(peer.ip()) else {
+            // Closed at once: the client learns now instead of waiting.
+            drop(tcp);
             continue;
         };
         // Without it, a response written in two segments waits for the client's delayed ACK
         // (about 40 ms on Linux) under Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app, settings) = (acceptor.clone(), app.clone(), settings.clone());
         tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut().insert(Peer(peer));
-                let mut app = app.clone();
-                async move {
-                    use tower::Service;
-                    app.call(req.map(axum::body::Body::new)).await
+            let state = slot.state.clone();
+            let activity = listener::Activity::new();
+            let header_timeout = Duration::from_millis(settings.header_timeout_ms);
+            let idle = Duration::from_millis(settings.idle_timeout_ms);
+            let serve = connection(
+                acceptor,
+                app,
+                listener::Watched::new(tcp, activity.clone()),
+                peer,
+                &settings,
+                state.clone(),
+            );
+            // The handshake and the first request's headers within the header timeout.
+            let first_request = async {
+                tokio::time::sleep(header_timeout).await;
+                if !state.served() {
+                    return;
                 }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                () = serve => {}
+                () = state.evicted() => {}
+                () = first_request => {}
+                () = activity.idle_for(idle) => {}
+            }
+            drop(slot);
         });
     }
+}
+
+/// One connection: the TLS handshake, then HTTP/1.1 or HTTP/2 until either side ends it.
+async fn connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    io: listener::Watched<tokio::net::TcpStream>,
+    peer: SocketAddr,
+    settings: &HttpSettings,
+    state: Arc<listener::ConnState>,
+) {
+    let Ok(stream) = acceptor.accept(io).await else {
+        return;
+    };
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        state.mark_served();
+        req.extensions_mut().insert(Peer(peer));
+        let mut app = app.clone();
+        async move {
+            use tower::Service;
+            app.call(req.map(axum::body::Body::new)).await
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(settings.header_timeout_ms))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_streams)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256))
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }

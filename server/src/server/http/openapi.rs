@@ -31,6 +31,7 @@ fn problem(status: u16) -> ResponseBuilder {
         403 => "The token's role may not make this request, or a console request came without its CSRF token",
         404 => "No such PT, operation, registration, token or key epoch",
         409 => "The request conflicts with the current state (an operation no longer pending, a registration cap reached, too many pending, a device id in use)",
+        408 => "The body did not arrive within the server's body timeout (30 s by default)",
         413 => "The body is larger than 64 KiB",
         415 => "The body is not `application/json`",
         422 => "An argument breaks a rule the server applies (error 5 and its field), or a token or code that does not verify",
@@ -48,14 +49,14 @@ fn problem(status: u16) -> ResponseBuilder {
 
 /// The error statuses a route can answer: every route a malformed request's (400: a query
 /// string where none is taken, too), the token's (401, 403, 429) and the server's (500, 503); a
-/// route with arguments 422; with a body 413 and 415; with an id 404; a state change 409.
+/// route with arguments 422; with a body 408, 413 and 415; with an id 404; a state change 409.
 fn errors(r: &Route) -> Vec<u16> {
     let mut out = vec![400, 401, 403, 429, 500, 503];
     if !matches!(r.input, Input::Nothing) {
         out.push(422);
     }
     if matches!(r.input, Input::Body(_)) {
-        out.extend([413, 415]);
+        out.extend([408, 413, 415]);
     }
     let names_a_thing = matches!(r.input, Input::PathParam(..))
         || matches!(

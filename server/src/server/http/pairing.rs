@@ -154,7 +154,7 @@ pub(crate) async fn issue(State(st): State<Arc<HttpState>>, req: Request) -> Res
         .into_response();
     }
     let source = Peer::of(&req);
-    let Issue { name } = match small_json(req, "{\"name\": …}").await {
+    let Issue { name } = match small_json(&st, req, "{\"name\": …}").await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -215,12 +215,11 @@ pub(crate) async fn issue(State(st): State<Arc<HttpState>>, req: Request) -> Res
                 expires: expires_at,
             },
         );
-    let mut r = axum::Json(serde_json::json!({
+    let mut r = super::answer::wiped_json(serde_json::json!({
         "code": code.as_str(),
         "expires_at": expires_at,
         "admin_token": record,
-    }))
-    .into_response();
+    }));
     // The code is a secret until used: no cache keeps the answer.
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -240,13 +239,16 @@ pub(crate) async fn exchange(State(st): State<Arc<HttpState>>, req: Request) -> 
     if !same_site(req.headers()) {
         return csrf_refused().into_response();
     }
-    if !st.sign_in.take(source) {
+    // A code that is not one waiting counts against the source, as a wrong token does.
+    if st.shared.auth_attempt(source).is_err() {
         return Redirect::to("/console/?signin=rate").into_response();
     }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4096).await else {
+    let Ok(body) = super::routes::read_body(&st, req.into_body(), 4096).await else {
+        st.shared.auth_succeeded(source);
         return Redirect::to("/console/?signin=bad").into_response();
     };
     let Ok(form) = serde_urlencoded::from_bytes::<Exchange>(&body) else {
+        st.shared.auth_succeeded(source);
         return Redirect::to("/console/?signin=bad").into_response();
     };
     let typed = Zeroizing::new(form.code);
@@ -263,6 +265,7 @@ pub(crate) async fn exchange(State(st): State<Arc<HttpState>>, req: Request) -> 
     let Some(w) = waiting else {
         return Redirect::to("/console/?signin=pair").into_response();
     };
+    st.shared.auth_succeeded(source);
     let (id, actor) = (
         w.token_id,
         Actor::operator(&w.name).from_source(source.to_string()),

@@ -220,7 +220,7 @@ async fn answer(
     let source = Peer::of(&req);
     let shared = &st.shared;
     // The order of checks is the QUIC endpoint's: the token and its role, then the arguments.
-    let token = token(st, route.method, req.headers())?;
+    let token = token(st, route.method, req.headers(), source)?;
     let caller = service::authorize(shared, token, route.kind, source)
         .await
         .map_err(|e| auth_problem(&e))?;
@@ -241,7 +241,7 @@ async fn answer(
         }
         Input::Body(_) => {
             no_query(q.as_deref())?;
-            json_body(req).await?
+            json_body(st, req).await?
         }
     };
     if route.kind == kind::PT_BATCH {
@@ -250,7 +250,8 @@ async fn answer(
     let v = service::execute(shared, &caller, route.kind, args)
         .await
         .map_err(|e| Problem::from_error(&e))?;
-    Ok(axum::Json(v).into_response())
+    // Some answers carry a new PT or admin token: every answer is wiped once sent.
+    Ok(super::answer::wiped_json(v))
 }
 
 /// A token the admin layer did not accept is 401, whatever the wire code; other refusals (the
@@ -277,9 +278,18 @@ fn no_query(q: Option<&str>) -> Result<(), Problem> {
 
 /// The admin token of a request: its bearer token or, for the console, its session's (a POST
 /// must then carry the session's CSRF token and come from this site). 401 without either.
-fn token(st: &HttpState, method: Verb, h: &HeaderMap) -> Result<Zeroizing<String>, Problem> {
+fn token(
+    st: &HttpState,
+    method: Verb,
+    h: &HeaderMap,
+    source: std::net::IpAddr,
+) -> Result<Zeroizing<String>, Problem> {
     if h.contains_key(header::AUTHORIZATION) {
-        return bearer(h);
+        // An Authorization header that is not a bearer token is a failed authentication too.
+        return bearer(h).map_err(|p| match st.shared.auth_attempt(source) {
+            Ok(()) => p,
+            Err(e) => Problem::from_error(&e),
+        });
     }
     let from_session = st.sessions.with(h, |s| {
         let allowed = method == Verb::Get
@@ -314,23 +324,60 @@ fn bearer(h: &HeaderMap) -> Result<Zeroizing<String>, Problem> {
     Ok(Zeroizing::new(token.trim().to_owned()))
 }
 
+/// Why a request body was not read.
+pub(crate) enum BodyError {
+    /// Longer than the route takes (or broken off).
+    TooLarge,
+    /// Not all there within the body timeout.
+    Slow,
+}
+
+impl BodyError {
+    /// The answer to a body that did not arrive in time.
+    pub(crate) fn slow() -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            code::TIMEOUT,
+            "the request body did not arrive in time",
+        )
+    }
+}
+
+/// A request body of at most `limit` bytes, within the body timeout (`[http] body_timeout_ms`):
+/// a client that sends its body a byte at a time does not hold a task for long.
+pub(crate) async fn read_body(
+    st: &HttpState,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyError> {
+    let within = std::time::Duration::from_millis(st.shared.config.http.body_timeout_ms);
+    match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Slow),
+    }
+}
+
 /// The request's JSON body (`application/json`, at most [`MAX_BODY`] bytes, one object or
 /// empty).
-async fn json_body(req: Request) -> Result<Value, Problem> {
+async fn json_body(st: &HttpState, req: Request) -> Result<Value, Problem> {
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|_| {
-            Problem::from_error(&crate::server::reply::err(
+    let bytes = match read_body(st, req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return Err(Problem::from_error(&crate::server::reply::err(
                 code::TOO_LARGE,
                 "the request body is larger than 64 KiB",
-            ))
-        })?;
+            )))
+        }
+        Err(BodyError::Slow) => return Err(BodyError::slow()),
+    };
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
@@ -442,7 +489,7 @@ pub(crate) async fn events(State(st): State<Arc<HttpState>>, req: Request) -> Re
     use axum::response::sse::{Event, KeepAlive, Sse};
     let source = Peer::of(&req);
     let headers = req.headers().clone();
-    let token = match token(&st, Verb::Get, &headers) {
+    let token = match token(&st, Verb::Get, &headers, source) {
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };

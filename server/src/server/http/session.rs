@@ -155,42 +155,6 @@ pub(crate) fn same_site(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Sign-in attempts per source address: a burst of 10, then one every 6 s.
-#[derive(Default)]
-pub(crate) struct SignInLimit {
-    by_source: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
-}
-
-impl std::fmt::Debug for SignInLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignInLimit").finish_non_exhaustive()
-    }
-}
-
-impl SignInLimit {
-    const BURST: f64 = 10.0;
-    const PER_SEC: f64 = 1.0 / 6.0;
-
-    /// Take one attempt for `ip`; false when none is left.
-    pub(crate) fn take(&self, ip: std::net::IpAddr) -> bool {
-        let mut m = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if m.len() > 100_000 {
-            m.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
-        }
-        let (tokens, at) = m.entry(ip).or_insert((Self::BURST, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SEC).min(Self::BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Whether the request carries the session's CSRF token.
 pub(crate) fn csrf_matches(h: &HeaderMap, csrf: &str) -> bool {
     h.get("x-csrf-token")

@@ -64,7 +64,9 @@ pub(crate) trait Serve: AdminRequest + Send {
 }
 
 /// Check an admin token for a request of kind `kind_code` from `source`, in the documented
-/// order: the token verifies and is not revoked; its rate limit; its role may make the request.
+/// order: the source has not failed too often ([`Shared::auth_attempt`]); the token verifies
+/// and is not revoked (a failure counts against the source); its rate limit; its role may make
+/// the request.
 /// Every front end calls this, then [`execute`].
 pub(crate) async fn authorize(
     shared: &Arc<Shared>,
@@ -72,7 +74,24 @@ pub(crate) async fn authorize(
     kind_code: u8,
     source: std::net::IpAddr,
 ) -> Result<Caller, ErrorBody> {
-    let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await?;
+    shared.auth_attempt(source)?;
+    let who = match blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await {
+        Ok(who) => who,
+        Err(e) => {
+            // A token that is not one, or unknown, or revoked counts against the source; a
+            // store that could not be read does not.
+            if !matches!(
+                e.code,
+                code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT
+            ) {
+                shared.auth_succeeded(source);
+            } else {
+                metrics::counter!("tessera_auth_failures_total").increment(1);
+            }
+            return Err(e);
+        }
+    };
+    shared.auth_succeeded(source);
     match who.role {
         // A service (a broker's validator) checks RTs at the rate of CONNECTs: it is held to
         // the per-source INTROSPECT limit, keyed by its token, not to the operators' one.
