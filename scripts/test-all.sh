@@ -196,7 +196,7 @@ API_VENV="${TESSERA_API_VENV:-$PWD/.venv-api}"
     || failures+=("schemathesis install")
 API_DIR="$WORK/api"
 mkdir -p "$API_DIR"
-printf 'admin_burst = 1000000\nadmin_per_minute = 10000000\n' > "$API_DIR/tessera.toml"
+printf 'admin_burst = 1000000\nadmin_per_minute = 10000000\nauth_failure_burst = 1000000\nauth_failures_per_minute = 10000000\n' > "$API_DIR/tessera.toml"
 target/debug/tessera serve --config "$API_DIR/tessera.toml" --data-dir "$API_DIR/data" \
     --device-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --console-addr 127.0.0.1:0 \
     --metrics-addr off > "$API_DIR/serve.out" 2> "$API_DIR/serve.err" &

@@ -12,14 +12,19 @@ use crate::common::{begin, wait, TestServer};
 
 /// An HTTPS client that trusts the server's CA (and nothing else).
 fn client(ts: &TestServer, http1: bool) -> Client {
+    let b = client_builder(ts);
+    if http1 { b.http1_only() } else { b }.build().unwrap()
+}
+
+/// What [`client`] is built from (the hostile-client suite adds a source address).
+pub(crate) fn client_builder(ts: &TestServer) -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pem = std::fs::read(ts.server.as_ref().unwrap().ca_cert_path()).unwrap();
-    let b = Client::builder()
+    Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .timeout(Duration::from_secs(20));
-    if http1 { b.http1_only() } else { b }.build().unwrap()
+        .timeout(Duration::from_secs(20))
 }
 
 /// An API client that checks every JSON answer against the OpenAPI document the server serves.
@@ -245,7 +250,7 @@ fn close(v: &mut Value, open: bool) {
 }
 
 /// An admin token valid in form that no server issued.
-fn unknown_admin_token() -> String {
+pub(crate) fn unknown_admin_token() -> String {
     let mut payload =
         vec![9u8; tessera_proto::token::PT_BINARY_LEN - tessera_proto::codec::CHECKSUM_LEN];
     payload[0] = tessera_proto::token::PT_VERSION;

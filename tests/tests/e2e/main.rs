@@ -6,6 +6,7 @@ mod conformance;
 mod crash;
 mod flows;
 mod hardening;
+mod hostile;
 mod http_api;
 mod nodes;
 mod resumption;
