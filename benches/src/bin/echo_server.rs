@@ -21,7 +21,7 @@ fn main() {
     rt.block_on(async move {
         let mut cfg = tessera_server::ServerConfig::ephemeral(dir.clone());
         cfg.server_names = vec!["localhost".into()];
-        let files = tessera_server::server::tls::ensure_certificates(&dir, &cfg.server_names)
+        let files = tessera_server::server::tls::ensure_certificates(&dir, &cfg.server_names, true)
             .expect("certs");
         let crypto =
             tessera_server::server::tls::server_config(&files, b"echo", None).expect("tls");

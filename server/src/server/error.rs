@@ -14,4 +14,8 @@ pub enum ServerError {
     /// A socket could not be bound or configured.
     #[error("{0}")]
     Io(String),
+    /// The data directory lacks part of the deployment's identity (root key, CA, server
+    /// certificate) that would otherwise be made anew: what is missing and how to restore it.
+    #[error("{0}")]
+    Identity(String),
 }

@@ -20,6 +20,7 @@ mod device;
 mod endpoint;
 mod error;
 mod http;
+mod identity;
 mod outbox;
 pub mod registry;
 mod reply;
@@ -101,6 +102,9 @@ impl Server {
         let dir = config.data_dir.clone();
         let engine_cfg = config.engine.engine_config();
         let c = clock.clone();
+        // Certificates the operator brought that cannot be used are refused before anything
+        // is opened or made.
+        tls::preflight(&config.data_dir)?;
         let hsm = config.keys.pkcs11()?;
         let writers = config.store.writers;
         let store_url = config
@@ -124,14 +128,32 @@ impl Server {
                         std::fs::create_dir_all(&dir).map_err(|e| {
                             ServerError::Io(format!("cannot create {}: {e}", dir.display()))
                         })?;
-                        let keeper = tessera_engine::SoftwareKeeper::open_or_create(&dir)?;
-                        open_engine(
+                        let sqlite = store_url.is_none();
+                        let (keeper, new_root) = identity::software_root(&dir, sqlite)?;
+                        let opened = open_engine(
                             &dir,
                             store_url.as_ref().map(|u| (u.as_str(), writers)),
                             keeper,
                             engine_cfg,
                             now,
-                        )?
+                        );
+                        match (opened, new_root) {
+                            (Ok(engine), Some(root)) => {
+                                root.keep()?;
+                                engine
+                            }
+                            (Ok(engine), None) => engine,
+                            (Err(e), Some(root)) => {
+                                root.discard();
+                                return Err(match e {
+                                    tessera_engine::Error::Keys(_) if !sqlite => {
+                                        identity::foreign_store(&dir, &e)
+                                    }
+                                    e => e.into(),
+                                });
+                            }
+                            (Err(e), None) => return Err(e.into()),
+                        }
                     }
                 };
                 let first = if engine.list_admin_tokens()?.is_empty() {
@@ -150,7 +172,10 @@ impl Server {
             })
             .await
             .map_err(|e| ServerError::Io(format!("start: {e}")))??;
-        let files = tls::ensure_certificates(&config.data_dir, &config.server_names)?;
+        // A store without any admin token yet is a new deployment: its TLS material may be
+        // made now. Any other must have its own.
+        let first_start = first_admin_token.is_some();
+        let files = tls::ensure_certificates(&config.data_dir, &config.server_names, first_start)?;
         let ca = tls::load_chain(&files.ca_cert)?;
         let ca_fingerprint = tls::fingerprint(&ca[0]);
         let waiters = Arc::new(Waiters::default());

@@ -233,10 +233,11 @@ impl Connections {
     }
 
     /// Count a new connection from `ip` (on the admin endpoint when `admin`); false if its
-    /// source (an IPv4 address, an IPv6 /64) holds `max` already.
+    /// source holds `max` already. On the admin endpoint a source is an IPv4 address or an IPv6
+    /// /64; on the device endpoint, an address (the devices of one site often share a /64).
     pub fn admit_source(&self, ip: IpAddr, max: usize, admin: bool) -> bool {
         let mut m = lock(self.sources(admin));
-        let n = m.entry(crate::server::shared::source_key(ip)).or_insert(0);
+        let n = m.entry(Self::source(ip, admin)).or_insert(0);
         if *n >= max {
             return false;
         }
@@ -247,12 +248,20 @@ impl Connections {
     /// A connection from `ip` ended.
     pub fn release_source(&self, ip: IpAddr, admin: bool) {
         let mut m = lock(self.sources(admin));
-        let key = crate::server::shared::source_key(ip);
+        let key = Self::source(ip, admin);
         if let Some(n) = m.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
                 m.remove(&key);
             }
+        }
+    }
+
+    fn source(ip: IpAddr, admin: bool) -> IpAddr {
+        if admin {
+            crate::server::shared::source_key(ip)
+        } else {
+            ip
         }
     }
 

@@ -23,6 +23,9 @@ pub enum TlsError {
     /// Generating or parsing a certificate or key.
     #[error("certificate: {0}")]
     Cert(String),
+    /// Part of the TLS material is missing and may not be made anew here.
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// Certificate files in the data directory.
@@ -67,14 +70,94 @@ fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
         .map_err(io(path))
 }
 
-/// Create the CA and server certificate if they do not exist. `names` are the DNS names and IP
-/// addresses the server certificate is valid for.
-pub fn ensure_certificates(data_dir: &Path, names: &[String]) -> Result<TlsFiles, TlsError> {
-    let files = TlsFiles::in_dir(data_dir);
-    if files.ca_cert.exists() && files.server_chain.exists() && files.server_key.exists() {
-        return Ok(files);
+/// What [`ensure_certificates`] will do with a data directory's TLS material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Use what is there.
+    Use,
+    /// Nothing there: make a CA and a server certificate (only on a first start).
+    MakeAll,
+    /// The CA and its key there: issue a server certificate from them.
+    IssueServerCertificate,
+}
+
+/// What to do with the TLS material in `dir` (`data_dir/tls`), or why nothing may be done.
+fn plan(dir: &Path) -> Result<Plan, TlsError> {
+    let has = |f: &str| dir.join(f).exists();
+    let (ca, ca_key, chain, key) = (
+        has("ca.pem"),
+        has("ca.key"),
+        has("server.pem"),
+        has("server.key"),
+    );
+    let missing = |what: &str, how: &str| {
+        Err(TlsError::Missing(format!(
+            "{} has {what}: {how}",
+            dir.display()
+        )))
+    };
+    match (ca, chain, key) {
+        (true, true, true) => Ok(Plan::Use),
+        (false, false, false) if !ca_key => Ok(Plan::MakeAll),
+        (false, true, true) => missing(
+            "a server certificate and key but no ca.pem",
+            "put the CA certificate that signed server.pem there (devices are given that CA to \
+             trust)",
+        ),
+        (false, _, _) => missing(
+            "an incomplete CA or server certificate (ca.pem, ca.key, server.pem, server.key)",
+            "restore tls/ from the backup, or move tls/ away and run `tessera tls init`",
+        ),
+        (true, _, _) if !ca_key => missing(
+            "ca.pem but no server.pem and server.key, and no ca.key to issue them with",
+            "restore them from the backup, or bring a server certificate signed by that CA",
+        ),
+        (true, chain, key) if chain != key => missing(
+            "only one of server.pem and server.key",
+            "restore the other from the backup, or remove it to have the server issue a new \
+             certificate from ca.key",
+        ),
+        (true, _, _) => Ok(Plan::IssueServerCertificate),
     }
+}
+
+/// Check, before anything else is opened or made, that the TLS material in `data_dir` can be
+/// used or completed (see [`ensure_certificates`]): a refusal then changes nothing.
+pub fn preflight(data_dir: &Path) -> Result<(), TlsError> {
+    plan(&data_dir.join("tls")).map(|_| ())
+}
+
+/// The TLS material of `data_dir`, made where that is safe, never overwritten:
+///
+/// - all there (made by the server, or brought by the operator: `server.pem`, `server.key` and
+///   the `ca.pem` that signed it): used as it is;
+/// - none there, on a first start (`first_start`): a new CA and a server certificate for
+///   `names` (DNS names and IP addresses);
+/// - the CA and its key there, the server certificate and key not: a new server certificate
+///   from that CA (devices keep trusting it);
+/// - anything else (no CA in a deployment that has a store, a certificate without the CA that
+///   signed it, a CA without its key and no server certificate, half a key pair) is refused,
+///   with what is missing and how to bring it back.
+pub fn ensure_certificates(
+    data_dir: &Path,
+    names: &[String],
+    first_start: bool,
+) -> Result<TlsFiles, TlsError> {
+    let files = TlsFiles::in_dir(data_dir);
     let dir = data_dir.join("tls");
+    match plan(&dir)? {
+        Plan::Use => return Ok(files),
+        Plan::IssueServerCertificate => return issue_server_certificate(&dir, &files, names),
+        Plan::MakeAll if !first_start => {
+            return Err(TlsError::Missing(format!(
+                "{} has no CA (ca.pem) although this data directory already has a store: every \
+                 device trusts that CA: restore tls/ from the backup (`tessera restore \
+                 ARCHIVE`), or make a new CA with `tessera tls init` and give it to every device",
+                dir.display()
+            )))
+        }
+        Plan::MakeAll => {}
+    }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let cert_err = |e: rcgen::Error| TlsError::Cert(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
@@ -91,25 +174,67 @@ pub fn ensure_certificates(data_dir: &Path, names: &[String]) -> Result<TlsFiles
     let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
     let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
 
+    write_new(&files.ca_cert, &ca_cert.pem())?;
+    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+    write_server_certificate(&dir, &files, names, &issuer, &ca_cert.pem())?;
+    Ok(files)
+}
+
+/// A new server certificate for `names` from the CA in `dir` (`ca.pem`, `ca.key`).
+fn issue_server_certificate(
+    dir: &Path,
+    files: &TlsFiles,
+    names: &[String],
+) -> Result<TlsFiles, TlsError> {
+    let cert_err = |e: rcgen::Error| TlsError::Cert(e.to_string());
+    let ca_pem = std::fs::read_to_string(&files.ca_cert).map_err(io(&files.ca_cert))?;
+    let ca_key_path = dir.join("ca.key");
+    let ca_key_pem =
+        zeroize::Zeroizing::new(std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?);
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(cert_err)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(cert_err)?;
+    write_server_certificate(dir, files, names, &issuer, &ca_pem)?;
+    Ok(files.clone())
+}
+
+/// Write `server.pem` (the leaf, then the CA) and `server.key` for `names`, signed by `issuer`;
+/// neither may exist.
+fn write_server_certificate<S: rcgen::SigningKey>(
+    dir: &Path,
+    files: &TlsFiles,
+    names: &[String],
+    issuer: &rcgen::Issuer<'_, S>,
+    ca_pem: &str,
+) -> Result<(), TlsError> {
+    let cert_err = |e: rcgen::Error| TlsError::Cert(e.to_string());
     let leaf_key = rcgen::KeyPair::generate().map_err(cert_err)?;
     let mut leaf = rcgen::CertificateParams::new(names.to_vec()).map_err(cert_err)?;
     leaf.distinguished_name
         .push(rcgen::DnType::CommonName, "Tessera server");
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_after = rcgen::date_time_ymd(2046, 1, 1);
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(cert_err)?;
-
-    std::fs::write(&files.ca_cert, ca_cert.pem()).map_err(io(&files.ca_cert))?;
-    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-    std::fs::write(
-        &files.server_chain,
-        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
-    )
-    .map_err(io(&files.server_chain))?;
+    let leaf_cert = leaf.signed_by(&leaf_key, issuer).map_err(cert_err)?;
     write_private(&files.server_key, &leaf_key.serialize_pem())?;
+    write_new(
+        &files.server_chain,
+        &format!("{}{}", leaf_cert.pem(), ca_pem),
+    )?;
     let names_file = dir.join(NAMES_FILE);
-    std::fs::write(&names_file, names.join("\n") + "\n").map_err(io(&names_file))?;
-    Ok(files)
+    let _ = std::fs::remove_file(&names_file);
+    write_new(&names_file, &(names.join("\n") + "\n"))
+}
+
+/// Write a new file (mode 0644: a certificate), failing if it exists.
+fn write_new(path: &Path, data: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(data.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io(path))
 }
 
 /// Beside a certificate the server made, the names it made it for (one a line).
@@ -261,7 +386,7 @@ mod tests {
     #[test]
     fn aes_128_gcm_is_chosen_even_for_a_client_that_prefers_aes_256() {
         let dir = tempfile::tempdir().unwrap();
-        let files = ensure_certificates(dir.path(), &["localhost".into()]).unwrap();
+        let files = ensure_certificates(dir.path(), &["localhost".into()], true).unwrap();
         let server = Arc::new(server_config(&files, wire::DEVICE_ALPN, None).unwrap());
         let trust = Trust::ca_file(&files.ca_cert).unwrap();
         let ours = client_tls(&trust, wire::DEVICE_ALPN).unwrap();

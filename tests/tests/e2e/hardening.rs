@@ -48,7 +48,7 @@ async fn operator_actions_and_collections_record_their_source_address() {
 /// server's own TLS material.
 async fn connection_pair(dir: &std::path::Path) -> (quinn::Connection, quinn::Connection) {
     use tessera_server::server::tls;
-    let files = tls::ensure_certificates(dir, &["localhost".into()]).unwrap();
+    let files = tls::ensure_certificates(dir, &["localhost".into()], true).unwrap();
     let alpn = b"registry-test";
     let server_tls = tls::server_config(&files, alpn, None).unwrap();
     let server_cfg = quinn::ServerConfig::with_crypto(std::sync::Arc::new(

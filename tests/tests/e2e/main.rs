@@ -8,6 +8,7 @@ mod flows;
 mod hardening;
 mod hostile;
 mod http_api;
+mod identity;
 mod nodes;
 mod resumption;
 mod security;

@@ -169,7 +169,8 @@ async fn a_device_resumes_its_tls_session_on_another_node() {
 }
 
 /// A node with another root cannot join: `tessera serve` on a database made with a different
-/// root key stops at once with a clear error.
+/// root key (here: a data directory without one, where a first start would make one) stops at
+/// once with a clear error, and leaves no key behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
 async fn serve_refuses_a_database_made_with_another_root() {
@@ -207,6 +208,10 @@ async fn serve_refuses_a_database_made_with_another_root() {
         "{err}"
     );
     assert!(!err.contains(&url), "the store URL is not repeated: {err}");
+    assert!(err.contains("copy that deployment's root.key"), "{err}");
+    for left in ["root.key", "root.key.new"] {
+        assert!(!dir.path().join(left).exists(), "{left} left behind");
+    }
     n1.shutdown().await;
 }
 

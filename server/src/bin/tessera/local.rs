@@ -1,5 +1,5 @@
 //! Commands that work on this host's files and devices rather than through the admin endpoint:
-//! `tessera backup` and `tessera keys init-hsm`.
+//! `tessera backup`, `tessera tls init` and `tessera keys init-hsm`.
 
 use std::path::Path;
 
@@ -17,6 +17,32 @@ pub(super) fn backup(data_dir: &Path, out: &Path) -> Result<(), String> {
         r.last_audit_seq
     );
     println!("the root key is not in it: keep root.key (or the HSM key) safe separately");
+    Ok(())
+}
+
+/// `tessera tls init`: a new CA and server certificate where there are none.
+pub(super) fn tls_init(data_dir: &Path, names: Vec<String>) -> Result<(), String> {
+    use tessera_server::server::tls;
+    let names = if names.is_empty() {
+        tessera_server::ServerConfig::default().server_names
+    } else {
+        names
+    };
+    if data_dir.join("tls").join("ca.pem").exists() {
+        return Err(format!(
+            "{} already has a CA (tls/ca.pem): devices trust it; nothing was changed",
+            data_dir.display()
+        ));
+    }
+    let files = tls::ensure_certificates(data_dir, &names, true).map_err(|e| e.to_string())?;
+    let ca = tls::load_chain(&files.ca_cert).map_err(|e| e.to_string())?;
+    println!(
+        "made a new CA ({}) and a server certificate for {}",
+        files.ca_cert.display(),
+        names.join(", ")
+    );
+    println!("CA fingerprint (SHA-256): {}", tls::fingerprint(&ca[0]));
+    println!("every device must be given this CA (or pin) before it can connect");
     Ok(())
 }
 

@@ -124,6 +124,9 @@ enum Cmd {
     /// Run a simulated device: provision (printing the verification code as a display would),
     /// then print the registration.
     Simulate(SimArgs),
+    /// The server's TLS material (run on the server's host).
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Copy the store to a new file while the server runs (run it on the server's host). The
     /// root key is not in the copy: keep `root.key` (or the HSM key) safe separately.
     Backup {
@@ -132,6 +135,25 @@ enum Cmd {
         data_dir: PathBuf,
         /// The backup file to write; it must not exist.
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// Make a new CA and server certificate in a data directory that has none. A deployment's
+    /// devices trust its CA: a new one must be given to every device. The server makes them
+    /// itself only on its first start.
+    Init {
+        /// Data directory of the server.
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+        /// Names in the server certificate (repeat; default localhost, 127.0.0.1, ::1).
+        #[arg(
+            long = "server-name",
+            env = "TESSERA_SERVER_NAMES",
+            value_delimiter = ','
+        )]
+        server_names: Vec<String>,
     },
 }
 
@@ -490,6 +512,10 @@ fn main() -> ExitCode {
             simulate::simulate(a)
         }
         Cmd::Backup { data_dir, out } => done(local::backup(&data_dir, &out)),
+        Cmd::Tls(TlsCmd::Init {
+            data_dir,
+            server_names,
+        }) => done(local::tls_init(&data_dir, server_names)),
         Cmd::Keys(KeysCmd::InitHsm {
             module,
             token_label,
@@ -532,7 +558,7 @@ mod tests {
         }
         let mut out = Vec::new();
         leaves(&super::Cli::command(), "", &mut out);
-        let host = ["serve", "simulate", "backup", "keys init-hsm"];
+        let host = ["serve", "simulate", "backup", "keys init-hsm", "tls init"];
         assert!(out.len() > 20, "{out:?}");
         for (path, json) in out {
             assert_eq!(json, !host.contains(&path.as_str()), "{path}");

@@ -245,9 +245,9 @@ async fn connection(
         .max_concurrent_streams(settings.max_streams)
         .max_pending_accept_reset_streams(Some(32))
         .max_local_error_reset_streams(Some(256))
-        .max_header_list_size(64 * 1024)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .max_header_list_size(64 * 1024);
+    // No HTTP/2 keep-alive pings: their bytes would keep an idle connection from ever reaching
+    // the idle timeout, which already closes a connection whose peer has gone.
     let _ = builder
         .serve_connection(TokioIo::new(stream), service)
         .await;

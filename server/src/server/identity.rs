@@ -1,0 +1,94 @@
+//! What makes a deployment itself, never made anew by accident: its root key (every token's
+//! MAC, and the store's check value), its CA (what every device trusts) and its server
+//! certificate. On a first start they are made; a data directory that has a store but lacks
+//! one of them refuses to start, naming what is missing and how to bring it back.
+
+use std::path::{Path, PathBuf};
+
+use tessera_engine::keys::ROOT_KEY_FILE;
+use tessera_engine::SoftwareKeeper;
+
+use super::error::ServerError;
+
+/// Where a root key made on a first start waits until the store has taken its check value.
+const NEW_ROOT_FILE: &str = "root.key.new";
+
+/// The SQLite store's file in the data directory.
+fn sqlite_file(dir: &Path) -> PathBuf {
+    dir.join(tessera_engine::store::DATABASE_FILE)
+}
+
+/// The software keeper's root for `dir`: its `root.key`; or, on a first start, a new root,
+/// kept in `root.key.new` until [`NewRoot::keep`] (after the store has recorded its check
+/// value) — so that a failed first start leaves no key behind. A directory whose SQLite store
+/// exists without its root key is refused.
+pub(crate) fn software_root(
+    dir: &Path,
+    sqlite: bool,
+) -> Result<(SoftwareKeeper, Option<NewRoot>), ServerError> {
+    let path = dir.join(ROOT_KEY_FILE);
+    if path.exists() {
+        return Ok((SoftwareKeeper::open(&path)?, None));
+    }
+    if sqlite && sqlite_file(dir).exists() {
+        return Err(ServerError::Identity(format!(
+            "{} has a store ({}) but no root key ({}): every token the store knows was made \
+             with that key. Restore it from the backup (`tessera restore ARCHIVE` puts back a \
+             whole data directory), or, to start a new deployment, move {} away first",
+            dir.display(),
+            tessera_engine::store::DATABASE_FILE,
+            ROOT_KEY_FILE,
+            tessera_engine::store::DATABASE_FILE,
+        )));
+    }
+    let pending = dir.join(NEW_ROOT_FILE);
+    if pending.exists() {
+        return Err(ServerError::Identity(format!(
+            "{} holds {NEW_ROOT_FILE}, the root key of a first start that was interrupted. If the \
+             store was made with it, rename it to {ROOT_KEY_FILE}; otherwise remove it",
+            dir.display()
+        )));
+    }
+    let keeper = SoftwareKeeper::create(&pending)?;
+    Ok((keeper, Some(NewRoot { pending, path })))
+}
+
+/// A root key made on this start, not yet the data directory's.
+#[derive(Debug)]
+pub(crate) struct NewRoot {
+    pending: PathBuf,
+    path: PathBuf,
+}
+
+impl NewRoot {
+    /// The store took the new root: it is the data directory's from now on.
+    pub(crate) fn keep(self) -> Result<(), ServerError> {
+        std::fs::rename(&self.pending, &self.path).map_err(|e| {
+            ServerError::Io(format!(
+                "cannot rename {} to {}: {e}",
+                self.pending.display(),
+                self.path.display()
+            ))
+        })?;
+        if let Some(d) = self.path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The store refused it (it belongs to another deployment) or the start failed before the
+    /// store took it: nothing is left behind.
+    pub(crate) fn discard(self) {
+        let _ = std::fs::remove_file(&self.pending);
+    }
+}
+
+/// The message for a node of a shared store started without the deployment's root key.
+pub(crate) fn foreign_store(dir: &Path, e: &tessera_engine::Error) -> ServerError {
+    ServerError::Identity(format!(
+        "{} has no root key ({ROOT_KEY_FILE}) and the store already belongs to a deployment \
+         ({e}): copy that deployment's {ROOT_KEY_FILE} into the data directory (every node of \
+         one store has the same), or restore one with `tessera restore`",
+        dir.display()
+    ))
+}
