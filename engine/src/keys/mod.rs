@@ -18,7 +18,15 @@ use ring::hmac;
 
 pub use pkcs11::{Pkcs11Config, Pkcs11Keeper, RootKeyAttributes};
 pub use software::{SoftwareKeeper, ROOT_KEY_FILE};
-pub use validator_keys::VALIDATOR_KEYS_FILE;
+pub use validator_keys::{root_check_of, VALIDATOR_KEYS_FILE};
+
+/// The check value of `keeper`'s root (32 hex digits): what a store records on its first open,
+/// and refuses any other root by; it tells whether two roots are the same without showing
+/// either.
+pub fn root_check(keeper: &dyn KeyKeeper) -> Result<String, Error> {
+    let check = keeper.derive(ROOT_CHECK_CONTEXT)?;
+    Ok(data_encoding::HEXLOWER.encode(&check.expose()[..16]))
+}
 
 use crate::error::Error;
 use crate::secret::KeyBytes;

@@ -46,6 +46,26 @@ impl Drop for Entry {
     }
 }
 
+/// The root check value a validator key file carries (that of the data directory it belongs
+/// to), without reading its keys.
+pub fn root_check_of(path: &Path) -> Result<String, Error> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        root_check: String,
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Keys(format!("cannot read {}: {e}", path.display())))?,
+    );
+    let head: Head = serde_json::from_str(&text).map_err(|e| {
+        Error::Keys(format!(
+            "{} is not a validator key file: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(head.root_check)
+}
+
 /// Write the RT keys of `epochs` (derived through `keeper`) to `path`, replacing it whole.
 pub(crate) fn write(
     path: &Path,

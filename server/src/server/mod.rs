@@ -12,6 +12,7 @@
 //!   `tickets`, `banner`, `error`.
 
 mod admin;
+pub mod archive;
 pub mod banner;
 mod body;
 mod clock;

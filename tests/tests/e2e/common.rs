@@ -66,15 +66,27 @@ impl TestServer {
             let e = e.unwrap();
             std::fs::copy(e.path(), tls.join(e.file_name())).unwrap();
         }
-        Self::launch(dir, Some(url), Some(first), f).await
+        let known = (first.trust.clone(), first.admin_token.clone());
+        Self::launch(dir, Some(url), Some(known), f).await
     }
 
-    /// Start a server on `dir` (on the store `url`, SQLite if none); with `first`, a node of
-    /// its store that uses its admin token.
+    /// A server on a data directory that has a deployment already (restored from a backup):
+    /// `trust` its CA, `admin_token` one of its tokens.
+    pub async fn reopen(
+        dir: tempfile::TempDir,
+        url: Option<String>,
+        trust: Trust,
+        admin_token: AdminToken,
+    ) -> Self {
+        Self::launch(dir, url, Some((trust, admin_token)), |_| {}).await
+    }
+
+    /// Start a server on `dir` (on the store `url`, SQLite if none); with `known`, one of a
+    /// deployment that exists already, whose CA and admin token these are.
     async fn launch(
         dir: tempfile::TempDir,
         url: Option<String>,
-        first: Option<&TestServer>,
+        known: Option<(Trust, AdminToken)>,
         f: impl FnOnce(&mut ServerConfig),
     ) -> Self {
         let mut cfg = ServerConfig::ephemeral(dir.path().to_owned());
@@ -87,8 +99,8 @@ impl TestServer {
         let server = Server::start_with_clock(cfg, clock.clone())
             .await
             .expect("server starts");
-        let (trust, admin_token) = match first {
-            Some(f) => (f.trust.clone(), f.admin_token.clone()),
+        let (trust, admin_token) = match known {
+            Some(k) => k,
             None => (
                 Trust::ca_file(&server.ca_cert_path()).expect("ca"),
                 server

@@ -23,6 +23,8 @@ pub struct BackupReport {
     pub bytes: u64,
     /// The newest audit event in it: every change recorded after this sequence number is not.
     pub last_audit_seq: u64,
+    /// Its schema version (the number of migrations applied).
+    pub schema_version: u32,
 }
 
 /// Copy the store in `dir` to the new file `out` (which must not exist), while the store may be
@@ -123,6 +125,7 @@ fn copy(src_path: &Path, partial: &Path) -> Result<BackupReport, Error> {
         )));
     }
     let last_audit_seq: i64 = dst.query_row(LAST_AUDIT_SEQ, [], |r| r.get(0))?;
+    let schema_version: u32 = dst.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     dst.close().map_err(|(_, e)| Error::from(e))?;
     let file = std::fs::File::open(partial)
         .map_err(|e| Error::store(format!("cannot open {}: {e}", partial.display())))?;
@@ -135,6 +138,7 @@ fn copy(src_path: &Path, partial: &Path) -> Result<BackupReport, Error> {
     Ok(BackupReport {
         bytes,
         last_audit_seq: u64::try_from(last_audit_seq).unwrap_or(0),
+        schema_version,
     })
 }
 

@@ -1,22 +1,93 @@
 //! Commands that work on this host's files and devices rather than through the admin endpoint:
-//! `tessera backup`, `tessera tls init` and `tessera keys init-hsm`.
+//! `tessera backup`, `tessera restore`, `tessera tls init` and `tessera keys init-hsm`.
 
 use std::path::Path;
 
 use tessera_engine::keys::Pkcs11Keeper;
+use tessera_server::server::archive::{self, BackupOptions};
 use tessera_server::server::config::KeySettings;
 
-/// `tessera backup`: an online copy of the store in `data_dir` (engine `store::backup`).
-pub(super) fn backup(data_dir: &Path, out: &Path) -> Result<(), String> {
-    let r = tessera_engine::store::backup(data_dir, out).map_err(|e| e.to_string())?;
+/// `tessera backup`: the archive of `data_dir` (`tessera_server::server::archive`).
+pub(super) fn backup(data_dir: &Path, out: &Path, o: BackupOptions) -> Result<(), String> {
+    let m = archive::backup(data_dir, out, &o).map_err(|e| e.to_string())?;
+    let store = match (m.schema_version, m.last_audit_seq) {
+        (Some(v), Some(seq)) => {
+            format!("the store (schema {v}, integrity checked; newest audit event {seq})")
+        }
+        _ => "no store (PostgreSQL: back the database up with its own tools)".into(),
+    };
     println!(
-        "backup of {} written to {} ({} bytes, integrity checked); newest audit event: {}",
+        "backup of {} written to {} (mode 0600): {store}, {} files in all",
         data_dir.display(),
         out.display(),
-        r.bytes,
-        r.last_audit_seq
+        m.files.len()
     );
-    println!("the root key is not in it: keep root.key (or the HSM key) safe separately");
+    println!("CA fingerprint (SHA-256): {}", m.ca_fingerprint);
+    if m.root_key_included {
+        println!(
+            "WARNING: the root key is in this archive: whoever reads it can make tokens; keep \
+             it as safe as the key itself"
+        );
+    } else {
+        println!(
+            "the root key is not in it: keep root.key (or the HSM key) safe separately; a \
+             restore asks for it"
+        );
+    }
+    Ok(())
+}
+
+/// `tessera restore`: a data directory from an archive, after every check.
+pub(super) fn restore(
+    archive_path: &Path,
+    data_dir: &Path,
+    root_key: Option<std::path::PathBuf>,
+    config: Option<std::path::PathBuf>,
+) -> Result<(), String> {
+    let keeper_root_check = match config {
+        Some(c) => {
+            let cfg = tessera_server::ServerConfig::from_toml_file(&c)?;
+            match cfg.keys.pkcs11().map_err(|e| e.to_string())? {
+                Some(p) => {
+                    let keeper = Pkcs11Keeper::open(&p).map_err(|e| e.to_string())?;
+                    Some(tessera_engine::keys::root_check(&keeper).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let m = archive::restore(
+        archive_path,
+        data_dir,
+        &archive::RestoreOptions {
+            keeper_root_check,
+            root_key,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "restored {} into {} (made {} by tessera {}; {})",
+        archive_path.display(),
+        data_dir.display(),
+        tessera_engine::Timestamp::from_unix_millis(m.made_at),
+        m.tessera_version,
+        match m.last_audit_seq {
+            Some(seq) => format!("its store's newest audit event is {seq}"),
+            None => "no store: restore the PostgreSQL database with its own tools".into(),
+        }
+    );
+    println!("the root key matches the store's");
+    println!(
+        "CA fingerprint (SHA-256): {} (the one devices trust)",
+        m.ca_fingerprint
+    );
+    if m.files.contains_key(archive::CONFIG_FILE) {
+        println!(
+            "the configuration is at {}: start with `tessera serve --config` on it",
+            data_dir.join(archive::CONFIG_FILE).display()
+        );
+    }
     Ok(())
 }
 

@@ -127,14 +127,41 @@ enum Cmd {
     /// The server's TLS material (run on the server's host).
     #[command(subcommand)]
     Tls(TlsCmd),
-    /// Copy the store to a new file while the server runs (run it on the server's host). The
-    /// root key is not in the copy: keep `root.key` (or the HSM key) safe separately.
+    /// Back up a data directory while the server runs (run it on the server's host): one
+    /// archive (mode 0600) with the store, `tls/`, the validator key file, the configuration
+    /// and a manifest of checksums. The root key goes in only with `--include-root-key`.
     Backup {
         /// Data directory of the server.
         #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
         data_dir: PathBuf,
-        /// The backup file to write; it must not exist.
+        /// The archive to write; it must not exist.
         out: PathBuf,
+        /// The server's configuration file, carried in the archive.
+        #[arg(long, env = "TESSERA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Put the root key file in the archive too (the software keeper's; an HSM's root
+        /// stays in the HSM). Whoever reads the archive can then make tokens.
+        #[arg(long)]
+        include_root_key: bool,
+        /// The server's PostgreSQL store: the archive leaves it out (back the database up with
+        /// its own tools).
+        #[arg(long = "store", env = "TESSERA_STORE", hide_env_values = true)]
+        store: Option<String>,
+    },
+    /// Restore a backup archive into a data directory that does not exist or is empty, after
+    /// checking the archive and that the root key is the one the store was made with.
+    Restore {
+        /// The archive `tessera backup` wrote.
+        archive: PathBuf,
+        /// The data directory to make.
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+        /// The deployment's root key file, when the archive has none (the software keeper).
+        #[arg(long)]
+        root_key: Option<PathBuf>,
+        /// A configuration whose `[keys]` name the HSM that holds the root.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -511,7 +538,27 @@ fn main() -> ExitCode {
             drop(rt);
             simulate::simulate(a)
         }
-        Cmd::Backup { data_dir, out } => done(local::backup(&data_dir, &out)),
+        Cmd::Backup {
+            data_dir,
+            out,
+            config,
+            include_root_key,
+            store,
+        } => done(local::backup(
+            &data_dir,
+            &out,
+            tessera_server::server::archive::BackupOptions {
+                config,
+                include_root_key,
+                postgres: store.is_some_and(|u| u.starts_with("postgres")),
+            },
+        )),
+        Cmd::Restore {
+            archive,
+            data_dir,
+            root_key,
+            config,
+        } => done(local::restore(&archive, &data_dir, root_key, config)),
         Cmd::Tls(TlsCmd::Init {
             data_dir,
             server_names,
@@ -558,7 +605,14 @@ mod tests {
         }
         let mut out = Vec::new();
         leaves(&super::Cli::command(), "", &mut out);
-        let host = ["serve", "simulate", "backup", "keys init-hsm", "tls init"];
+        let host = [
+            "serve",
+            "simulate",
+            "backup",
+            "restore",
+            "keys init-hsm",
+            "tls init",
+        ];
         assert!(out.len() > 20, "{out:?}");
         for (path, json) in out {
             assert_eq!(json, !host.contains(&path.as_str()), "{path}");

@@ -366,6 +366,7 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         Cmd::Serve(_)
         | Cmd::Simulate(_)
         | Cmd::Backup { .. }
+        | Cmd::Restore { .. }
         | Cmd::Tls(_)
         | Cmd::Keys(KeysCmd::InitHsm { .. }) => unreachable!("handled in main"),
     }
