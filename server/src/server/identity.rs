@@ -18,6 +18,32 @@ fn sqlite_file(dir: &Path) -> PathBuf {
     dir.join(tessera_engine::store::DATABASE_FILE)
 }
 
+/// Make the data directory if it does not exist, private to the server's user (0700), and on a
+/// first start the SQLite store's file, empty, with mode 0600 before SQLite opens it (its
+/// `-wal` and `-shm` files take the same mode). A directory that exists keeps its mode: an
+/// operator may have opened it to a group (a broker's plugin in local mode).
+pub(crate) fn prepare_dir(dir: &Path, sqlite: bool) -> Result<(), ServerError> {
+    let io = |p: &Path, e: std::io::Error| {
+        ServerError::Io(format!("cannot create {}: {e}", p.display()))
+    };
+    if !dir.exists() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(|e| io(dir, e))?;
+    }
+    let db = sqlite_file(dir);
+    if sqlite && !db.exists() {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&db).map_err(|e| io(&db, e))?;
+    }
+    Ok(())
+}
+
 /// The software keeper's root for `dir`: its `root.key`; or, on a first start, a new root,
 /// kept in `root.key.new` until [`NewRoot::keep`] (after the store has recorded its check
 /// value) — so that a failed first start leaves no key behind. A directory whose SQLite store
@@ -30,7 +56,7 @@ pub(crate) fn software_root(
     if path.exists() {
         return Ok((SoftwareKeeper::open(&path)?, None));
     }
-    if sqlite && sqlite_file(dir).exists() {
+    if sqlite && sqlite_file(dir).metadata().is_ok_and(|m| m.len() > 0) {
         return Err(ServerError::Identity(format!(
             "{} has a store ({}) but no root key ({}): every token the store knows was made \
              with that key. Restore it from the backup (`tessera restore ARCHIVE` puts back a \

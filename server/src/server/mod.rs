@@ -116,6 +116,7 @@ impl Server {
         let (engine, first_admin_token) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
                 let now = c.now();
+                identity::prepare_dir(&dir, store_url.is_none())?;
                 let engine = match hsm {
                     // No fallback: if the HSM cannot be opened, the server does not start.
                     Some(cfg) => open_engine(
@@ -126,9 +127,6 @@ impl Server {
                         now,
                     )?,
                     None => {
-                        std::fs::create_dir_all(&dir).map_err(|e| {
-                            ServerError::Io(format!("cannot create {}: {e}", dir.display()))
-                        })?;
                         let sqlite = store_url.is_none();
                         let (keeper, new_root) = identity::software_root(&dir, sqlite)?;
                         let opened = open_engine(

@@ -158,7 +158,11 @@ pub fn ensure_certificates(
         }
         Plan::MakeAll => {}
     }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&dir).map_err(io(&dir))?;
     let cert_err = |e: rcgen::Error| TlsError::Cert(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
@@ -224,14 +228,14 @@ fn write_server_certificate<S: rcgen::SigningKey>(
     write_new(&names_file, &(names.join("\n") + "\n"))
 }
 
-/// Write a new file (mode 0644: a certificate), failing if it exists.
+/// Write a new file (mode 0600, as everything in the data directory), failing if it exists.
 fn write_new(path: &Path, data: &str) -> Result<(), TlsError> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io(path))?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o.open(path).map_err(io(path))?;
     f.write_all(data.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(io(path))

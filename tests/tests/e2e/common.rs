@@ -228,3 +228,22 @@ pub fn code_of(e: &ClientError) -> u16 {
 pub fn pt_args(args: Value) -> tessera_proto::admin::requests::PtArgs {
     serde_json::from_value(args).expect("PT arguments")
 }
+
+/// Every file under `dir` is 0600 and every directory 0700: a data directory is private to the
+/// server's user.
+pub fn assert_private(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                assert_private(&p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+            }
+        }
+    }
+}

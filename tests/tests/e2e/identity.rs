@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use tessera_server::server::tls;
 use tessera_server::{Server, ServerConfig};
 
+use crate::common::assert_private;
+
 fn config(dir: &Path) -> ServerConfig {
     let mut c = ServerConfig::ephemeral(dir.to_owned());
     c.store.url = None;
@@ -133,4 +135,16 @@ async fn a_missing_server_certificate_is_issued_again_by_the_same_ca() {
         "{err}"
     );
     assert_eq!(std::fs::read(tls_dir.join("server.pem")).unwrap(), new_leaf);
+}
+
+/// A first start makes a data directory private to the server's user: the directory 0700 and
+/// every file in it (the store and its WAL included) 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_directory_is_private_to_the_server() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let s = Server::start(config(&dir)).await.expect("server starts");
+    assert_private(&dir);
+    s.shutdown(std::time::Duration::from_secs(5)).await;
+    assert_private(&dir);
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::json;
 use tessera_server::server::archive::{self, BackupOptions, RestoreOptions};
 
-use crate::common::{begin, refresh, wait, TestServer};
+use crate::common::{assert_private, begin, refresh, wait, TestServer};
 
 /// An RT issued before the backup refreshes on the server restored from it, which has the same
 /// CA fingerprint: the devices notice nothing.
@@ -93,24 +93,6 @@ async fn a_restored_deployment_is_the_same_one() {
     assert_eq!(next.registration.generation, rt.generation + 1);
     t.close().await;
     back.shutdown().await;
-}
-
-/// Every file of a restored data directory is 0600 and every directory 0700.
-fn assert_private(dir: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(dir), 0o700, "{}", dir.display());
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                assert_private(&p);
-            } else {
-                assert_eq!(mode(&p), 0o600, "{}", p.display());
-            }
-        }
-    }
 }
 
 /// A restore refuses, and writes nothing, without the root key, with another deployment's, or
