@@ -445,3 +445,50 @@ fn an_online_backup_restores_the_store_as_it_was_when_taken() {
     assert!(restored.validate_rt(rt.as_bytes(), h.now()).is_ok());
     assert!(h.engine.validate_rt(rt.as_bytes(), h.now()).is_err());
 }
+
+/// Before a migration, the store is copied whole beside itself (`tessera.db.schema-N.bak`, at
+/// the version it had), so that a rollback to the older binary has a store it can open; a
+/// store already at this build's version is not copied again.
+#[test]
+fn a_migration_copies_the_store_first() {
+    use tessera_engine::store::{migration_backup_path, DATABASE_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let now = tessera_engine::Timestamp::from_unix_secs(1_800_000_000);
+    let open = || {
+        tessera_engine::Engine::open_dir(dir.path(), tessera_engine::EngineConfig::default(), now)
+            .unwrap()
+    };
+    drop(open());
+    let db = dir.path().join(DATABASE_FILE);
+    let version = |p: &std::path::Path| -> u32 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let current = version(&db);
+    // The store as the build before the newest migration left it: that migration's indexes
+    // undone, the version one lower.
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(&format!(
+            "DROP INDEX registrations_device_all; DROP INDEX operations_state_created; \
+             PRAGMA user_version = {};",
+            current - 1
+        ))
+        .unwrap();
+    }
+    drop(open());
+    let copy = migration_backup_path(&db, current - 1);
+    assert!(copy.exists(), "no copy before the migration");
+    assert_eq!(version(&copy), current - 1);
+    assert_eq!(version(&db), current);
+    let check: String = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    // Opened again at this version: nothing more is copied.
+    drop(open());
+    assert!(!migration_backup_path(&db, current).exists());
+}

@@ -20,7 +20,7 @@ mod sqlite;
 pub use feed::{Change, FeedHealth, FeedSink};
 pub use pg::{PostgresOptions, PostgresStore};
 pub use sqlite::{backup, BackupReport};
-pub use sqlite::{SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
+pub use sqlite::{migration_backup_path, SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 
 use crate::error::Error;
 use crate::model::{

@@ -153,6 +153,14 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), Error> {
             "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
         )));
     }
+    if current > 0 && current < SCHEMA_VERSION {
+        tracing::info!(
+            from = current,
+            to = SCHEMA_VERSION,
+            "store schema {current} → {SCHEMA_VERSION} (PostgreSQL: back the database up before \
+             upgrading, docs/upgrading.md)"
+        );
+    }
     for sql in MIGRATIONS.iter().skip(current as usize) {
         tx.batch_execute(sql).map_err(pg_err)?;
     }

@@ -11,6 +11,7 @@ mod backup;
 mod db;
 mod journal;
 mod schema;
+pub use schema::migration_backup_path;
 
 pub use backup::{backup, BackupReport};
 
@@ -176,7 +177,7 @@ impl SqliteStore {
         let path = dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
         configure(&conn, options.synchronous_full)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, &path)?;
         journal::fold_all(&mut conn)?;
         let journal = BatchJournal::open(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;

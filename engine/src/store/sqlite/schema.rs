@@ -147,13 +147,38 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Bring the database up to [`SCHEMA_VERSION`].
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Error> {
+/// Where a store at schema `version` is copied before it is migrated: beside it,
+/// `tessera.db.schema-<version>.bak`.
+pub fn migration_backup_path(db: &std::path::Path, version: u32) -> std::path::PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".schema-{version}.bak"));
+    db.with_file_name(name)
+}
+
+/// Bring the database at `path` up to [`SCHEMA_VERSION`]. A store that has a schema already is
+/// first copied whole beside itself ([`migration_backup_path`]; kept if a failed attempt left
+/// one), and the migration is logged: `store schema N → M`.
+pub(crate) fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(), Error> {
     let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > SCHEMA_VERSION {
         return Err(Error::store(format!(
-            "database schema version {current} is newer than this build ({SCHEMA_VERSION})"
+            "database schema version {current} is newer than this build ({SCHEMA_VERSION}): \
+             run the newer tessera, or restore the backup the migration made beside the store \
+             (docs/upgrading.md)"
         )));
+    }
+    if current > 0 && current < SCHEMA_VERSION {
+        let copy = migration_backup_path(path, current);
+        if !copy.exists() {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            super::backup(dir, &copy)?;
+        }
+        tracing::info!(
+            from = current,
+            to = SCHEMA_VERSION,
+            backup = %copy.display(),
+            "store schema {current} → {SCHEMA_VERSION}; the store as it was is copied to the backup"
+        );
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;

@@ -3,7 +3,8 @@ use super::*;
 
 fn db() -> Connection {
     let mut c = Connection::open_in_memory().expect("sqlite");
-    crate::store::sqlite::schema::migrate(&mut c).expect("schema");
+    crate::store::sqlite::schema::migrate(&mut c, std::path::Path::new(":memory:"))
+        .expect("schema");
     c
 }
 
@@ -355,7 +356,7 @@ fn journal_rows_from_before_the_audit_columns_fold_without_a_second_event() {
         [],
     )
     .unwrap();
-    crate::store::sqlite::schema::migrate(&mut c).unwrap();
+    crate::store::sqlite::schema::migrate(&mut c, std::path::Path::new(":memory:")).unwrap();
     assert_eq!(audit_rows(&c).len(), 1);
     fold_all(&mut c).unwrap();
     let rows = audit_rows(&c);
