@@ -518,3 +518,53 @@ fn utc_dates(line: &str) -> usize {
         })
         .count()
 }
+
+/// `tessera tls init`, `show` and `issue`: a CA made on purpose where there is none (and never
+/// over one), its certificates shown with their names and fingerprints, and a server
+/// certificate issued again for other names by the same CA, the previous one kept.
+#[test]
+fn tls_certificates_are_made_shown_and_reissued() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let made = run(&["tls", "init", "--server-name", "prov.example"]);
+    assert!(made.status.success(), "{made:?}");
+    let again = run(&["tls", "init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has a CA"));
+
+    let shown = text(&run(&["tls", "show"]));
+    assert!(shown.contains("names:       prov.example"), "{shown}");
+    let fingerprints = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter_map(|l| l.trim().strip_prefix("SHA-256:"))
+            .map(|f| f.trim().to_owned())
+            .collect()
+    };
+    let before = fingerprints(&shown);
+    assert_eq!(before.len(), 2, "{shown}");
+    assert!(
+        text(&made).contains(&before[0]),
+        "init printed the CA's fingerprint"
+    );
+
+    let issued = run(&["tls", "issue", "--server-name", "prov2.example,10.0.0.5"]);
+    assert!(issued.status.success(), "{issued:?}");
+    let shown = text(&run(&["tls", "show"]));
+    assert!(
+        shown.contains("names:       prov2.example, 10.0.0.5"),
+        "{shown}"
+    );
+    let after = fingerprints(&shown);
+    assert_eq!(after[0], before[0], "the CA stays");
+    assert_ne!(after[1], before[1], "a new server certificate");
+    assert!(data.join("tls/server.pem.prev").exists());
+}

@@ -256,6 +256,92 @@ pub fn certificate_names(data_dir: &Path) -> Option<Vec<String>> {
     )
 }
 
+/// What one certificate says, for `tessera tls show` and the expiry warning.
+#[derive(Debug, Clone)]
+pub struct CertificateInfo {
+    /// The subject, as text.
+    pub subject: String,
+    /// The DNS names and IP addresses it is valid for.
+    pub names: Vec<String>,
+    /// Valid from, Unix seconds.
+    pub not_before: i64,
+    /// Valid until, Unix seconds.
+    pub not_after: i64,
+    /// Its SHA-256 fingerprint, hex.
+    pub fingerprint: String,
+}
+
+/// What the certificates in the PEM file at `path` say, in order.
+pub fn describe(path: &Path) -> Result<Vec<CertificateInfo>, TlsError> {
+    load_chain(path)?
+        .iter()
+        .map(|der| {
+            let (_, c) = x509_parser::parse_x509_certificate(der)
+                .map_err(|e| TlsError::Cert(format!("{}: {e}", path.display())))?;
+            let names = c
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|san| {
+                    san.value
+                        .general_names
+                        .iter()
+                        .filter_map(|n| match n {
+                            x509_parser::extensions::GeneralName::DNSName(d) => {
+                                Some((*d).to_owned())
+                            }
+                            x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                                4 => Some(
+                                    std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).ok()?)
+                                        .to_string(),
+                                ),
+                                16 => Some(
+                                    std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).ok()?)
+                                        .to_string(),
+                                ),
+                                _ => None,
+                            },
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(CertificateInfo {
+                subject: c.subject().to_string(),
+                names,
+                not_before: c.validity().not_before.timestamp(),
+                not_after: c.validity().not_after.timestamp(),
+                fingerprint: fingerprint(der),
+            })
+        })
+        .collect()
+}
+
+/// Days before a certificate's end from which `tessera serve` warns in its log.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Replace the server certificate with a new one for `names` from the CA in `data_dir` (which
+/// must have `ca.key`). The previous certificate and key are kept as `server.pem.prev` and
+/// `server.key.prev` (replacing older ones). A running server loads the new one when restarted.
+pub fn reissue(data_dir: &Path, names: &[String]) -> Result<TlsFiles, TlsError> {
+    let files = TlsFiles::in_dir(data_dir);
+    let dir = data_dir.join("tls");
+    if !dir.join("ca.key").exists() {
+        return Err(TlsError::Missing(format!(
+            "{} has no ca.key: a certificate from another CA is renewed by that CA",
+            dir.display()
+        )));
+    }
+    for f in [&files.server_chain, &files.server_key] {
+        if f.exists() {
+            let mut prev = f.as_os_str().to_owned();
+            prev.push(".prev");
+            std::fs::rename(f, &prev).map_err(io(f))?;
+        }
+    }
+    issue_server_certificate(&dir, &files, names)
+}
+
 /// Load a PEM certificate chain.
 pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)

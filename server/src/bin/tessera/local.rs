@@ -117,6 +117,55 @@ pub(super) fn tls_init(data_dir: &Path, names: Vec<String>) -> Result<(), String
     Ok(())
 }
 
+/// `tessera tls show`: each certificate's names, validity and fingerprint.
+pub(super) fn tls_show(data_dir: &Path) -> Result<(), String> {
+    use tessera_server::server::tls;
+    let now = tessera_engine::Timestamp::now_from_system_clock().unix_secs();
+    let dir = data_dir.join("tls");
+    for (what, file, all) in [
+        ("CA (devices trust this)", "ca.pem", false),
+        ("server certificate", "server.pem", false),
+    ] {
+        let path = dir.join(file);
+        let certs = tls::describe(&path).map_err(|e| e.to_string())?;
+        for c in certs.iter().take(if all { usize::MAX } else { 1 }) {
+            let days = (c.not_after - i64::try_from(now).unwrap_or(i64::MAX)) / 86_400;
+            println!("{what}: {}", path.display());
+            println!("  subject:     {}", c.subject);
+            if !c.names.is_empty() {
+                println!("  names:       {}", c.names.join(", "));
+            }
+            println!(
+                "  valid:       {} until {} ({})",
+                super::output::utc(c.not_before),
+                super::output::utc(c.not_after),
+                if days < 0 {
+                    "EXPIRED".to_owned()
+                } else {
+                    format!("{days} days left")
+                }
+            );
+            println!("  SHA-256:     {}", c.fingerprint);
+        }
+    }
+    Ok(())
+}
+
+/// `tessera tls issue`: a new server certificate from the deployment's CA.
+pub(super) fn tls_issue(data_dir: &Path, names: &[String]) -> Result<(), String> {
+    use tessera_server::server::tls;
+    let files = tls::reissue(data_dir, names).map_err(|e| e.to_string())?;
+    let leaf = tls::describe(&files.server_chain).map_err(|e| e.to_string())?;
+    println!(
+        "issued a new server certificate for {} ({}); the previous one is {}.prev",
+        names.join(", "),
+        leaf[0].fingerprint,
+        files.server_chain.display()
+    );
+    println!("devices keep trusting the same CA; restart the server to use it");
+    Ok(())
+}
+
 /// `tessera keys init-hsm`: make the root key inside the HSM and print the settings that use it.
 pub(super) fn init_hsm(settings: &KeySettings) -> Result<(), String> {
     let cfg = settings

@@ -182,6 +182,23 @@ enum TlsCmd {
         )]
         server_names: Vec<String>,
     },
+    /// Show the CA and the server certificate: names, validity, fingerprints.
+    Show {
+        /// Data directory of the server.
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+    },
+    /// Issue a new server certificate from the deployment's CA (for other names, or before the
+    /// old one ends); the previous one is kept as `server.pem.prev`. Devices keep trusting the
+    /// CA. Restart the server to use it.
+    Issue {
+        /// Data directory of the server.
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+        /// Names in the new certificate (repeat).
+        #[arg(long = "server-name", required = true, value_delimiter = ',')]
+        server_names: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -563,6 +580,11 @@ fn main() -> ExitCode {
             data_dir,
             server_names,
         }) => done(local::tls_init(&data_dir, server_names)),
+        Cmd::Tls(TlsCmd::Show { data_dir }) => done(local::tls_show(&data_dir)),
+        Cmd::Tls(TlsCmd::Issue {
+            data_dir,
+            server_names,
+        }) => done(local::tls_issue(&data_dir, &server_names)),
         Cmd::Keys(KeysCmd::InitHsm {
             module,
             token_label,
@@ -612,6 +634,8 @@ mod tests {
             "restore",
             "keys init-hsm",
             "tls init",
+            "tls show",
+            "tls issue",
         ];
         assert!(out.len() > 20, "{out:?}");
         for (path, json) in out {

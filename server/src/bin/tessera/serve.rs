@@ -100,6 +100,21 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
         ),
         None => println!("server certificate: supplied in the data directory's tls/ folder"),
     }
+    // A certificate near its end is said at every start (`tessera tls issue` renews it).
+    let tls_dir = cfg.data_dir.join("tls");
+    for file in ["server.pem", "ca.pem"] {
+        if let Ok(certs) = tessera_server::server::tls::describe(&tls_dir.join(file)) {
+            let now = tessera_engine::Timestamp::now_from_system_clock().unix_secs();
+            let left = (certs[0].not_after - i64::try_from(now).unwrap_or(i64::MAX)) / 86_400;
+            if left < tessera_server::server::tls::EXPIRY_WARNING_DAYS {
+                tracing::warn!(
+                    file,
+                    days_left = left,
+                    "a TLS certificate ends soon: renew it (tessera tls issue) before devices are refused"
+                );
+            }
+        }
+    }
     if let Some(m) = cfg.metrics_addr {
         println!("metrics: http://{m}/metrics");
     }
