@@ -58,6 +58,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
+/// Write a new file (mode 0600, as everything in the data directory), failing if it exists.
 fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -178,7 +179,7 @@ pub fn ensure_certificates(
     let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
     let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
 
-    write_new(&files.ca_cert, &ca_cert.pem())?;
+    write_private(&files.ca_cert, &ca_cert.pem())?;
     write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
     write_server_certificate(&dir, &files, names, &issuer, &ca_cert.pem())?;
     Ok(files)
@@ -219,26 +220,13 @@ fn write_server_certificate<S: rcgen::SigningKey>(
     leaf.not_after = rcgen::date_time_ymd(2046, 1, 1);
     let leaf_cert = leaf.signed_by(&leaf_key, issuer).map_err(cert_err)?;
     write_private(&files.server_key, &leaf_key.serialize_pem())?;
-    write_new(
+    write_private(
         &files.server_chain,
         &format!("{}{}", leaf_cert.pem(), ca_pem),
     )?;
     let names_file = dir.join(NAMES_FILE);
     let _ = std::fs::remove_file(&names_file);
-    write_new(&names_file, &(names.join("\n") + "\n"))
-}
-
-/// Write a new file (mode 0600, as everything in the data directory), failing if it exists.
-fn write_new(path: &Path, data: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o.open(path).map_err(io(path))?;
-    f.write_all(data.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io(path))
+    write_private(&names_file, &(names.join("\n") + "\n"))
 }
 
 /// Beside a certificate the server made, the names it made it for (one a line).
