@@ -441,11 +441,31 @@ static void test_every_function_rejects_bad_arguments(const char *pt, const char
     EXPECT(tessera_service_validator_check(sv, r, 0, &who), TESSERA_INVALID_LENGTH);
     EXPECT(tessera_service_validator_check(sv, r, huge, &who), TESSERA_INVALID_LENGTH);
     EXPECT(tessera_service_validator_check(sv, r, 10, &who), TESSERA_TOKEN_WRONG_LENGTH);
+    EXPECT(tessera_service_validator_check_from(NULL, r, rlen, "10.0.0.1", &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_check_from(sv, NULL, rlen, "10.0.0.1", &who), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_check_from(sv, r, rlen, "10.0.0.1", NULL), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_check_from(sv, r, 10, "10.0.0.1", &who), TESSERA_TOKEN_WRONG_LENGTH);
+    EXPECT(tessera_service_validator_check_from(sv, r, rlen, "\xff\xfe", &who), TESSERA_INVALID_UTF8);
+    EXPECT(tessera_service_validator_set_source_limit(NULL, 20, 10), TESSERA_NULL_PARAMETER);
+    EXPECT(tessera_service_validator_set_source_limit(sv, 0, 10), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_source_limit(sv, 20, 0), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_source_limit(sv, 1000001, 10), TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_service_validator_set_source_limit(sv, 20, 10), TESSERA_OK);
+    {
+        tessera_service_validator_stats st;
+        memset(&st, 0x5A, sizeof st);
+        EXPECT(tessera_service_validator_get_stats(NULL, &st), TESSERA_NULL_PARAMETER);
+        EXPECT(tessera_service_validator_get_stats(sv, NULL), TESSERA_NULL_PARAMETER);
+        EXPECT(tessera_service_validator_get_stats(sv, &st), TESSERA_OK);
+        /* Nothing answered yet (nothing answers here). */
+        CHECK(st.answered_valid == 0 && st.over_quota == 0 && st.cached_valid == 0);
+    }
     {
         /* Not following (yet, or ever: nothing answers): never let in, never waits. */
         tessera_result st = tessera_service_validator_status(sv);
         tessera_result rr = tessera_service_validator_check(sv, r, rlen, &who);
-        CHECK(st != TESSERA_OK && rr != TESSERA_OK);
+        tessera_result rf = tessera_service_validator_check_from(sv, r, rlen, "10.0.0.1", &who);
+        CHECK(st != TESSERA_OK && rr != TESSERA_OK && rf != TESSERA_OK);
         CHECK(who.registration_id == 0x5A5A5A5A5A5A5A5AULL);
     }
     EXPECT(tessera_service_validator_revocations(NULL, ids, 2, &n), TESSERA_NULL_PARAMETER);

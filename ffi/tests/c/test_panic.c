@@ -56,6 +56,12 @@ int main(void) {
     PANICS(tessera_service_validator_set_clock_skew_leeway(sv, 1));
     PANICS(tessera_service_validator_status(sv));
     PANICS(tessera_service_validator_check(sv, tok, 6, &who));
+    PANICS(tessera_service_validator_check_from(sv, tok, 6, "10.0.0.1", &who));
+    PANICS(tessera_service_validator_set_source_limit(sv, 1, 1));
+    {
+        tessera_service_validator_stats st;
+        PANICS(tessera_service_validator_get_stats(sv, &st));
+    }
     PANICS(tessera_service_validator_revocations(sv, ids, 1, &nrev));
     tessera_service_validator_free(sv);
     if (sv != NULL) { failures++; fprintf(stderr, "an output was written\n"); }
