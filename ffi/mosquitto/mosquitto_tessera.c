@@ -15,6 +15,7 @@
  *   plugin_opt_cache_secs N       how long an answer is kept at most (default 60)
  *   plugin_opt_source_rate N      unknown RTs one client address may have the server asked
  *                                 about: N a second, 2N at once (default 10)
+ *   plugin_opt_report_secs N      how often what the server was asked is logged (default 60)
  * and in both:
  *   plugin_opt_topics PATTERNS  space-separated topic patterns a device may use; %u is its
  *                               device id (default "devices/%u/#")
@@ -66,6 +67,7 @@ struct plugin {
     tessera_result remote_status;      /* the service validator's status last logged */
     tessera_service_validator_stats reported; /* its figures when last logged */
     struct timespec next_report;
+    long report_secs;
     char **patterns;
     size_t pattern_count;
     long recheck_ns;
@@ -387,14 +389,14 @@ static void log_remote_status(struct plugin *p) {
     p->remote_status = st;
 }
 
-/* Remote mode, once a minute when anything changed: how many RTs the server was asked about
+/* Remote mode, every report_secs when anything changed: how many RTs the server was asked about
  * (each charged to the service token's rate limit), how many its limit refused, and how many
  * unknown RTs were refused without asking because their address sent too many. */
 static void report_quota(struct plugin *p, const struct timespec *now) {
     if (!due(now, &p->next_report)) {
         return;
     }
-    p->next_report.tv_sec = now->tv_sec + 60;
+    p->next_report.tv_sec = now->tv_sec + p->report_secs;
     p->next_report.tv_nsec = now->tv_nsec;
     tessera_service_validator_stats st;
     if (tessera_service_validator_get_stats(p->remote, &st) != TESSERA_OK) {
@@ -406,10 +408,10 @@ static void report_quota(struct plugin *p, const struct timespec *now) {
     }
     mosquitto_log_printf(
         st.over_quota > was->over_quota ? MOSQ_LOG_WARNING : MOSQ_LOG_INFO,
-        "tessera: in the last minute asked the Tessera server about %llu RTs (%llu valid, %llu "
+        "tessera: in the last %ld s asked the Tessera server about %llu RTs (%llu valid, %llu "
         "refused, %llu over the service token's rate limit, %llu failed); refused %llu unknown "
         "RTs from addresses that sent too many; holding %llu valid and %llu refused answers",
-        (unsigned long long)(st.asked - was->asked),
+        p->report_secs, (unsigned long long)(st.asked - was->asked),
         (unsigned long long)(st.answered_valid - was->answered_valid),
         (unsigned long long)(st.answered_refused - was->answered_refused),
         (unsigned long long)(st.over_quota - was->over_quota),
@@ -555,7 +557,7 @@ static bool parse_number(const char *v, long lo, long hi, long *out) {
 /* The options of remote mode. */
 struct remote_options {
     const char *server, *server_name, *ca, *pin, *token_file;
-    long cache_entries, cache_secs, source_rate;
+    long cache_entries, cache_secs, source_rate, report_secs;
 };
 
 /* Start the service validator (remote mode). */
@@ -617,6 +619,7 @@ static int start_remote(struct plugin *p, const struct remote_options *o) {
         return MOSQ_ERR_INVAL;
     }
     p->remote_status = TESSERA_PENDING;
+    p->report_secs = o->report_secs;
     mosquitto_log_printf(MOSQ_LOG_INFO, "tessera: remote mode on %s (certificate name %s)",
                          o->server, name);
     return MOSQ_ERR_SUCCESS;
@@ -640,7 +643,8 @@ static int start_local(struct plugin *p, const char *data_dir) {
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *options, int option_count) {
     const char *data_dir = NULL, *topics = "devices/%u/#";
-    struct remote_options remote = {.cache_entries = 100000, .cache_secs = 60, .source_rate = 10};
+    struct remote_options remote = {
+        .cache_entries = 100000, .cache_secs = 60, .source_rate = 10, .report_secs = 60};
     long recheck_ms = 250;
     for (int i = 0; i < option_count; i++) {
         const char *k = options[i].key, *v = options[i].value;
@@ -665,6 +669,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         } else if (strcmp(k, "cache_entries") == 0) {
             if (!parse_number(v, 1, 10000000, &remote.cache_entries)) {
                 return fail("plugin_opt_cache_entries must be 1 to 10000000");
+            }
+        } else if (strcmp(k, "report_secs") == 0) {
+            if (!parse_number(v, 1, 3600, &remote.report_secs)) {
+                return fail("plugin_opt_report_secs must be 1 to 3600");
             }
         } else if (strcmp(k, "source_rate") == 0) {
             if (!parse_number(v, 1, 100000, &remote.source_rate)) {

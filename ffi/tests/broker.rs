@@ -754,7 +754,7 @@ fn forged_rts_spend_only_their_addresss_share_in_remote_mode() {
     // A cache of 4 answers: without refusals bounded apart, 20 of them would push out the
     // device's valid one.
     let config = format!(
-        "{}plugin_opt_cache_entries 4\n",
+        "{}plugin_opt_cache_entries 4\nplugin_opt_report_secs 1\n",
         p.plugin_config(plugin(), Mode::Remote)
     );
     let broker = Broker::start(p.dir.path(), free_port(), &config);
@@ -799,6 +799,33 @@ fn forged_rts_spend_only_their_addresss_share_in_remote_mode() {
         "{asked} forged RTs reached the server in {elapsed:?} (at most {allowed})"
     );
     assert_eq!(asked + throttled, FLOOD as usize, "{log}");
+
+    // The plugin reports what it spent (here every second): the refusals without a question.
+    let reported = || -> u64 {
+        broker
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("RTs from addresses that sent too many"))
+            .filter_map(|l| {
+                l.split("refused ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reported() < throttled as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the quota reports say {}",
+            reported()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(reported(), throttled as u64, "the reports do not add up");
 
     // Once the server's refusals of the forged RTs asked about are in the cache (each is
     // answered from it when tried again, from another address), the device still gets in from
