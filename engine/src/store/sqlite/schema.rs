@@ -167,7 +167,8 @@ pub(crate) fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(
              (docs/upgrading.md)"
         )));
     }
-    if current > 0 && current < SCHEMA_VERSION {
+    // (An in-memory database, in tests, has no file to copy.)
+    if current > 0 && current < SCHEMA_VERSION && path.is_file() {
         let copy = migration_backup_path(path, current);
         if !copy.exists() {
             let dir = path.parent().unwrap_or(std::path::Path::new("."));
