@@ -61,16 +61,32 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         b.at = now.max(b.at);
     }
 
-    /// Give back one token taken by [`check`](Self::check) (a reservation that turned out
-    /// not to count), up to the bucket's size.
-    pub fn refund(&self, key: &K) {
-        let full = u64::from(self.rate.burst) * 1000;
-        let mut map = self
+    /// Whether a token is available for `key` now, or how long until one is, without taking
+    /// it.
+    pub fn peek(&self, key: &K, now: Timestamp) -> Result<(), Duration> {
+        let map = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(b) = map.get_mut(key) {
-            b.milli_tokens = (b.milli_tokens + 1000).min(full);
+        let Some(b) = map.get(key) else {
+            return Ok(());
+        };
+        let mut b = *b;
+        self.refill(&mut b, now);
+        self.wait_for(&b)
+    }
+
+    /// `Ok` when `b` holds a whole token, else how long until it does.
+    fn wait_for(&self, b: &Bucket) -> Result<(), Duration> {
+        if b.milli_tokens >= 1000 {
+            Ok(())
+        } else if self.rate.per_minute == 0 {
+            Err(Duration::from_secs(60))
+        } else {
+            let missing = 1000 - b.milli_tokens;
+            Err(Duration::from_millis(
+                (missing * 60).div_ceil(u64::from(self.rate.per_minute)),
+            ))
         }
     }
 
@@ -93,17 +109,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             at: now,
         });
         self.refill(b, now);
-        if b.milli_tokens >= 1000 {
-            b.milli_tokens -= 1000;
-            Ok(())
-        } else if self.rate.per_minute == 0 {
-            Err(Duration::from_secs(60))
-        } else {
-            let missing = 1000 - b.milli_tokens;
-            Err(Duration::from_millis(
-                (missing * 60).div_ceil(u64::from(self.rate.per_minute)),
-            ))
-        }
+        self.wait_for(b)?;
+        b.milli_tokens -= 1000;
+        Ok(())
     }
 }
 
@@ -126,18 +134,18 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_gives_back_one_token_up_to_the_burst() {
+    fn a_peek_tells_without_taking() {
         let rl = RateLimiter::new(Rate::new(1, 60));
         let t0 = Timestamp::from_unix_secs(1000);
+        // A key never seen has its whole burst.
+        assert!(rl.peek(&"a", t0).is_ok());
+        assert!(rl.peek(&"a", t0).is_ok());
         assert!(rl.check(&"a", t0).is_ok());
-        assert!(rl.check(&"a", t0).is_err());
-        rl.refund(&"a");
-        rl.refund(&"a");
-        assert!(rl.check(&"a", t0).is_ok());
-        assert!(rl.check(&"a", t0).is_err());
-        // A key never seen has nothing to give back.
-        rl.refund(&"b");
-        assert!(rl.check(&"b", t0).is_ok());
-        assert!(rl.check(&"b", t0).is_err());
+        assert_eq!(rl.peek(&"a", t0), Err(Duration::from_millis(1000)));
+        // Peeking takes nothing: after the refill, the token is there for `check`.
+        let t1 = t0.saturating_add(Duration::from_secs(1));
+        assert!(rl.peek(&"a", t1).is_ok());
+        assert!(rl.check(&"a", t1).is_ok());
+        assert!(rl.check(&"a", t1).is_err());
     }
 }

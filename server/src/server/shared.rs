@@ -114,23 +114,30 @@ impl Shared {
         self.clock.now()
     }
 
-    /// Reserve one failed authentication for `source` before checking what it presents, or
-    /// the rate-limited error (with its retry hint) when the source has none left. A check
-    /// that succeeds gives it back ([`Shared::auth_succeeded`]). Reserving first bounds a
-    /// flood of concurrent guesses by the burst, not by how many arrive before the first
-    /// fails.
+    /// Whether `source` may still try to authenticate: the rate-limited error (with its retry
+    /// hint) when its failures have used up the throttle. Nothing is taken: only a failure
+    /// counts ([`Shared::auth_failed`]), so clients that authenticate, however many at once,
+    /// are never held back by it.
     pub(crate) fn auth_attempt(&self, source: std::net::IpAddr) -> Result<(), ErrorBody> {
-        limit(self, &self.limits.auth_failures, &source_key(source)).map_err(|mut e| {
-            "too many failed authentications from this address; try again later"
-                .clone_into(&mut e.message);
-            metrics::counter!("tessera_auth_throttled_total").increment(1);
-            e
-        })
+        self.limits
+            .auth_failures
+            .peek(&source_key(source), self.now())
+            .map_err(|retry_after| {
+                metrics::counter!("tessera_auth_throttled_total").increment(1);
+                let mut e = engine_err(&tessera_engine::Error::RateLimited { retry_after });
+                "too many failed authentications from this address; try again later"
+                    .clone_into(&mut e.message);
+                e
+            })
     }
 
-    /// The attempt reserved by [`Shared::auth_attempt`] succeeded: it does not count.
-    pub(crate) fn auth_succeeded(&self, source: std::net::IpAddr) {
-        self.limits.auth_failures.refund(&source_key(source));
+    /// An authentication from `source` failed: it counts against the source's throttle.
+    pub(crate) fn auth_failed(&self, source: std::net::IpAddr) {
+        metrics::counter!("tessera_auth_failures_total").increment(1);
+        let _ = self
+            .limits
+            .auth_failures
+            .check(&source_key(source), self.now());
     }
 }
 

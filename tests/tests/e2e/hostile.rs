@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tessera_client::{AdminClient, ClientError};
@@ -351,6 +352,33 @@ async fn a_token_guessing_loop_is_throttled_and_a_legitimate_client_is_not() {
         e => panic!("{e}"),
     }
     wrong.close().await;
+    ts.shutdown().await;
+}
+
+/// The throttle counts failures only: many requests that authenticate at once from one address
+/// (a console page's parallel requests, a broker's 64 concurrent introspections) are all
+/// served, over HTTPS and over QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_that_authenticate_at_once_are_not_throttled() {
+    let ts = TestServer::start().await;
+    let base = format!("https://localhost:{}", https_addr(&ts).port());
+    let http = client_builder(&ts).build().unwrap();
+    let token = ts.admin_token.expose().to_owned();
+    let https = (0..64).map(|_| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        tokio::spawn(async move {
+            http.get(format!("{base}/api/v1/status"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    let quic = join_all((0..64).map(|_| ts.admin.send(&Status {})));
+    let (https, quic) = tokio::join!(join_all(https), quic);
+    assert!(https.into_iter().all(|s| s.unwrap() == StatusCode::OK));
+    assert!(quic.into_iter().all(|r| r.is_ok()));
     ts.shutdown().await;
 }
 

@@ -244,15 +244,14 @@ pub(crate) async fn exchange(State(st): State<Arc<HttpState>>, req: Request) -> 
         return Redirect::to("/console/?signin=rate").into_response();
     }
     let Ok(body) = super::routes::read_body(&st, req.into_body(), 4096).await else {
-        st.shared.auth_succeeded(source);
         return Redirect::to("/console/?signin=bad").into_response();
     };
     let Ok(form) = serde_urlencoded::from_bytes::<Exchange>(&body) else {
-        st.shared.auth_succeeded(source);
         return Redirect::to("/console/?signin=bad").into_response();
     };
     let typed = Zeroizing::new(form.code);
     let Some(code) = normalize(&typed) else {
+        st.shared.auth_failed(source);
         return Redirect::to("/console/?signin=pair").into_response();
     };
     let waiting = st
@@ -263,9 +262,9 @@ pub(crate) async fn exchange(State(st): State<Arc<HttpState>>, req: Request) -> 
         .remove(&digest(&code))
         .filter(|w| w.expires > st.shared.clock.now());
     let Some(w) = waiting else {
+        st.shared.auth_failed(source);
         return Redirect::to("/console/?signin=pair").into_response();
     };
-    st.shared.auth_succeeded(source);
     let (id, actor) = (
         w.token_id,
         Actor::operator(&w.name).from_source(source.to_string()),

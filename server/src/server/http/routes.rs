@@ -287,7 +287,10 @@ fn token(
     if h.contains_key(header::AUTHORIZATION) {
         // An Authorization header that is not a bearer token is a failed authentication too.
         return bearer(h).map_err(|p| match st.shared.auth_attempt(source) {
-            Ok(()) => p,
+            Ok(()) => {
+                st.shared.auth_failed(source);
+                p
+            }
             Err(e) => Problem::from_error(&e),
         });
     }

@@ -75,23 +75,18 @@ pub(crate) async fn authorize(
     source: std::net::IpAddr,
 ) -> Result<Caller, ErrorBody> {
     shared.auth_attempt(source)?;
-    let who = match blocking(shared, move |e, t| e.verify_admin_token(&token, t)).await {
-        Ok(who) => who,
-        Err(e) => {
+    let who = blocking(shared, move |e, t| e.verify_admin_token(&token, t))
+        .await
+        .inspect_err(|e| {
             // A token that is not one, or unknown, or revoked counts against the source; a
             // store that could not be read does not.
-            if !matches!(
+            if matches!(
                 e.code,
                 code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT
             ) {
-                shared.auth_succeeded(source);
-            } else {
-                metrics::counter!("tessera_auth_failures_total").increment(1);
+                shared.auth_failed(source);
             }
-            return Err(e);
-        }
-    };
-    shared.auth_succeeded(source);
+        })?;
     match who.role {
         // A service (a broker's validator) checks RTs at the rate of CONNECTs: it is held to
         // the per-source INTROSPECT limit, keyed by its token, not to the operators' one.
