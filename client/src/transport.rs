@@ -21,7 +21,8 @@ pub enum Trust {
     /// Trust certificates issued by these CA certificates (PEM).
     CaPem(Vec<u8>),
     /// Trust the chain that contains a certificate with this SHA-256 fingerprint (hex; the
-    /// CA fingerprint `tessera serve` prints).
+    /// CA fingerprint `tessera serve` prints), or with any of several, separated by commas or
+    /// white space (during a CA rollover, the current CA's and the next one's).
     Pin(String),
 }
 
@@ -85,7 +86,7 @@ impl ClientError {
 
 #[derive(Debug)]
 struct PinVerifier {
-    pin: Vec<u8>,
+    pins: Vec<Vec<u8>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -103,9 +104,12 @@ impl ServerCertVerifier for PinVerifier {
                 .as_ref()
                 .to_vec()
         };
-        let anchor = intermediates.iter().find(|c| digest(c) == self.pin).ok_or(
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        )?;
+        let anchor = intermediates
+            .iter()
+            .find(|c| self.pins.contains(&digest(c)))
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(anchor.clone().into_owned())?;
         let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -169,16 +173,29 @@ pub fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig, Cl
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        Trust::Pin(hex) => {
-            let pin = base16ct::mixed::decode_vec(hex.trim())
-                .ok()
-                .filter(|p| p.len() == 32)
-                .ok_or_else(|| {
-                    ClientError::Config("pin must be 64 hex characters (SHA-256)".into())
-                })?;
+        Trust::Pin(list) => {
+            let pins = list
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(|hex| {
+                    base16ct::mixed::decode_vec(hex)
+                        .ok()
+                        .filter(|p| p.len() == 32)
+                        .ok_or_else(|| {
+                            ClientError::Config(
+                                "a pin must be 64 hex characters (SHA-256); several are \
+                                 separated by commas"
+                                    .into(),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if pins.is_empty() {
+                return Err(ClientError::Config("no pin given".into()));
+            }
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
+                .with_custom_certificate_verifier(Arc::new(PinVerifier { pins, provider }))
                 .with_no_client_auth()
         }
     };

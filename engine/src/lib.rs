@@ -72,8 +72,8 @@ pub use tessera_proto::token;
 pub use engine::{
     Approval, BeginOutcome, BeginRequest, Engine, EngineConfig, EngineObserver, EngineStatus,
     FeedStatus, Introspection, KeyEpochInfo, LeakPolicy, LeakResponse, OperationStatus,
-    PairingStep, Provisioned, PruneReport, PtBatch, Refreshed, ValidatedRt, ADMIN_TOKEN_PREFIX,
-    BATCH_CHUNK, MAX_BATCH, MAX_CLOCK_SKEW_LEEWAY,
+    PairingStep, Provisioned, PruneReport, PtBatch, Refreshed, Retention, ValidatedRt,
+    ADMIN_TOKEN_PREFIX, BATCH_CHUNK, MAX_BATCH, MAX_CLOCK_SKEW_LEEWAY,
 };
 pub use error::{Error, InputError, StoreError, TokenFormatError};
 pub use keys::{KeyKeeper, SoftwareKeeper};

@@ -217,7 +217,8 @@ pub extern "C" fn tessera_device_config_set_ca_pem(
 }
 
 /// Trust the server chain containing a certificate with this SHA-256 fingerprint (64 hex
-/// characters, NUL-terminated), instead of a CA file.
+/// characters, NUL-terminated), instead of a CA file; or with any of several, separated by
+/// commas (during a CA rollover: the current CA's and the next one's).
 #[no_mangle]
 pub extern "C" fn tessera_device_config_set_pin(
     cfg: *mut tessera_device_config,
@@ -226,11 +227,16 @@ pub extern "C" fn tessera_device_config_set_pin(
     with_cfg!(cfg, |c| {
         // SAFETY: NUL-terminated per the caller's promise.
         match unsafe { str(sha256_hex) } {
-            Ok(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                c.trust = Some(Trust::Pin(h.to_owned()));
+            Ok(h) => {
+                let trust = Trust::Pin(h.to_owned());
+                if tessera_client::transport::client_tls(&trust, tessera_proto::wire::DEVICE_ALPN)
+                    .is_err()
+                {
+                    return tessera_result::TESSERA_INVALID_ARGUMENT;
+                }
+                c.trust = Some(trust);
                 tessera_result::TESSERA_OK
             }
-            Ok(_) => tessera_result::TESSERA_INVALID_ARGUMENT,
             Err(e) => e,
         }
     })

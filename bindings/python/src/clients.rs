@@ -25,10 +25,23 @@ fn resolve(py: Python<'_>, address: &str) -> PyResult<SocketAddr> {
         .ok_or_else(|| errors::config(py, format!("cannot resolve {address:?} (want host:port)")))
 }
 
-fn trust(py: Python<'_>, ca_pem: Option<&Bound<'_, PyAny>>, pin: Option<&str>) -> PyResult<Trust> {
+fn trust(
+    py: Python<'_>,
+    ca_pem: Option<&Bound<'_, PyAny>>,
+    pin: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Trust> {
     match (ca_pem, pin) {
         (Some(p), None) => Ok(Trust::CaPem(token_bytes(p, "ca_pem")?.to_vec())),
-        (None, Some(p)) => Ok(Trust::Pin(p.to_owned())),
+        // One fingerprint, or several (a CA rollover) as a list or comma-separated.
+        (None, Some(p)) => {
+            let pins: Vec<String> = match p.extract::<String>() {
+                Ok(one) => vec![one],
+                Err(_) => p.extract().map_err(|_| {
+                    errors::config(py, "pin must be a str or a list of str (SHA-256, hex)")
+                })?,
+            };
+            Ok(Trust::Pin(pins.join(",")))
+        }
         _ => Err(errors::config(
             py,
             "give exactly one of ca_pem (the CA certificate, PEM) or pin (its SHA-256 fingerprint)",
@@ -64,10 +77,10 @@ impl AdminClient {
         token: &str,
         server_name: &str,
         ca_pem: Option<Bound<'_, PyAny>>,
-        pin: Option<&str>,
+        pin: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let addr = resolve(py, address)?;
-        let trust = trust(py, ca_pem.as_ref(), pin)?;
+        let trust = trust(py, ca_pem.as_ref(), pin.as_ref())?;
         let rt = runtime::clients()?;
         let _g = rt.enter();
         tessera_client::AdminClient::new(
@@ -187,7 +200,8 @@ impl DeviceHooks for PyHooks {
 ///   made). ``pt``: the provisioning token from the firmware image.
 /// - ``server_name``: the name the server certificate must carry (``tessera serve`` prints the
 ///   certificate's names). Trust it through ``ca_pem`` (the CA certificate, ``str`` or
-///   ``bytes`` of PEM) or ``pin`` (64 hex digits, the CA certificate's SHA-256): one is needed.
+///   ``bytes`` of PEM, one or more certificates) or ``pin`` (64 hex digits, the CA certificate's
+///   SHA-256; or a list of them, during a CA rollover): one is needed.
 /// - ``device_id``: the device id to ask for; ``attributes``: a ``dict`` of ``str`` shown to
 ///   the technician (limits in docs/tokens.md).
 /// - ``on_code(code: str)``: show the verification code, when the PT's policy uses one.
@@ -258,7 +272,7 @@ impl DeviceClient {
         pt: &str,
         server_name: &str,
         ca_pem: Option<Bound<'_, PyAny>>,
-        pin: Option<&str>,
+        pin: Option<Bound<'_, PyAny>>,
         device_id: Option<String>,
         attributes: Option<BTreeMap<String, String>>,
         on_code: Option<Py<PyAny>>,
@@ -293,7 +307,7 @@ impl DeviceClient {
         let mut cfg = DeviceConfig::new(
             resolve(py, address)?,
             server_name,
-            trust(py, ca_pem.as_ref(), pin)?,
+            trust(py, ca_pem.as_ref(), pin.as_ref())?,
             ProvisioningToken::new(pt.to_owned()),
         );
         cfg.device_id = device_id;

@@ -63,6 +63,18 @@ def test_pin_instead_of_ca_and_automatic_policy(tessera_server, tessera_admin):
         assert device.ensure_registered(10).device_id == "auto-1"
 
 
+def test_several_pins_during_a_ca_rollover(tessera_server, tessera_admin):
+    # A device given the next CA's pin beside the current one connects to either.
+    _, pt = tessera_admin.create_pt("rollover", approval="automatic")
+    pins = ["ab" * 32, tessera_server.ca_fingerprint]
+    with tessera.DeviceClient(
+        tessera_server.device_address, pt, pin=pins, device_id="roll-1"
+    ) as device:
+        assert device.ensure_registered(10).device_id == "roll-1"
+    with pytest.raises(tessera.ConfigError):
+        tessera.DeviceClient(tessera_server.device_address, pt, pin=["ab" * 32, "abc"])
+
+
 def test_rotation_with_a_dropped_response(tessera_admin, tessera_device_factory):
     _, pt = tessera_admin.create_pt("rot", approval="automatic")
     device = tessera_device_factory(pt, device_id="rot-1")

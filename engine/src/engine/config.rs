@@ -61,6 +61,43 @@ pub struct EngineConfig {
     pub(crate) many_sources: ManySources,
     pub(crate) refresh_rate: Rate,
     pub(crate) validator_keys_file: Option<std::path::PathBuf>,
+    pub(crate) retention: Retention,
+}
+
+/// How long the store keeps what only grows: the audit log, leak signals and refresh events.
+/// `None` keeps them for ever. Housekeeping ([`Engine::prune`](crate::Engine::prune)) deletes
+/// what is older, in small steps, at most once a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Audit events other than refreshes. Defaults to 400 days (a year and a review's
+    /// margin). Revocation events are kept at least as long as a revoked registration's RT
+    /// could still be presented (the longest RT lifetime and the clock-skew leeway), since RT
+    /// validators read revocations from them.
+    pub audit: Option<Duration>,
+    /// Leak signals. Defaults to 400 days.
+    pub leak_signals: Option<Duration>,
+    /// Refresh events: one per refresh, by far the most numerous. Defaults to 31 days.
+    pub refresh_events: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            audit: Some(Duration::from_secs(400 * DAY)),
+            leak_signals: Some(Duration::from_secs(400 * DAY)),
+            refresh_events: Some(Duration::from_secs(31 * DAY)),
+        }
+    }
+}
+
+impl Retention {
+    /// Keep everything for ever.
+    pub const FOREVER: Retention = Retention {
+        audit: None,
+        leak_signals: None,
+        refresh_events: None,
+    };
 }
 
 /// The largest clock-skew leeway the engine accepts.
@@ -85,6 +122,7 @@ impl Default for EngineConfig {
             many_sources: ManySources::default(),
             refresh_rate: Rate::new(20, 60),
             validator_keys_file: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -178,6 +216,13 @@ impl EngineConfig {
     /// [`Engine::open_dir`]: crate::Engine::open_dir
     pub fn validator_keys_file(&mut self, path: impl Into<std::path::PathBuf>) -> &mut Self {
         self.validator_keys_file = Some(path.into());
+        self
+    }
+
+    /// How long the store keeps audit events, leak signals and refresh events. Defaults to
+    /// [`Retention::default`].
+    pub fn retention(&mut self, r: Retention) -> &mut Self {
+        self.retention = r;
         self
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod keys;
 mod operations;
 mod pts;
 mod registrations;
+mod retention;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -16,7 +17,7 @@ use arc_swap::ArcSwap;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub use admin::{PairingStep, ADMIN_TOKEN_PREFIX};
-pub use config::{EngineConfig, LeakPolicy, LeakResponse, MAX_CLOCK_SKEW_LEEWAY};
+pub use config::{EngineConfig, LeakPolicy, LeakResponse, Retention, MAX_CLOCK_SKEW_LEEWAY};
 pub use feed::FeedStatus;
 pub use keys::KeyEpochInfo;
 pub use operations::{Approval, BeginOutcome, BeginRequest, OperationStatus, Provisioned};
@@ -98,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) root_check: String,
     /// With several nodes on one store: how far this node has followed the others' changes.
     pub(crate) feed: std::sync::OnceLock<Arc<crate::store::FeedHealth>>,
+    /// Where retention stands (see `retention.rs`).
+    pub(crate) retention: retention::RetentionState,
 }
 
 /// How long opening an engine on a shared store waits for its first catch-up with the
@@ -218,6 +221,10 @@ pub struct PruneReport {
     pub rt_keys_dropped: usize,
     /// PTs of abandoned batches deleted.
     pub abandoned_pts_deleted: usize,
+    /// Audit events (refresh events included) deleted by retention.
+    pub events_deleted: usize,
+    /// Leak signals deleted by retention.
+    pub leak_signals_deleted: usize,
 }
 
 impl Engine {
@@ -254,6 +261,7 @@ impl Engine {
             source_limits: RateLimiter::new(config.source_rate),
             sources: crate::sources::SourceTracker::new(config.many_sources),
             failed_resumes: Default::default(),
+            retention: Default::default(),
             signal_limits: RateLimiter::new(SIGNAL_RATE),
             refresh_limits: RateLimiter::new(config.refresh_rate),
             suppressed_signals: Default::default(),
@@ -473,8 +481,10 @@ impl Engine {
     }
 
     /// Housekeeping: expire pending operations past their expiry, drop families whose every RT
-    /// has expired, and drop RT keys of epochs all of whose RTs have expired. Call it
-    /// periodically (the server does, every few seconds).
+    /// has expired, drop RT keys of epochs all of whose RTs have expired, delete the PTs of
+    /// abandoned batches, and (at most once a minute) delete audit events, leak signals and
+    /// refresh events older than their [`Retention`]. Call it periodically (the server does,
+    /// every few seconds).
     pub fn prune(&self, now: Timestamp) -> Result<PruneReport, Error> {
         let operations_expired = self.expire_operations(now)?;
         let cutoff = now
@@ -492,11 +502,14 @@ impl Engine {
                 break;
             }
         }
+        let deleted = self.enforce_retention(now)?;
         Ok(PruneReport {
             families,
             operations_expired,
             rt_keys_dropped,
             abandoned_pts_deleted,
+            events_deleted: deleted.events,
+            leak_signals_deleted: deleted.leak_signals,
         })
     }
 }

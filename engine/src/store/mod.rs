@@ -30,6 +30,46 @@ use crate::model::{
 };
 use crate::time::Timestamp;
 
+/// What retention deletes, each class by its own age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetentionClass {
+    /// Audit events but refreshes and revocations.
+    Events,
+    /// `registration.revoke` events: validators read revocations from them, so they are kept
+    /// at least as long as a revoked registration's RT could still be presented.
+    Revocations,
+    /// `registration.refresh` events in `audit` (on SQLite, only those from before the
+    /// refresh journal carried them).
+    RefreshEvents,
+    /// Refresh-journal rows (SQLite) already folded into their registrations: the refresh
+    /// events since.
+    RefreshJournal,
+    /// Leak signals.
+    LeakSignals,
+}
+
+impl RetentionClass {
+    /// Every class.
+    pub const ALL: [RetentionClass; 5] = [
+        Self::Events,
+        Self::Revocations,
+        Self::RefreshEvents,
+        Self::RefreshJournal,
+        Self::LeakSignals,
+    ];
+}
+
+/// What one [`StoreTxn::delete_old`] step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionStep {
+    /// Rows deleted.
+    pub deleted: usize,
+    /// Where the next step starts: every row of the class up to here is gone.
+    pub cursor: u64,
+    /// Nothing more of the class is old enough (or the table ends).
+    pub done: bool,
+}
+
 pub use tessera_proto::admin::records::{CommitStats, KeyEpochRecord, StoreCounts};
 
 /// The action of the audit events [`StoreTxn::refresh_registration`] records.
@@ -249,6 +289,19 @@ pub trait StoreTxn: StoreRead {
     /// Delete at most `limit` PTs of abandoned batches (and the markers of batches with none
     /// left). Returns how many PTs were deleted.
     fn delete_abandoned_pts(&mut self, limit: usize) -> Result<usize, Error>;
+    /// One small step of retention: look at up to `limit` rows of `class`'s table after `cursor`
+    /// (in key order, which is time order), and delete the rows of `class` among them older
+    /// than `cutoff`, stopping before the first row of `class` that is not. The newest row of a
+    /// table is never deleted, so its numbering never goes back; a refresh-journal row only
+    /// once it is folded into its registration. [`RetentionStep::cursor`] is where the next
+    /// step starts.
+    fn delete_old(
+        &mut self,
+        class: RetentionClass,
+        cursor: u64,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<RetentionStep, Error>;
     /// Pending operations whose expiry is at or before `now`, at most `limit`.
     fn expired_pending(
         &mut self,

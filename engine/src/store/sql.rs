@@ -66,3 +66,49 @@ pub(super) fn revocation_page(
     }
     Ok((ids, next))
 }
+
+/// A retention class's table: its name, key column, time column and the condition a row of
+/// the class meets.
+pub(super) fn retention_table(
+    class: super::RetentionClass,
+) -> (&'static str, &'static str, &'static str, &'static str) {
+    use super::RetentionClass::*;
+    match class {
+        Events => (
+            "audit",
+            "seq",
+            "at",
+            "action NOT IN ('registration.refresh', 'registration.revoke')",
+        ),
+        Revocations => ("audit", "seq", "at", "action = 'registration.revoke'"),
+        RefreshEvents => ("audit", "seq", "at", "action = 'registration.refresh'"),
+        RefreshJournal => (
+            "refresh_journal",
+            "seq",
+            "coalesce(audit_at, issued_at)",
+            "TRUE",
+        ),
+        LeakSignals => ("leak_signals", "id", "at", "TRUE"),
+    }
+}
+
+/// Where a retention step stops, from the rows after its cursor in key order (key, time,
+/// whether the row is of the class): the last key it may delete up to (every row of the class
+/// up to it is older than `cutoff`), and whether it is done (it met a row of the class that is
+/// not, or the rows ran out).
+pub(super) fn retention_scan(
+    rows: impl Iterator<Item = Result<(i64, i64, bool), Error>>,
+    cutoff: i64,
+    limit: usize,
+) -> Result<(Option<i64>, bool), Error> {
+    let (mut upto, mut n) = (None, 0);
+    for row in rows {
+        let (key, at, ours) = row?;
+        n += 1;
+        if ours && at >= cutoff {
+            return Ok((upto, true));
+        }
+        upto = Some(key);
+    }
+    Ok((upto, n < limit))
+}

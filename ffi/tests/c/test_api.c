@@ -161,6 +161,15 @@ static void test_device_config(const char *pt) {
     EXPECT(tessera_device_config_set_pt(cfg, u8("tspt_short"), 10), TESSERA_TOKEN_WRONG_LENGTH);
     EXPECT(tessera_device_config_set_pin(cfg, "abc"), TESSERA_INVALID_ARGUMENT);
     EXPECT(tessera_device_config_set_pin(NULL, "abc"), TESSERA_NULL_PARAMETER);
+    /* Several pins (a CA rollover), separated by commas; each must be a whole SHA-256. */
+    EXPECT(tessera_device_config_set_pin(cfg,
+               "00000000000000000000000000000000000000000000000000000000000000aa,"
+               "00000000000000000000000000000000000000000000000000000000000000bb"),
+           TESSERA_OK);
+    EXPECT(tessera_device_config_set_pin(cfg,
+               "00000000000000000000000000000000000000000000000000000000000000aa,abc"),
+           TESSERA_INVALID_ARGUMENT);
+    EXPECT(tessera_device_config_set_pin(cfg, ","), TESSERA_INVALID_ARGUMENT);
     EXPECT(tessera_device_config_set_ca_pem(cfg, NULL, 3), TESSERA_NULL_PARAMETER);
     EXPECT(tessera_device_config_set_ca_pem(cfg, u8("x"), 0), TESSERA_INVALID_LENGTH);
     /* PEM is checked where it enters: no certificate, or a broken one, is refused at once. */

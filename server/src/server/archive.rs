@@ -26,12 +26,17 @@ const FORMAT: u32 = 1;
 /// The configuration file's name in the archive and in a restored directory.
 pub const CONFIG_FILE: &str = "tessera.toml";
 /// The TLS files a data directory may hold.
-const TLS_FILES: [&str; 5] = [
+const TLS_FILES: [&str; 10] = [
     "ca.pem",
     "ca.key",
     "server.pem",
     "server.key",
     "server.names",
+    tls::NEXT_CA,
+    tls::NEXT_CA_KEY,
+    tls::PREVIOUS_CA,
+    tls::PREVIOUS_CA_KEY,
+    tls::TRUST_BUNDLE,
 ];
 
 /// What an archive holds, beside the files.

@@ -266,6 +266,46 @@ pub struct EngineSettings {
     /// `revoke_pt`. Table `[engine.leak_policy]` with keys `parallel_operations`,
     /// `rotation_reuse`, `code_guessing`, `many_sources`.
     pub leak_policy: tessera_engine::LeakPolicy,
+    /// How long the store keeps what only grows. Table `[engine.retention]`.
+    pub retention: RetentionSettings,
+}
+
+/// How many days the store keeps audit events, leak signals and refresh events; 0 keeps them
+/// for ever. Housekeeping deletes what is older, in small steps, once a minute.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Audit events other than refreshes. Default 400. Revocations are kept at least
+    /// `max_rt_lifetime_days` (RT validators read them).
+    pub audit_days: u64,
+    /// Leak signals. Default 400.
+    pub leak_signals_days: u64,
+    /// Refresh events (one per refresh). Default 31.
+    pub refresh_events_days: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let d = tessera_engine::Retention::default();
+        let days = |v: Option<Duration>| v.map_or(0, |v| v.as_secs() / 86_400);
+        Self {
+            audit_days: days(d.audit),
+            leak_signals_days: days(d.leak_signals),
+            refresh_events_days: days(d.refresh_events),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The engine's retention.
+    pub fn retention(&self) -> tessera_engine::Retention {
+        let age = |days: u64| (days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400)));
+        tessera_engine::Retention {
+            audit: age(self.audit_days),
+            leak_signals: age(self.leak_signals_days),
+            refresh_events: age(self.refresh_events_days),
+        }
+    }
 }
 
 impl Default for EngineSettings {
@@ -291,6 +331,7 @@ impl Default for EngineSettings {
             many_sources_threshold: 4,
             many_sources_window_secs: 3600,
             leak_policy: tessera_engine::LeakPolicy::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -323,7 +364,8 @@ impl EngineSettings {
                 threshold: self.many_sources_threshold,
                 window: Duration::from_secs(self.many_sources_window_secs),
             })
-            .leak_policy(self.leak_policy);
+            .leak_policy(self.leak_policy)
+            .retention(self.retention.retention());
         c
     }
 }
@@ -417,6 +459,22 @@ mod tests {
         assert!(ServerConfig::from_toml_file(&p)
             .unwrap_err()
             .contains("unknown variant"));
+        std::fs::write(
+            &p,
+            "[engine.retention]\nrefresh_events_days = 7\naudit_days = 0\n",
+        )
+        .unwrap();
+        let r = ServerConfig::from_toml_file(&p)
+            .unwrap()
+            .engine
+            .retention
+            .retention();
+        assert_eq!(r.refresh_events, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(r.audit, None, "0 keeps for ever");
+        assert_eq!(
+            r.leak_signals,
+            tessera_engine::Retention::default().leak_signals
+        );
         std::fs::write(&p, "no_such_setting = 1\n").unwrap();
         assert!(ServerConfig::from_toml_file(&p)
             .unwrap_err()

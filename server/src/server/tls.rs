@@ -164,27 +164,32 @@ pub fn ensure_certificates(
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(&dir).map_err(io(&dir))?;
+    let (ca_pem, ca_key_pem) = make_ca("Tessera local CA")?;
+    write_private(&files.ca_cert, &ca_pem)?;
+    write_private(&dir.join("ca.key"), &ca_key_pem)?;
+    issue_server_certificate(&dir, &files, names)
+}
+
+/// A new self-signed CA: its certificate and key, PEM.
+fn make_ca(common_name: &str) -> Result<(String, zeroize::Zeroizing<String>), TlsError> {
     let cert_err = |e: rcgen::Error| TlsError::Cert(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "Tessera local CA");
+        .push(rcgen::DnType::CommonName, common_name);
     ca_params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
     ];
     ca_params.not_after = rcgen::date_time_ymd(2046, 1, 1);
     let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-
-    write_private(&files.ca_cert, &ca_cert.pem())?;
-    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-    write_server_certificate(&dir, &files, names, &issuer, &ca_cert.pem())?;
-    Ok(files)
+    Ok((
+        ca_cert.pem(),
+        zeroize::Zeroizing::new(ca_key.serialize_pem()),
+    ))
 }
-
 /// A new server certificate for `names` from the CA in `dir` (`ca.pem`, `ca.key`).
 fn issue_server_certificate(
     dir: &Path,
@@ -328,6 +333,110 @@ pub fn reissue(data_dir: &Path, names: &[String]) -> Result<TlsFiles, TlsError> 
         }
     }
     issue_server_certificate(&dir, &files, names)
+}
+
+/// During a CA rollover: the next CA, made by [`rollover_begin`] (`tls/ca.next.pem`, and its
+/// key).
+pub const NEXT_CA: &str = "ca.next.pem";
+/// The next CA's key.
+pub const NEXT_CA_KEY: &str = "ca.next.key";
+/// After a rollover: the CA before it (`tls/ca.prev.pem`, and its key).
+pub const PREVIOUS_CA: &str = "ca.prev.pem";
+/// The previous CA's key.
+pub const PREVIOUS_CA_KEY: &str = "ca.prev.key";
+/// The CA certificates devices should trust during a rollover: the current CA and the next
+/// (`tls/trust.pem`).
+pub const TRUST_BUNDLE: &str = "trust.pem";
+
+/// The fingerprints of a rollover's two CAs.
+#[derive(Debug, Clone)]
+pub struct Rollover {
+    /// The CA devices trust today (before [`rollover_finish`]) or trusted until it.
+    pub old: String,
+    /// The CA that takes over.
+    pub new: String,
+    /// The bundle of both, for devices.
+    pub bundle: PathBuf,
+}
+
+fn first_fingerprint(path: &Path) -> Result<String, TlsError> {
+    load_chain(path)?
+        .first()
+        .map(fingerprint)
+        .ok_or_else(|| TlsError::Cert(format!("{}: no certificate", path.display())))
+}
+
+/// Begin a CA rollover: make the next CA beside the current one (which keeps serving) and write
+/// the bundle of both (`trust.pem`), for devices to trust before [`rollover_finish`]. Needs the
+/// current CA's key (a CA the server made); refused while a rollover is under way.
+pub fn rollover_begin(data_dir: &Path) -> Result<Rollover, TlsError> {
+    let dir = data_dir.join("tls");
+    let current = dir.join("ca.pem");
+    if !dir.join("ca.key").exists() {
+        return Err(TlsError::Missing(format!(
+            "{} has no ca.key: a CA the server did not make is rolled over by whoever runs it",
+            dir.display()
+        )));
+    }
+    if dir.join(NEXT_CA).exists() {
+        return Err(TlsError::Missing(format!(
+            "a rollover is under way ({} exists): finish it with `tessera tls rollover finish`",
+            dir.join(NEXT_CA).display()
+        )));
+    }
+    let old_pem = std::fs::read_to_string(&current).map_err(io(&current))?;
+    let (next_pem, next_key) = make_ca("Tessera local CA (rollover)")?;
+    // The key first: a next CA without its key could not finish.
+    write_private(&dir.join(NEXT_CA_KEY), &next_key)?;
+    write_private(&dir.join(NEXT_CA), &next_pem)?;
+    let bundle = dir.join(TRUST_BUNDLE);
+    let _ = std::fs::remove_file(&bundle);
+    write_private(&bundle, &format!("{old_pem}{next_pem}"))?;
+    Ok(Rollover {
+        old: first_fingerprint(&current)?,
+        new: first_fingerprint(&dir.join(NEXT_CA))?,
+        bundle,
+    })
+}
+
+/// Finish a CA rollover: the next CA becomes the CA (the previous one is kept as
+/// `ca.prev.pem`), and a new server certificate for the same names is issued from it. Devices
+/// that trust the bundle (or both pins) connect before and after; the server uses the new
+/// certificate when restarted. Needs a server certificate the server made (its names are
+/// known).
+pub fn rollover_finish(data_dir: &Path) -> Result<Rollover, TlsError> {
+    let dir = data_dir.join("tls");
+    let (next, next_key) = (dir.join(NEXT_CA), dir.join(NEXT_CA_KEY));
+    if !next.exists() || !next_key.exists() {
+        return Err(TlsError::Missing(format!(
+            "{} has no next CA ({NEXT_CA} and {NEXT_CA_KEY}): begin with `tessera tls rollover \
+             begin`",
+            dir.display()
+        )));
+    }
+    let names = certificate_names(data_dir).ok_or_else(|| {
+        TlsError::Missing(format!(
+            "{} holds a server certificate the server did not make: issue one from the next CA \
+             yourself",
+            dir.display()
+        ))
+    })?;
+    let old = first_fingerprint(&dir.join("ca.pem"))?;
+    for (from, to) in [
+        ("ca.pem", PREVIOUS_CA),
+        ("ca.key", PREVIOUS_CA_KEY),
+        (NEXT_CA, "ca.pem"),
+        (NEXT_CA_KEY, "ca.key"),
+    ] {
+        let (from, to) = (dir.join(from), dir.join(to));
+        std::fs::rename(&from, &to).map_err(io(&from))?;
+    }
+    let files = reissue(data_dir, &names)?;
+    Ok(Rollover {
+        old,
+        new: first_fingerprint(&files.ca_cert)?,
+        bundle: dir.join(TRUST_BUNDLE),
+    })
 }
 
 /// Load a PEM certificate chain.

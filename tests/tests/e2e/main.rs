@@ -12,5 +12,6 @@ mod identity;
 mod nodes;
 mod recovery;
 mod resumption;
+mod rollover;
 mod security;
 mod service;

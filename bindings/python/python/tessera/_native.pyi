@@ -197,7 +197,7 @@ class AdminClient:
         *,
         server_name: str = "localhost",
         ca_pem: Optional[_Token] = None,
-        pin: Optional[str] = None,
+        pin: Union[str, List[str], None] = None,
     ) -> AdminClient: ...
     def call(self, kind: int, args_json: str) -> str: ...
     def create_pt_batch(self, args_json: str) -> Tuple[str, List[str]]: ...
@@ -212,7 +212,7 @@ class DeviceClient:
         *,
         server_name: str = "localhost",
         ca_pem: Optional[_Token] = None,
-        pin: Optional[str] = None,
+        pin: Union[str, List[str], None] = None,
         device_id: Optional[str] = None,
         attributes: Optional[Dict[str, str]] = None,
         on_code: Optional[Callable[[str], object]] = None,

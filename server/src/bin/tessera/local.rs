@@ -166,6 +166,33 @@ pub(super) fn tls_issue(data_dir: &Path, names: &[String]) -> Result<(), String>
     Ok(())
 }
 
+/// `tessera tls rollover begin|finish`.
+pub(super) fn tls_rollover(data_dir: &Path, finish: bool) -> Result<(), String> {
+    use tessera_server::server::tls;
+    if finish {
+        let r = tls::rollover_finish(data_dir).map_err(|e| e.to_string())?;
+        println!("the CA is now {} (was {})", r.new, r.old);
+        println!("issued the server certificate from it; restart the server to use it");
+        println!(
+            "devices that trust {} (or pin both) keep connecting; once every device has \
+             connected, they may drop the previous CA",
+            r.bundle.display()
+        );
+    } else {
+        let r = tls::rollover_begin(data_dir).map_err(|e| e.to_string())?;
+        println!("made the next CA {}", r.new);
+        println!("the current CA {} keeps serving", r.old);
+        println!(
+            "give every device {} (both CAs) or both pins: {},{}",
+            r.bundle.display(),
+            r.old,
+            r.new
+        );
+        println!("then run `tessera tls rollover finish` and restart the server");
+    }
+    Ok(())
+}
+
 /// `tessera keys init-hsm`: make the root key inside the HSM and print the settings that use it.
 pub(super) fn init_hsm(settings: &KeySettings) -> Result<(), String> {
     let cfg = settings

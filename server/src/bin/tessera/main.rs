@@ -199,6 +199,26 @@ enum TlsCmd {
         #[arg(long = "server-name", required = true, value_delimiter = ',')]
         server_names: Vec<String>,
     },
+    /// Move devices to a new CA without losing one. `begin` makes the next CA beside the
+    /// current one and writes `tls/trust.pem` (both CAs) for devices to trust (or pin both
+    /// fingerprints); once every device has it, `finish` makes the next CA the CA and issues
+    /// the server certificate from it (restart the server to use it). docs/operations.md.
+    Rollover {
+        /// `begin` or `finish`.
+        step: RolloverStep,
+        /// Data directory of the server.
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// A step of a CA rollover.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RolloverStep {
+    /// Make the next CA and the bundle devices trust meanwhile.
+    Begin,
+    /// Make the next CA the CA.
+    Finish,
 }
 
 #[derive(Args)]
@@ -585,6 +605,10 @@ fn main() -> ExitCode {
             data_dir,
             server_names,
         }) => done(local::tls_issue(&data_dir, &server_names)),
+        Cmd::Tls(TlsCmd::Rollover { step, data_dir }) => done(local::tls_rollover(
+            &data_dir,
+            matches!(step, RolloverStep::Finish),
+        )),
         Cmd::Keys(KeysCmd::InitHsm {
             module,
             token_label,
@@ -636,6 +660,7 @@ mod tests {
             "tls init",
             "tls show",
             "tls issue",
+            "tls rollover",
         ];
         assert!(out.len() > 20, "{out:?}");
         for (path, json) in out {

@@ -10,11 +10,12 @@ use postgres::types::{FromSql, ToSql};
 use postgres::Row;
 
 use super::super::sql::{
-    json, limit_or_default, sql_ts, sql_u64, ts, ts_opt, PT_COLUMNS, PT_VISIBLE,
+    json, limit_or_default, retention_scan, retention_table, sql_ts, sql_u64, ts, ts_opt,
+    PT_COLUMNS, PT_VISIBLE,
 };
 use super::super::{
     KeyEpochRecord, NewAuditEvent, NewLeakSignal, OperationQuery, RefreshAudit, RegistrationQuery,
-    StoreCounts, StoreRead, StoreTxn, REFRESH_ACTION,
+    RetentionClass, RetentionStep, StoreCounts, StoreRead, StoreTxn, REFRESH_ACTION,
 };
 use super::Conn;
 use crate::error::Error;

@@ -302,6 +302,58 @@ impl StoreTxn for Db<'_> {
         Ok(n)
     }
 
+    fn delete_old(
+        &mut self,
+        class: RetentionClass,
+        cursor: u64,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<RetentionStep, Error> {
+        // Refreshes update their registration's row here: there is no journal.
+        if class == RetentionClass::RefreshJournal {
+            return Ok(RetentionStep {
+                deleted: 0,
+                cursor,
+                done: true,
+            });
+        }
+        let (table, key, at, ours) = retention_table(class);
+        let (cursor, cutoff) = (sql_u64(cursor), sql_ts(cutoff));
+        let rows = self.query(
+            &format!(
+                "SELECT {key}, {at}, {ours} FROM {table} \
+                 WHERE {key} > $1 AND {key} < (SELECT max({key}) FROM {table}) \
+                 ORDER BY {key} LIMIT $2"
+            ),
+            &[&cursor, &limit_or_default(limit)],
+        )?;
+        let (upto, done) = retention_scan(
+            rows.iter()
+                .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?))),
+            cutoff,
+            limit,
+        )?;
+        let Some(upto) = upto else {
+            return Ok(RetentionStep {
+                deleted: 0,
+                cursor: cursor as u64,
+                done,
+            });
+        };
+        // Another node deleting the same rows at once only makes this delete fewer.
+        let deleted = self.execute(
+            &format!(
+                "DELETE FROM {table} WHERE {key} > $1 AND {key} <= $2 AND {ours} AND {at} < $3"
+            ),
+            &[&cursor, &upto, &cutoff],
+        )? as usize;
+        Ok(RetentionStep {
+            deleted,
+            cursor: upto as u64,
+            done,
+        })
+    }
+
     fn expired_pending(
         &mut self,
         now: Timestamp,

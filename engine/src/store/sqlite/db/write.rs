@@ -2,8 +2,11 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::super::super::sql::{json, sql_ts, sql_u64};
-use super::super::super::{KeyEpochRecord, NewAuditEvent, NewLeakSignal, RefreshAudit, StoreTxn};
+use super::super::super::sql::{json, retention_scan, retention_table, sql_ts, sql_u64};
+use super::super::super::{
+    KeyEpochRecord, NewAuditEvent, NewLeakSignal, RefreshAudit, RetentionClass, RetentionStep,
+    StoreTxn,
+};
 use super::*;
 use crate::time::Timestamp;
 
@@ -281,6 +284,52 @@ impl StoreTxn for Db<'_> {
                 .execute([&batch])?;
         }
         Ok(n)
+    }
+
+    fn delete_old(
+        &mut self,
+        class: RetentionClass,
+        cursor: u64,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<RetentionStep, Error> {
+        let (table, key, at, ours) = retention_table(class);
+        // Journal rows only once folded into their registrations.
+        let bound = match class {
+            RetentionClass::RefreshJournal => {
+                super::super::journal::folded_upto(self.conn)?.to_string()
+            }
+            _ => format!("(SELECT max({key}) FROM {table}) - 1"),
+        };
+        let (cursor, cutoff) = (sql_u64(cursor), sql_ts(cutoff));
+        let (upto, done) = {
+            let mut st = self.conn.prepare_cached(&format!(
+                "SELECT {key}, {at}, {ours} FROM {table} WHERE {key} > ?1 AND {key} <= {bound} \
+                 ORDER BY {key} LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![cursor, limit_or_default(limit)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            retention_scan(rows.map(|r| r.map_err(Error::from)), cutoff, limit)?
+        };
+        let Some(upto) = upto else {
+            return Ok(RetentionStep {
+                deleted: 0,
+                cursor: cursor as u64,
+                done,
+            });
+        };
+        let deleted = self
+            .conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE {key} > ?1 AND {key} <= ?2 AND {ours} AND {at} < ?3"
+            ))?
+            .execute(params![cursor, upto, cutoff])?;
+        Ok(RetentionStep {
+            deleted,
+            cursor: upto as u64,
+            done,
+        })
     }
 
     fn expired_pending(

@@ -392,7 +392,7 @@ fn set_folded_upto(conn: &Connection, upto: i64) -> Result<(), Error> {
 }
 
 /// The fold watermark: journal rows numbered above it are not folded yet.
-fn folded_upto(conn: &Connection) -> Result<i64, Error> {
+pub(crate) fn folded_upto(conn: &Connection) -> Result<i64, Error> {
     Ok(conn
         .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
         .query_row([META_FOLDED_UPTO], |r| r.get(0))
