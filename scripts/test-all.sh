@@ -3,12 +3,14 @@
 # Usage: bash scripts/test-all.sh
 # Installs what it needs (Debian packages when run as root: softhsm2, clang, valgrind, mosquitto,
 # mosquitto-dev, libmosquitto-dev, mosquitto-clients, libpaho-mqtt-dev, libfaketime for the
-# broker tests that move the broker's clock, chromium for the console's browser tests), runs
+# broker tests that move the broker's clock, chromium for the console's browser tests, systemd
+# and pkg-config for the package check), runs
 # fmt, clippy, the
 # header drift check, the crate-boundary checks (no_std protocol crate, device shape of
 # libtessera), the docs build,
 # the Rust tests (the engine suite three times: with the software key keeper and with the PKCS#11
-# keeper against throw-away SoftHSM2 tokens, and on PostgreSQL), the Python package (pip install into a venv,
+# keeper against throw-away SoftHSM2 tokens, and on PostgreSQL), the packages (scripts/dist.sh:
+# the .deb files installed and run, then purged; the wheel), the Python package (the wheel into a venv,
 # pytest, stubtest, mypy), the console in headless Chromium (node --test with playwright-core),
 # and ends with the runners' summary lines.
 set -euo pipefail
@@ -38,6 +40,12 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_packages+=(mosquitto-clients)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v npm >/dev/null 2>&1 || need_packages+=(npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
+# The package check (scripts/check-package.sh): the unit's verifier, pkg-config, the package's
+# own dependency (adduser) and pgrep.
+command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
+command -v pkg-config >/dev/null 2>&1 || need_packages+=(pkg-config)
+command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need_packages+=(adduser)
+command -v pgrep >/dev/null 2>&1 || need_packages+=(procps)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -155,17 +163,27 @@ else
 fi
 run_tests "serve with an HSM root" cargo test -p tessera-server --test cli --locked -- --ignored
 
-# Python: a fresh virtual environment (kept in .venv between runs), the package installed with
-# pip exactly as a user would, then pytest, the stub check and mypy. The extension is built in
-# the dev profile into the shared target directory, next to the Rust tests' artifacts.
-step "Python package: pip install ./bindings/python into a virtual environment"
+# Python: a fresh virtual environment (kept in .venv between runs), the wheel users get installed
+# with pip, then pytest, the stub check and mypy.
 VENV="${TESSERA_VENV:-$PWD/.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r bindings/python/requirements-dev.txt \
     || failures+=("python tools")
-PATH="$VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/pip" install -q \
-    --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps ./bindings/python \
-    || failures+=("pip install")
+
+# What users install: the Debian packages and the abi3 wheel, built once in the dev profile
+# (reusing the tests' build), then installed and run as an operator would (as root: dpkg).
+step "packages: bash scripts/dist.sh --profile dev"
+PATH="$VENV/bin:$PATH" bash scripts/dist.sh --profile dev || failures+=("dist")
+step "Python package: pip install the wheel into a virtual environment"
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps \
+    dist/tessera-*-abi3-*.whl || failures+=("pip install")
+step "the Debian packages installed, the unit verified, the installed server run as the unit runs it, purged"
+if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/check-package.sh "$VENV/bin/python" || failures+=("package check")
+else
+    echo "installing packages needs root" >&2
+    failures+=("package check (not root)")
+fi
 step "pytest bindings/python/tests"
 set +e
 "$VENV/bin/python" -m pytest bindings/python/tests -q -p no:cacheprovider 2>&1 | tee "$WORK/pytest.log"

@@ -119,11 +119,21 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
         println!("metrics: http://{m}/metrics");
     }
     if let Some(t) = server.first_admin_token() {
-        println!(
-            "first admin token (shown once; also in {}): {}",
-            cfg.data_dir.join("admin.token").display(),
-            t.expose()
-        );
+        let file = cfg.data_dir.join("admin.token");
+        // Shown on a terminal only: output that goes elsewhere (the journal under systemd, a
+        // log file) is a log, and a log never holds a secret.
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            println!(
+                "first admin token (shown once; also in {}): {}",
+                file.display(),
+                t.expose()
+            );
+        } else {
+            println!(
+                "first admin token: in {} (mode 0600; printed only on a terminal)",
+                file.display()
+            );
+        }
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
