@@ -572,3 +572,159 @@ fn tls_certificates_are_made_shown_and_reissued() {
     assert_ne!(after[1], before[1], "a new server certificate");
     assert!(data.join("tls/server.pem.prev").exists());
 }
+
+/// Whether a device client that checks for `name` (trusting `ca`) gets through TLS: a refused
+/// certificate is `false`; anything the server answers (a junk RT is refused) is `true`.
+fn tls_accepts(device: SocketAddr, name: &str, ca: &Path) -> bool {
+    use tessera_client::transport::{ClientError, Transport, Trust};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t = Transport::new(
+            device,
+            name,
+            &Trust::ca_file(ca).unwrap(),
+            tessera_proto::wire::DEVICE_ALPN,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let r: Result<serde_json::Value, _> = t
+            .call(
+                tessera_proto::wire::kind::REFRESH,
+                &serde_json::json!({ "rt": "tsrt_junk" }),
+                Duration::ZERO,
+            )
+            .await;
+        t.close().await;
+        match r {
+            Err(ClientError::Certificate(_)) => false,
+            Err(ClientError::Server(_)) => true,
+            other => panic!("unexpected: {other:?}"),
+        }
+    })
+}
+
+/// SIGHUP reloads the server certificate: a certificate issued for a new name while the
+/// server runs is presented from the next handshake on, and the server keeps serving. A
+/// broken certificate is refused and the one in use stays.
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("serve.log");
+    let mut serve = Command::new(BIN)
+        .args(EPHEMERAL_SERVE)
+        .args(["--metrics-addr", "off", "--data-dir"])
+        .arg(&data)
+        .env_remove("TESSERA_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let device = loop {
+        let line = lines.next().expect("serve output").unwrap();
+        use tessera_server::server::banner;
+        if let Some(a) = banner::address(&line, banner::DEVICE) {
+            break a;
+        }
+    };
+    let ca = data.join("tls/ca.pem");
+    let log_lines = |what: &str| {
+        std::fs::read_to_string(&log_path)
+            .unwrap()
+            .matches(what)
+            .count()
+    };
+    // Wait for the server's log to hold `n` lines saying `what` (it logs each SIGHUP).
+    let wait_for = |what: &str, n: usize| {
+        for _ in 0..500 {
+            if log_lines(what) >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no {what:?} in the log");
+    };
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &serve.id().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    assert!(tls_accepts(device, "localhost", &ca));
+    assert!(!tls_accepts(device, "plant.example", &ca));
+
+    let issued = Command::new(BIN)
+        .args(["tls", "issue", "--server-name", "plant.example,localhost"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{issued:?}");
+    hup();
+    wait_for("reloaded the server certificate", 1);
+    assert!(tls_accepts(device, "plant.example", &ca));
+    assert!(tls_accepts(device, "localhost", &ca));
+
+    // A key that is not the certificate's: refused, the certificate in use stays.
+    std::fs::copy(
+        data.join("tls/server.key.prev"),
+        data.join("tls/server.key"),
+    )
+    .unwrap();
+    hup();
+    wait_for("was not reloaded", 1);
+    assert!(tls_accepts(device, "plant.example", &ca));
+    assert_eq!(serve.try_wait().unwrap(), None, "SIGHUP stopped the server");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(serve.wait().unwrap().success());
+}
+
+/// `tessera tls rollover`: begin makes the next CA and the bundle, finish makes it the CA and
+/// reissues the server certificate for the same names; each refuses out of order.
+#[test]
+fn a_ca_rollover_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(run(&["tls", "init", "--server-name", "prov.example"])
+        .status
+        .success());
+    let early = run(&["tls", "rollover", "finish"]);
+    assert!(!early.status.success());
+    assert!(String::from_utf8_lossy(&early.stderr).contains("rollover begin"));
+    let begun = run(&["tls", "rollover", "begin"]);
+    assert!(begun.status.success(), "{begun:?}");
+    assert!(text(&begun).contains("trust.pem"), "{}", text(&begun));
+    let bundle = std::fs::read_to_string(data.join("tls/trust.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(!run(&["tls", "rollover", "begin"]).status.success());
+    let finished = run(&["tls", "rollover", "finish"]);
+    assert!(finished.status.success(), "{finished:?}");
+    let shown = text(&run(&["tls", "show"]));
+    assert!(shown.contains("names:       prov.example"), "{shown}");
+    assert!(
+        shown.contains("(rollover)"),
+        "the new CA is the CA: {shown}"
+    );
+    for f in ["ca.prev.pem", "ca.prev.key", "server.pem.prev"] {
+        assert!(data.join("tls").join(f).exists(), "{f}");
+    }
+}

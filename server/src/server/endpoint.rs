@@ -60,7 +60,7 @@ fn bind(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, ServerEr
 
 pub(crate) fn endpoint(
     config: &ServerConfig,
-    files: &tls::TlsFiles,
+    cert: &Arc<tls::ServerCert>,
     role: Role,
     tickets: Arc<tickets::RootTicketer>,
 ) -> Result<Endpoint, ServerError> {
@@ -68,7 +68,7 @@ pub(crate) fn endpoint(
         Role::Device => config.device_addr,
         Role::Admin => config.admin_addr,
     };
-    let crypto = tls::server_config(files, role.alpn(), Some(tickets))?;
+    let crypto = tls::server_config(cert.clone(), role.alpn(), Some(tickets))?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| ServerError::Io(format!("quic tls config: {e}")))?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));

@@ -74,6 +74,8 @@ pub struct Server {
     admin: Endpoint,
     tasks: JoinSet<()>,
     files: tls::TlsFiles,
+    /// The certificate the endpoints present (reloaded by [`Server::reload_certificate`]).
+    cert: Arc<tls::ServerCert>,
     ca_fingerprint: String,
     first_admin_token: Option<AdminToken>,
     console_addr: Option<SocketAddr>,
@@ -195,10 +197,11 @@ impl Server {
             engine.clone(),
             Role::Admin.alpn(),
         ));
-        let device = endpoint(&config, &files, Role::Device, device_tickets.clone())?;
-        let admin = endpoint(&config, &files, Role::Admin, admin_tickets)?;
+        let cert = tls::ServerCert::load(&files)?;
+        let device = endpoint(&config, &cert, Role::Device, device_tickets.clone())?;
+        let admin = endpoint(&config, &cert, Role::Admin, admin_tickets)?;
         let console = match config.console_addr {
-            Some(addr) => Some((http::bind(addr).await?, http::tls_config(&files)?)),
+            Some(addr) => Some((http::bind(addr).await?, http::tls_config(&cert)?)),
             None => None,
         };
         let console_addr = console.as_ref().and_then(|(l, _)| l.local_addr().ok());
@@ -240,6 +243,7 @@ impl Server {
             admin,
             tasks,
             files,
+            cert,
             ca_fingerprint,
             first_admin_token,
             console_addr,
@@ -275,7 +279,19 @@ impl Server {
         self.files.ca_cert.clone()
     }
 
-    /// SHA-256 fingerprint of the CA certificate (for pinning).
+    /// Read `tls/server.pem` and `tls/server.key` again (SIGHUP): new handshakes on every
+    /// endpoint get the new certificate, open connections keep theirs. A certificate that does
+    /// not load or does not match its key is refused and the one in use stays.
+    pub fn reload_certificate(&self) -> Result<tls::CertificateInfo, ServerError> {
+        Ok(self.cert.reload()?)
+    }
+
+    /// The SHA-256 fingerprint of the server certificate (the leaf) in use.
+    pub fn certificate_fingerprint(&self) -> String {
+        self.cert.fingerprint()
+    }
+
+    /// SHA-256 fingerprint of the CA certificate (for pinning), as of the start.
     pub fn ca_fingerprint(&self) -> &str {
         &self.ca_fingerprint
     }

@@ -483,19 +483,15 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Session tickets are sealed by `ticketer` when given (rustls' in-memory session cache
 /// otherwise).
 pub fn server_config(
-    files: &TlsFiles,
+    cert: Arc<ServerCert>,
     alpn: &[u8],
     ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let chain = load_chain(&files.server_chain)?;
-    let key = PrivateKeyDer::from_pem_file(&files.server_key)
-        .map_err(|e| TlsError::Cert(format!("{}: {e}", files.server_key.display())))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Cert(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Cert(e.to_string()))?;
+        .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![alpn.to_vec()];
     // The server's order of cipher suites (see `provider`) decides, not the client's.
     cfg.ignore_client_order = true;
@@ -505,6 +501,80 @@ pub fn server_config(
         cfg.ticketer = t;
     }
     Ok(cfg)
+}
+
+/// The server certificate every endpoint presents (device, admin, HTTPS), read from
+/// `server.pem` and `server.key` at start and again on [`ServerCert::reload`] (SIGHUP): new
+/// handshakes get the new one, open connections keep theirs.
+#[derive(Debug)]
+pub struct ServerCert {
+    files: TlsFiles,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Load the certificate chain and key in `files`.
+    pub fn load(files: &TlsFiles) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            current: std::sync::RwLock::new(Self::read(files)?),
+            files: files.clone(),
+        }))
+    }
+
+    fn read(files: &TlsFiles) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let chain = load_chain(&files.server_chain)?;
+        let key = PrivateKeyDer::from_pem_file(&files.server_key)
+            .map_err(|e| TlsError::Cert(format!("{}: {e}", files.server_key.display())))?;
+        let certified =
+            rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+                TlsError::Cert(format!(
+                    "{} and {}: {e}",
+                    files.server_chain.display(),
+                    files.server_key.display()
+                ))
+            })?;
+        Ok(Arc::new(certified))
+    }
+
+    /// Read the files again and present what they hold from the next handshake on. A chain or
+    /// key that does not load, or a key that is not the certificate's, is refused and the
+    /// certificate in use stays. Returns the new leaf's description.
+    pub fn reload(&self) -> Result<CertificateInfo, TlsError> {
+        let next = Self::read(&self.files)?;
+        let info = describe(&self.files.server_chain)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| TlsError::Cert("no certificate".into()))?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(info)
+    }
+
+    /// The SHA-256 fingerprint of the leaf in use.
+    pub fn fingerprint(&self) -> String {
+        let c = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        c.cert.first().map(fingerprint).unwrap_or_default()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
 /// ALPN names, for logs.
@@ -574,7 +644,9 @@ mod tests {
     fn aes_128_gcm_is_chosen_even_for_a_client_that_prefers_aes_256() {
         let dir = tempfile::tempdir().unwrap();
         let files = ensure_certificates(dir.path(), &["localhost".into()], true).unwrap();
-        let server = Arc::new(server_config(&files, wire::DEVICE_ALPN, None).unwrap());
+        let server = Arc::new(
+            server_config(ServerCert::load(&files).unwrap(), wire::DEVICE_ALPN, None).unwrap(),
+        );
         let trust = Trust::ca_file(&files.ca_cert).unwrap();
         let ours = client_tls(&trust, wire::DEVICE_ALPN).unwrap();
         assert_eq!(

@@ -162,7 +162,7 @@ pub(super) fn tls_issue(data_dir: &Path, names: &[String]) -> Result<(), String>
         leaf[0].fingerprint,
         files.server_chain.display()
     );
-    println!("devices keep trusting the same CA; restart the server to use it");
+    println!("devices keep trusting the same CA; reload the server (SIGHUP, `systemctl reload tessera`) to use it");
     Ok(())
 }
 
@@ -172,7 +172,7 @@ pub(super) fn tls_rollover(data_dir: &Path, finish: bool) -> Result<(), String> 
     if finish {
         let r = tls::rollover_finish(data_dir).map_err(|e| e.to_string())?;
         println!("the CA is now {} (was {})", r.new, r.old);
-        println!("issued the server certificate from it; restart the server to use it");
+        println!("issued the server certificate from it; reload the server (SIGHUP) to use it");
         println!(
             "devices that trust {} (or pin both) keep connecting; once every device has \
              connected, they may drop the previous CA",
@@ -188,7 +188,7 @@ pub(super) fn tls_rollover(data_dir: &Path, finish: bool) -> Result<(), String> 
             r.old,
             r.new
         );
-        println!("then run `tessera tls rollover finish` and restart the server");
+        println!("then run `tessera tls rollover finish` and reload the server (SIGHUP)");
     }
     Ok(())
 }

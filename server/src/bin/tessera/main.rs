@@ -190,7 +190,7 @@ enum TlsCmd {
     },
     /// Issue a new server certificate from the deployment's CA (for other names, or before the
     /// old one ends); the previous one is kept as `server.pem.prev`. Devices keep trusting the
-    /// CA. Restart the server to use it.
+    /// CA. Reload the server (SIGHUP) to use it.
     Issue {
         /// Data directory of the server.
         #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
@@ -202,7 +202,7 @@ enum TlsCmd {
     /// Move devices to a new CA without losing one. `begin` makes the next CA beside the
     /// current one and writes `tls/trust.pem` (both CAs) for devices to trust (or pin both
     /// fingerprints); once every device has it, `finish` makes the next CA the CA and issues
-    /// the server certificate from it (restart the server to use it). docs/operations.md.
+    /// the server certificate from it (reload the server, SIGHUP, to use it). docs/operations.md.
     Rollover {
         /// `begin` or `finish`.
         step: RolloverStep,

@@ -135,10 +135,41 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
             );
         }
     }
-    wait_for_signal().await;
+    serve_until_stopped(&server).await;
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(5)).await;
     ExitCode::SUCCESS
+}
+
+/// Serve until SIGTERM or SIGINT. SIGHUP reloads the server certificate and key (`tessera tls
+/// issue`, a rollover's `finish`, or files an operator replaced) and never stops the server.
+async fn serve_until_stopped(server: &tessera_server::Server) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = wait_for_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => match server.reload_certificate() {
+                        Ok(c) => tracing::info!(
+                            names = %c.names.join(", "),
+                            fingerprint = %c.fingerprint,
+                            not_after = c.not_after,
+                            "SIGHUP: reloaded the server certificate (new connections get it)"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "SIGHUP: the server certificate was not reloaded; the one in use stays"
+                        ),
+                    },
+                }
+            }
+        }
+    }
+    wait_for_signal().await;
 }
 
 pub(crate) async fn wait_for_signal() {

@@ -138,8 +138,10 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// The TLS configuration: the server's certificate, TLS 1.3, ALPN h2 and http/1.1.
-pub(crate) fn tls_config(files: &tls::TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let mut cfg = tls::server_config(files, b"h2", None)?;
+pub(crate) fn tls_config(
+    cert: &Arc<tls::ServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let mut cfg = tls::server_config(cert.clone(), b"h2", None)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
