@@ -155,8 +155,9 @@ if pg_env="$(bash scripts/postgres-env.sh "$WORK/pg")"; then
         cargo test -p tessera-engine --test nodes --locked -- --ignored
     run_tests "end-to-end suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
         cargo test -p tessera-tests --test e2e --locked
-    run_tests "three nodes end to end on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
-        cargo test -p tessera-tests --test e2e --locked nodes:: -- --ignored --test-threads=1
+    run_tests "three nodes, and readiness with the database cut off, end to end on PostgreSQL" \
+        env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
+        cargo test -p tessera-tests --test e2e --locked -- --ignored --test-threads=1 nodes:: probes::
 else
     cat "$WORK/pg/server.log" 2>/dev/null || true
     failures+=("postgresql")

@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +15,7 @@ use tessera_engine::store::RegistrationQuery;
 use tessera_engine::{
     ApprovalPolicy, EngineConfig, EngineObserver, Error, OperationId, PtKind, RegistrationId,
 };
+use tessera_tests::proxy::{via, Proxy};
 
 const NEEDS: &str =
     "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it";
@@ -279,70 +277,6 @@ fn key_epochs_made_on_one_node_reach_the_others() {
             .unwrap_err(),
         Error::Unauthenticated
     );
-}
-
-/// A TCP proxy in front of the database that can be cut off and restored.
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                if c.load(Ordering::Acquire) {
-                    continue; // dropped: refused
-                }
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut list = o.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Self { addr, cut, open }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::Release);
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Both);
-    });
-}
-
-/// `url` with its host and port replaced by `addr`.
-fn via(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
-    let at = url.find('@').unwrap() + 1;
-    let end = at + url[at..].find('/').unwrap();
-    let target: SocketAddr = url[at..end].parse().unwrap();
-    (format!("{}{addr}{}", &url[..at], &url[end..]), target)
 }
 
 #[test]

@@ -13,6 +13,7 @@
 
 pub mod judgement;
 pub mod postgres;
+pub mod proxy;
 
 /// The instance nonce of the test device instance called `label`: at least 16 bytes, as the
 /// server requires (labels alone are often shorter).

@@ -23,8 +23,8 @@ fn main() {
         cfg.server_names = vec!["localhost".into()];
         let files = tessera_server::server::tls::ensure_certificates(&dir, &cfg.server_names, true)
             .expect("certs");
-        let crypto =
-            tessera_server::server::tls::server_config(&files, b"echo", None).expect("tls");
+        let cert = tessera_server::server::tls::ServerCert::load(&files).expect("certificate");
+        let crypto = tessera_server::server::tls::server_config(cert, b"echo", None).expect("tls");
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).expect("quic tls");
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
         let mut t = quinn::TransportConfig::default();

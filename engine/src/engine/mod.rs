@@ -323,6 +323,12 @@ impl Engine {
         self.inner.feed_status()
     }
 
+    /// Whether the store answers a read (one cheap query: the newest audit sequence number), for
+    /// readiness probes.
+    pub fn check_store(&self) -> Result<(), Error> {
+        self.read(|db| db.audit_head()).map(|_| ())
+    }
+
     /// What and where the store is (never a password).
     pub fn store_description(&self) -> String {
         self.inner.store.describe()

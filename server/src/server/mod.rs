@@ -23,6 +23,7 @@ mod error;
 mod http;
 mod identity;
 mod outbox;
+pub mod probes;
 pub mod registry;
 mod reply;
 mod service;
@@ -79,6 +80,7 @@ pub struct Server {
     ca_fingerprint: String,
     first_admin_token: Option<AdminToken>,
     console_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Server {
@@ -205,6 +207,11 @@ impl Server {
             None => None,
         };
         let console_addr = console.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(probes::bind(addr).await?),
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         let limits = Limits::new(&config);
         let shared = Arc::new(Shared {
             engine,
@@ -234,6 +241,16 @@ impl Server {
         if let Some((listener, tls)) = console {
             tasks.spawn(http::serve(listener, tls, shared.clone()));
         }
+        if let Some(listener) = metrics {
+            tasks.spawn(probes::serve(
+                listener,
+                probes::Probed {
+                    shared: shared.clone(),
+                    device: device.clone(),
+                    admin: admin.clone(),
+                },
+            ));
+        }
         tracing::info!(device = %device.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                        admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                        "tessera server started");
@@ -247,6 +264,7 @@ impl Server {
             ca_fingerprint,
             first_admin_token,
             console_addr,
+            metrics_addr,
         })
     }
 
@@ -258,6 +276,11 @@ impl Server {
     /// Where the console and the HTTPS admin API listen, if they do.
     pub fn console_addr(&self) -> Option<SocketAddr> {
         self.console_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Where devices connect.

@@ -50,7 +50,8 @@ async fn connection_pair(dir: &std::path::Path) -> (quinn::Connection, quinn::Co
     use tessera_server::server::tls;
     let files = tls::ensure_certificates(dir, &["localhost".into()], true).unwrap();
     let alpn = b"registry-test";
-    let server_tls = tls::server_config(&files, alpn, None).unwrap();
+    let server_tls =
+        tls::server_config(tls::ServerCert::load(&files).unwrap(), alpn, None).unwrap();
     let server_cfg = quinn::ServerConfig::with_crypto(std::sync::Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap(),
     ));

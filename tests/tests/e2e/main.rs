@@ -10,6 +10,7 @@ mod hostile;
 mod http_api;
 mod identity;
 mod nodes;
+mod probes;
 mod recovery;
 mod resumption;
 mod rollover;

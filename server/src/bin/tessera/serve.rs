@@ -62,14 +62,6 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
     if !a.server_names.is_empty() {
         cfg.server_names = a.server_names;
     }
-    if let Some(addr) = cfg.metrics_addr {
-        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-        {
-            return fail(format!("metrics on {addr}: {e}"));
-        }
-    }
     let server = match Server::start(cfg.clone()).await {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -115,8 +107,8 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
             }
         }
     }
-    if let Some(m) = cfg.metrics_addr {
-        println!("metrics: http://{m}/metrics");
+    if let Some(m) = server.metrics_addr() {
+        println!("metrics: http://{m}/metrics (probes: /healthz, /readyz)");
     }
     if let Some(t) = server.first_admin_token() {
         let file = cfg.data_dir.join("admin.token");
