@@ -32,6 +32,9 @@ systemd-analyze verify "$unit"
 ok "systemd-analyze verify $unit"
 getent passwd tessera >/dev/null
 ok "user tessera: $(getent passwd tessera)"
+zcat /usr/share/man/man1/tessera.1.gz | grep -q '^\.TH tessera 1'
+grep -q 'complete .*tessera' /usr/share/bash-completion/completions/tessera
+ok "the manual page and the bash completion are installed ($(tessera --version))"
 
 # The unit's settings, read from the installed unit.
 setting() { sed -n "s/^$1=//p" "$unit" | tail -n 1; }

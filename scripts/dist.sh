@@ -51,6 +51,15 @@ install_file 644 "$stage/mosquitto_tessera.so" "$pkg/usr/lib/tessera/mosquitto_t
 strip --strip-unneeded "$pkg/usr/lib/tessera/mosquitto_tessera.so"
 install_file 644 packaging/tessera.service "$pkg/usr/lib/systemd/system/tessera.service"
 install_file 644 packaging/tessera.toml "$pkg/etc/tessera/tessera.toml"
+# The manual page and shell completions, generated from the CLI's own definitions.
+"$pkg/usr/bin/tessera" man | gzip -9n > "$stage/tessera.1.gz"
+install_file 644 "$stage/tessera.1.gz" "$pkg/usr/share/man/man1/tessera.1.gz"
+"$pkg/usr/bin/tessera" completions bash > "$stage/tessera.bash"
+install_file 644 "$stage/tessera.bash" "$pkg/usr/share/bash-completion/completions/tessera"
+"$pkg/usr/bin/tessera" completions zsh > "$stage/_tessera"
+install_file 644 "$stage/_tessera" "$pkg/usr/share/zsh/vendor-completions/_tessera"
+"$pkg/usr/bin/tessera" completions fish > "$stage/tessera.fish"
+install_file 644 "$stage/tessera.fish" "$pkg/usr/share/fish/vendor_completions.d/tessera.fish"
 for doc in README.md CHANGELOG.md docs/operations.md docs/upgrading.md docs/mqtt.md; do
     install_file 644 "$doc" "$pkg/usr/share/doc/tessera/$(basename "$doc")"
 done
@@ -108,11 +117,12 @@ if [ -z "$maturin_bin" ]; then
         dist/.venv/bin/pip install -q --disable-pip-version-check \
             "$(grep -E '^maturin==' bindings/python/requirements-dev.txt)"
     }
-    maturin_bin=dist/.venv/bin/maturin
+    maturin_bin="$PWD/dist/.venv/bin/maturin"
 fi
 rm -f dist/tessera-*.whl
-(cd bindings/python && "$OLDPWD/$maturin_bin" build --quiet --locked --strip --profile "$profile" \
-    --out "$OLDPWD/dist" 2>&1 | grep -v '^$' || true)
+top="$PWD"
+(cd bindings/python && "$maturin_bin" build --quiet --locked --strip --profile "$profile" \
+    --out "$top/dist")
 ls dist/tessera-*.whl >/dev/null
 
 echo "==> dist/"

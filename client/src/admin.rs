@@ -55,6 +55,12 @@ impl AdminClient {
         })
     }
 
+    /// Give up connecting after `d` with an error naming the address (the request timeout
+    /// otherwise).
+    pub fn set_connect_timeout(&mut self, d: Duration) {
+        self.transport.set_connect_timeout(d);
+    }
+
     /// Make an admin request; returns its answer.
     pub async fn send<R: AdminRequest>(&self, req: &R) -> Result<R::Answer, ClientError> {
         self.send_waiting(req, Duration::ZERO).await

@@ -247,6 +247,9 @@ pub struct Transport {
     server_name: String,
     conn: Mutex<Option<quinn::Connection>>,
     timeout: Duration,
+    /// How long connecting may take, if shorter than a request (see
+    /// [`Transport::set_connect_timeout`]).
+    connect_timeout: Option<Duration>,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -295,8 +298,16 @@ impl Transport {
             server_name: server_name.to_owned(),
             conn: Mutex::new(None),
             timeout,
+            connect_timeout: None,
             closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Give up connecting after `d` (rather than after the request timeout) with a
+    /// [`ClientError::Connection`] that names the address: for tools that must say quickly that
+    /// a server does not answer.
+    pub fn set_connect_timeout(&mut self, d: Duration) {
+        self.connect_timeout = Some(d);
     }
 
     /// The server address requests go to.
@@ -334,9 +345,17 @@ impl Transport {
             .endpoint
             .connect(self.server(), &self.server_name)
             .map_err(|e| ClientError::Connection(e.to_string()))?;
-        let c = tokio::time::timeout(self.timeout, connecting)
+        let limit = self.connect_timeout.unwrap_or(self.timeout);
+        let c = tokio::time::timeout(limit, connecting)
             .await
-            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| match self.connect_timeout {
+                Some(d) => ClientError::Connection(format!(
+                    "no answer from {} within {} ms",
+                    self.server(),
+                    d.as_millis()
+                )),
+                None => ClientError::Timeout,
+            })?
             .map_err(|e| match e {
                 // Our own TLS stack refused the server's certificate (a TLS alert raised here,
                 // carried as a QUIC crypto error).
@@ -386,6 +405,14 @@ impl Transport {
         extra_wait: Duration,
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<Response, ClientError> {
+        // A connection kept from earlier may have died unnoticed: a request that fails on it
+        // is tried once more on a new one. A failure to connect at all is not retried.
+        let had_connection = self
+            .conn
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.close_reason().is_none());
         let mut got_chunk = false;
         let first = self
             .request_once(kind_code, body, extra_wait, |c| {
@@ -394,7 +421,7 @@ impl Transport {
             })
             .await;
         match first {
-            Err(ClientError::Connection(_)) if !got_chunk => {
+            Err(ClientError::Connection(_)) if !got_chunk && had_connection => {
                 self.disconnect().await;
                 self.request_once(kind_code, body, extra_wait, on_chunk)
                     .await

@@ -27,3 +27,19 @@
 pub mod server;
 
 pub use server::{Server, ServerConfig};
+
+/// The commit this build is from (12 hex digits; `unknown` outside a git checkout).
+pub const COMMIT: &str = env!("TESSERA_COMMIT");
+
+/// The build's date: its commit's (`SOURCE_DATE_EPOCH`'s when set), `YYYY-MM-DD`.
+pub const BUILD_DATE: &str = env!("TESSERA_BUILD_DATE");
+
+/// `tessera --version`: the version, the commit and the build date.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TESSERA_COMMIT"),
+    ", built ",
+    env!("TESSERA_BUILD_DATE"),
+    ")"
+);

@@ -120,13 +120,13 @@ fn operator_walkthrough() {
     );
     assert!(!table.contains("tspt_"), "pt list shows no secrets");
 
-    // A simulated device provisions and shows its code.
+    // A simulated device provisions and shows its code. It finds the CA (and the server's
+    // name) through the data directory, here given in the environment.
     let mut sim = Command::new(BIN)
         .args(["simulate", "--device-id", "pump-17", "--timeout-secs", "60"])
         .arg("--server")
         .arg(device.to_string())
-        .arg("--ca")
-        .arg(dir.path().join("data/tls/ca.pem"))
+        .env("TESSERA_DATA_DIR", dir.path().join("data"))
         .env("TESSERA_PT", &pt_text)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -727,4 +727,225 @@ fn a_ca_rollover_through_the_cli() {
     for f in ["ca.prev.pem", "ca.prev.key", "server.pem.prev"] {
         assert!(data.join("tls").join(f).exists(), "{f}");
     }
+}
+
+/// Operator commands against a server that does not answer fail within 3 s, naming the
+/// address tried; they find the server's real name in the data directory (a certificate made
+/// for `plant.example` only), and a wrong name is explained; `status` falls back to the
+/// readiness probe when the admin endpoint cannot answer.
+#[test]
+fn the_cli_fails_fast_and_uses_the_servers_real_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut serve = Command::new(BIN)
+        .args(EPHEMERAL_SERVE)
+        .args(["--server-name", "plant.example", "--metrics-addr"])
+        .arg(metrics.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("TESSERA_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let admin = loop {
+        let line = lines.next().expect("serve output").unwrap();
+        if let Some(a) =
+            tessera_server::server::banner::address(&line, tessera_server::server::banner::ADMIN)
+        {
+            break a;
+        }
+    };
+    let status = |extra: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = Command::new(BIN)
+            .arg("status")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(extra)
+            .env_remove("TESSERA_ADMIN_TOKEN")
+            .env_remove("TESSERA_SERVER_NAME")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            started.elapsed(),
+        )
+    };
+    // The name comes from the data directory: no option needed.
+    let (ok, _, err, _) = status(&["--admin-addr", &admin.to_string()]);
+    assert!(ok, "{err}");
+    // A name the certificate does not carry: refused, and the message says what to give.
+    let (ok, _, err, _) = status(&[
+        "--admin-addr",
+        &admin.to_string(),
+        "--server-name",
+        "localhost",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--server-name"), "{err}");
+    // Nothing at the admin address: within 3 s, naming it; the readiness probe says the
+    // server itself is ready, so the address is what to check.
+    let nowhere = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quiet = nowhere.local_addr().unwrap().to_string();
+    let (ok, _, err, took) = status(&["--admin-addr", &quiet]);
+    assert!(!ok);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(err.contains(&quiet), "{err}");
+    assert!(err.contains("says it is ready"), "{err}");
+    // Any other command: the same bound and the address.
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["pt", "list", "--admin-addr", &quiet, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&quiet) && err.contains("tessera serve"),
+        "{err}"
+    );
+
+    serve.kill().unwrap();
+    let _ = serve.wait();
+    // The server gone: status says so within 3 s, for both of its addresses.
+    let (ok, _, err, took) = status(&["--admin-addr", &admin.to_string()]);
+    assert!(!ok);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(err.contains("did not answer either"), "{err}");
+}
+
+/// Three consecutive free ports from `base`: UDP `base` and `base + 1`, TCP `base + 1` and
+/// `base + 2` (what `--ports` takes).
+fn free_port_base() -> u16 {
+    for candidate in (0..200).map(|i| 20_000 + (std::process::id() as u16 % 400) * 100 + i * 3) {
+        let udp = |p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok();
+        let tcp = |p| std::net::TcpListener::bind(("127.0.0.1", p)).ok();
+        let udp0 = std::net::UdpSocket::bind(("0.0.0.0", candidate)).ok();
+        let held = (
+            udp0,
+            udp(candidate + 1),
+            tcp(candidate + 1),
+            tcp(candidate + 2),
+        );
+        if let (Some(_), Some(_), Some(_), Some(_)) = held {
+            return candidate;
+        }
+    }
+    panic!("no three free ports");
+}
+
+/// `--ports` moves every endpoint of a second instance with one option; `--log-format json`
+/// writes one JSON object a line; an invalid log filter stops the start with an error.
+#[test]
+fn a_second_instance_moves_with_one_option_and_logs_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = Command::new(BIN)
+        .args(["serve", "--log", "info,[", "--data-dir"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid log filter"),
+        "{bad:?}"
+    );
+    assert!(
+        !dir.path().join("bad").exists(),
+        "a refused start made nothing"
+    );
+
+    let base = free_port_base();
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--ports",
+            &base.to_string(),
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("TESSERA_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = Vec::new();
+    for line in BufReader::new(serve.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let last = line.starts_with("first admin token");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let banner = banner.join("\n");
+    for want in [
+        format!("devices on 0.0.0.0:{base} "),
+        format!("admin endpoint on 127.0.0.1:{} ", base + 1),
+        format!("console: https://127.0.0.1:{}/", base + 1),
+        format!("metrics: http://127.0.0.1:{}/metrics", base + 2),
+    ] {
+        assert!(banner.contains(&want), "{want} in:\n{banner}");
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = serve.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "tessera server started"));
+}
+
+/// `--version` names the commit and the build date; the manual page and the completions come
+/// from the same definitions as the CLI.
+#[test]
+fn version_manual_page_and_completions() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = run(&["--version"]);
+    assert!(
+        version.starts_with(&format!(
+            "tessera {} (commit {}, built ",
+            env!("CARGO_PKG_VERSION"),
+            tessera_server::COMMIT
+        )),
+        "{version}"
+    );
+    let man = run(&["man"]);
+    assert!(man.contains(".TH tessera 1"), "{man}");
+    assert!(
+        man.contains("rollover") || man.contains("tls"),
+        "the subcommands are listed"
+    );
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _tessera"), "{bash}");
+    assert!(bash.contains("--server-name"), "options are completed");
+    assert!(run(&["completions", "zsh"]).contains("#compdef tessera"));
 }

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub auth_failures_per_minute: u32,
     /// Connections one source may hold open on the QUIC admin endpoint. Default 16.
     pub admin_max_connections_per_source: usize,
+    /// Log filter (`info`, `debug`, `tessera_server=debug,info`, …). Default `info`.
+    pub log: String,
+    /// Log format. Default `text`.
+    pub log_format: LogFormat,
     /// The HTTPS console and API's connection limits and timeouts.
     pub http: HttpSettings,
     /// Engine settings.
@@ -70,6 +74,17 @@ pub struct ServerConfig {
     pub keys: KeySettings,
     /// Where the store is.
     pub store: StoreSettings,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people: `time level message key=value …`.
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `fields`, …), for log shippers.
+    Json,
 }
 
 /// The HTTPS front end's limits (`[http]`): how many connections it holds, how long a client
@@ -397,6 +412,8 @@ impl Default for ServerConfig {
             auth_failure_burst: 10,
             auth_failures_per_minute: 10,
             admin_max_connections_per_source: 16,
+            log: "info".into(),
+            log_format: LogFormat::Text,
             http: HttpSettings::default(),
             engine: EngineSettings::default(),
             keys: KeySettings::default(),

@@ -35,7 +35,12 @@ fn recorder() -> Option<&'static PrometheusHandle> {
 /// use fails the start.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     recorder();
-    metrics::gauge!("tessera_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(
+        "tessera_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => crate::COMMIT
+    )
+    .set(1.0);
     TcpListener::bind(addr)
         .await
         .map_err(|e| ServerError::Io(format!("metrics {addr}: {e}")))

@@ -50,8 +50,9 @@ async fn probes_answer_without_a_token() {
     assert_eq!(code, 200);
     assert!(
         text.contains(&format!(
-            "tessera_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "tessera_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            tessera_server::COMMIT
         )),
         "{text}"
     );

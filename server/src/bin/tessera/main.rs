@@ -8,6 +8,7 @@
 mod local;
 mod operate;
 mod output;
+mod probe;
 mod serve;
 mod simulate;
 
@@ -27,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "tessera",
-    version,
+    version = tessera_server::VERSION,
     about = "Tessera provisioning-token server and operator CLI"
 )]
 struct Cli {
@@ -56,6 +57,10 @@ struct Conn {
     /// CA certificate to trust (default: DATA_DIR/tls/ca.pem).
     #[arg(long, env = "TESSERA_CA", global = true)]
     ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the first name in
+    /// DATA_DIR/tls/server.names, the names `tessera serve` made it for; else `localhost`).
+    #[arg(long, env = "TESSERA_SERVER_NAME", global = true)]
+    server_name: Option<String>,
     /// Admin token file (default: DATA_DIR/admin.token). The token itself can be given in
     /// TESSERA_ADMIN_TOKEN instead; there is deliberately no flag for it (flags show in `ps`).
     #[arg(long, env = "TESSERA_ADMIN_TOKEN_FILE", global = true)]
@@ -116,10 +121,14 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Server status.
+    /// Server status. When the admin endpoint cannot answer (within 2 s), the server's
+    /// readiness probe on the metrics listener says which part is down.
     Status {
         #[command(flatten)]
         conn: Conn,
+        /// The server's metrics listener (for its readiness probe, `/readyz`), or `off`.
+        #[arg(long, env = "TESSERA_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+        metrics_addr: String,
     },
     /// Run a simulated device: provision (printing the verification code as a display would),
     /// then print the registration.
@@ -127,6 +136,14 @@ enum Cmd {
     /// The server's TLS material (run on the server's host).
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `tessera completions bash > /usr/share/bash-completion/completions/tessera`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `tessera man | man -l -`.
+    Man,
     /// Back up a data directory while the server runs (run it on the server's host): one
     /// archive (mode 0600) with the store, `tls/`, the validator key file, the configuration
     /// and a manifest of checksums. The root key goes in only with `--include-root-key`.
@@ -252,9 +269,19 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     server_names: Vec<String>,
-    /// Log filter (e.g. `info`, `tessera_server=debug`).
-    #[arg(long, env = "TESSERA_LOG", default_value = "info")]
-    log: String,
+    /// Move every port at once, for a second instance on one host: the device endpoint on
+    /// BASE (UDP), the admin endpoint and the console on BASE+1 (UDP and TCP), metrics on
+    /// BASE+2; each keeps its address. Options naming an address win over it.
+    #[arg(long, env = "TESSERA_PORTS")]
+    ports: Option<u16>,
+    /// Log filter (e.g. `info`, `tessera_server=debug`; default `info`, or `log` in the
+    /// configuration file). An invalid filter is an error.
+    #[arg(long, env = "TESSERA_LOG")]
+    log: Option<String>,
+    /// Log format: `text` (default) or `json` (one object a line), or `log_format` in the
+    /// configuration file.
+    #[arg(long, env = "TESSERA_LOG_FORMAT")]
+    log_format: Option<tessera_server::server::config::LogFormat>,
 }
 
 #[derive(Args)]
@@ -526,12 +553,16 @@ struct SimArgs {
     /// Device endpoint.
     #[arg(long, env = "TESSERA_SERVER", default_value = "127.0.0.1:4433")]
     server: SocketAddr,
-    /// Name in the server certificate.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
-    /// CA certificate (default ./tessera-data/tls/ca.pem).
-    #[arg(long, default_value = "./tessera-data/tls/ca.pem")]
-    ca: PathBuf,
+    /// Name in the server certificate (default: the first name in DATA_DIR/tls/server.names,
+    /// else `localhost`).
+    #[arg(long, env = "TESSERA_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Data directory of a server on this host (for the default CA and server name).
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+    data_dir: PathBuf,
+    /// CA certificate (default: DATA_DIR/tls/ca.pem).
+    #[arg(long, env = "TESSERA_CA")]
+    ca: Option<PathBuf>,
     /// Device id to request.
     #[arg(long)]
     device_id: Option<String>,
@@ -552,6 +583,15 @@ fn done(r: Result<(), String>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
+    }
+}
+
+/// Write `text` to standard output; a reader that stopped early (`| head`) is no error.
+fn print_all(text: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => fail(e),
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -596,6 +636,24 @@ fn main() -> ExitCode {
             root_key,
             config,
         } => done(local::restore(&archive, &data_dir, root_key, config)),
+        Cmd::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tessera",
+                &mut text,
+            );
+            print_all(&text)
+        }
+        Cmd::Man => {
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text)
+            {
+                Ok(()) => print_all(&text),
+                Err(e) => fail(e),
+            }
+        }
         Cmd::Tls(TlsCmd::Init {
             data_dir,
             server_names,
@@ -661,6 +719,8 @@ mod tests {
             "tls show",
             "tls issue",
             "tls rollover",
+            "completions",
+            "man",
         ];
         assert!(out.len() > 20, "{out:?}");
         for (path, json) in out {

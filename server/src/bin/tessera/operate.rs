@@ -31,8 +31,49 @@ fn admin_client(c: &Conn) -> Result<AdminClient, String> {
         }
     };
     let trust = Trust::ca_file(&ca).map_err(|e| e.to_string())?;
-    AdminClient::new(c.admin_addr, "localhost", &trust, AdminToken::new(token))
-        .map_err(|e| e.to_string())
+    let mut client = AdminClient::new(
+        c.admin_addr,
+        &server_name(c),
+        &trust,
+        AdminToken::new(token),
+    )
+    .map_err(|e| e.to_string())?;
+    client.set_connect_timeout(CONNECT_WITHIN);
+    Ok(client)
+}
+
+/// How long an operator command waits for the server to answer its connection.
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
+
+/// The name the server's certificate must carry: `--server-name`, else the first name the
+/// data directory's certificate was made for, else `localhost`.
+fn server_name(c: &Conn) -> String {
+    c.server_name
+        .clone()
+        .or_else(|| {
+            tessera_server::server::tls::certificate_names(&c.data_dir)
+                .and_then(|n| n.into_iter().next())
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A client error in words an operator can act on.
+fn explain(c: &Conn, e: tessera_client::ClientError) -> String {
+    use tessera_client::ClientError;
+    match e {
+        ClientError::Connection(m) => format!(
+            "cannot reach the admin endpoint at {}: {m}. Is `tessera serve` running there? Check \
+             --admin-addr (TESSERA_ADMIN_ADDR) and that UDP reaches that address",
+            c.admin_addr
+        ),
+        ClientError::Certificate(m) => format!(
+            "the server's certificate was not accepted for the name {:?} ({m}): give \
+             --server-name with one of the names `tessera serve` printed (`tessera tls show`), \
+             and --ca with the deployment's CA",
+            server_name(c)
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// The admin connection of one operator command, opened on first use and closed when the
@@ -54,7 +95,7 @@ impl Session {
     /// One request on the command's connection.
     async fn send<R: AdminRequest>(&mut self, conn: &Conn, req: R) -> Result<R::Answer, String> {
         let c = self.client(conn)?;
-        c.send(&req).await.map_err(|e| e.to_string())
+        c.send(&req).await.map_err(|e| explain(conn, e))
     }
 
     async fn close(self) {
@@ -355,12 +396,59 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
             let page = session.send(&conn, Leaks { after, limit }).await?;
             print_list(&conn, &page, &page.signals, output::LEAKS);
         }
-        Cmd::Status { conn } => {
-            let a = session.send(&conn, Status {}).await?;
-            if conn.json {
-                print_json(&a);
-            } else {
-                print!("{}", output::status(&a));
+        Cmd::Status { conn, metrics_addr } => {
+            // Both at once, each within the bound: the admin endpoint's answer, and the
+            // readiness probe, which says which part is down when the other cannot answer.
+            let (status, ready) = tokio::join!(
+                tokio::time::timeout(CONNECT_WITHIN, session.send(&conn, Status {})),
+                async {
+                    match metrics_addr.parse() {
+                        Ok(a) => super::probe::readyz(a, CONNECT_WITHIN).await,
+                        Err(_) => Err(format!("no metrics listener ({metrics_addr})")),
+                    }
+                },
+            );
+            match status {
+                Ok(Ok(a)) => {
+                    if conn.json {
+                        print_json(&a);
+                    } else {
+                        print!("{}", output::status(&a));
+                    }
+                    if let Ok((_, r)) = &ready {
+                        if let Some(bad) = super::probe::failing(r) {
+                            eprintln!("not ready: {}", bad.join("; "));
+                        }
+                    }
+                }
+                failed => {
+                    let admin = match failed {
+                        Ok(Err(e)) => e,
+                        _ => format!(
+                            "the admin endpoint at {} did not answer within {} s",
+                            conn.admin_addr,
+                            CONNECT_WITHIN.as_secs()
+                        ),
+                    };
+                    let why = match ready {
+                        Ok((_, r)) => match super::probe::failing(&r) {
+                            Some(bad) => format!(
+                                "the server at {metrics_addr} says it is not ready: {}",
+                                bad.join("; ")
+                            ),
+                            None => format!(
+                                "the server at {metrics_addr} says it is ready: check the \
+                                 admin address, the CA and the token"
+                            ),
+                        },
+                        Err(e) => format!(
+                            "its readiness probe at http://{metrics_addr}/readyz did not answer \
+                             either ({e}): is `tessera serve` running? (--metrics-addr if it \
+                             serves metrics elsewhere)"
+                        ),
+                    };
+                    return Err(format!("{admin}\n{why}"));
+                }
             }
         }
         Cmd::Serve(_)
@@ -368,6 +456,8 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         | Cmd::Backup { .. }
         | Cmd::Restore { .. }
         | Cmd::Tls(_)
+        | Cmd::Completions { .. }
+        | Cmd::Man
         | Cmd::Keys(KeysCmd::InitHsm { .. }) => unreachable!("handled in main"),
     }
     Ok(())

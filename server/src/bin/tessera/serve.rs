@@ -4,19 +4,47 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tessera_server::server::config::LogFormat;
 use tessera_server::{Server, ServerConfig};
 
 use crate::{fail, ServeArgs};
 
-pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_new(&a.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Install the log subscriber: `filter` (an error if it does not parse) in `format`.
+fn init_logs(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => fmt.json().with_current_span(false).init(),
+    }
+    Ok(())
+}
+
+/// Move every port from `base` (`--ports`): device `base`, admin and console `base + 1`,
+/// metrics `base + 2`, each on its own address.
+fn move_ports(cfg: &mut ServerConfig, base: u16) -> Result<(), String> {
+    let port = |n: u16| {
+        base.checked_add(n)
+            .ok_or_else(|| format!("--ports {base}: the ports run past 65535"))
+    };
+    cfg.device_addr.set_port(port(0)?);
+    cfg.admin_addr.set_port(port(1)?);
+    if let Some(c) = cfg.console_addr.as_mut() {
+        c.set_port(port(1)?);
+    }
+    if let Some(m) = cfg.metrics_addr.as_mut() {
+        m.set_port(port(2)?);
+    }
+    Ok(())
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
     let mut cfg = match &a.config {
         Some(p) => match ServerConfig::from_toml_file(p) {
             Ok(c) => c,
@@ -24,13 +52,32 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
         },
         None => ServerConfig::default(),
     };
+    if let Some(l) = a.log {
+        cfg.log = l;
+    }
+    if let Some(f) = a.log_format {
+        cfg.log_format = f;
+    }
+    if let Err(e) = init_logs(&cfg.log, cfg.log_format) {
+        return fail(e);
+    }
     if let Some(d) = a.data_dir {
         cfg.data_dir = d;
+    }
+    if let Some(base) = a.ports {
+        if let Err(e) = move_ports(&mut cfg, base) {
+            return fail(e);
+        }
     }
     if let Some(x) = a.device_addr {
         cfg.device_addr = x;
     }
     if let Some(x) = a.admin_addr {
+        // The console shares the admin endpoint's number (on TCP) unless it was placed: it
+        // moves with it, so that moving the admin endpoint alone does not collide.
+        if a.console_addr.is_none() && cfg.console_addr == Some(cfg.admin_addr) {
+            cfg.console_addr = Some(x);
+        }
         cfg.admin_addr = x;
     }
     if let Some(m) = a.metrics_addr {

@@ -55,13 +55,24 @@ pub(super) fn simulate(a: SimArgs) -> ExitCode {
 }
 
 async fn run(a: SimArgs) -> ExitCode {
-    let trust = match Trust::ca_file(&a.ca) {
+    let ca =
+        a.ca.clone()
+            .unwrap_or_else(|| a.data_dir.join("tls/ca.pem"));
+    let trust = match Trust::ca_file(&ca) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
+    let server_name = a
+        .server_name
+        .clone()
+        .or_else(|| {
+            tessera_server::server::tls::certificate_names(&a.data_dir)
+                .and_then(|n| n.into_iter().next())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
     let mut cfg = DeviceConfig::new(
         a.server,
-        &a.server_name,
+        &server_name,
         trust,
         tessera_engine::ProvisioningToken::new(a.pt),
     );
