@@ -48,7 +48,7 @@ fn operator_walkthrough() {
         .args(EPHEMERAL_SERVE)
         .arg("--metrics-addr")
         .arg(metrics_addr.to_string())
-        .args(["--log", "debug"])
+        .args(["--log", "debug", "--log-format", "json"])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env_remove("TESSERA_CONFIG")
@@ -381,8 +381,19 @@ fn operator_walkthrough() {
         c.read_to_string(&mut body).unwrap();
         body
     };
-    assert!(metrics.contains("tessera_requests_total"), "{metrics}");
-    assert!(metrics.contains("tessera_request_seconds"), "{metrics}");
+    // Latency histograms by endpoint and kind (the long poll in its own series), requests by
+    // result; admin requests by front end, kind and result.
+    for want in [
+        r#"tessera_request_seconds_bucket{endpoint="device",kind="begin",le="0.005"}"#,
+        r#"tessera_request_seconds_bucket{endpoint="device",kind="wait",le="35"}"#,
+        r#"tessera_requests_total{endpoint="device",kind="begin",result="OK"} 1"#,
+        r#"tessera_requests_total{endpoint="admin",kind="op_approve",result="OK"} 1"#,
+        r#"tessera_admin_requests_total{front="quic",kind="op_approve",result="OK"} 1"#,
+        r#"tessera_admin_requests_total{front="quic",kind="op_list",result="REVOKED"} 1"#,
+        r#"tessera_admin_request_seconds_bucket{front="quic",kind="pt_create",le="+Inf"}"#,
+    ] {
+        assert!(metrics.contains(want), "{want} in\n{metrics}");
+    }
 
     // Bad input: a clear error, non-zero exit.
     let bad = Command::new(BIN)
@@ -417,6 +428,85 @@ fn operator_walkthrough() {
     // not the verification code it handled.
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.lines().count() > 10, "the debug log is empty:\n{log}");
+    // One JSON object a line; a line for every admin request of the walkthrough, with the
+    // token's name, the source, the result and the latency; the refused token at `warn`.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let admin_lines = |kind: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == "admin request" && l["fields"]["kind"] == kind)
+            .collect()
+    };
+    for kind in [
+        "pt_create",
+        "pt_list",
+        "op_list",
+        "op_show",
+        "op_approve",
+        "device_list",
+        "device_show",
+        "device_revoke",
+        "device_block",
+        "device_unblock",
+        "status",
+        "token_create",
+        "token_list",
+        "token_revoke",
+        "audit",
+    ] {
+        let found = admin_lines(kind);
+        assert!(!found.is_empty(), "no log line for {kind}");
+        let f = &found[0]["fields"];
+        assert_eq!(found[0]["level"], "INFO", "{kind}");
+        assert_eq!(f["front"], "quic", "{kind}");
+        assert_eq!(f["source"], "127.0.0.1", "{kind}");
+        assert!(
+            f["token"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty() && t != "-"),
+            "{kind}"
+        );
+        assert!(f["ms"].as_f64().is_some(), "{kind}");
+    }
+    assert!(admin_lines("op_approve")
+        .iter()
+        .any(|l| l["fields"]["result"] == "OK"));
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["kind"] == "op_list"
+            && l["fields"]["result"] == "REVOKED"),
+        "the revoked token's request is a warning"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "request" && l["level"] == "DEBUG"),
+        "device requests at debug"
+    );
+    // Every state change the engine committed, one line each, with its ids.
+    for action in [
+        "pt.create",
+        "operation.begin",
+        "operation.approve",
+        "registration.revoke",
+        "device.block",
+        "device.unblock",
+        "admin_token.create",
+        "admin_token.revoke",
+    ] {
+        assert!(
+            lines.iter().any(|l| l["level"] == "INFO"
+                && l["fields"]["message"] == "state change"
+                && l["fields"]["action"] == action
+                && l["fields"]["subject"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())),
+            "no state-change line for {action}"
+        );
+    }
     for secret in [
         "tspt_",
         "tsrt_",

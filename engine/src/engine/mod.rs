@@ -143,6 +143,16 @@ pub(crate) enum Effect {
     RetireRtKey(u32),
     /// The transaction wrote an audit event or a leak signal.
     Logged,
+    /// An audit event, logged once it is committed: its action, subject and actor (never its
+    /// detail).
+    Event {
+        action: String,
+        subject: String,
+        actor: String,
+        source: Option<String>,
+    },
+    /// A leak signal, logged once it is committed (at `warn`).
+    Signal(Box<NewLeakSignal>),
 }
 
 /// The context of a write job: the store transaction and the effects to apply on commit.
@@ -181,6 +191,12 @@ impl Tx<'_> {
             detail,
         })?;
         self.logged();
+        self.effects.push(Effect::Event {
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            actor: actor.name.clone(),
+            source: actor.source.clone(),
+        });
         Ok(())
     }
 
@@ -204,6 +220,7 @@ impl Tx<'_> {
         }
         self.db.insert_leak(&sig)?;
         self.logged();
+        self.effects.push(Effect::Signal(Box::new(sig)));
         Ok(())
     }
 }
@@ -592,6 +609,7 @@ fn changes_of(effects: &[Effect]) -> Vec<crate::store::Change> {
                 logged = true;
                 None
             }
+            Effect::Event { .. } | Effect::Signal(_) => None,
         })
         .collect();
     out.extend(keys.then_some(Change::Keys));
@@ -646,6 +664,29 @@ impl Inner {
                         o.logged();
                     }
                 }
+                // Every committed state change, one line each (the audit log holds the
+                // detail); never a secret: ids, names and addresses only.
+                Effect::Event {
+                    action,
+                    subject,
+                    actor,
+                    source,
+                } => tracing::info!(
+                    action = %action,
+                    subject = %subject,
+                    actor = %actor,
+                    source = source.as_deref().unwrap_or("-"),
+                    "state change"
+                ),
+                Effect::Signal(sig) => tracing::warn!(
+                    signal = sig.kind.as_str(),
+                    pt = sig.pt_id.map(|p| p.to_string()).unwrap_or_default(),
+                    registration = sig.registration_id.map_or(0, |r| r.get()),
+                    operation = sig.operation_id.map(|o| o.to_string()).unwrap_or_default(),
+                    source = sig.source.as_deref().unwrap_or("-"),
+                    action = %sig.action,
+                    "leak signal"
+                ),
             }
         }
     }

@@ -89,6 +89,43 @@ pub mod kind {
     /// Requests a service token may make (on the admin endpoint): check RTs and follow
     /// revocations.
     pub const SERVICE: &[u8] = &[INTROSPECT, REVOCATIONS];
+
+    /// A request kind's name, lower case (`refresh`, `op_approve`), for logs and metric labels;
+    /// `unknown` for a code that is not a request.
+    pub const fn name(kind: u8) -> &'static str {
+        match kind {
+            BEGIN => "begin",
+            WAIT => "wait",
+            REFRESH => "refresh",
+            INTROSPECT => "introspect",
+            CANCEL => "cancel",
+            STATUS => "status",
+            PT_CREATE => "pt_create",
+            PT_BATCH => "pt_batch",
+            PT_LIST => "pt_list",
+            PT_SHOW => "pt_show",
+            PT_REVOKE => "pt_revoke",
+            OP_LIST => "op_list",
+            OP_SHOW => "op_show",
+            OP_APPROVE => "op_approve",
+            OP_REJECT => "op_reject",
+            DEVICE_LIST => "device_list",
+            DEVICE_SHOW => "device_show",
+            DEVICE_REVOKE => "device_revoke",
+            DEVICE_BLOCK => "device_block",
+            DEVICE_UNBLOCK => "device_unblock",
+            AUDIT => "audit",
+            LEAKS => "leaks",
+            REVOCATIONS => "revocations",
+            KEYS_ROTATE => "keys_rotate",
+            KEYS_LIST => "keys_list",
+            KEYS_RETIRE => "keys_retire",
+            TOKEN_CREATE => "token_create",
+            TOKEN_LIST => "token_list",
+            TOKEN_REVOKE => "token_revoke",
+            _ => "unknown",
+        }
+    }
 }
 
 /// The most registration ids one REVOCATIONS answer carries (its `limit`, 1 to this).
@@ -179,6 +216,14 @@ pub mod code {
         (INTERNAL, "INTERNAL"),
         (UNAVAILABLE, "UNAVAILABLE"),
     ];
+
+    /// A code's name (`RATE_LIMITED`), for logs and metric labels; `UNKNOWN` for a code not in
+    /// [`ALL`].
+    pub fn name(code: u16) -> &'static str {
+        ALL.iter()
+            .find(|(c, _)| *c == code)
+            .map_or("UNKNOWN", |(_, n)| n)
+    }
 }
 
 /// The body of an error response.

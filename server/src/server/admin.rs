@@ -17,13 +17,36 @@ use super::shared::Shared;
 /// How long a batch waits for its reader to take the next chunk before abandoning the batch.
 const BATCH_READER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One request on the admin endpoint.
+/// One request on the admin endpoint, logged and counted (see [`service::record`]).
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     frame: Frame<'_>,
     source: std::net::IpAddr,
     conn: &ConnState,
     send: &mut quinn::SendStream,
+) -> Result<Handled, ErrorBody> {
+    let started = std::time::Instant::now();
+    let kind_code = frame.kind;
+    let mut caller = None;
+    let r = authorized(shared, frame, source, conn, send, &mut caller).await;
+    service::record(
+        service::Front::Quic,
+        kind_code,
+        source,
+        caller.as_ref(),
+        r.as_ref().map(|_| ()).map_err(|e| e.code),
+        started,
+    );
+    r
+}
+
+async fn authorized(
+    shared: &Arc<Shared>,
+    frame: Frame<'_>,
+    source: std::net::IpAddr,
+    conn: &ConnState,
+    send: &mut quinn::SendStream,
+    who: &mut Option<service::Caller>,
 ) -> Result<Handled, ErrorBody> {
     let mut req: AdminReq = parse(frame.body)?;
     let caller = service::authorize(
@@ -33,6 +56,7 @@ pub(crate) async fn handle(
         source,
     )
     .await?;
+    let caller = who.insert(caller).clone();
     conn.authenticated();
     let args = std::mem::take(&mut req.args);
     if frame.kind == kind::PT_BATCH {

@@ -170,7 +170,15 @@ async fn connection(
     } else {
         let state = registry::ConnState::new(conn.clone());
         while let Ok((send, mut recv)) = conn.accept_bi().await {
-            let reply = Reply::new(send, shared.clone(), state.clone());
+            let reply = Reply::new(
+                send,
+                shared.clone(),
+                state.clone(),
+                match role {
+                    Role::Device => "device",
+                    Role::Admin => "admin",
+                },
+            );
             // A request usually arrives whole in one packet before its stream is accepted.
             // Then a refresh is handled right here (it only checks the RT and queues the
             // rotation); anything else, or a request still arriving, gets a task of its own.
@@ -307,13 +315,14 @@ fn decode(buf: &[u8], role: Role) -> Result<wire::Frame<'_>, ErrorBody> {
 
 /// Answer a whole request that needs no waiting (a malformed frame, a refresh) at once; hands
 /// the reply back for any other request.
-fn dispatch_now(shared: &Shared, buf: &[u8], reply: Reply, role: Role) -> Option<Reply> {
+fn dispatch_now(shared: &Shared, buf: &[u8], mut reply: Reply, role: Role) -> Option<Reply> {
     match decode(buf, role) {
         Err(e) => {
             reply.finish(Err(e));
             None
         }
         Ok(frame) if role == Role::Device && frame.kind == wire::kind::REFRESH => {
+            reply.set_kind(frame.kind);
             tracing::debug!(endpoint = ?role, kind = frame.kind, "request");
             device::refresh_frame(shared, frame, reply);
             None
@@ -335,6 +344,7 @@ async fn dispatch(
     };
     // The kind only: bodies carry tokens and secrets.
     tracing::debug!(endpoint = ?role, kind = frame.kind, "request");
+    reply.set_kind(frame.kind);
     match role {
         Role::Device => device::handle(&shared, frame, reply).await,
         Role::Admin => {

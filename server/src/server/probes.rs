@@ -27,9 +27,22 @@ pub const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 fn recorder() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .as_ref()
 }
+
+/// The buckets of every latency histogram, seconds: from a refresh answered from memory
+/// (under a millisecond) to a long poll held for its whole wait (30 s).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    15.0, 35.0,
+];
 
 /// Install the process's recorder (if no other is) and bind the listener, so that a port in
 /// use fails the start.

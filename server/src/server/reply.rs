@@ -18,6 +18,10 @@ pub(crate) struct Reply {
     send: quinn::SendStream,
     started: Instant,
     in_flight: InFlight,
+    /// `device` or `admin` (a metric label).
+    endpoint: &'static str,
+    /// The request's kind, once its frame is read (a metric label).
+    kind: u8,
 }
 
 /// Counts a request as in flight (for draining at shutdown, and so a revocation closes the
@@ -51,6 +55,7 @@ impl Reply {
         send: quinn::SendStream,
         tracker: Arc<dyn Tracker>,
         state: Arc<ConnState>,
+        endpoint: &'static str,
     ) -> Self {
         tracker.request_started();
         state.request_started();
@@ -58,7 +63,14 @@ impl Reply {
             send,
             started: Instant::now(),
             in_flight: InFlight { tracker, state },
+            endpoint,
+            kind: 0,
         }
+    }
+
+    /// The request's kind, for its metrics (set once its frame is read).
+    pub(crate) fn set_kind(&mut self, kind: u8) {
+        self.kind = kind;
     }
 
     /// The peer's IP address.
@@ -80,23 +92,22 @@ impl Reply {
     /// at once (answers are small and the stream's flow-control window is far larger), and only
     /// if QUIC cannot take it all does a task finish the job.
     pub(crate) fn finish(mut self, result: Result<Handled, ErrorBody>) {
-        let (frames, attach, outcome) = match result {
-            Ok(h) => (h.frames, h.attach, "ok"),
+        let (frames, attach, result) = match result {
+            Ok(h) => (h.frames, h.attach, "OK"),
             Err(e) => {
-                let outcome = if e.code == code::INTERNAL {
-                    "internal"
-                } else {
-                    "error"
-                };
                 // The code only: messages are free of secrets, but the code is all a log needs.
                 tracing::debug!(code = e.code, "answered with an error");
-                (wire::error_frame(&e), None, outcome)
+                (wire::error_frame(&e), None, code::name(e.code))
             }
         };
         // Answers carry RTs and operation secrets: wiped once written.
         let frames = zeroize::Zeroizing::new(frames);
-        metrics::counter!("tessera_requests_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("tessera_request_seconds").record(self.started.elapsed().as_secs_f64());
+        let kind = wire::kind::name(self.kind);
+        metrics::counter!("tessera_requests_total", "endpoint" => self.endpoint, "kind" => kind,
+                          "result" => result)
+        .increment(1);
+        metrics::histogram!("tessera_request_seconds", "endpoint" => self.endpoint, "kind" => kind)
+            .record(self.started.elapsed().as_secs_f64());
         let written = write_now(&mut self.send, &frames);
         if written == frames.len() && !self.in_flight.state.close_pending() {
             let _ = self.send.finish();

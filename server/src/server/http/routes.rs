@@ -204,7 +204,29 @@ pub(crate) async fn call(
     RawQuery(q): RawQuery,
     req: Request,
 ) -> Response {
-    match answer(&st, route, path, q, req).await {
+    let started = std::time::Instant::now();
+    let source = Peer::of(&req);
+    // A bearer token is the API's; without one, the console's session.
+    let front = if req
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        service::Front::Https
+    } else {
+        service::Front::Console
+    };
+    let kind_code = route.kind;
+    let mut caller = None;
+    let r = answer(&st, route, path, q, req, &mut caller).await;
+    service::record(
+        front,
+        kind_code,
+        source,
+        caller.as_ref(),
+        r.as_ref().map(|_| ()).map_err(|p| p.code),
+        started,
+    );
+    match r {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -216,6 +238,7 @@ async fn answer(
     path: Option<Path<std::collections::HashMap<String, String>>>,
     q: Option<String>,
     req: Request,
+    who: &mut Option<service::Caller>,
 ) -> Result<Response, Problem> {
     let source = Peer::of(&req);
     let shared = &st.shared;
@@ -224,6 +247,7 @@ async fn answer(
     let caller = service::authorize(shared, token, route.kind, source)
         .await
         .map_err(|e| auth_problem(&e))?;
+    let caller = who.insert(caller).clone();
     let args = match route.input {
         Input::Nothing => {
             no_query(q.as_deref())?;

@@ -114,6 +114,67 @@ pub(crate) async fn authorize(
     })
 }
 
+/// Which front end an admin request came through: a log field and a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// The QUIC admin endpoint (the CLI, the admin client, a broker's validator).
+    Quic,
+    /// The HTTPS API with a bearer token.
+    Https,
+    /// The console (the HTTPS API with a session).
+    Console,
+}
+
+impl Front {
+    fn label(self) -> &'static str {
+        match self {
+            Front::Quic => "quic",
+            Front::Https => "https",
+            Front::Console => "console",
+        }
+    }
+}
+
+/// One line per admin request on every front end, and its metrics: at `info` the token's name,
+/// the source address, the kind, the result and the latency (a refused token at `warn`, a
+/// service token's introspections and revocation polls at `debug`: a broker makes one per
+/// CONNECT); `tessera_admin_requests_total{front,kind,result}` and
+/// `tessera_admin_request_seconds{front,kind}`. Never an argument: they may hold secrets.
+pub(crate) fn record(
+    front: Front,
+    kind_code: u8,
+    source: std::net::IpAddr,
+    caller: Option<&Caller>,
+    result: Result<(), u16>,
+    started: std::time::Instant,
+) {
+    let took = started.elapsed();
+    let kind = kind::name(kind_code);
+    let result_name = match result {
+        Ok(()) => "OK",
+        Err(c) => code::name(c),
+    };
+    metrics::counter!("tessera_admin_requests_total", "front" => front.label(), "kind" => kind,
+                      "result" => result_name)
+    .increment(1);
+    metrics::histogram!("tessera_admin_request_seconds", "front" => front.label(), "kind" => kind)
+        .record(took.as_secs_f64());
+    let ms = (took.as_secs_f64() * 1e4).round() / 10.0;
+    let token = caller.map_or("-", |c| c.name.as_str());
+    match result {
+        Err(code::UNAUTHENTICATED | code::REVOKED | code::TOKEN_FORMAT) => tracing::warn!(
+            front = front.label(), %source, kind, result = result_name, ms,
+            "admin request refused: the token was not accepted"
+        ),
+        _ if caller.is_some_and(|c| c.role == AdminRole::Service) => tracing::debug!(
+            front = front.label(), token, %source, kind, result = result_name, ms, "admin request"
+        ),
+        _ => tracing::info!(
+            front = front.label(), token, %source, kind, result = result_name, ms, "admin request"
+        ),
+    }
+}
+
 /// The request's arguments as `R`: absent or `null` is `{}`; anything but a JSON object, and any
 /// field `R` does not name, is refused (error 1).
 pub(crate) fn decode<R: for<'de> Deserialize<'de>>(v: Value) -> Result<R, ErrorBody> {
