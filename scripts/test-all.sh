@@ -46,6 +46,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
 command -v pkg-config >/dev/null 2>&1 || need_packages+=(pkg-config)
 command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need_packages+=(adduser)
 command -v pgrep >/dev/null 2>&1 || need_packages+=(procps)
+# promtool, for the alerting rules in deploy/prometheus.
+command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)
 if [ "${#need_packages[@]}" -ne 0 ]; then
     step "installing ${need_packages[*]}"
     if [ "$(id -u)" -eq 0 ]; then
@@ -98,6 +100,11 @@ for doc in docs:
             print(f"{doc}: shell snippet {i} does not parse:\n{block}\n{r.stderr}"); bad += 1
 sys.exit(1 if bad else 0)
 PY
+
+step "alerting rules: promtool check rules, promtool test rules (deploy/prometheus)"
+(cd deploy/prometheus && promtool check rules tessera-alerts.yml \
+    && promtool test rules tessera-alerts.test.yml) || failures+=("alerting rules")
+python3 -m json.tool deploy/grafana/tessera-dashboard.json > /dev/null || failures+=("dashboard JSON")
 
 step "crate boundaries: tessera-proto builds without std; the device shape of libtessera has no engine, store or server"
 # The check crate defines its own panic handler, which fails to compile if anything in its

@@ -391,8 +391,78 @@ fn operator_walkthrough() {
         r#"tessera_admin_requests_total{front="quic",kind="op_approve",result="OK"} 1"#,
         r#"tessera_admin_requests_total{front="quic",kind="op_list",result="REVOKED"} 1"#,
         r#"tessera_admin_request_seconds_bucket{front="quic",kind="pt_create",le="+Inf"}"#,
+        // The store's writer, the engine's counts, certificates, the process.
+        r#"tessera_store_batch_jobs_bucket{le="1"}"#,
+        r#"tessera_store_commit_seconds_bucket{le="0.005"}"#,
+        r#"tessera_store_commits_total{result="ok"}"#,
+        "tessera_store_queue_depth ",
+        "tessera_pending_operations ",
+        "tessera_active_registrations ",
+        r#"tessera_certificate_expiry_timestamp_seconds{certificate="server"} "#,
+        r#"tessera_certificate_expiry_timestamp_seconds{certificate="ca"} "#,
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        r#"tessera_build_info{version=""#,
     ] {
         assert!(metrics.contains(want), "{want} in\n{metrics}");
+    }
+
+    // Every metric is documented; the dashboard and the alerting rules only use metrics the
+    // server has (those that appear only in some deployments or after some events are named).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docs = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("tessera_") || w.starts_with("process_"))
+            .map(|w| {
+                w.trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let scraped: std::collections::BTreeSet<String> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| names(l.split(['{', ' ']).next().unwrap_or("")))
+        .collect();
+    for m in scraped.iter().filter(|m| m.starts_with("tessera_")) {
+        assert!(
+            docs.contains(m.as_str()),
+            "{m} is not in docs/operations.md"
+        );
+    }
+    const CONDITIONAL: [&str; 12] = [
+        "tessera_pg_pool_connections",
+        "tessera_pg_pool_idle_connections",
+        "tessera_pg_pool_wait_seconds",
+        "tessera_feed_current",
+        "tessera_feed_lag_changes",
+        "tessera_feed_since_caught_up_seconds",
+        "tessera_leak_signals_total",
+        "tessera_http_connections",
+        "tessera_auth_failures_total",
+        "tessera_auth_throttled_total",
+        "tessera_tls_resumed_total",
+        "tessera_connections_refused_total",
+    ];
+    for file in [
+        "deploy/grafana/tessera-dashboard.json",
+        "deploy/prometheus/tessera-alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for m in names(&text) {
+            assert!(
+                scraped.contains(&m) || CONDITIONAL.contains(&m.as_str()),
+                "{file} uses {m}, which the server does not export"
+            );
+            assert!(
+                docs.contains(m.as_str()),
+                "{file}: {m} is not in docs/operations.md"
+            );
+        }
     }
 
     // Bad input: a clear error, non-zero exit.

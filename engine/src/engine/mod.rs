@@ -678,7 +678,10 @@ impl Inner {
                     source = source.as_deref().unwrap_or("-"),
                     "state change"
                 ),
-                Effect::Signal(sig) => tracing::warn!(
+                Effect::Signal(sig) => {
+                    metrics::counter!("tessera_leak_signals_total", "kind" => sig.kind.as_str())
+                        .increment(1);
+                    tracing::warn!(
                     signal = sig.kind.as_str(),
                     pt = sig.pt_id.map(|p| p.to_string()).unwrap_or_default(),
                     registration = sig.registration_id.map_or(0, |r| r.get()),
@@ -686,7 +689,8 @@ impl Inner {
                     source = sig.source.as_deref().unwrap_or("-"),
                     action = %sig.action,
                     "leak signal"
-                ),
+                    )
+                }
             }
         }
     }

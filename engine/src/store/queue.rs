@@ -27,7 +27,9 @@ impl JobQueue {
     pub(super) fn send(&self, job: WriteJob, savepoint: bool) {
         if let Ok(guard) = self.0.lock() {
             if let Some(tx) = guard.as_ref() {
-                let _ = tx.send(Queued { job, savepoint });
+                if tx.send(Queued { job, savepoint }).is_ok() {
+                    metrics::gauge!("tessera_store_queue_depth").increment(1.0);
+                }
             }
         }
     }
@@ -52,6 +54,7 @@ pub(super) fn take_batch(rx: &Receiver<Queued>, max: usize, batch: &mut Vec<Queu
             Err(_) => break,
         }
     }
+    metrics::gauge!("tessera_store_queue_depth").decrement(batch.len() as f64);
     true
 }
 
@@ -64,11 +67,17 @@ pub(super) struct Stats {
 }
 
 impl Stats {
-    /// A batch of `jobs` committed (`ok`) or failed.
-    pub(super) fn record(&self, jobs: u64, ok: bool) {
+    /// A batch of `jobs` committed (`ok`) or failed, `took` from taking it to its commit's
+    /// end; also the metrics `tessera_store_batch_jobs` and `tessera_store_commit_seconds`
+    /// (histograms) and `tessera_store_commits_total{result}`.
+    pub(super) fn record(&self, jobs: u64, ok: bool, took: std::time::Duration) {
         self.jobs.fetch_add(jobs, Ordering::Relaxed);
         let counter = if ok { &self.batches } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("tessera_store_batch_jobs").record(jobs as f64);
+        metrics::histogram!("tessera_store_commit_seconds").record(took.as_secs_f64());
+        metrics::counter!("tessera_store_commits_total", "result" => if ok { "ok" } else { "failed" })
+            .increment(1);
     }
 
     pub(super) fn snapshot(&self) -> CommitStats {

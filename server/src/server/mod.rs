@@ -238,6 +238,8 @@ impl Server {
         tasks.spawn(accept_loop(admin.clone(), shared.clone(), Role::Admin));
         tasks.spawn(housekeeping(shared.clone()));
         tasks.spawn(feed_metrics(shared.clone()));
+        tasks.spawn(engine_metrics(shared.clone()));
+        certificate_metrics(&files);
         if let Some((listener, tls)) = console {
             tasks.spawn(http::serve(listener, tls, shared.clone()));
         }
@@ -306,7 +308,9 @@ impl Server {
     /// endpoint get the new certificate, open connections keep theirs. A certificate that does
     /// not load or does not match its key is refused and the one in use stays.
     pub fn reload_certificate(&self) -> Result<tls::CertificateInfo, ServerError> {
-        Ok(self.cert.reload()?)
+        let c = self.cert.reload()?;
+        certificate_metrics(&self.files);
+        Ok(c)
     }
 
     /// The SHA-256 fingerprint of the server certificate (the leaf) in use.
@@ -396,6 +400,51 @@ async fn housekeeping(shared: Arc<Shared>) {
             Ok(Ok(r)) if r != Default::default() => tracing::info!(?r, "housekeeping"),
             Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
             _ => {}
+        }
+    }
+}
+
+/// The engine's counts as gauges, every 15 s (a count reads the store): `tessera_ready` and
+/// `tessera_store_up` (1 or 0), `tessera_pending_operations`, `tessera_active_registrations`, `tessera_pts`,
+/// `tessera_live_families`, `tessera_key_epoch`.
+async fn engine_metrics(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let engine = shared.engine.clone();
+        let status = tokio::time::timeout(
+            probes::STORE_CHECK_TIMEOUT,
+            tokio::task::spawn_blocking(move || engine.status()),
+        )
+        .await;
+        // `tessera_ready` is what `/readyz` would answer, for alerting rules.
+        let store_up = matches!(status, Ok(Ok(Ok(_))));
+        let feed_ok = shared.engine.feed_status().is_none_or(|f| f.current);
+        let serving = !shared.shutting_down.load(Ordering::SeqCst);
+        metrics::gauge!("tessera_store_up").set(if store_up { 1.0 } else { 0.0 });
+        metrics::gauge!("tessera_ready").set(if store_up && feed_ok && serving {
+            1.0
+        } else {
+            0.0
+        });
+        let Ok(Ok(Ok(s))) = status else {
+            continue;
+        };
+        metrics::gauge!("tessera_pending_operations").set(s.counts.pending_operations as f64);
+        metrics::gauge!("tessera_active_registrations").set(s.counts.active_registrations as f64);
+        metrics::gauge!("tessera_pts").set(s.counts.pts as f64);
+        metrics::gauge!("tessera_live_families").set(s.live_families as f64);
+        metrics::gauge!("tessera_key_epoch").set(f64::from(s.current_key_epoch));
+    }
+}
+
+/// `tessera_certificate_expiry_timestamp_seconds{certificate}`: when the CA and the server
+/// certificate end (Unix seconds), set at start and on every reload.
+pub(crate) fn certificate_metrics(files: &tls::TlsFiles) {
+    for (which, path) in [("ca", &files.ca_cert), ("server", &files.server_chain)] {
+        if let Some(c) = tls::describe(path).ok().and_then(|c| c.into_iter().next()) {
+            metrics::gauge!("tessera_certificate_expiry_timestamp_seconds", "certificate" => which)
+                .set(c.not_after as f64);
         }
     }
 }

@@ -31,11 +31,21 @@ fn recorder() -> Option<&'static PrometheusHandle> {
             PrometheusBuilder::new()
                 .set_buckets(&LATENCY_BUCKETS)
                 .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("tessera_store_batch_jobs".into()),
+                    &BATCH_BUCKETS,
+                )
+                .ok()?
                 .install_recorder()
                 .ok()
         })
         .as_ref()
 }
+
+/// The buckets of `tessera_store_batch_jobs`: jobs per committed batch.
+pub const BATCH_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
 
 /// The buckets of every latency histogram, seconds: from a refresh answered from memory
 /// (under a millisecond) to a long poll held for its whole wait (30 s).
@@ -179,9 +189,20 @@ async fn healthz(State(p): State<Probed>) -> Response {
     }
 }
 
+/// The process's own figures (`process_*`: CPU, memory, open files), read at each scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let c = metrics_process::Collector::default();
+        c.describe();
+        c
+    })
+}
+
 async fn metrics() -> Response {
     match recorder() {
         Some(h) => {
+            process_collector().collect();
             h.run_upkeep();
             (
                 [(

@@ -381,6 +381,7 @@ fn writer_loop(
             conn = manager.open().ok();
         }
         let n = batch.len() as u64;
+        let started = std::time::Instant::now();
         let result = match conn.as_mut() {
             Some(c) => run_batch(c, node, &mut batch, &mut done),
             None => {
@@ -388,7 +389,7 @@ fn writer_loop(
                 Err(Error::store("the database cannot be reached".into()))
             }
         };
-        stats.record(n, result.is_ok());
+        stats.record(n, result.is_ok(), started.elapsed());
         for cb in done.drain(..) {
             cb(result.clone());
         }
@@ -469,12 +470,19 @@ impl Store for PostgresStore {
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {
-        let mut conn = self
+        let pool = self
             .readers
             .as_ref()
-            .ok_or_else(|| Error::store("the store is closed".into()))?
-            .get()
-            .map_err(|e| Error::store(format!("no read connection: {e}")))?;
+            .ok_or_else(|| Error::store("the store is closed".into()))?;
+        // The read pool's figures: how long a read waited for a connection, and the
+        // connections open and idle.
+        let asked = std::time::Instant::now();
+        let got = pool.get();
+        metrics::histogram!("tessera_pg_pool_wait_seconds").record(asked.elapsed().as_secs_f64());
+        let state = pool.state();
+        metrics::gauge!("tessera_pg_pool_connections").set(f64::from(state.connections));
+        metrics::gauge!("tessera_pg_pool_idle_connections").set(f64::from(state.idle_connections));
+        let mut conn = got.map_err(|e| Error::store(format!("no read connection: {e}")))?;
         conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         let r = f(&Db::reader(&mut conn));
         let end = conn.batch("ROLLBACK");

@@ -332,8 +332,9 @@ fn writer_loop(
     let mut done: Vec<CommitCallback> = Vec::with_capacity(w.max_batch);
     while queue::take_batch(&rx, w.max_batch, &mut batch) {
         let n = batch.len() as u64;
+        let started = std::time::Instant::now();
         let result = run_batch(&conn, w, &mut journal, &mut batch, &mut done);
-        stats.record(n, result.is_ok());
+        stats.record(n, result.is_ok(), started.elapsed());
         if result.is_ok() {
             // Readers see the batch's refreshes before any of its callers is answered.
             journal.committed();
