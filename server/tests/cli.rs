@@ -774,11 +774,17 @@ fn sighup_reloads_the_certificate_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log_path = dir.path().join("serve.log");
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(&config, "log = \"info\"\n").unwrap();
     let mut serve = Command::new(BIN)
         .args(EPHEMERAL_SERVE)
         .args(["--metrics-addr", "off", "--data-dir"])
         .arg(&data)
+        .arg("--config")
+        .arg(&config)
         .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_LOG")
+        .env_remove("TESSERA_LOG_FORMAT")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
         .spawn()
@@ -808,9 +814,10 @@ fn sighup_reloads_the_certificate_and_keeps_serving() {
         }
         panic!("no {what:?} in the log");
     };
+    let pid = serve.id().to_string();
     let hup = || {
         assert!(Command::new("kill")
-            .args(["-HUP", &serve.id().to_string()])
+            .args(["-HUP", &pid])
             .status()
             .unwrap()
             .success())
@@ -840,6 +847,20 @@ fn sighup_reloads_the_certificate_and_keeps_serving() {
     wait_for("was not reloaded", 1);
     assert!(tls_accepts(device, "plant.example", &ca));
     assert_eq!(serve.try_wait().unwrap(), None, "SIGHUP stopped the server");
+
+    // The log settings come from the file again: JSON from the reload on.
+    std::fs::write(&config, "log = \"info\"\nlog_format = \"json\"\n").unwrap();
+    hup();
+    wait_for("reloaded the log filter and format", 3);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let last = log.lines().last().unwrap();
+    let line: serde_json::Value = serde_json::from_str(last).expect("a JSON line");
+    assert_eq!(line["fields"]["format"], "Json", "{last}");
+    // A filter that does not parse: refused, the settings in use stay.
+    std::fs::write(&config, "log = \"info,[\"\n").unwrap();
+    hup();
+    wait_for("the log settings were not reloaded", 1);
+    assert_eq!(serve.try_wait().unwrap(), None);
 
     assert!(Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
@@ -1108,4 +1129,51 @@ fn version_manual_page_and_completions() {
     assert!(bash.contains("complete -F _tessera"), "{bash}");
     assert!(bash.contains("--server-name"), "options are completed");
     assert!(run(&["completions", "zsh"]).contains("#compdef tessera"));
+}
+
+/// `tessera config check` and `config show`: the effective settings (file, then flags), a
+/// password never shown, an unknown key or a bad filter refused.
+#[test]
+fn config_check_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tessera.toml");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .env_remove("TESSERA_LOG")
+            .env_remove("TESSERA_STORE")
+            .env_remove("TESSERA_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        &file,
+        "log = \"debug\"\n[store]\nurl = \"postgres://tessera:hunter2@db.internal:5433/tessera\"\n",
+    )
+    .unwrap();
+    let checked = run(&["config", "check", "--ports", "6000"]);
+    assert!(checked.status.success(), "{checked:?}");
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(text.contains("device_addr (UDP): 0.0.0.0:6000"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let shown = run(&["config", "show", "--log", "info"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(!text.contains("hunter2"), "{text}");
+    let back: tessera_server::ServerConfig = toml::from_str(&text).expect("TOML a server reads");
+    assert_eq!(back.log, "info", "the flag wins over the file");
+    assert_eq!(
+        back.store.url.as_deref(),
+        Some("postgres://tessera:***@db.internal:5433/tessera")
+    );
+    std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+    let bad = run(&["config", "check"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no_such_setting"));
+    std::fs::write(&file, "log = \"info,[\"\n").unwrap();
+    let bad = run(&["config", "check"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid log filter"));
 }

@@ -18,7 +18,7 @@ mod sql;
 mod sqlite;
 
 pub use feed::{Change, FeedHealth, FeedSink};
-pub use pg::{PostgresOptions, PostgresStore};
+pub use pg::{redacted_url, PostgresOptions, PostgresStore};
 pub use sqlite::{backup, BackupReport};
 pub use sqlite::{migration_backup_path, SqliteOptions, SqliteReader, SqliteStore, DATABASE_FILE};
 

@@ -186,6 +186,23 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// A PostgreSQL URL without its password (`postgres://user:***@host:port/db`), to show
+/// settings; the URL as given when it does not parse.
+pub fn redacted_url(url: &str) -> String {
+    match url.parse::<postgres::Config>() {
+        Ok(c) => {
+            let user = c.get_user().unwrap_or("");
+            let password = if c.get_password().is_some() {
+                ":***"
+            } else {
+                ""
+            };
+            format!("postgres://{user}{password}@{}", describe(&c))
+        }
+        Err(_) => "<a URL that does not parse>".into(),
+    }
+}
+
 /// Where a configuration points, without its password.
 fn describe(c: &postgres::Config) -> String {
     let host = c

@@ -136,6 +136,10 @@ enum Cmd {
     /// The server's TLS material (run on the server's host).
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// The server's settings: `check` them, or `show` the effective ones (defaults, the
+    /// file, then flags and environment, as `tessera serve` would run; secrets redacted).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
     /// `tessera completions bash > /usr/share/bash-completion/completions/tessera`.
     Completions {
@@ -227,6 +231,16 @@ enum TlsCmd {
         #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Check the settings `tessera serve` would run with (the same options): the file parses,
+    /// every key is known, the log filter, addresses, store URL and key settings are valid.
+    Check(ServeArgs),
+    /// Print the effective settings as TOML (a store URL's password and HSM PINs are never
+    /// shown).
+    Show(ServeArgs),
 }
 
 /// A step of a CA rollover.
@@ -636,6 +650,8 @@ fn main() -> ExitCode {
             root_key,
             config,
         } => done(local::restore(&archive, &data_dir, root_key, config)),
+        Cmd::Config(ConfigCmd::Check(a)) => done(serve::check_config(&a)),
+        Cmd::Config(ConfigCmd::Show(a)) => done(serve::show_config(&a)),
         Cmd::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(
@@ -721,6 +737,8 @@ mod tests {
             "tls rollover",
             "completions",
             "man",
+            "config check",
+            "config show",
         ];
         assert!(out.len() > 20, "{out:?}");
         for (path, json) in out {

@@ -457,6 +457,7 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         | Cmd::Restore { .. }
         | Cmd::Tls(_)
         | Cmd::Completions { .. }
+        | Cmd::Config(_)
         | Cmd::Man
         | Cmd::Keys(KeysCmd::InitHsm { .. }) => unreachable!("handled in main"),
     }
