@@ -477,6 +477,32 @@ fn operator_walkthrough() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("operation_id"));
 
+    // A PT batch shows its progress on a terminal (a pseudo-terminal from `script`), and
+    // prints nothing extra otherwise.
+    let batch = |out: &str| {
+        format!(
+            "{BIN} pt batch --count 20000 --label progress --out {} --data-dir {} --admin-addr {admin}",
+            dir.path().join(out).display(),
+            dir.path().join("data").display()
+        )
+    };
+    let on_tty = Command::new("script")
+        .args(["-qec", &batch("tty.tsv"), "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(on_tty.status.success(), "{on_tty:?}");
+    let shown = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(
+        shown.contains("/20,000 PTs ("),
+        "no progress bar on a terminal: {shown}"
+    );
+    let piped = Command::new("sh")
+        .args(["-c", &batch("piped.tsv")])
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(piped.stderr.is_empty(), "{piped:?}");
+
     // SIGTERM drains and exits cleanly.
     let pid = serve.id().to_string();
     assert!(Command::new("kill")

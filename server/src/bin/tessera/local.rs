@@ -9,7 +9,18 @@ use tessera_server::server::config::KeySettings;
 
 /// `tessera backup`: the archive of `data_dir` (`tessera_server::server::archive`).
 pub(super) fn backup(data_dir: &Path, out: &Path, o: BackupOptions) -> Result<(), String> {
-    let m = archive::backup(data_dir, out, &o).map_err(|e| e.to_string())?;
+    // On a terminal, a spinner with the time taken while the store is copied and checked.
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(format!("backing up {} …", data_dir.display()));
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    });
+    let m = archive::backup(data_dir, out, &o);
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let m = m.map_err(|e| e.to_string())?;
     let store = match (m.schema_version, m.last_audit_seq) {
         (Some(v), Some(seq)) => {
             format!("the store (schema {v}, integrity checked; newest audit event {seq})")

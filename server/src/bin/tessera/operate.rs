@@ -42,6 +42,20 @@ fn admin_client(c: &Conn) -> Result<AdminClient, String> {
     Ok(client)
 }
 
+/// A progress bar on standard error for `total` `what`, when standard error is a terminal.
+pub(super) fn progress(total: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{human_pos}}/{{human_len}} {what} ({{elapsed}}, {{eta}} left)"
+    ))
+    .ok()?;
+    bar.set_style(style);
+    Some(bar)
+}
+
 /// How long an operator command waits for the server to answer its connection.
 const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 
@@ -143,13 +157,22 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
                 count: Some(count),
                 ..spec.to_args()
             });
+            // A progress bar on a terminal (each line of the answer is one PT); nothing
+            // extra otherwise.
+            let bar = progress(count, "PTs");
             let r = c
                 .create_pt_batch(&req, |chunk| {
                     if werr.is_none() {
                         werr = f.write_all(chunk).err();
                     }
+                    if let Some(b) = &bar {
+                        b.inc(chunk.iter().filter(|&&c| c == b'\n').count() as u64);
+                    }
                 })
                 .await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
             match (r, werr) {
                 (Ok(b), None) => {
                     f.sync_all().map_err(|x| x.to_string())?;
