@@ -41,7 +41,7 @@ struct Opts {
     rounds: u64,
 }
 
-fn opts() -> Opts {
+fn opts_from(args: &[String]) -> Opts {
     let mut o = Opts {
         devices: 10_000,
         connections: 64,
@@ -53,7 +53,6 @@ fn opts() -> Opts {
         inflight: 4,
         rounds: 2,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
         let v = |x: &str| x.parse::<u64>().unwrap_or_else(|_| panic!("bad value {x}"));
         match (w[0].as_str(), w.get(1).map(String::as_str)) {
@@ -400,6 +399,238 @@ async fn idle_rss(eps: &[quinn::Endpoint], addr: SocketAddr, pid: u32, n: usize)
             "bytes_per_idle_connection": after.saturating_sub(before) / n as u64 })
 }
 
+/// Server settings without rate limits in the load's way.
+const UNLIMITED: &str = "max_connections_per_source = 1000000\nretry_above_handshakes = 1024\n\
+     wait_burst = 1000000000\nwait_per_minute = 1000000000\n\
+     introspect_burst = 1000000000\nintrospect_per_minute = 1000000000\n\
+     [engine]\nsource_burst = 1000000000\nsource_per_minute = 1000000000\n\
+     fleet_pt_burst = 1000000000\nfleet_pt_per_minute = 1000000000\n\
+     refresh_burst = 1000000000\nrefresh_per_minute = 1000000000\n";
+
+/// Provision `devices` devices over `conns` through the real flow (automatic PT `pt`); each
+/// connection's RTs.
+async fn provision_all(conns: &[quinn::Connection], pt: &str, devices: usize) -> Vec<Vec<String>> {
+    let per = devices.div_ceil(conns.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, c) in conns.iter().enumerate() {
+        let (c, pt) = (c.clone(), pt.to_owned());
+        tasks.spawn(async move {
+            let mut rts = Vec::new();
+            for i in 0..per {
+                let d = w * per + i;
+                let b: messages::BeginResp = tessera_call(
+                    &c,
+                    kind::BEGIN,
+                    &messages::BeginReq {
+                        pt: pt.clone(),
+                        device_id: Some(format!("lg-{d}")),
+                        attributes: Default::default(),
+                        instance_nonce: format!("loadgen-instance-{d:08}"),
+                    },
+                )
+                .await
+                .expect("begin");
+                let wr: messages::WaitResp = tessera_call(
+                    &c,
+                    kind::WAIT,
+                    &messages::WaitReq {
+                        operation_id: b.operation_id,
+                        secret: b.secret,
+                        timeout_ms: 0,
+                    },
+                )
+                .await
+                .expect("wait");
+                rts.push(wr.registration.expect("provisioned").rt);
+            }
+            (w, rts)
+        });
+    }
+    let mut rts: Vec<Vec<String>> = vec![Vec::new(); conns.len()];
+    while let Some(Ok((w, r))) = tasks.join_next().await {
+        rts[w] = r;
+    }
+    rts
+}
+
+/// One server of the observability measurement, ready for refreshes.
+struct Observed {
+    server: std::process::Child,
+    conns: Vec<quinn::Connection>,
+    store: Arc<Vec<tokio::sync::Mutex<Vec<String>>>>,
+    metrics: Option<SocketAddr>,
+}
+
+/// Start a server on `dir` (seeded alike), `observed` with metrics and an `info` log (to a
+/// file, as a journal would take it) or with neither, provision its devices.
+async fn observed_server(o: &Opts, dir: &Path, observed: bool) -> Observed {
+    let data = dir.join("data");
+    drop(tessera_benches::open(&data));
+    tessera_benches::seed_registrations(&data, o.seed, tessera_benches::bench_now()).expect("seed");
+    let config = dir.join("tessera.toml");
+    std::fs::write(&config, UNLIMITED).expect("config");
+    let mut cmd = Command::new(sibling("tessera"));
+    cmd.args(banner::EPHEMERAL_SERVE)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config);
+    if observed {
+        cmd.args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log",
+            "info",
+            "--log-format",
+            "json",
+        ]);
+    } else {
+        cmd.args(["--metrics-addr", "off", "--log", "warn"]);
+    }
+    let (server, device_addr, lines, _) = spawn_until(cmd, banner::DEVICE);
+    let metrics = lines.iter().find_map(|l| {
+        l.strip_prefix("metrics: http://")
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+    });
+    let admin_addr: SocketAddr = lines
+        .iter()
+        .find_map(|l| banner::address(l, banner::ADMIN))
+        .expect("admin address");
+    let ca = data.join("tls/ca.pem");
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_owned();
+    let admin = tessera_client::AdminClient::new(
+        admin_addr,
+        "localhost",
+        &tessera_client::Trust::ca_file(&ca).expect("ca"),
+        tessera_proto::AdminToken::new(token),
+    )
+    .expect("admin");
+    let pt = admin
+        .create_pt(&tessera_benches::auto_fleet_args("loadgen"))
+        .await
+        .expect("pt")
+        .token
+        .clone();
+    admin.close().await;
+    let eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, true);
+    let conns = connect_all(&eps, device_addr, o.connections).await;
+    let rts = provision_all(&conns, &pt, o.devices).await;
+    let inflight = o.inflight.max(1);
+    let mut slots: Vec<Vec<String>> = vec![Vec::new(); o.connections * inflight];
+    for (w, list) in rts.into_iter().enumerate() {
+        for (i, rt) in list.into_iter().enumerate() {
+            slots[w * inflight + i % inflight].push(rt);
+        }
+    }
+    let store = Arc::new(slots.into_iter().map(tokio::sync::Mutex::new).collect());
+    Observed {
+        server,
+        conns,
+        store,
+        metrics,
+    }
+}
+
+/// What metrics and logs cost on the refresh path: two servers on stores seeded alike, one
+/// with metrics (scraped every second, as Prometheus would) and an `info` JSON log, one with
+/// neither; refresh phases alternate between them, `rounds` of each.
+async fn observability_cost(o: &Opts, work: &Path) -> Value {
+    let (a, b) = (work.join("quiet"), work.join("observed"));
+    let mut quiet = observed_server(o, &a, false).await;
+    let mut loud = observed_server(o, &b, true).await;
+    let scrape_addr = loud.metrics.expect("the observed server's metrics address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut scrapes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut c) = tokio::net::TcpStream::connect(scrape_addr).await {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = c
+                        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                        .await;
+                    let mut sink = Vec::new();
+                    let _ = c.read_to_end(&mut sink).await;
+                    scrapes += 1;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            scrapes
+        })
+    };
+    let me = std::process::id();
+    let inflight = o.inflight.max(1);
+    let rounds = o.rounds.max(1);
+    let secs_each = (o.seconds / rounds).max(1);
+    let (mut quiet_acc, mut loud_acc) = (Phase::default(), Phase::default());
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let phase = |s: &Observed| {
+            let st = s.store.clone();
+            let pid = s.server.id();
+            let conns = s.conns.clone();
+            async move {
+                Phase::run(
+                    pid,
+                    me,
+                    timed(&conns, inflight, secs_each, move |w, c, k| {
+                        let st = st.clone();
+                        async move {
+                            let mut mine = st[w].lock().await;
+                            let i = (k as usize) % mine.len();
+                            let r: messages::RefreshResp = tessera_call(
+                                &c,
+                                kind::REFRESH,
+                                &messages::RtReq {
+                                    rt: mine[i].clone(),
+                                },
+                            )
+                            .await?;
+                            mine[i] = r.registration.rt;
+                            Ok(())
+                        }
+                    }),
+                )
+                .await
+            }
+        };
+        let q = phase(&quiet).await;
+        let l = phase(&loud).await;
+        ratios.push((l.rate() / q.rate().max(1.0) * 1000.0).round() / 1000.0);
+        quiet_acc.add(q);
+        loud_acc.add(l);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let scrapes = scraper.await.unwrap_or(0);
+    let (q, l) = (quiet_acc.summary(), loud_acc.summary());
+    let ratio =
+        l["per_second"].as_f64().unwrap_or(0.0) / q["per_second"].as_f64().unwrap_or(1.0).max(1.0);
+    for s in [&mut quiet, &mut loud] {
+        for c in &s.conns {
+            c.close(0u32.into(), b"");
+        }
+        let _ = s.server.kill();
+        let _ = s.server.wait();
+    }
+    json!({
+        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "seeded_registrations": o.seed,
+        "devices": o.devices,
+        "connections": o.connections,
+        "inflight_per_connection": inflight,
+        "refresh_without_metrics_or_logs": q,
+        "refresh_with_metrics_and_info_log": l,
+        "metrics_scrapes": scrapes,
+        "with_vs_without": (ratio * 1000.0).round() / 1000.0,
+        "with_vs_without_by_round": ratios,
+    })
+}
+
 fn main() {
     // Several nodes on PostgreSQL (`--nodes N --store URL`) are measured by the `nodes` load
     // generator, with these arguments.
@@ -411,7 +642,12 @@ fn main() {
             .expect("run nodes");
         std::process::exit(status.code().unwrap_or(1));
     }
-    let o = opts();
+    let observability = args.iter().any(|a| a == "--observability");
+    let rest: Vec<String> = args
+        .into_iter()
+        .filter(|a| a != "--observability")
+        .collect();
+    let o = opts_from(&rest);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -422,6 +658,11 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("target/loadgen"));
     std::fs::create_dir_all(&base).expect("base dir");
     let work = tempfile::tempdir_in(&base).expect("tempdir");
+    if observability {
+        let summary = rt.block_on(observability_cost(&o, work.path()));
+        println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+        return;
+    }
     let data = work.path().join("data");
 
     // Seed the store with registrations, then time the server's start-up.
@@ -430,16 +671,7 @@ fn main() {
     tessera_benches::seed_registrations(&data, o.seed, tessera_benches::bench_now()).expect("seed");
     let seed_secs = t.elapsed().as_secs_f64();
     let config = work.path().join("tessera.toml");
-    std::fs::write(
-        &config,
-        "max_connections_per_source = 1000000\nretry_above_handshakes = 1024\n\
-         wait_burst = 1000000000\nwait_per_minute = 1000000000\n\
-         introspect_burst = 1000000000\nintrospect_per_minute = 1000000000\n\
-         [engine]\nsource_burst = 1000000000\nsource_per_minute = 1000000000\n\
-         fleet_pt_burst = 1000000000\nfleet_pt_per_minute = 1000000000\n\
-         refresh_burst = 1000000000\nrefresh_per_minute = 1000000000\n",
-    )
-    .expect("config");
+    std::fs::write(&config, UNLIMITED).expect("config");
     let mut cmd = Command::new(sibling("tessera"));
     cmd.args(banner::EPHEMERAL_SERVE)
         .args(["--metrics-addr", "off", "--log", "warn"])
