@@ -30,6 +30,17 @@ fn leak(at: Timestamp, detail: &str) -> NewLeakSignal {
     }
 }
 
+/// Move the clock on by `by` and refresh `rt`; the successor RT.
+fn refresh_after(h: &mut Harness, rt: &str, by: Duration) -> String {
+    h.clock.advance(by);
+    h.engine
+        .refresh(rt, &Harness::device(), h.now())
+        .unwrap()
+        .rt
+        .expose()
+        .to_owned()
+}
+
 #[test]
 fn housekeeping_deletes_what_is_old_and_nothing_else() {
     let mut config = EngineConfig::default();
@@ -57,14 +68,7 @@ fn housekeeping_deletes_what_is_old_and_nothing_else() {
     // Day 29: an operator makes a PT (an audit event newer than the revocation).
     let mut rt = kept.rt.expose().to_owned();
     for day in 1..=12 {
-        h.clock.advance(DAY);
-        rt = h
-            .engine
-            .refresh(&rt, &Harness::device(), h.now())
-            .unwrap()
-            .rt
-            .expose()
-            .to_owned();
+        rt = refresh_after(&mut h, &rt, DAY);
         if day == 6 {
             h.engine
                 .raise_leak_signal(leak(h.now(), "second"), h.now())
@@ -121,14 +125,7 @@ fn housekeeping_deletes_what_is_old_and_nothing_else() {
 
     // Past the longest RT lifetime the revocation event goes too.
     for day in 13..=32 {
-        h.clock.advance(DAY);
-        rt = h
-            .engine
-            .refresh(&rt, &Harness::device(), h.now())
-            .unwrap()
-            .rt
-            .expose()
-            .to_owned();
+        rt = refresh_after(&mut h, &rt, DAY);
         if day == 29 {
             h.engine
                 .create_pt(&PtSpec::new("late"), &Actor::operator("ops"), h.now())
@@ -174,14 +171,7 @@ fn without_retention_nothing_is_deleted() {
     let events = h.engine.audit(0, 10_000).unwrap().len();
     let mut rt = p.rt.expose().to_owned();
     for _ in 0..3 {
-        h.clock.advance(days(20));
-        rt = h
-            .engine
-            .refresh(&rt, &Harness::device(), h.now())
-            .unwrap()
-            .rt
-            .expose()
-            .to_owned();
+        rt = refresh_after(&mut h, &rt, days(20));
         h.engine.prune(h.now()).unwrap();
     }
     assert_eq!(h.engine.audit(0, 10_000).unwrap().len(), events + 3);

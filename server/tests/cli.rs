@@ -709,6 +709,21 @@ fn utc_dates(line: &str) -> usize {
         .count()
 }
 
+/// `tessera ARGS --data-dir DATA`, run to its end.
+fn in_data_dir(data: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+/// Standard output as text.
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// `tessera tls init`, `show` and `issue`: a CA made on purpose where there is none (and never
 /// over one), its certificates shown with their names and fingerprints, and a server
 /// certificate issued again for other names by the same CA, the previous one kept.
@@ -716,15 +731,7 @@ fn utc_dates(line: &str) -> usize {
 fn tls_certificates_are_made_shown_and_reissued() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap()
-    };
-    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let run = |args: &[&str]| in_data_dir(&data, args);
     let made = run(&["tls", "init", "--server-name", "prov.example"]);
     assert!(made.status.success(), "{made:?}");
     let again = run(&["tls", "init"]);
@@ -902,15 +909,7 @@ fn sighup_reloads_the_certificate_and_keeps_serving() {
 fn a_ca_rollover_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap()
-    };
-    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let run = |args: &[&str]| in_data_dir(&data, args);
     assert!(run(&["tls", "init", "--server-name", "prov.example"])
         .status
         .success());
