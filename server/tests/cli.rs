@@ -371,26 +371,32 @@ fn operator_walkthrough() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("exists"));
 
-    // Prometheus metrics on the loopback HTTP port.
-    let metrics = {
+    // Prometheus metrics and the probes on the loopback HTTP port.
+    let get = |path: &str| {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(metrics_addr).expect("metrics endpoint");
-        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        c.read_to_string(&mut body).unwrap();
-        body
+        write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
     };
+    let healthz = get("/healthz");
+    assert!(healthz.starts_with("HTTP/1.0 200"), "{healthz}");
+    let readyz = get("/readyz");
+    assert!(readyz.starts_with("HTTP/1.0 200"), "{readyz}");
+    assert!(readyz.contains(r#""status":"ready""#), "{readyz}");
+    let metrics = get("/metrics");
     // Latency histograms by endpoint and kind (the long poll in its own series), requests by
     // result; admin requests by front end, kind and result.
     for want in [
-        r#"tessera_request_seconds_bucket{endpoint="device",kind="begin",le="0.005"}"#,
-        r#"tessera_request_seconds_bucket{endpoint="device",kind="wait",le="35"}"#,
+        r#"tessera_request_seconds_bucket{endpoint="device",kind="begin",result="OK",le="0.005"}"#,
+        r#"tessera_request_seconds_bucket{endpoint="device",kind="wait",result="OK",le="35"}"#,
+        r#"tessera_open_connections{endpoint="admin"}"#,
         r#"tessera_requests_total{endpoint="device",kind="begin",result="OK"} 1"#,
         r#"tessera_requests_total{endpoint="admin",kind="op_approve",result="OK"} 1"#,
         r#"tessera_admin_requests_total{front="quic",kind="op_approve",result="OK"} 1"#,
         r#"tessera_admin_requests_total{front="quic",kind="op_list",result="REVOKED"} 1"#,
-        r#"tessera_admin_request_seconds_bucket{front="quic",kind="pt_create",le="+Inf"}"#,
+        r#"tessera_admin_request_seconds_bucket{front="quic",kind="pt_create",result="OK",le="+Inf"}"#,
         // The store's writer, the engine's counts, certificates, the process.
         r#"tessera_store_batch_jobs_bucket{le="1"}"#,
         r#"tessera_store_commit_seconds_bucket{le="0.005"}"#,

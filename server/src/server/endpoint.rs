@@ -163,7 +163,12 @@ async fn connection(
         .and_then(|h| h.protocol)
         .is_some_and(|p| p == expected);
     shared.open_connections.fetch_add(1, Ordering::Relaxed);
-    metrics::gauge!("tessera_open_connections").increment(1.0);
+    let endpoint = if role == Role::Device {
+        "device"
+    } else {
+        "admin"
+    };
+    metrics::gauge!("tessera_open_connections", "endpoint" => endpoint).increment(1.0);
     let mut attached: Vec<tessera_engine::RegistrationId> = Vec::new();
     if !alpn_ok {
         conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"wrong ALPN");
@@ -202,7 +207,7 @@ async fn connection(
     }
     shared.connections.detach_all(&conn, &attached);
     shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-    metrics::gauge!("tessera_open_connections").decrement(1.0);
+    metrics::gauge!("tessera_open_connections", "endpoint" => endpoint).decrement(1.0);
     shared.connections.release_source(ip, role == Role::Admin);
 }
 

@@ -28,6 +28,7 @@ pub mod registry;
 mod reply;
 mod service;
 mod shared;
+mod summary;
 mod tickets;
 pub mod tls;
 
@@ -239,6 +240,14 @@ impl Server {
         tasks.spawn(housekeeping(shared.clone()));
         tasks.spawn(feed_metrics(shared.clone()));
         tasks.spawn(engine_metrics(shared.clone()));
+        tasks.spawn(async {
+            let mut tick = tokio::time::interval(summary::EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                summary::DEVICE.log(summary::EVERY);
+            }
+        });
         certificate_metrics(&files);
         if let Some((listener, tls)) = console {
             tasks.spawn(http::serve(listener, tls, shared.clone()));

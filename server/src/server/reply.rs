@@ -106,8 +106,12 @@ impl Reply {
         metrics::counter!("tessera_requests_total", "endpoint" => self.endpoint, "kind" => kind,
                           "result" => result)
         .increment(1);
-        metrics::histogram!("tessera_request_seconds", "endpoint" => self.endpoint, "kind" => kind)
-            .record(self.started.elapsed().as_secs_f64());
+        metrics::histogram!("tessera_request_seconds", "endpoint" => self.endpoint, "kind" => kind,
+                            "result" => result)
+        .record(self.started.elapsed().as_secs_f64());
+        if self.endpoint == "device" {
+            super::summary::DEVICE.count(self.kind, result == "OK");
+        }
         let written = write_now(&mut self.send, &frames);
         if written == frames.len() && !self.in_flight.state.close_pending() {
             let _ = self.send.finish();

@@ -157,8 +157,9 @@ pub(crate) fn record(
     metrics::counter!("tessera_admin_requests_total", "front" => front.label(), "kind" => kind,
                       "result" => result_name)
     .increment(1);
-    metrics::histogram!("tessera_admin_request_seconds", "front" => front.label(), "kind" => kind)
-        .record(took.as_secs_f64());
+    metrics::histogram!("tessera_admin_request_seconds", "front" => front.label(), "kind" => kind,
+                        "result" => result_name)
+    .record(took.as_secs_f64());
     let ms = (took.as_secs_f64() * 1e4).round() / 10.0;
     let token = caller.map_or("-", |c| c.name.as_str());
     match result {
