@@ -242,7 +242,8 @@ tessera_result tessera_device_config_set_ca_pem(tessera_device_config *cfg,
                                                 size_t len);
 
 // Trust the server chain containing a certificate with this SHA-256 fingerprint (64 hex
-// characters, NUL-terminated), instead of a CA file.
+// characters, NUL-terminated), instead of a CA file; or with any of several, separated by
+// commas (during a CA rollover: the current CA's and the next one's).
 tessera_result tessera_device_config_set_pin(tessera_device_config *cfg, const char *sha256_hex);
 
 // Set the provisioning token (`len` bytes, copied; checked for format).
