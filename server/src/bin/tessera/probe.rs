@@ -58,3 +58,32 @@ pub(super) fn failing(readiness: &serde_json::Value) -> Option<Vec<String>> {
         .collect();
     (!bad.is_empty()).then_some(bad)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::failing;
+
+    #[test]
+    fn the_failing_checks_in_words() {
+        let down = serde_json::json!({
+            "status": "not ready",
+            "checks": {
+                "store": { "ok": false, "detail": "the store did not answer within 2 s" },
+                "feed": { "ok": true, "detail": "one node" },
+                "keys": { "ok": true, "detail": "key epoch 1 loaded" },
+                "endpoints": { "ok": true, "detail": "listening" }
+            }
+        });
+        assert_eq!(
+            failing(&down),
+            Some(vec!["store: the store did not answer within 2 s".to_owned()])
+        );
+        let up = serde_json::json!({ "status": "ready", "checks": { "store": { "ok": true } } });
+        assert_eq!(failing(&up), None);
+        assert_eq!(
+            failing(&serde_json::json!({})),
+            None,
+            "not a readiness answer"
+        );
+    }
+}
