@@ -19,8 +19,9 @@ use tokio::net::TcpListener;
 use super::error::ServerError;
 use super::shared::Shared;
 
-/// How long `/readyz` waits for the store to answer before calling it down.
-pub const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/readyz` waits for the store to answer before calling it down (well inside the
+/// 2 s `tessera status` gives the probe).
+pub const STORE_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The process's Prometheus recorder, installed by the first server that serves metrics
 /// (`None` if something else installed a recorder first).
@@ -121,8 +122,8 @@ pub(crate) async fn readiness(p: &Probed) -> Readiness {
             Err(_) => check(
                 false,
                 format!(
-                    "the store did not answer within {} s",
-                    STORE_CHECK_TIMEOUT.as_secs()
+                    "the store did not answer within {} ms",
+                    STORE_CHECK_TIMEOUT.as_millis()
                 ),
             ),
         },

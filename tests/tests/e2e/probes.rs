@@ -60,28 +60,37 @@ async fn probes_answer_without_a_token() {
     ts.shutdown().await;
 }
 
-/// Poll `/readyz` until `want(code, body)` holds (at most 20 s): the store's outage and return
-/// are seen by the next probe, and this waits for that probe, not for time to pass.
-async fn until(ts: &TestServer, what: &str, want: impl Fn(u16, &Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (code, r) = readyz(ts).await;
-        if want(code, &r) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{what}: {code} {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// `tessera status` against `admin` (its readiness probe on `metrics`), and how long it took.
+fn tessera_status(
+    admin: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+    data: &std::path::Path,
+) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let out = std::process::Command::new(crate::crash::tessera_bin())
+        .args([
+            "status",
+            "--admin-addr",
+            &admin.to_string(),
+            "--metrics-addr",
+        ])
+        .arg(metrics.to_string())
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("TESSERA_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (out, started.elapsed())
 }
 
-/// With the database cut off, `/readyz` answers 503 naming the store (within the store check's
-/// 2 s), `/healthz` still 200; with it back, ready again.
+/// The `tessera` binary on a PostgreSQL store reached through a proxy: with the database cut
+/// off, `/readyz` answers 503 naming the store (within the store check's 2 s), `/healthz` still
+/// 200, and `tessera status` says within 3 s that the store is down; with the database back,
+/// ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
 async fn readiness_follows_the_store_down_and_up() {
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let url = crate::common::postgres_url(dir.path())
         .await
@@ -89,16 +98,71 @@ async fn readiness_follows_the_store_down_and_up() {
     let (_, target) = via(&url, "127.0.0.1:1".parse().unwrap());
     let proxy = Proxy::start(target);
     let (proxied, _) = via(&url, proxy.addr);
-    let ts = TestServer::start_with(|c| {
-        c.store.url = Some(proxied);
-        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await;
-    until(&ts, "ready", |code, _| code == 200).await;
+    let data = dir.path().join("data");
+    let mut serve = std::process::Command::new(crate::crash::tessera_bin())
+        .args(tessera_server::server::banner::EPHEMERAL_SERVE)
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--store",
+            &proxied,
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tessera serve");
+    let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    let (mut admin, mut metrics) = (None, None);
+    while admin.is_none() || metrics.is_none() {
+        let line = lines.next().expect("banner").unwrap();
+        if let Some(a) =
+            tessera_server::server::banner::address(&line, tessera_server::server::banner::ADMIN)
+        {
+            admin = Some(a);
+        }
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            metrics = rest
+                .split('/')
+                .next()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (admin, metrics) = (admin.unwrap(), metrics.unwrap());
+    let url = |path: &str| format!("http://{metrics}{path}");
+    let readyz = || async {
+        let (code, body) = get(url("/readyz")).await;
+        (code, serde_json::from_str::<Value>(&body).expect("JSON"))
+    };
+    let until = |what: &'static str, want: fn(u16, &Value) -> bool| async move {
+        let start = Instant::now();
+        loop {
+            let (code, r) = readyz().await;
+            if want(code, &r) {
+                return r;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{what}: {code} {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let status = || {
+        let d = data.clone();
+        tokio::task::spawn_blocking(move || tessera_status(admin, metrics, &d))
+    };
+    until("ready", |code, _| code == 200).await;
+    let (out, _) = status().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
 
     proxy.cut();
     let asked = Instant::now();
-    let r = until(&ts, "not ready", |code, r| {
+    let r = until("not ready", |code, r| {
         code == 503 && r["checks"]["store"]["ok"] == false
     })
     .await;
@@ -109,12 +173,21 @@ async fn readiness_follows_the_store_down_and_up() {
         asked.elapsed()
     );
     assert_eq!(
-        get(metrics_url(&ts, "/healthz")).await.0,
+        get(url("/healthz")).await.0,
         200,
         "the process still serves"
     );
+    let (out, took) = status().await.unwrap();
+    assert!(!out.status.success());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("not ready") && said.contains("store:"),
+        "{said}"
+    );
 
     proxy.restore();
-    until(&ts, "ready again", |code, _| code == 200).await;
-    ts.shutdown().await;
+    until("ready again", |code, _| code == 200).await;
+    let _ = serve.kill();
+    let _ = serve.wait();
 }

@@ -68,7 +68,7 @@ mod tests {
         let down = serde_json::json!({
             "status": "not ready",
             "checks": {
-                "store": { "ok": false, "detail": "the store did not answer within 2 s" },
+                "store": { "ok": false, "detail": "the store did not answer within 1500 ms" },
                 "feed": { "ok": true, "detail": "one node" },
                 "keys": { "ok": true, "detail": "key epoch 1 loaded" },
                 "endpoints": { "ok": true, "detail": "listening" }
@@ -76,7 +76,9 @@ mod tests {
         });
         assert_eq!(
             failing(&down),
-            Some(vec!["store: the store did not answer within 2 s".to_owned()])
+            Some(vec![
+                "store: the store did not answer within 1500 ms".to_owned()
+            ])
         );
         let up = serde_json::json!({ "status": "ready", "checks": { "store": { "ok": true } } });
         assert_eq!(failing(&up), None);
