@@ -189,6 +189,16 @@ macro_rules! with_cfg {
     };
 }
 
+/// Use `trust` if a TLS configuration can be made from it (the CAs parse, the pins are
+/// SHA-256s); `TESSERA_INVALID_ARGUMENT` and nothing changed otherwise.
+fn set_trust(c: &mut tessera_device_config, trust: Trust) -> tessera_result {
+    if tessera_client::transport::client_tls(&trust, tessera_proto::wire::DEVICE_ALPN).is_err() {
+        return tessera_result::TESSERA_INVALID_ARGUMENT;
+    }
+    c.trust = Some(trust);
+    tessera_result::TESSERA_OK
+}
+
 /// Trust the CA certificate(s) in `pem` (`len` bytes of PEM, one or more certificates).
 /// Checked here: PEM that holds no certificate, or one that does not parse, is
 /// `TESSERA_INVALID_ARGUMENT` and changes nothing. NULL rules: none may be NULL.
@@ -201,16 +211,7 @@ pub extern "C" fn tessera_device_config_set_ca_pem(
     with_cfg!(cfg, |c| {
         // SAFETY: `pem` points to `len` readable bytes per the caller's promise.
         match unsafe { bytes(pem, len) } {
-            Ok(b) => {
-                let trust = Trust::CaPem(b.to_vec());
-                if tessera_client::transport::client_tls(&trust, tessera_proto::wire::DEVICE_ALPN)
-                    .is_err()
-                {
-                    return tessera_result::TESSERA_INVALID_ARGUMENT;
-                }
-                c.trust = Some(trust);
-                tessera_result::TESSERA_OK
-            }
+            Ok(b) => set_trust(c, Trust::CaPem(b.to_vec())),
             Err(e) => e,
         }
     })
@@ -227,16 +228,7 @@ pub extern "C" fn tessera_device_config_set_pin(
     with_cfg!(cfg, |c| {
         // SAFETY: NUL-terminated per the caller's promise.
         match unsafe { str(sha256_hex) } {
-            Ok(h) => {
-                let trust = Trust::Pin(h.to_owned());
-                if tessera_client::transport::client_tls(&trust, tessera_proto::wire::DEVICE_ALPN)
-                    .is_err()
-                {
-                    return tessera_result::TESSERA_INVALID_ARGUMENT;
-                }
-                c.trust = Some(trust);
-                tessera_result::TESSERA_OK
-            }
+            Ok(h) => set_trust(c, Trust::Pin(h.to_owned())),
             Err(e) => e,
         }
     })

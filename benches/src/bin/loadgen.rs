@@ -407,17 +407,23 @@ const UNLIMITED: &str = "max_connections_per_source = 1000000\nretry_above_hands
      fleet_pt_burst = 1000000000\nfleet_pt_per_minute = 1000000000\n\
      refresh_burst = 1000000000\nrefresh_per_minute = 1000000000\n";
 
-/// Provision `devices` devices over `conns` through the real flow (automatic PT `pt`); each
-/// connection's RTs.
-async fn provision_all(conns: &[quinn::Connection], pt: &str, devices: usize) -> Vec<Vec<String>> {
+/// Provision `devices` devices over `conns` through the real flow (automatic PT `pt`): each
+/// connection's RTs, and each provisioning's latency (µs).
+async fn provision_all(
+    conns: &[quinn::Connection],
+    pt: &str,
+    devices: usize,
+) -> (Vec<Vec<String>>, Lat) {
     let per = devices.div_ceil(conns.len());
     let mut tasks = tokio::task::JoinSet::new();
     for (w, c) in conns.iter().enumerate() {
         let (c, pt) = (c.clone(), pt.to_owned());
         tasks.spawn(async move {
             let mut rts = Vec::new();
+            let mut lat = Vec::new();
             for i in 0..per {
                 let d = w * per + i;
+                let s = Instant::now();
                 let b: messages::BeginResp = tessera_call(
                     &c,
                     kind::BEGIN,
@@ -441,16 +447,19 @@ async fn provision_all(conns: &[quinn::Connection], pt: &str, devices: usize) ->
                 )
                 .await
                 .expect("wait");
+                lat.push(s.elapsed().as_micros() as u32);
                 rts.push(wr.registration.expect("provisioned").rt);
             }
-            (w, rts)
+            (w, rts, lat)
         });
     }
     let mut rts: Vec<Vec<String>> = vec![Vec::new(); conns.len()];
-    while let Some(Ok((w, r))) = tasks.join_next().await {
+    let mut lat = Lat::default();
+    while let Some(Ok((w, r, l))) = tasks.join_next().await {
         rts[w] = r;
+        lat.0.extend(l);
     }
-    rts
+    (rts, lat)
 }
 
 /// One server of the observability measurement, ready for refreshes.
@@ -518,7 +527,7 @@ async fn observed_server(o: &Opts, dir: &Path, observed: bool) -> Observed {
     admin.close().await;
     let eps = client_endpoints(o.endpoints, &ca, wire::DEVICE_ALPN, true);
     let conns = connect_all(&eps, device_addr, o.connections).await;
-    let rts = provision_all(&conns, &pt, o.devices).await;
+    let (rts, _) = provision_all(&conns, &pt, o.devices).await;
     let inflight = o.inflight.max(1);
     let mut slots: Vec<Vec<String>> = vec![Vec::new(); o.connections * inflight];
     for (w, list) in rts.into_iter().enumerate() {
@@ -712,33 +721,7 @@ fn main() {
         // Provisioning: every device begins and collects its RT.
         let per = o.devices.div_ceil(o.connections);
         let t = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (w, c) in conns.iter().enumerate() {
-            let (c, pt) = (c.clone(), pt.clone());
-            tasks.spawn(async move {
-                let mut rts = Vec::new();
-                let mut lat = Vec::new();
-                for i in 0..per {
-                    let d = w * per + i;
-                    let s = Instant::now();
-                    let b: messages::BeginResp = tessera_call(&c, kind::BEGIN, &messages::BeginReq {
-                        pt: pt.clone(), device_id: Some(format!("lg-{d}")), attributes: Default::default(), instance_nonce: format!("loadgen-instance-{d:08}"),
-                    }).await.expect("begin");
-                    let wr: messages::WaitResp = tessera_call(&c, kind::WAIT, &messages::WaitReq {
-                        operation_id: b.operation_id, secret: b.secret, timeout_ms: 0,
-                    }).await.expect("wait");
-                    lat.push(s.elapsed().as_micros() as u32);
-                    rts.push(wr.registration.expect("provisioned").rt);
-                }
-                (w, rts, lat)
-            });
-        }
-        let mut rts: Vec<Vec<String>> = vec![Vec::new(); o.connections];
-        let mut plat = Lat::default();
-        while let Some(Ok((w, r, l))) = tasks.join_next().await {
-            rts[w] = r;
-            plat.0.extend(l);
-        }
+        let (rts, plat) = provision_all(&conns, &pt, o.devices).await;
         let provision = plat.summary((per * o.connections) as u64, t.elapsed().as_secs_f64());
 
         // Refreshes over the established connections; each worker rotates its devices' RTs.

@@ -112,11 +112,7 @@ fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, ArchiveError> {
 
 /// Create `path` (which must not exist) with mode 0600.
 fn create_private(path: &Path) -> Result<std::fs::File, ArchiveError> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)
+    super::identity::create_private(path)
         .map_err(|e| err(format!("cannot create {}: {e}", path.display())))
 }
 

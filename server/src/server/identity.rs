@@ -13,6 +13,16 @@ use super::error::ServerError;
 /// Where a root key made on a first start waits until the store has taken its check value.
 const NEW_ROOT_FILE: &str = "root.key.new";
 
+/// Create `path`, which must not exist, private to the server's user (mode 0600): how every
+/// file of a data directory, and every file holding a secret, is made.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
 /// The SQLite store's file in the data directory.
 fn sqlite_file(dir: &Path) -> PathBuf {
     dir.join(tessera_engine::store::DATABASE_FILE)
@@ -35,11 +45,7 @@ pub(crate) fn prepare_dir(dir: &Path, sqlite: bool) -> Result<(), ServerError> {
     }
     let db = sqlite_file(dir);
     if sqlite && !db.exists() {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        o.open(&db).map_err(|e| io(&db, e))?;
+        create_private(&db).map_err(|e| io(&db, e))?;
     }
     Ok(())
 }

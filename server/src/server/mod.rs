@@ -21,7 +21,7 @@ mod device;
 mod endpoint;
 mod error;
 mod http;
-mod identity;
+pub mod identity;
 mod outbox;
 pub mod probes;
 pub mod registry;
@@ -253,14 +253,13 @@ impl Server {
             tasks.spawn(http::serve(listener, tls, shared.clone()));
         }
         if let Some(listener) = metrics {
-            tasks.spawn(probes::serve(
-                listener,
-                probes::Probed {
-                    shared: shared.clone(),
-                    device: device.clone(),
-                    admin: admin.clone(),
-                },
-            ));
+            let probed = probes::Probed {
+                shared: shared.clone(),
+                device: device.clone(),
+                admin: admin.clone(),
+            };
+            tasks.spawn(probes::readiness_gauges(probed.clone()));
+            tasks.spawn(probes::serve(listener, probed));
         }
         tracing::info!(device = %device.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                        admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -320,11 +319,6 @@ impl Server {
         let c = self.cert.reload()?;
         certificate_metrics(&self.files);
         Ok(c)
-    }
-
-    /// The SHA-256 fingerprint of the server certificate (the leaf) in use.
-    pub fn certificate_fingerprint(&self) -> String {
-        self.cert.fingerprint()
     }
 
     /// SHA-256 fingerprint of the CA certificate (for pinning), as of the start.
@@ -413,30 +407,15 @@ async fn housekeeping(shared: Arc<Shared>) {
     }
 }
 
-/// The engine's counts as gauges, every 15 s (a count reads the store): `tessera_ready` and
-/// `tessera_store_up` (1 or 0), `tessera_pending_operations`, `tessera_active_registrations`, `tessera_pts`,
+/// The engine's counts as gauges, every 15 s (a count reads the store):
+/// `tessera_pending_operations`, `tessera_active_registrations`, `tessera_pts`,
 /// `tessera_live_families`, `tessera_key_epoch`.
 async fn engine_metrics(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     loop {
         tick.tick().await;
         let engine = shared.engine.clone();
-        let status = tokio::time::timeout(
-            probes::STORE_CHECK_TIMEOUT,
-            tokio::task::spawn_blocking(move || engine.status()),
-        )
-        .await;
-        // `tessera_ready` is what `/readyz` would answer, for alerting rules.
-        let store_up = matches!(status, Ok(Ok(Ok(_))));
-        let feed_ok = shared.engine.feed_status().is_none_or(|f| f.current);
-        let serving = !shared.shutting_down.load(Ordering::SeqCst);
-        metrics::gauge!("tessera_store_up").set(if store_up { 1.0 } else { 0.0 });
-        metrics::gauge!("tessera_ready").set(if store_up && feed_ok && serving {
-            1.0
-        } else {
-            0.0
-        });
-        let Ok(Ok(Ok(s))) = status else {
+        let Ok(Ok(s)) = tokio::task::spawn_blocking(move || engine.status()).await else {
             continue;
         };
         metrics::gauge!("tessera_pending_operations").set(s.counts.pending_operations as f64);

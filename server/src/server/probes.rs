@@ -222,6 +222,19 @@ async fn metrics() -> Response {
     }
 }
 
+/// Every 15 s, what `/readyz` would answer, as `tessera_ready` and `tessera_store_up` (1 or
+/// 0), for alerting rules.
+pub(crate) async fn readiness_gauges(probed: Probed) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let r = readiness(&probed).await;
+        let up = |ok: bool| if ok { 1.0 } else { 0.0 };
+        metrics::gauge!("tessera_ready").set(up(r.status == "ready"));
+        metrics::gauge!("tessera_store_up").set(up(r.checks.get("store").is_some_and(|c| c.ok)));
+    }
+}
+
 /// Serve the metrics listener until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, probed: Probed) {
     let app = Router::new()

@@ -61,11 +61,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 /// Write a new file (mode 0600, as everything in the data directory), failing if it exists.
 fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
     use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(io(path))?;
+    let mut f = super::identity::create_private(path).map_err(io(path))?;
     f.write_all(data.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(io(path))
@@ -266,11 +262,16 @@ pub struct CertificateInfo {
 
 /// What the certificates in the PEM file at `path` say, in order.
 pub fn describe(path: &Path) -> Result<Vec<CertificateInfo>, TlsError> {
-    load_chain(path)?
+    describe_chain(&load_chain(path)?)
+        .map_err(|e| TlsError::Cert(format!("{}: {e}", path.display())))
+}
+
+/// What the certificates of a chain say, in order.
+fn describe_chain(chain: &[CertificateDer<'_>]) -> Result<Vec<CertificateInfo>, String> {
+    chain
         .iter()
         .map(|der| {
-            let (_, c) = x509_parser::parse_x509_certificate(der)
-                .map_err(|e| TlsError::Cert(format!("{}: {e}", path.display())))?;
+            let (_, c) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
             let names = c
                 .subject_alternative_name()
                 .ok()
@@ -541,7 +542,8 @@ impl ServerCert {
     /// certificate in use stays. Returns the new leaf's description.
     pub fn reload(&self) -> Result<CertificateInfo, TlsError> {
         let next = Self::read(&self.files)?;
-        let info = describe(&self.files.server_chain)?
+        let info = describe_chain(&next.cert)
+            .map_err(TlsError::Cert)?
             .into_iter()
             .next()
             .ok_or_else(|| TlsError::Cert("no certificate".into()))?;
@@ -550,16 +552,6 @@ impl ServerCert {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         Ok(info)
-    }
-
-    /// The SHA-256 fingerprint of the leaf in use.
-    pub fn fingerprint(&self) -> String {
-        let c = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        c.cert.first().map(fingerprint).unwrap_or_default()
     }
 }
 

@@ -59,16 +59,20 @@ pub(super) fn progress(total: u64, what: &str) -> Option<indicatif::ProgressBar>
 /// How long an operator command waits for the server to answer its connection.
 const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 
-/// The name the server's certificate must carry: `--server-name`, else the first name the
-/// data directory's certificate was made for, else `localhost`.
-fn server_name(c: &Conn) -> String {
-    c.server_name
-        .clone()
+/// The name the server's certificate must carry: `given` (`--server-name`), else the first
+/// name the certificate in `data_dir` was made for, else `localhost`.
+pub(super) fn server_name_or_default(given: Option<&str>, data_dir: &std::path::Path) -> String {
+    given
+        .map(str::to_owned)
         .or_else(|| {
-            tessera_server::server::tls::certificate_names(&c.data_dir)
+            tessera_server::server::tls::certificate_names(data_dir)
                 .and_then(|n| n.into_iter().next())
         })
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn server_name(c: &Conn) -> String {
+    server_name_or_default(c.server_name.as_deref(), &c.data_dir)
 }
 
 /// A client error in words an operator can act on.
@@ -145,12 +149,7 @@ async fn run(cmd: Cmd, session: &mut Session) -> Result<(), String> {
         }) => {
             use std::io::Write;
             let c = session.client(&conn)?;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts
-                .open(&out)
+            let mut f = tessera_server::server::identity::create_private(&out)
                 .map_err(|x| format!("{}: {x}", out.display()))?;
             let mut werr = None;
             let req = PtBatch(PtArgs {

@@ -153,13 +153,15 @@ pub(crate) fn check_config(a: &ServeArgs) -> Result<(), String> {
     if cfg.server_names.is_empty() {
         return Err("server_names is empty: the certificate needs a name".into());
     }
-    let mut addrs = vec![("device_addr (UDP)", cfg.device_addr, true)];
-    addrs.push(("admin_addr (UDP)", cfg.admin_addr, true));
+    let mut addrs = vec![
+        ("device_addr (UDP)", cfg.device_addr),
+        ("admin_addr (UDP)", cfg.admin_addr),
+    ];
     if let Some(c) = cfg.console_addr {
-        addrs.push(("console_addr (TCP)", c, false));
+        addrs.push(("console_addr (TCP)", c));
     }
     if let Some(m) = cfg.metrics_addr {
-        addrs.push(("metrics_addr (TCP)", m, false));
+        addrs.push(("metrics_addr (TCP)", m));
         if cfg.console_addr == Some(m) {
             return Err(format!("console_addr and metrics_addr are both {m}"));
         }
@@ -171,7 +173,7 @@ pub(crate) fn check_config(a: &ServeArgs) -> Result<(), String> {
         ));
     }
     println!("configuration OK");
-    for (what, addr, _) in addrs {
+    for (what, addr) in addrs {
         println!("  {what}: {addr}");
     }
     println!("  data_dir: {}", cfg.data_dir.display());

@@ -62,14 +62,7 @@ async fn run(a: SimArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let server_name = a
-        .server_name
-        .clone()
-        .or_else(|| {
-            tessera_server::server::tls::certificate_names(&a.data_dir)
-                .and_then(|n| n.into_iter().next())
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
+    let server_name = super::operate::server_name_or_default(a.server_name.as_deref(), &a.data_dir);
     let mut cfg = DeviceConfig::new(
         a.server,
         &server_name,
