@@ -213,6 +213,10 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     let server = match Server::start(cfg.clone()).await {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -278,32 +282,63 @@ pub(crate) async fn serve(a: ServeArgs) -> ExitCode {
             );
         }
     }
-    serve_until_stopped(&server, &a, &logs).await;
+    serve_until_stopped(&server, &a, &logs, signals).await;
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(5)).await;
     ExitCode::SUCCESS
+}
+
+/// The signals `tessera serve` answers, installed before it says it serves: a supervisor's
+/// SIGTERM or SIGHUP right after the banner then never meets the default action (exit).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let on = |k: SignalKind| signal(k).map_err(|e| format!("signal handler: {e}"));
+            Ok(Self {
+                term: on(SignalKind::terminate())?,
+                int: on(SignalKind::interrupt())?,
+                hup: on(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
 }
 
 /// Serve until SIGTERM or SIGINT. SIGHUP reloads what can change safely and logs what it
 /// reloaded: the server certificate and key (`tessera tls issue`, a rollover's `finish`, files
 /// an operator replaced), and the log filter and format (the configuration file read again;
 /// flags still win). It never stops the server; anything else in the file needs a restart.
-async fn serve_until_stopped(server: &tessera_server::Server, a: &ServeArgs, logs: &Logs) {
+async fn serve_until_stopped(
+    server: &tessera_server::Server,
+    a: &ServeArgs,
+    logs: &Logs,
+    mut signals: Signals,
+) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            let stop = wait_for_signal();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = hup.recv() => reload(server, a, logs),
-                }
-            }
+    loop {
+        tokio::select! {
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => reload(server, a, logs),
         }
     }
-    wait_for_signal().await;
+    #[cfg(not(unix))]
+    {
+        let _ = (server, a, logs, &mut signals);
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// What SIGHUP does (see [`serve_until_stopped`]).
