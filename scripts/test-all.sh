@@ -23,7 +23,8 @@ chmod 711 "$WORK"
 trap 'bash scripts/postgres-env.sh "$WORK/pg" stop || true; rm -rf "$WORK"' EXIT
 failures=()
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the seconds since the start, so a slow step shows in the log.
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 need_packages=()
 command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
@@ -140,36 +141,43 @@ run_tests() { # name, then the command
 # with the test-only `panic-test` feature (a panic point that fires only when
 # TESSERA_FFI_PANIC is set), so one build serves every C test.
 FFI_TEST_FEATURES="tessera-ffi/platform,tessera-ffi/panic-test"
-step "building libtessera.a for the C tests"
-cargo build -p tessera-ffi --features platform,panic-test --locked || failures+=("ffi build")
-run_tests "rust and C tests" cargo test --workspace --features "$FFI_TEST_FEATURES" --locked
+# Every later pass runs targets of this one build: cargo resolves features for the packages it
+# is given, so `-p tessera-engine` would compile the engine and its dependencies again with
+# another feature set. `--lib` adds libtessera.a (a staticlib is not built for tests).
+TEST=(cargo test --workspace --features "$FFI_TEST_FEATURES" --locked)
+TESSERA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tessera"
+ENGINE_TESTS=()
+for t in engine/tests/*.rs; do ENGINE_TESTS+=(--test "$(basename "$t" .rs)"); done
+step "building the workspace once for every test pass (libtessera.a for the C tests included)"
+cargo build --workspace --lib --tests --features "$FFI_TEST_FEATURES" --locked || failures+=("build")
+run_tests "rust and C tests" "${TEST[@]}"
 
 step "SoftHSM2 tokens for the PKCS#11 keeper"
 eval "$(bash scripts/softhsm-env.sh "$WORK/softhsm")"
 # The suite's shared root key, made once with the CLI before tests in several processes use it.
-TESSERA_HSM_PIN="$TESSERA_TEST_PKCS11_PIN" cargo run -q -p tessera-server --locked -- keys init-hsm \
+TESSERA_HSM_PIN="$TESSERA_TEST_PKCS11_PIN" "$TESSERA_BIN" keys init-hsm \
     --module "$TESSERA_TEST_PKCS11_MODULE" --token-label "$TESSERA_TEST_PKCS11_TOKEN" --key-label tessera-test-root \
     || failures+=("init-hsm")
-run_tests "engine suite with the PKCS#11 keeper" env TESSERA_TEST_KEEPER=pkcs11 cargo test -p tessera-engine --tests --locked
-run_tests "PKCS#11 keeper tests" cargo test -p tessera-engine --test pkcs11 --locked -- --ignored
+run_tests "engine suite with the PKCS#11 keeper" env TESSERA_TEST_KEEPER=pkcs11 "${TEST[@]}" "${ENGINE_TESTS[@]}"
+run_tests "PKCS#11 keeper tests" "${TEST[@]}" --test pkcs11 -- --ignored
 
 step "PostgreSQL: a throw-away server on a loopback port"
 if pg_env="$(bash scripts/postgres-env.sh "$WORK/pg")"; then
     eval "$pg_env"
     run_tests "engine suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
-        cargo test -p tessera-engine --tests --locked
+        "${TEST[@]}" "${ENGINE_TESTS[@]}"
     run_tests "several nodes on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
-        cargo test -p tessera-engine --test nodes --locked -- --ignored
+        "${TEST[@]}" --test nodes -- --ignored
     run_tests "end-to-end suite on PostgreSQL" env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
-        cargo test -p tessera-tests --test e2e --locked
+        "${TEST[@]}" --test e2e
     run_tests "three nodes, and readiness with the database cut off, end to end on PostgreSQL" \
         env TESSERA_TEST_STORE="$TESSERA_TEST_STORE" \
-        cargo test -p tessera-tests --test e2e --locked -- --ignored --test-threads=1 nodes:: probes::
+        "${TEST[@]}" --test e2e -- --ignored --test-threads=1 nodes:: probes::
 else
     cat "$WORK/pg/server.log" 2>/dev/null || true
     failures+=("postgresql")
 fi
-run_tests "serve with an HSM root" cargo test -p tessera-server --test cli --locked -- --ignored
+run_tests "serve with an HSM root" "${TEST[@]}" --test cli -- --ignored
 
 # Python: a fresh virtual environment (kept in .venv between runs), the wheel users get installed
 # with pip, then pytest, the stub check and mypy.
@@ -204,10 +212,9 @@ step "stubs match the native module (mypy.stubtest), and the package type-checks
 # The console in headless Chromium, driven by playwright-core (installed from the lockfile),
 # against the `tessera` binary the Rust tests built.
 step "console browser tests (node --test, playwright-core, Debian chromium)"
-cargo build -p tessera-server --bin tessera --locked || failures+=("tessera build")
 (cd tests/browser && npm ci --no-audit --no-fund --silent) || failures+=("npm ci")
 set +e
-(cd tests/browser && TESSERA_BIN="$PWD/../../target/debug/tessera" node --test --test-concurrency=1) 2>&1 \
+(cd tests/browser && TESSERA_BIN="$TESSERA_BIN" node --test --test-concurrency=1) 2>&1 \
     | tee "$WORK/browser.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=("browser tests")
 set -e
@@ -223,7 +230,7 @@ API_VENV="${TESSERA_API_VENV:-$PWD/.venv-api}"
 API_DIR="$WORK/api"
 mkdir -p "$API_DIR"
 printf 'admin_burst = 1000000\nadmin_per_minute = 10000000\nauth_failure_burst = 1000000\nauth_failures_per_minute = 10000000\n' > "$API_DIR/tessera.toml"
-target/debug/tessera serve --config "$API_DIR/tessera.toml" --data-dir "$API_DIR/data" \
+"$TESSERA_BIN" serve --config "$API_DIR/tessera.toml" --data-dir "$API_DIR/data" \
     --device-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --console-addr 127.0.0.1:0 \
     --metrics-addr off > "$API_DIR/serve.out" 2> "$API_DIR/serve.err" &
 API_SERVER=$!
