@@ -6,8 +6,16 @@
 //!
 //! ```sh
 //! cargo build --release -p tessera-server -p tessera-benches
-//! target/release/nodes --store postgres://user@host/db --nodes 3 --seconds 5 [--writers 4]
+//! target/release/nodes --store postgres://user@host/db --nodes 3 --seconds 5 [--writers 4] [--json]
 //! ```
+//!
+//! With `--json` the last line is one JSON object, `{"configurations": [{"store", "nodes",
+//! "writers", "provisions_per_s", "refreshes_per_s", "connections_per_s",
+//! "server_cpu_us_per_refresh", …}, …]}`; for PostgreSQL configurations it adds the database's
+//! own figures for the provisioning and refresh phases ([`pg_probe`]): the share of backend time
+//! waiting on a serialising lock, statements and WAL bytes per request, the database's CPU per
+//! request, and the share of HOT updates of `registrations`. Statements are counted only when
+//! the server preloads `pg_stat_statements` (`shared_preload_libraries`).
 //!
 //! Each configuration gets a schema of its own in the database. On a machine smaller than
 //! nodes × cores, the nodes (and PostgreSQL, and this generator) share cores: read the CPU per
@@ -27,6 +35,8 @@ use tessera_client::{AdminClient, Trust};
 use tessera_proto::admin::requests::Status;
 use tessera_proto::wire::{kind, messages, DEVICE_ALPN};
 use tessera_server::server::banner;
+
+mod pg_probe;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -162,7 +172,21 @@ where
     )
 }
 
-async fn measure(label: &str, nodes: &[Node], data: &Path, o: &Opts) -> Value {
+/// Where a PostgreSQL configuration's data is: its URL and schema.
+struct PgTarget {
+    url: String,
+    schema: String,
+}
+
+async fn measure(
+    label: &str,
+    nodes: &[Node],
+    data: &Path,
+    o: &Opts,
+    pg: Option<&PgTarget>,
+) -> Value {
+    let mut probe = pg.and_then(|t| pg_probe::Probe::connect(&t.url, &t.schema));
+    let sampler = || pg.and_then(|t| pg_probe::Sampler::start(&t.url));
     let trust = Trust::ca_file(&data.join("tls/ca.pem")).expect("ca");
     let token = std::fs::read_to_string(data.join("admin.token")).expect("token");
     let admin = AdminClient::new(
@@ -184,6 +208,8 @@ async fn measure(label: &str, nodes: &[Node], data: &Path, o: &Opts) -> Value {
         .map(|i| Arc::new(transport(addrs[i % addrs.len()], &trust)))
         .collect();
     let per = o.devices.div_ceil(o.connections);
+    let mark = probe.as_mut().map(pg_probe::Probe::mark);
+    let sampling = sampler();
     let before = cpu(nodes);
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -227,16 +253,22 @@ async fn measure(label: &str, nodes: &[Node], data: &Path, o: &Opts) -> Value {
     while let Some(Ok((w, r))) = tasks.join_next().await {
         rts[w] = r;
     }
-    let provision = phase(
+    let mut provision = phase(
         (per * o.connections) as u64,
         t.elapsed().as_secs_f64(),
         &before,
         &cpu(nodes),
     );
+    if let (Some(p), Some(m), Some(s)) = (probe.as_mut(), mark.as_ref(), sampling) {
+        provision["postgres"] = p.since(m, (per * o.connections) as u64);
+        provision["postgres"]["locks"] = s.finish();
+    }
 
     // Refreshes over the connections, each rotating its own devices' RTs.
     let rts: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> =
         Arc::new(rts.into_iter().map(tokio::sync::Mutex::new).collect());
+    let mark = probe.as_mut().map(pg_probe::Probe::mark);
+    let sampling = sampler();
     let before = cpu(nodes);
     let (c2, r2) = (conns.clone(), rts.clone());
     let (n, _, secs) = for_secs(o.connections, o.seconds, move |w, k| {
@@ -263,7 +295,11 @@ async fn measure(label: &str, nodes: &[Node], data: &Path, o: &Opts) -> Value {
         }
     })
     .await;
-    let refresh = phase(n, secs, &before, &cpu(nodes));
+    let mut refresh = phase(n, secs, &before, &cpu(nodes));
+    if let (Some(p), Some(m), Some(s)) = (probe.as_mut(), mark.as_ref(), sampling) {
+        refresh["postgres"] = p.since(m, n);
+        refresh["postgres"]["locks"] = s.finish();
+    }
 
     // New connections, one INTROSPECT each: full handshakes (a new client, no ticket) and
     // resumed ones (a client that holds a ticket from an earlier connection to any node).
@@ -336,6 +372,11 @@ async fn measure(label: &str, nodes: &[Node], data: &Path, o: &Opts) -> Value {
         for t in warm.iter() {
             t.close_now().await;
         }
+    }
+
+    // The refreshes' updates of `registrations` (the statistics are flushed by then).
+    if let (Some(p), Some(m)) = (probe.as_mut(), mark.as_ref()) {
+        refresh["postgres"]["registrations"] = p.hot_share(m);
     }
 
     // Revocation propagation: a device holds a connection on the last node (it refreshed
@@ -415,6 +456,7 @@ struct Opts {
     storm_concurrency: usize,
     revocations: usize,
     writers: usize,
+    json: bool,
 }
 
 fn opts() -> Opts {
@@ -427,8 +469,13 @@ fn opts() -> Opts {
         storm_concurrency: 32,
         revocations: 50,
         writers: 1,
+        json: false,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--json") {
+        o.json = true;
+        args.remove(i);
+    }
     for w in args.chunks(2) {
         let v = w
             .get(1)
@@ -468,11 +515,13 @@ fn main() {
     let mut results = Vec::new();
     // SQLite, then 1 to `nodes` nodes on PostgreSQL (one writer each), then with `--writers W`
     // also one node with W writers.
-    let mut configs: Vec<(String, Option<String>, usize, usize)> =
+    let mut configs: Vec<(String, Option<PgTarget>, usize, usize)> =
         vec![("sqlite".into(), None, 1, 1)];
     let schema_url = |tag: &str| {
         let schema = format!("bench_{}_{tag}", std::process::id());
-        tessera_engine::store::PostgresStore::schema_url(&store, &schema).expect("schema")
+        let url =
+            tessera_engine::store::PostgresStore::schema_url(&store, &schema).expect("schema");
+        PgTarget { url, schema }
     };
     for n in 1..=o.nodes {
         configs.push((
@@ -488,8 +537,21 @@ fn main() {
     }
     for (label, url, n, writers) in configs {
         let work = tempfile::tempdir_in(&base).expect("tempdir");
-        let nodes = start(work.path(), url.as_deref(), n, writers);
-        let r = rt.block_on(measure(&label, &nodes, &work.path().join("node1"), &o));
+        let nodes = start(
+            work.path(),
+            url.as_ref().map(|t| t.url.as_str()),
+            n,
+            writers,
+        );
+        let mut r = rt.block_on(measure(
+            &label,
+            &nodes,
+            &work.path().join("node1"),
+            &o,
+            url.as_ref(),
+        ));
+        r["store"] = json!(if url.is_some() { "postgres" } else { "sqlite" });
+        r["writers"] = json!(writers);
         eprintln!("{label}: done");
         results.push(r);
         drop(nodes);
@@ -503,4 +565,35 @@ fn main() {
         "results": results,
     });
     println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+    if o.json {
+        println!("{}", configurations(&summary));
+    }
+}
+
+/// The one-line summary `--json` prints last: a row per configuration.
+fn configurations(summary: &Value) -> Value {
+    let rows: Vec<Value> = summary["results"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    json!({
+                        "store": r["store"],
+                        "nodes": r["nodes"],
+                        "writers": r["writers"],
+                        "provisions_per_s": r["provision"]["per_second"],
+                        "refreshes_per_s": r["refresh"]["per_second"],
+                        "connections_per_s": r["new_connections"]["full"]["per_second"],
+                        "resumed_connections_per_s": r["new_connections"]["resumed"]["per_second"],
+                        "server_cpu_us_per_refresh": r["refresh"]["server_cpu_us_per_request"],
+                        "server_cpu_us_per_provision": r["provision"]["server_cpu_us_per_request"],
+                        "revocation_to_close_ms": r["revocation_to_close_ms"],
+                        "postgres_refresh": r["refresh"]["postgres"],
+                        "postgres_provision": r["provision"]["postgres"],
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({ "machine": summary["machine"], "configurations": rows })
 }
