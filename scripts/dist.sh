@@ -7,19 +7,23 @@
 #                                     a pkg-config file (pkg-config --libs tessera)
 #   tessera-VERSION-cp310-abi3-manylinux_*.whl   the Python package, for every CPython >= 3.10
 #
-# Usage: bash scripts/dist.sh [--profile release|dev]
+# Usage: bash scripts/dist.sh [--profile release|dev] [--server-binary PATH]
 # The release profile is the default. The test command builds with `--profile dev` to reuse
-# the build its tests made (same contents, slower code).
+# the build its tests made (same contents, slower code), and passes the `tessera` binary its
+# tests ran with `--server-binary` (built from this checkout with the test build's feature
+# set, instead of building it once more).
 # Needs: cargo, a C compiler, dpkg-deb, Debian's mosquitto-dev and libmosquitto-dev (the
 # plugin's headers), and maturin (installed into dist/.venv if it is not on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=release
+server_binary=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
-        *) echo "usage: bash scripts/dist.sh [--profile release|dev]" >&2; exit 2 ;;
+        --server-binary) server_binary="$2"; shift 2 ;;
+        *) echo "usage: bash scripts/dist.sh [--profile release|dev] [--server-binary PATH]" >&2; exit 2 ;;
     esac
 done
 case "$profile" in
@@ -36,7 +40,10 @@ stage="$(mktemp -d "${TMPDIR:-/tmp}/tessera-dist.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
 
 echo "==> building (profile $profile)"
-cargo build --locked --profile "$profile" -p tessera-server --bin tessera
+if [ -z "$server_binary" ]; then
+    cargo build --locked --profile "$profile" -p tessera-server --bin tessera
+    server_binary="target/$outdir/tessera"
+fi
 cargo build --locked --profile "$profile" -p tessera-ffi --features platform
 make -s -C ffi/mosquitto PROFILE="$outdir" OUT="$stage/mosquitto_tessera.so"
 
@@ -45,7 +52,7 @@ install_file() { install -D -m "$1" "$2" "$3"; }
 
 echo "==> tessera_${version}_${arch}.deb"
 pkg="$stage/tessera"
-install_file 755 "target/$outdir/tessera" "$pkg/usr/bin/tessera"
+install_file 755 "$server_binary" "$pkg/usr/bin/tessera"
 strip --strip-unneeded "$pkg/usr/bin/tessera"
 install_file 644 "$stage/mosquitto_tessera.so" "$pkg/usr/lib/tessera/mosquitto_tessera.so"
 strip --strip-unneeded "$pkg/usr/lib/tessera/mosquitto_tessera.so"

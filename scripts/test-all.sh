@@ -189,7 +189,8 @@ VENV="${TESSERA_VENV:-$PWD/.venv}"
 # What users install: the Debian packages and the abi3 wheel, built once in the dev profile
 # (reusing the tests' build), then installed and run as an operator would (as root: dpkg).
 step "packages: bash scripts/dist.sh --profile dev"
-PATH="$VENV/bin:$PATH" bash scripts/dist.sh --profile dev || failures+=("dist")
+PATH="$VENV/bin:$PATH" bash scripts/dist.sh --profile dev --server-binary "$TESSERA_BIN" \
+    || failures+=("dist")
 step "Python package: pip install the wheel into a virtual environment"
 "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps \
     dist/tessera-*-abi3-*.whl || failures+=("pip install")

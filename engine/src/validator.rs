@@ -59,6 +59,7 @@ impl LocalValidator {
     /// Open a server's data directory: its store, read-only, and its validator key file
     /// (`validator.keys`, which the server writes when it starts). The root key is not read.
     pub fn open(dir: &Path) -> Result<Self, Error> {
+        crate::store::refuse_postgres_dir(dir)?;
         let reader = SqliteReader::open(dir)?;
         let root_check = reader
             .read(|db| db.meta(META_ROOT_CHECK))?
@@ -74,6 +75,7 @@ impl LocalValidator {
     /// validator can derive every key of the root; prefer [`LocalValidator::open`], which
     /// holds only the RT keys.
     pub fn open_with(dir: &Path, keeper: impl KeyKeeper + 'static) -> Result<Self, Error> {
+        crate::store::refuse_postgres_dir(dir)?;
         let reader = SqliteReader::open(dir)?;
         let check = keeper.derive(ROOT_CHECK_CONTEXT)?;
         let check_hex = data_encoding::HEXLOWER.encode(&check.expose()[..16]);

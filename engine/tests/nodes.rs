@@ -366,9 +366,18 @@ fn a_node_behind_the_trimmed_feed_rebuilds_its_memory() {
         .revoke_registration(gone.registration_id, "trimmed", &Harness::tech(), a.now())
         .unwrap();
     let later = a.provision("trim-3");
-    // What the trim does to rows far behind the head, done to every row.
+    // What the trim does to rows far behind the newest, done to every row: delete them and
+    // record the newest transaction deleted.
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    assert!(db.execute("DELETE FROM changes", &[]).unwrap() > 0);
+    assert!(
+        db.execute(
+            "WITH d AS (DELETE FROM changes RETURNING xid) \
+             UPDATE feed_trimmed SET xid = (SELECT xid FROM d ORDER BY xid DESC LIMIT 1)",
+            &[]
+        )
+        .unwrap()
+            > 0
+    );
     drop(db);
     proxy.restore();
 
@@ -384,4 +393,140 @@ fn a_node_behind_the_trimmed_feed_rebuilds_its_memory() {
             .validate_rt(later.rt.expose().as_bytes(), b.now())
             .is_ok()
     });
+}
+
+/// What a node's writer commits for a revocation (the registration's row and its feed row),
+/// written by hand in `tx` as node `node`.
+fn revoke_by_hand(tx: &mut postgres::Transaction<'_>, id: RegistrationId, node: i64) {
+    tx.execute(
+        "UPDATE registrations SET active = false, revoked_at = 1, revoke_reason = 'by hand' \
+         WHERE id = $1",
+        &[&(id.get() as i64)],
+    )
+    .unwrap();
+    let body = serde_json::to_string(&tessera_engine::store::Change::Revoked { id }).unwrap();
+    tx.execute(
+        "INSERT INTO changes (node, body) VALUES ($1, $2)",
+        &[&node, &body],
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn a_revocation_that_commits_after_a_later_change_still_reaches_every_node() {
+    let a = first_node(EngineConfig::default());
+    let b = node(&a);
+    let p = a.provision("late-1");
+    let rt = p.rt.expose().as_bytes().to_vec();
+    eventually("node 2 knows the registration", || {
+        b.engine.validate_rt(&rt, b.now()).is_ok()
+    });
+    // A transaction that starts first and commits last: its id is older than the change
+    // committed meanwhile, which node 2 reads first.
+    let url = common::postgres_url(a.dir.path()).unwrap();
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut tx = db.transaction().unwrap();
+    revoke_by_hand(&mut tx, p.registration_id, 7);
+    let later = a.provision("late-2");
+    eventually("node 2 read the change committed meanwhile", || {
+        b.engine
+            .validate_rt(later.rt.expose().as_bytes(), b.now())
+            .is_ok()
+    });
+    assert!(b.engine.validate_rt(&rt, b.now()).is_ok());
+    tx.commit().unwrap();
+    eventually("node 2 applies the revocation that committed late", || {
+        b.engine.validate_rt(&rt, b.now()) == Err(Error::Revoked)
+    });
+    eventually("node 1 too", || {
+        a.engine.validate_rt(&rt, a.now()) == Err(Error::Revoked)
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn a_commit_whose_acknowledgement_was_lost_reaches_its_own_node() {
+    let a = first_node(EngineConfig::default());
+    let p = a.provision("lost-ack-1");
+    let rt = p.rt.expose().as_bytes().to_vec();
+    // Node 1's id in the feed: the node of the rows it just wrote (it is the only node).
+    let url = common::postgres_url(a.dir.path()).unwrap();
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let node: i64 = db
+        .query_one("SELECT node FROM changes ORDER BY id DESC LIMIT 1", &[])
+        .unwrap()
+        .get(0);
+    // What node 1's writer commits when the connection breaks after COMMIT reached the
+    // database and before its answer came back: committed, but node 1 never heard of it, so
+    // its memory was not changed at commit.
+    let mut tx = db.transaction().unwrap();
+    revoke_by_hand(&mut tx, p.registration_id, node);
+    tx.commit().unwrap();
+    eventually(
+        "node 1's follower applies its own unacknowledged change",
+        || a.engine.validate_rt(&rt, a.now()) == Err(Error::Revoked),
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn introspect_judges_the_generation_the_store_holds() {
+    let mut config = EngineConfig::default();
+    config.feed_max_lag(Duration::from_secs(60));
+    let a = first_node(config.clone());
+    let url = common::postgres_url(a.dir.path()).unwrap();
+    let b = node_at(&a, &url, config);
+    let p = a.provision("introspect-gen-1");
+    let rt = p.rt.expose().as_bytes().to_vec();
+    eventually("node 2 knows the registration", || {
+        b.engine.introspect(&rt, b.now()).is_ok()
+    });
+    // Hold every follower back (each reads `feed_trimmed`; writers never touch it), so node 2's
+    // memory still has generation 1 when node 1 refreshes.
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut hold = db.transaction().unwrap();
+    hold.batch_execute("LOCK TABLE feed_trimmed IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    a.engine
+        .refresh(p.rt.expose(), &Harness::device(), a.now())
+        .unwrap();
+    assert!(
+        b.engine.validate_rt(&rt, b.now()).is_ok(),
+        "node 2's memory is behind, as intended"
+    );
+    assert_eq!(
+        b.engine.introspect(&rt, b.now()).unwrap_err(),
+        Error::Superseded
+    );
+    hold.rollback().unwrap();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn the_local_validator_refuses_a_postgresql_nodes_directory_even_with_a_stale_sqlite_store() {
+    assert!(common::on_postgres(), "{NEEDS}");
+    let dir = tempfile::tempdir().unwrap();
+    let now = tessera_engine::Timestamp::from_unix_millis(1_800_000_000_000);
+    // The directory once held a SQLite node: its tessera.db stays behind.
+    drop(tessera_engine::Engine::open_dir(dir.path(), EngineConfig::default(), now).unwrap());
+    assert!(tessera_engine::LocalValidator::open(dir.path()).is_ok());
+    let url = common::postgres_url(dir.path()).unwrap();
+    let keeper = tessera_engine::keys::SoftwareKeeper::open_or_create(dir.path()).unwrap();
+    let node = tessera_engine::Engine::open_postgres(
+        &url,
+        &common::pg_options(),
+        dir.path(),
+        keeper,
+        EngineConfig::default(),
+        now,
+    )
+    .unwrap();
+    let err = tessera_engine::LocalValidator::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("store is PostgreSQL"), "{err}");
+    assert!(!err.to_string().contains("postgres://"), "no URL: {err}");
+    drop(node);
+    // Back on SQLite, the directory is the local validator's again.
+    drop(tessera_engine::Engine::open_dir(dir.path(), EngineConfig::default(), now).unwrap());
+    assert!(tessera_engine::LocalValidator::open(dir.path()).is_ok());
 }

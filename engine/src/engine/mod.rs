@@ -328,6 +328,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Self, Error> {
         let store = SqliteStore::open(dir, &SqliteOptions::default())?;
+        crate::store::mark_postgres(dir, None)?;
         if config.validator_keys_file.is_none() {
             config.validator_keys_file(dir.join(crate::keys::VALIDATOR_KEYS_FILE));
         }
@@ -366,6 +367,7 @@ impl Engine {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::store(format!("cannot create {}: {e}", dir.display())))?;
         let store = crate::store::PostgresStore::open(url, options)?;
+        crate::store::mark_postgres(dir, Some(&store.describe()))?;
         if config.validator_keys_file.is_none() {
             config.validator_keys_file(dir.join(crate::keys::VALIDATOR_KEYS_FILE));
         }

@@ -158,6 +158,15 @@ impl Engine {
             .read(|db| db.registration(v.claims.registration_id))?
             .filter(|r| r.status == RegistrationStatus::Active)
             .ok_or(Error::Revoked)?;
+        // The store's generation too, as validation judges it: this node's memory may not have
+        // the newest generation yet (another node refreshed the RT a moment ago).
+        judge::settle(
+            &v.claims,
+            Some(FamilyState {
+                generation: reg.generation,
+                binding: reg.binding,
+            }),
+        )?;
         Ok(Introspection {
             device_id: reg.device_id,
             registration_id: reg.id,

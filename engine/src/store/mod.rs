@@ -75,6 +75,39 @@ pub use tessera_proto::admin::records::{CommitStats, KeyEpochRecord, StoreCounts
 /// The action of the audit events [`StoreTxn::refresh_registration`] records.
 pub const REFRESH_ACTION: &str = "registration.refresh";
 
+/// The file in a node's data directory that says its store is PostgreSQL (holding where it
+/// is, without a password): written by every start on PostgreSQL, removed by a start on
+/// SQLite. The local validator refuses such a directory instead of reading a `tessera.db`
+/// that may have been left there.
+pub const POSTGRES_MARKER_FILE: &str = "store-is-postgresql";
+
+/// Mark `dir` as a PostgreSQL node's (`on`: the store's description), or unmark it.
+pub(crate) fn mark_postgres(dir: &std::path::Path, on: Option<&str>) -> Result<(), Error> {
+    let path = dir.join(POSTGRES_MARKER_FILE);
+    let r = match on {
+        Some(target) => std::fs::write(&path, format!("{target}\n")),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        },
+    };
+    r.map_err(|e| Error::store(format!("{}: {e}", path.display())))
+}
+
+/// `Err` when `dir` is a PostgreSQL node's data directory: what a reader of its SQLite store
+/// must refuse.
+pub(crate) fn refuse_postgres_dir(dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::read_to_string(dir.join(POSTGRES_MARKER_FILE)) {
+        Ok(target) => Err(Error::store(format!(
+            "{} belongs to a node whose store is PostgreSQL ({}): the local validator reads \
+             only a SQLite store; use the service validator (remote mode) beside such a node",
+            dir.display(),
+            target.trim()
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Who refreshed, when and from where: the audit event recorded with the refresh.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshAudit<'a> {

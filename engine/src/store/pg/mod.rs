@@ -17,9 +17,13 @@
 //!
 //! Audit sequence numbers and leak signal ids must grow in commit order, or a reader that
 //! follows them from a cursor (REVOCATIONS, the console's audit tail) could skip a row that
-//! commits after a higher number was read. So they are assigned at the end of each batch, from
-//! a row of `counters` that the batch then holds locked until it commits: batches of different
-//! nodes run their jobs in parallel but take their numbers one after another.
+//! commits after a higher number was read. Numbering them inside the transaction would hold the
+//! numbering row locked through every commit (a cluster-wide lock: PostgreSQL then commits
+//! about 420 batches a second whatever the number of nodes). So a batch writes them without a
+//! number, and one sequencer numbers what has committed, after the highest number given (see
+//! `feed.rs`): a number is given only to a committed row, and only after every lower one. The
+//! cost is a delay: an event is listed (and a revocation reaches REVOCATIONS) once the
+//! sequencer has run, which its `NOTIFY` wake-up makes a matter of a round trip or two.
 
 mod db;
 mod feed;
@@ -226,8 +230,10 @@ pub struct PostgresStore {
     manager: Manager,
     /// This node's id in the change feed.
     node: i64,
-    /// The feed's head when the store was opened: a follower starts after it.
-    feed_start: i64,
+    /// The snapshot when the store was opened: a follower starts after it.
+    feed_start: String,
+    /// Transactions whose commit a writer saw acknowledged (the follower skips their rows).
+    acknowledged: Arc<feed::Acknowledged>,
     follower: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     queue: JobQueue,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -263,12 +269,13 @@ impl PostgresStore {
         for _ in 1..options.writers {
             writers.push(manager.open()?);
         }
-        let feed_start: i64 = writers[0]
-            .query_opt("SELECT value FROM counters WHERE name = 'feed'", &[])?
+        let feed_start: String = writers[0]
+            .query_opt("SELECT pg_current_snapshot()::text", &[])?
             .map(|r| r.try_get(0))
             .transpose()
             .map_err(pg_err)?
-            .unwrap_or(0);
+            .ok_or_else(|| Error::store("no snapshot".into()))?;
+        let acknowledged = Arc::new(feed::Acknowledged::default());
         let node = node_id()?;
         let readers = r2d2::Pool::builder()
             .max_size(options.read_connections)
@@ -285,10 +292,13 @@ impl PostgresStore {
         let mut threads = Vec::with_capacity(writers.len());
         for writer in writers {
             let (wm, rx, st) = (manager.clone(), rx.clone(), stats.clone());
+            let acked = acknowledged.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("tessera-store-writer".into())
-                    .spawn(move || writer_loop(writer, &wm, &rx, max_batch, node, &st))
+                    .spawn(move || {
+                        writer_loop(writer, &wm, &rx, max_batch, node, &acked, &st);
+                    })
                     .map_err(|e| Error::store(format!("cannot start writer thread: {e}")))?,
             );
         }
@@ -297,6 +307,7 @@ impl PostgresStore {
             manager,
             node,
             feed_start,
+            acknowledged,
             follower: Mutex::new(None),
             queue: JobQueue::new(tx),
             threads: Mutex::new(threads),
@@ -380,6 +391,7 @@ fn writer_loop(
     rx: &Mutex<Receiver<Queued>>,
     max_batch: usize,
     node: i64,
+    acknowledged: &feed::Acknowledged,
     stats: &Stats,
 ) {
     let mut conn = Some(conn);
@@ -400,7 +412,11 @@ fn writer_loop(
         let n = batch.len() as u64;
         let started = std::time::Instant::now();
         let result = match conn.as_mut() {
-            Some(c) => run_batch(c, node, &mut batch, &mut done),
+            Some(c) => run_batch(c, node, &mut batch, &mut done).map(|xid| {
+                if let Some(x) = xid {
+                    acknowledged.record(x);
+                }
+            }),
             None => {
                 batch.clear();
                 Err(Error::store("the database cannot be reached".into()))
@@ -415,13 +431,14 @@ fn writer_loop(
 
 /// Run a batch in one transaction, one commit at the end. A job runs inside a savepoint of its
 /// own (rolled back alone if it fails) unless it was submitted as writing last; such a job that
-/// fails after writing, or whose statement failed, fails the whole batch.
+/// fails after writing, or whose statement failed, fails the whole batch. The id of the
+/// transaction when it wrote feed rows.
 fn run_batch(
     conn: &mut Conn,
     node: i64,
     batch: &mut Vec<Queued>,
     done: &mut Vec<CommitCallback>,
-) -> Result<(), Error> {
+) -> Result<Option<u64>, Error> {
     if let Err(e) = conn.batch("BEGIN") {
         batch.clear();
         return Err(e);
@@ -467,10 +484,28 @@ fn run_batch(
             done.push(o.on_commit);
         }
     }
+    let notify = log.notifies();
+    let numbers = log.numbers();
     let result = match failure {
         Some(e) => Err(e),
-        None => log.write(conn).and_then(|()| conn.batch("COMMIT")),
+        // The wake-up for the followers and the sequencer goes after the commit, in the same
+        // round trip: inside the transaction PostgreSQL would hold its notification lock (one
+        // for the whole cluster) through the commit's flush.
+        None => log.write(conn).and_then(|xid| {
+            if notify {
+                conn.batch(&format!("COMMIT; NOTIFY {}", feed::CHANNEL))
+            } else {
+                conn.batch("COMMIT")
+            }
+            .map(|()| xid)
+        }),
     };
+    if result.is_ok() && numbers {
+        // Committed: what it logged gets its numbers before the callers hear of it (a caller
+        // that lists the audit log then sees its event). A failure here fails nothing that
+        // committed: the sequencer numbers the events instead.
+        let _ = feed::number(conn, node);
+    }
     if result.is_err() {
         let _ = conn.batch("ROLLBACK");
     }
@@ -516,7 +551,8 @@ impl Store for PostgresStore {
         let follower = feed::Follower {
             manager: self.manager.clone(),
             node: self.node,
-            position: self.feed_start,
+            position: self.feed_start.clone(),
+            acknowledged: self.acknowledged.clone(),
             sink,
             health: health.clone(),
             stop: stop.clone(),

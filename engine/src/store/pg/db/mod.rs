@@ -67,13 +67,22 @@ impl PendingLog {
         self.changes.truncate(self.job_start.2);
     }
 
-    /// Number the batch's events from the counters (locking them until the commit) and insert
-    /// them.
-    pub(crate) fn write(&mut self, conn: &mut Conn) -> Result<(), Error> {
+    /// Whether the batch wrote anything another node's follower or the sequencer must learn
+    /// about (changes, audit events, leak signals).
+    pub(crate) fn notifies(&self) -> bool {
+        !(self.audit.is_empty() && self.leaks.is_empty() && self.changes.is_empty())
+    }
+
+    /// Whether the batch wrote audit events or leak signals (which need numbers).
+    pub(crate) fn numbers(&self) -> bool {
+        !(self.audit.is_empty() && self.leaks.is_empty())
+    }
+
+    /// Insert the batch's events, unnumbered (the sequencer numbers them once they have
+    /// committed), and its changes; the transaction's id when it wrote changes.
+    pub(crate) fn write(&mut self, conn: &mut Conn) -> Result<Option<u64>, Error> {
         if !self.audit.is_empty() {
-            let first = take_numbers(conn, "audit", self.audit.len())?;
             let rows = std::mem::take(&mut self.audit);
-            let seq: Vec<i64> = (first..).take(rows.len()).collect();
             let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
             let mut actor = Vec::with_capacity(rows.len());
             let mut source = Vec::with_capacity(rows.len());
@@ -88,34 +97,19 @@ impl PendingLog {
                 detail.push(r.detail);
             }
             conn.execute(
-                "INSERT INTO audit (seq, at, actor, source, action, subject, detail) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
-                 $5::text[], $6::text[], $7::text[])",
-                &[&seq, &at, &actor, &source, &action, &subject, &detail],
+                "INSERT INTO audit (at, actor, source, action, subject, detail) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[])",
+                &[&at, &actor, &source, &action, &subject, &detail],
             )?;
-        }
-        if !self.changes.is_empty() {
-            let first = take_numbers(conn, "feed", self.changes.len())?;
-            let body = std::mem::take(&mut self.changes);
-            let seq: Vec<i64> = (first..).take(body.len()).collect();
-            conn.execute(
-                "INSERT INTO changes (seq, node, body) \
-                 SELECT s, $2, b FROM unnest($1::bigint[], $3::text[]) AS t(s, b)",
-                &[&seq, &self.node, &body],
-            )?;
-            // Delivered when the transaction commits; followers also poll, so a lost
-            // notification delays a change but never loses it.
-            conn.batch(&format!("NOTIFY {}", super::feed::CHANNEL))?;
         }
         if !self.leaks.is_empty() {
-            let first = take_numbers(conn, "leak", self.leaks.len())?;
-            for (s, id) in std::mem::take(&mut self.leaks).into_iter().zip(first..) {
+            for s in std::mem::take(&mut self.leaks) {
                 conn.execute(
-                    "INSERT INTO leak_signals (id, at, kind, pt_id, registration_id, \
+                    "INSERT INTO leak_signals (at, kind, pt_id, registration_id, \
                      operation_id, source, action, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     &[
-                        &id,
                         &sql_ts(s.at),
                         &s.kind.as_str(),
                         &s.pt_id.map(|p| p.to_string()),
@@ -128,23 +122,22 @@ impl PendingLog {
                 )?;
             }
         }
-        Ok(())
+        if self.changes.is_empty() {
+            return Ok(None);
+        }
+        let body = std::mem::take(&mut self.changes);
+        let rows = conn.query(
+            "INSERT INTO changes (node, body) SELECT $1, b FROM unnest($2::text[]) AS t(b) \
+             RETURNING xid::text",
+            &[&self.node, &body],
+        )?;
+        let xid = rows
+            .first()
+            .map(|r| get::<String>(r, 0))
+            .transpose()?
+            .and_then(|x| x.parse().ok());
+        Ok(xid)
     }
-}
-
-/// Take `n` numbers from a counter; the first is returned. The counter's row stays locked
-/// until the transaction ends, so numbers are handed out in commit order.
-fn take_numbers(conn: &mut Conn, counter: &str, n: usize) -> Result<i64, Error> {
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let row = conn.query_opt(
-        "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
-        &[&counter, &n],
-    )?;
-    let top: i64 = get(
-        &row.ok_or_else(|| Error::store(format!("no counter {counter}")))?,
-        0,
-    )?;
-    Ok(top - n + 1)
 }
 
 /// A connection inside the writer's batch, or a read snapshot.

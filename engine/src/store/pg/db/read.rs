@@ -274,7 +274,8 @@ impl StoreRead for Db<'_> {
     }
 
     fn audit_head(&self) -> Result<u64, Error> {
-        let r = self.query_opt("SELECT value FROM counters WHERE name = 'audit'", &[])?;
+        // Numbered events only: one written but not yet numbered gets a higher number.
+        let r = self.query_opt("SELECT coalesce(max(seq), 0) FROM audit", &[])?;
         Ok(r.map(|r| get::<i64>(&r, 0)).transpose()?.map_or(0, u))
     }
 
@@ -310,7 +311,7 @@ impl StoreRead for Db<'_> {
                     "SELECT (SELECT count(*) FROM pts WHERE {PT_VISIBLE}), \
                      (SELECT count(*) FROM operations WHERE state = 'pending'), \
                      (SELECT count(*) FROM registrations WHERE active), \
-                     (SELECT value FROM counters WHERE name = 'audit'), \
+                     (SELECT coalesce(max(seq), 0) FROM audit), \
                      (SELECT count(*) FROM leak_signals)"
                 ),
                 &[],
