@@ -464,17 +464,20 @@ impl Engine {
     /// Audit events with sequence number above `after`, oldest first (at most `limit`, 0 means
     /// 100).
     pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        self.inner.store.settle_numbers()?;
         self.read(|db| db.audit(after, limit, false))
     }
 
     /// The newest audit events with sequence number above `after` (at most `limit`, 0 means
     /// 100), oldest first: the end of the log, as `tail` shows a file's.
     pub fn audit_newest(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
+        self.inner.store.settle_numbers()?;
         self.read(|db| db.audit(after, limit, true))
     }
 
     /// Leak signals with id above `after`, oldest first.
     pub fn leak_signals(&self, after: u64, limit: usize) -> Result<Vec<LeakSignal>, Error> {
+        self.inner.store.settle_numbers()?;
         self.read(|db| db.leak_signals(after, limit))
     }
 
@@ -486,6 +489,7 @@ impl Engine {
 
     /// Counters for status pages and metrics.
     pub fn status(&self) -> Result<EngineStatus, Error> {
+        self.inner.store.settle_numbers()?;
         let counts = self.read(|db| db.counts())?;
         Ok(EngineStatus {
             live_families: self.inner.families.len(),

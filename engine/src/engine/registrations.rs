@@ -136,6 +136,7 @@ impl Engine {
     /// Where to start following revocations: the newest change committed now. See
     /// [`Engine::revocations_after`].
     pub fn revocation_cursor(&self) -> Result<u64, Error> {
+        self.inner.store.settle_numbers()?;
         self.read(|db| db.audit_head())
     }
 
@@ -148,6 +149,7 @@ impl Engine {
         cursor: u64,
         limit: usize,
     ) -> Result<(Vec<RegistrationId>, u64), Error> {
+        self.inner.store.settle_numbers()?;
         self.read(|db| db.revocations(cursor, limit))
     }
 

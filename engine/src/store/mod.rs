@@ -406,4 +406,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// What and where the store is, for operators (never a password).
     fn describe(&self) -> String;
+    /// Make what this node committed visible to the readers of the audit log, leak signals and
+    /// revocations: a store that numbers those after commit (PostgreSQL) numbers this node's
+    /// committed ones now, so that a caller lists what its own requests wrote. Called before
+    /// those reads; nothing to do for a store that numbers them in the transaction.
+    fn settle_numbers(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }

@@ -185,7 +185,8 @@ async fn measure(
     o: &Opts,
     pg: Option<&PgTarget>,
 ) -> Value {
-    let mut probe = pg.and_then(|t| pg_probe::Probe::connect(&t.url, &t.schema));
+    let mut probe =
+        pg.and_then(|t| pg_probe::off_runtime(|| pg_probe::Probe::connect(&t.url, &t.schema)));
     let sampler = || pg.and_then(|t| pg_probe::Sampler::start(&t.url));
     let trust = Trust::ca_file(&data.join("tls/ca.pem")).expect("ca");
     let token = std::fs::read_to_string(data.join("admin.token")).expect("token");
@@ -208,7 +209,7 @@ async fn measure(
         .map(|i| Arc::new(transport(addrs[i % addrs.len()], &trust)))
         .collect();
     let per = o.devices.div_ceil(o.connections);
-    let mark = probe.as_mut().map(pg_probe::Probe::mark);
+    let mark = probe.as_mut().map(|p| pg_probe::off_runtime(|| p.mark()));
     let sampling = sampler();
     let before = cpu(nodes);
     let t = Instant::now();
@@ -260,14 +261,14 @@ async fn measure(
         &cpu(nodes),
     );
     if let (Some(p), Some(m), Some(s)) = (probe.as_mut(), mark.as_ref(), sampling) {
-        provision["postgres"] = p.since(m, (per * o.connections) as u64);
+        provision["postgres"] = pg_probe::off_runtime(|| p.since(m, (per * o.connections) as u64));
         provision["postgres"]["locks"] = s.finish();
     }
 
     // Refreshes over the connections, each rotating its own devices' RTs.
     let rts: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> =
         Arc::new(rts.into_iter().map(tokio::sync::Mutex::new).collect());
-    let mark = probe.as_mut().map(pg_probe::Probe::mark);
+    let mark = probe.as_mut().map(|p| pg_probe::off_runtime(|| p.mark()));
     let sampling = sampler();
     let before = cpu(nodes);
     let (c2, r2) = (conns.clone(), rts.clone());
@@ -297,7 +298,7 @@ async fn measure(
     .await;
     let mut refresh = phase(n, secs, &before, &cpu(nodes));
     if let (Some(p), Some(m), Some(s)) = (probe.as_mut(), mark.as_ref(), sampling) {
-        refresh["postgres"] = p.since(m, n);
+        refresh["postgres"] = pg_probe::off_runtime(|| p.since(m, n));
         refresh["postgres"]["locks"] = s.finish();
     }
 
@@ -376,7 +377,7 @@ async fn measure(
 
     // The refreshes' updates of `registrations` (the statistics are flushed by then).
     if let (Some(p), Some(m)) = (probe.as_mut(), mark.as_ref()) {
-        refresh["postgres"]["registrations"] = p.hot_share(m);
+        refresh["postgres"]["registrations"] = pg_probe::off_runtime(|| p.hot_share(m));
     }
 
     // Revocation propagation: a device holds a connection on the last node (it refreshed
@@ -408,6 +409,7 @@ async fn measure(
         c.close_now().await;
     }
     admin.close().await;
+    pg_probe::off_runtime(move || drop(probe));
     json!({
         "configuration": label,
         "nodes": nodes.len(),

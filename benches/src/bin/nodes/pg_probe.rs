@@ -46,23 +46,38 @@ impl Probe {
         })
     }
 
-    /// Whether `pg_stat_statements` is there (the server preloads it and the extension exists).
-    fn statements(&mut self) -> bool {
+    /// The schema of `pg_stat_statements` when it is there (the server preloads it; the
+    /// extension is made in the first configuration's schema if the database lacks it).
+    fn statements(&mut self) -> Option<String> {
+        let _ = self
+            .client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        let schema: String = self
+            .client
+            .query_opt(
+                "SELECT n.nspname::text FROM pg_extension e \
+                 JOIN pg_namespace n ON n.oid = e.extnamespace \
+                 WHERE e.extname = 'pg_stat_statements'",
+                &[],
+            )
+            .ok()
+            .flatten()?
+            .get(0);
         self.client
-            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            .is_ok()
-            && self
-                .client
-                .query_one("SELECT count(*) FROM pg_stat_statements", &[])
-                .is_ok()
+            .query_one(
+                &format!("SELECT count(*) FROM {schema}.pg_stat_statements"),
+                &[],
+            )
+            .ok()
+            .map(|_| schema)
     }
 
     /// Read the counters and reset the statement statistics.
     pub(crate) fn mark(&mut self) -> Mark {
-        if self.statements() {
+        if let Some(schema) = self.statements() {
             let _ = self
                 .client
-                .batch_execute("SELECT pg_stat_statements_reset()");
+                .batch_execute(&format!("SELECT {schema}.pg_stat_statements_reset()"));
         }
         let (updates, hot) = self.updates();
         Mark {
@@ -97,20 +112,22 @@ impl Probe {
     /// Statements and WAL per request since `mark`, over `requests` requests.
     pub(crate) fn since(&mut self, mark: &Mark, requests: u64) -> Value {
         let n = requests.max(1) as f64;
-        let statements: Option<i64> = if self.statements() {
+        let statements: Option<i64> = self.statements().and_then(|schema| {
             self.client
                 .query_one(
-                    "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s \
-                     JOIN pg_roles r ON r.oid = s.userid \
-                     WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                     AND s.query NOT LIKE '%pg_stat%' AND s.query NOT LIKE '%pg_current_wal_lsn%'",
+                    &format!(
+                        "SELECT coalesce(sum(calls), 0)::bigint FROM {schema}.pg_stat_statements s \
+                         WHERE s.dbid = (SELECT oid FROM pg_database \
+                                         WHERE datname = current_database()) \
+                         AND s.query NOT LIKE '%pg_stat%' \
+                         AND s.query NOT LIKE '%pg_current_wal_lsn%' \
+                         AND s.query NOT LIKE '%pg_extension%'"
+                    ),
                     &[],
                 )
                 .ok()
                 .map(|r| r.get(0))
-        } else {
-            None
-        };
+        });
         let wal: Option<i64> = self
             .client
             .query_one(
@@ -142,11 +159,14 @@ impl Probe {
 impl Sampler {
     /// Sample the nodes' backends (`application_name = 'tessera'`) every 10 ms.
     pub(crate) fn start(url: &str) -> Option<Self> {
-        let mut client = Client::connect(url, NoTls).ok()?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let url = url.to_owned();
         let thread = std::thread::spawn(move || {
             let (mut samples, mut busy, mut locked) = (0u64, 0u64, 0u64);
+            let Ok(mut client) = Client::connect(&url, NoTls) else {
+                return (samples, busy, locked);
+            };
             while !s.load(Ordering::Relaxed) {
                 if let Ok(rows) = client.query(
                     "SELECT state, wait_event_type, wait_event FROM pg_stat_activity \
@@ -203,6 +223,12 @@ impl Drop for Sampler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Run `f` on a thread of its own: the driver blocks on a runtime of its own, which it cannot do
+/// on a thread that drives the generator's.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("probe thread"))
 }
 
 /// CPU seconds of every `postgres` process on this machine (the run's database is the only

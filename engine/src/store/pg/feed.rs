@@ -26,10 +26,11 @@
 //! change. Applying a change twice changes nothing.
 //!
 //! Audit events and leak signals are numbered after they commit, one numbering transaction at
-//! a time ([`number`]): by the writer right after its commit, before it acknowledges, and by
-//! the sequencer (the node whose follower holds a session advisory lock; another takes over
-//! when its session ends) for events whose writer stopped in between. The sequencer also trims
-//! the feed: rows
+//! a time ([`number`]), by the sequencer (the node whose follower holds a session advisory
+//! lock; another takes over when its session ends) as soon as its follower sees committed
+//! events without a number, so no writer waits for it; a node about to list events numbers
+//! its own committed ones first, so a caller sees what its requests wrote. The sequencer also
+//! trims the feed: rows
 //! more than [`KEEP_ROWS`] behind the newest are deleted and the newest deleted transaction
 //! recorded; a node whose position is older than that (it was stopped, or cut off for long)
 //! rebuilds its state from the tables instead ([`FeedSink::resync`]).
@@ -121,13 +122,14 @@ struct Read {
 /// The follower's one statement per poll: the statement's snapshot, whether rows it never read
 /// were trimmed, whether this node is (or just became) the sequencer, whether events wait for
 /// numbers (the oldest of each kind), and the rows of transactions that committed since the
-/// position.
+/// position. The rows are found by transaction id (index `changes_xid`) before they are
+/// ordered: ordered and limited in one step, the planner walked the whole table in id order.
 const READ: &str = "\
     WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snap), \
-    n AS MATERIALIZED (SELECT c.id, c.xid, c.node, c.body FROM changes c \
+    found AS MATERIALIZED (SELECT c.id, c.xid, c.node, c.body FROM changes c \
         WHERE c.xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
-        AND NOT pg_visible_in_snapshot(c.xid, $1::text::pg_snapshot) \
-        ORDER BY c.id LIMIT $2) \
+        AND NOT pg_visible_in_snapshot(c.xid, $1::text::pg_snapshot)), \
+    n AS MATERIALIZED (SELECT * FROM found ORDER BY id LIMIT $2) \
     SELECT (SELECT snap::text FROM s), \
         (SELECT xid FROM feed_trimmed) >= pg_snapshot_xmin($1::text::pg_snapshot), \
         CASE WHEN $3 THEN true ELSE pg_try_advisory_lock($4) END, \
@@ -143,7 +145,6 @@ impl Follower {
         let mut conn: Option<Conn> = None;
         let mut sequencer = false;
         let mut trimmed_at = 0;
-        let mut waiting: Vec<Option<i64>> = Vec::new();
         while !self.stop.load(Ordering::Acquire) && !self.sink.closed() {
             let c = match conn.as_mut() {
                 Some(c) if !c.client.is_closed() => c,
@@ -162,13 +163,11 @@ impl Follower {
             match self.step(c, &mut sequencer) {
                 Ok((unnumbered, newest)) => {
                     if sequencer {
-                        // Events a writer did not number (it stopped after its commit): the
-                        // same oldest one still waiting a poll later. Their `logged` change
-                        // wakes this follower again.
-                        if unnumbered.iter().any(Option::is_some) && unnumbered == waiting {
+                        // Committed events without a number: their `logged` change wakes
+                        // every follower, this one included.
+                        if unnumbered.iter().any(Option::is_some) {
                             let _ = number(c, self.node);
                         }
-                        waiting = unnumbered;
                         if newest - trimmed_at > KEEP_ROWS / 10 && trim(c).is_ok() {
                             trimmed_at = newest;
                         }
@@ -256,9 +255,9 @@ impl Follower {
 /// highest number given, and wake every node: one round trip, one transaction, under a
 /// transaction lock, so that two numbering transactions never overlap and a number is given
 /// only after every lower one has committed. Writes a `logged` change when it numbered
-/// anything (the nodes' waiters, REVOCATIONS and the audit tail, look again). Run by each
-/// writer after a commit that wrote events (so an acknowledged event is listed), and by the
-/// sequencer for events whose writer stopped between its commit and the numbering.
+/// anything (the nodes' waiters, REVOCATIONS and the audit tail, look again). Run by the
+/// sequencer as soon as it learns of committed events without a number, and by a node that
+/// is about to list events its own requests wrote (`Store::settle_numbers`).
 pub(crate) fn number(c: &mut Conn, node: i64) -> Result<(), Error> {
     let logged = serde_json::to_string(&Change::Logged)
         .map_err(|e| Error::store(format!("feed row: {e}")))?;

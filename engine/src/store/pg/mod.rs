@@ -18,12 +18,11 @@
 //! Audit sequence numbers and leak signal ids must grow in commit order, or a reader that
 //! follows them from a cursor (REVOCATIONS, the console's audit tail) could skip a row that
 //! commits after a higher number was read. Numbering them inside the transaction would hold the
-//! numbering row locked through every commit (a cluster-wide lock: PostgreSQL then commits
-//! about 420 batches a second whatever the number of nodes). So a batch writes them without a
-//! number, and one sequencer numbers what has committed, after the highest number given (see
-//! `feed.rs`): a number is given only to a committed row, and only after every lower one. The
-//! cost is a delay: an event is listed (and a revocation reaches REVOCATIONS) once the
-//! sequencer has run, which its `NOTIFY` wake-up makes a matter of a round trip or two.
+//! numbering row locked through every commit (a cluster-wide lock: batches then commit one
+//! after another whatever the number of nodes). So a batch writes them without a number, and
+//! they are numbered after commit, one numbering transaction at a time (see `feed.rs`): a
+//! number is given only to a committed row, and only after every lower one. A reader of this
+//! node's events settles its own first ([`Store::settle_numbers`]).
 
 mod db;
 mod feed;
@@ -234,6 +233,8 @@ pub struct PostgresStore {
     feed_start: String,
     /// Transactions whose commit a writer saw acknowledged (the follower skips their rows).
     acknowledged: Arc<feed::Acknowledged>,
+    /// This node's commits that wrote events, and how many of them are known numbered.
+    events: Arc<Events>,
     follower: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     queue: JobQueue,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -276,6 +277,7 @@ impl PostgresStore {
             .map_err(pg_err)?
             .ok_or_else(|| Error::store("no snapshot".into()))?;
         let acknowledged = Arc::new(feed::Acknowledged::default());
+        let events = Arc::new(Events::default());
         let node = node_id()?;
         let readers = r2d2::Pool::builder()
             .max_size(options.read_connections)
@@ -292,12 +294,12 @@ impl PostgresStore {
         let mut threads = Vec::with_capacity(writers.len());
         for writer in writers {
             let (wm, rx, st) = (manager.clone(), rx.clone(), stats.clone());
-            let acked = acknowledged.clone();
+            let (acked, ev) = (acknowledged.clone(), events.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("tessera-store-writer".into())
                     .spawn(move || {
-                        writer_loop(writer, &wm, &rx, max_batch, node, &acked, &st);
+                        writer_loop(writer, &wm, &rx, max_batch, node, &acked, &ev, &st);
                     })
                     .map_err(|e| Error::store(format!("cannot start writer thread: {e}")))?,
             );
@@ -308,6 +310,7 @@ impl PostgresStore {
             node,
             feed_start,
             acknowledged,
+            events,
             follower: Mutex::new(None),
             queue: JobQueue::new(tx),
             threads: Mutex::new(threads),
@@ -377,6 +380,14 @@ impl Drop for PostgresStore {
     }
 }
 
+/// Counts of this node's commits that wrote audit events or leak signals, and of those known
+/// to be numbered (a reader settles the difference first).
+#[derive(Default)]
+struct Events {
+    committed: std::sync::atomic::AtomicU64,
+    numbered: std::sync::atomic::AtomicU64,
+}
+
 /// A random id for this node's rows in the change feed.
 fn node_id() -> Result<i64, Error> {
     let mut b = [0u8; 8];
@@ -392,6 +403,7 @@ fn writer_loop(
     max_batch: usize,
     node: i64,
     acknowledged: &feed::Acknowledged,
+    events: &Events,
     stats: &Stats,
 ) {
     let mut conn = Some(conn);
@@ -412,7 +424,7 @@ fn writer_loop(
         let n = batch.len() as u64;
         let started = std::time::Instant::now();
         let result = match conn.as_mut() {
-            Some(c) => run_batch(c, node, &mut batch, &mut done).map(|xid| {
+            Some(c) => run_batch(c, node, events, &mut batch, &mut done).map(|xid| {
                 if let Some(x) = xid {
                     acknowledged.record(x);
                 }
@@ -436,6 +448,7 @@ fn writer_loop(
 fn run_batch(
     conn: &mut Conn,
     node: i64,
+    events: &Events,
     batch: &mut Vec<Queued>,
     done: &mut Vec<CommitCallback>,
 ) -> Result<Option<u64>, Error> {
@@ -501,10 +514,9 @@ fn run_batch(
         }),
     };
     if result.is_ok() && numbers {
-        // Committed: what it logged gets its numbers before the callers hear of it (a caller
-        // that lists the audit log then sees its event). A failure here fails nothing that
-        // committed: the sequencer numbers the events instead.
-        let _ = feed::number(conn, node);
+        // Committed: the sequencer, woken by the notification, numbers its events; a reader
+        // of this node settles them first (`settle_numbers`).
+        events.committed.fetch_add(1, Ordering::AcqRel);
     }
     if result.is_err() {
         let _ = conn.batch("ROLLBACK");
@@ -573,5 +585,23 @@ impl Store for PostgresStore {
     }
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.target)
+    }
+
+    fn settle_numbers(&self) -> Result<(), Error> {
+        let committed = self.events.committed.load(Ordering::Acquire);
+        if self.events.numbered.load(Ordering::Acquire) >= committed {
+            return Ok(());
+        }
+        let pool = self
+            .readers
+            .as_ref()
+            .ok_or_else(|| Error::store("the store is closed".into()))?;
+        let mut conn = pool
+            .get()
+            .map_err(|e| Error::store(format!("no read connection: {e}")))?;
+        // Numbers everything committed so far, this node's `committed` commits among it.
+        feed::number(&mut conn, self.node)?;
+        self.events.numbered.fetch_max(committed, Ordering::AcqRel);
+        Ok(())
     }
 }
