@@ -472,7 +472,9 @@ fn a_migration_copies_the_store_first() {
     {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(&format!(
-            "DROP INDEX registrations_device_all; DROP INDEX operations_state_created; \
+            "DROP INDEX operations_pending_nonce; DROP INDEX operations_pending_expiry; \
+             DROP INDEX operations_pending_device; \
+             ALTER TABLE operations DROP COLUMN requested_device_id; \
              PRAGMA user_version = {};",
             current - 1
         ))

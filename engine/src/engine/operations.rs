@@ -228,34 +228,39 @@ impl Engine {
                 )
                 .into());
             }
-            let pending: Vec<OperationRecord> = tx
+            let ring = tx.inner.keys.load();
+            // The operation this nonce began, if it is still pending: one digest per live key
+            // epoch, looked up by index, so BEGIN costs the same with 0 or 1,000 operations
+            // waiting. (The device learns from the answer whether it resumed, so comparing
+            // every pending operation's digest would hide nothing.)
+            let digests: Vec<NonceDigest> = ring
+                .epochs()
+                .iter()
+                .map(|e| nonce_digest(&e.op, &req.instance_nonce))
+                .collect();
+            let resumed = tx
                 .db
-                .pending_operations(&pt_id)?
+                .pending_operations_by_nonce(&pt_id, &digests)?
                 .into_iter()
                 .filter(|o| o.effective_state(tx.now) == OperationState::Pending)
-                .collect();
-            let ring = tx.inner.keys.load();
-            // Every pending operation's digest is compared, in constant time, so the time
-            // taken does not say which (or whether one) matched.
-            let mut resumed = None;
-            for o in &pending {
-                let d = nonce_digest(ring.op_key_or_dummy(o.key_epoch), &req.instance_nonce);
-                if bool::from(subtle::ConstantTimeEq::ct_eq(
-                    &d.0[..],
-                    &o.nonce_digest.0[..],
-                )) {
-                    resumed = Some(o);
-                }
-            }
+                .find(|o| {
+                    // Made with its own epoch's key (another epoch's matching would be a
+                    // collision of keyed digests).
+                    let d = nonce_digest(ring.op_key_or_dummy(o.key_epoch), &req.instance_nonce);
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        &d.0[..],
+                        &o.nonce_digest.0[..],
+                    ))
+                });
             if let Some(existing) = resumed {
-                return Ok(Committed::Answer(engine.outcome_for(existing, true)));
+                return Ok(Committed::Answer(engine.outcome_for(&existing, true)));
             }
             let cap = if fleet {
                 tx.inner.config.max_pending_fleet
             } else {
                 tx.inner.config.max_pending_single
             };
-            if pending.len() >= cap {
+            if tx.db.pending_count(&pt_id, tx.now)? >= cap {
                 // A nonce that matches none of a full PT's pending operations is a failed
                 // resume: a device that lost its nonce, or someone with the PT guessing. It is
                 // counted and signalled (throttled), and the refusal is committed.
@@ -281,14 +286,16 @@ impl Engine {
                     return Err(Error::RegistrationCapReached);
                 }
             }
-            let siblings: Vec<OperationRecord> = pending
-                .into_iter()
-                .filter(|o| {
-                    !fleet
-                        || (req.requested_device_id.is_some()
-                            && o.requested_device_id == req.requested_device_id)
-                })
-                .collect();
+            // Parallel operations: on a single-device PT every other pending one (a few at
+            // most); on a fleet PT those that asked for the same device id.
+            let siblings: Vec<OperationRecord> = match (fleet, &req.requested_device_id) {
+                (false, _) => tx.db.pending_operations(&pt_id)?,
+                (true, Some(d)) => tx.db.pending_operations_for_device(&pt_id, d)?,
+                (true, None) => Vec::new(),
+            }
+            .into_iter()
+            .filter(|o| o.effective_state(tx.now) == OperationState::Pending)
+            .collect();
             let replaces = match &req.requested_device_id {
                 Some(d) => replaced_registrations(tx, d)?,
                 None => Vec::new(),

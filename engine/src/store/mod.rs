@@ -212,6 +212,22 @@ pub trait StoreRead {
     fn operation(&self, id: &OperationId) -> Result<Option<OperationRecord>, Error>;
     /// Operations of a PT stored as pending (possibly past their expiry).
     fn pending_operations(&self, pt: &PtId) -> Result<Vec<OperationRecord>, Error>;
+    /// The PT's operations stored as pending (possibly past their expiry) whose instance-nonce
+    /// digest is one of `digests` (one per live key epoch): an index lookup, whatever the
+    /// number of pending operations.
+    fn pending_operations_by_nonce(
+        &self,
+        pt: &PtId,
+        digests: &[crate::model::NonceDigest],
+    ) -> Result<Vec<OperationRecord>, Error>;
+    /// How many of the PT's operations are pending and not past their expiry at `now`.
+    fn pending_count(&self, pt: &PtId, now: Timestamp) -> Result<usize, Error>;
+    /// The PT's operations stored as pending that asked for `device`.
+    fn pending_operations_for_device(
+        &self,
+        pt: &PtId,
+        device: &crate::model::DeviceId,
+    ) -> Result<Vec<OperationRecord>, Error>;
     /// Operations matching a query, newest first.
     fn list_operations(&self, q: &OperationQuery) -> Result<Vec<OperationRecord>, Error>;
     /// A registration.

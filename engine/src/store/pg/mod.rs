@@ -293,14 +293,17 @@ impl PostgresStore {
         let max_batch = options.max_batch;
         let mut threads = Vec::with_capacity(writers.len());
         for writer in writers {
-            let (wm, rx, st) = (manager.clone(), rx.clone(), stats.clone());
-            let (acked, ev) = (acknowledged.clone(), events.clone());
+            let (wm, rx) = (manager.clone(), rx.clone());
+            let shared = WriterShared {
+                node,
+                acknowledged: acknowledged.clone(),
+                events: events.clone(),
+                stats: stats.clone(),
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name("tessera-store-writer".into())
-                    .spawn(move || {
-                        writer_loop(writer, &wm, &rx, max_batch, node, &acked, &ev, &st);
-                    })
+                    .spawn(move || writer_loop(writer, &wm, &rx, max_batch, &shared))
                     .map_err(|e| Error::store(format!("cannot start writer thread: {e}")))?,
             );
         }
@@ -396,16 +399,28 @@ fn node_id() -> Result<i64, Error> {
     Ok(i64::from_le_bytes(b))
 }
 
+/// What every writer of a node shares.
+struct WriterShared {
+    node: i64,
+    acknowledged: Arc<feed::Acknowledged>,
+    events: Arc<Events>,
+    stats: Arc<Stats>,
+}
+
 fn writer_loop(
     conn: Conn,
     manager: &Manager,
     rx: &Mutex<Receiver<Queued>>,
     max_batch: usize,
-    node: i64,
-    acknowledged: &feed::Acknowledged,
-    events: &Events,
-    stats: &Stats,
+    shared: &WriterShared,
 ) {
+    let WriterShared {
+        node,
+        acknowledged,
+        events,
+        stats,
+    } = shared;
+    let node = *node;
     let mut conn = Some(conn);
     let mut batch: Vec<Queued> = Vec::with_capacity(max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);

@@ -166,6 +166,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP INDEX registrations_live;
     ALTER TABLE registrations SET (fillfactor = 80);
     "#,
+    // 4: BEGIN without reading every pending operation of its PT: the pending ones by nonce
+    // digest, by expiry (to count them) and by the device id they asked for.
+    r#"
+    ALTER TABLE operations ADD COLUMN requested_device_id TEXT;
+    UPDATE operations SET requested_device_id = body::jsonb ->> 'requested_device_id';
+    CREATE INDEX operations_pending_nonce ON operations(pt_id, nonce_digest)
+        WHERE state = 'pending';
+    CREATE INDEX operations_pending_expiry ON operations(pt_id, expires_at)
+        WHERE state = 'pending';
+    CREATE INDEX operations_pending_device ON operations(pt_id, requested_device_id)
+        WHERE state = 'pending';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -142,6 +142,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX registrations_device_all ON registrations(device_id, id);
     CREATE INDEX operations_state_created ON operations(state, created_at, id);
     "#,
+    // 9: BEGIN without reading every pending operation of its PT: the pending ones by nonce
+    // digest, by expiry (to count them) and by the device id they asked for.
+    r#"
+    ALTER TABLE operations ADD COLUMN requested_device_id TEXT;
+    UPDATE operations SET requested_device_id = json_extract(body, '$.requested_device_id');
+    CREATE INDEX operations_pending_nonce ON operations(pt_id, nonce_digest)
+        WHERE state = 'pending';
+    CREATE INDEX operations_pending_expiry ON operations(pt_id, expires_at)
+        WHERE state = 'pending';
+    CREATE INDEX operations_pending_device ON operations(pt_id, requested_device_id)
+        WHERE state = 'pending';
+    "#,
 ];
 
 /// The schema version this build writes.

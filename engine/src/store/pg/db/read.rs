@@ -1,7 +1,7 @@
 //! The engine's reads over PostgreSQL.
 
 use super::*;
-use crate::model::OperationState;
+use crate::model::{DeviceId, NonceDigest, OperationState};
 
 impl StoreRead for Db<'_> {
     fn meta(&self, key: &str) -> Result<Option<String>, Error> {
@@ -89,6 +89,52 @@ impl StoreRead for Db<'_> {
                  ORDER BY created_at"
             ),
             &[&&pt.to_bytes()[..]],
+        )?
+        .iter()
+        .map(op_row)
+        .collect()
+    }
+
+    fn pending_operations_by_nonce(
+        &self,
+        pt: &PtId,
+        digests: &[NonceDigest],
+    ) -> Result<Vec<OperationRecord>, Error> {
+        let digests: Vec<&[u8]> = digests.iter().map(|d| &d.0[..]).collect();
+        self.query(
+            &format!(
+                "SELECT {OP_COLUMNS} FROM operations WHERE pt_id = $1 AND state = 'pending' \
+                 AND nonce_digest = ANY($2) ORDER BY created_at"
+            ),
+            &[&&pt.to_bytes()[..], &digests],
+        )?
+        .iter()
+        .map(op_row)
+        .collect()
+    }
+
+    fn pending_count(&self, pt: &PtId, now: Timestamp) -> Result<usize, Error> {
+        let r = self
+            .query_opt(
+                "SELECT count(*) FROM operations \
+                 WHERE pt_id = $1 AND state = 'pending' AND expires_at > $2",
+                &[&&pt.to_bytes()[..], &sql_ts(now)],
+            )?
+            .ok_or_else(|| Error::store("count: no row".into()))?;
+        Ok(usize::try_from(get::<i64>(&r, 0)?).unwrap_or(0))
+    }
+
+    fn pending_operations_for_device(
+        &self,
+        pt: &PtId,
+        device: &DeviceId,
+    ) -> Result<Vec<OperationRecord>, Error> {
+        self.query(
+            &format!(
+                "SELECT {OP_COLUMNS} FROM operations WHERE pt_id = $1 AND state = 'pending' \
+                 AND requested_device_id = $2 ORDER BY created_at"
+            ),
+            &[&&pt.to_bytes()[..], &device.as_str()],
         )?
         .iter()
         .map(op_row)

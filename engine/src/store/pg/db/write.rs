@@ -74,8 +74,8 @@ impl StoreTxn for Db<'_> {
 
     fn insert_operation(&mut self, rec: &OperationRecord) -> Result<(), Error> {
         self.execute(
-            "INSERT INTO operations (id, pt_id, state, created_at, expires_at, body, nonce_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO operations (id, pt_id, state, created_at, expires_at, body, nonce_digest, \
+             requested_device_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &&rec.id.to_bytes()[..],
                 &&rec.pt_id.to_bytes()[..],
@@ -84,6 +84,7 @@ impl StoreTxn for Db<'_> {
                 &sql_ts(rec.expires_at),
                 &json(rec)?,
                 &&rec.nonce_digest.0[..],
+                &rec.requested_device_id.as_ref().map(|d| d.as_str()),
             ],
         )?;
         Ok(())

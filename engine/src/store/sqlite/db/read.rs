@@ -8,7 +8,9 @@ use super::super::super::{
 };
 use super::super::journal::audit_from_journal;
 use super::*;
-use crate::model::{AuditEvent, LeakKind, LeakSignal, OperationId, OperationState};
+use crate::model::{
+    AuditEvent, DeviceId, LeakKind, LeakSignal, NonceDigest, OperationId, OperationState,
+};
 use crate::time::Timestamp;
 
 impl StoreRead for Db<'_> {
@@ -82,6 +84,49 @@ impl StoreRead for Db<'_> {
              WHERE pt_id = ?1 AND state = 'pending' ORDER BY created_at",
         )?;
         let rows = st.query_map([&pt.to_bytes()[..]], op_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn pending_operations_by_nonce(
+        &self,
+        pt: &PtId,
+        digests: &[NonceDigest],
+    ) -> Result<Vec<OperationRecord>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT body, nonce_digest FROM operations INDEXED BY operations_pending_nonce \
+             WHERE pt_id = ?1 AND state = 'pending' AND nonce_digest = ?2",
+        )?;
+        let mut found = Vec::new();
+        for d in digests {
+            for op in st.query_map(params![&pt.to_bytes()[..], &d.0[..]], op_row)? {
+                found.push(op?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn pending_count(&self, pt: &PtId, now: Timestamp) -> Result<usize, Error> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM operations INDEXED BY operations_pending_expiry \
+                 WHERE pt_id = ?1 AND state = 'pending' AND expires_at > ?2",
+            )?
+            .query_row(params![&pt.to_bytes()[..], sql_ts(now)], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn pending_operations_for_device(
+        &self,
+        pt: &PtId,
+        device: &DeviceId,
+    ) -> Result<Vec<OperationRecord>, Error> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT body, nonce_digest FROM operations INDEXED BY operations_pending_device \
+             WHERE pt_id = ?1 AND state = 'pending' AND requested_device_id = ?2 \
+             ORDER BY created_at",
+        )?;
+        let rows = st.query_map(params![&pt.to_bytes()[..], device.as_str()], op_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
