@@ -215,8 +215,9 @@ impl Engine {
             Err(e) => return done(Err(e)),
         };
         let actor = actor.clone();
+        let registration = presented.registration_id;
         // Every check comes before the first write, and after it only a failed write returns
-        // `Err`: the job may skip its savepoint (`Store::submit_writes_last`).
+        // `Err`: the job may skip its savepoint (`Store::submit_refresh`).
         let job = super::job(
             self.inner.clone(),
             now,
@@ -331,7 +332,7 @@ impl Engine {
             },
             move |r| done(r.and_then(Committed::into_result)),
         );
-        self.inner.store.submit_writes_last(job);
+        self.inner.store.submit_refresh(job, registration);
     }
 
     /// Revoke a registration: all its RTs stop validating at once. The revocation is durable

@@ -5,7 +5,7 @@
 //! view, run one after another, and each batch of jobs is made durable by one commit before
 //! any of them is acknowledged. A job that fails is rolled back alone (a savepoint), so one bad
 //! request never spoils its batch; a job that makes every check before its first write (a
-//! refresh) may skip its savepoint ([`Store::submit_writes_last`]). Refreshes go to an
+//! refresh) may skip its savepoint ([`Store::submit_refresh`]). Refreshes go to an
 //! append-only journal that is folded into the registration rows in batches (`journal.rs`).
 //!
 //! For several nodes on one database, the PostgreSQL store (`pg/`) implements the same traits
@@ -398,11 +398,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// If the writer has stopped, the job is dropped without running. A job that does not keep
     /// its changes is rolled back alone.
     fn submit(&self, job: WriteJob);
-    /// Queue a write job that makes every check before its first write, so it never needs to be
-    /// rolled back alone: the store may run it without a savepoint of its own. Should it still
-    /// ask to roll back after writing (a failed write), the whole batch fails instead and
-    /// nothing in it is acknowledged. For the hot path (refresh); defaults to [`Store::submit`].
-    fn submit_writes_last(&self, job: WriteJob) {
+    /// Queue a refresh: a write job that reads (and locks) the registration `reads`, and makes
+    /// every check before its first write, so it never needs to be rolled back alone: the store
+    /// may run it without a savepoint of its own. Should it still ask to roll back after
+    /// writing (a failed write), the whole batch fails instead and nothing in it is
+    /// acknowledged. A store may read the registrations of a whole batch of refreshes in one
+    /// statement before their jobs run. Defaults to [`Store::submit`].
+    fn submit_refresh(&self, job: WriteJob, reads: RegistrationId) {
+        let _ = reads;
         self.submit(job);
     }
     /// Run `f` against a consistent read snapshot of committed data.

@@ -7,11 +7,14 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use super::{CommitStats, WriteJob};
+use crate::model::RegistrationId;
 
-/// A job waiting for a writer, and whether it runs inside a savepoint of its own.
+/// A job waiting for a writer, whether it runs inside a savepoint of its own, and the
+/// registration it reads first if it is a refresh.
 pub(super) struct Queued {
     pub(super) job: WriteJob,
     pub(super) savepoint: bool,
+    pub(super) reads: Option<RegistrationId>,
 }
 
 /// Where jobs are submitted; closed when the store is dropped (the writers then finish what
@@ -24,10 +27,15 @@ impl JobQueue {
     }
 
     /// Queue a job; once the queue is closed the job is dropped without running.
-    pub(super) fn send(&self, job: WriteJob, savepoint: bool) {
+    pub(super) fn send(&self, job: WriteJob, savepoint: bool, reads: Option<RegistrationId>) {
         if let Ok(guard) = self.0.lock() {
             if let Some(tx) = guard.as_ref() {
-                if tx.send(Queued { job, savepoint }).is_ok() {
+                let queued = Queued {
+                    job,
+                    savepoint,
+                    reads,
+                };
+                if tx.send(queued).is_ok() {
                     metrics::gauge!("tessera_store_queue_depth").increment(1.0);
                 }
             }

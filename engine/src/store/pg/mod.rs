@@ -41,8 +41,10 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::queue::{self, JobQueue, Queued, Stats};
+use super::sql::sql_u64;
 use super::{CommitCallback, CommitStats, JobOutcome, Store, StoreRead, WriteJob};
 use crate::error::Error;
+use crate::model::RegistrationId;
 use db::{Db, PendingLog};
 
 /// The store's error for a PostgreSQL error. The driver's messages name statements, columns and
@@ -472,12 +474,27 @@ fn run_batch(
         return Err(e);
     }
     let mut log = PendingLog::new(node);
-    let mut failure: Option<Error> = None;
-    for Queued { job, savepoint } in batch.drain(..) {
+    // Refreshes first (the order of jobs queued together is free): their registrations are
+    // locked in one statement and they run against those rows without a statement of their
+    // own, until a job with a savepoint comes.
+    batch.sort_by_key(|q| q.reads.is_none());
+    let mut reads: Vec<i64> = batch
+        .iter()
+        .filter_map(|q| q.reads)
+        .map(|r| sql_u64(r.get()))
+        .collect();
+    let mut failure: Option<Error> = log.locked.get_mut().lock(conn, &mut reads).err();
+    for Queued { job, savepoint, .. } in batch.drain(..) {
         if failure.is_some() {
             continue; // dropped without running: its caller sees the job vanish
         }
         if savepoint {
+            // What the refreshes before it changed is written first: a job rolled back to its
+            // savepoint must not take them with it.
+            if let Err(e) = log.locked.get_mut().flush(conn) {
+                failure = Some(e);
+                continue;
+            }
             if let Err(e) = conn.batch("SAVEPOINT job") {
                 failure = Some(e);
                 continue;
@@ -541,11 +558,11 @@ fn run_batch(
 
 impl Store for PostgresStore {
     fn submit(&self, job: WriteJob) {
-        self.queue.send(job, true);
+        self.queue.send(job, true, None);
     }
 
-    fn submit_writes_last(&self, job: WriteJob) {
-        self.queue.send(job, false);
+    fn submit_refresh(&self, job: WriteJob, reads: RegistrationId) {
+        self.queue.send(job, false, Some(reads));
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {

@@ -29,6 +29,7 @@ use journal::{BatchJournal, Follower, Overlay};
 
 use super::{CommitCallback, CommitStats, JobOutcome, Store, StoreRead, WriteJob};
 use crate::error::Error;
+use crate::model::RegistrationId;
 use db::{Db, View};
 
 /// File name of the database inside the data directory.
@@ -372,7 +373,7 @@ fn run_batch(
     let mut failure: Option<Error> = journal
         .start(conn, &w.overlay, w.fold_rows, w.fold_slice)
         .err();
-    for Queued { job, savepoint } in batch.drain(..) {
+    for Queued { job, savepoint, .. } in batch.drain(..) {
         if failure.is_some() {
             continue; // dropped: the caller gets "store writer stopped"-style error
         }
@@ -428,11 +429,11 @@ fn run_batch(
 
 impl Store for SqliteStore {
     fn submit(&self, job: WriteJob) {
-        self.writer.queue.send(job, true);
+        self.writer.queue.send(job, true, None);
     }
 
-    fn submit_writes_last(&self, job: WriteJob) {
-        self.writer.queue.send(job, false);
+    fn submit_refresh(&self, job: WriteJob, _reads: RegistrationId) {
+        self.writer.queue.send(job, false, None);
     }
 
     fn read(&self, f: &mut dyn FnMut(&dyn StoreRead) -> Result<(), Error>) -> Result<(), Error> {

@@ -1,6 +1,7 @@
 //! SQL over one PostgreSQL connection: a write job inside the writer's batch (whose reads lock
 //! what they read), or a read-only snapshot.
 
+mod locked;
 mod read;
 mod write;
 
@@ -25,6 +26,7 @@ use crate::model::{
     RegistrationStatus,
 };
 use crate::time::Timestamp;
+pub(crate) use locked::LockedRows;
 
 /// The advisory lock key of the key epochs (and the root check in `meta`).
 const KEYS_LOCK: i64 = 0x7465_7373_6572_6102;
@@ -38,6 +40,8 @@ pub(crate) struct PendingLog {
     job_start: (usize, usize, usize),
     /// This node's id in the change feed.
     pub(crate) node: i64,
+    /// The registrations the batch's refreshes read, locked before they run.
+    pub(crate) locked: RefCell<LockedRows>,
 }
 
 struct AuditRow {
@@ -78,31 +82,11 @@ impl PendingLog {
         !(self.audit.is_empty() && self.leaks.is_empty())
     }
 
-    /// Insert the batch's events, unnumbered (the sequencer numbers them once they have
-    /// committed), and its changes; the transaction's id when it wrote changes.
+    /// Write what the batch left for its end: the refreshed registrations, its events,
+    /// unnumbered (the sequencer numbers them once they have committed), and its changes, in
+    /// one statement (and a statement per leak signal, a rare event); the transaction's id
+    /// when it wrote changes.
     pub(crate) fn write(&mut self, conn: &mut Conn) -> Result<Option<u64>, Error> {
-        if !self.audit.is_empty() {
-            let rows = std::mem::take(&mut self.audit);
-            let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
-            let mut actor = Vec::with_capacity(rows.len());
-            let mut source = Vec::with_capacity(rows.len());
-            let mut action = Vec::with_capacity(rows.len());
-            let mut subject = Vec::with_capacity(rows.len());
-            let mut detail = Vec::with_capacity(rows.len());
-            for r in rows {
-                actor.push(r.actor);
-                source.push(r.source);
-                action.push(r.action);
-                subject.push(r.subject);
-                detail.push(r.detail);
-            }
-            conn.execute(
-                "INSERT INTO audit (at, actor, source, action, subject, detail) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
-                 $5::text[], $6::text[])",
-                &[&at, &actor, &source, &action, &subject, &detail],
-            )?;
-        }
         if !self.leaks.is_empty() {
             for s in std::mem::take(&mut self.leaks) {
                 conn.execute(
@@ -122,22 +106,76 @@ impl PendingLog {
                 )?;
             }
         }
-        if self.changes.is_empty() {
+        let mut p = Params::default();
+        let mut parts = Vec::new();
+        let updates = self.locked.get_mut().take();
+        if !updates.is_empty() {
+            parts.push(format!("refreshed AS ({})", updates.sql(&mut p)));
+        }
+        if !self.audit.is_empty() {
+            parts.push(format!(
+                "audited AS ({})",
+                audit_insert(&mut self.audit, &mut p)
+            ));
+        }
+        if parts.is_empty() && self.changes.is_empty() {
             return Ok(None);
         }
-        let body = std::mem::take(&mut self.changes);
-        let rows = conn.query(
-            "INSERT INTO changes (node, body) SELECT $1, b FROM unnest($2::text[]) AS t(b) \
-             RETURNING xid::text",
-            &[&self.node, &body],
-        )?;
+        // Data-modifying parts of a WITH run whether or not the main statement reads them.
+        let main = if self.changes.is_empty() {
+            "SELECT NULL::text".to_owned()
+        } else {
+            let body = std::mem::take(&mut self.changes);
+            format!(
+                "INSERT INTO changes (node, body) SELECT {}, b FROM unnest({}::text[]) AS t(b) \
+                 RETURNING xid::text",
+                p.add(self.node),
+                p.add(body)
+            )
+        };
+        let sql = if parts.is_empty() {
+            main
+        } else {
+            format!("WITH {} {main}", parts.join(", "))
+        };
+        let rows = conn.query(&sql, &p.refs())?;
         let xid = rows
             .first()
-            .map(|r| get::<String>(r, 0))
+            .map(|r| get::<Option<String>>(r, 0))
             .transpose()?
+            .flatten()
             .and_then(|x| x.parse().ok());
         Ok(xid)
     }
+}
+
+/// One insert of every audit row (taken from `rows`), its parameters added to `p`.
+fn audit_insert(rows: &mut Vec<AuditRow>, p: &mut Params) -> String {
+    let rows = std::mem::take(rows);
+    let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
+    let mut actor = Vec::with_capacity(rows.len());
+    let mut source = Vec::with_capacity(rows.len());
+    let mut action = Vec::with_capacity(rows.len());
+    let mut subject = Vec::with_capacity(rows.len());
+    let mut detail = Vec::with_capacity(rows.len());
+    for r in rows {
+        actor.push(r.actor);
+        source.push(r.source);
+        action.push(r.action);
+        subject.push(r.subject);
+        detail.push(r.detail);
+    }
+    format!(
+        "INSERT INTO audit (at, actor, source, action, subject, detail) \
+         SELECT * FROM unnest({}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[], \
+         {}::text[])",
+        p.add(at),
+        p.add(actor),
+        p.add(source),
+        p.add(action),
+        p.add(subject),
+        p.add(detail)
+    )
 }
 
 /// A connection inside the writer's batch, or a read snapshot.
@@ -188,17 +226,33 @@ impl<'c> Db<'c> {
         r
     }
 
+    /// Before any statement of a write job: write the refreshes the batch holds, and forget
+    /// the rows it holds (the statement may read or change them).
+    fn flush_locked(&self) -> Result<(), Error> {
+        if let Some(log) = self.log.as_deref() {
+            let mut locked = log.locked.borrow_mut();
+            if !locked.is_empty() {
+                let r = locked.flush(&mut self.conn.borrow_mut());
+                self.note(r)?;
+            }
+        }
+        Ok(())
+    }
+
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        self.flush_locked()?;
         let r = self.conn.borrow_mut().query(sql, params);
         self.note(r)
     }
 
     fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, Error> {
+        self.flush_locked()?;
         let r = self.conn.borrow_mut().query_opt(sql, params);
         self.note(r)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
+        self.flush_locked()?;
         let r = self.conn.borrow_mut().execute(sql, params);
         let n = self.note(r)?;
         if n > 0 {

@@ -171,6 +171,14 @@ impl StoreRead for Db<'_> {
     }
 
     fn registration(&self, id: RegistrationId) -> Result<Option<RegistrationRecord>, Error> {
+        // A row the batch locked for its refreshes, as they left it.
+        if let Some(rec) = self
+            .log
+            .as_deref()
+            .and_then(|l| l.locked.borrow().get(id.get()))
+        {
+            return Ok(Some(rec));
+        }
         self.query_opt(
             &format!(
                 "SELECT {REG_COLUMNS} FROM registrations WHERE id = $1{}",

@@ -149,17 +149,22 @@ impl StoreTxn for Db<'_> {
         rec: &RegistrationRecord,
         audit: RefreshAudit<'_>,
     ) -> Result<(), Error> {
-        self.execute(
-            "UPDATE registrations SET generation = $2, key_epoch = $3, issued_at = $4, \
-             expires_at = $5 WHERE id = $1",
-            &[
-                &sql_u64(rec.id.get()),
-                &i64::from(rec.generation),
-                &i64::from(rec.key_epoch),
-                &sql_u64(rec.issued_at),
-                &sql_u64(rec.expires_at),
-            ],
-        )?;
+        // A row the batch locked for its refreshes is written with the batch.
+        if self.log()?.locked.get_mut().refresh(rec) {
+            self.wrote.set(true);
+        } else {
+            self.execute(
+                "UPDATE registrations SET generation = $2, key_epoch = $3, issued_at = $4, \
+                 expires_at = $5 WHERE id = $1",
+                &[
+                    &sql_u64(rec.id.get()),
+                    &i64::from(rec.generation),
+                    &i64::from(rec.key_epoch),
+                    &sql_u64(rec.issued_at),
+                    &sql_u64(rec.expires_at),
+                ],
+            )?;
+        }
         self.append_audit(&NewAuditEvent {
             at: audit.at,
             actor: audit.actor,
