@@ -239,6 +239,68 @@ fn caps_and_code_attempts_are_global() {
     ));
 }
 
+/// Three nodes, eighteen approvals at once, a fleet cap of five: exactly five registrations.
+#[test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
+fn three_nodes_racing_for_a_fleet_cap_create_exactly_that_many() {
+    const CAP: u64 = 5;
+    const PER_NODE: usize = 6;
+    let a = first_node(EngineConfig::default());
+    let nodes = [node(&a), node(&a)];
+    let nodes = [&a, &nodes[0], &nodes[1]];
+    let (record, pt) = a
+        .engine
+        .create_pt(
+            &spec(
+                PtKind::Fleet {
+                    max_registrations: CAP,
+                },
+                ApprovalPolicy::Manual,
+            ),
+            &Harness::tech(),
+            a.now(),
+        )
+        .unwrap();
+    let mut ops = Vec::new();
+    for (n, h) in nodes.iter().enumerate() {
+        for i in 0..PER_NODE {
+            let device = format!("race-{n}-{i}");
+            let op = h.begin(&pt, Some(&device), device.as_bytes()).unwrap();
+            ops.push((n, op.operation_id));
+        }
+    }
+    let start = Barrier::new(ops.len());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let threads: Vec<_> = ops
+            .iter()
+            .map(|(n, op)| {
+                let (h, start) = (nodes[*n], &start);
+                s.spawn(move || {
+                    start.wait();
+                    h.approve_with_code(op, None)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let approved = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(approved as u64, CAP, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || r == &Err(Error::RegistrationCapReached)));
+    // Every node's view of the store agrees: five registrations under the PT, none more.
+    for h in nodes {
+        let regs = h
+            .engine
+            .list_registrations(&RegistrationQuery {
+                pt_id: Some(record.id),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(regs.len() as u64, CAP);
+    }
+}
+
 #[test]
 #[ignore = "needs PostgreSQL (TESSERA_TEST_STORE=postgres://…): scripts/test-all.sh runs it"]
 fn key_epochs_made_on_one_node_reach_the_others() {
