@@ -9,9 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tessera_engine::{
-    Actor, ApprovalPolicy, BeginRequest, DeviceIdPolicy, Engine, ProvisioningToken, PtKind, PtSpec,
-};
+use tessera_engine::{Actor, BeginRequest, Engine, ProvisioningToken};
 
 fn begin(pt: &ProvisioningToken, nonce: String) -> BeginRequest {
     BeginRequest {
@@ -35,16 +33,7 @@ fn bench(c: &mut Criterion) {
         // No rate limit in the way; room for every waiting operation.
         let engine =
             Engine::open_dir(dir.path(), tessera_benches::lenient_config(), now).expect("engine");
-        let spec = PtSpec {
-            label: "line".into(),
-            kind: PtKind::Fleet {
-                max_registrations: u64::MAX,
-            },
-            approval: ApprovalPolicy::Manual,
-            rt_lifetime: Duration::from_secs(86_400),
-            device_id_policy: DeviceIdPolicy::Either,
-            expires_at: None,
-        };
+        let spec = tessera_benches::manual_fleet();
         let (_, pt) = engine.create_pt(&spec, &tech, now).expect("pt");
         for i in 0..waiting {
             let req = begin(&pt, format!("waiting-instance-{i:08}"));

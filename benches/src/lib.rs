@@ -51,6 +51,15 @@ pub fn auto_fleet() -> PtSpec {
     }
 }
 
+/// A fleet PT whose operations wait for a technician (a factory line), RTs of one day.
+pub fn manual_fleet() -> PtSpec {
+    PtSpec {
+        approval: ApprovalPolicy::Manual,
+        rt_lifetime: Duration::from_secs(86_400),
+        ..auto_fleet()
+    }
+}
+
 /// Provision `n` devices through the real flow (automatic policy) and return them.
 pub fn provision(engine: &Engine, n: usize, now: Timestamp) -> Vec<Provisioned> {
     let (_, pt) = engine

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tessera_benches::{bench_now, numeric_flags, open, seed_registrations};
 use tessera_client::{AdminClient, Trust};
-use tessera_engine::{Actor, ApprovalPolicy, BeginRequest, DeviceIdPolicy, PtKind, PtSpec};
+use tessera_engine::{Actor, BeginRequest};
 use tessera_proto::admin::requests::OpList;
 
 fn percentiles(mut v: Vec<Duration>) -> String {
@@ -70,16 +70,7 @@ fn main() {
 
     // Pending operations, 1,000 per fleet PT (the per-PT cap).
     let t = Instant::now();
-    let spec = PtSpec {
-        label: "bench".into(),
-        kind: PtKind::Fleet {
-            max_registrations: u64::MAX,
-        },
-        approval: ApprovalPolicy::Manual,
-        rt_lifetime: Duration::from_secs(86_400),
-        device_id_policy: DeviceIdPolicy::Either,
-        expires_at: None,
-    };
+    let spec = tessera_benches::manual_fleet();
     let mut ops = Vec::with_capacity(pending);
     let mut pt = None;
     for i in 0..pending {

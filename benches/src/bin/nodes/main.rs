@@ -11,8 +11,10 @@
 //!
 //! With `--json` the last line is one JSON object, `{"configurations": [{"store", "nodes",
 //! "writers", "provisions_per_s", "refreshes_per_s", "connections_per_s",
-//! "server_cpu_us_per_refresh", …}, …]}`; for PostgreSQL configurations it adds the database's
-//! own figures for the provisioning and refresh phases ([`pg_probe`]): the share of backend time
+//! "server_cpu_us_per_refresh", "follower_cpu_us_per_remote_change", …}, …]}` (the last: the
+//! CPU of every node's change-feed follower thread during the refresh phase, over the
+//! refreshes times the other nodes, with two nodes or more); for PostgreSQL configurations it
+//! adds the database's own figures for the provisioning and refresh phases ([`pg_probe`]): the share of backend time
 //! waiting on a serialising lock, statements and WAL bytes per request, the database's CPU per
 //! request, and the share of HOT updates of `registrations`. Statements are counted only when
 //! the server preloads `pg_stat_statements` (`shared_preload_libraries`).
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tessera_benches::{cpu_secs, percentile, sibling, spawn_until};
+use tessera_benches::{cpu_secs, percentile, sibling, spawn_until, thread_named};
 use tessera_client::transport::Transport;
 use tessera_client::{AdminClient, Trust};
 use tessera_proto::admin::requests::Status;
@@ -111,6 +113,17 @@ fn cpu(nodes: &[Node]) -> Vec<f64> {
     nodes
         .iter()
         .map(|n| cpu_secs(&format!("/proc/{}", n.child.id())))
+        .collect()
+}
+
+/// CPU seconds of each node's change-feed follower thread (0 on SQLite, which has none).
+fn feed_cpu(nodes: &[Node]) -> Vec<f64> {
+    nodes
+        .iter()
+        .map(|n| {
+            thread_named(&format!("/proc/{}", n.child.id()), "tessera-feed")
+                .map_or(0.0, |t| cpu_secs(&t))
+        })
         .collect()
 }
 
@@ -271,6 +284,7 @@ async fn measure(
     let mark = probe.as_mut().map(|p| pg_probe::off_runtime(|| p.mark()));
     let sampling = sampler();
     let before = cpu(nodes);
+    let feed_before = feed_cpu(nodes);
     let (c2, r2) = (conns.clone(), rts.clone());
     let (n, _, secs) = for_secs(o.connections, o.seconds, move |w, k| {
         let (c, r) = (c2[w].clone(), r2.clone());
@@ -297,6 +311,18 @@ async fn measure(
     })
     .await;
     let mut refresh = phase(n, secs, &before, &cpu(nodes));
+    // Every refresh is a change each other node's follower reads and applies (each follower
+    // also reads, and skips, its own node's rows).
+    if nodes.len() > 1 {
+        let spent: f64 = feed_cpu(nodes)
+            .iter()
+            .zip(&feed_before)
+            .map(|(a, b)| a - b)
+            .sum();
+        let remote = (n * (nodes.len() as u64 - 1)).max(1);
+        refresh["follower_cpu_us_per_remote_change"] =
+            json!((spent / remote as f64 * 1e6 * 10.0).round() / 10.0);
+    }
     if let (Some(p), Some(m), Some(s)) = (probe.as_mut(), mark.as_ref(), sampling) {
         refresh["postgres"] = pg_probe::off_runtime(|| p.since(m, n));
         refresh["postgres"]["locks"] = s.finish();
@@ -589,6 +615,8 @@ fn configurations(summary: &Value) -> Value {
                         "resumed_connections_per_s": r["new_connections"]["resumed"]["per_second"],
                         "server_cpu_us_per_refresh": r["refresh"]["server_cpu_us_per_request"],
                         "server_cpu_us_per_provision": r["provision"]["server_cpu_us_per_request"],
+                        "follower_cpu_us_per_remote_change":
+                            r["refresh"]["follower_cpu_us_per_remote_change"],
                         "revocation_to_close_ms": r["revocation_to_close_ms"],
                         "postgres_refresh": r["refresh"]["postgres"],
                         "postgres_provision": r["provision"]["postgres"],
