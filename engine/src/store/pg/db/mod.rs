@@ -42,6 +42,26 @@ pub(crate) struct PendingLog {
     pub(crate) node: i64,
     /// The registrations the batch's refreshes read, locked before they run.
     pub(crate) locked: RefCell<LockedRows>,
+    /// The advisory locks the batch's transaction holds (until it ends).
+    held: RefCell<HeldLocks>,
+}
+
+/// An advisory lock: a fixed key, or a device id's.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum LockKey {
+    Key(i64),
+    Device(String),
+}
+
+/// The advisory locks taken in a batch, so that a job asks PostgreSQL for each only once:
+/// a provisioning locks its device id from several places (the block check, the device's
+/// registrations, the block itself).
+#[derive(Default)]
+struct HeldLocks {
+    held: std::collections::HashSet<LockKey>,
+    /// In the order taken, to forget a rolled-back job's.
+    order: Vec<LockKey>,
+    job_start: usize,
 }
 
 struct AuditRow {
@@ -63,12 +83,21 @@ impl PendingLog {
 
     pub(crate) fn begin_job(&mut self) {
         self.job_start = (self.audit.len(), self.leaks.len(), self.changes.len());
+        let held = self.held.get_mut();
+        held.job_start = held.order.len();
     }
 
     pub(crate) fn rollback_job(&mut self) {
         self.audit.truncate(self.job_start.0);
         self.leaks.truncate(self.job_start.1);
         self.changes.truncate(self.job_start.2);
+        // Locks taken inside a savepoint are released when it is rolled back: take them again
+        // if asked.
+        let held = self.held.get_mut();
+        let start = held.job_start.min(held.order.len());
+        for k in held.order.drain(start..) {
+            held.held.remove(&k);
+        }
     }
 
     /// Whether the batch wrote anything another node's follower or the sequencer must learn
@@ -261,9 +290,24 @@ impl<'c> Db<'c> {
         Ok(n)
     }
 
+    /// In a write job: whether the batch already holds `key`; if not, it is noted as held
+    /// (the caller takes it).
+    fn holds(&self, key: LockKey) -> bool {
+        let Some(log) = self.log.as_deref() else {
+            return false;
+        };
+        let mut held = log.held.borrow_mut();
+        if held.held.contains(&key) {
+            return true;
+        }
+        held.held.insert(key.clone());
+        held.order.push(key);
+        false
+    }
+
     /// In a write job: hold an advisory lock until the batch commits.
     fn lock(&self, key: i64) -> Result<(), Error> {
-        if self.locking() {
+        if self.locking() && !self.holds(LockKey::Key(key)) {
             self.query("SELECT pg_advisory_xact_lock($1)", &[&key])?;
         }
         Ok(())
@@ -271,7 +315,7 @@ impl<'c> Db<'c> {
 
     /// In a write job: lock a device id (blocks, and the registrations under it).
     fn lock_device(&self, d: &DeviceId) -> Result<(), Error> {
-        if self.locking() {
+        if self.locking() && !self.holds(LockKey::Device(d.as_str().to_owned())) {
             self.query(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
                 &[&d.as_str()],
