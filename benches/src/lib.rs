@@ -207,6 +207,26 @@ pub fn thread_named(proc_dir: &str, name: &str) -> Option<String> {
         .map(|e| format!("{proc_dir}/task/{}", e.file_name().to_string_lossy()))
 }
 
+/// CPU seconds of process `proc_dir`'s live threads, summed by thread name (digits at the end
+/// of a name dropped, so a pool's threads count together).
+pub fn cpu_by_thread(proc_dir: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("{proc_dir}/task")) else {
+        return by;
+    };
+    for e in tasks.filter_map(Result::ok) {
+        let Ok(name) = std::fs::read_to_string(e.path().join("comm")) else {
+            continue;
+        };
+        let name = name
+            .trim_end()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_owned();
+        *by.entry(name).or_insert(0.0) += cpu_secs(&e.path().to_string_lossy());
+    }
+    by
+}
+
 /// Open an engine on `dir` with the lenient benchmark config.
 pub fn open(dir: &Path) -> Engine {
     Engine::open_dir(dir, lenient_config(), bench_now()).expect("open engine")

@@ -11,13 +11,15 @@
 //!
 //! With `--json` the last line is one JSON object, `{"configurations": [{"store", "nodes",
 //! "writers", "provisions_per_s", "refreshes_per_s", "connections_per_s",
-//! "server_cpu_us_per_refresh", "follower_cpu_us_per_remote_change", …}, …]}` (the last: the
-//! CPU of every node's change-feed follower thread during the refresh phase, over the
-//! refreshes times the other nodes, with two nodes or more); for PostgreSQL configurations it
-//! adds the database's own figures for the provisioning and refresh phases ([`pg_probe`]): the share of backend time
-//! waiting on a serialising lock, statements and WAL bytes per request, the database's CPU per
-//! request, and the share of HOT updates of `registrations`. Statements are counted only when
-//! the server preloads `pg_stat_statements` (`shared_preload_libraries`).
+//! "server_cpu_us_per_refresh", "follower_cpu_us_per_remote_change",
+//! "server_cpu_us_per_refresh_by_thread", …}, …]}`. The follower figure is the CPU of every
+//! node's change-feed thread during the refresh phase over the refreshes times the other nodes
+//! (two nodes or more); the last is every node's threads' CPU during the refresh phase, summed
+//! over the nodes by thread name, per refresh. For PostgreSQL configurations it adds the
+//! database's own figures for the provisioning and refresh phases ([`pg_probe`]): the share of
+//! backend time waiting on a serialising lock, statements and WAL bytes per request, the
+//! database's CPU per request, and the share of HOT updates of `registrations`. Statements are
+//! counted only when the server preloads `pg_stat_statements` (`shared_preload_libraries`).
 //!
 //! Each configuration gets a schema of its own in the database. On a machine smaller than
 //! nodes × cores, the nodes (and PostgreSQL, and this generator) share cores: read the CPU per
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tessera_benches::{cpu_secs, percentile, sibling, spawn_until, thread_named};
+use tessera_benches::{cpu_by_thread, cpu_secs, percentile, sibling, spawn_until, thread_named};
 use tessera_client::transport::Transport;
 use tessera_client::{AdminClient, Trust};
 use tessera_proto::admin::requests::Status;
@@ -125,6 +127,42 @@ fn feed_cpu(nodes: &[Node]) -> Vec<f64> {
                 .map_or(0.0, |t| cpu_secs(&t))
         })
         .collect()
+}
+
+/// CPU seconds of every node's live threads, summed over the nodes by thread name.
+fn threads_cpu(nodes: &[Node]) -> std::collections::BTreeMap<String, f64> {
+    let mut all = std::collections::BTreeMap::new();
+    for n in nodes {
+        for (name, c) in cpu_by_thread(&format!("/proc/{}", n.child.id())) {
+            *all.entry(name).or_insert(0.0) += c;
+        }
+    }
+    all
+}
+
+/// Per request, in µs, the CPU each kind of thread spent between `before` and `after`; what
+/// the process counted beyond its live threads (threads that ended) is `"ended threads"`.
+fn by_thread(
+    count: u64,
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    process_total: f64,
+) -> Value {
+    let us = |c: f64| (c / count.max(1) as f64 * 1e7).round() / 10.0;
+    let mut out = serde_json::Map::new();
+    let mut sum = 0.0;
+    for (name, a) in after {
+        let spent = a - before.get(name).copied().unwrap_or(0.0);
+        sum += spent;
+        if spent > 0.0 {
+            out.insert(name.clone(), json!(us(spent)));
+        }
+    }
+    out.insert(
+        "ended threads".into(),
+        json!(us((process_total - sum).max(0.0))),
+    );
+    Value::Object(out)
 }
 
 /// Rate and server CPU of a phase that made `count` requests.
@@ -285,6 +323,7 @@ async fn measure(
     let sampling = sampler();
     let before = cpu(nodes);
     let feed_before = feed_cpu(nodes);
+    let threads_before = threads_cpu(nodes);
     let (c2, r2) = (conns.clone(), rts.clone());
     let (n, _, secs) = for_secs(o.connections, o.seconds, move |w, k| {
         let (c, r) = (c2[w].clone(), r2.clone());
@@ -310,7 +349,12 @@ async fn measure(
         }
     })
     .await;
-    let mut refresh = phase(n, secs, &before, &cpu(nodes));
+    let after = cpu(nodes);
+    let threads_after = threads_cpu(nodes);
+    let mut refresh = phase(n, secs, &before, &after);
+    let process_total: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    refresh["server_cpu_us_per_request_by_thread"] =
+        by_thread(n, &threads_before, &threads_after, process_total);
     // Every refresh is a change each other node's follower reads and applies (each follower
     // also reads, and skips, its own node's rows).
     if nodes.len() > 1 {
@@ -617,6 +661,8 @@ fn configurations(summary: &Value) -> Value {
                         "server_cpu_us_per_provision": r["provision"]["server_cpu_us_per_request"],
                         "follower_cpu_us_per_remote_change":
                             r["refresh"]["follower_cpu_us_per_remote_change"],
+                        "server_cpu_us_per_refresh_by_thread":
+                            r["refresh"]["server_cpu_us_per_request_by_thread"],
                         "revocation_to_close_ms": r["revocation_to_close_ms"],
                         "postgres_refresh": r["refresh"]["postgres"],
                         "postgres_provision": r["provision"]["postgres"],
