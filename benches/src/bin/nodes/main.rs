@@ -12,7 +12,7 @@
 //! With `--json` the last line is one JSON object, `{"configurations": [{"store", "nodes",
 //! "writers", "provisions_per_s", "refreshes_per_s", "connections_per_s",
 //! "server_cpu_us_per_refresh", "follower_cpu_us_per_remote_change",
-//! "server_cpu_us_per_refresh_by_thread", …}, …]}`. The follower figure is the CPU of every
+//! "server_cpu_us_per_refresh_by_thread", "refresh_jobs_per_commit", …}, …]}`. The follower figure is the CPU of every
 //! node's change-feed thread during the refresh phase over the refreshes times the other nodes
 //! (two nodes or more); the last is every node's threads' CPU during the refresh phase, summed
 //! over the nodes by thread name, per refresh. For PostgreSQL configurations it adds the
@@ -320,6 +320,7 @@ async fn measure(
     let rts: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> =
         Arc::new(rts.into_iter().map(tokio::sync::Mutex::new).collect());
     let mark = probe.as_mut().map(|p| pg_probe::off_runtime(|| p.mark()));
+    let commits_before = commits_total(&admin_clients(nodes, &trust, token.trim()).await).await;
     let sampling = sampler();
     let before = cpu(nodes);
     let feed_before = feed_cpu(nodes);
@@ -355,6 +356,13 @@ async fn measure(
     let process_total: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
     refresh["server_cpu_us_per_request_by_thread"] =
         by_thread(n, &threads_before, &threads_after, process_total);
+    // The store writers' batches: how many refreshes share each commit's fixed cost.
+    let commits_after = commits_total(&admin_clients(nodes, &trust, token.trim()).await).await;
+    let (batches, jobs) = (
+        commits_after.0 - commits_before.0,
+        commits_after.1 - commits_before.1,
+    );
+    refresh["jobs_per_commit"] = json!((jobs as f64 / batches.max(1) as f64 * 10.0).round() / 10.0);
     // Every refresh is a change each other node's follower reads and applies (each follower
     // also reads, and skips, its own node's rows).
     if nodes.len() > 1 {
@@ -507,6 +515,18 @@ async fn admin_clients(nodes: &[Node], trust: &Trust, token: &str) -> Vec<AdminC
             .expect("admin")
         })
         .collect()
+}
+
+/// Every node's group commits and the jobs they ran, summed.
+async fn commits_total(admins: &[AdminClient]) -> (u64, u64) {
+    let mut total = (0, 0);
+    for a in admins {
+        let s = a.send(&Status {}).await.expect("status");
+        total.0 += s.engine.commits.batches;
+        total.1 += s.engine.commits.jobs;
+        a.close().await;
+    }
+    total
 }
 
 async fn resumed_total(admins: &[AdminClient]) -> u64 {
@@ -663,6 +683,7 @@ fn configurations(summary: &Value) -> Value {
                             r["refresh"]["follower_cpu_us_per_remote_change"],
                         "server_cpu_us_per_refresh_by_thread":
                             r["refresh"]["server_cpu_us_per_request_by_thread"],
+                        "refresh_jobs_per_commit": r["refresh"]["jobs_per_commit"],
                         "revocation_to_close_ms": r["revocation_to_close_ms"],
                         "postgres_refresh": r["refresh"]["postgres"],
                         "postgres_provision": r["provision"]["postgres"],
