@@ -12,10 +12,10 @@
 //! With `--json` the last line is one JSON object, `{"configurations": [{"store", "nodes",
 //! "writers", "provisions_per_s", "refreshes_per_s", "connections_per_s",
 //! "server_cpu_us_per_refresh", "follower_cpu_us_per_remote_change",
-//! "server_cpu_us_per_refresh_by_thread", "refresh_jobs_per_commit", …}, …]}`. The follower figure is the CPU of every
-//! node's change-feed thread during the refresh phase over the refreshes times the other nodes
-//! (two nodes or more); the last is every node's threads' CPU during the refresh phase, summed
-//! over the nodes by thread name, per refresh. For PostgreSQL configurations it adds the
+//! "server_cpu_us_per_refresh_by_thread", "refresh_jobs_per_commit", …}, …]}`. The follower
+//! figure is the CPU of every node's change-feed thread during the refresh phase over the
+//! refreshes times the other nodes (two nodes or more); by thread: every node's threads' CPU
+//! during the refresh phase, summed over the nodes by thread name, per refresh. For PostgreSQL configurations it adds the
 //! database's own figures for the provisioning and refresh phases ([`pg_probe`]): the share of
 //! backend time waiting on a serialising lock, statements and WAL bytes per request, the
 //! database's CPU per request, and the share of HOT updates of `registrations`. Statements are
@@ -33,9 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tessera_benches::{cpu_by_thread, cpu_secs, percentile, sibling, spawn_until, thread_named};
+use tessera_benches::{cpu_by_thread, cpu_secs, percentile, sibling, spawn_until};
 use tessera_client::transport::Transport;
 use tessera_client::{AdminClient, Trust};
+use tessera_proto::admin::answers::StatusAnswer;
 use tessera_proto::admin::requests::Status;
 use tessera_proto::wire::{kind, messages, DEVICE_ALPN};
 use tessera_server::server::banner;
@@ -115,17 +116,6 @@ fn cpu(nodes: &[Node]) -> Vec<f64> {
     nodes
         .iter()
         .map(|n| cpu_secs(&format!("/proc/{}", n.child.id())))
-        .collect()
-}
-
-/// CPU seconds of each node's change-feed follower thread (0 on SQLite, which has none).
-fn feed_cpu(nodes: &[Node]) -> Vec<f64> {
-    nodes
-        .iter()
-        .map(|n| {
-            thread_named(&format!("/proc/{}", n.child.id()), "tessera-feed")
-                .map_or(0.0, |t| cpu_secs(&t))
-        })
         .collect()
 }
 
@@ -320,10 +310,12 @@ async fn measure(
     let rts: Arc<Vec<tokio::sync::Mutex<Vec<String>>>> =
         Arc::new(rts.into_iter().map(tokio::sync::Mutex::new).collect());
     let mark = probe.as_mut().map(|p| pg_probe::off_runtime(|| p.mark()));
-    let commits_before = commits_total(&admin_clients(nodes, &trust, token.trim()).await).await;
+    let batches = |s: &StatusAnswer| s.engine.commits.batches;
+    let jobs = |s: &StatusAnswer| s.engine.commits.jobs;
+    let batches_before = status_total(nodes, &trust, token.trim(), batches).await;
+    let jobs_before = status_total(nodes, &trust, token.trim(), jobs).await;
     let sampling = sampler();
     let before = cpu(nodes);
-    let feed_before = feed_cpu(nodes);
     let threads_before = threads_cpu(nodes);
     let (c2, r2) = (conns.clone(), rts.clone());
     let (n, _, secs) = for_secs(o.connections, o.seconds, move |w, k| {
@@ -357,20 +349,16 @@ async fn measure(
     refresh["server_cpu_us_per_request_by_thread"] =
         by_thread(n, &threads_before, &threads_after, process_total);
     // The store writers' batches: how many refreshes share each commit's fixed cost.
-    let commits_after = commits_total(&admin_clients(nodes, &trust, token.trim()).await).await;
-    let (batches, jobs) = (
-        commits_after.0 - commits_before.0,
-        commits_after.1 - commits_before.1,
-    );
+    let batches = status_total(nodes, &trust, token.trim(), batches).await - batches_before;
+    let jobs = status_total(nodes, &trust, token.trim(), jobs).await - jobs_before;
     refresh["jobs_per_commit"] = json!((jobs as f64 / batches.max(1) as f64 * 10.0).round() / 10.0);
     // Every refresh is a change each other node's follower reads and applies (each follower
     // also reads, and skips, its own node's rows).
     if nodes.len() > 1 {
-        let spent: f64 = feed_cpu(nodes)
-            .iter()
-            .zip(&feed_before)
-            .map(|(a, b)| a - b)
-            .sum();
+        let feed = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get("tessera-feed").copied().unwrap_or(0.0)
+        };
+        let spent = feed(&threads_after) - feed(&threads_before);
         let remote = (n * (nodes.len() as u64 - 1)).max(1);
         refresh["follower_cpu_us_per_remote_change"] =
             json!((spent / remote as f64 * 1e6 * 10.0).round() / 10.0);
@@ -410,7 +398,8 @@ async fn measure(
                     .await;
             }
         }
-        let status_before = resumed_total(&admin_clients(nodes, &trust, token.trim()).await).await;
+        let tickets = |s: &StatusAnswer| s.tls_resumed;
+        let status_before = status_total(nodes, &trust, token.trim(), tickets).await;
         let before = cpu(nodes);
         let (addrs2, trust2, s2, w2) = (addrs.clone(), trust.clone(), sample.clone(), warm.clone());
         let (n, failed, secs) = for_secs(o.storm_concurrency, o.seconds, move |i, k| {
@@ -438,7 +427,7 @@ async fn measure(
         .await;
         let mut v = phase(n, secs, &before, &cpu(nodes));
         v["failed"] = json!(failed);
-        let status_after = resumed_total(&admin_clients(nodes, &trust, token.trim()).await).await;
+        let status_after = status_total(nodes, &trust, token.trim(), tickets).await;
         v["resumed_handshakes"] = json!(status_after - status_before);
         storm.insert(
             if resumed {
@@ -517,23 +506,16 @@ async fn admin_clients(nodes: &[Node], trust: &Trust, token: &str) -> Vec<AdminC
         .collect()
 }
 
-/// Every node's group commits and the jobs they ran, summed.
-async fn commits_total(admins: &[AdminClient]) -> (u64, u64) {
-    let mut total = (0, 0);
-    for a in admins {
-        let s = a.send(&Status {}).await.expect("status");
-        total.0 += s.engine.commits.batches;
-        total.1 += s.engine.commits.jobs;
-        a.close().await;
-    }
-    total
-}
-
-async fn resumed_total(admins: &[AdminClient]) -> u64 {
+/// Every node's status, one figure of it summed over the nodes.
+async fn status_total(
+    nodes: &[Node],
+    trust: &Trust,
+    token: &str,
+    figure: impl Fn(&StatusAnswer) -> u64,
+) -> u64 {
     let mut total = 0;
-    for a in admins {
-        let s = a.send(&Status {}).await.expect("status");
-        total += s.tls_resumed;
+    for a in admin_clients(nodes, trust, token).await {
+        total += figure(&a.send(&Status {}).await.expect("status"));
         a.close().await;
     }
     total

@@ -30,10 +30,9 @@
 //! lock; another takes over when its session ends) as soon as its follower sees committed
 //! events without a number, so no writer waits for it; a node about to list events numbers
 //! its own committed ones first, so a caller sees what its requests wrote. The sequencer also
-//! trims the feed: rows
-//! more than [`KEEP_ROWS`] behind the newest are deleted and the newest deleted transaction
-//! recorded; a node whose position is older than that (it was stopped, or cut off for long)
-//! rebuilds its state from the tables instead ([`FeedSink::resync`]).
+//! trims the feed: rows more than [`KEEP_ROWS`] behind the newest are deleted and the newest
+//! deleted transaction recorded; a node whose position is older than that (it was stopped, or
+//! cut off for long) rebuilds its state from the tables instead ([`FeedSink::resync`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -416,13 +416,6 @@ fn writer_loop(
     max_batch: usize,
     shared: &WriterShared,
 ) {
-    let WriterShared {
-        node,
-        acknowledged,
-        events,
-        stats,
-    } = shared;
-    let node = *node;
     let mut conn = Some(conn);
     let mut batch: Vec<Queued> = Vec::with_capacity(max_batch);
     let mut done: Vec<CommitCallback> = Vec::with_capacity(max_batch);
@@ -441,17 +434,19 @@ fn writer_loop(
         let n = batch.len() as u64;
         let started = std::time::Instant::now();
         let result = match conn.as_mut() {
-            Some(c) => run_batch(c, node, events, &mut batch, &mut done).map(|xid| {
-                if let Some(x) = xid {
-                    acknowledged.record(x);
-                }
-            }),
+            Some(c) => {
+                run_batch(c, shared.node, &shared.events, &mut batch, &mut done).map(|xid| {
+                    if let Some(x) = xid {
+                        shared.acknowledged.record(x);
+                    }
+                })
+            }
             None => {
                 batch.clear();
                 Err(Error::store("the database cannot be reached".into()))
             }
         };
-        stats.record(n, result.is_ok(), started.elapsed());
+        shared.stats.record(n, result.is_ok(), started.elapsed());
         for cb in done.drain(..) {
             cb(result.clone());
         }

@@ -37,7 +37,9 @@ pub(crate) struct PendingLog {
     audit: Vec<AuditRow>,
     leaks: Vec<NewLeakSignal>,
     changes: Vec<String>,
-    job_start: (usize, usize, usize),
+    /// Where the running job began: the lengths of `audit`, `leaks`, `changes` and the held
+    /// locks' order.
+    job_start: (usize, usize, usize, usize),
     /// This node's id in the change feed.
     pub(crate) node: i64,
     /// The registrations the batch's refreshes read, locked before they run.
@@ -61,7 +63,6 @@ struct HeldLocks {
     held: std::collections::HashSet<LockKey>,
     /// In the order taken, to forget a rolled-back job's.
     order: Vec<LockKey>,
-    job_start: usize,
 }
 
 struct AuditRow {
@@ -82,9 +83,12 @@ impl PendingLog {
     }
 
     pub(crate) fn begin_job(&mut self) {
-        self.job_start = (self.audit.len(), self.leaks.len(), self.changes.len());
-        let held = self.held.get_mut();
-        held.job_start = held.order.len();
+        self.job_start = (
+            self.audit.len(),
+            self.leaks.len(),
+            self.changes.len(),
+            self.held.get_mut().order.len(),
+        );
     }
 
     pub(crate) fn rollback_job(&mut self) {
@@ -94,7 +98,7 @@ impl PendingLog {
         // Locks taken inside a savepoint are released when it is rolled back: take them again
         // if asked.
         let held = self.held.get_mut();
-        let start = held.job_start.min(held.order.len());
+        let start = self.job_start.3.min(held.order.len());
         for k in held.order.drain(start..) {
             held.held.remove(&k);
         }
